@@ -1,0 +1,170 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Microsoft.Win32.SafeHandles;
+using Swarm.Model;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Swarm.Checkpoints;
+
+/// <summary>One tensor's entry in a safetensors header.</summary>
+public sealed record SafetensorsEntry(string Name, string Dtype, long[] Shape, long Begin, long End)
+{
+    public long ElementCount => Shape.Aggregate(1L, (a, b) => a * b);
+}
+
+/// <summary>
+/// Reads a <c>.safetensors</c> file: an 8-byte little-endian header length, a JSON header, raw data.
+/// The header is validated when opened; tensors are read one at a time, on demand, so a pipeline stage
+/// touches only its own bytes.
+/// </summary>
+public sealed class SafetensorsFile : IDisposable
+{
+    /// <summary>Headers above this size are refused as corrupt (real ones are well under 1 MB).</summary>
+    public const long MaxHeaderBytes = 100L << 20;
+
+    private readonly SafeFileHandle _handle;
+    private readonly long _dataStart;
+
+    public string Path { get; }
+    public IReadOnlyDictionary<string, SafetensorsEntry> Entries { get; }
+
+    private SafetensorsFile(string path, SafeFileHandle handle, long dataStart, Dictionary<string, SafetensorsEntry> entries)
+    {
+        Path = path; _handle = handle; _dataStart = dataStart; Entries = entries;
+    }
+
+    public static SafetensorsFile Open(string path)
+    {
+        if (!File.Exists(path)) throw new CheckpointException($"safetensors file not found: {path}");
+        var handle = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.Read);
+        try
+        {
+            long fileLength = RandomAccess.GetLength(handle);
+            if (fileLength < 8) throw new CheckpointException($"{path}: truncated safetensors file ({fileLength} bytes, no header)");
+            Span<byte> lenBytes = stackalloc byte[8];
+            RandomAccess.Read(handle, lenBytes, 0);
+            long headerLen = BitConverter.ToInt64(lenBytes);
+            if (headerLen <= 0 || headerLen > MaxHeaderBytes || headerLen > fileLength - 8)
+                throw new CheckpointException($"{path}: corrupt safetensors header (declared header length {headerLen}, file length {fileLength})");
+            var headerBytes = new byte[headerLen];
+            RandomAccess.Read(handle, headerBytes, 8);
+            JsonObject header;
+            try { header = JsonNode.Parse(headerBytes) as JsonObject ?? throw new CheckpointException($"{path}: corrupt safetensors header (not a JSON object)"); }
+            catch (JsonException e) { throw new CheckpointException($"{path}: corrupt safetensors header ({e.Message})"); }
+            long dataStart = 8 + headerLen, dataLength = fileLength - dataStart;
+            var entries = new Dictionary<string, SafetensorsEntry>();
+            foreach (var (name, node) in header)
+            {
+                if (name == "__metadata__") continue;
+                try
+                {
+                    string dtype = (string)node!["dtype"]!;
+                    long[] shape = node["shape"]!.AsArray().Select(x => (long)x!).ToArray();
+                    var offs = node["data_offsets"]!.AsArray();
+                    long begin = (long)offs[0]!, end = (long)offs[1]!;
+                    var e = new SafetensorsEntry(name, dtype, shape, begin, end);
+                    long expected = e.ElementCount * DtypeSize(dtype, path, name);
+                    if (begin < 0 || end < begin || end - begin != expected)
+                        throw new CheckpointException($"{path}: tensor '{name}' has data_offsets [{begin}, {end}) that do not match its shape [{string.Join(", ", shape)}] and dtype {dtype}");
+                    if (end > dataLength)
+                        throw new CheckpointException($"{path}: truncated: tensor '{name}' ends at byte {end} of the data section but the file holds only {dataLength}");
+                    entries[name] = e;
+                }
+                catch (Exception ex) when (ex is NullReferenceException or InvalidOperationException or FormatException or ArgumentException)
+                {
+                    throw new CheckpointException($"{path}: corrupt safetensors header entry '{name}'");
+                }
+            }
+            return new SafetensorsFile(path, handle, dataStart, entries);
+        }
+        catch
+        {
+            handle.Dispose();
+            throw;
+        }
+    }
+
+    public static int DtypeSize(string dtype, string path = "", string name = "") => dtype switch
+    {
+        "F32" or "I32" => 4,
+        "F16" or "BF16" or "I16" => 2,
+        "F64" or "I64" => 8,
+        "U8" or "I8" or "BOOL" => 1,
+        _ => throw new CheckpointException($"{path}: tensor '{name}' has unsupported dtype {dtype}"),
+    };
+
+    public static ScalarType ToScalarType(string dtype) => dtype switch
+    {
+        "F32" => ScalarType.Float32,
+        "F16" => ScalarType.Float16,
+        "BF16" => ScalarType.BFloat16,
+        "F64" => ScalarType.Float64,
+        "I64" => ScalarType.Int64,
+        "I32" => ScalarType.Int32,
+        "I16" => ScalarType.Int16,
+        "I8" => ScalarType.Int8,
+        "U8" => ScalarType.Byte,
+        "BOOL" => ScalarType.Bool,
+        _ => throw new CheckpointException($"unsupported safetensors dtype {dtype}"),
+    };
+
+    public static string FromScalarType(ScalarType t) => t switch
+    {
+        ScalarType.Float32 => "F32",
+        ScalarType.Float16 => "F16",
+        ScalarType.BFloat16 => "BF16",
+        ScalarType.Float64 => "F64",
+        ScalarType.Int64 => "I64",
+        ScalarType.Int32 => "I32",
+        _ => throw new ArgumentException($"dtype {t} cannot be stored"),
+    };
+
+    /// <summary>Reads one tensor in its stored dtype. The caller owns (and disposes) the result.</summary>
+    public Tensor Read(string name)
+    {
+        if (!Entries.TryGetValue(name, out var e)) throw new CheckpointException($"{Path}: tensor '{name}' not found");
+        return Read(e, 0, e.Shape.Length == 0 ? 1 : e.Shape[0]);
+    }
+
+    /// <summary>Reads rows [start, start+count) along dim 0 — used by tensor-parallel shards.</summary>
+    public Tensor Read(SafetensorsEntry e, long start, long count)
+    {
+        long rowElems = e.Shape.Length == 0 ? 1 : e.ElementCount / Math.Max(1, e.Shape[0]);
+        int es = DtypeSize(e.Dtype);
+        long[] shape = e.Shape.Length == 0 ? [] : [count, .. e.Shape[1..]];
+        var t = torch.empty(shape, ToScalarType(e.Dtype));
+        try
+        {
+            long offset = _dataStart + e.Begin + start * rowElems * es;
+            long total = count * rowElems * es;
+            // Tensor.bytes is a Span limited to int length: read big tensors in chunks via a view per chunk.
+            if (total <= int.MaxValue) { ReadExactly(t.bytes, offset); }
+            else
+            {
+                using var flat = t.view(-1);
+                long chunkElems = (1L << 30) / es;
+                for (long at = 0; at < count * rowElems; at += chunkElems)
+                {
+                    long n = Math.Min(chunkElems, count * rowElems - at);
+                    using var part = flat.narrow(0, at, n);
+                    ReadExactly(part.bytes, offset + at * es);
+                }
+            }
+            return t;
+        }
+        catch { t.Dispose(); throw; }
+    }
+
+    private void ReadExactly(Span<byte> dst, long offset)
+    {
+        while (dst.Length > 0)
+        {
+            int n = RandomAccess.Read(_handle, dst, offset);
+            if (n <= 0) throw new CheckpointException($"{Path}: unexpected end of file");
+            dst = dst[n..]; offset += n;
+        }
+    }
+
+    public void Dispose() => _handle.Dispose();
+}
