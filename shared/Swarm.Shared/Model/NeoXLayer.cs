@@ -1,0 +1,140 @@
+using Swarm.Checkpoints;
+using TorchSharp;
+using static TorchSharp.torch;
+using F = TorchSharp.torch.nn.functional;
+
+namespace Swarm.Model;
+
+/// <summary>
+/// One GPT-NeoX transformer layer: LayerNorms, fused QKV attention with partial NeoX-style rotary
+/// (rotate_half on the first rotary_ndims dims of each head), exact GELU MLP, parallel or sequential residual.
+/// Weights are plain tensors owned (and disposed) by the layer.
+/// </summary>
+public sealed class NeoXLayer : IDisposable
+{
+    private readonly ModelConfig _c;
+    private readonly Tensor _ln1W, _ln1B, _ln2W, _ln2B, _qkvW, _qkvB, _denseW, _denseB, _upW, _upB, _downW, _downB;
+    private readonly long[] _normShape;
+    private readonly double _scale;
+
+    public int Index { get; }
+
+    public NeoXLayer(Checkpoint ckpt, int index, ScalarType dtype)
+    {
+        _c = ckpt.Config; Index = index;
+        long h = _c.HiddenSize, i = _c.IntermediateSize;
+        string p = $"gpt_neox.layers.{index}.";
+        var loaded = new List<Tensor>();
+        Tensor R(string name, params long[] shape)
+        {
+            var t = ckpt.Read(p + name, shape, dtype).DetachFromDisposeScope();
+            loaded.Add(t);
+            return t;
+        }
+        try
+        {
+            _ln1W = R("input_layernorm.weight", h); _ln1B = R("input_layernorm.bias", h);
+            _ln2W = R("post_attention_layernorm.weight", h); _ln2B = R("post_attention_layernorm.bias", h);
+            _qkvW = R("attention.query_key_value.weight", 3 * h, h); _qkvB = R("attention.query_key_value.bias", 3 * h);
+            _denseW = R("attention.dense.weight", h, h); _denseB = R("attention.dense.bias", h);
+            _upW = R("mlp.dense_h_to_4h.weight", i, h); _upB = R("mlp.dense_h_to_4h.bias", i);
+            _downW = R("mlp.dense_4h_to_h.weight", h, i); _downB = R("mlp.dense_4h_to_h.bias", h);
+        }
+        catch
+        {
+            foreach (var t in loaded) t.Dispose();
+            throw;
+        }
+        _normShape = [h];
+        _scale = 1.0 / Math.Sqrt(_c.HeadDim);
+    }
+
+    /// <summary>Bytes of this layer's weights.</summary>
+    public long WeightBytes => new[] { _ln1W, _ln1B, _ln2W, _ln2B, _qkvW, _qkvB, _denseW, _denseB, _upW, _upB, _downW, _downB }
+        .Sum(t => t.NumberOfElements * t.ElementSize);
+
+    /// <summary>x: [B, T, H] → [B, T, H]. Appends this layer's k/v to the cache at the cache's current length.</summary>
+    public Tensor Forward(Tensor x, Rotary rope, int layerSlot, KvCache cache, Tensor? mask)
+    {
+        using var scope = NewDisposeScope();
+        long b = x.shape[0], t = x.shape[1];
+        int nh = _c.NumHeads, hd = _c.HeadDim;
+
+        var h1 = F.layer_norm(x, _normShape, _ln1W, _ln1B, _c.LayerNormEps);
+        // [B,T,3H] → [B,T,heads,3·hd]: GPT-NeoX packs [q,k,v] per head.
+        var qkv = F.linear(h1, _qkvW, _qkvB).view(b, t, nh, 3 * hd);
+        var q = qkv.narrow(3, 0, hd).permute(0, 2, 1, 3);
+        var k = qkv.narrow(3, hd, hd).permute(0, 2, 1, 3);
+        var v = qkv.narrow(3, 2 * hd, hd).permute(0, 2, 1, 3);
+        q = rope.Apply(q, cache.Length);
+        k = rope.Apply(k, cache.Length);
+
+        var (keys, values) = cache.Append(layerSlot, k, v);
+        Tensor attn = mask is null
+            ? F.scaled_dot_product_attention(q, keys, values, null, 0.0, false)
+            : F.scaled_dot_product_attention(q, keys, values, mask, 0.0, false);
+        keys.Dispose(); values.Dispose();
+        attn = attn.permute(0, 2, 1, 3).reshape(b, t, nh * hd);
+        attn = F.linear(attn, _denseW, _denseB);
+
+        Tensor result;
+        if (_c.UseParallelResidual)
+        {
+            var h2 = F.layer_norm(x, _normShape, _ln2W, _ln2B, _c.LayerNormEps);
+            var mlp = Mlp(h2);
+            result = x + attn + mlp;
+        }
+        else
+        {
+            var mid = x + attn;
+            var h2 = F.layer_norm(mid, _normShape, _ln2W, _ln2B, _c.LayerNormEps);
+            result = mid + Mlp(h2);
+        }
+        return result.MoveToOuterDisposeScope();
+    }
+
+    private Tensor Mlp(Tensor h) => F.linear(F.gelu(F.linear(h, _upW, _upB)), _downW, _downB);
+
+    public void Dispose()
+    {
+        foreach (var t in new[] { _ln1W, _ln1B, _ln2W, _ln2B, _qkvW, _qkvB, _denseW, _denseB, _upW, _upB, _downW, _downB })
+            t.Dispose();
+    }
+}
+
+/// <summary>Precomputed NeoX rotary tables (f32 math as HF does it), applied to the first rotary_ndims dims.</summary>
+public sealed class Rotary : IDisposable
+{
+    private readonly Tensor _cos, _sin; // [maxPos, rd] in the compute dtype
+    private readonly int _rd;
+
+    public Rotary(ModelConfig c, int maxPositions, ScalarType dtype)
+    {
+        _rd = c.RotaryDims;
+        using var scope = NewDisposeScope();
+        var invFreq = 1.0f / pow(c.RotaryBase, arange(0, _rd, 2, ScalarType.Int64).to_type(ScalarType.Float32) / _rd);
+        var pos = arange(0, maxPositions, 1, ScalarType.Int64).to_type(ScalarType.Float32);
+        var freqs = outer(pos, invFreq);
+        var emb = cat([freqs, freqs], 1);
+        _cos = emb.cos().to_type(dtype).MoveToOuterDisposeScope().DetachFromDisposeScope();
+        _sin = emb.sin().to_type(dtype).MoveToOuterDisposeScope().DetachFromDisposeScope();
+    }
+
+    /// <summary>x: [B, heads, T, hd] at positions [start, start+T) → rotated copy.</summary>
+    public Tensor Apply(Tensor x, int start)
+    {
+        if (_rd == 0) return x;
+        long t = x.shape[2], hd = x.shape[3];
+        if (start + t > _cos.shape[0])
+            throw new InvalidOperationException($"position {start + t} exceeds the model's context of {_cos.shape[0]}");
+        var cos = _cos.narrow(0, start, t);
+        var sin = _sin.narrow(0, start, t);
+        var rot = x.narrow(3, 0, _rd);
+        int half = _rd / 2;
+        var rotated = cat([-rot.narrow(3, half, half), rot.narrow(3, 0, half)], 3);
+        var outRot = rot * cos + rotated * sin;
+        return _rd == hd ? outRot : cat([outRot, x.narrow(3, _rd, hd - _rd)], 3);
+    }
+
+    public void Dispose() { _cos.Dispose(); _sin.Dispose(); }
+}
