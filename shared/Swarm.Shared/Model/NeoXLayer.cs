@@ -13,18 +13,20 @@ namespace Swarm.Model;
 public sealed class NeoXLayer : IDisposable
 {
     private readonly ModelConfig _c;
-    private readonly Tensor _ln1W, _ln1B, _ln2W, _ln2B, _qkvW, _qkvB, _denseW, _denseB, _upW, _upB, _downW, _downB;
+    private readonly Tensor _ln1W, _ln1B, _ln2W, _ln2B;
+    private readonly Dense _qkv, _dense, _up, _down;
     private readonly long[] _normShape;
     private readonly double _scale;
 
     public int Index { get; }
 
-    public NeoXLayer(Checkpoint ckpt, int index, ScalarType dtype)
+    public NeoXLayer(Checkpoint ckpt, int index, ScalarType dtype, int parallelism)
     {
         _c = ckpt.Config; Index = index;
         long h = _c.HiddenSize, i = _c.IntermediateSize;
         string p = $"gpt_neox.layers.{index}.";
         var loaded = new List<Tensor>();
+        var owned = new List<Dense>();
         Tensor R(string name, params long[] shape)
         {
             var t = ckpt.Read(p + name, shape, dtype).DetachFromDisposeScope();
@@ -35,14 +37,21 @@ public sealed class NeoXLayer : IDisposable
         {
             _ln1W = R("input_layernorm.weight", h); _ln1B = R("input_layernorm.bias", h);
             _ln2W = R("post_attention_layernorm.weight", h); _ln2B = R("post_attention_layernorm.bias", h);
-            _qkvW = R("attention.query_key_value.weight", 3 * h, h); _qkvB = R("attention.query_key_value.bias", 3 * h);
-            _denseW = R("attention.dense.weight", h, h); _denseB = R("attention.dense.bias", h);
-            _upW = R("mlp.dense_h_to_4h.weight", i, h); _upB = R("mlp.dense_h_to_4h.bias", i);
-            _downW = R("mlp.dense_4h_to_h.weight", h, i); _downB = R("mlp.dense_4h_to_h.bias", h);
+            loaded.Clear();
+            _qkv = new Dense(R("attention.query_key_value.weight", 3 * h, h), R("attention.query_key_value.bias", 3 * h), parallelism);
+            loaded.Clear(); owned.Add(_qkv);
+            _dense = new Dense(R("attention.dense.weight", h, h), R("attention.dense.bias", h), parallelism);
+            loaded.Clear(); owned.Add(_dense);
+            _up = new Dense(R("mlp.dense_h_to_4h.weight", i, h), R("mlp.dense_h_to_4h.bias", i), parallelism);
+            loaded.Clear(); owned.Add(_up);
+            _down = new Dense(R("mlp.dense_4h_to_h.weight", h, i), R("mlp.dense_4h_to_h.bias", h), parallelism);
+            loaded.Clear(); owned.Add(_down);
         }
         catch
         {
             foreach (var t in loaded) t.Dispose();
+            foreach (var d in owned) d.Dispose();
+            _ln1W?.Dispose(); _ln1B?.Dispose(); _ln2W?.Dispose(); _ln2B?.Dispose();
             throw;
         }
         _normShape = [h];
@@ -50,8 +59,8 @@ public sealed class NeoXLayer : IDisposable
     }
 
     /// <summary>Bytes of this layer's weights.</summary>
-    public long WeightBytes => new[] { _ln1W, _ln1B, _ln2W, _ln2B, _qkvW, _qkvB, _denseW, _denseB, _upW, _upB, _downW, _downB }
-        .Sum(t => t.NumberOfElements * t.ElementSize);
+    public long WeightBytes => new[] { _ln1W, _ln1B, _ln2W, _ln2B }.Sum(t => t.NumberOfElements * t.ElementSize)
+        + _qkv.Bytes + _dense.Bytes + _up.Bytes + _down.Bytes;
 
     /// <summary>x: [B, T, H] → [B, T, H]. Appends this layer's k/v to the cache at the cache's current length.</summary>
     public Tensor Forward(Tensor x, Rotary rope, int layerSlot, KvCache cache, Tensor? mask)
@@ -62,7 +71,7 @@ public sealed class NeoXLayer : IDisposable
 
         var h1 = F.layer_norm(x, _normShape, _ln1W, _ln1B, _c.LayerNormEps);
         // [B,T,3H] → [B,T,heads,3·hd]: GPT-NeoX packs [q,k,v] per head.
-        var qkv = F.linear(h1, _qkvW, _qkvB).view(b, t, nh, 3 * hd);
+        var qkv = _qkv.Forward(h1).view(b, t, nh, 3 * hd);
         var q = qkv.narrow(3, 0, hd).permute(0, 2, 1, 3);
         var k = qkv.narrow(3, hd, hd).permute(0, 2, 1, 3);
         var v = qkv.narrow(3, 2 * hd, hd).permute(0, 2, 1, 3);
@@ -75,7 +84,7 @@ public sealed class NeoXLayer : IDisposable
             : F.scaled_dot_product_attention(q, keys, values, mask, 0.0, false);
         keys.Dispose(); values.Dispose();
         attn = attn.permute(0, 2, 1, 3).reshape(b, t, nh * hd);
-        attn = F.linear(attn, _denseW, _denseB);
+        attn = _dense.Forward(attn);
 
         Tensor result;
         if (_c.UseParallelResidual)
@@ -93,12 +102,12 @@ public sealed class NeoXLayer : IDisposable
         return result.MoveToOuterDisposeScope();
     }
 
-    private Tensor Mlp(Tensor h) => F.linear(F.gelu(F.linear(h, _upW, _upB)), _downW, _downB);
+    private Tensor Mlp(Tensor h) => _down.Forward(F.gelu(_up.Forward(h)));
 
     public void Dispose()
     {
-        foreach (var t in new[] { _ln1W, _ln1B, _ln2W, _ln2B, _qkvW, _qkvB, _denseW, _denseB, _upW, _upB, _downW, _downB })
-            t.Dispose();
+        foreach (var t in new[] { _ln1W, _ln1B, _ln2W, _ln2B }) t.Dispose();
+        _qkv.Dispose(); _dense.Dispose(); _up.Dispose(); _down.Dispose();
     }
 }
 

@@ -13,7 +13,8 @@ public sealed class StageModel : IDisposable
 {
     private readonly NeoXLayer[] _layers;
     private readonly Rotary _rope;
-    private readonly Tensor? _embedIn, _finalW, _finalB, _embedOut;
+    private readonly Tensor? _embedIn, _finalW, _finalB;
+    private readonly Dense? _embedOut;
     private readonly long[] _normShape;
 
     public ModelConfig Config { get; }
@@ -27,7 +28,7 @@ public sealed class StageModel : IDisposable
     public int MaxTokens => Config.MaxPositionEmbeddings;
 
     private StageModel(ModelConfig c, int start, int end, ScalarType dtype, NeoXLayer[] layers, Rotary rope,
-        Tensor? embedIn, Tensor? finalW, Tensor? finalB, Tensor? embedOut)
+        Tensor? embedIn, Tensor? finalW, Tensor? finalB, Dense? embedOut)
     {
         Config = c; Start = start; End = end; ComputeDtype = dtype; _layers = layers; _rope = rope;
         _embedIn = embedIn; _finalW = finalW; _finalB = finalB; _embedOut = embedOut;
@@ -35,19 +36,22 @@ public sealed class StageModel : IDisposable
     }
 
     /// <summary>Loads layers [start, end) in <paramref name="dtype"/> (f32 default; bf16 where the CPU supports it).</summary>
+    /// <param name="parallelism">Threads that split a batch-1 GEMV (default: all cores).</param>
     public static StageModel Load(Checkpoint ckpt, int start, int end, ScalarType dtype = ScalarType.Float32,
-        IProgress<(long Done, long Total)>? progress = null)
+        IProgress<(long Done, long Total)>? progress = null, int parallelism = 0)
     {
         var c = ckpt.Config;
         if (start < 0 || end > c.NumLayers || start > end || (start == end && start != 0 && end != c.NumLayers))
             throw new ArgumentException($"invalid layer range [{start}, {end}) for a model of {c.NumLayers} layers");
         if (dtype is not (ScalarType.Float32 or ScalarType.BFloat16 or ScalarType.Float16))
             throw new ArgumentException($"unsupported compute dtype {dtype}");
+        if (parallelism <= 0) parallelism = ComputePool.Shared.Workers + 1;
         var owned = new List<IDisposable>();
         try
         {
             long h = c.HiddenSize, v = c.VocabSize;
-            Tensor? embedIn = null, finalW = null, finalB = null, embedOut = null;
+            Tensor? embedIn = null, finalW = null, finalB = null;
+            Dense? embedOut = null;
             long total = end - start + (start == 0 ? 1 : 0) + (end == c.NumLayers ? 1 : 0), done = 0;
             if (start == 0)
             {
@@ -58,7 +62,7 @@ public sealed class StageModel : IDisposable
             var layers = new NeoXLayer[end - start];
             for (int i = start; i < end; i++)
             {
-                layers[i - start] = new NeoXLayer(ckpt, i, dtype);
+                layers[i - start] = new NeoXLayer(ckpt, i, dtype, parallelism);
                 owned.Add(layers[i - start]);
                 progress?.Report((++done, total));
             }
@@ -66,7 +70,7 @@ public sealed class StageModel : IDisposable
             {
                 finalW = ckpt.Read("gpt_neox.final_layer_norm.weight", [h], dtype).DetachFromDisposeScope(); owned.Add(finalW);
                 finalB = ckpt.Read("gpt_neox.final_layer_norm.bias", [h], dtype).DetachFromDisposeScope(); owned.Add(finalB);
-                embedOut = ckpt.Read("embed_out.weight", [v, h], dtype).DetachFromDisposeScope(); owned.Add(embedOut);
+                embedOut = new Dense(ckpt.Read("embed_out.weight", [v, h], dtype), null, parallelism); owned.Add(embedOut);
                 progress?.Report((++done, total));
             }
             var rope = new Rotary(c, c.MaxPositionEmbeddings, dtype);
@@ -80,8 +84,8 @@ public sealed class StageModel : IDisposable
     }
 
     /// <summary>Bytes of weights this stage holds.</summary>
-    public long WeightBytes => _layers.Sum(l => l.WeightBytes)
-        + new[] { _embedIn, _finalW, _finalB, _embedOut }.Where(t => t is not null).Sum(t => t!.NumberOfElements * t.ElementSize);
+    public long WeightBytes => _layers.Sum(l => l.WeightBytes) + (_embedOut?.Bytes ?? 0)
+        + new[] { _embedIn, _finalW, _finalB }.Where(t => t is not null).Sum(t => t!.NumberOfElements * t.ElementSize);
 
     /// <summary>Bytes of weights read to produce one token at batch 1 (the embedding reads one row).</summary>
     public long WeightBytesReadPerToken => WeightBytes - (_embedIn is null ? 0 : _embedIn.NumberOfElements * _embedIn.ElementSize);
@@ -141,7 +145,7 @@ public sealed class StageModel : IDisposable
         var x = hidden.to_type(ComputeDtype);
         if (!allPositions) x = x.narrow(1, x.shape[1] - 1, 1).squeeze(1);
         x = F.layer_norm(x, _normShape, _finalW!, _finalB!, Config.LayerNormEps);
-        var logits = F.linear(x, _embedOut);
+        var logits = _embedOut.Forward(x);
         return logits.to_type(ScalarType.Float32).MoveToOuterDisposeScope();
     }
 
