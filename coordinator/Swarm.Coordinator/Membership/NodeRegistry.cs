@@ -12,6 +12,11 @@ public enum HeartbeatOutcome
     MustRegister,
 }
 
+/// <summary>What a heartbeat did.</summary>
+/// <param name="Outcome">Whether it was recorded.</param>
+/// <param name="Transition">The health change it caused (Suspect → Alive), if any.</param>
+public readonly record struct HeartbeatResult(HeartbeatOutcome Outcome, NodeTransition? Transition);
+
 /// <summary>
 /// The coordinator's membership table: immutable <see cref="NodeSnapshot"/>s swapped under a lock, so
 /// readers get a consistent <see cref="Snapshot"/> without locking. I/O-free: the service feeds it
@@ -92,20 +97,20 @@ public sealed class NodeRegistry
     /// <summary>Records a heartbeat; a suspect node becomes alive again. Dead and unknown nodes must register.</summary>
     /// <param name="id">Node id.</param>
     /// <param name="rttMs">A fresh round-trip measurement, folded into the smoothed RTT.</param>
-    public HeartbeatOutcome Heartbeat(string id, double? rttMs = null)
+    public HeartbeatResult Heartbeat(string id, double? rttMs = null)
     {
         var now = _time.GetUtcNow();
         lock (_gate)
         {
             var n = _nodes.GetValueOrDefault(id);
-            if (n is null || n.Health == NodeHealth.Dead || n.Phase == NodePhase.Left) return HeartbeatOutcome.MustRegister;
+            if (n is null || n.Health == NodeHealth.Dead || n.Phase == NodePhase.Left) return new HeartbeatResult(HeartbeatOutcome.MustRegister, null);
             double? rtt = n.RttMs;
             if (rttMs is double sample && sample >= 0)
                 rtt = rtt is double old ? old + _options.RttSmoothing * (sample - old) : sample;
             var updated = n with { LastHeartbeat = now, RttMs = rtt };
             updated = updated with { Health = _detector.Evaluate(Liveness(updated, now), now) };
             _nodes = _nodes.SetItem(id, updated);
-            return HeartbeatOutcome.Accepted;
+            return new HeartbeatResult(HeartbeatOutcome.Accepted, updated.Health != n.Health ? new NodeTransition(n, updated) : null);
         }
     }
 
