@@ -49,6 +49,17 @@ public sealed class NodeRegistry
     /// <summary>All known nodes (including dead and departed ones until <see cref="Remove"/>), ordered by id.</summary>
     public IReadOnlyList<NodeSnapshot> Snapshot() => [.. Volatile.Read(ref _nodes).Values];
 
+    /// <summary>The placement planner's input: every <see cref="NodeSnapshot.IsPlacementCandidate"/> node.</summary>
+    public IReadOnlyList<PlacementNode> PlacementView() =>
+        [.. Snapshot().Where(n => n.IsPlacementCandidate).Select(n => n.ToPlacementNode())];
+
+    /// <summary>
+    /// Coverage by nodes that can take jobs now (<see cref="NodeSnapshot.IsRoutable"/>): what admission and the
+    /// 503 message use. Loading nodes do not count yet.
+    /// </summary>
+    public CoverageReport ServingCoverage(int numLayers) =>
+        CoverageReport.Of(numLayers, Snapshot().Where(n => n.IsRoutable).Select(n => n.ToPlacementNode()));
+
     /// <summary>The node with this id, or null.</summary>
     public NodeSnapshot? Get(string id) => Volatile.Read(ref _nodes).GetValueOrDefault(id);
 

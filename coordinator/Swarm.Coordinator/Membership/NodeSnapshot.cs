@@ -59,7 +59,13 @@ public sealed record NodeSnapshot
     /// <summary>True when jobs may be routed through the node: serving and not dead (suspects at a penalty).</summary>
     public bool IsRoutable => Health != NodeHealth.Dead && Phase == NodePhase.Serving && Range is not null;
 
-    /// <summary>The node as the placement planner sees it.</summary>
+    /// <summary>
+    /// True when the planner may give the node a range or count the one it has: not dead, and joining, loading or
+    /// serving (draining and departed nodes are left out so their layers get re-covered).
+    /// </summary>
+    public bool IsPlacementCandidate => Health != NodeHealth.Dead && Phase is NodePhase.Joining or NodePhase.Loading or NodePhase.Serving;
+
+    /// <summary>The node as the placement planner sees it; only serving nodes may be moved by rebalancing.</summary>
     public PlacementNode ToPlacementNode() => new()
     {
         Id = Info.Id,
@@ -67,6 +73,8 @@ public sealed record NodeSnapshot
         LayerThroughput = Info.LayerThroughput,
         PinnedRange = Info.PinnedRange,
         Range = CountsForPlacement ? Range : null,
+        Movable = Phase == NodePhase.Serving,
+        InFlight = InFlight,
     };
 }
 

@@ -73,7 +73,7 @@ public sealed class MaxMinThroughputPlacementPolicy : IPlacementPolicy
                     int left = UncoveredCount(after);
                     if (left >= uncovered) continue;
                     int newLayers = new RangeAssignment(n.Id, n.Range, r, PlacementReason.Recover).NewLayers;
-                    var c = new Candidate(n.Id, r, left, newLayers, Sorted(after), Fragments(after));
+                    var c = new Candidate(n.Id, r, left, newLayers, n.InFlight, Sorted(after), Fragments(after));
                     if (best is null || c.IsBetterRecoveryThan(best)) best = c;
                 }
             }
@@ -102,8 +102,9 @@ public sealed class MaxMinThroughputPlacementPolicy : IPlacementPolicy
             if (UncoveredCount(after) > 0) continue;
             double newMin = after.Min();
             if (newMin < currentMin * _options.RebalanceImprovementFactor) continue;
-            var c = new Candidate(n.Id, r, 0, 0, Sorted(after), 0);
-            if (best is null || Compare(c.Sorted, best.Sorted) > 0) best = c;
+            var c = new Candidate(n.Id, r, 0, 0, n.InFlight, Sorted(after), 0);
+            int cmp = best is null ? 1 : Compare(c.Sorted, best.Sorted);
+            if (cmp > 0 || (cmp == 0 && c.InFlight < best!.InFlight)) best = c;
         }
         if (best is null) return null;
         var node = swarm.First(n => n.Id == best.NodeId);
@@ -225,14 +226,16 @@ public sealed class MaxMinThroughputPlacementPolicy : IPlacementPolicy
             .OrderBy(n => n.Id, StringComparer.Ordinal)
             .Select(n => new RangeAssignment(n.Id, original[n.Id], n.Range!.Value, reason))];
 
-    private sealed record Candidate(string NodeId, LayerRange Range, int Uncovered, int NewLayers, double[] Sorted, int Fragments)
+    private sealed record Candidate(string NodeId, LayerRange Range, int Uncovered, int NewLayers, int InFlight, double[] Sorted, int Fragments)
     {
-        // Fewest uncovered layers, then the cheapest move (fewest layers to load), then the strongest weakest
-        // layer, then fewest gaps; remaining ties keep the first found (lowest node id, lowest start).
+        // Fewest uncovered layers, then the cheapest move (fewest layers to load), then the node disturbing the
+        // fewest running jobs, then the strongest weakest layer, then fewest gaps; remaining ties keep the first
+        // found (lowest node id, lowest start).
         public bool IsBetterRecoveryThan(Candidate other)
         {
             if (Uncovered != other.Uncovered) return Uncovered < other.Uncovered;
             if (NewLayers != other.NewLayers) return NewLayers < other.NewLayers;
+            if (InFlight != other.InFlight) return InFlight < other.InFlight;
             int cmp = Compare(Sorted, other.Sorted);
             if (cmp != 0) return cmp > 0;
             return Fragments < other.Fragments;

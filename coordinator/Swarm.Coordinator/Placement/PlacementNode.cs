@@ -23,6 +23,9 @@ public sealed record PlacementNode
     /// moved regardless. Default true.
     /// </summary>
     public bool Movable { get; init; } = true;
+
+    /// <summary>Jobs currently routed through the node: among equally good moves, the least busy node moves. Default 0.</summary>
+    public int InFlight { get; init; }
 }
 
 /// <summary>Why an assignment was made.</summary>

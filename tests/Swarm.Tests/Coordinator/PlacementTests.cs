@@ -199,6 +199,20 @@ public class PlacementTests
     }
 
     [Fact]
+    public void Recover_AmongEqualMoves_MovesTheLeastBusyNode()
+    {
+        var p = Policy(12);
+        var swarm = new List<PlacementNode>
+        {
+            Node("a", 6, range: new LayerRange(0, 6)) with { InFlight = 3 },
+            Node("b", 6, range: new LayerRange(0, 6)) with { InFlight = 1 },
+        };
+        Assert.Equal("b", Assert.Single(p.Recover(swarm)).NodeId);
+        swarm[1] = swarm[1] with { InFlight = 5 };
+        Assert.Equal("a", Assert.Single(p.Recover(swarm)).NodeId);
+    }
+
+    [Fact]
     public void Recover_PrefersSpareMemoryExtension_OverLoadingAWholeRange()
     {
         var p = Policy(12);
