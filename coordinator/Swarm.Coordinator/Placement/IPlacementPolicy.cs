@@ -24,7 +24,7 @@ public interface IPlacementPolicy
 
     /// <summary>
     /// Moves that cover uncovered layers: idle nodes take a range, nodes with spare memory extend theirs,
-    /// replicas whose layers stay covered move. Each move strictly reduces the number of uncovered layers;
+    /// replicas whose layers stay covered move (never pinned nodes, nor unmovable ones that hold a range). Each move strictly reduces the number of uncovered layers;
     /// empty when nothing helps (or nothing is uncovered). At most one assignment per node.
     /// </summary>
     IReadOnlyList<RangeAssignment> Recover(IReadOnlyList<PlacementNode> swarm);

@@ -63,7 +63,7 @@ public sealed class MaxMinThroughputPlacementPolicy : IPlacementPolicy
             Candidate? best = null;
             foreach (var n in current.OrderBy(n => n.Id, StringComparer.Ordinal))
             {
-                if (n.PinnedRange is not null) continue;
+                if (n.PinnedRange is not null || (n.Range is not null && !n.Movable)) continue;
                 int cap = Capacity(n);
                 if (cap == 0 || !(n.LayerThroughput > 0)) continue;
                 var without = Throughputs(current.Where(o => o.Id != n.Id));

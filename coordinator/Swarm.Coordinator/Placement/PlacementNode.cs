@@ -19,8 +19,8 @@ public sealed record PlacementNode
     public LayerRange? Range { get; init; }
 
     /// <summary>
-    /// False for nodes that must not be moved by rebalancing (e.g. still loading). Pinned nodes are never
-    /// moved regardless. Default true.
+    /// False for nodes whose range must not change (e.g. still loading it); an unmovable node without a range may
+    /// still be given one. Pinned nodes are never moved regardless. Default true.
     /// </summary>
     public bool Movable { get; init; } = true;
 

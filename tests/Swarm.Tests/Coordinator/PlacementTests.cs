@@ -213,6 +213,21 @@ public class PlacementTests
     }
 
     [Fact]
+    public void Recover_LeavesLoadingNodesAlone_ButUsesIdleOnes()
+    {
+        var p = Policy(12);
+        var swarm = new List<PlacementNode>
+        {
+            Node("loading", 6, range: new LayerRange(0, 6)) with { Movable = false },
+            Node("other", 6, range: new LayerRange(0, 6)) with { Movable = false },
+        };
+        Assert.Empty(p.Recover(swarm));
+        swarm.Add(Node("idle", 6) with { Movable = false });
+        var move = Assert.Single(p.Recover(swarm));
+        Assert.Equal(("idle", new LayerRange(6, 12)), (move.NodeId, move.To));
+    }
+
+    [Fact]
     public void Recover_PrefersSpareMemoryExtension_OverLoadingAWholeRange()
     {
         var p = Policy(12);
