@@ -1,0 +1,234 @@
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+
+namespace Swarm.Coordinator.Api;
+
+/// <summary>
+/// Parses and validates a <c>POST /v1/completions</c> body with <see cref="JsonDocument"/>, field by field, so that
+/// every problem is reported at once (a typed deserializer stops at the first). Unknown fields are ignored, and
+/// <c>null</c> means "use the default", as OpenAI does.
+/// </summary>
+public static class CompletionRequestParser
+{
+    /// <summary><c>max_tokens</c> when the request leaves it out (OpenAI's default).</summary>
+    public const int DefaultMaxTokens = 16;
+
+    /// <summary>Requests are nearly flat (a prompt array may hold one nested array), so deep nesting is refused early.</summary>
+    private static readonly JsonDocumentOptions DocumentOptions = new() { MaxDepth = 8 };
+
+    /// <summary>Parses a UTF-8 JSON body.</summary>
+    public static CompletionParseResult Parse(ReadOnlyMemory<byte> utf8Json, CompletionValidationContext context)
+    {
+        ArgumentNullException.ThrowIfNull(context);
+        JsonDocument doc;
+        try
+        {
+            doc = JsonDocument.Parse(utf8Json, DocumentOptions);
+        }
+        catch (JsonException e)
+        {
+            return Fail(new ValidationError("body", $"invalid JSON: {e.Message}", "invalid_json"));
+        }
+        using (doc) return Validate(doc.RootElement, context);
+    }
+
+    /// <summary>Parses a JSON body given as a string.</summary>
+    public static CompletionParseResult Parse(string json, CompletionValidationContext context) =>
+        Parse(Encoding.UTF8.GetBytes(json ?? ""), context);
+
+    private static CompletionParseResult Fail(params ValidationError[] errors) => new(null, errors);
+
+    private static CompletionParseResult Validate(JsonElement root, CompletionValidationContext ctx)
+    {
+        if (root.ValueKind != JsonValueKind.Object)
+            return Fail(new ValidationError("body", $"the request body must be a JSON object, not {Kind(root)}", "invalid_type"));
+
+        var errors = new List<ValidationError>();
+        void Error(string field, string message, string code = "invalid_value") => errors.Add(new ValidationError(field, message, code));
+        JsonElement? Get(string name) =>
+            root.TryGetProperty(name, out var v) && v.ValueKind != JsonValueKind.Null ? v : null;
+
+        // model
+        string model = ctx.ModelName;
+        if (Get("model") is JsonElement m)
+        {
+            if (m.ValueKind != JsonValueKind.String) Error("model", $"must be a string, not {Kind(m)}", "invalid_type");
+            else if (m.GetString() != ctx.ModelName)
+                Error("model", $"the model '{m.GetString()}' is not served here; available: '{ctx.ModelName}'", "model_not_found");
+        }
+
+        // prompt
+        string? promptText = null;
+        List<int>? promptIds = null;
+        if (Get("prompt") is not JsonElement p)
+        {
+            Error("prompt", "is required: a string, or an array of token ids", "missing_required_parameter");
+        }
+        else if (p.ValueKind == JsonValueKind.String)
+        {
+            promptText = p.GetString()!;
+            if (promptText.Length == 0) Error("prompt", "must not be empty");
+        }
+        else if (p.ValueKind == JsonValueKind.Array)
+        {
+            var items = p.EnumerateArray().ToList();
+            if (items.Count == 0) Error("prompt", "must not be empty");
+            else if (items.All(i => i.ValueKind == JsonValueKind.Number)) promptIds = TokenIds("prompt", items, ctx, Error);
+            else if (items.Count == 1 && items[0].ValueKind == JsonValueKind.String) promptText = items[0].GetString()!;
+            else if (items.Count == 1 && items[0].ValueKind == JsonValueKind.Array)
+                promptIds = TokenIds("prompt", [.. items[0].EnumerateArray()], ctx, Error);
+            else if (items.All(i => i.ValueKind is JsonValueKind.String or JsonValueKind.Array))
+                Error("prompt", "batched prompts are not supported: send one prompt per request", "unsupported_parameter");
+            else Error("prompt", "must be a string or an array of integer token ids", "invalid_type");
+            if (promptIds is { Count: 0 }) { Error("prompt", "must not be empty"); promptIds = null; }
+            if (promptText is { Length: 0 }) Error("prompt", "must not be empty");
+        }
+        else
+        {
+            Error("prompt", $"must be a string or an array of token ids, not {Kind(p)}", "invalid_type");
+        }
+
+        int? promptTokens = promptIds?.Count;
+        if (promptText is { Length: > 0 } && ctx.CountTokens is { } count) promptTokens = count(promptText);
+        bool promptTooLong = false;
+        if (promptTokens is int pt && pt >= ctx.ContextLength)
+        {
+            promptTooLong = true;
+            Error("prompt", string.Create(CultureInfo.InvariantCulture,
+                $"is {pt} tokens, but the model's context is {ctx.ContextLength} tokens (leaving room for at least one new token)"),
+                "context_length_exceeded");
+        }
+
+        // max_tokens
+        int maxTokens = DefaultMaxTokens;
+        if (Get("max_tokens") is JsonElement mt)
+        {
+            if (Integer(mt) is not long v) Error("max_tokens", $"must be an integer, not {Kind(mt)}", "invalid_type");
+            else if (v < 1 || v > ctx.ContextLength)
+                Error("max_tokens", string.Create(CultureInfo.InvariantCulture, $"must be between 1 and {ctx.ContextLength}, got {v}"));
+            else maxTokens = (int)v;
+        }
+        if (!promptTooLong && promptTokens is int used && maxTokens <= ctx.ContextLength && used + maxTokens > ctx.ContextLength)
+        {
+            Error("max_tokens", string.Create(CultureInfo.InvariantCulture,
+                $"the prompt ({used} tokens) plus max_tokens ({maxTokens}) exceeds the model's context of {ctx.ContextLength} tokens; " +
+                $"use max_tokens ≤ {ctx.ContextLength - used}"), "context_length_exceeded");
+        }
+
+        double temperature = Number("temperature", 1, v => v is >= 0 and <= 2, "must be between 0 and 2", Get, Error);
+        double topP = Number("top_p", 1, v => v is > 0 and <= 1, "must be greater than 0 and at most 1", Get, Error);
+
+        int topK = 0;
+        if (Get("top_k") is JsonElement tk)
+        {
+            if (Integer(tk) is not long v) Error("top_k", $"must be an integer, not {Kind(tk)}", "invalid_type");
+            else if (v < 0 || v > int.MaxValue) Error("top_k", string.Create(CultureInfo.InvariantCulture, $"must be 0 (off) or a positive integer, got {v}"));
+            else topK = (int)v;
+        }
+
+        long? seed = null;
+        if (Get("seed") is JsonElement sd)
+        {
+            if (Integer(sd) is long v) seed = v;
+            else Error("seed", $"must be an integer, not {Kind(sd)}", "invalid_type");
+        }
+
+        var stop = new List<string>();
+        if (Get("stop") is JsonElement st)
+        {
+            if (st.ValueKind == JsonValueKind.String) stop.Add(st.GetString()!);
+            else if (st.ValueKind == JsonValueKind.Array && st.EnumerateArray().All(i => i.ValueKind == JsonValueKind.String))
+                stop.AddRange(st.EnumerateArray().Select(i => i.GetString()!));
+            else Error("stop", "must be a string or an array of strings", "invalid_type");
+            if (stop.Any(s => s.Length == 0)) Error("stop", "stop sequences must not be empty");
+            if (stop.Count > ctx.MaxStopSequences)
+                Error("stop", string.Create(CultureInfo.InvariantCulture, $"at most {ctx.MaxStopSequences} stop sequences are allowed, got {stop.Count}"));
+        }
+
+        List<int> stopIds = [];
+        if (Get("stop_token_ids") is JsonElement sti)
+        {
+            if (sti.ValueKind != JsonValueKind.Array) Error("stop_token_ids", $"must be an array of token ids, not {Kind(sti)}", "invalid_type");
+            else stopIds = TokenIds("stop_token_ids", [.. sti.EnumerateArray()], ctx, Error) ?? [];
+        }
+
+        bool stream = false;
+        if (Get("stream") is JsonElement sm)
+        {
+            if (sm.ValueKind is JsonValueKind.True or JsonValueKind.False) stream = sm.GetBoolean();
+            else Error("stream", $"must be true or false, not {Kind(sm)}", "invalid_type");
+        }
+
+        if (Get("n") is JsonElement n && Integer(n) != 1) Error("n", "only n = 1 is supported", "unsupported_parameter");
+        if (Get("echo") is JsonElement echo && echo.ValueKind != JsonValueKind.False) Error("echo", "echo is not supported", "unsupported_parameter");
+
+        if (errors.Count > 0) return new CompletionParseResult(null, errors);
+        return new CompletionParseResult(new CompletionRequest
+        {
+            Model = model,
+            PromptText = promptText,
+            PromptTokenIds = promptIds,
+            PromptTokenCount = promptTokens,
+            MaxTokens = maxTokens,
+            Temperature = temperature,
+            TopP = topP,
+            TopK = topK,
+            Seed = seed,
+            Stop = stop,
+            StopTokenIds = stopIds,
+            Stream = stream,
+        }, []);
+    }
+
+    private static double Number(string field, double fallback, Func<double, bool> ok, string rule,
+        Func<string, JsonElement?> get, Action<string, string, string> error)
+    {
+        if (get(field) is not JsonElement e) return fallback;
+        if (e.ValueKind != JsonValueKind.Number || !e.TryGetDouble(out double v))
+        {
+            error(field, $"must be a number, not {Kind(e)}", "invalid_type");
+            return fallback;
+        }
+        if (!ok(v))
+        {
+            error(field, string.Create(CultureInfo.InvariantCulture, $"{rule}, got {v}"), "invalid_value");
+            return fallback;
+        }
+        return v;
+    }
+
+    private static List<int>? TokenIds(string field, List<JsonElement> items, CompletionValidationContext ctx, Action<string, string, string> error)
+    {
+        var ids = new List<int>(items.Count);
+        for (int i = 0; i < items.Count; i++)
+        {
+            if (Integer(items[i]) is not long v)
+            {
+                error(field, string.Create(CultureInfo.InvariantCulture, $"item {i} must be an integer token id, not {Kind(items[i])}"), "invalid_type");
+                return null;
+            }
+            if (v < 0 || v >= ctx.VocabSize)
+            {
+                error(field, string.Create(CultureInfo.InvariantCulture, $"item {i} is token id {v}, outside the vocabulary [0, {ctx.VocabSize})"), "invalid_value");
+                return null;
+            }
+            ids.Add((int)v);
+        }
+        return ids;
+    }
+
+    private static long? Integer(JsonElement e) =>
+        e.ValueKind == JsonValueKind.Number && e.TryGetInt64(out long v) ? v : null;
+
+    private static string Kind(JsonElement e) => e.ValueKind switch
+    {
+        JsonValueKind.String => "a string",
+        JsonValueKind.Number => e.TryGetInt64(out _) ? "an integer" : "a fractional number",
+        JsonValueKind.True or JsonValueKind.False => "a boolean",
+        JsonValueKind.Array => "an array",
+        JsonValueKind.Object => "an object",
+        JsonValueKind.Null => "null",
+        _ => "nothing",
+    };
+}

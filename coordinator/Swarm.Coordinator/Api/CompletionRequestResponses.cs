@@ -1,0 +1,149 @@
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+
+namespace Swarm.Coordinator.Api;
+
+/// <summary>Why generation stopped, as OpenAI spells it.</summary>
+public static class FinishReasons
+{
+    /// <summary><c>max_tokens</c> reached.</summary>
+    public const string Length = "length";
+
+    /// <summary>A stop sequence, stop token id or end-of-text token was produced.</summary>
+    public const string Stop = "stop";
+}
+
+/// <summary>Response of a non-streaming <c>POST /v1/completions</c>.</summary>
+public sealed record CompletionResponse
+{
+    /// <summary>Job id, e.g. <c>cmpl-…</c>.</summary>
+    [JsonPropertyName("id")] public required string Id { get; init; }
+
+    /// <summary>Always <c>text_completion</c>.</summary>
+    [JsonPropertyName("object")] public string Object { get; init; } = "text_completion";
+
+    /// <summary>Creation time, Unix seconds.</summary>
+    [JsonPropertyName("created")] public required long Created { get; init; }
+
+    /// <summary>Model name.</summary>
+    [JsonPropertyName("model")] public required string Model { get; init; }
+
+    /// <summary>One choice (n = 1).</summary>
+    [JsonPropertyName("choices")] public required IReadOnlyList<CompletionChoice> Choices { get; init; }
+
+    /// <summary>Token counts.</summary>
+    [JsonPropertyName("usage")] public required CompletionUsage Usage { get; init; }
+
+    /// <summary>The usual single-choice response.</summary>
+    public static CompletionResponse Create(string id, string model, DateTimeOffset created, string text,
+        IReadOnlyList<int> tokenIds, string finishReason, int promptTokens) => new()
+    {
+        Id = id,
+        Model = model,
+        Created = created.ToUnixTimeSeconds(),
+        Choices = [new CompletionChoice { Text = text, Index = 0, FinishReason = finishReason, TokenIds = tokenIds }],
+        Usage = new CompletionUsage(promptTokens, tokenIds.Count, promptTokens + tokenIds.Count),
+    };
+}
+
+/// <summary>One generated continuation.</summary>
+public sealed record CompletionChoice
+{
+    /// <summary>Generated text (in a stream chunk: the new piece only).</summary>
+    [JsonPropertyName("text")] public required string Text { get; init; }
+
+    /// <summary>Choice index (0).</summary>
+    [JsonPropertyName("index")] public int Index { get; init; }
+
+    /// <summary>Always null: log-probabilities are not returned.</summary>
+    [JsonPropertyName("logprobs")] public object? Logprobs { get; init; }
+
+    /// <summary><c>length</c> or <c>stop</c>; null in stream chunks before the last.</summary>
+    [JsonPropertyName("finish_reason")] public string? FinishReason { get; init; }
+
+    /// <summary>Extension: the generated token ids (in a stream chunk: the new ones only).</summary>
+    [JsonPropertyName("token_ids")] public required IReadOnlyList<int> TokenIds { get; init; }
+}
+
+/// <summary>Token counts of a completion.</summary>
+/// <param name="PromptTokens">Tokens in the prompt.</param>
+/// <param name="CompletionTokens">Tokens generated.</param>
+/// <param name="TotalTokens">Their sum.</param>
+public sealed record CompletionUsage(
+    [property: JsonPropertyName("prompt_tokens")] int PromptTokens,
+    [property: JsonPropertyName("completion_tokens")] int CompletionTokens,
+    [property: JsonPropertyName("total_tokens")] int TotalTokens);
+
+/// <summary>
+/// One server-sent event of a streaming completion: the same shape as <see cref="CompletionResponse"/>, with the new
+/// text and token ids in the choice; <c>finish_reason</c> and <c>usage</c> are set only on the last chunk.
+/// </summary>
+public sealed record CompletionChunk
+{
+    /// <summary>Job id, the same on every chunk.</summary>
+    [JsonPropertyName("id")] public required string Id { get; init; }
+
+    /// <summary>Always <c>text_completion</c> (as OpenAI's completions stream).</summary>
+    [JsonPropertyName("object")] public string Object { get; init; } = "text_completion";
+
+    /// <summary>Creation time, Unix seconds.</summary>
+    [JsonPropertyName("created")] public required long Created { get; init; }
+
+    /// <summary>Model name.</summary>
+    [JsonPropertyName("model")] public required string Model { get; init; }
+
+    /// <summary>One choice with the increment.</summary>
+    [JsonPropertyName("choices")] public required IReadOnlyList<CompletionChoice> Choices { get; init; }
+
+    /// <summary>Token counts, on the last chunk only.</summary>
+    [JsonPropertyName("usage")]
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public CompletionUsage? Usage { get; init; }
+
+    /// <summary>A chunk carrying new text/tokens; pass <paramref name="finishReason"/> and <paramref name="usage"/> on the last one.</summary>
+    public static CompletionChunk Create(string id, string model, DateTimeOffset created, string text, IReadOnlyList<int> tokenIds,
+        string? finishReason = null, CompletionUsage? usage = null) => new()
+    {
+        Id = id,
+        Model = model,
+        Created = created.ToUnixTimeSeconds(),
+        Choices = [new CompletionChoice { Text = text, Index = 0, FinishReason = finishReason, TokenIds = tokenIds }],
+        Usage = usage,
+    };
+}
+
+/// <summary>JSON and server-sent-event framing of the completion models (source-generated serializers).</summary>
+public static class CompletionWire
+{
+    /// <summary>The terminating event of a stream.</summary>
+    public const string DoneEvent = "data: [DONE]\n\n";
+
+    /// <summary>Content type of a stream.</summary>
+    public const string EventStreamContentType = "text/event-stream";
+
+    /// <summary>Serializes a response.</summary>
+    public static string ToJson(CompletionResponse response) => JsonSerializer.Serialize(response, CompletionJsonContext.Default.CompletionResponse);
+
+    /// <summary>Serializes an error body.</summary>
+    public static string ToJson(OpenAiErrorResponse error) => JsonSerializer.Serialize(error, CompletionJsonContext.Default.OpenAiErrorResponse);
+
+    /// <summary>Serializes a chunk.</summary>
+    public static string ToJson(CompletionChunk chunk) => JsonSerializer.Serialize(chunk, CompletionJsonContext.Default.CompletionChunk);
+
+    /// <summary><c>data: {chunk}\n\n</c>.</summary>
+    public static string ToEvent(CompletionChunk chunk) => "data: " + ToJson(chunk) + "\n\n";
+
+    /// <summary>An error inside an open stream (after HTTP 200 went out): <c>data: {"error":…}\n\n</c>.</summary>
+    public static string ToEvent(OpenAiErrorResponse error) => "data: " + ToJson(error) + "\n\n";
+
+    /// <summary>UTF-8 bytes of an event.</summary>
+    public static byte[] Utf8(string sseEvent) => Encoding.UTF8.GetBytes(sseEvent);
+}
+
+/// <summary>Source-generated serializers for the API models (usable with ASP.NET's typed results).</summary>
+[JsonSourceGenerationOptions(WriteIndented = false)]
+[JsonSerializable(typeof(CompletionResponse))]
+[JsonSerializable(typeof(CompletionChunk))]
+[JsonSerializable(typeof(OpenAiErrorResponse))]
+public sealed partial class CompletionJsonContext : JsonSerializerContext;

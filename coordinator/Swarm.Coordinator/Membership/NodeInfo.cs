@@ -1,0 +1,35 @@
+using Swarm.Coordinator.Placement;
+
+namespace Swarm.Coordinator.Membership;
+
+/// <summary>What a node announces when it registers.</summary>
+public sealed record NodeInfo
+{
+    /// <summary>Unique id of this node incarnation (a restarted process registers with a new id or re-registers).</summary>
+    public required string Id { get; init; }
+
+    /// <summary>Operator-chosen display name (<c>--name</c>).</summary>
+    public required string Name { get; init; }
+
+    /// <summary>Address peers use to reach the node, e.g. <c>127.0.0.1:7801</c>.</summary>
+    public required string Endpoint { get; init; }
+
+    /// <summary>Bytes the node may use for weights plus KV caches (<c>--memory</c>).</summary>
+    public required long MemoryBudgetBytes { get; init; }
+
+    /// <summary>Device description, e.g. <c>cpu</c> or <c>cuda:0</c>.</summary>
+    public string Device { get; init; } = "cpu";
+
+    /// <summary>Compute threads the node uses.</summary>
+    public int Threads { get; init; } = 1;
+
+    /// <summary>
+    /// Measured decode throughput in <b>layer-tokens per second</b>: how many tokens per second the node
+    /// pushes through ONE transformer layer at batch 1. A node holding k layers therefore moves
+    /// <c>LayerThroughput / k</c> tokens per second through its whole range.
+    /// </summary>
+    public required double LayerThroughput { get; init; }
+
+    /// <summary>Range fixed by the operator (<c>--layers A:B</c>); the planner never moves a pinned node.</summary>
+    public LayerRange? PinnedRange { get; init; }
+}

@@ -1,0 +1,236 @@
+using System.Collections.Immutable;
+using Swarm.Coordinator.Placement;
+
+namespace Swarm.Coordinator.Membership;
+
+/// <summary>Result of a heartbeat.</summary>
+public enum HeartbeatOutcome
+{
+    /// <summary>Recorded.</summary>
+    Accepted,
+    /// <summary>The id is unknown, dead or has left: the node must register again.</summary>
+    MustRegister,
+}
+
+/// <summary>What a heartbeat did.</summary>
+/// <param name="Outcome">Whether it was recorded.</param>
+/// <param name="Transition">The health change it caused (Suspect → Alive), if any.</param>
+public readonly record struct HeartbeatResult(HeartbeatOutcome Outcome, NodeTransition? Transition);
+
+/// <summary>
+/// The coordinator's membership table: immutable <see cref="NodeSnapshot"/>s swapped under a lock, so
+/// readers get a consistent <see cref="Snapshot"/> without locking. I/O-free: the service feeds it
+/// registrations, heartbeats and request outcomes, and calls <see cref="Evaluate"/> on a timer.
+/// </summary>
+public sealed class NodeRegistry
+{
+    private readonly object _gate = new();
+    private readonly IFailureDetector _detector;
+    private readonly FailureDetectorOptions _options;
+    private readonly TimeProvider _time;
+    private ImmutableSortedDictionary<string, NodeSnapshot> _nodes = ImmutableSortedDictionary<string, NodeSnapshot>.Empty.WithComparers(StringComparer.Ordinal);
+
+    /// <summary>Creates a registry.</summary>
+    /// <param name="options">Failure detection timing; validated here.</param>
+    /// <param name="time">Clock (a fake one in tests).</param>
+    /// <param name="detector">Detector; defaults to <see cref="MissedHeartbeatFailureDetector"/> with <paramref name="options"/>.</param>
+    /// <exception cref="ArgumentException">The options are invalid.</exception>
+    public NodeRegistry(FailureDetectorOptions options, TimeProvider time, IFailureDetector? detector = null)
+    {
+        options.ThrowIfInvalid();
+        _options = options;
+        _time = time;
+        _detector = detector ?? new MissedHeartbeatFailureDetector(options);
+    }
+
+    /// <summary>The detector in use.</summary>
+    public IFailureDetector Detector => _detector;
+
+    /// <summary>All known nodes (including dead and departed ones until <see cref="Remove"/>), ordered by id.</summary>
+    public IReadOnlyList<NodeSnapshot> Snapshot() => [.. Volatile.Read(ref _nodes).Values];
+
+    /// <summary>The placement planner's input: every <see cref="NodeSnapshot.IsPlacementCandidate"/> node.</summary>
+    public IReadOnlyList<PlacementNode> PlacementView() =>
+        [.. Snapshot().Where(n => n.IsPlacementCandidate).Select(n => n.ToPlacementNode())];
+
+    /// <summary>
+    /// Coverage by nodes that can take jobs now (<see cref="NodeSnapshot.IsRoutable"/>): what admission and the
+    /// 503 message use. Loading nodes do not count yet.
+    /// </summary>
+    public CoverageReport ServingCoverage(int numLayers) =>
+        CoverageReport.Of(numLayers, Snapshot().Where(n => n.IsRoutable).Select(n => n.ToPlacementNode()));
+
+    /// <summary>The node with this id, or null.</summary>
+    public NodeSnapshot? Get(string id) => Volatile.Read(ref _nodes).GetValueOrDefault(id);
+
+    /// <summary>
+    /// Registers a node. A node reconnecting after a coordinator restart passes the range it already holds
+    /// as <paramref name="heldRange"/> and is Serving at once; otherwise it starts Joining. Registering an id
+    /// that is dead or has left starts a fresh incarnation; registering a live id again updates its info.
+    /// </summary>
+    public NodeSnapshot Register(NodeInfo info, LayerRange? heldRange = null)
+    {
+        ArgumentNullException.ThrowIfNull(info);
+        if (info.MemoryBudgetBytes < 0) throw new ArgumentOutOfRangeException(nameof(info), "memory budget must not be negative");
+        if (!(info.LayerThroughput > 0)) throw new ArgumentOutOfRangeException(nameof(info), "layer throughput must be positive");
+        var now = _time.GetUtcNow();
+        lock (_gate)
+        {
+            var existing = _nodes.GetValueOrDefault(info.Id);
+            NodeSnapshot node;
+            if (existing is null || existing.Health == NodeHealth.Dead || existing.Phase == NodePhase.Left)
+            {
+                node = new NodeSnapshot
+                {
+                    Info = info,
+                    Phase = heldRange is null ? NodePhase.Joining : NodePhase.Serving,
+                    Range = heldRange,
+                    JoinedAt = now,
+                    LastHeartbeat = now,
+                };
+            }
+            else
+            {
+                node = existing with
+                {
+                    Info = info,
+                    LastHeartbeat = now,
+                    Health = NodeHealth.Alive,
+                    Range = heldRange ?? existing.Range,
+                    Phase = heldRange is null ? existing.Phase : NodePhase.Serving,
+                };
+            }
+            _nodes = _nodes.SetItem(info.Id, node);
+            return node;
+        }
+    }
+
+    /// <summary>Records a heartbeat; a suspect node becomes alive again. Dead and unknown nodes must register.</summary>
+    /// <param name="id">Node id.</param>
+    /// <param name="rttMs">A fresh round-trip measurement, folded into the smoothed RTT.</param>
+    public HeartbeatResult Heartbeat(string id, double? rttMs = null)
+    {
+        var now = _time.GetUtcNow();
+        lock (_gate)
+        {
+            var n = _nodes.GetValueOrDefault(id);
+            if (n is null || n.Health == NodeHealth.Dead || n.Phase == NodePhase.Left) return new HeartbeatResult(HeartbeatOutcome.MustRegister, null);
+            double? rtt = n.RttMs;
+            if (rttMs is double sample && sample >= 0)
+                rtt = rtt is double old ? old + _options.RttSmoothing * (sample - old) : sample;
+            var updated = n with { LastHeartbeat = now, RttMs = rtt };
+            updated = updated with { Health = _detector.Evaluate(Liveness(updated, now), now) };
+            _nodes = _nodes.SetItem(id, updated);
+            return new HeartbeatResult(HeartbeatOutcome.Accepted, updated.Health != n.Health ? new NodeTransition(n, updated) : null);
+        }
+    }
+
+    /// <summary>Gives a node a range to load (phase Loading). Returns the updated node, or null if unknown.</summary>
+    public NodeSnapshot? AssignRange(string id, LayerRange range) =>
+        Update(id, n => n.Health == NodeHealth.Dead || n.Phase is NodePhase.Left or NodePhase.Draining
+            ? n
+            : n with { Range = range, Phase = NodePhase.Loading });
+
+    /// <summary>The node finished loading its range (phase Serving).</summary>
+    public NodeSnapshot? MarkServing(string id) =>
+        Update(id, n => n.Phase == NodePhase.Loading || (n.Phase == NodePhase.Joining && n.Range is not null)
+            ? n with { Phase = NodePhase.Serving }
+            : n);
+
+    /// <summary>The node asked to leave: it receives no new jobs but still counts as alive.</summary>
+    public NodeSnapshot? BeginDrain(string id) =>
+        Update(id, n => n.Phase == NodePhase.Left ? n : n with { Phase = NodePhase.Draining });
+
+    /// <summary>The node has left gracefully.</summary>
+    public NodeSnapshot? MarkLeft(string id) => Update(id, n => n with { Phase = NodePhase.Left, InFlight = 0 });
+
+    /// <summary>Forgets a node entirely (e.g. some time after it died or left).</summary>
+    public bool Remove(string id)
+    {
+        lock (_gate)
+        {
+            if (!_nodes.ContainsKey(id)) return false;
+            _nodes = _nodes.Remove(id);
+            return true;
+        }
+    }
+
+    /// <summary>Adds <paramref name="delta"/> to the node's in-flight job count (never below zero).</summary>
+    public NodeSnapshot? AdjustInFlight(string id, int delta) =>
+        Update(id, n => n with { InFlight = Math.Max(0, n.InFlight + delta) });
+
+    /// <summary>
+    /// A request to the node failed (timeout, refused, error reply). Accelerates suspicion; returns the
+    /// transition when the node's health changed because of it.
+    /// </summary>
+    public NodeTransition? ReportFailure(string id)
+    {
+        var now = _time.GetUtcNow();
+        lock (_gate)
+        {
+            var n = _nodes.GetValueOrDefault(id);
+            if (n is null || n.Health == NodeHealth.Dead) return null;
+            var failures = n.RecentFailures.Where(t => now - t < _options.FailureWindow).Append(now).ToArray();
+            var updated = n with { RecentFailures = failures };
+            updated = updated with { Health = _detector.Evaluate(Liveness(updated, now), now) };
+            _nodes = _nodes.SetItem(id, updated);
+            return updated.Health != n.Health ? new NodeTransition(n, updated) : null;
+        }
+    }
+
+    /// <summary>A request to the node succeeded: its failure record is cleared.</summary>
+    public NodeSnapshot? ReportSuccess(string id)
+    {
+        var now = _time.GetUtcNow();
+        return Update(id, n =>
+        {
+            if (n.Health == NodeHealth.Dead || n.RecentFailures.Count == 0) return n;
+            var cleared = n with { RecentFailures = [] };
+            return cleared with { Health = _detector.Evaluate(Liveness(cleared, now), now) };
+        });
+    }
+
+    /// <summary>
+    /// Runs the failure detector over every member; returns the health changes (in id order). Call it every
+    /// <see cref="FailureDetectorOptions.EvaluationInterval"/>.
+    /// </summary>
+    public IReadOnlyList<NodeTransition> Evaluate()
+    {
+        var now = _time.GetUtcNow();
+        lock (_gate)
+        {
+            var changes = new List<NodeTransition>();
+            var builder = _nodes.ToBuilder();
+            foreach (var n in _nodes.Values)
+            {
+                if (n.Health == NodeHealth.Dead || n.Phase == NodePhase.Left) continue;
+                var failures = n.RecentFailures.Where(t => now - t < _options.FailureWindow).ToArray();
+                var pruned = failures.Length == n.RecentFailures.Count ? n : n with { RecentFailures = failures };
+                var health = _detector.Evaluate(Liveness(pruned, now), now);
+                var updated = health == pruned.Health ? pruned : pruned with { Health = health };
+                if (!ReferenceEquals(updated, n)) builder[n.Id] = updated;
+                if (updated.Health != n.Health) changes.Add(new NodeTransition(n, updated));
+            }
+            _nodes = builder.ToImmutable();
+            return changes;
+        }
+    }
+
+    private NodeSnapshot? Update(string id, Func<NodeSnapshot, NodeSnapshot> change)
+    {
+        lock (_gate)
+        {
+            var n = _nodes.GetValueOrDefault(id);
+            if (n is null) return null;
+            var updated = change(n);
+            if (!ReferenceEquals(updated, n)) _nodes = _nodes.SetItem(id, updated);
+            return updated;
+        }
+    }
+
+    private NodeLiveness Liveness(NodeSnapshot n, DateTimeOffset now)
+    {
+        var inWindow = n.RecentFailures.Where(t => now - t < _options.FailureWindow).ToArray();
+        return new NodeLiveness(n.LastHeartbeat, inWindow.Length, inWindow.Count(t => t > n.LastHeartbeat));
+    }
+}

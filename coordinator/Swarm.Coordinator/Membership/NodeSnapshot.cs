@@ -1,0 +1,88 @@
+using Swarm.Coordinator.Placement;
+
+namespace Swarm.Coordinator.Membership;
+
+/// <summary>Immutable view of one node at one moment; the registry swaps in a new one on every change.</summary>
+public sealed record NodeSnapshot
+{
+    /// <summary>What the node announced.</summary>
+    public required NodeInfo Info { get; init; }
+
+    /// <summary>Lifecycle phase.</summary>
+    public required NodePhase Phase { get; init; }
+
+    /// <summary>Failure detector's verdict.</summary>
+    public NodeHealth Health { get; init; } = NodeHealth.Alive;
+
+    /// <summary>Range the node holds or is loading; null while it holds none.</summary>
+    public LayerRange? Range { get; init; }
+
+    /// <summary>Jobs currently routed through this node (maintained by the coordinator).</summary>
+    public int InFlight { get; init; }
+
+    /// <summary>When the node registered.</summary>
+    public required DateTimeOffset JoinedAt { get; init; }
+
+    /// <summary>When the last heartbeat (or the registration) arrived.</summary>
+    public required DateTimeOffset LastHeartbeat { get; init; }
+
+    /// <summary>Smoothed coordinator↔node round-trip time in milliseconds, if measured.</summary>
+    public double? RttMs { get; init; }
+
+    /// <summary>Times of failed requests reported since the last success, oldest first.</summary>
+    public IReadOnlyList<DateTimeOffset> RecentFailures { get; init; } = [];
+
+    /// <summary>Id shortcut for <c>Info.Id</c>.</summary>
+    public string Id => Info.Id;
+
+    /// <summary>The combined state shown to operators.</summary>
+    public NodeState State => Phase == NodePhase.Left ? NodeState.Left
+        : Health switch
+        {
+            NodeHealth.Dead => NodeState.Dead,
+            NodeHealth.Suspect => NodeState.Suspect,
+            _ => Phase switch
+            {
+                NodePhase.Joining => NodeState.Joining,
+                NodePhase.Loading => NodeState.Loading,
+                NodePhase.Serving => NodeState.Serving,
+                _ => NodeState.Draining,
+            },
+        };
+
+    /// <summary>
+    /// True when the node's range counts toward coverage for placement decisions: it is loading or
+    /// serving and not dead. Draining nodes do not count, so their layers get re-covered before they go.
+    /// </summary>
+    public bool CountsForPlacement => Health != NodeHealth.Dead && Phase is NodePhase.Loading or NodePhase.Serving;
+
+    /// <summary>True when jobs may be routed through the node: serving and not dead (suspects at a penalty).</summary>
+    public bool IsRoutable => Health != NodeHealth.Dead && Phase == NodePhase.Serving && Range is not null;
+
+    /// <summary>
+    /// True when the planner may give the node a range or count the one it has: not dead, and joining, loading or
+    /// serving (draining and departed nodes are left out so their layers get re-covered).
+    /// </summary>
+    public bool IsPlacementCandidate => Health != NodeHealth.Dead && Phase is NodePhase.Joining or NodePhase.Loading or NodePhase.Serving;
+
+    /// <summary>The node as the placement planner sees it; only serving nodes may be moved by rebalancing.</summary>
+    public PlacementNode ToPlacementNode() => new()
+    {
+        Id = Info.Id,
+        MemoryBudgetBytes = Info.MemoryBudgetBytes,
+        LayerThroughput = Info.LayerThroughput,
+        PinnedRange = Info.PinnedRange,
+        Range = CountsForPlacement ? Range : null,
+        Movable = Phase == NodePhase.Serving,
+        InFlight = InFlight,
+    };
+}
+
+/// <summary>A change of a node's state, reported so the service can log it and react (re-cover on death).</summary>
+/// <param name="Before">The node before the change.</param>
+/// <param name="After">The node after the change.</param>
+public sealed record NodeTransition(NodeSnapshot Before, NodeSnapshot After)
+{
+    /// <summary>True when this transition confirmed the node dead.</summary>
+    public bool BecameDead => Before.Health != NodeHealth.Dead && After.Health == NodeHealth.Dead;
+}

@@ -1,0 +1,22 @@
+using Swarm.Coordinator.Placement;
+
+namespace Swarm.Coordinator.Routing;
+
+/// <summary>Chooses, per job, the chain of (node, layer range) hops a generation runs through.</summary>
+public interface IRouter
+{
+    /// <summary>Name used in configuration and logs.</summary>
+    string Name { get; }
+
+    /// <summary>The route covering layers <c>[0, numLayers)</c> with the lowest expected latency, load included.</summary>
+    RoutingResult Route(int numLayers, IReadOnlyList<RouteCandidate> candidates);
+
+    /// <summary>The route covering <paramref name="span"/>.</summary>
+    RoutingResult Route(LayerRange span, IReadOnlyList<RouteCandidate> candidates);
+
+    /// <summary>
+    /// Repairs <paramref name="route"/> after <paramref name="failedNodes"/> died: keeps the hops before the first
+    /// failed hop and after the last one, and routes the layers between them through surviving candidates.
+    /// </summary>
+    RouteRepair Repair(Route route, IReadOnlySet<string> failedNodes, IReadOnlyList<RouteCandidate> candidates);
+}

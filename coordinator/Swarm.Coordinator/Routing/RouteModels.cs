@@ -1,0 +1,85 @@
+using Swarm.Coordinator.Membership;
+using Swarm.Coordinator.Placement;
+
+namespace Swarm.Coordinator.Routing;
+
+/// <summary>A serving node the router may send a job through.</summary>
+public sealed record RouteCandidate
+{
+    /// <summary>Node id.</summary>
+    public required string NodeId { get; init; }
+
+    /// <summary>Layers the node holds; a hop may use any sub-range of it.</summary>
+    public required LayerRange Range { get; init; }
+
+    /// <summary>Tokens per second through one layer (see <see cref="NodeInfo.LayerThroughput"/>).</summary>
+    public required double LayerThroughput { get; init; }
+
+    /// <summary>Round-trip time to the node in milliseconds; null when not measured yet (the router assumes a default).</summary>
+    public double? RttMs { get; init; }
+
+    /// <summary>Jobs currently routed through the node.</summary>
+    public int InFlight { get; init; }
+
+    /// <summary>True when the failure detector suspects the node: used only if nothing else serves those layers cheaply.</summary>
+    public bool Suspect { get; init; }
+
+    /// <summary>The routable view of a registry node; null when it cannot take jobs (not serving, dead, no range).</summary>
+    public static RouteCandidate? From(NodeSnapshot node)
+    {
+        ArgumentNullException.ThrowIfNull(node);
+        if (!node.IsRoutable || node.Range is not LayerRange r) return null;
+        return new RouteCandidate
+        {
+            NodeId = node.Id,
+            Range = r,
+            LayerThroughput = node.Info.LayerThroughput,
+            RttMs = node.RttMs,
+            InFlight = node.InFlight,
+            Suspect = node.Health == NodeHealth.Suspect,
+        };
+    }
+
+    /// <summary>Routable candidates among <paramref name="nodes"/>.</summary>
+    public static IReadOnlyList<RouteCandidate> FromAll(IEnumerable<NodeSnapshot> nodes) =>
+        [.. nodes.Select(From).OfType<RouteCandidate>()];
+}
+
+/// <summary>One stage of a route: <paramref name="NodeId"/> runs <paramref name="Layers"/>.</summary>
+public sealed record RouteHop(string NodeId, LayerRange Layers);
+
+/// <summary>A chain of hops covering a contiguous span of layers in order.</summary>
+/// <param name="Hops">Hops in pipeline order; each starts where the previous ended.</param>
+/// <param name="ExpectedCostMs">Expected latency of one decode step along the route, in milliseconds.</param>
+public sealed record Route(IReadOnlyList<RouteHop> Hops, double ExpectedCostMs)
+{
+    /// <summary>The layers covered, <c>[first hop start, last hop end)</c>.</summary>
+    public LayerRange Span => new(Hops[0].Layers.Start, Hops[^1].Layers.End);
+
+    /// <summary>Ids of the nodes on the route, in order.</summary>
+    public IEnumerable<string> NodeIds => Hops.Select(h => h.NodeId);
+
+    /// <summary>"a[0:4) → b[4:12)" for logs.</summary>
+    public override string ToString() => string.Join(" → ", Hops.Select(h => $"{h.NodeId}[{h.Layers.Start}:{h.Layers.End})"));
+}
+
+/// <summary>Outcome of routing: a route, or the layers nobody serves.</summary>
+/// <param name="Route">The chosen route; null when some layers are not served.</param>
+/// <param name="Uncovered">Layers no candidate holds (empty on success).</param>
+public sealed record RoutingResult(Route? Route, IReadOnlyList<LayerRange> Uncovered)
+{
+    /// <summary>True when a route was found.</summary>
+    public bool Success => Route is not null;
+}
+
+/// <summary>Outcome of repairing a route after node failures.</summary>
+/// <param name="Route">The repaired route; null when the failed layers cannot be re-served now.</param>
+/// <param name="NewHops">Hops that were not on the old route: their nodes must rebuild the session's KV cache by replay.</param>
+/// <param name="KeptPrefix">Leading hops of the old route reused unchanged.</param>
+/// <param name="KeptSuffix">Trailing hops of the old route reused unchanged.</param>
+/// <param name="Uncovered">Layers no surviving node serves (empty on success).</param>
+public sealed record RouteRepair(Route? Route, IReadOnlyList<RouteHop> NewHops, int KeptPrefix, int KeptSuffix, IReadOnlyList<LayerRange> Uncovered)
+{
+    /// <summary>True when a repaired route was found.</summary>
+    public bool Success => Route is not null;
+}

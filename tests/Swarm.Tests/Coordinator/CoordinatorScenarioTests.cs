@@ -1,0 +1,141 @@
+using Swarm.Coordinator.Jobs;
+using Swarm.Coordinator.Membership;
+using Swarm.Coordinator.Placement;
+using Swarm.Coordinator.Routing;
+using Xunit;
+
+namespace Swarm.Tests.Coordinator;
+
+/// <summary>The pure pieces wired together the way the coordinator service drives them.</summary>
+public class CoordinatorScenarioTests
+{
+    private const int Layers = 12;
+    private readonly ManualTimeProvider _clock = new();
+    private readonly NodeRegistry _registry;
+    private readonly MaxMinThroughputPlacementPolicy _placement;
+    private readonly ShortestPathRouter _router = new(new RoutingOptions(), new PowerOfTwoChoicesPolicy(new Random(1)));
+    private readonly JobAdmissionController _admission;
+
+    public CoordinatorScenarioTests()
+    {
+        _registry = new NodeRegistry(new FailureDetectorOptions(), _clock);
+        _placement = new MaxMinThroughputPlacementPolicy(new ModelShape(Layers, 1000, 0), new PlacementOptions());
+        _admission = new JobAdmissionController(new JobAdmissionOptions { QueueTimeout = TimeSpan.FromSeconds(5) }, _clock);
+    }
+
+    private void Join(string id, int fitLayers)
+    {
+        var node = _registry.Register(new NodeInfo
+        {
+            Id = id, Name = id, Endpoint = $"127.0.0.1:{7800 + id[0]}", MemoryBudgetBytes = fitLayers * 1000L, LayerThroughput = 1000,
+        });
+        var range = _placement.ChooseJoinRange(_registry.PlacementView(), node.ToPlacementNode());
+        Assert.NotNull(range);
+        _registry.AssignRange(id, range!.Value);
+        _registry.MarkServing(id);
+    }
+
+    /// <summary>Time passes; every node but <paramref name="silent"/> heartbeats; the detector runs every 250 ms.</summary>
+    private List<NodeTransition> Pass(double ms, params string[] silent)
+    {
+        var changes = new List<NodeTransition>();
+        for (double t = 0; t < ms; t += 250)
+        {
+            _clock.AdvanceMs(250);
+            foreach (var n in _registry.Snapshot())
+                if (!silent.Contains(n.Id) && n.State != NodeState.Dead) _registry.Heartbeat(n.Id, 2);
+            changes.AddRange(_registry.Evaluate());
+        }
+        return changes;
+    }
+
+    private void Apply(IEnumerable<RangeAssignment> moves)
+    {
+        foreach (var m in moves)
+        {
+            _registry.AssignRange(m.NodeId, m.To);
+            _registry.MarkServing(m.NodeId);
+        }
+    }
+
+    [Fact]
+    public void NodeDiesMidJob_RecoveredByReplicaMove_RouteRepairedReusingSurvivors()
+    {
+        Join("a", 6);
+        Join("b", 6);
+        Assert.Equal(new LayerRange(0, 6), _registry.Get("a")!.Range);
+        Assert.Equal(new LayerRange(6, 12), _registry.Get("b")!.Range);
+        Assert.True(_registry.ServingCoverage(Layers).IsCovered);
+
+        Assert.Equal(AdmissionOutcome.Started, _admission.Submit("job1").Outcome);
+        var route = _router.Route(Layers, RouteCandidate.FromAll(_registry.Snapshot())).Route!;
+        Assert.Equal("a[0:6) → b[6:12)", route.ToString());
+        foreach (var hop in route.Hops) _registry.AdjustInFlight(hop.NodeId, +1);
+
+        // A spare joins after the job started: it replicates the weakest half (a tie here, so the lower one).
+        Join("c", 6);
+        Assert.Equal(new LayerRange(0, 6), _registry.Get("c")!.Range);
+
+        // b is SIGKILLed: silent from now on.
+        var changes = Pass(3_000, "b");
+        var death = Assert.Single(changes, c => c.BecameDead);
+        Assert.Equal("b", death.After.Id);
+
+        var coverage = _registry.ServingCoverage(Layers);
+        Assert.Equal([new LayerRange(6, 12)], coverage.Uncovered);
+        Assert.Empty(_admission.UpdateCoverage(coverage.Uncovered));
+
+        // A new job now waits for coverage.
+        Assert.Equal(AdmissionOutcome.Queued, _admission.Submit("job2").Outcome);
+
+        var moves = _placement.Recover(_registry.PlacementView());
+        // a and c are equally placed, but a carries job1: the idle replica moves.
+        var move = Assert.Single(moves);
+        Assert.Equal(("c", new LayerRange(6, 12)), (move.NodeId, move.To));
+        Apply(moves);
+        coverage = _registry.ServingCoverage(Layers);
+        Assert.True(coverage.IsCovered);
+        Assert.Equal("job2", Assert.Single(_admission.UpdateCoverage(coverage.Uncovered)).JobId);
+
+        var repair = _router.Repair(route, new HashSet<string> { "b" }, RouteCandidate.FromAll(_registry.Snapshot()));
+        Assert.Equal("a[0:6) → c[6:12)", repair.Route!.ToString());
+        Assert.Equal([new RouteHop("c", new LayerRange(6, 12))], repair.NewHops);
+    }
+
+    [Fact]
+    public void SwarmCannotCover_JobTimesOutNamingLayers_ThenServesAfterJoin()
+    {
+        Join("a", 4);
+        var coverage = _registry.ServingCoverage(Layers);
+        Assert.Equal("layers 4-11 are not served by any node", coverage.DescribeUncovered());
+        _admission.UpdateCoverage(coverage.Uncovered);
+        Assert.False(_router.Route(Layers, RouteCandidate.FromAll(_registry.Snapshot())).Success);
+
+        Assert.Equal(AdmissionOutcome.Queued, _admission.Submit("j").Outcome);
+        Pass(5_000);
+        var timedOut = Assert.Single(_admission.Tick());
+        Assert.Contains("layers 4-11", timedOut.Error);
+
+        Join("b", 8);
+        Assert.Equal(new LayerRange(4, 12), _registry.Get("b")!.Range);
+        coverage = _registry.ServingCoverage(Layers);
+        Assert.True(coverage.IsCovered);
+        _admission.UpdateCoverage(coverage.Uncovered);
+        Assert.Equal(AdmissionOutcome.Started, _admission.Submit("j2").Outcome);
+        Assert.Equal("a[0:4) → b[4:12)", _router.Route(Layers, RouteCandidate.FromAll(_registry.Snapshot())).Route!.ToString());
+    }
+
+    [Fact]
+    public void DrainingNode_IsReCoveredBeforeItLeaves_AndGetsNoNewJobs()
+    {
+        Join("a", 12);
+        Join("b", 6);
+        Join("c", 6);
+        _registry.BeginDrain("a");
+        Assert.DoesNotContain(RouteCandidate.FromAll(_registry.Snapshot()), c => c.NodeId == "a");
+        var view = _registry.PlacementView();
+        Assert.DoesNotContain(view, n => n.Id == "a");
+        Assert.True(CoverageReport.Of(Layers, view).IsCovered, "b and c should already cover the halves a replicated");
+        Assert.Empty(_placement.Recover(view));
+    }
+}

@@ -1,0 +1,262 @@
+using Swarm.Coordinator.Membership;
+using Swarm.Coordinator.Placement;
+using Swarm.Coordinator.Routing;
+using Xunit;
+
+namespace Swarm.Tests.Coordinator;
+
+public class RoutingTests
+{
+    private static RouteCandidate C(string id, int start, int end, double tp = 1000, double rtt = 1, int inFlight = 0, bool suspect = false) => new()
+    {
+        NodeId = id, Range = new LayerRange(start, end), LayerThroughput = tp, RttMs = rtt, InFlight = inFlight, Suspect = suspect,
+    };
+
+    private static ShortestPathRouter Router(ILoadBalancingPolicy? lb = null, RoutingOptions? o = null) =>
+        new(o ?? new RoutingOptions(), lb ?? new PowerOfTwoChoicesPolicy(new Random(42)));
+
+    private static string Describe(RoutingResult r) => r.Route!.ToString();
+
+    private static void AssertChain(Route route, int start, int end)
+    {
+        Assert.Equal(start, route.Hops[0].Layers.Start);
+        for (int i = 1; i < route.Hops.Count; i++) Assert.Equal(route.Hops[i - 1].Layers.End, route.Hops[i].Layers.Start);
+        Assert.Equal(end, route.Hops[^1].Layers.End);
+    }
+
+    [Fact]
+    public void Route_SingleNodeHoldingAll_OneHop()
+    {
+        var r = Router().Route(12, [C("a", 0, 12)]);
+        Assert.Equal("a[0:12)", Describe(r));
+        // 1 ms rtt + 12 layers at 1000 layer-tokens/s = 12 ms.
+        Assert.Equal(13, r.Route!.ExpectedCostMs, 6);
+    }
+
+    [Fact]
+    public void Route_Pipeline_ChainsStagesInOrder()
+    {
+        var r = Router().Route(12, [C("c", 8, 12), C("a", 0, 4), C("b", 4, 8)]);
+        Assert.Equal("a[0:4) → b[4:8) → c[8:12)", Describe(r));
+        AssertChain(r.Route!, 0, 12);
+    }
+
+    [Fact]
+    public void Route_OverlappingRanges_UsesSubRangesAndFewestHops()
+    {
+        // a holds 0-8, b holds 4-12: two hops, split anywhere in 4..8; never three.
+        var r = Router().Route(12, [C("a", 0, 8), C("b", 4, 12)]);
+        Assert.Equal(2, r.Route!.Hops.Count);
+        AssertChain(r.Route, 0, 12);
+        Assert.Equal("a", r.Route.Hops[0].NodeId);
+    }
+
+    [Fact]
+    public void Route_PrefersFastNodeForTheOverlap()
+    {
+        // Overlap 4-8 should run on the 10× faster node.
+        var r = Router().Route(12, [C("slow", 0, 8, tp: 100), C("fast", 4, 12, tp: 1000)]);
+        Assert.Equal("slow[0:4) → fast[4:12)", Describe(r));
+    }
+
+    [Fact]
+    public void Route_HighRttNodeAvoided_WhenAlternativeExists()
+    {
+        var r = Router().Route(12, [C("far", 0, 12, rtt: 200), C("a", 0, 6, rtt: 1), C("b", 6, 12, rtt: 1)]);
+        Assert.Equal("a[0:6) → b[6:12)", Describe(r));
+        // Two hops of 1 ms RTT + 6 ms compute each.
+        Assert.Equal(2 + 12, r.Route!.ExpectedCostMs, 6);
+    }
+
+    [Fact]
+    public void Route_LoadedNodeAvoided_ByLoadFactor()
+    {
+        // Same hardware; a's queue makes b cheaper: 1 + 12×(1+0.5×4) = 37 ms vs 1 + 12 = 13 ms.
+        var r = Router(new LeastInFlightPolicy()).Route(12, [C("a", 0, 12, inFlight: 4), C("b", 0, 12, tp: 900)]);
+        Assert.Equal("b[0:12)", Describe(r));
+    }
+
+    [Fact]
+    public void Route_SuspectNode_UsedOnlyAsLastResort()
+    {
+        var router = Router();
+        Assert.Equal("b[0:12)", Describe(router.Route(12, [C("a", 0, 12, suspect: true), C("b", 0, 12, tp: 500)])));
+        Assert.Equal("a[0:12)", Describe(router.Route(12, [C("a", 0, 12, suspect: true)])));
+    }
+
+    [Fact]
+    public void Route_Uncovered_ReportsGaps()
+    {
+        var r = Router().Route(12, [C("a", 0, 4), C("b", 6, 10)]);
+        Assert.False(r.Success);
+        Assert.Equal([new LayerRange(4, 6), new LayerRange(10, 12)], r.Uncovered);
+        Assert.False(Router().Route(12, []).Success);
+    }
+
+    [Fact]
+    public void Route_SubSpan_OnlyThoseLayers()
+    {
+        var r = Router().Route(new LayerRange(3, 9), [C("a", 0, 6), C("b", 6, 12)]);
+        Assert.Equal("a[3:6) → b[6:9)", Describe(r));
+    }
+
+    [Fact]
+    public void PowerOfTwo_TwoReplicas_NeverPicksTheBusierOne()
+    {
+        var router = Router();
+        for (int busy = 1; busy < 5; busy++)
+        {
+            // Equal hardware; balancing must always choose the one with less in-flight work.
+            var r = router.Route(12, [C("a", 0, 12, inFlight: busy), C("b", 0, 12, inFlight: busy - 1)]);
+            Assert.Equal("b", r.Route!.Hops[0].NodeId);
+        }
+    }
+
+    [Fact]
+    public void PowerOfTwo_SpreadsConcurrentJobsOverReplicas()
+    {
+        var reg = new NodeRegistry(new FailureDetectorOptions(), new ManualTimeProvider());
+        foreach (var (id, range) in new[] { ("a1", (0, 6)), ("a2", (0, 6)), ("a3", (0, 6)), ("b1", (6, 12)), ("b2", (6, 12)) })
+        {
+            reg.Register(new NodeInfo { Id = id, Name = id, Endpoint = "x", MemoryBudgetBytes = 1, LayerThroughput = 1000 },
+                new LayerRange(range.Item1, range.Item2));
+        }
+        var router = Router(new PowerOfTwoChoicesPolicy(new Random(7)));
+        for (int job = 0; job < 30; job++)
+        {
+            var route = router.Route(12, RouteCandidate.FromAll(reg.Snapshot())).Route!;
+            AssertChain(route, 0, 12);
+            foreach (var hop in route.Hops) reg.AdjustInFlight(hop.NodeId, +1);
+        }
+        var load = reg.Snapshot().ToDictionary(n => n.Id, n => n.InFlight);
+        Assert.InRange(load["a1"] + load["a2"] + load["a3"], 30, 30);
+        Assert.All(new[] { "a1", "a2", "a3" }, id => Assert.InRange(load[id], 8, 12));
+        Assert.Equal(15, load["b1"]);
+        Assert.Equal(15, load["b2"]);
+    }
+
+    [Fact]
+    public void PowerOfTwo_SameSeed_SameChoices()
+    {
+        var cands = new[] { C("a", 0, 12), C("b", 0, 12), C("c", 0, 12), C("d", 0, 12) };
+        string Run(int seed)
+        {
+            var router = Router(new PowerOfTwoChoicesPolicy(new Random(seed)));
+            return string.Join(",", Enumerable.Range(0, 20).Select(_ => router.Route(12, cands).Route!.Hops[0].NodeId));
+        }
+        Assert.Equal(Run(3), Run(3));
+        Assert.True(Run(3).Split(',').Distinct().Count() > 1);
+    }
+
+    [Fact]
+    public void Balancing_DoesNotSendToAMuchSlowerReplica()
+    {
+        // "slow" is 10× slower: not interchangeable, so even idle it is not picked while "fast" has light load.
+        var router = Router(new LeastInFlightPolicy());
+        var r = router.Route(12, [C("fast", 0, 12, inFlight: 1), C("slow", 0, 12, tp: 100)]);
+        Assert.Equal("fast", r.Route!.Hops[0].NodeId);
+    }
+
+    [Fact]
+    public void Repair_MiddleNodeDies_KeepsPrefixAndSuffix_NewHopMarked()
+    {
+        var router = Router();
+        var cands = new List<RouteCandidate> { C("a", 0, 4), C("b", 4, 8), C("c", 8, 12), C("b2", 4, 8, tp: 500) };
+        var route = router.Route(12, cands).Route!;
+        Assert.Equal("a[0:4) → b[4:8) → c[8:12)", route.ToString());
+        var fix = router.Repair(route, new HashSet<string> { "b" }, cands);
+        Assert.True(fix.Success);
+        Assert.Equal("a[0:4) → b2[4:8) → c[8:12)", fix.Route!.ToString());
+        Assert.Equal([new RouteHop("b2", new LayerRange(4, 8))], fix.NewHops);
+        Assert.Equal(1, fix.KeptPrefix);
+        Assert.Equal(1, fix.KeptSuffix);
+    }
+
+    [Fact]
+    public void Repair_FirstOrLastStageDies_ReusesTheRest()
+    {
+        var router = Router();
+        var cands = new List<RouteCandidate> { C("a", 0, 6), C("b", 6, 12), C("spare", 0, 12, tp: 200) };
+        var route = router.Route(12, cands).Route!;
+        Assert.Equal("a[0:6) → b[6:12)", route.ToString());
+
+        var first = router.Repair(route, new HashSet<string> { "a" }, cands);
+        Assert.Equal("spare[0:6) → b[6:12)", first.Route!.ToString());
+        Assert.Equal((0, 1), (first.KeptPrefix, first.KeptSuffix));
+        Assert.Equal("spare", Assert.Single(first.NewHops).NodeId);
+
+        var last = router.Repair(route, new HashSet<string> { "b" }, cands);
+        Assert.Equal("a[0:6) → spare[6:12)", last.Route!.ToString());
+        Assert.Equal((1, 0), (last.KeptPrefix, last.KeptSuffix));
+    }
+
+    [Fact]
+    public void Repair_GapServedByOverlappingSurvivors_SplitsIt()
+    {
+        var router = Router();
+        var cands = new List<RouteCandidate> { C("a", 0, 4), C("b", 4, 8), C("c", 8, 12), C("x", 2, 6), C("y", 6, 10) };
+        var route = new Route([new("a", new(0, 4)), new("b", new(4, 8)), new("c", new(8, 12))], 0);
+        var fix = router.Repair(route, new HashSet<string> { "b" }, cands);
+        Assert.Equal("a[0:4) → x[4:6) → y[6:8) → c[8:12)", fix.Route!.ToString());
+        Assert.Equal(2, fix.NewHops.Count);
+        AssertChain(fix.Route, 0, 12);
+    }
+
+    [Fact]
+    public void Repair_NoSurvivorForLayers_ReportsUncovered()
+    {
+        var router = Router();
+        var cands = new List<RouteCandidate> { C("a", 0, 6), C("b", 6, 12) };
+        var route = router.Route(12, cands).Route!;
+        var fix = router.Repair(route, new HashSet<string> { "b" }, cands);
+        Assert.False(fix.Success);
+        Assert.Equal([new LayerRange(6, 12)], fix.Uncovered);
+    }
+
+    [Fact]
+    public void Repair_NoFailedHop_ReturnsSameRoute()
+    {
+        var router = Router();
+        var cands = new List<RouteCandidate> { C("a", 0, 6), C("b", 6, 12) };
+        var route = router.Route(12, cands).Route!;
+        var fix = router.Repair(route, new HashSet<string> { "zzz" }, cands);
+        Assert.Same(route, fix.Route);
+        Assert.Empty(fix.NewHops);
+    }
+
+    [Fact]
+    public void Repair_TwoFailedHops_ReroutesBetweenThem()
+    {
+        var router = Router();
+        var cands = new List<RouteCandidate> { C("a", 0, 3), C("b", 3, 6), C("c", 6, 9), C("d", 9, 12), C("s", 3, 9, tp: 500) };
+        var route = new Route([new("a", new(0, 3)), new("b", new(3, 6)), new("c", new(6, 9)), new("d", new(9, 12))], 0);
+        var fix = router.Repair(route, new HashSet<string> { "b", "c" }, cands);
+        Assert.Equal("a[0:3) → s[3:9) → d[9:12)", fix.Route!.ToString());
+    }
+
+    [Fact]
+    public void RouteCandidate_FromRegistry_OnlyServingNodes()
+    {
+        var clock = new ManualTimeProvider();
+        var reg = new NodeRegistry(new FailureDetectorOptions(), clock);
+        NodeInfo I(string id) => new() { Id = id, Name = id, Endpoint = "x", MemoryBudgetBytes = 1, LayerThroughput = 10 };
+        reg.Register(I("serving"), new LayerRange(0, 12));
+        reg.Register(I("joining"));
+        reg.Register(I("loading")); reg.AssignRange("loading", new LayerRange(0, 6));
+        reg.Register(I("draining"), new LayerRange(0, 12)); reg.BeginDrain("draining");
+        reg.Register(I("suspect"), new LayerRange(0, 12));
+        clock.AdvanceMs(100);
+        reg.ReportFailure("suspect");
+        var cands = RouteCandidate.FromAll(reg.Snapshot());
+        Assert.Equal(["serving", "suspect"], cands.Select(c => c.NodeId).Order());
+        Assert.True(cands.Single(c => c.NodeId == "suspect").Suspect);
+    }
+
+    [Fact]
+    public void Options_Validate_ReportsAllErrorsAtOnce()
+    {
+        var o = new RoutingOptions { LoadPenaltyPerInFlight = -1, SuspectPenaltyMs = double.NaN, DefaultRttMs = -2, ReplicaCostTolerance = -0.1 };
+        Assert.Equal(4, o.Validate().Count);
+        Assert.Throws<ArgumentException>(() => new ShortestPathRouter(o, new LeastInFlightPolicy()));
+    }
+}
