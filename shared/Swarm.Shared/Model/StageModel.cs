@@ -115,11 +115,21 @@ public sealed class StageModel : IDisposable
     /// last stage f32 logits — of the last position [B, V] unless <paramref name="allPositions"/> ([B, T, V]).
     /// The cache advances by T. Inputs are never disposed; the caller owns the result.
     /// </summary>
-    public Tensor Forward(Tensor input, KvCache cache, bool allPositions = false)
+    public Tensor Forward(Tensor input, KvCache cache, bool allPositions = false) =>
+        Forward(input, cache, Start, End, allPositions);
+
+    /// <summary>
+    /// Runs only layers [<paramref name="from"/>, <paramref name="to"/>) of this stage (a route may use part of
+    /// what a node holds): embeds when <paramref name="from"/> is 0, applies the head when <paramref name="to"/>
+    /// is the model's last layer. A session must use the same sub-range on every step of one cache.
+    /// </summary>
+    public Tensor Forward(Tensor input, KvCache cache, int from, int to, bool allPositions = false)
     {
+        if (from < Start || to > End || from > to)
+            throw new ArgumentOutOfRangeException(nameof(from), $"layers [{from}, {to}) are not inside this stage's [{Start}, {End})");
         using var scope = NewDisposeScope();
         using var _ = inference_mode();
-        var x = IsFirst ? Embed(input) : input.to_type(ComputeDtype);
+        var x = from == 0 ? Embed(input) : input.to_type(ComputeDtype);
         int t = (int)x.shape[1];
         if (cache.Length + t > MaxTokens)
             throw new InvalidOperationException($"context full: {cache.Length + t} tokens exceed the limit of {MaxTokens}");
@@ -130,10 +140,10 @@ public sealed class StageModel : IDisposable
             int total = cache.Length + t;
             mask = ones([t, total], ScalarType.Bool).tril(cache.Length);
         }
-        for (int i = 0; i < _layers.Length; i++)
+        for (int i = from - Start; i < to - Start; i++)
             x = _layers[i].Forward(x, _rope, i, cache, mask);
         cache.Advance(t);
-        if (!IsLast) return x.MoveToOuterDisposeScope();
+        if (to != Config.NumLayers) return x.MoveToOuterDisposeScope();
         return Head(x, allPositions).MoveToOuterDisposeScope();
     }
 

@@ -66,7 +66,7 @@ public class MemoryTests
     [Fact]
     public void KvBytesPerToken_MatchesFormula()
     {
-        var c = Presets.Get("pythia-160m");
+        var c = Swarm.Model.Presets.Get("pythia-160m");
         // keys + values, hidden 768, f32
         Assert.Equal(2 * 768 * 4, KvCache.BytesPerTokenPerLayer(c, ScalarType.Float32));
         Assert.Equal(2 * 768 * 2, KvCache.BytesPerTokenPerLayer(c, ScalarType.BFloat16));

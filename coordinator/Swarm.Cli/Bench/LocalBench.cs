@@ -1,0 +1,94 @@
+using System.Diagnostics;
+using Swarm.Checkpoints;
+using Swarm.Model;
+using static TorchSharp.torch;
+
+namespace Swarm.Cli.Bench;
+
+/// <summary>
+/// <c>swarm bench local</c>: single-process prefill and decode speed for preset models, each beside
+/// its ceiling measured in the same run — memory bandwidth ÷ weight bytes per token for batch-1 decode,
+/// a plain f32 matmul of the model's width for prefill.
+/// </summary>
+internal static class LocalBench
+{
+    public sealed record Variant(string Preset, string Dtype, double Prefill128, double Prefill512, double PrefillGflops512,
+        double Decode1, double Decode8, double WeightMBPerToken, double Roofline, double Fraction);
+
+    public sealed record Report(double MemoryBandwidthGBps, double MatmulGflopsF32, double MatmulGflopsBf16, List<Variant> Variants);
+
+    public static Report Run(IReadOnlyList<string> presets, IReadOnlyList<ScalarType> dtypes, Action<string> log)
+    {
+        log("measuring memory bandwidth and matmul throughput…");
+        double bw = Roofline.MeasureReadBandwidthGBps();
+        var variants = new List<Variant>();
+        double mmF32 = 0, mmBf16 = 0;
+        foreach (var preset in presets)
+        {
+            var cfg = Presets.Get(preset);
+            if (mmF32 == 0)
+            {
+                mmF32 = Roofline.MeasureMatmulGflops(512, cfg.HiddenSize, 4 * cfg.HiddenSize, ScalarType.Float32);
+                mmBf16 = Roofline.MeasureMatmulGflops(512, cfg.HiddenSize, 4 * cfg.HiddenSize, ScalarType.BFloat16);
+            }
+            foreach (var dtype in dtypes)
+            {
+                string dir = PresetCache.Ensure(preset, dtype == ScalarType.BFloat16 ? ScalarType.BFloat16 : ScalarType.Float32, 1,
+                    new ConsoleProgress($"creating {preset}"));
+                using var ckpt = Checkpoint.Open(dir);
+                using var model = StageModel.Load(ckpt, 0, cfg.NumLayers, dtype);
+                string dt = dtype == ScalarType.BFloat16 ? "bf16" : "f32";
+                log($"{preset} {dt}: prefill…");
+                double p128 = Prefill(model, 128, out _), p512 = Prefill(model, 512, out double secs512);
+                double flops512 = PrefillFlops(cfg, 512);
+                log($"{preset} {dt}: decode…");
+                double d1 = Decode(model, 1, preset == "pythia-410m" ? 24 : 48);
+                double d8 = Decode(model, 8, 16);
+                double mb = model.WeightBytesReadPerToken / 1e6;
+                double roof = bw * 1e9 / model.WeightBytesReadPerToken;
+                variants.Add(new Variant(preset, dt, p128, p512, flops512 / secs512 / 1e9, d1, d8, mb, roof, d1 / roof));
+            }
+        }
+        return new Report(bw, mmF32, mmBf16, variants);
+    }
+
+    /// <summary>Matmul FLOPs of a prefill of t tokens: weights (12·H² per layer) + attention (causal, 2·t²·H per layer).</summary>
+    public static double PrefillFlops(ModelConfig c, int t) =>
+        2.0 * t * c.NumLayers * (3.0 * c.HiddenSize * c.HiddenSize + c.HiddenSize * c.HiddenSize + 2.0 * c.HiddenSize * c.IntermediateSize)
+        + 2.0 * c.NumLayers * (double)t * t * c.HiddenSize // QKᵀ and PV over the causal half
+        + 2.0 * c.HiddenSize * c.VocabSize;                 // logits of the last position
+
+    private static double Prefill(StageModel model, int t, out double seconds)
+    {
+        using var scope = NewDisposeScope();
+        var ids = randint(0, model.Config.VocabSize, [1, t], dtype: ScalarType.Int64);
+        using (var warm = model.NewCache(1, t)) model.Forward(ids.narrow(1, 0, Math.Min(t, 64)), warm);
+        double best = double.MaxValue;
+        for (int rep = 0; rep < 3; rep++)
+        {
+            using var cache = model.NewCache(1, t);
+            var sw = Stopwatch.StartNew();
+            using var logits = model.Forward(ids, cache);
+            best = Math.Min(best, sw.Elapsed.TotalSeconds);
+        }
+        seconds = best;
+        return t / best;
+    }
+
+    private static double Decode(StageModel model, int batch, int steps)
+    {
+        using var scope = NewDisposeScope();
+        using var cache = model.NewCache(batch, 64 + steps + 8);
+        model.Forward(randint(0, model.Config.VocabSize, [batch, 32], dtype: ScalarType.Int64), cache);
+        var next = zeros([batch, 1], ScalarType.Int64);
+        for (int i = 0; i < 4; i++) { using var s = NewDisposeScope(); next = model.Forward(next, cache).argmax(-1, keepdim: true).MoveToOuterDisposeScope(); }
+        var sw = Stopwatch.StartNew();
+        for (int i = 0; i < steps; i++)
+        {
+            using var s = NewDisposeScope();
+            next = model.Forward(next, cache).argmax(-1, keepdim: true).MoveToOuterDisposeScope();
+        }
+        using (var first = next[0, 0]) first.item<long>();
+        return batch * steps / sw.Elapsed.TotalSeconds;
+    }
+}
