@@ -172,6 +172,7 @@ public sealed class LiteNetTransport : ITransport
 
     private void Enqueue(Action command)
     {
+        if (_disposed != 0) return; // nothing to do on a stopped transport
         _commands.Enqueue(command);
         _wake.Set();
     }
