@@ -1,0 +1,154 @@
+using MessagePack;
+
+namespace Swarm.Protocol;
+
+/// <summary>
+/// First message of a node after it connects to the coordinator. Answered with <see cref="Welcome"/> or <see cref="Refused"/>.
+/// </summary>
+/// <remarks>Keys 0–9, append-only.</remarks>
+[MessagePackObject]
+public sealed record Hello : IMessage
+{
+    /// <summary>Operator-chosen node name (unique per swarm is advisable, not required).</summary>
+    [Key(0)] public string NodeName { get; init; } = "";
+
+    /// <summary>The node's <see cref="ProtocolInfo.Version"/>.</summary>
+    [Key(1)] public int ProtocolVersion { get; init; } = ProtocolInfo.Version;
+
+    /// <summary>Bytes the node may use for weights plus KV caches.</summary>
+    [Key(2)] public long MemoryBudgetBytes { get; init; }
+
+    /// <summary>Compute device as TorchSharp spells it: "cpu", "cuda:0".</summary>
+    [Key(3)] public string Device { get; init; } = "cpu";
+
+    /// <summary>CPU threads the node uses for compute.</summary>
+    [Key(4)] public int Threads { get; init; }
+
+    /// <summary>
+    /// Measured batch-1 decode throughput in <b>layer·tokens per second</b>: how many (layer, token)
+    /// forward evaluations the node completes per second. A node that decodes t tokens/s through a full
+    /// model of L layers reports t·L; one that runs k layers at t tokens/s reports t·k. Dividing by a
+    /// range's layer count gives the tokens/s that node would reach on that range.
+    /// </summary>
+    [Key(5)] public double LayerTokensPerSecond { get; init; }
+
+    /// <summary>Range the operator pinned with <c>--layers A:B</c>; null lets the coordinator choose.</summary>
+    [Key(6)] public LayerRange? PinnedRange { get; init; }
+
+    /// <summary>Range whose weights the node already holds in memory (e.g. after a coordinator restart); null if none.</summary>
+    [Key(7)] public LayerRange? HeldRange { get; init; }
+
+    /// <summary>Data-plane endpoint "host:port" where the node listens for node-to-node traffic.</summary>
+    [Key(8)] public string DataEndpoint { get; init; } = "";
+
+    /// <summary>
+    /// Identity of the model the node loads (e.g. a hash of config.json plus weight shapes); the
+    /// coordinator refuses a node whose model differs from the swarm's. Empty if unknown.
+    /// </summary>
+    [Key(9)] public string ModelId { get; init; } = "";
+}
+
+/// <summary>Coordinator's positive reply to <see cref="Hello"/>.</summary>
+/// <remarks>Keys 0–1, append-only.</remarks>
+[MessagePackObject]
+public sealed record Welcome : IMessage
+{
+    /// <summary>Id the coordinator assigned to the node; used in routes, timings and failures.</summary>
+    [Key(0)] public int NodeId { get; init; }
+
+    /// <summary>How often the coordinator expects a <see cref="Heartbeat"/>, in milliseconds.</summary>
+    [Key(1)] public int HeartbeatIntervalMs { get; init; }
+}
+
+/// <summary>Coordinator's negative reply to <see cref="Hello"/>; the node should log it and stop.</summary>
+/// <remarks>Keys 0–1, append-only.</remarks>
+[MessagePackObject]
+public sealed record Refused : IMessage
+{
+    /// <summary>Machine-readable reason.</summary>
+    [Key(0)] public ErrorCode Code { get; init; }
+
+    /// <summary>Human-readable reason, for the node operator's log.</summary>
+    [Key(1)] public string Reason { get; init; } = "";
+}
+
+/// <summary>Coordinator → node: load layers [Start, End) and report <see cref="RangeReady"/> when done.</summary>
+/// <remarks>Keys 0–1, append-only.</remarks>
+[MessagePackObject]
+public sealed record AssignRange : IMessage
+{
+    /// <summary>Layers to load; replaces any range the node held before.</summary>
+    [Key(0)] public LayerRange Range { get; init; }
+
+    /// <summary>Increasing id of this assignment, echoed in <see cref="RangeReady"/> so a late reply to an older assignment is recognised.</summary>
+    [Key(1)] public long AssignmentId { get; init; }
+}
+
+/// <summary>Node → coordinator: the assigned range is loaded and served.</summary>
+/// <remarks>Keys 0–3, append-only.</remarks>
+[MessagePackObject]
+public sealed record RangeReady : IMessage
+{
+    /// <summary>The range now served.</summary>
+    [Key(0)] public LayerRange Range { get; init; }
+
+    /// <summary>The <see cref="AssignRange.AssignmentId"/> this answers (0 for a pinned range loaded without assignment).</summary>
+    [Key(1)] public long AssignmentId { get; init; }
+
+    /// <summary>KV-cache bytes one token costs in one layer (2 · hidden · element size).</summary>
+    [Key(2)] public long KvBytesPerTokenPerLayer { get; init; }
+
+    /// <summary>Total tokens (summed over sessions) whose KV the node can hold for its range.</summary>
+    [Key(3)] public long MaxKvTokens { get; init; }
+}
+
+/// <summary>Node → coordinator, periodically: liveness and load.</summary>
+/// <remarks>Keys 0–6, append-only.</remarks>
+[MessagePackObject]
+public sealed record Heartbeat : IMessage
+{
+    /// <summary>Lifecycle state.</summary>
+    [Key(0)] public NodeState State { get; init; }
+
+    /// <summary>Forward steps received and not yet finished.</summary>
+    [Key(1)] public int InFlightSteps { get; init; }
+
+    /// <summary>Open sessions (KV caches held).</summary>
+    [Key(2)] public int Sessions { get; init; }
+
+    /// <summary>KV tokens in use, summed over sessions.</summary>
+    [Key(3)] public long KvTokensUsed { get; init; }
+
+    /// <summary>KV tokens the node can hold (same as <see cref="RangeReady.MaxKvTokens"/> unless memory changed).</summary>
+    [Key(4)] public long KvTokensCapacity { get; init; }
+
+    /// <summary>Tokens per second processed over the last interval (all sessions, prefill and decode).</summary>
+    [Key(5)] public double TokensPerSecond { get; init; }
+
+    /// <summary>Range currently served; null while none is loaded.</summary>
+    [Key(6)] public LayerRange? Range { get; init; }
+}
+
+/// <summary>Node → coordinator: the node is leaving gracefully (SIGTERM); route no new work to it.</summary>
+/// <remarks>Keys 0–1, append-only.</remarks>
+[MessagePackObject]
+public sealed record Leave : IMessage
+{
+    /// <summary>Why, for the log.</summary>
+    [Key(0)] public string Reason { get; init; } = "";
+
+    /// <summary>Milliseconds the node will keep serving in-flight steps before it disconnects.</summary>
+    [Key(1)] public int GraceMs { get; init; }
+}
+
+/// <summary>
+/// Coordinator → node: stop accepting new sessions, finish in-flight ones (state <see cref="NodeState.Draining"/>),
+/// e.g. before the node is given another range.
+/// </summary>
+/// <remarks>Keys 0, append-only.</remarks>
+[MessagePackObject]
+public sealed record Drain : IMessage
+{
+    /// <summary>Why, for the log.</summary>
+    [Key(0)] public string Reason { get; init; } = "";
+}

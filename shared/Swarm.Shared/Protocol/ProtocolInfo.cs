@@ -1,0 +1,30 @@
+namespace Swarm.Protocol;
+
+/// <summary>Constants shared by every peer that speaks the Swarm wire protocol.</summary>
+public static class ProtocolInfo
+{
+    /// <summary>
+    /// Version of the wire protocol. Bump it when a change is not append-only (a key changes meaning,
+    /// a union member is removed); peers with a different version are refused at connect time and
+    /// envelopes carrying another version are rejected by <see cref="MessageCodec"/>.
+    /// </summary>
+    public const int Version = 1;
+
+    /// <summary>Default upper bound of one serialized envelope: 80 MiB (a 64 MiB tensor plus headroom).</summary>
+    public const int DefaultMaxMessageBytes = 80 * 1024 * 1024;
+
+    /// <summary>Upper bound of the W3C <c>traceparent</c> string (the standard form is 55 characters).</summary>
+    public const int MaxTraceParentLength = 128;
+
+    /// <summary>Upper bound of the W3C <c>tracestate</c> string (the W3C recommendation is 512 characters).</summary>
+    public const int MaxTraceStateLength = 512;
+
+    /// <summary>Upper bound of free-text fields (names, reasons, error messages, endpoints, devices).</summary>
+    public const int MaxTextLength = 4096;
+
+    /// <summary>Upper bound of the number of hops in a route and of stage timings in a result.</summary>
+    public const int MaxRouteHops = 256;
+
+    /// <summary>Upper bound of a tensor's rank.</summary>
+    public const int MaxTensorRank = 8;
+}

@@ -1,0 +1,189 @@
+using MessagePack;
+
+namespace Swarm.Protocol;
+
+/// <summary>What a <see cref="ForwardRequest"/> step does. Wire values: append only.</summary>
+public enum StepKind
+{
+    /// <summary>The prompt (several positions at once) of a new session.</summary>
+    Prefill = 0,
+    /// <summary>One new token of an open session.</summary>
+    Decode = 1,
+    /// <summary>
+    /// Rebuilds a session's KV cache on a replacement stage after a route repair: the stage's past inputs
+    /// for positions [StartPosition, StartPosition + n) are run again. Semantics as Prefill; the last stage
+    /// samples as usual (with a seeded sampler that reproduces the token already produced).
+    /// </summary>
+    Replay = 2,
+}
+
+/// <summary>One stage of a route: which node runs which layers, and where to reach it.</summary>
+/// <remarks>Keys 0–2, append-only.</remarks>
+[MessagePackObject]
+public sealed record Hop
+{
+    /// <summary>The node's id (from <see cref="Welcome.NodeId"/>).</summary>
+    [Key(0)] public int NodeId { get; init; }
+
+    /// <summary>The node's data-plane endpoint "host:port".</summary>
+    [Key(1)] public string Endpoint { get; init; } = "";
+
+    /// <summary>Layers this hop runs.</summary>
+    [Key(2)] public LayerRange Layers { get; init; }
+}
+
+/// <summary>
+/// Sampling parameters applied by the last stage. The sampler's RNG for a step is seeded from
+/// (<see cref="Seed"/>, <see cref="ForwardRequest.Step"/>), so a step replayed elsewhere draws the same token.
+/// </summary>
+/// <remarks>Keys 0–3, append-only.</remarks>
+[MessagePackObject]
+public sealed record SamplingParams
+{
+    /// <summary>Softmax temperature; 0 means greedy (argmax).</summary>
+    [Key(0)] public float Temperature { get; init; }
+
+    /// <summary>Keep only the K most likely tokens; 0 disables.</summary>
+    [Key(1)] public int TopK { get; init; }
+
+    /// <summary>Nucleus sampling mass; 1 disables.</summary>
+    [Key(2)] public float TopP { get; init; } = 1f;
+
+    /// <summary>Seed of the job's sampler.</summary>
+    [Key(3)] public ulong Seed { get; init; }
+}
+
+/// <summary>Time one stage spent on a step (receive to send, including queueing).</summary>
+/// <remarks>Keys 0–1, append-only.</remarks>
+[MessagePackObject]
+public sealed record StageTiming
+{
+    /// <summary>The stage's node id.</summary>
+    [Key(0)] public int NodeId { get; init; }
+
+    /// <summary>Milliseconds between the stage receiving the step and handing its output to the transport.</summary>
+    [Key(1)] public double Milliseconds { get; init; }
+}
+
+/// <summary>
+/// One pipeline step travelling along a route. The coordinator sends it to the first hop; each hop runs
+/// <c>Route[0].Layers</c> (its own), appends its <see cref="StageTiming"/> and forwards a copy with
+/// <c>Route[1..]</c> and its output hidden states to <c>Route[1]</c>; the last hop (Route has one element)
+/// applies the final norm and unembedding, samples, and sends <see cref="TokenResult"/> to <see cref="ReplyTo"/>.
+/// A decode step thus costs N+1 messages for N stages. On failure a hop sends <see cref="StepFailed"/> to ReplyTo.
+/// Every step first truncates the session's KV cache on the stage to <see cref="StartPosition"/>, then appends.
+/// </summary>
+/// <remarks>Keys 0–10, append-only.</remarks>
+[MessagePackObject]
+public sealed record ForwardRequest : IMessage
+{
+    /// <summary>Job the step belongs to.</summary>
+    [Key(0)] public long JobId { get; init; }
+
+    /// <summary>Session whose KV cache the step extends (one per job and route).</summary>
+    [Key(1)] public long SessionId { get; init; }
+
+    /// <summary>Index of the generated token this step produces: 0 for the prefill, then 1, 2, …</summary>
+    [Key(2)] public int Step { get; init; }
+
+    /// <summary>Prefill, decode or replay.</summary>
+    [Key(3)] public StepKind Kind { get; init; }
+
+    /// <summary>Sequence position of the first row of <see cref="Input"/>.</summary>
+    [Key(4)] public int StartPosition { get; init; }
+
+    /// <summary>
+    /// Token ids ([batch=1, positions], <see cref="WireDType.I64"/>) for the first stage; hidden states
+    /// ([1, positions, hidden], in <see cref="WireDType"/>) for later stages.
+    /// </summary>
+    [Key(5)] public WireTensor Input { get; init; } = WireTensor.Empty;
+
+    /// <summary>Hops still to run; element 0 is the receiver itself. Never empty.</summary>
+    [Key(6)] public Hop[] Route { get; init; } = [];
+
+    /// <summary>Dtype hidden states travel in between stages (F16 by default, F32 on request).</summary>
+    [Key(7)] public WireDType WireDType { get; init; } = WireDType.F16;
+
+    /// <summary>Sampling parameters used by the last stage.</summary>
+    [Key(8)] public SamplingParams Sampling { get; init; } = new();
+
+    /// <summary>Endpoint "host:port" of the coordinator that receives <see cref="TokenResult"/> or <see cref="StepFailed"/>.</summary>
+    [Key(9)] public string ReplyTo { get; init; } = "";
+
+    /// <summary>Timings of the stages already run, in route order; each stage appends its own.</summary>
+    [Key(10)] public StageTiming[] Timings { get; init; } = [];
+}
+
+/// <summary>Last stage → reply-to: the token a step produced.</summary>
+/// <remarks>Keys 0–4, append-only.</remarks>
+[MessagePackObject]
+public sealed record TokenResult : IMessage
+{
+    /// <summary>Job of the step.</summary>
+    [Key(0)] public long JobId { get; init; }
+
+    /// <summary>Session of the step.</summary>
+    [Key(1)] public long SessionId { get; init; }
+
+    /// <summary>Step index (see <see cref="ForwardRequest.Step"/>).</summary>
+    [Key(2)] public int Step { get; init; }
+
+    /// <summary>The sampled token id.</summary>
+    [Key(3)] public int TokenId { get; init; }
+
+    /// <summary>Per-stage timings in route order, the last stage's included.</summary>
+    [Key(4)] public StageTiming[] Timings { get; init; } = [];
+}
+
+/// <summary>Any stage → reply-to: a step could not be completed (the stage that failed, or could not reach the next hop, reports it).</summary>
+/// <remarks>Keys 0–5, append-only.</remarks>
+[MessagePackObject]
+public sealed record StepFailed : IMessage
+{
+    /// <summary>Job of the step.</summary>
+    [Key(0)] public long JobId { get; init; }
+
+    /// <summary>Session of the step.</summary>
+    [Key(1)] public long SessionId { get; init; }
+
+    /// <summary>Step index.</summary>
+    [Key(2)] public int Step { get; init; }
+
+    /// <summary>Node reporting the failure.</summary>
+    [Key(3)] public int NodeId { get; init; }
+
+    /// <summary>Machine-readable cause (e.g. <see cref="ErrorCode.NextHopUnreachable"/>, <see cref="ErrorCode.UnknownSession"/>).</summary>
+    [Key(4)] public ErrorCode Code { get; init; }
+
+    /// <summary>Human-readable cause.</summary>
+    [Key(5)] public string Message { get; init; } = "";
+}
+
+/// <summary>Coordinator → stage: free the session's KV cache. Idempotent; unknown sessions are ignored.</summary>
+/// <remarks>Keys 0, append-only.</remarks>
+[MessagePackObject]
+public sealed record CloseSession : IMessage
+{
+    /// <summary>Session to close.</summary>
+    [Key(0)] public long SessionId { get; init; }
+}
+
+/// <summary>Generic positive reply to a request (its envelope's CorrelationId names the request).</summary>
+/// <remarks>No keys yet; append-only.</remarks>
+[MessagePackObject]
+public sealed record Ack : IMessage;
+
+/// <summary>
+/// Generic negative reply (its envelope's CorrelationId names the message it answers). The transport
+/// also sends one with <see cref="ErrorCode.Overloaded"/> when it drops an inbound message because its queue is full.
+/// </summary>
+/// <remarks>Keys 0–1, append-only.</remarks>
+[MessagePackObject]
+public sealed record ErrorReply : IMessage
+{
+    /// <summary>Machine-readable cause.</summary>
+    [Key(0)] public ErrorCode Code { get; init; }
+
+    /// <summary>Human-readable cause.</summary>
+    [Key(1)] public string Message { get; init; } = "";
+}

@@ -1,0 +1,148 @@
+using System.Buffers.Binary;
+using MessagePack;
+using TorchSharp;
+
+namespace Swarm.Protocol;
+
+/// <summary>Element type of a <see cref="WireTensor"/>. Wire values: append only.</summary>
+public enum WireDType : byte
+{
+    /// <summary>IEEE 754 binary32.</summary>
+    F32 = 0,
+    /// <summary>IEEE 754 binary16.</summary>
+    F16 = 1,
+    /// <summary>bfloat16 (upper half of a binary32).</summary>
+    BF16 = 2,
+    /// <summary>Signed 64-bit integer (token ids).</summary>
+    I64 = 3,
+}
+
+/// <summary>
+/// A dense tensor on the wire: dtype, shape and the raw little-endian bytes of its elements in row-major
+/// (C-contiguous) order. Convert with <see cref="FromTensor"/> / <see cref="ToTensor"/>.
+/// </summary>
+/// <remarks>Keys 0–2, append-only. Check <see cref="Validate"/> before trusting a received instance (the codec does).</remarks>
+[MessagePackObject]
+public sealed record WireTensor
+{
+    /// <summary>A zero-element F32 tensor of shape [0].</summary>
+    public static readonly WireTensor Empty = new() { DType = WireDType.F32, Shape = [0], Data = ReadOnlyMemory<byte>.Empty };
+
+    /// <summary>Element type.</summary>
+    [Key(0)] public WireDType DType { get; init; }
+
+    /// <summary>Dimensions, outermost first; every dimension ≥ 0.</summary>
+    [Key(1)] public long[] Shape { get; init; } = [];
+
+    /// <summary>Element bytes, little-endian, row-major; length = product(Shape) · element size.</summary>
+    [Key(2)] public ReadOnlyMemory<byte> Data { get; init; }
+
+    /// <summary>Number of elements (product of <see cref="Shape"/>).</summary>
+    [IgnoreMember]
+    public long ElementCount
+    {
+        get
+        {
+            long n = 1;
+            foreach (var d in Shape) n *= d;
+            return n;
+        }
+    }
+
+    /// <summary>Bytes per element of <paramref name="dtype"/>.</summary>
+    /// <exception cref="ArgumentOutOfRangeException">Unknown dtype.</exception>
+    public static int ElementSize(WireDType dtype) => dtype switch
+    {
+        WireDType.F32 => 4,
+        WireDType.F16 => 2,
+        WireDType.BF16 => 2,
+        WireDType.I64 => 8,
+        _ => throw new ArgumentOutOfRangeException(nameof(dtype), dtype, "unknown wire dtype"),
+    };
+
+    /// <summary>Checks dtype, rank, dimensions and that the byte length matches the shape.</summary>
+    /// <returns>Null when consistent, else a description of the first problem.</returns>
+    public string? Validate()
+    {
+        if (!Enum.IsDefined(DType)) return $"tensor: unknown dtype {(int)DType}";
+        if (Shape is null) return "tensor: shape is missing";
+        if (Shape.Length > ProtocolInfo.MaxTensorRank) return $"tensor: rank {Shape.Length} exceeds {ProtocolInfo.MaxTensorRank}";
+        long bytes = ElementSize(DType);
+        foreach (var d in Shape)
+        {
+            if (d < 0) return $"tensor: negative dimension {d} in shape [{string.Join(',', Shape)}]";
+            if (d != 0 && bytes > long.MaxValue / d) return $"tensor: shape [{string.Join(',', Shape)}] overflows";
+            bytes *= d;
+        }
+        if (bytes != Data.Length)
+            return $"tensor: shape [{string.Join(',', Shape)}] of {DType} needs {bytes} bytes, got {Data.Length}";
+        return null;
+    }
+
+    /// <summary>Creates an I64 tensor of shape [1, ids.Length] from token ids (the first stage's input).</summary>
+    public static WireTensor FromTokenIds(ReadOnlySpan<long> ids)
+    {
+        var data = new byte[ids.Length * 8];
+        for (int i = 0; i < ids.Length; i++) BinaryPrimitives.WriteInt64LittleEndian(data.AsSpan(i * 8), ids[i]);
+        return new WireTensor { DType = WireDType.I64, Shape = [1, ids.Length], Data = data };
+    }
+
+    /// <summary>
+    /// Copies a TorchSharp tensor (any device, any layout) into a wire tensor of dtype <paramref name="wire"/>,
+    /// converting element type on the way (e.g. F32 hidden states to F16 for the wire). The input is not disposed.
+    /// </summary>
+    /// <exception cref="ArgumentException">The tensor's dtype cannot be converted to <paramref name="wire"/> or it exceeds 2 GB.</exception>
+    public static WireTensor FromTensor(torch.Tensor tensor, WireDType wire)
+    {
+        ArgumentNullException.ThrowIfNull(tensor);
+        EnsureLittleEndian();
+        var target = ToScalarType(wire);
+        bool srcIsInt = tensor.dtype is torch.ScalarType.Int64 or torch.ScalarType.Int32 or torch.ScalarType.Int16 or torch.ScalarType.Int8 or torch.ScalarType.Byte;
+        if (srcIsInt != (wire == WireDType.I64))
+            throw new ArgumentException($"cannot put a {tensor.dtype} tensor on the wire as {wire}", nameof(tensor));
+        using var scope = torch.NewDisposeScope();
+        var t = tensor.cpu();
+        if (t.dtype != target) t = t.to_type(target);
+        t = t.contiguous();
+        long byteCount = t.numel() * ElementSize(wire);
+        if (byteCount > int.MaxValue) throw new ArgumentException($"tensor of {byteCount} bytes is too large for the wire", nameof(tensor));
+        var data = byteCount == 0 ? [] : t.bytes.ToArray();
+        return new WireTensor { DType = wire, Shape = tensor.shape, Data = data };
+    }
+
+    /// <summary>
+    /// Creates a CPU TorchSharp tensor holding a copy of the data, converted to <paramref name="as"/> when given
+    /// (e.g. F16 wire data back to F32 for compute). The caller owns (disposes) the result.
+    /// </summary>
+    /// <exception cref="InvalidDataException">The tensor is inconsistent (see <see cref="Validate"/>).</exception>
+    public torch.Tensor ToTensor(torch.ScalarType? @as = null)
+    {
+        EnsureLittleEndian();
+        if (Validate() is { } error) throw new InvalidDataException(error);
+        var t = torch.empty(Shape, ToScalarType(DType));
+        if (Data.Length > 0) Data.Span.CopyTo(t.bytes);
+        if (@as is { } target && target != t.dtype)
+        {
+            var converted = t.to_type(target);
+            t.Dispose();
+            return converted;
+        }
+        return t;
+    }
+
+    /// <summary>The TorchSharp scalar type of a wire dtype.</summary>
+    public static torch.ScalarType ToScalarType(WireDType dtype) => dtype switch
+    {
+        WireDType.F32 => torch.ScalarType.Float32,
+        WireDType.F16 => torch.ScalarType.Float16,
+        WireDType.BF16 => torch.ScalarType.BFloat16,
+        WireDType.I64 => torch.ScalarType.Int64,
+        _ => throw new ArgumentOutOfRangeException(nameof(dtype), dtype, "unknown wire dtype"),
+    };
+
+    private static void EnsureLittleEndian()
+    {
+        if (!BitConverter.IsLittleEndian)
+            throw new PlatformNotSupportedException("wire tensors are little-endian; big-endian hosts are not supported");
+    }
+}

@@ -1,0 +1,130 @@
+using System.Net;
+using System.Threading.Channels;
+using Swarm.Protocol;
+
+namespace Swarm.Transport;
+
+/// <summary>
+/// A message endpoint: listens on one UDP port, connects to peers, authenticates them, and moves
+/// <see cref="Envelope"/>s of up to <see cref="TransportOptions.MaxMessageBytes"/> in both directions.
+/// </summary>
+/// <remarks>
+/// Delivery is reliable but <b>unordered across messages</b>: a small message sent after a large one may
+/// arrive first. Replies to <see cref="IPeer.RequestAsync"/> are routed to the waiting caller; every other
+/// inbound message (including replies that arrive after their request timed out) goes to <see cref="Inbound"/>.
+/// </remarks>
+public interface ITransport : IAsyncDisposable
+{
+    /// <summary>Address and (actual, also when 0 was requested) port the transport listens on.</summary>
+    IPEndPoint LocalEndPoint { get; }
+
+    /// <summary>
+    /// Inbound messages, bounded to <see cref="TransportOptions.InboundCapacity"/>. When full, new messages are
+    /// dropped (never buffered without bound), logged, counted, and answered with <see cref="ErrorReply"/>
+    /// (<see cref="ErrorCode.Overloaded"/>) so the sender learns at once. Completed when the transport is disposed.
+    /// </summary>
+    ChannelReader<InboundMessage> Inbound { get; }
+
+    /// <summary>Raised on the transport's poll thread when a peer (either direction) completes authentication. Keep handlers short.</summary>
+    event Action<IPeer>? PeerConnected;
+
+    /// <summary>Raised on the poll thread when a connected peer goes away; the string is the reason. Its in-flight requests have already failed.</summary>
+    event Action<IPeer, string>? PeerDisconnected;
+
+    /// <summary>Peers currently connected.</summary>
+    IReadOnlyCollection<IPeer> Peers { get; }
+
+    /// <summary>Counters, for logs and tests.</summary>
+    TransportCounters Counters { get; }
+
+    /// <summary>Connects to, and authenticates with, a remote transport (or returns the existing connection to it).</summary>
+    /// <exception cref="PeerRefusedException">The remote refused us (wrong secret, protocol version); the message carries its reason.</exception>
+    /// <exception cref="PeerDisconnectedException">The remote could not be reached.</exception>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> fired.</exception>
+    Task<IPeer> ConnectAsync(IPEndPoint remote, CancellationToken cancellationToken = default);
+}
+
+/// <summary>A connected, authenticated remote transport.</summary>
+public interface IPeer
+{
+    /// <summary>Local id of the connection (unique among current connections of this transport).</summary>
+    int Id { get; }
+
+    /// <summary>The remote's address.</summary>
+    IPEndPoint RemoteEndPoint { get; }
+
+    /// <summary>True until the connection ends.</summary>
+    bool IsConnected { get; }
+
+    /// <summary>Round-trip time last measured by the transport's pings.</summary>
+    TimeSpan RoundTripTime { get; }
+
+    /// <summary>Cancelled when the connection ends, so callers can tie work to the peer's lifetime.</summary>
+    CancellationToken Disconnected { get; }
+
+    /// <summary>Why the connection ended; null while connected.</summary>
+    string? DisconnectReason { get; }
+
+    /// <summary>
+    /// Sends without waiting for a reply (fire-and-forget; delivery is still reliable). Assigns a message id when
+    /// <see cref="Envelope.MessageId"/> is 0. The payload is queued on return; the call does not wait for the network.
+    /// </summary>
+    /// <returns>The message id used.</returns>
+    /// <exception cref="ArgumentException">The envelope is invalid or too large.</exception>
+    /// <exception cref="PeerDisconnectedException">The peer is not connected.</exception>
+    long Send(Envelope envelope);
+
+    /// <summary>
+    /// Sends a request and waits for the envelope whose <see cref="Envelope.CorrelationId"/> equals its message id
+    /// (whatever its kind: an <see cref="ErrorReply"/> is returned, not thrown).
+    /// </summary>
+    /// <exception cref="TimeoutException">No reply within <paramref name="timeout"/>.</exception>
+    /// <exception cref="PeerDisconnectedException">The peer disconnected before replying (fails at once, not at the timeout).</exception>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> fired.</exception>
+    Task<Envelope> RequestAsync(Envelope request, TimeSpan timeout, CancellationToken cancellationToken = default);
+
+    /// <summary>Closes the connection (the remote sees a disconnect with <paramref name="reason"/> in our log only).</summary>
+    void Disconnect(string reason);
+}
+
+/// <summary>A message received from a peer.</summary>
+/// <param name="Peer">The sender.</param>
+/// <param name="Envelope">The validated message.</param>
+public readonly record struct InboundMessage(IPeer Peer, Envelope Envelope);
+
+/// <summary>A peer went away (or could not be reached) before the operation completed.</summary>
+public class PeerDisconnectedException : IOException
+{
+    /// <summary>Creates the exception.</summary>
+    public PeerDisconnectedException(string message) : base(message) { }
+}
+
+/// <summary>The remote transport refused our connection; <see cref="Exception.Message"/> carries its reason.</summary>
+public sealed class PeerRefusedException : PeerDisconnectedException
+{
+    /// <summary>Creates the exception.</summary>
+    public PeerRefusedException(string message) : base(message) { }
+}
+
+/// <summary>Monotonic counters of a transport (read with relaxed consistency).</summary>
+public sealed class TransportCounters
+{
+    internal long _messagesReceived, _messagesSent, _malformed, _droppedFull, _droppedReassembly, _refusedConnections, _bytesReceived, _bytesSent;
+
+    /// <summary>Valid messages received.</summary>
+    public long MessagesReceived => Interlocked.Read(ref _messagesReceived);
+    /// <summary>Messages sent.</summary>
+    public long MessagesSent => Interlocked.Read(ref _messagesSent);
+    /// <summary>Malformed frames or messages dropped.</summary>
+    public long Malformed => Interlocked.Read(ref _malformed);
+    /// <summary>Messages dropped because <see cref="ITransport.Inbound"/> was full.</summary>
+    public long DroppedInboundFull => Interlocked.Read(ref _droppedFull);
+    /// <summary>Partial messages dropped (reassembly memory budget exceeded or stalled past the timeout).</summary>
+    public long DroppedReassembly => Interlocked.Read(ref _droppedReassembly);
+    /// <summary>Connection requests refused (wrong key or version, malformed).</summary>
+    public long RefusedConnections => Interlocked.Read(ref _refusedConnections);
+    /// <summary>Payload bytes of complete messages received.</summary>
+    public long BytesReceived => Interlocked.Read(ref _bytesReceived);
+    /// <summary>Payload bytes of messages sent.</summary>
+    public long BytesSent => Interlocked.Read(ref _bytesSent);
+}

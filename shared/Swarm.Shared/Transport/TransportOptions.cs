@@ -1,0 +1,71 @@
+using System.Net;
+using Swarm.Protocol;
+
+namespace Swarm.Transport;
+
+/// <summary>Settings of a <see cref="LiteNetTransport"/>. Check with <see cref="Validate"/> (done by <see cref="LiteNetTransport.Start"/>).</summary>
+public sealed class TransportOptions
+{
+    /// <summary>Address to bind. Default: 127.0.0.1.</summary>
+    public IPAddress BindAddress { get; set; } = IPAddress.Loopback;
+
+    /// <summary>UDP port to bind; 0 picks a free one (read it back from <see cref="ITransport.LocalEndPoint"/>). Default: 0.</summary>
+    public int Port { get; set; }
+
+    /// <summary>Shared swarm secret; peers must have the same one. Null or empty is allowed (loopback use). Default: null.</summary>
+    public string? Secret { get; set; }
+
+    /// <summary>Protocol version announced and required at connect time. Default: <see cref="ProtocolInfo.Version"/>; change only in tests.</summary>
+    public int ProtocolVersion { get; set; } = ProtocolInfo.Version;
+
+    /// <summary>
+    /// Reliable channels a large message is spread over (1–64). Each LiteNetLib channel has a window of 64 packets
+    /// in flight, so throughput per round trip is about Channels × 64 × MTU. Default: 64.
+    /// </summary>
+    public int Channels { get; set; } = 64;
+
+    /// <summary>Capacity of <see cref="ITransport.Inbound"/> in messages. Default: 1024.</summary>
+    public int InboundCapacity { get; set; } = 1024;
+
+    /// <summary>Largest message accepted or sent, in bytes. Default: <see cref="ProtocolInfo.DefaultMaxMessageBytes"/> (80 MiB).</summary>
+    public int MaxMessageBytes { get; set; } = ProtocolInfo.DefaultMaxMessageBytes;
+
+    /// <summary>
+    /// Bound on memory held by partly received and not yet decoded messages, over all peers. A message that would
+    /// exceed it is dropped and logged. Default: 512 MiB.
+    /// </summary>
+    public long MaxPendingInboundBytes { get; set; } = 512L * 1024 * 1024;
+
+    /// <summary>A partly received message that makes no progress for this long is dropped. Default: 30 s.</summary>
+    public TimeSpan ReassemblyTimeout { get; set; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>A peer silent for this long (no packets, not even pings) is declared disconnected. Default: 5 s.</summary>
+    public TimeSpan DisconnectTimeout { get; set; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>How long <see cref="ITransport.ConnectAsync"/> keeps trying to reach a silent peer (in 250 ms attempts). Default: 5 s.</summary>
+    public TimeSpan ConnectTimeout { get; set; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>LiteNetLib logic tick (resends, pings, acks) in milliseconds; sends and receipts also trigger a tick at once. Default: 5.</summary>
+    public int UpdateTimeMs { get; set; } = 5;
+
+    /// <summary>Fixed MTU in bytes (576–1500 incl. LiteNetLib headers); 0 keeps LiteNetLib's default (1024). Default: 0.</summary>
+    public int Mtu { get; set; }
+
+    /// <summary>Returns every problem at once; empty when valid.</summary>
+    public IReadOnlyList<string> Validate()
+    {
+        var errors = new List<string>();
+        if (BindAddress is null) errors.Add("BindAddress is required");
+        if (Port is < 0 or > 65535) errors.Add($"Port {Port} is outside 0–65535");
+        if (Channels is < 1 or > 64) errors.Add($"Channels {Channels} is outside 1–64");
+        if (InboundCapacity < 1) errors.Add($"InboundCapacity {InboundCapacity} must be ≥ 1");
+        if (MaxMessageBytes < 1024) errors.Add($"MaxMessageBytes {MaxMessageBytes} must be ≥ 1024");
+        if (MaxPendingInboundBytes < MaxMessageBytes) errors.Add($"MaxPendingInboundBytes {MaxPendingInboundBytes} must be ≥ MaxMessageBytes {MaxMessageBytes}");
+        if (ReassemblyTimeout <= TimeSpan.Zero) errors.Add("ReassemblyTimeout must be positive");
+        if (DisconnectTimeout < TimeSpan.FromMilliseconds(100)) errors.Add("DisconnectTimeout must be ≥ 100 ms");
+        if (ConnectTimeout < TimeSpan.FromMilliseconds(250)) errors.Add("ConnectTimeout must be ≥ 250 ms");
+        if (UpdateTimeMs is < 1 or > 100) errors.Add($"UpdateTimeMs {UpdateTimeMs} is outside 1–100");
+        if (Mtu != 0 && Mtu is < 576 or > 1500) errors.Add($"Mtu {Mtu} must be 0 or within 576–1500");
+        return errors;
+    }
+}

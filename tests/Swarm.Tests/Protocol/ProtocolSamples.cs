@@ -1,0 +1,83 @@
+using Swarm.Protocol;
+
+namespace Swarm.Tests.Protocol;
+
+/// <summary>Fixed instances of every message kind, serialized by the golden-bytes tests.</summary>
+internal static class ProtocolSamples
+{
+    private const string TraceParent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
+    private static Envelope Wrap(IMessage body, long id, long correlation = 0, long session = 0) => new()
+    {
+        MessageId = id,
+        CorrelationId = correlation,
+        SessionId = session,
+        TraceParent = TraceParent,
+        TraceState = "swarm=1",
+        Body = body,
+    };
+
+    public static readonly Hop[] Route =
+    [
+        new Hop { NodeId = 2, Endpoint = "127.0.0.1:7801", Layers = new LayerRange(2, 4) },
+        new Hop { NodeId = 3, Endpoint = "10.0.0.3:7802", Layers = new LayerRange(4, 6) },
+    ];
+
+    public static readonly IReadOnlyDictionary<string, Envelope> All = new Dictionary<string, Envelope>
+    {
+        ["Hello"] = Wrap(new Hello
+        {
+            NodeName = "gpu-box",
+            MemoryBudgetBytes = 8L << 30,
+            Device = "cuda:0",
+            Threads = 8,
+            LayerTokensPerSecond = 1234.5,
+            PinnedRange = new LayerRange(0, 6),
+            HeldRange = null,
+            DataEndpoint = "192.168.1.5:7801",
+            ModelId = "pythia-160m",
+        }, id: 1),
+        ["Welcome"] = Wrap(new Welcome { NodeId = 7, HeartbeatIntervalMs = 1000 }, id: 2, correlation: 1),
+        ["Refused"] = Wrap(new Refused { Code = ErrorCode.VersionMismatch, Reason = "protocol 2 != 1" }, id: 3, correlation: 1),
+        ["AssignRange"] = Wrap(new AssignRange { Range = new LayerRange(6, 12), AssignmentId = 42 }, id: 4),
+        ["RangeReady"] = Wrap(new RangeReady { Range = new LayerRange(6, 12), AssignmentId = 42, KvBytesPerTokenPerLayer = 6144, MaxKvTokens = 100_000 }, id: 5),
+        ["Heartbeat"] = Wrap(new Heartbeat
+        {
+            State = NodeState.Ready,
+            InFlightSteps = 3,
+            Sessions = 5,
+            KvTokensUsed = 4096,
+            KvTokensCapacity = 100_000,
+            TokensPerSecond = 55.25,
+            Range = new LayerRange(6, 12),
+        }, id: 6),
+        ["Leave"] = Wrap(new Leave { Reason = "SIGTERM", GraceMs = 5000 }, id: 7),
+        ["Drain"] = Wrap(new Drain { Reason = "rebalance" }, id: 8),
+        ["ForwardRequest"] = Wrap(new ForwardRequest
+        {
+            JobId = 100,
+            SessionId = 200,
+            Step = 3,
+            Kind = StepKind.Decode,
+            StartPosition = 17,
+            Input = new WireTensor { DType = WireDType.F16, Shape = [1, 1, 4], Data = new byte[] { 0x00, 0x3C, 0x00, 0x40, 0x00, 0xC0, 0x00, 0x00 } },
+            Route = Route,
+            WireDType = WireDType.F16,
+            Sampling = new SamplingParams { Temperature = 0.7f, TopK = 40, TopP = 0.9f, Seed = 1234 },
+            ReplyTo = "127.0.0.1:7700",
+            Timings = [new StageTiming { NodeId = 1, Milliseconds = 1.5 }],
+        }, id: 9, session: 200),
+        ["TokenResult"] = Wrap(new TokenResult
+        {
+            JobId = 100,
+            SessionId = 200,
+            Step = 3,
+            TokenId = 50_000,
+            Timings = [new StageTiming { NodeId = 1, Milliseconds = 1.5 }, new StageTiming { NodeId = 2, Milliseconds = 2.25 }],
+        }, id: 10, session: 200),
+        ["StepFailed"] = Wrap(new StepFailed { JobId = 100, SessionId = 200, Step = 3, NodeId = 2, Code = ErrorCode.NextHopUnreachable, Message = "node 3 unreachable" }, id: 11, session: 200),
+        ["CloseSession"] = Wrap(new CloseSession { SessionId = 200 }, id: 12, session: 200),
+        ["Ack"] = Wrap(new Ack(), id: 13, correlation: 12),
+        ["ErrorReply"] = Wrap(new ErrorReply { Code = ErrorCode.Overloaded, Message = "inbound queue full" }, id: 14, correlation: 9),
+    };
+}
