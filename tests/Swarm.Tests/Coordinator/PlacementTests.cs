@@ -44,7 +44,7 @@ public class PlacementTests
     [Fact]
     public void ModelShape_FromConfig_MatchesPythia160mSizes()
     {
-        var shape = ModelShape.FromConfig(Presets.Get("pythia-160m"), 2);
+        var shape = ModelShape.FromConfig(Swarm.Model.Presets.Get("pythia-160m"), 2);
         Assert.Equal(12, shape.NumLayers);
         // 7,087,872 parameters per Pythia-160m layer (h=768, i=3072), f16.
         Assert.Equal(7_087_872L * 2, shape.BytesPerLayer);
