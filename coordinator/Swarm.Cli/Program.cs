@@ -5,7 +5,7 @@ using Swarm.Engine;
 using Swarm.Model;
 
 var root = new RootCommand("Swarm: run GPT-NeoX / Pythia models across many machines");
-//RUN
+root.Subcommands.Add(RunCommand.Create());
 root.Subcommands.Add(ModelCommand.Create());
 root.Subcommands.Add(BenchCommand.Create());
 

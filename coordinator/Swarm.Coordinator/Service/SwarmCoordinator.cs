@@ -12,6 +12,7 @@ using Swarm.Tokenization;
 using Swarm.Transport;
 using PLayerRange = Swarm.Coordinator.Placement.LayerRange;
 using WLayerRange = Swarm.Protocol.LayerRange;
+using NodeState = Swarm.Coordinator.Membership.NodeState;
 
 namespace Swarm.Coordinator.Service;
 
