@@ -8,6 +8,8 @@ var root = new RootCommand("Swarm: run GPT-NeoX / Pythia models across many mach
 root.Subcommands.Add(RunCommand.Create());
 root.Subcommands.Add(ModelCommand.Create());
 root.Subcommands.Add(BenchCommand.Create());
+root.Subcommands.Add(DaemonCommands.Coordinator());
+root.Subcommands.Add(DaemonCommands.Node());
 
 try
 {
