@@ -10,6 +10,7 @@ root.Subcommands.Add(ModelCommand.Create());
 root.Subcommands.Add(BenchCommand.Create());
 root.Subcommands.Add(DaemonCommands.Coordinator());
 root.Subcommands.Add(DaemonCommands.Node());
+root.Subcommands.Add(GenerateCommand.Create());
 
 try
 {

@@ -86,7 +86,8 @@ public static class HttpApi
             try
             {
                 var r = await jobs.RunAsync(spec, null, ct);
-                var resp = CompletionResponse.Create(r.Id, swarm.ModelName, created, r.Text, r.TokenIds, r.FinishReason, r.PromptTokens);
+                var resp = CompletionResponse.Create(r.Id, swarm.ModelName, created, r.Text, r.TokenIds, r.FinishReason, r.PromptTokens)
+                    with { Swarm = JobInfo(swarm, r) };
                 ctx.Response.ContentType = "application/json";
                 await ctx.Response.WriteAsync(CompletionWire.ToJson(resp), ct);
             }
@@ -117,6 +118,22 @@ public static class HttpApi
         }
         catch (OperationCanceledException) when (ct.IsCancellationRequested) { }
     }
+
+    /// <summary>The <c>swarm</c> extension of a response: stages of the route with their mean forward time per token.</summary>
+    public static SwarmJobInfo JobInfo(SwarmCoordinator swarm, JobResult r) => new()
+    {
+        Stages = r.Stages.Select(s => new SwarmStageInfo
+        {
+            NodeId = s.NodeId,
+            Node = swarm.Registry.Get(s.NodeId.ToString())?.Info.Name ?? $"node-{s.NodeId}",
+            Layers = [s.LayerStart, s.LayerEnd],
+            ForwardMs = Math.Round(s.ForwardMs, 3),
+        }).ToList(),
+        Recoveries = r.Recoveries,
+        TimeToFirstTokenMs = Math.Round(r.TimeToFirstTokenMs, 3),
+        TotalMs = Math.Round(r.TotalMs, 3),
+        DecodeMsPerToken = r.TokenIds.Count > 1 ? Math.Round((r.TotalMs - r.TimeToFirstTokenMs) / (r.TokenIds.Count - 1), 3) : 0,
+    };
 
     private static OpenAiErrorResponse Error(JobFailedException e) => e.HttpStatus switch
     {

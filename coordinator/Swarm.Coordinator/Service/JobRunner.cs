@@ -17,7 +17,10 @@ public sealed record JobSpec(IReadOnlyList<int> Prompt, SamplingOptions Sampling
 
 /// <summary>How a job ended.</summary>
 public sealed record JobResult(string Id, IReadOnlyList<int> TokenIds, string Text, string FinishReason, int PromptTokens,
-    double TimeToFirstTokenMs, double TotalMs, int Recoveries, IReadOnlyList<StageTiming> LastStageTimings);
+    double TimeToFirstTokenMs, double TotalMs, int Recoveries, IReadOnlyList<StageMean> Stages);
+
+/// <summary>A stage of the job's (last) route and its mean forward time over decode steps (prefill when there were none).</summary>
+public sealed record StageMean(int NodeId, int LayerStart, int LayerEnd, double ForwardMs);
 
 /// <summary>A job could not run or finish; <see cref="HttpStatus"/> is what the API answers.</summary>
 public sealed class JobFailedException(string message, int httpStatus, string code) : Exception(message)
@@ -120,10 +123,10 @@ public sealed partial class JobRunner
         try
         {
             _recent[id] = _recent[id] with { State = "running" };
-            var (finish, timings) = await StepLoopAsync(jobNumber, spec, tokens, onToken, r => recoveries = r, t => ttft = t, total, ct);
+            var (finish, stages) = await StepLoopAsync(jobNumber, spec, tokens, onToken, r => recoveries = r, t => ttft = t, total, ct);
             string text = _swarm.Tokenizer?.Decode(tokens) ?? "";
             if (finish == "stop" && spec.StopSequences.Count > 0) text = TrimAtStop(text, spec.StopSequences);
-            var result = new JobResult(id, tokens, text, finish, spec.Prompt.Count, ttft, total.Elapsed.TotalMilliseconds, recoveries, timings);
+            var result = new JobResult(id, tokens, text, finish, spec.Prompt.Count, ttft, total.Elapsed.TotalMilliseconds, recoveries, stages);
             Interlocked.Increment(ref _completed);
             double? rate = tokens.Count > 1 ? (tokens.Count - 1) / ((total.Elapsed.TotalMilliseconds - ttft) / 1000) : null;
             _recent[id] = new JobRecord(id, "done", spec.Prompt.Count, tokens.Count, ttft, rate, recoveries, null, DateTimeOffset.UtcNow);
@@ -171,7 +174,7 @@ public sealed partial class JobRunner
         }
     }
 
-    private async Task<(string Finish, IReadOnlyList<StageTiming> Timings)> StepLoopAsync(long job, JobSpec spec, List<int> tokens,
+    private async Task<(string Finish, IReadOnlyList<StageMean> Stages)> StepLoopAsync(long job, JobSpec spec, List<int> tokens,
         Func<int, string, ValueTask>? onToken, Action<int> setRecoveries, Action<double> setTtft, Stopwatch total, CancellationToken ct)
     {
         var sampling = spec.Sampling;
@@ -188,7 +191,14 @@ public sealed partial class JobRunner
         Route? route = null;
         long session = 0;
         int cached = 0, recoveries = 0;
-        IReadOnlyList<StageTiming> timings = [];
+        var decode = new Dictionary<int, (double Sum, int N)>();   // node → decode forward ms
+        var prefill = new Dictionary<int, double>();               // node → last prefill/replay forward ms
+        IReadOnlyList<StageMean> Means() => route is null ? [] : route.Hops.Select(h =>
+        {
+            int n = int.Parse(h.NodeId);
+            double ms = decode.TryGetValue(n, out var d) && d.N > 0 ? d.Sum / d.N : prefill.GetValueOrDefault(n);
+            return new StageMean(n, h.Layers.Start, h.Layers.End, ms);
+        }).ToList();
         var decoder = _swarm.Tokenizer is null ? null : new Tokenization.IncrementalDecoder(_swarm.Tokenizer);
         string textSoFar = "";
         try
@@ -225,15 +235,19 @@ public sealed partial class JobRunner
                         if (reply is TokenResult tr)
                         {
                             cached = all.Length;
-                            timings = tr.Timings;
+                            foreach (var t in tr.Timings)
+                            {
+                                if (kind != StepKind.Decode) prefill[t.NodeId] = t.Milliseconds;
+                                else { var (sum, n) = decode.GetValueOrDefault(t.NodeId); decode[t.NodeId] = (sum + t.Milliseconds, n + 1); }
+                            }
                             int token = tr.TokenId;
                             tokens.Add(token);
                             if (step == 0) setTtft(total.Elapsed.TotalMilliseconds);
                             string piece = decoder?.Push(token) ?? "";
                             textSoFar += piece;
                             if (onToken is not null) await onToken(token, piece);
-                            if (stop.Contains(token)) return ("stop", timings);
-                            if (spec.StopSequences.Count > 0 && spec.StopSequences.Any(s => textSoFar.Contains(s, StringComparison.Ordinal))) return ("stop", timings);
+                            if (stop.Contains(token)) return ("stop", Means());
+                            if (spec.StopSequences.Count > 0 && spec.StopSequences.Any(s => textSoFar.Contains(s, StringComparison.Ordinal))) return ("stop", Means());
                             break;
                         }
                         var sf = (StepFailed)reply;
@@ -256,7 +270,7 @@ public sealed partial class JobRunner
                         throw new JobFailedException($"gave up after {recoveries - 1} route repairs at step {step}: {why}", 503, "recovery_failed");
                 }
             }
-            return ("length", timings);
+            return ("length", Means());
         }
         finally
         {
