@@ -106,6 +106,12 @@ public sealed class Sampler
         return row.to(ScalarType.Float32, CPU).contiguous();
     }
 
+    private static bool HasNaN(ReadOnlySpan<float> values)
+    {
+        foreach (float x in values) if (float.IsNaN(x)) return true;
+        return false;
+    }
+
     /// <summary>First index of the largest logit (ties → lowest id, as torch.argmax).</summary>
     private static int Argmax(ReadOnlySpan<float> values)
     {
@@ -124,6 +130,7 @@ public sealed class Sampler
     {
         if (Options.TopK > 0 && Options.TopK < values.Length)
         {
+            if (HasNaN(values)) throw new InvalidOperationException("logits contain NaN");
             var (topValues, topIds) = row.topk(Options.TopK, dim: 0, largest: true, sorted: true);
             var (v, ids) = (MemoryMarshal.Cast<byte, float>(topValues.contiguous().bytes).ToArray(), Ints(topIds));
             // topk promises no order among equal logits: make it canonical (ties → lower id first).

@@ -58,6 +58,8 @@ public class SamplerTests
         using var nan = Logits(0f, float.NaN, 1f);
         Assert.Contains("NaN", Assert.Throws<InvalidOperationException>(() => s.Next(nan)).Message);
         Assert.Contains("NaN", Assert.Throws<InvalidOperationException>(() => new Sampler(SamplingOptions.Greedy()).Next(nan)).Message);
+        using var nanOutsideTopK = Logits(5f, 4f, float.NaN, 1f);
+        Assert.Contains("NaN", Assert.Throws<InvalidOperationException>(() => new Sampler(new SamplingOptions { Temperature = 1, TopK = 1 }).Next(nanOutsideTopK)).Message);
         using var ninf = Logits(float.NegativeInfinity, float.NegativeInfinity);
         Assert.Contains("-inf", Assert.Throws<InvalidOperationException>(() => s.Next(ninf)).Message);
         using var ints = zeros(new long[] { 4 }, ScalarType.Int64);
