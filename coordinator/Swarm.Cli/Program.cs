@@ -5,6 +5,7 @@ using Swarm.Engine;
 using Swarm.Model;
 
 var root = new RootCommand("Swarm: run GPT-NeoX / Pythia models across many machines");
+root.Subcommands.Add(DemoCommand.Create());
 root.Subcommands.Add(RunCommand.Create());
 root.Subcommands.Add(ModelCommand.Create());
 root.Subcommands.Add(BenchCommand.Create());
