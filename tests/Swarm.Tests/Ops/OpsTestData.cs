@@ -31,7 +31,7 @@ internal static class OpsTestData
                 new SwarmNodeStatus
                 {
                     Id = 2, Name = "node-beta", Address = "127.0.0.1:41235", Layers = [6, 10], State = NodeState.Suspect,
-                    InFlight = 0, Device = "cuda:0", Threads = 4, TokensPerS = 87.25, KvTokensUsed = 7900, KvTokensCapacity = 8192,
+                    InFlight = 0, Device = "cuda:0", Threads = 4, TokensPerS = 87.34, KvTokensUsed = 7900, KvTokensCapacity = 8192,
                     Sessions = 1, LastHeartbeatMsAgo = 2600,
                 },
             ],
