@@ -12,6 +12,7 @@ root.Subcommands.Add(BenchCommand.Create());
 root.Subcommands.Add(DaemonCommands.Coordinator());
 root.Subcommands.Add(DaemonCommands.Node());
 root.Subcommands.Add(GenerateCommand.Create());
+root.Subcommands.Add(Swarm.Cli.Status.StatusCommand.Create());
 
 try
 {

@@ -4,6 +4,7 @@ using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Routing;
 using Swarm.Coordinator.Api;
+using Swarm.Coordinator.Dashboard;
 using Swarm.Sampling;
 
 namespace Swarm.Coordinator.Service;
@@ -21,6 +22,8 @@ public static class HttpApi
     public static void Map(IEndpointRouteBuilder app, SwarmCoordinator swarm, JobRunner jobs)
     {
         app.MapPost("/v1/completions", (HttpContext ctx) => CompletionsAsync(ctx, swarm, jobs));
+        app.MapSwarmStatus(() => StatusSnapshot.Build(swarm, jobs));
+        app.MapSwarmDashboard();
         app.MapGet("/v1/models", () => Results.Json(new
         {
             @object = "list",

@@ -1,0 +1,67 @@
+using Swarm.Coordinator.Api;
+using Swarm.Coordinator.Membership;
+
+namespace Swarm.Coordinator.Service;
+
+/// <summary>Builds the <c>/api/swarm</c> snapshot (also the dashboard's and <c>swarm status</c>'s data).</summary>
+public static class StatusSnapshot
+{
+    public static SwarmStatus Build(SwarmCoordinator swarm, JobRunner jobs)
+    {
+        int layers = swarm.Config.NumLayers;
+        var coverage = swarm.Registry.ServingCoverage(layers);
+        var now = DateTimeOffset.UtcNow;
+        var nodes = swarm.Registry.Snapshot().Where(n => n.State != NodeState.Left).OrderBy(n => int.TryParse(n.Id, out int i) ? i : int.MaxValue).Select(n =>
+        {
+            swarm.Live.TryGetValue(n.Id, out var live);
+            return new SwarmNodeStatus
+            {
+                Id = int.TryParse(n.Id, out int id) ? id : 0,
+                Name = n.Info.Name,
+                Address = n.Info.Endpoint,
+                Layers = SwarmNodeStatus.LayersOf(n.Range),
+                State = n.State,
+                InFlight = Math.Max(n.InFlight, live?.InFlightSteps ?? 0),
+                Device = n.Info.Device,
+                Threads = n.Info.Threads,
+                TokensPerS = Math.Round(live?.TokensPerSecond ?? 0, 2),
+                KvTokensUsed = live?.KvTokensUsed ?? 0,
+                KvTokensCapacity = live?.KvTokensCapacity ?? 0,
+                Sessions = live?.Sessions ?? 0,
+                LastHeartbeatMsAgo = (long)Math.Max(0, (now - n.LastHeartbeat).TotalMilliseconds),
+            };
+        }).ToList();
+        var replicas = coverage.Replicas.ToList();
+        return new SwarmStatus
+        {
+            Model = swarm.ModelName,
+            NumLayers = layers,
+            Covered = coverage.IsCovered,
+            Coverage = replicas,
+            Uncovered = SwarmStatus.DescribeUncovered(replicas),
+            Nodes = nodes,
+            Jobs = new SwarmJobsStatus
+            {
+                Queued = jobs.Queued,
+                Running = jobs.Running,
+                Completed = jobs.Completed,
+                Failed = jobs.Failed,
+                Recent = jobs.Recent.Select(j => new SwarmJobStatus
+                {
+                    Id = j.Id,
+                    State = j.State switch { "done" => SwarmJobState.Done, "failed" => SwarmJobState.Failed, "queued" => SwarmJobState.Queued, _ => SwarmJobState.Running },
+                    PromptTokens = j.PromptTokens,
+                    CompletionTokens = j.CompletionTokens,
+                    TtftMs = j.TtftMs is double t ? Math.Round(t, 2) : null,
+                    TokensPerS = j.TokensPerSecond is double r ? Math.Round(r, 2) : null,
+                    Recoveries = j.Recoveries,
+                    Error = j.Error,
+                    FinishedAgoS = j.FinishedAt is { } f ? Math.Round((now - f).TotalSeconds, 1) : null,
+                }).ToList(),
+            },
+            Recoveries = swarm.Recoveries,
+            UptimeS = Math.Round((now - swarm.StartedAt).TotalSeconds, 1),
+            WireDtype = swarm.Wire == Protocol.WireDType.F32 ? "f32" : "f16",
+        };
+    }
+}
