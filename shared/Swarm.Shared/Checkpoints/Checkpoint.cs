@@ -107,10 +107,10 @@ public sealed class Checkpoint : IDisposable
         using (t) return t.to_type(dtype);
     }
 
-    private static void CheckShape(SafetensorsEntry e, long[] expected)
+    private void CheckShape(SafetensorsEntry e, long[] expected)
     {
         if (!e.Shape.SequenceEqual(expected))
-            throw new CheckpointException($"tensor '{e.Name}' has shape [{string.Join(", ", e.Shape)}], expected [{string.Join(", ", expected)}] from config.json");
+            throw new CheckpointException($"{FileFor(e.Name).Path}: tensor '{e.Name}' has shape [{string.Join(", ", e.Shape)}], expected [{string.Join(", ", expected)}] from config.json");
     }
 
     private SafetensorsFile FileFor(string name)
