@@ -68,6 +68,15 @@ public sealed class Checkpoint : IDisposable
         return new Checkpoint(dir, config, fileOf);
     }
 
+    /// <summary>Weight files opened so far: shards are opened on a stage's first read from them.</summary>
+    public IReadOnlyList<string> OpenedFiles
+    {
+        get { lock (_gate) return [.. _open.Keys]; }
+    }
+
+    /// <summary>The weight file that holds <paramref name="name"/>, per the index (or the single file).</summary>
+    public string? FileOf(string name) => _fileOf.GetValueOrDefault(name);
+
     public bool Has(string name) => _fileOf.ContainsKey(name);
 
     public SafetensorsEntry Entry(string name)
