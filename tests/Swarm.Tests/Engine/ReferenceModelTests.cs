@@ -35,6 +35,9 @@ public class ReferenceModelTests
         // head_dim 16 · 0.3 = 4.8 → int 4; intermediate 80 (not 4h)
         ["legacy-parallel-pct03-inter80-f32"] = new(Hidden: 32, Heads: 2, Layers: 3, Vocab: 64, RotaryPct: 0.3, RotaryBase: 10000,
             Parallel: true, Eps: 1e-5, Dtype: ScalarType.Float32, RopeParameters: false, Intermediate: 80),
+        // rotary_pct 0 (no rotary at all), a single 32-dim head
+        ["legacy-sequential-no-rotary-one-head-f32"] = new(Hidden: 32, Heads: 1, Layers: 2, Vocab: 50, RotaryPct: 0.0, RotaryBase: 10000,
+            Parallel: false, Eps: 1e-5, Dtype: ScalarType.Float32, RopeParameters: false),
     };
 
     public static TheoryData<string> SpecNames => new(Specs.Keys);
@@ -216,6 +219,13 @@ public class ReferenceModelTests
                 parts.Add(s2.Forward(s1.Forward(ids.narrow(1, i, 1), c1), c2, allPositions: true));
             double diff = (cat(parts, 1) - expected).abs().max().item<float>();
             Assert.True(diff <= 1e-5, $"{name}: split at {a} differs from the whole model by {diff:g3}");
+
+            // the same split as sub-ranges of one stage that holds every layer (a route using part of a node)
+            using var sub1 = whole.NewCache();
+            using var sub2 = whole.NewCache();
+            var viaSub = whole.Forward(whole.Forward(ids, sub1, 0, a, allPositions: true), sub2, a, n, allPositions: true);
+            double subDiff = (viaSub - expected).abs().max().item<float>();
+            Assert.True(subDiff <= 1e-5, $"{name}: sub-ranges [0,{a}) + [{a},{n}) of one stage differ from the whole by {subDiff:g3}");
         }
     }
 
