@@ -5,9 +5,13 @@ using Swarm.Engine;
 using Swarm.Model;
 
 var root = new RootCommand("Swarm: run GPT-NeoX / Pythia models across many machines");
-//RUN
+root.Subcommands.Add(DemoCommand.Create());
+root.Subcommands.Add(RunCommand.Create());
 root.Subcommands.Add(ModelCommand.Create());
 root.Subcommands.Add(BenchCommand.Create());
+root.Subcommands.Add(DaemonCommands.Coordinator());
+root.Subcommands.Add(DaemonCommands.Node());
+root.Subcommands.Add(GenerateCommand.Create());
 
 try
 {

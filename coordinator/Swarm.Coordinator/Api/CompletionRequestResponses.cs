@@ -35,6 +35,11 @@ public sealed record CompletionResponse
     /// <summary>Token counts.</summary>
     [JsonPropertyName("usage")] public required CompletionUsage Usage { get; init; }
 
+    /// <summary>Swarm extension: how the job ran (stages, timings, recoveries). Absent in plain OpenAI.</summary>
+    [JsonPropertyName("swarm")]
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public SwarmJobInfo? Swarm { get; init; }
+
     /// <summary>The usual single-choice response.</summary>
     public static CompletionResponse Create(string id, string model, DateTimeOffset created, string text,
         IReadOnlyList<int> tokenIds, string finishReason, int promptTokens) => new()
@@ -147,3 +152,22 @@ public static class CompletionWire
 [JsonSerializable(typeof(CompletionChunk))]
 [JsonSerializable(typeof(OpenAiErrorResponse))]
 public sealed partial class CompletionJsonContext : JsonSerializerContext;
+
+/// <summary>Swarm extension of a completion: per-stage mean forward time per token, and the job's recoveries.</summary>
+public sealed record SwarmJobInfo
+{
+    [JsonPropertyName("stages")] public required IReadOnlyList<SwarmStageInfo> Stages { get; init; }
+    [JsonPropertyName("recoveries")] public int Recoveries { get; init; }
+    [JsonPropertyName("time_to_first_token_ms")] public double TimeToFirstTokenMs { get; init; }
+    [JsonPropertyName("total_ms")] public double TotalMs { get; init; }
+    [JsonPropertyName("decode_ms_per_token")] public double DecodeMsPerToken { get; init; }
+}
+
+/// <summary>One stage of the route a job took.</summary>
+public sealed record SwarmStageInfo
+{
+    [JsonPropertyName("node_id")] public int NodeId { get; init; }
+    [JsonPropertyName("node")] public string Node { get; init; } = "";
+    [JsonPropertyName("layers")] public IReadOnlyList<int> Layers { get; init; } = [];
+    [JsonPropertyName("forward_ms")] public double ForwardMs { get; init; }
+}

@@ -30,6 +30,8 @@ public sealed class Checkpoint : IDisposable
     public static Checkpoint Open(string dir)
     {
         var config = ModelConfig.Load(dir);
+        // Older Pythia revisions ship only pytorch_model.bin: convert once (TorchSharp.PyBridge) into safetensors beside it.
+        if (PytorchBinConverter.NeedsConversion(dir)) PytorchBinConverter.Convert(dir);
         string single = Path.Combine(dir, "model.safetensors");
         string index = Path.Combine(dir, "model.safetensors.index.json");
         var fileOf = new Dictionary<string, string>();
@@ -54,12 +56,6 @@ public sealed class Checkpoint : IDisposable
         {
             using var f = SafetensorsFile.Open(single);
             foreach (var name in f.Entries.Keys) fileOf[name] = single;
-        }
-        else if (File.Exists(Path.Combine(dir, "pytorch_model.bin")))
-        {
-            throw new CheckpointException(
-                $"{dir} holds only pytorch_model.bin (an older Pythia revision). Swarm reads safetensors: convert it once " +
-                "with `python -c \"from transformers import AutoModelForCausalLM as M; M.from_pretrained('DIR').save_pretrained('DIR', safe_serialization=True)\"`");
         }
         else
         {

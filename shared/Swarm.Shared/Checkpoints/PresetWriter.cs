@@ -164,8 +164,8 @@ public static class PresetWriter
             {
                 using var g = new Generator(ChunkSeed(seed, nameKey, chunk), CPU);
                 long[] shape = t.Shape.Length == 1 ? [n] : [n, cols];
-                var values = randn(shape, ScalarType.Float32, generator: g).mul_(std).add_(mean);
-                writer.Append(t.Name, values.to(t.DType));
+                var values = empty(shape, ScalarType.Float32).normal_(mean, std, g);
+                writer.Append(t.Name, t.DType == ScalarType.Float32 ? values : values.to(t.DType));
             }
             yield return n * cols * (t.ByteCount / t.ElementCount);
         }

@@ -15,10 +15,13 @@ namespace Swarm.Sampling;
 /// seed gives the same stream in every process on every machine, and a job that moves to another node
 /// mid-generation continues exactly by creating <c>new Sampler(options with Seed = sampler.Seed, step: k)</c>.
 /// These constants are part of the wire contract; a unit test pins golden values.</para>
-/// <para><b>Deterministic arithmetic.</b> Only the selection of candidates runs in libtorch
-/// (argmax / topk / stable sort). Probabilities, the nucleus cut and the draw are computed in managed
-/// code with doubles in a fixed order (candidates by descending logit, ties by ascending id), so they
-/// do not depend on libtorch's SIMD path or thread count: identical logits give identical tokens.</para>
+/// <para><b>Deterministic arithmetic.</b> libtorch is used only to pick the top-k candidates. Argmax,
+/// probabilities (exp in double), the nucleus cut and the draw run in managed code, sequentially, in a
+/// fixed order (top-k candidates by descending logit with ties by ascending id; otherwise ascending id),
+/// so they depend neither on libtorch's SIMD path nor on its thread count: identical logits give
+/// identical tokens (across machines, as far as the platform's <c>Math.Exp</c> agrees). The nucleus is
+/// found with a mass-weighted quickselect (O(vocab)), not a full sort, so top-p costs about as much as
+/// plain temperature sampling.</para>
 /// <para>Not thread-safe: one sampler per job, used by the thread that runs that job's last stage.</para>
 /// </remarks>
 public sealed class Sampler
@@ -63,7 +66,8 @@ public sealed class Sampler
         using (no_grad())
         {
             var row = Row(logits);
-            token = Options.IsGreedy ? Greedy(row) : Sample(row, Uniform(Seed, Step));
+            var values = MemoryMarshal.Cast<byte, float>(row.bytes);
+            token = Options.IsGreedy ? Argmax(values) : Sample(row, values, Uniform(Seed, Step));
         }
         Step++;
         return token;
@@ -102,35 +106,48 @@ public sealed class Sampler
         return row.to(ScalarType.Float32, CPU).contiguous();
     }
 
-    private static int Greedy(Tensor row)
+    private static bool HasNaN(ReadOnlySpan<float> values)
     {
-        if (isnan(row).any().item<bool>()) throw new InvalidOperationException("logits contain NaN");
-        // torch.argmax returns the first maximal index, so ties go to the lowest token id.
-        return (int)row.argmax().item<long>();
+        foreach (float x in values) if (float.IsNaN(x)) return true;
+        return false;
     }
 
-    private int Sample(Tensor row, double u)
+    /// <summary>First index of the largest logit (ties → lowest id, as torch.argmax).</summary>
+    private static int Argmax(ReadOnlySpan<float> values)
     {
-        int vocab = (int)row.shape[0];
-        if (Options.TopK > 0 && Options.TopK < vocab)
+        int best = 0;
+        float max = float.NegativeInfinity;
+        for (int i = 0; i < values.Length; i++)
         {
-            var (values, ids) = row.topk(Options.TopK, dim: 0, largest: true, sorted: true);
-            var (v, order) = (Floats(values), Ints(ids));
+            float x = values[i];
+            if (float.IsNaN(x)) throw new InvalidOperationException("logits contain NaN");
+            if (x > max || i == 0) { max = x; best = i; }
+        }
+        return best;
+    }
+
+    private int Sample(Tensor row, ReadOnlySpan<float> values, double u)
+    {
+        if (Options.TopK > 0 && Options.TopK < values.Length)
+        {
+            if (HasNaN(values)) throw new InvalidOperationException("logits contain NaN");
+            var (topValues, topIds) = row.topk(Options.TopK, dim: 0, largest: true, sorted: true);
+            var (v, ids) = (MemoryMarshal.Cast<byte, float>(topValues.contiguous().bytes).ToArray(), Ints(topIds));
             // topk promises no order among equal logits: make it canonical (ties → lower id first).
             var pairs = new (float Value, int Id)[v.Length];
-            for (int i = 0; i < pairs.Length; i++) pairs[i] = (v[i], order[i]);
+            for (int i = 0; i < pairs.Length; i++) pairs[i] = (v[i], ids[i]);
             Array.Sort(pairs, static (a, b) => b.Value != a.Value ? b.Value.CompareTo(a.Value) : a.Id.CompareTo(b.Id));
-            for (int i = 0; i < pairs.Length; i++) (v[i], order[i]) = pairs[i];
-            return Draw(v, order, u);
+            for (int i = 0; i < pairs.Length; i++) (v[i], ids[i]) = pairs[i];
+            var w = Weights(v, out double total);
+            int n = Options.TopP < 1 ? SortedNucleus(w, Options.TopP * total) : w.Length;
+            return ids[Draw(w, n, u)];
         }
-        if (Options.TopP < 1)
+        else
         {
-            // A stable descending sort already puts equal logits in ascending id order.
-            var (values, ids) = row.sort(dim: 0, descending: true, stable: true);
-            return Draw(Floats(values), Ints(ids), u);
+            var w = Weights(values, out double total);
+            if (Options.TopP < 1) Nucleus(w, Options.TopP * total);
+            return Draw(w, w.Length, u);
         }
-        // Plain temperature sampling needs no order: candidates in id order.
-        return Draw(Floats(row), null, u);
     }
 
     private static int[] Ints(Tensor ids)
@@ -141,11 +158,8 @@ public sealed class Sampler
         return result;
     }
 
-    private static float[] Floats(Tensor t) => MemoryMarshal.Cast<byte, float>(t.contiguous().bytes).ToArray();
-
-    /// <summary>Softmax with temperature over <paramref name="logits"/>, nucleus cut (when ids are sorted by
-    /// descending logit), then inverse-CDF draw with <paramref name="u"/>.</summary>
-    private int Draw(float[] logits, int[]? ids, double u)
+    /// <summary>exp((logit − max) / T) per candidate, in double, in a fixed order.</summary>
+    private double[] Weights(ReadOnlySpan<float> logits, out double total)
     {
         double max = double.NegativeInfinity;
         foreach (float x in logits)
@@ -155,25 +169,74 @@ public sealed class Sampler
         }
         if (double.IsNegativeInfinity(max)) throw new InvalidOperationException("every logit is -inf: nothing can be sampled");
         if (double.IsPositiveInfinity(max)) throw new InvalidOperationException("logits contain +inf");
-
         double invT = 1.0 / Options.Temperature;
         var w = new double[logits.Length];
-        double total = 0;
+        total = 0;
         for (int i = 0; i < w.Length; i++) total += w[i] = Math.Exp((logits[i] - max) * invT);
+        return w;
+    }
 
-        int n = w.Length;
-        if (ids is not null && Options.TopP < 1)
+    /// <summary>For weights sorted in descending order: length of the smallest prefix holding <paramref name="need"/>.</summary>
+    private static int SortedNucleus(double[] w, double need)
+    {
+        double cum = 0;
+        for (int i = 0; i < w.Length; i++)
         {
-            double need = Options.TopP * total, cum = 0;
-            for (int i = 0; i < w.Length; i++)
-            {
-                cum += w[i];
-                if (cum >= need) { n = i + 1; break; }
-            }
-            total = 0;
-            for (int i = 0; i < n; i++) total += w[i];
+            cum += w[i];
+            if (cum >= need) return i + 1;
         }
+        return w.Length;
+    }
 
+    /// <summary>
+    /// For weights in id order: zeroes every weight outside the nucleus — the smallest set of largest
+    /// weights (ties → lower id first) holding <paramref name="need"/>. Finds the boundary weight by a
+    /// mass-weighted quickselect in O(V) instead of sorting the vocabulary.
+    /// </summary>
+    internal static void Nucleus(double[] w, double need)
+    {
+        var a = w.Where(x => x > 0).ToArray();
+        int lo = 0, hi = a.Length;
+        double remaining = need, boundary = 0;
+        while (lo < hi)
+        {
+            double pivot = MedianOfThree(a[lo], a[lo + (hi - lo) / 2], a[hi - 1]);
+            // Three-way partition of a[lo..hi): [> pivot | == pivot | < pivot].
+            int gt = lo, i = lo, lt = hi;
+            double massAbove = 0, massEqual = 0;
+            while (i < lt)
+            {
+                double x = a[i];
+                if (x > pivot) { massAbove += x; (a[gt], a[i]) = (a[i], a[gt]); gt++; i++; }
+                else if (x < pivot) { lt--; (a[lt], a[i]) = (a[i], a[lt]); }
+                else { massEqual += x; i++; }
+            }
+            if (massAbove >= remaining) { hi = gt; continue; }          // boundary among the larger ones
+            boundary = pivot;
+            if (massAbove + massEqual >= remaining) break;            // boundary is the pivot value
+            remaining -= massAbove + massEqual;                       // need some of the smaller ones too
+            lo = lt;
+            if (lo >= hi) { boundary = 0; break; }                    // rounding: take everything
+        }
+        // Keep every weight above the boundary, then tied weights in id order until the mass is reached.
+        double kept = 0;
+        foreach (double x in w) if (x > boundary) kept += x;
+        for (int i = 0; i < w.Length; i++)
+        {
+            if (w[i] > boundary) continue;
+            if (w[i] == boundary && boundary > 0 && kept < need) { kept += w[i]; continue; }
+            w[i] = 0;
+        }
+    }
+
+    private static double MedianOfThree(double a, double b, double c) =>
+        Math.Max(Math.Min(a, b), Math.Min(Math.Max(a, b), c));
+
+    /// <summary>Inverse-CDF draw over the first <paramref name="n"/> weights; returns the position drawn.</summary>
+    private static int Draw(double[] w, int n, double u)
+    {
+        double total = 0;
+        for (int i = 0; i < n; i++) total += w[i];
         double target = u * total, acc = 0;
         int last = 0;
         for (int i = 0; i < n; i++)
@@ -181,8 +244,8 @@ public sealed class Sampler
             if (w[i] == 0) continue;
             acc += w[i];
             last = i;
-            if (acc > target) return ids is null ? i : ids[i];
+            if (acc > target) return i;
         }
-        return ids is null ? last : ids[last]; // rounding left target at the very top
+        return last; // rounding left the target at the very top
     }
 }

@@ -58,6 +58,8 @@ public class SamplerTests
         using var nan = Logits(0f, float.NaN, 1f);
         Assert.Contains("NaN", Assert.Throws<InvalidOperationException>(() => s.Next(nan)).Message);
         Assert.Contains("NaN", Assert.Throws<InvalidOperationException>(() => new Sampler(SamplingOptions.Greedy()).Next(nan)).Message);
+        using var nanOutsideTopK = Logits(5f, 4f, float.NaN, 1f);
+        Assert.Contains("NaN", Assert.Throws<InvalidOperationException>(() => new Sampler(new SamplingOptions { Temperature = 1, TopK = 1 }).Next(nanOutsideTopK)).Message);
         using var ninf = Logits(float.NegativeInfinity, float.NegativeInfinity);
         Assert.Contains("-inf", Assert.Throws<InvalidOperationException>(() => s.Next(ninf)).Message);
         using var ints = zeros(new long[] { 4 }, ScalarType.Int64);
@@ -165,6 +167,51 @@ public class SamplerTests
         Assert.Equal(new HashSet<int> { 1, 3 }, at80);
         var at90 = Run(new Sampler(new SamplingOptions { Temperature = 1, TopP = 0.9, Seed = 3 }), logits, 2000).ToHashSet();
         Assert.Equal(new HashSet<int> { 0, 1, 3 }, at90);
+    }
+
+    [Fact]
+    public void Nucleus_Quickselect_EqualsSortedPrefixDefinition()
+    {
+        var rng = new Random(1234);
+        for (int trial = 0; trial < 300; trial++)
+        {
+            int n = rng.Next(1, 400);
+            // Coarse values make ties common; a few zeros as from -inf logits.
+            var w = Enumerable.Range(0, n).Select(_ => rng.Next(4) == 0 ? 0.0 : Math.Round(rng.NextDouble() * 8) / 8 + (trial % 2) * rng.NextDouble()).ToArray();
+            if (w.All(x => x == 0)) w[0] = 1;
+            double p = new[] { 1e-9, 0.1, 0.5, 0.9, 0.999, 1.0 }[trial % 6];
+            double need = p * w.Sum();
+            // Reference: sort by (weight desc, id asc), keep the smallest prefix reaching the mass.
+            var order = Enumerable.Range(0, n).Where(i => w[i] > 0).OrderByDescending(i => w[i]).ThenBy(i => i).ToList();
+            var expected = new HashSet<int>();
+            double cum = 0;
+            foreach (int i in order)
+            {
+                expected.Add(i);
+                cum += w[i];
+                if (cum >= need) break;
+            }
+            var kept = (double[])w.Clone();
+            Sampler.Nucleus(kept, need);
+            var actual = Enumerable.Range(0, n).Where(i => kept[i] > 0).ToHashSet();
+            Assert.True(expected.SetEquals(actual), $"trial {trial}: p={p}, expected {expected.Count} tokens, got {actual.Count}");
+            Assert.All(actual, i => Assert.Equal(w[i], kept[i]));
+        }
+    }
+
+    [Fact]
+    public void RowWithStorageOffset_ReadsItsOwnValues()
+    {
+        using var batch = tensor(new float[] { 9, 0, 0, 0, 0, 0, 7, 0, 0 }).reshape(3, 3);
+        using var second = batch.narrow(0, 1, 1); // [1, 3] view starting at element 3
+        Assert.Equal(0, new Sampler(SamplingOptions.Greedy()).Next(second));
+        using var third = batch.narrow(0, 2, 1);
+        Assert.Equal(0, new Sampler(SamplingOptions.Greedy()).Next(third));
+        using var column = batch.select(1, 0); // [9, 0, 7] strided
+        Assert.Equal(0, new Sampler(SamplingOptions.Greedy()).Next(column));
+        using var shifted = tensor(new float[] { 1, 5, 2, 8 }).narrow(0, 1, 3); // [5, 2, 8]
+        Assert.Equal(2, new Sampler(SamplingOptions.Greedy()).Next(shifted));
+        Assert.Equal(2, new Sampler(new SamplingOptions { Temperature = 0.01, Seed = 1 }).Next(shifted));
     }
 
     [Fact]

@@ -1,0 +1,119 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Net.Http.Headers;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+
+namespace Swarm.Cli.Commands;
+
+/// <summary><c>swarm generate</c>: a client of the coordinator's OpenAI-compatible API.</summary>
+internal static class GenerateCommand
+{
+    public static Command Create()
+    {
+        var url = new Option<string>("--url") { Description = "Coordinator HTTP address", DefaultValueFactory = _ => "http://127.0.0.1:8080" };
+        var prompt = new Option<string?>("--prompt") { Description = "Prompt text" };
+        var promptIds = new Option<string?>("--prompt-ids") { Description = "Prompt as comma-separated token ids" };
+        var stream = new Option<bool>("--stream") { Description = "Print tokens as they arrive" };
+        var json = new Option<bool>("--json") { Description = "Print one JSON object" };
+        var sampling = new CliCommon.SamplingFlags();
+        var cmd = new Command("generate", "Generate through a running swarm (HTTP)");
+        cmd.Options.Add(url); cmd.Options.Add(prompt); cmd.Options.Add(promptIds); cmd.Options.Add(stream); cmd.Options.Add(json);
+        sampling.AddTo(cmd);
+        cmd.SetAction(async (r, ct) =>
+        {
+            var s = sampling.Read(r);
+            string? text = r.GetValue(prompt), ids = r.GetValue(promptIds);
+            if ((text is null) == (ids is null)) throw new UsageException("give exactly one of --prompt TEXT or --prompt-ids 1,2,3");
+            var body = new JsonObject
+            {
+                ["prompt"] = ids is not null ? new JsonArray(CliCommon.ParseIds(ids, "--prompt-ids").Select(i => (JsonNode)i).ToArray()) : text,
+                ["max_tokens"] = s.MaxNewTokens,
+                ["temperature"] = s.Temperature,
+                ["top_p"] = s.TopP,
+                ["top_k"] = s.TopK,
+                ["stream"] = r.GetValue(stream),
+            };
+            if (s.Seed is long seed) body["seed"] = seed;
+            if (s.StopTokenIds.Count > 0) body["stop_token_ids"] = new JsonArray(s.StopTokenIds.Select(i => (JsonNode)i).ToArray());
+            var result = await Client.CompleteAsync(r.GetValue(url)!, body, r.GetValue(stream) && !r.GetValue(json), ct);
+            if (r.GetValue(json))
+                Console.WriteLine(JsonSerializer.Serialize(new
+                {
+                    token_ids = result.TokenIds,
+                    text = result.Text,
+                    prompt_tokens = result.PromptTokens,
+                    finish_reason = result.FinishReason,
+                    timings = new { total_ms = Math.Round(result.TotalMs, 3), time_to_first_token_ms = Math.Round(result.TtftMs, 3) },
+                }));
+            else if (!r.GetValue(stream))
+                Console.WriteLine(result.Text.Length > 0 ? result.Text : string.Join(' ', result.TokenIds));
+            else Console.WriteLine();
+            return 0;
+        });
+        return cmd;
+    }
+
+    /// <summary>What a completion returned, as the CLI reports it.</summary>
+    internal sealed record Completion(List<int> TokenIds, string Text, int PromptTokens, string FinishReason, double TotalMs, double TtftMs);
+
+    /// <summary>Minimal client of POST /v1/completions (JSON and SSE), shared by generate, demo and benches.</summary>
+    internal static class Client
+    {
+        private static readonly HttpClient Http = new() { Timeout = Timeout.InfiniteTimeSpan };
+
+        public static async Task<Completion> CompleteAsync(string baseUrl, JsonObject body, bool echo, CancellationToken ct)
+        {
+            var sw = Stopwatch.StartNew();
+            using var req = new HttpRequestMessage(HttpMethod.Post, baseUrl.TrimEnd('/') + "/v1/completions")
+            {
+                Content = new StringContent(body.ToJsonString(), Encoding.UTF8, "application/json"),
+            };
+            HttpResponseMessage resp;
+            try { resp = await Http.SendAsync(req, HttpCompletionOption.ResponseHeadersRead, ct); }
+            catch (HttpRequestException e) { throw new UsageException($"cannot reach the coordinator at {baseUrl}: {e.Message}"); }
+            using (resp)
+            {
+                bool isStream = resp.Content.Headers.ContentType?.MediaType == "text/event-stream";
+                if (!resp.IsSuccessStatusCode)
+                {
+                    string err = await resp.Content.ReadAsStringAsync(ct);
+                    string msg = JsonNode.Parse(err)?["error"]?["message"]?.GetValue<string>() ?? err;
+                    throw new InvalidOperationException($"HTTP {(int)resp.StatusCode}: {msg}");
+                }
+                if (!isStream)
+                {
+                    var j = JsonNode.Parse(await resp.Content.ReadAsStringAsync(ct))!;
+                    var choice = j["choices"]![0]!;
+                    return new Completion(choice["token_ids"]!.AsArray().Select(x => (int)x!).ToList(), (string?)choice["text"] ?? "",
+                        (int?)j["usage"]?["prompt_tokens"] ?? 0, (string?)choice["finish_reason"] ?? "", sw.Elapsed.TotalMilliseconds, sw.Elapsed.TotalMilliseconds);
+                }
+                var ids = new List<int>();
+                var text = new StringBuilder();
+                string finish = "";
+                double ttft = 0;
+                using var reader = new StreamReader(await resp.Content.ReadAsStreamAsync(ct));
+                while (await reader.ReadLineAsync(ct) is { } line)
+                {
+                    if (!line.StartsWith("data: ")) continue;
+                    string data = line[6..];
+                    if (data == "[DONE]") break;
+                    var j = JsonNode.Parse(data)!;
+                    if (j["error"] is { } e) throw new InvalidOperationException($"stream failed: {(string?)e["message"]}");
+                    var choice = j["choices"]![0]!;
+                    foreach (var t in choice["token_ids"]!.AsArray())
+                    {
+                        if (ids.Count == 0) ttft = sw.Elapsed.TotalMilliseconds;
+                        ids.Add((int)t!);
+                        if (echo) Console.Write(((string?)choice["text"]) is { Length: > 0 } piece ? piece : $"{(int)t!} ");
+                    }
+                    if ((string?)choice["finish_reason"] is { } f) finish = f;
+                    text.Append((string?)choice["text"]);
+                    if (echo) Console.Out.Flush();
+                }
+                return new Completion(ids, text.ToString(), 0, finish, sw.Elapsed.TotalMilliseconds, ttft);
+            }
+        }
+    }
+}

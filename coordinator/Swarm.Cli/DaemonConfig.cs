@@ -1,0 +1,68 @@
+using System.CommandLine;
+using Microsoft.Extensions.Configuration;
+
+namespace Swarm.Cli;
+
+/// <summary>
+/// Layers a daemon's settings: a JSON configuration file (<c>--config</c>, section "Node" or "Coordinator"),
+/// then environment variables (<c>SWARM_NODE__MODEL</c>, <c>SWARM_COORDINATOR__HTTP</c>, and <c>SWARM_SECRET</c>
+/// for the secret), then the flags given on the command line — later sources win. Flags are declared once
+/// here with the configuration key they set, so help text, binding and validation agree.
+/// </summary>
+internal sealed class DaemonConfig
+{
+    private readonly string _section;
+    private readonly List<(Option Option, string Key)> _flags = [];
+    public Option<string?> ConfigFile { get; } = new("--config") { Description = "JSON configuration file (see deploy/swarm.example.json)" };
+
+    public DaemonConfig(string section) => _section = section;
+
+    public Option<T> Flag<T>(string name, string key, string description)
+    {
+        var o = new Option<T>(name) { Description = description };
+        _flags.Add((o, key));
+        return o;
+    }
+
+    public void AddTo(Command c)
+    {
+        c.Options.Add(ConfigFile);
+        foreach (var (o, _) in _flags) c.Options.Add(o);
+    }
+
+    /// <summary>Builds the layered configuration and binds the section onto a new <typeparamref name="T"/>.</summary>
+    public T Bind<T>(ParseResult r) where T : new()
+    {
+        var builder = new ConfigurationBuilder();
+        if (r.GetValue(ConfigFile) is { } file)
+        {
+            if (!File.Exists(file)) throw new UsageException($"--config: file not found: {file}");
+            builder.AddJsonFile(Path.GetFullPath(file), optional: false);
+        }
+        builder.AddEnvironmentVariables("SWARM_");
+        var given = new Dictionary<string, string?>();
+        foreach (var (o, key) in _flags)
+        {
+            var result = r.GetResult(o);
+            if (result is null || result.Implicit) continue;
+            object? value = result.GetValueOrDefault<object?>();
+            given[$"{_section}:{key}"] = value switch
+            {
+                bool b => b ? "true" : "false",
+                IFormattable f => f.ToString(null, System.Globalization.CultureInfo.InvariantCulture),
+                _ => value?.ToString(),
+            };
+        }
+        builder.AddInMemoryCollection(given);
+        IConfiguration cfg;
+        try { cfg = builder.Build(); }
+        catch (Exception e) when (e is InvalidDataException or FormatException) { throw new UsageException($"--config: {e.Message}"); }
+        var options = new T();
+        try { cfg.GetSection(_section).Bind(options); }
+        catch (InvalidOperationException e) { throw new UsageException($"configuration: {e.Message}"); }
+        // SWARM_SECRET is the documented shorthand for the secret.
+        var secretProp = typeof(T).GetProperty("Secret");
+        if (secretProp is not null && secretProp.GetValue(options) is null && cfg["SECRET"] is { Length: > 0 } s) secretProp.SetValue(options, s);
+        return options;
+    }
+}

@@ -1,0 +1,199 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using System.Text.Json.Nodes;
+
+namespace Swarm.Cli;
+
+/// <summary>How to start a swarm of local processes.</summary>
+internal sealed record LocalSwarmOptions
+{
+    public required string Model { get; init; }
+    public int Nodes { get; init; } = 3;
+    /// <summary>Pinned ranges per node ("A:B"); null lets the coordinator place by memory.</summary>
+    public IReadOnlyList<string?>? Layers { get; init; }
+    /// <summary>Memory budget per node (e.g. "2GB"), when not pinned.</summary>
+    public string? Memory { get; init; }
+    public string WireDtype { get; init; } = "f16";
+    public int ThreadsPerNode { get; init; }
+    public string? Secret { get; init; }
+    public IReadOnlyList<string> CoordinatorArgs { get; init; } = [];
+    public IReadOnlyList<string> NodeArgs { get; init; } = [];
+    /// <summary>Folder for the processes' logs (default: a temp folder).</summary>
+    public string? LogDir { get; init; }
+}
+
+/// <summary>
+/// A coordinator and N node processes on loopback, started from this same executable — what
+/// <c>swarm demo</c>, the swarm benchmarks and the integration tests run. Each process logs to a file;
+/// disposing stops every process (SIGTERM, then kill) so nothing is left behind.
+/// </summary>
+internal sealed class LocalSwarm : IAsyncDisposable
+{
+    private readonly LocalSwarmOptions _options;
+    private readonly Action<string> _log;
+    private readonly List<Process?> _nodes = [];
+    private Process? _coordinator;
+
+    public string HttpUrl { get; }
+    public int ControlPort { get; }
+    public string LogDir { get; }
+    public IReadOnlyList<Process?> NodeProcesses => _nodes;
+
+    private LocalSwarm(LocalSwarmOptions options, Action<string> log)
+    {
+        _options = options;
+        _log = log;
+        ControlPort = FreeUdpPort();
+        HttpUrl = $"http://127.0.0.1:{FreeTcpPort()}";
+        LogDir = options.LogDir ?? Path.Combine(Path.GetTempPath(), $"swarm-{Environment.ProcessId}-{ControlPort}");
+        Directory.CreateDirectory(LogDir);
+    }
+
+    public static async Task<LocalSwarm> StartAsync(LocalSwarmOptions options, Action<string>? log = null, TimeSpan? timeout = null, CancellationToken ct = default)
+    {
+        var swarm = new LocalSwarm(options, log ?? (_ => { }));
+        try
+        {
+            swarm.StartCoordinator();
+            await swarm.WaitAsync(j => j is not null, timeout ?? TimeSpan.FromSeconds(60), "the coordinator did not start", ct);
+            for (int i = 0; i < options.Nodes; i++) swarm._nodes.Add(swarm.StartNode(i));
+            await swarm.WaitCoveredAsync(timeout ?? TimeSpan.FromSeconds(120), ct);
+            return swarm;
+        }
+        catch
+        {
+            await swarm.DisposeAsync();
+            throw;
+        }
+    }
+
+    /// <summary>Waits until every layer is served (GET /healthz says covered).</summary>
+    public Task WaitCoveredAsync(TimeSpan timeout, CancellationToken ct = default) =>
+        WaitAsync(j => j?["covered"]?.GetValue<bool>() == true, timeout, "the swarm did not cover every layer", ct);
+
+    public async Task<JsonNode?> GetJsonAsync(string path, CancellationToken ct = default)
+    {
+        using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(5) };
+        return JsonNode.Parse(await http.GetStringAsync(HttpUrl + path, ct));
+    }
+
+    private async Task WaitAsync(Func<JsonNode?, bool> ok, TimeSpan timeout, string what, CancellationToken ct)
+    {
+        var sw = Stopwatch.StartNew();
+        while (sw.Elapsed < timeout)
+        {
+            ct.ThrowIfCancellationRequested();
+            if (_coordinator is { HasExited: true })
+                throw new InvalidOperationException($"the coordinator exited with code {_coordinator.ExitCode}; see {Path.Combine(LogDir, "coordinator.log")}");
+            try
+            {
+                if (ok(await GetJsonAsync("/healthz", ct))) return;
+            }
+            catch (HttpRequestException) { }
+            catch (TaskCanceledException) when (!ct.IsCancellationRequested) { }
+            await Task.Delay(100, ct);
+        }
+        throw new TimeoutException($"{what} within {timeout.TotalSeconds:F0} s; logs in {LogDir}");
+    }
+
+    private void StartCoordinator()
+    {
+        var args = new List<string> { "coordinator", "--model", _options.Model, "--listen", $"127.0.0.1:{ControlPort}",
+            "--http", HttpUrl["http://".Length..], "--wire-dtype", _options.WireDtype };
+        if (_options.Secret is not null) { args.Add("--secret"); args.Add(_options.Secret); }
+        args.AddRange(_options.CoordinatorArgs);
+        _coordinator = Launch("coordinator", args);
+    }
+
+    /// <summary>Starts (or restarts) node <paramref name="i"/>.</summary>
+    public Process StartNode(int i)
+    {
+        var args = new List<string> { "node", "--coordinator", $"127.0.0.1:{ControlPort}", "--model", _options.Model, "--name", $"node-{i + 1}" };
+        if (_options.Layers?.ElementAtOrDefault(i) is { } layers) { args.Add("--layers"); args.Add(layers); }
+        if (_options.Memory is not null) { args.Add("--memory"); args.Add(_options.Memory); }
+        if (_options.ThreadsPerNode > 0) { args.Add("--threads"); args.Add(_options.ThreadsPerNode.ToString()); }
+        if (_options.Secret is not null) { args.Add("--secret"); args.Add(_options.Secret); }
+        args.AddRange(_options.NodeArgs);
+        var p = Launch($"node-{i + 1}", args);
+        if (i < _nodes.Count) _nodes[i] = p;
+        return p;
+    }
+
+    /// <summary>Kills node <paramref name="i"/> at once (SIGKILL: no goodbye).</summary>
+    public void KillNode(int i)
+    {
+        var p = _nodes[i];
+        if (p is { HasExited: false }) { p.Kill(entireProcessTree: true); p.WaitForExit(5000); }
+    }
+
+    private Process Launch(string name, List<string> args)
+    {
+        var (exe, prefix) = SelfCommand();
+        var psi = new ProcessStartInfo(exe) { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var a in prefix.Concat(args)) psi.ArgumentList.Add(a);
+        // Idle OpenMP threads must not spin on cores another process in this swarm needs.
+        psi.Environment["OMP_WAIT_POLICY"] = "PASSIVE";
+        var p = Process.Start(psi) ?? throw new InvalidOperationException($"could not start {name}");
+        var log = new StreamWriter(Path.Combine(LogDir, $"{name}.log"), append: true) { AutoFlush = true };
+        p.OutputDataReceived += (_, e) => { if (e.Data is not null) lock (log) log.WriteLine(e.Data); };
+        p.ErrorDataReceived += (_, e) => { if (e.Data is not null) lock (log) log.WriteLine(e.Data); };
+        p.Exited += (_, _) => { lock (log) log.Flush(); };
+        p.EnableRaisingEvents = true;
+        p.BeginOutputReadLine();
+        p.BeginErrorReadLine();
+        _log($"started {name} (pid {p.Id})");
+        return p;
+    }
+
+    /// <summary>How to run this CLI again as a child process: the apphost, or `dotnet swarm.dll`.</summary>
+    internal static (string Exe, string[] Prefix) SelfCommand()
+    {
+        string dll = typeof(LocalSwarm).Assembly.Location;
+        string host = Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") is { Length: > 0 } h && File.Exists(h) ? h : "dotnet";
+        return (host, [dll]);
+    }
+
+    [System.Runtime.InteropServices.DllImport("libc", SetLastError = true)]
+    private static extern int kill(int pid, int sig);
+
+    /// <summary>Asks a process to stop gracefully (SIGTERM), as systemd or docker would.</summary>
+    public static void Terminate(Process p)
+    {
+        if (p.HasExited) return;
+        if (OperatingSystem.IsWindows()) p.Kill(entireProcessTree: true);
+        else kill(p.Id, 15);
+    }
+
+    private static int FreeUdpPort()
+    {
+        using var s = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+        s.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        return ((IPEndPoint)s.LocalEndPoint!).Port;
+    }
+
+    private static int FreeTcpPort()
+    {
+        var l = new TcpListener(IPAddress.Loopback, 0);
+        l.Start();
+        int port = ((IPEndPoint)l.LocalEndpoint).Port;
+        l.Stop();
+        return port;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        var all = _nodes.Append(_coordinator).Where(p => p is { HasExited: false }).Cast<Process>().ToList();
+        foreach (var p in all)
+        {
+            Terminate(p);
+        }
+        foreach (var p in all)
+        {
+            using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+            try { await p.WaitForExitAsync(cts.Token); }
+            catch (OperationCanceledException) { p.Kill(entireProcessTree: true); }
+        }
+        foreach (var p in _nodes.Append(_coordinator)) p?.Dispose();
+    }
+}

@@ -1,0 +1,72 @@
+using System.CommandLine;
+using System.Globalization;
+using Spectre.Console;
+
+namespace Swarm.Cli.Status;
+
+/// <summary>
+/// <c>swarm status [--url URL] [--json] [--watch] [--interval S]</c>: the swarm as the coordinator sees it, from
+/// <c>GET /api/swarm</c>. Exit codes: 0 shown, 1 coordinator unreachable or answering nonsense, 2 bad arguments.
+/// </summary>
+internal static class StatusCommand
+{
+    /// <summary>Default of <c>--url</c>: the coordinator's default HTTP address.</summary>
+    public const string DefaultUrl = "http://127.0.0.1:8080";
+
+    /// <summary>Builds the command.</summary>
+    public static Command Create()
+    {
+        var url = new Option<string>("--url") { Description = "Coordinator HTTP address", DefaultValueFactory = _ => DefaultUrl };
+        var json = new Option<bool>("--json") { Description = "Print the raw /api/swarm JSON (with --watch: one JSON document per line)" };
+        var watch = new Option<bool>("--watch", "-w") { Description = "Refresh in place until Ctrl-C" };
+        var interval = new Option<double>("--interval") { Description = "Seconds between refreshes with --watch", DefaultValueFactory = _ => 1.0 };
+        var timeout = new Option<double>("--timeout") { Description = "Seconds to wait for the coordinator's answer", DefaultValueFactory = _ => 5.0 };
+        var cmd = new Command("status", "Show the swarm: nodes, layer coverage, jobs (from the coordinator's /api/swarm)");
+        cmd.Options.Add(url); cmd.Options.Add(json); cmd.Options.Add(watch); cmd.Options.Add(interval); cmd.Options.Add(timeout);
+        cmd.SetAction(async (r, ct) =>
+        {
+            var output = r.InvocationConfiguration.Output;
+            var error = r.InvocationConfiguration.Error;
+            Uri endpoint;
+            try
+            {
+                endpoint = StatusClient.ResolveEndpoint(r.GetValue(url)!);
+                if (!(r.GetValue(interval) >= 0.1)) throw new UsageException($"--interval: must be at least 0.1 s, got {r.GetValue(interval).ToString(CultureInfo.InvariantCulture)}");
+                if (!(r.GetValue(timeout) > 0)) throw new UsageException($"--timeout: must be positive, got {r.GetValue(timeout).ToString(CultureInfo.InvariantCulture)}");
+            }
+            catch (UsageException e)
+            {
+                await error.WriteLineAsync($"swarm status: {e.Message}").ConfigureAwait(false);
+                return 2;
+            }
+
+            using var client = new StatusClient(endpoint, TimeSpan.FromSeconds(r.GetValue(timeout)));
+            // Colours and the live view only on a real terminal; anything else (pipes, files, tests) gets plain text.
+            bool terminal = ReferenceEquals(output, Console.Out) && !Console.IsOutputRedirected;
+            var console = StatusRenderer.CreateConsole(output, ansi: terminal);
+
+            if (r.GetValue(watch))
+            {
+                var every = TimeSpan.FromSeconds(r.GetValue(interval));
+                return r.GetValue(json)
+                    ? await StatusWatcher.WatchJsonAsync(client, output, error, every, ct).ConfigureAwait(false)
+                    : await StatusWatcher.WatchAsync(client, console, live: terminal, every, ct).ConfigureAwait(false);
+            }
+
+            try
+            {
+                var fetched = await client.FetchAsync(ct).ConfigureAwait(false);
+                if (r.GetValue(json)) await output.WriteLineAsync(fetched.Json).ConfigureAwait(false);
+                else console.Write(StatusRenderer.Render(fetched.Status));
+                await output.FlushAsync(ct).ConfigureAwait(false);
+                return 0;
+            }
+            catch (StatusFetchException e)
+            {
+                await error.WriteLineAsync($"swarm status: {e.Message}").ConfigureAwait(false);
+                return 1;
+            }
+        });
+        return cmd;
+    }
+}

@@ -1,0 +1,197 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using Swarm.Coordinator.Membership;
+using Swarm.Coordinator.Placement;
+
+namespace Swarm.Coordinator.Api;
+
+/// <summary>
+/// The swarm at one moment, as served by <c>GET /api/swarm</c> and read by <c>swarm status</c> and the
+/// web dashboard. The JSON names (snake_case) are the contract; add fields, never rename or remove them.
+/// </summary>
+public sealed record SwarmStatus
+{
+    /// <summary>Model name, e.g. <c>pythia-160m</c>.</summary>
+    [JsonPropertyName("model")] public required string Model { get; init; }
+
+    /// <summary>Transformer layers in the model.</summary>
+    [JsonPropertyName("num_layers")] public required int NumLayers { get; init; }
+
+    /// <summary>True when every layer is held by at least one serving node.</summary>
+    [JsonPropertyName("covered")] public required bool Covered { get; init; }
+
+    /// <summary>Replicas per layer (index = layer); <see cref="NumLayers"/> entries.</summary>
+    [JsonPropertyName("coverage")] public required IReadOnlyList<int> Coverage { get; init; }
+
+    /// <summary>The layers no node serves, worded for people (<c>"layers 4-7, layer 9"</c>); null when covered.</summary>
+    [JsonPropertyName("uncovered")] public string? Uncovered { get; init; }
+
+    /// <summary>Known nodes, including suspect, dead and departed ones still reported.</summary>
+    [JsonPropertyName("nodes")] public required IReadOnlyList<SwarmNodeStatus> Nodes { get; init; }
+
+    /// <summary>Job counters and the most recent jobs.</summary>
+    [JsonPropertyName("jobs")] public required SwarmJobsStatus Jobs { get; init; }
+
+    /// <summary>Jobs whose route was repaired after a node failed, since start.</summary>
+    [JsonPropertyName("recoveries")] public long Recoveries { get; init; }
+
+    /// <summary>Seconds since the coordinator started.</summary>
+    [JsonPropertyName("uptime_s")] public double UptimeS { get; init; }
+
+    /// <summary>Dtype of activations between stages: <c>f16</c> or <c>f32</c>.</summary>
+    [JsonPropertyName("wire_dtype")] public required string WireDtype { get; init; }
+
+    /// <summary>
+    /// Words the zero entries of <paramref name="coverage"/> as <see cref="Uncovered"/> expects:
+    /// <c>"layers 4-7"</c>, <c>"layer 9"</c>, comma-separated; null when every layer has a replica.
+    /// </summary>
+    public static string? DescribeUncovered(IReadOnlyList<int> coverage)
+    {
+        ArgumentNullException.ThrowIfNull(coverage);
+        var gaps = LayerRange.FromMask(coverage.Count, l => coverage[l] <= 0);
+        return gaps.Count == 0 ? null : LayerRange.DescribeAll(gaps);
+    }
+
+    /// <summary>Serializes to the contract's JSON (compact).</summary>
+    public string ToJson() => JsonSerializer.Serialize(this, SwarmStatusJson.Default.SwarmStatus);
+
+    /// <summary>Parses the contract's JSON.</summary>
+    /// <exception cref="JsonException">The text is not JSON or lacks a required field.</exception>
+    public static SwarmStatus FromJson(string json) =>
+        JsonSerializer.Deserialize(json, SwarmStatusJson.Default.SwarmStatus)
+        ?? throw new JsonException("expected a swarm status object, got null");
+}
+
+/// <summary>One node in <see cref="SwarmStatus.Nodes"/>.</summary>
+public sealed record SwarmNodeStatus
+{
+    /// <summary>Numeric id the coordinator gave the node (stable for the node's lifetime).</summary>
+    [JsonPropertyName("id")] public required int Id { get; init; }
+
+    /// <summary>Operator-chosen display name (<c>--name</c>).</summary>
+    [JsonPropertyName("name")] public required string Name { get; init; }
+
+    /// <summary>Address peers use to reach the node, <c>host:port</c>.</summary>
+    [JsonPropertyName("address")] public required string Address { get; init; }
+
+    /// <summary>The layer range held or being loaded as <c>[start, end)</c> (two numbers); null while it holds none.</summary>
+    [JsonPropertyName("layers")] public IReadOnlyList<int>? Layers { get; init; }
+
+    /// <summary>Operator-facing state (lowercase in JSON: <c>joining</c>, <c>loading</c>, <c>serving</c>, …).</summary>
+    [JsonPropertyName("state")]
+    [JsonConverter(typeof(SnakeCaseEnumConverter<NodeState>))]
+    public required NodeState State { get; init; }
+
+    /// <summary>Jobs currently routed through the node.</summary>
+    [JsonPropertyName("in_flight")] public int InFlight { get; init; }
+
+    /// <summary>Device, e.g. <c>cpu</c> or <c>cuda:0</c>.</summary>
+    [JsonPropertyName("device")] public required string Device { get; init; }
+
+    /// <summary>Compute threads the node uses.</summary>
+    [JsonPropertyName("threads")] public int Threads { get; init; }
+
+    /// <summary>Measured decode throughput of the node's stage, tokens per second (0 until measured).</summary>
+    [JsonPropertyName("tokens_per_s")] public double TokensPerS { get; init; }
+
+    /// <summary>KV-cache token slots in use across the node's sessions.</summary>
+    [JsonPropertyName("kv_tokens_used")] public long KvTokensUsed { get; init; }
+
+    /// <summary>KV-cache token slots the node can hold.</summary>
+    [JsonPropertyName("kv_tokens_capacity")] public long KvTokensCapacity { get; init; }
+
+    /// <summary>Open generation sessions on the node.</summary>
+    [JsonPropertyName("sessions")] public int Sessions { get; init; }
+
+    /// <summary>Milliseconds since the last heartbeat (or registration) arrived.</summary>
+    [JsonPropertyName("last_heartbeat_ms_ago")] public long LastHeartbeatMsAgo { get; init; }
+
+    /// <summary>The contract's <c>[start, end)</c> pair for <paramref name="range"/>; null for null.</summary>
+    public static IReadOnlyList<int>? LayersOf(LayerRange? range) => range is LayerRange r ? [r.Start, r.End] : null;
+
+    /// <summary><see cref="Layers"/> as a <see cref="LayerRange"/>; null when absent or malformed.</summary>
+    [JsonIgnore]
+    public LayerRange? Range => Layers is [var start, var end] && start >= 0 && end > start ? new LayerRange(start, end) : null;
+
+    /// <summary>The range in the CLI's notation (<c>0:6</c>), or <c>-</c> when the node holds none.</summary>
+    [JsonIgnore]
+    public string RangeText => Range?.ToString() ?? "-";
+}
+
+/// <summary>Job counters of <see cref="SwarmStatus.Jobs"/>.</summary>
+public sealed record SwarmJobsStatus
+{
+    /// <summary>Jobs waiting for admission.</summary>
+    [JsonPropertyName("queued")] public int Queued { get; init; }
+
+    /// <summary>Jobs generating now.</summary>
+    [JsonPropertyName("running")] public int Running { get; init; }
+
+    /// <summary>Jobs finished successfully since start.</summary>
+    [JsonPropertyName("completed")] public long Completed { get; init; }
+
+    /// <summary>Jobs that failed since start.</summary>
+    [JsonPropertyName("failed")] public long Failed { get; init; }
+
+    /// <summary>The most recent jobs, newest first (the coordinator keeps a bounded number).</summary>
+    [JsonPropertyName("recent")] public IReadOnlyList<SwarmJobStatus> Recent { get; init; } = [];
+}
+
+/// <summary>Where a job is, as shown to operators.</summary>
+public enum SwarmJobState
+{
+    /// <summary>Waiting for admission.</summary>
+    Queued,
+    /// <summary>Generating.</summary>
+    Running,
+    /// <summary>Finished (length or stop).</summary>
+    Done,
+    /// <summary>Ended with an error (see <see cref="SwarmJobStatus.Error"/>).</summary>
+    Failed,
+}
+
+/// <summary>One recent job in <see cref="SwarmJobsStatus.Recent"/>.</summary>
+public sealed record SwarmJobStatus
+{
+    /// <summary>Job id, e.g. <c>cmpl-…</c>.</summary>
+    [JsonPropertyName("id")] public required string Id { get; init; }
+
+    /// <summary>State (lowercase in JSON: <c>queued</c>, <c>running</c>, <c>done</c>, <c>failed</c>).</summary>
+    [JsonPropertyName("state")]
+    [JsonConverter(typeof(SnakeCaseEnumConverter<SwarmJobState>))]
+    public required SwarmJobState State { get; init; }
+
+    /// <summary>Tokens in the prompt.</summary>
+    [JsonPropertyName("prompt_tokens")] public int PromptTokens { get; init; }
+
+    /// <summary>Tokens generated so far.</summary>
+    [JsonPropertyName("completion_tokens")] public int CompletionTokens { get; init; }
+
+    /// <summary>Time to first token in milliseconds; null before the first token.</summary>
+    [JsonPropertyName("ttft_ms")] public double? TtftMs { get; init; }
+
+    /// <summary>Decode rate in tokens per second; null before it can be measured.</summary>
+    [JsonPropertyName("tokens_per_s")] public double? TokensPerS { get; init; }
+
+    /// <summary>Times the job's route was repaired after a node failure.</summary>
+    [JsonPropertyName("recoveries")] public int Recoveries { get; init; }
+
+    /// <summary>Why the job failed; null unless <see cref="State"/> is <see cref="SwarmJobState.Failed"/>.</summary>
+    [JsonPropertyName("error")] public string? Error { get; init; }
+
+    /// <summary>Seconds since the job finished; null while queued or running.</summary>
+    [JsonPropertyName("finished_ago_s")] public double? FinishedAgoS { get; init; }
+}
+
+/// <summary>Writes and reads an enum as snake_case strings (<c>Serving</c> ↔ <c>"serving"</c>); numbers are refused.</summary>
+/// <typeparam name="TEnum">The enum.</typeparam>
+public sealed class SnakeCaseEnumConverter<TEnum> : JsonStringEnumConverter<TEnum> where TEnum : struct, Enum
+{
+    /// <summary>Creates the converter.</summary>
+    public SnakeCaseEnumConverter() : base(JsonNamingPolicy.SnakeCaseLower, allowIntegerValues: false) { }
+}
+
+/// <summary>Source-generated serializers for <see cref="SwarmStatus"/> (names come from the attributes).</summary>
+[JsonSourceGenerationOptions(WriteIndented = false, NumberHandling = JsonNumberHandling.Strict)]
+[JsonSerializable(typeof(SwarmStatus))]
+public sealed partial class SwarmStatusJson : JsonSerializerContext;

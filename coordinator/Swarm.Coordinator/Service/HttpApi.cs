@@ -1,0 +1,165 @@
+using System.Text;
+using System.Text.Json;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Routing;
+using Swarm.Coordinator.Api;
+using Swarm.Sampling;
+
+namespace Swarm.Coordinator.Service;
+
+/// <summary>
+/// The coordinator's HTTP API: OpenAI-compatible <c>POST /v1/completions</c> (JSON or server-sent events),
+/// <c>GET /v1/models</c> and <c>GET /healthz</c>. Malformed requests get HTTP 400 with an OpenAI-style
+/// error body listing every problem; an uncovered swarm gets 503 naming the layers; a full queue 429.
+/// </summary>
+public static class HttpApi
+{
+    /// <summary>Largest request body accepted (a prompt of token ids for the longest context fits easily).</summary>
+    public const int MaxBodyBytes = 4 << 20;
+
+    public static void Map(IEndpointRouteBuilder app, SwarmCoordinator swarm, JobRunner jobs)
+    {
+        app.MapPost("/v1/completions", (HttpContext ctx) => CompletionsAsync(ctx, swarm, jobs));
+        app.MapGet("/v1/models", () => Results.Json(new
+        {
+            @object = "list",
+            data = new[] { new { id = swarm.ModelName, @object = "model", created = swarm.StartedAt.ToUnixTimeSeconds(), owned_by = "swarm" } },
+        }));
+        app.MapGet("/healthz", () =>
+        {
+            var cov = swarm.Registry.ServingCoverage(swarm.Config.NumLayers);
+            return Results.Json(new { status = "ok", covered = cov.IsCovered, uncovered = cov.IsCovered ? null : cov.DescribeUncovered(), queued = jobs.Queued, running = jobs.Running });
+        });
+    }
+
+    private static async Task CompletionsAsync(HttpContext ctx, SwarmCoordinator swarm, JobRunner jobs)
+    {
+        var ct = ctx.RequestAborted;
+        byte[] body;
+        try { body = await ReadBodyAsync(ctx.Request, ct); }
+        catch (InvalidDataException e)
+        {
+            await WriteError(ctx, 413, OpenAiErrorResponse.InvalidRequest([new ValidationError("body", e.Message, "body_too_large")]));
+            return;
+        }
+        var tokenizer = swarm.Tokenizer;
+        var parse = CompletionRequestParser.Parse(body, new CompletionValidationContext
+        {
+            ModelName = swarm.ModelName,
+            ContextLength = swarm.Config.MaxPositionEmbeddings,
+            VocabSize = swarm.Config.VocabSize,
+            CountTokens = tokenizer is null ? null : text => tokenizer.Encode(text).Count,
+        });
+        if (!parse.IsValid)
+        {
+            await WriteError(ctx, 400, OpenAiErrorResponse.InvalidRequest(parse.Errors));
+            return;
+        }
+        var req = parse.Request!;
+        IReadOnlyList<int> prompt;
+        if (req.PromptTokenIds is { } ids) prompt = ids;
+        else if (tokenizer is null)
+        {
+            await WriteError(ctx, 400, OpenAiErrorResponse.InvalidRequest([new ValidationError("prompt",
+                $"model '{swarm.ModelName}' has no tokenizer.json: send the prompt as an array of token ids", "no_tokenizer")]));
+            return;
+        }
+        else prompt = tokenizer.Encode(req.PromptText!);
+        if (prompt.Count == 0)
+        {
+            await WriteError(ctx, 400, OpenAiErrorResponse.InvalidRequest([new ValidationError("prompt", "the prompt is empty", "empty_prompt")]));
+            return;
+        }
+        var spec = new JobSpec(prompt, new SamplingOptions
+        {
+            MaxNewTokens = req.MaxTokens,
+            Temperature = req.Temperature,
+            TopK = req.TopK,
+            TopP = req.TopP,
+            Seed = req.Seed,
+            StopTokenIds = req.StopTokenIds,
+        }, req.Stop);
+        var created = DateTimeOffset.UtcNow;
+        if (!req.Stream)
+        {
+            try
+            {
+                var r = await jobs.RunAsync(spec, null, ct);
+                var resp = CompletionResponse.Create(r.Id, swarm.ModelName, created, r.Text, r.TokenIds, r.FinishReason, r.PromptTokens)
+                    with { Swarm = JobInfo(swarm, r) };
+                ctx.Response.ContentType = "application/json";
+                await ctx.Response.WriteAsync(CompletionWire.ToJson(resp), ct);
+            }
+            catch (JobFailedException e) { await WriteError(ctx, e.HttpStatus, Error(e)); }
+            catch (OperationCanceledException) when (ct.IsCancellationRequested) { }
+            return;
+        }
+        // Server-sent events: one chunk per token, a final chunk with the finish reason, then [DONE].
+        ctx.Response.ContentType = "text/event-stream";
+        ctx.Response.Headers.CacheControl = "no-cache";
+        string id = $"cmpl-{Guid.NewGuid():N}"[..21];
+        bool started = false;
+        try
+        {
+            var r = await jobs.RunAsync(spec, async (token, text) =>
+            {
+                if (!started) { started = true; await ctx.Response.StartAsync(ct); }
+                await ctx.Response.WriteAsync(CompletionWire.ToEvent(CompletionChunk.Create(id, swarm.ModelName, created, text, [token])), ct);
+                await ctx.Response.Body.FlushAsync(ct);
+            }, ct, id);
+            await ctx.Response.WriteAsync(CompletionWire.ToEvent(CompletionChunk.Create(r.Id, swarm.ModelName, created, "", [], r.FinishReason)), ct);
+            await ctx.Response.WriteAsync("data: [DONE]\n\n", ct);
+        }
+        catch (JobFailedException e)
+        {
+            if (!started) await WriteError(ctx, e.HttpStatus, Error(e));
+            else await ctx.Response.WriteAsync(CompletionWire.ToEvent(Error(e)), CancellationToken.None);
+        }
+        catch (OperationCanceledException) when (ct.IsCancellationRequested) { }
+    }
+
+    /// <summary>The <c>swarm</c> extension of a response: stages of the route with their mean forward time per token.</summary>
+    public static SwarmJobInfo JobInfo(SwarmCoordinator swarm, JobResult r) => new()
+    {
+        Stages = r.Stages.Select(s => new SwarmStageInfo
+        {
+            NodeId = s.NodeId,
+            Node = swarm.Registry.Get(s.NodeId.ToString())?.Info.Name ?? $"node-{s.NodeId}",
+            Layers = [s.LayerStart, s.LayerEnd],
+            ForwardMs = Math.Round(s.ForwardMs, 3),
+        }).ToList(),
+        Recoveries = r.Recoveries,
+        TimeToFirstTokenMs = Math.Round(r.TimeToFirstTokenMs, 3),
+        TotalMs = Math.Round(r.TotalMs, 3),
+        DecodeMsPerToken = r.TokenIds.Count > 1 ? Math.Round((r.TotalMs - r.TimeToFirstTokenMs) / (r.TokenIds.Count - 1), 3) : 0,
+    };
+
+    private static OpenAiErrorResponse Error(JobFailedException e) => e.HttpStatus switch
+    {
+        503 => OpenAiErrorResponse.ServiceUnavailable(e.Message, e.Code),
+        429 => OpenAiErrorResponse.Overloaded(e.Message),
+        _ => OpenAiErrorResponse.ServerError(e.Message, e.Code),
+    };
+
+    private static async Task<byte[]> ReadBodyAsync(HttpRequest request, CancellationToken ct)
+    {
+        if (request.ContentLength > MaxBodyBytes) throw new InvalidDataException($"request body over {MaxBodyBytes} bytes");
+        using var ms = new MemoryStream();
+        var buffer = new byte[16384];
+        int n;
+        while ((n = await request.Body.ReadAsync(buffer, ct)) > 0)
+        {
+            ms.Write(buffer, 0, n);
+            if (ms.Length > MaxBodyBytes) throw new InvalidDataException($"request body over {MaxBodyBytes} bytes");
+        }
+        return ms.ToArray();
+    }
+
+    private static async Task WriteError(HttpContext ctx, int status, OpenAiErrorResponse error)
+    {
+        ctx.Response.StatusCode = status;
+        ctx.Response.ContentType = "application/json";
+        await ctx.Response.WriteAsync(CompletionWire.ToJson(error), Encoding.UTF8, CancellationToken.None);
+    }
+}

@@ -1,0 +1,353 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Net;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Swarm.Coordinator.Membership;
+using Swarm.Coordinator.Placement;
+using Swarm.Coordinator.Routing;
+using Swarm.Model;
+using Swarm.Protocol;
+using Swarm.Tokenization;
+using Swarm.Transport;
+using PLayerRange = Swarm.Coordinator.Placement.LayerRange;
+using WLayerRange = Swarm.Protocol.LayerRange;
+using NodeState = Swarm.Coordinator.Membership.NodeState;
+
+namespace Swarm.Coordinator.Service;
+
+/// <summary>
+/// The coordinator's control plane: accepts and authenticates nodes, assigns layer ranges (placement),
+/// tracks heartbeats and failures (membership), re-covers the ranges of dead or departed nodes, and
+/// delivers step replies (<see cref="TokenResult"/>, <see cref="StepFailed"/>) to the jobs waiting for them.
+/// </summary>
+public sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposable
+{
+    private readonly CoordinatorOptions _options;
+    private readonly ILogger _logger;
+    private readonly TimeProvider _time;
+    private readonly ConcurrentDictionary<string, IPeer> _nodePeers = new();        // node id → control connection
+    private readonly ConcurrentDictionary<int, string> _peerNodes = new();          // peer id → node id
+    private readonly ConcurrentDictionary<string, NodeLive> _live = new();          // node id → last heartbeat figures
+    private readonly ConcurrentDictionary<long, Action<IMessage>> _jobInboxes = new();
+    private readonly CancellationTokenSource _stop = new();
+    private readonly object _placementGate = new();
+    private ITransport? _transport;
+    private Task? _inboundLoop, _evaluateLoop;
+    private int _nextNodeId;
+    private long _nextAssignment;
+    private long _recoveries;
+
+    /// <summary>Figures a node last reported in its heartbeat.</summary>
+    public sealed record NodeLive(int InFlightSteps, int Sessions, long KvTokensUsed, long KvTokensCapacity, double TokensPerSecond, string Device, int Threads, string Name, string DataEndpoint);
+
+    public ModelConfig Config { get; }
+    public string ModelName { get; }
+    public ITextTokenizer? Tokenizer { get; }
+    public NodeRegistry Registry { get; }
+    public IPlacementPolicy Placement { get; }
+    public ShortestPathRouter Router { get; }
+    public WireDType Wire => _options.Wire;
+    public CoordinatorOptions Options => _options;
+    public long Recoveries => Interlocked.Read(ref _recoveries);
+    public IReadOnlyDictionary<string, NodeLive> Live => _live;
+    /// <summary>Where nodes reach this coordinator.</summary>
+    public IPEndPoint? ControlEndPoint => _transport?.LocalEndPoint;
+    public DateTimeOffset StartedAt { get; } = DateTimeOffset.UtcNow;
+
+    /// <summary>Raised when a node is confirmed dead or leaves (jobs routed through it repair their route).</summary>
+    public event Action<string>? NodeLost;
+
+    public SwarmCoordinator(CoordinatorOptions options, ILogger<SwarmCoordinator> logger, TimeProvider? time = null)
+    {
+        _options = options;
+        _logger = logger;
+        _time = time ?? TimeProvider.System;
+        Config = ModelConfig.Load(options.Model);
+        ModelName = options.ModelName ?? Path.GetFileName(Path.GetFullPath(options.Model).TrimEnd('/'));
+        Tokenizer = TokenizerLoader.TryLoad(options.Model);
+        var fd = new FailureDetectorOptions();
+        fd.DeadAfter = TimeSpan.FromSeconds(options.DeadAfterSeconds);
+        fd.SuspectAfter = TimeSpan.FromSeconds(Math.Min(fd.SuspectAfter.TotalSeconds, options.DeadAfterSeconds / 2));
+        fd.DeadAfterWhenFailing = TimeSpan.FromSeconds(Math.Min(fd.DeadAfterWhenFailing.TotalSeconds, options.DeadAfterSeconds));
+        Registry = new NodeRegistry(fd, _time);
+        Placement = new MaxMinThroughputPlacementPolicy(ModelShape.FromConfig(Config, 4), new PlacementOptions());
+        Router = new ShortestPathRouter(new RoutingOptions(), new PowerOfTwoChoicesPolicy(new Random()));
+    }
+
+    /// <summary>"gpt_neox:L×H×V": nodes with another model are refused.</summary>
+    public string ModelId => $"gpt_neox:{Config.NumLayers}x{Config.HiddenSize}x{Config.VocabSize}";
+
+    public Task StartAsync(CancellationToken cancellationToken)
+    {
+        EndPoints.TryParse(_options.Listen, out var listen);
+        if (string.IsNullOrEmpty(_options.Secret)) LogNoSecret();
+        _transport = LiteNetTransport.Start(new TransportOptions { BindAddress = listen!.Address, Port = listen.Port, Secret = _options.Secret }, _logger);
+        _transport.PeerDisconnected += OnPeerDisconnected;
+        _inboundLoop = Task.Run(() => InboundLoopAsync(_stop.Token));
+        _evaluateLoop = Task.Run(() => EvaluateLoopAsync(_stop.Token));
+        LogListening(_transport.LocalEndPoint.ToString(), ModelName, Config.NumLayers);
+        return Task.CompletedTask;
+    }
+
+    public async Task StopAsync(CancellationToken cancellationToken)
+    {
+        _stop.Cancel();
+        if (_transport is not null) await _transport.DisposeAsync();
+        foreach (var t in new[] { _inboundLoop, _evaluateLoop })
+            if (t is not null) await Task.WhenAny(t, Task.Delay(2000, CancellationToken.None));
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await StopAsync(CancellationToken.None);
+        _stop.Dispose();
+    }
+
+    // ---------------------------------------------------------------- jobs' view
+
+    /// <summary>Registers a callback for replies to steps of <paramref name="jobId"/>; dispose to unregister.</summary>
+    public IDisposable Subscribe(long jobId, Action<IMessage> onReply)
+    {
+        _jobInboxes[jobId] = onReply;
+        return new Unsubscriber(() => _jobInboxes.TryRemove(jobId, out _));
+    }
+
+    private sealed class Unsubscriber(Action dispose) : IDisposable
+    {
+        public void Dispose() => dispose();
+    }
+
+    /// <summary>Sends a message to a node over its control connection (which also carries first-hop steps).</summary>
+    /// <exception cref="PeerDisconnectedException">The node is not connected.</exception>
+    public void SendToNode(string nodeId, Envelope envelope)
+    {
+        if (!_nodePeers.TryGetValue(nodeId, out var peer) || !peer.IsConnected)
+            throw new PeerDisconnectedException($"node {nodeId} is not connected");
+        peer.Send(envelope);
+    }
+
+    /// <summary>Data-plane endpoint of a node (where other nodes send it hidden states).</summary>
+    public string EndpointOf(string nodeId) => Registry.Get(nodeId)?.Info.Endpoint ?? "";
+
+    public void CountRecovery() => Interlocked.Increment(ref _recoveries);
+
+    // ---------------------------------------------------------------- inbound
+
+    private async Task InboundLoopAsync(CancellationToken ct)
+    {
+        try
+        {
+            await foreach (var msg in _transport!.Inbound.ReadAllAsync(ct))
+            {
+                try { Handle(msg); }
+                catch (Exception e) when (e is not OperationCanceledException) { LogHandlerError(msg.Envelope.Body.GetType().Name, e.Message); }
+            }
+        }
+        catch (OperationCanceledException) { }
+    }
+
+    private void Handle(InboundMessage msg)
+    {
+        switch (msg.Envelope.Body)
+        {
+            case Hello hello: OnHello(msg.Peer, msg.Envelope, hello); break;
+            case TokenResult tr: Deliver(tr.JobId, tr); break;
+            case StepFailed sf: Deliver(sf.JobId, sf); break;
+            case Heartbeat hb: OnHeartbeat(msg.Peer, hb); break;
+            case RangeReady rr: OnRangeReady(msg.Peer, rr); break;
+            case Leave leave: OnLeave(msg.Peer, leave); break;
+            case Ack: break;
+            default:
+                LogUnexpected(msg.Envelope.Body.GetType().Name, msg.Peer.RemoteEndPoint.ToString());
+                break;
+        }
+    }
+
+    private void Deliver(long jobId, IMessage m)
+    {
+        if (_jobInboxes.TryGetValue(jobId, out var inbox)) inbox(m);
+    }
+
+    private string? NodeOf(IPeer peer) => _peerNodes.TryGetValue(peer.Id, out var id) ? id : null;
+
+    private void OnHello(IPeer peer, Envelope env, Hello hello)
+    {
+        string? problem = hello.ModelId != ModelId ? $"model mismatch: the swarm serves {ModelId}, the node has {hello.ModelId}"
+            : hello.ProtocolVersion != ProtocolInfo.Version ? $"protocol version {hello.ProtocolVersion} is not {ProtocolInfo.Version}"
+            : hello.MemoryBudgetBytes <= 0 ? "memory budget must be positive"
+            : !EndPoints.TryParse(hello.DataEndpoint, out _) ? $"data endpoint '{hello.DataEndpoint}' is not host:port"
+            : hello.PinnedRange is { } p && (p.Start < 0 || p.End > Config.NumLayers || p.Start >= p.End) ? $"pinned range {p} is outside the model's {Config.NumLayers} layers"
+            : null;
+        if (problem is not null)
+        {
+            LogRefused(peer.RemoteEndPoint.ToString(), problem);
+            peer.Send(env.CreateReply(new Refused { Code = hello.ModelId != ModelId ? ErrorCode.ModelMismatch : ErrorCode.BadRequest, Reason = problem }));
+            return;
+        }
+        string id = Interlocked.Increment(ref _nextNodeId).ToString();
+        var info = new NodeInfo
+        {
+            Id = id,
+            Name = string.IsNullOrWhiteSpace(hello.NodeName) ? $"node-{id}" : hello.NodeName,
+            Endpoint = hello.DataEndpoint,
+            MemoryBudgetBytes = hello.MemoryBudgetBytes,
+            Device = hello.Device,
+            Threads = hello.Threads,
+            LayerThroughput = Math.Max(1e-3, hello.LayerTokensPerSecond),
+            PinnedRange = hello.PinnedRange is { } pr ? new PLayerRange(pr.Start, pr.End) : null,
+        };
+        _nodePeers[id] = peer;
+        _peerNodes[peer.Id] = id;
+        _live[id] = new NodeLive(0, 0, 0, 0, 0, info.Device, info.Threads, info.Name, info.Endpoint);
+        peer.Send(env.CreateReply(new Welcome { NodeId = int.Parse(id), HeartbeatIntervalMs = 500 }));
+        lock (_placementGate)
+        {
+            if (hello.HeldRange is { } held)
+            {
+                // A node that already holds layers (coordinator restart, reconnect) keeps serving them.
+                Registry.Register(info, new PLayerRange(held.Start, held.End));
+                LogJoined(info.Name, id, info.Endpoint, $"holds {held}");
+                return;
+            }
+            Registry.Register(info);
+            PLayerRange? range = info.PinnedRange ?? Placement.ChooseJoinRange(Registry.PlacementView(), Registry.Get(id)!.ToPlacementNode());
+            if (range is not { } r)
+            {
+                LogJoined(info.Name, id, info.Endpoint, "no range fits its memory budget; standing by");
+                return;
+            }
+            LogJoined(info.Name, id, info.Endpoint, $"assigned layers {r}");
+            Assign(id, r);
+        }
+    }
+
+    private void Assign(string nodeId, PLayerRange range)
+    {
+        Registry.AssignRange(nodeId, range);
+        if (_nodePeers.TryGetValue(nodeId, out var peer))
+        {
+            try { peer.Send(Envelope.Create(new AssignRange { Range = new WLayerRange(range.Start, range.End), AssignmentId = Interlocked.Increment(ref _nextAssignment) })); }
+            catch (PeerDisconnectedException) { }
+        }
+    }
+
+    private void OnRangeReady(IPeer peer, RangeReady rr)
+    {
+        if (NodeOf(peer) is not { } id) return;
+        lock (_placementGate)
+        {
+            var snap = Registry.Get(id);
+            if (snap?.Range is not { } r || r.Start != rr.Range.Start || r.End != rr.Range.End)
+                Registry.AssignRange(id, new PLayerRange(rr.Range.Start, rr.Range.End));
+            Registry.MarkServing(id);
+        }
+        LogServing(id, rr.Range.ToString(), rr.MaxKvTokens);
+    }
+
+    private void OnHeartbeat(IPeer peer, Heartbeat hb)
+    {
+        if (NodeOf(peer) is not { } id) return;
+        var result = Registry.Heartbeat(id, peer.RoundTripTime.TotalMilliseconds);
+        if (_live.TryGetValue(id, out var old))
+            _live[id] = old with { InFlightSteps = hb.InFlightSteps, Sessions = hb.Sessions, KvTokensUsed = hb.KvTokensUsed, KvTokensCapacity = hb.KvTokensCapacity, TokensPerSecond = hb.TokensPerSecond };
+        if (result.Outcome == HeartbeatOutcome.MustRegister)
+        {
+            // Declared dead but alive after all (e.g. a long pause): drop the connection; it re-registers.
+            peer.Disconnect("declared dead; re-register");
+        }
+    }
+
+    private void OnLeave(IPeer peer, Leave leave)
+    {
+        if (NodeOf(peer) is not { } id) return;
+        LogLeaving(id, leave.Reason);
+        lock (_placementGate)
+        {
+            Registry.BeginDrain(id);
+            Recover();
+        }
+    }
+
+    private void OnPeerDisconnected(IPeer peer, string reason)
+    {
+        if (!_peerNodes.TryRemove(peer.Id, out var id)) return;
+        _nodePeers.TryRemove(id, out _);
+        var snap = Registry.Get(id);
+        LogDisconnected(id, reason);
+        lock (_placementGate)
+        {
+            if (snap is not null && snap.State == NodeState.Draining) Registry.MarkLeft(id);
+            else Registry.ReportFailure(id);
+            if (Registry.Get(id)?.State is NodeState.Left or NodeState.Dead) Lost(id);
+        }
+    }
+
+    private void Lost(string id)
+    {
+        _live.TryRemove(id, out _);
+        Recover();
+        NodeLost?.Invoke(id);
+    }
+
+    /// <summary>Re-covers layers no serving node holds by (re)assigning nodes with spare memory.</summary>
+    private void Recover()
+    {
+        foreach (var move in Placement.Recover(Registry.PlacementView()))
+        {
+            LogRecoveryMove(move.NodeId, move.From?.ToString() ?? "-", move.To.ToString(), move.Reason.ToString());
+            Assign(move.NodeId, move.To);
+        }
+    }
+
+    private async Task EvaluateLoopAsync(CancellationToken ct)
+    {
+        using var timer = new PeriodicTimer(TimeSpan.FromMilliseconds(250), _time);
+        try
+        {
+            while (await timer.WaitForNextTickAsync(ct))
+            {
+                lock (_placementGate)
+                {
+                    foreach (var t in Registry.Evaluate())
+                    {
+                        if (!t.BecameDead) continue;
+                        LogDead(t.After.Id, t.After.Info.Name);
+                        if (_nodePeers.TryRemove(t.After.Id, out var peer))
+                        {
+                            _peerNodes.TryRemove(peer.Id, out _);
+                            peer.Disconnect("declared dead");
+                        }
+                        Lost(t.After.Id);
+                    }
+                    // Nodes that joined while the model was fully covered, or whose ranges were lost: fill gaps.
+                    if (!Registry.ServingCoverage(Config.NumLayers).IsCovered) Recover();
+                }
+            }
+        }
+        catch (OperationCanceledException) { }
+    }
+
+    [LoggerMessage(100, LogLevel.Information, "coordinator listening on {Endpoint} for nodes; model {Model} ({Layers} layers)")]
+    private partial void LogListening(string endpoint, string model, int layers);
+    [LoggerMessage(101, LogLevel.Warning, "no swarm secret: accepting unauthenticated nodes (loopback only)")]
+    private partial void LogNoSecret();
+    [LoggerMessage(102, LogLevel.Information, "node {Name} (id {Id}, {Endpoint}) joined: {What}")]
+    private partial void LogJoined(string name, string id, string endpoint, string what);
+    [LoggerMessage(103, LogLevel.Warning, "refused node at {Peer}: {Reason}")]
+    private partial void LogRefused(string peer, string reason);
+    [LoggerMessage(104, LogLevel.Information, "node {Id} serving layers {Range} (KV capacity {KvTokens} tokens)")]
+    private partial void LogServing(string id, string range, long kvTokens);
+    [LoggerMessage(105, LogLevel.Information, "node {Id} is leaving: {Reason}")]
+    private partial void LogLeaving(string id, string reason);
+    [LoggerMessage(106, LogLevel.Warning, "node {Id} disconnected: {Reason}")]
+    private partial void LogDisconnected(string id, string reason);
+    [LoggerMessage(107, LogLevel.Warning, "node {Id} ({Name}) confirmed dead")]
+    private partial void LogDead(string id, string name);
+    [LoggerMessage(108, LogLevel.Information, "placement: node {Id} {From} → {To} ({Reason})")]
+    private partial void LogRecoveryMove(string id, string from, string to, string reason);
+    [LoggerMessage(109, LogLevel.Warning, "dropped unexpected {Kind} from {Peer}")]
+    private partial void LogUnexpected(string kind, string peer);
+    [LoggerMessage(110, LogLevel.Error, "error handling {Kind}: {Message}")]
+    private partial void LogHandlerError(string kind, string message);
+}

@@ -1,0 +1,82 @@
+using System.Net;
+
+namespace Swarm.Node;
+
+/// <summary>Settings of a worker node (<c>swarm node</c>); bound from flags, SWARM_NODE__* env vars or a config file.</summary>
+public sealed class NodeOptions
+{
+    /// <summary>Coordinator control address, host:port. Required.</summary>
+    public string Coordinator { get; set; } = "";
+    /// <summary>Checkpoint folder (HF layout). Required.</summary>
+    public string Model { get; set; } = "";
+    /// <summary>Pinned layer range "A:B" (half-open); null lets the coordinator choose.</summary>
+    public string? Layers { get; set; }
+    /// <summary>Memory budget for weights + KV cache, e.g. "8GB" (default: 4GB).</summary>
+    public string Memory { get; set; } = "4GB";
+    /// <summary>CPU threads for compute (default 0 = all cores).</summary>
+    public int Threads { get; set; }
+    /// <summary>Node name shown in status (default: host name + port).</summary>
+    public string? Name { get; set; }
+    /// <summary>Address this node listens on for node-to-node traffic, host:port (default 127.0.0.1:0 = any free port).</summary>
+    public string Listen { get; set; } = "127.0.0.1:0";
+    /// <summary>Address other nodes should use to reach this one, when it differs from Listen (NAT, containers).</summary>
+    public string? Advertise { get; set; }
+    /// <summary>Shared swarm secret; may be omitted only on loopback.</summary>
+    public string? Secret { get; set; }
+    /// <summary>Compute dtype: f32 (default) or bf16.</summary>
+    public string Dtype { get; set; } = "f32";
+    /// <summary>Tensor-parallel shards per layer (default 1).</summary>
+    public int Tp { get; set; } = 1;
+    /// <summary>Sessions idle longer than this are freed (default 300 s).</summary>
+    public double SessionTtlSeconds { get; set; } = 300;
+    /// <summary>Optional port for Prometheus /metrics on this node (0 = off).</summary>
+    public int MetricsPort { get; set; }
+
+    public long MemoryBytes => ParseBytes(Memory) ?? 0;
+
+    /// <summary>Every problem at once, or an empty list.</summary>
+    public List<string> Validate()
+    {
+        var errors = new List<string>();
+        if (string.IsNullOrWhiteSpace(Coordinator)) errors.Add("--coordinator HOST:PORT is required");
+        else if (!TryParseEndPoint(Coordinator, out _)) errors.Add($"--coordinator: '{Coordinator}' is not HOST:PORT");
+        if (string.IsNullOrWhiteSpace(Model)) errors.Add("--model DIR is required");
+        else if (!Directory.Exists(Model)) errors.Add($"--model: folder not found: {Model}");
+        if (Layers is not null && !TryParseRange(Layers, out _, out _)) errors.Add($"--layers: '{Layers}' is not A:B with 0 ≤ A < B");
+        if (ParseBytes(Memory) is not > 0) errors.Add($"--memory: '{Memory}' is not a size like 8GB or 512MB");
+        if (Threads < 0) errors.Add("--threads must be ≥ 0");
+        if (Tp < 1) errors.Add("--tp must be ≥ 1");
+        if (!TryParseEndPoint(Listen, out var listen)) errors.Add($"--listen: '{Listen}' is not HOST:PORT");
+        else if (string.IsNullOrEmpty(Secret) && !IPAddress.IsLoopback(listen!.Address))
+            errors.Add($"--listen {Listen} is not loopback: a swarm secret is required (--secret or SWARM_SECRET)");
+        if (Dtype is not ("f32" or "bf16")) errors.Add($"--dtype: '{Dtype}' (use f32 or bf16)");
+        if (SessionTtlSeconds <= 0) errors.Add("session TTL must be > 0");
+        if (MetricsPort is < 0 or > 65535) errors.Add("--metrics port out of range");
+        return errors;
+    }
+
+    public static bool TryParseRange(string text, out int start, out int end)
+    {
+        start = end = 0;
+        var parts = text.Split(':');
+        return parts.Length == 2 && int.TryParse(parts[0], out start) && int.TryParse(parts[1], out end) && start >= 0 && end > start;
+    }
+
+    /// <summary>Parses "8GB", "512MB", "1.5G", "1073741824".</summary>
+    public static long? ParseBytes(string text)
+    {
+        text = text.Trim().ToUpperInvariant().Replace("IB", "B");
+        (string num, long mult) = text switch
+        {
+            _ when text.EndsWith("TB") || text.EndsWith('T') => (text.TrimEnd('B').TrimEnd('T'), 1L << 40),
+            _ when text.EndsWith("GB") || text.EndsWith('G') => (text.TrimEnd('B').TrimEnd('G'), 1L << 30),
+            _ when text.EndsWith("MB") || text.EndsWith('M') => (text.TrimEnd('B').TrimEnd('M'), 1L << 20),
+            _ when text.EndsWith("KB") || text.EndsWith('K') => (text.TrimEnd('B').TrimEnd('K'), 1L << 10),
+            _ => (text.TrimEnd('B'), 1L),
+        };
+        return double.TryParse(num, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out double v) && v > 0
+            ? (long)(v * mult) : null;
+    }
+
+    public static bool TryParseEndPoint(string text, out IPEndPoint? endPoint) => Swarm.Transport.EndPoints.TryParse(text, out endPoint);
+}

@@ -1,0 +1,107 @@
+using System.Text.Json;
+using Swarm.Coordinator.Api;
+using Swarm.Coordinator.Membership;
+using Xunit;
+
+namespace Swarm.Tests.Ops;
+
+/// <summary>The <c>/api/swarm</c> JSON contract: names, casing, nulls.</summary>
+public sealed class SwarmStatusJsonTests
+{
+    private static IEnumerable<string> Keys(JsonElement e) => e.EnumerateObject().Select(p => p.Name).Order(StringComparer.Ordinal);
+
+    private static string[] Sorted(params string[] names) => [.. names.Order(StringComparer.Ordinal)];
+
+    [Fact]
+    public void ToJson_TwoNodes_HasExactlyTheContractFields()
+    {
+        using var doc = JsonDocument.Parse(OpsTestData.TwoNodes().ToJson());
+        var root = doc.RootElement;
+
+        Assert.Equal(Sorted("model", "num_layers", "covered", "coverage", "uncovered", "nodes", "jobs", "recoveries", "uptime_s", "wire_dtype"), Keys(root));
+        Assert.Equal(Sorted("id", "name", "address", "layers", "state", "in_flight", "device", "threads", "tokens_per_s",
+            "kv_tokens_used", "kv_tokens_capacity", "sessions", "last_heartbeat_ms_ago"), Keys(root.GetProperty("nodes")[0]));
+        Assert.Equal(Sorted("queued", "running", "completed", "failed", "recent"), Keys(root.GetProperty("jobs")));
+        Assert.Equal(Sorted("id", "state", "prompt_tokens", "completion_tokens", "ttft_ms", "tokens_per_s", "recoveries", "error", "finished_ago_s"),
+            Keys(root.GetProperty("jobs").GetProperty("recent")[0]));
+
+        Assert.Equal("layers 10-11", root.GetProperty("uncovered").GetString());
+        Assert.Equal("[1,1,1,1,1,1,2,2,1,1,0,0]", root.GetProperty("coverage").GetRawText());
+        var beta = root.GetProperty("nodes")[1];
+        Assert.Equal("suspect", beta.GetProperty("state").GetString());
+        Assert.Equal("[6,10]", beta.GetProperty("layers").GetRawText());
+        Assert.Equal(2, beta.GetProperty("id").GetInt32());
+        var running = root.GetProperty("jobs").GetProperty("recent")[0];
+        Assert.Equal("running", running.GetProperty("state").GetString());
+        Assert.Equal(JsonValueKind.Null, running.GetProperty("error").ValueKind);
+        Assert.Equal(JsonValueKind.Null, running.GetProperty("finished_ago_s").ValueKind);
+    }
+
+    [Fact]
+    public void ToJson_CoveredAndRangeless_WritesNulls()
+    {
+        var s = OpsTestData.TwoNodes();
+        s = s with
+        {
+            Covered = true, Coverage = [1, 1], NumLayers = 2, Uncovered = null,
+            Nodes = [s.Nodes[0] with { Layers = null, State = NodeState.Joining }],
+        };
+        using var doc = JsonDocument.Parse(s.ToJson());
+        Assert.Equal(JsonValueKind.Null, doc.RootElement.GetProperty("uncovered").ValueKind);
+        Assert.Equal(JsonValueKind.Null, doc.RootElement.GetProperty("nodes")[0].GetProperty("layers").ValueKind);
+        Assert.Equal("joining", doc.RootElement.GetProperty("nodes")[0].GetProperty("state").GetString());
+    }
+
+    [Fact]
+    public void FromJson_ContractExample_Parses()
+    {
+        const string json = """
+            { "model": "pythia-160m", "num_layers": 4, "covered": false, "coverage": [2,2,1,0], "uncovered": "layer 3",
+              "nodes": [ { "id": 1, "name": "node-1", "address": "127.0.0.1:41234", "layers": [0, 4], "state": "serving", "in_flight": 0,
+                           "device": "cpu", "threads": 2, "tokens_per_s": 123.4, "kv_tokens_used": 0, "kv_tokens_capacity": 8192,
+                           "sessions": 0, "last_heartbeat_ms_ago": 120 },
+                         { "id": 2, "name": "node-2", "address": "127.0.0.1:41235", "layers": null, "state": "draining", "in_flight": 1,
+                           "device": "cuda:0", "threads": 8, "tokens_per_s": 0, "kv_tokens_used": 10, "kv_tokens_capacity": 100,
+                           "sessions": 1, "last_heartbeat_ms_ago": 5 } ],
+              "jobs": { "queued": 0, "running": 1, "completed": 10, "failed": 0,
+                        "recent": [ { "id": "cmpl-1", "state": "done", "prompt_tokens": 5, "completion_tokens": 24, "ttft_ms": 12.3,
+                                      "tokens_per_s": 40.1, "recoveries": 0, "error": null, "finished_ago_s": 3.2 } ] },
+              "recoveries": 0, "uptime_s": 12.3, "wire_dtype": "f16" }
+            """;
+        var s = SwarmStatus.FromJson(json);
+        Assert.Equal(NodeState.Serving, s.Nodes[0].State);
+        Assert.Equal("0:4", s.Nodes[0].RangeText);
+        Assert.Null(s.Nodes[1].Range);
+        Assert.Equal("-", s.Nodes[1].RangeText);
+        Assert.Equal(NodeState.Draining, s.Nodes[1].State);
+        Assert.Equal(SwarmJobState.Done, s.Jobs.Recent[0].State);
+        Assert.Equal(3.2, s.Jobs.Recent[0].FinishedAgoS);
+        using var minified = JsonDocument.Parse(json);
+        Assert.Equal(JsonSerializer.Serialize(minified.RootElement), s.ToJson());
+    }
+
+    [Theory]
+    [InlineData("\"sleeping\"")]
+    [InlineData("2")]
+    public void FromJson_UnknownNodeState_Throws(string state)
+    {
+        string json = OpsTestData.TwoNodes().ToJson().Replace("\"suspect\"", state);
+        Assert.Throws<JsonException>(() => SwarmStatus.FromJson(json));
+    }
+
+    [Fact]
+    public void FromJson_MissingRequiredField_Throws()
+    {
+        string json = OpsTestData.TwoNodes().ToJson().Replace("\"model\":\"pythia-160m\",", "");
+        var e = Assert.Throws<JsonException>(() => SwarmStatus.FromJson(json));
+        Assert.Contains("model", e.Message);
+    }
+
+    [Theory]
+    [InlineData(new[] { 1, 2, 1 }, null)]
+    [InlineData(new[] { 0, 1, 1 }, "layer 0")]
+    [InlineData(new[] { 1, 0, 0, 1, 0 }, "layers 1-2, layer 4")]
+    [InlineData(new[] { 0, 0, 0, 0 }, "layers 0-3")]
+    public void DescribeUncovered_Gaps_WordedLikeTheCoordinator(int[] coverage, string? expected) =>
+        Assert.Equal(expected, SwarmStatus.DescribeUncovered(coverage));
+}
