@@ -64,6 +64,15 @@ public sealed class Checkpoint : IDisposable
         return new Checkpoint(dir, config, fileOf);
     }
 
+    /// <summary>Weight files opened so far: shards are opened on a stage's first read from them.</summary>
+    public IReadOnlyList<string> OpenedFiles
+    {
+        get { lock (_gate) return [.. _open.Keys]; }
+    }
+
+    /// <summary>The weight file that holds <paramref name="name"/>, per the index (or the single file).</summary>
+    public string? FileOf(string name) => _fileOf.GetValueOrDefault(name);
+
     public bool Has(string name) => _fileOf.ContainsKey(name);
 
     public SafetensorsEntry Entry(string name)
@@ -103,10 +112,10 @@ public sealed class Checkpoint : IDisposable
         using (t) return t.to_type(dtype);
     }
 
-    private static void CheckShape(SafetensorsEntry e, long[] expected)
+    private void CheckShape(SafetensorsEntry e, long[] expected)
     {
         if (!e.Shape.SequenceEqual(expected))
-            throw new CheckpointException($"tensor '{e.Name}' has shape [{string.Join(", ", e.Shape)}], expected [{string.Join(", ", expected)}] from config.json");
+            throw new CheckpointException($"{FileFor(e.Name).Path}: tensor '{e.Name}' has shape [{string.Join(", ", e.Shape)}], expected [{string.Join(", ", expected)}] from config.json");
     }
 
     private SafetensorsFile FileFor(string name)

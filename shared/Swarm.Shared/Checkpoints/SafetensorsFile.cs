@@ -45,8 +45,10 @@ public sealed class SafetensorsFile : IDisposable
             Span<byte> lenBytes = stackalloc byte[8];
             RandomAccess.Read(handle, lenBytes, 0);
             long headerLen = BitConverter.ToInt64(lenBytes);
-            if (headerLen <= 0 || headerLen > MaxHeaderBytes || headerLen > fileLength - 8)
+            if (headerLen <= 0 || headerLen > MaxHeaderBytes)
                 throw new CheckpointException($"{path}: corrupt safetensors header (declared header length {headerLen}, file length {fileLength})");
+            if (headerLen > fileLength - 8)
+                throw new CheckpointException($"{path}: truncated safetensors file: the header declares {headerLen} bytes but only {fileLength - 8} follow");
             var headerBytes = new byte[headerLen];
             RandomAccess.Read(handle, headerBytes, 8);
             JsonObject header;
