@@ -31,7 +31,15 @@ public sealed class Checkpoint : IDisposable
     {
         var config = ModelConfig.Load(dir);
         // Older Pythia revisions ship only pytorch_model.bin: convert once (TorchSharp.PyBridge) into safetensors beside it.
-        if (PytorchBinConverter.NeedsConversion(dir)) PytorchBinConverter.Convert(dir);
+        if (PytorchBinConverter.NeedsConversion(dir))
+        {
+            try { PytorchBinConverter.Convert(dir); }
+            catch (Exception e) when (e is UnauthorizedAccessException or IOException)
+            {
+                throw new CheckpointException($"{dir} holds only pytorch_model.bin, which Swarm converts once to model.safetensors beside it, " +
+                                              $"but the folder is not writable ({e.Message}); copy the checkpoint to a writable folder");
+            }
+        }
         string single = Path.Combine(dir, "model.safetensors");
         string index = Path.Combine(dir, "model.safetensors.index.json");
         var fileOf = new Dictionary<string, string>();

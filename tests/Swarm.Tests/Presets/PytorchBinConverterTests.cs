@@ -39,7 +39,6 @@ public class PytorchBinConverterTests
         using var dir = new TempDir();
         string ckpt = CopyOf(Path.Combine(Fixtures, "pytorch-bin", "neox-tiny"), dir);
         Assert.True(PytorchBinConverter.NeedsConversion(ckpt));
-        Assert.Throws<CheckpointException>(() => Checkpoint.Open(ckpt));
 
         var result = PytorchBinConverter.Convert(ckpt);
 

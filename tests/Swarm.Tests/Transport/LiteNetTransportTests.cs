@@ -151,6 +151,8 @@ public class LiteNetTransportTests
         Assert.Contains("closed the connection", ex.Message);
         Assert.True(peer.Disconnected.IsCancellationRequested);
         Assert.False(peer.IsConnected);
+        // The event is raised on the poll thread right after pending requests fail: allow it a moment.
+        for (int i = 0; i < 100 && Volatile.Read(ref reason) is null; i++) await Task.Delay(20);
         Assert.Contains("closed the connection", reason);
         Assert.Throws<PeerDisconnectedException>(() => peer.Send(Heartbeat()));
     }
