@@ -19,6 +19,10 @@ public static class TorchRuntime
         {
             if (!_ready)
             {
+                // libgomp reads this when libtorch loads (on the first op below). Idle OpenMP workers that spin
+                // steal the core our GEMV workers and the other processes of a local swarm need.
+                if (!OperatingSystem.IsWindows() && Environment.GetEnvironmentVariable("OMP_WAIT_POLICY") is null)
+                    setenv("OMP_WAIT_POLICY", "PASSIVE", 0);
                 try
                 {
                     using var probe = torch.zeros(1);
@@ -34,6 +38,9 @@ public static class TorchRuntime
             Model.ComputePool.Configure(n);
         }
     }
+
+    [System.Runtime.InteropServices.DllImport("libc", SetLastError = true)]
+    private static extern int setenv(string name, string value, int overwrite);
 
     internal static string Explain(Exception e)
     {
