@@ -218,22 +218,38 @@ public sealed partial class NodeDaemon : BackgroundService
         catch (PeerDisconnectedException e) { LogDroppedNoCoordinator($"{body.GetType().Name} ({e.Message})"); }
     }
 
+    /// <summary>
+    /// The compute thread: takes everything that arrived (steps are queued in the stage host, control work runs at
+    /// once), then runs one batched iteration over all ready steps and hands each finished step on; blocks only
+    /// when there is nothing to run.
+    /// </summary>
     private void ComputeLoop()
     {
         using var inference = inference_mode();
         try
         {
-            while (_work.Reader.WaitToReadAsync().AsTask().GetAwaiter().GetResult())
+            while (true)
             {
                 while (_work.Reader.TryRead(out var w))
                 {
                     try { Execute(w); }
                     catch (Exception e) { LogComputeError(e.GetType().Name, e.Message); }
                 }
+                if (_host is { HasWork: true } host)
+                {
+                    try
+                    {
+                        foreach (var c in host.RunIteration()) Complete(c);
+                    }
+                    catch (Exception e) { LogComputeError(e.GetType().Name, e.Message); }
+                    continue;
+                }
+                if (!_work.Reader.WaitToReadAsync().AsTask().GetAwaiter().GetResult()) break;
             }
         }
         finally
         {
+            if (_host is not null) foreach (var c in _host.Abort(ErrorCode.ShuttingDown, "the node is stopping")) Complete(c);
             _host?.Dispose();
             _host = null;
             _computeDone.TrySetResult();
@@ -265,6 +281,7 @@ public sealed partial class NodeDaemon : BackgroundService
         var sw = Stopwatch.StartNew();
         var old = _host;
         _host = null;
+        if (old is not null) foreach (var c in old.Abort(ErrorCode.RangeNotLoaded, $"this node now loads layers {w.Range}")) Complete(c);
         old?.Dispose(); // sessions on the old range are gone; the coordinator re-routes their jobs
         var model = StageModel.Load(_checkpoint!, w.Range.Start, w.Range.End, _dtype);
         long kvBudget = Math.Max(0, _options.MemoryBytes - model.WeightBytes);
@@ -284,11 +301,27 @@ public sealed partial class NodeDaemon : BackgroundService
 
     private void Step(StepWork w)
     {
-        var req = w.Request;
+        if (_host is null)
+        {
+            Reply(w.Request, ErrorCode.RangeNotLoaded, "no layers loaded yet");
+            Interlocked.Decrement(ref _inFlight);
+            return;
+        }
+        _host.Submit(w.Request, w);
+    }
+
+    /// <summary>Hands a finished step on: its token to the coordinator, or its hidden states to the next hop.</summary>
+    private void Complete(StepCompletion c)
+    {
+        var req = c.Request;
         try
         {
-            if (_host is null) throw new StepException(ErrorCode.RangeNotLoaded, "no layers loaded yet");
-            var output = _host.Run(req);
+            if (c.Error is { } error)
+            {
+                if (error.Code != ErrorCode.Cancelled) Reply(req, error.Code, error.Message); // cancelled: the session was closed, nobody waits
+                return;
+            }
+            var output = c.Output!;
             Interlocked.Add(ref _tokensServed, req.Input.Shape.Length > 1 ? req.Input.Shape[1] : 1);
             var timings = req.Timings.Append(new StageTiming { NodeId = _nodeId, Milliseconds = output.Milliseconds }).ToArray();
             if (output.Token is int token)
@@ -299,16 +332,8 @@ public sealed partial class NodeDaemon : BackgroundService
             {
                 var next = req.Route[1];
                 var forward = req with { Route = req.Route[1..], Input = output.Hidden!, Timings = timings };
-                _ = ForwardAsync(next, forward, w.Envelope);
+                _ = ForwardAsync(next, forward, ((StepWork)c.State!).Envelope);
             }
-        }
-        catch (StepException e)
-        {
-            Reply(req, e.Code, e.Message);
-        }
-        catch (Exception e) when (e is InvalidOperationException or ArgumentException or OutOfMemoryException)
-        {
-            Reply(req, ErrorCode.Internal, e.Message);
         }
         finally
         {
@@ -356,7 +381,8 @@ public sealed partial class NodeDaemon : BackgroundService
         var last = Stopwatch.StartNew();
         while (await timer.WaitForNextTickAsync(ct))
         {
-            var host = _host;
+            var stats = _host?.Stats;
+            var range = _host?.Range;
             long tokens = Interlocked.Read(ref _tokensServed);
             double rate = (tokens - lastTokens) / last.Elapsed.TotalSeconds;
             lastTokens = tokens; last.Restart();
@@ -364,11 +390,11 @@ public sealed partial class NodeDaemon : BackgroundService
             {
                 State = _state,
                 InFlightSteps = Volatile.Read(ref _inFlight),
-                Sessions = host?.Sessions ?? 0,
-                KvTokensUsed = host?.KvTokensUsed ?? 0,
-                KvTokensCapacity = host?.KvTokenCapacity ?? 0,
+                Sessions = stats?.Sessions ?? 0,
+                KvTokensUsed = stats?.KvTokensUsed ?? 0,
+                KvTokensCapacity = stats?.KvTokenCapacity ?? 0,
                 TokensPerSecond = rate,
-                Range = host?.Range,
+                Range = range,
             });
         }
     }

@@ -102,6 +102,65 @@ public sealed class NeoXLayer : IDisposable
         return result.MoveToOuterDisposeScope();
     }
 
+    /// <summary>
+    /// One step of many sequences at once. x: [N, H], the new rows of every sequence in the batch back to back.
+    /// The dense parts (LayerNorms, QKV, dense, MLP) run over all N rows together, so each weight is read once;
+    /// the new keys/values go to the sequences' pool slots (<see cref="BatchPlan.Slots"/>) and attention runs per
+    /// sequence against its own positions only, so no sequence sees another's. Returns [N, H].
+    /// </summary>
+    internal Tensor ForwardBatch(Tensor x, Rotary rope, int layerSlot, KvBlockPool pool, BatchPlan plan)
+    {
+        using var scope = NewDisposeScope();
+        long n = x.shape[0];
+        int nh = _c.NumHeads, hd = _c.HeadDim;
+
+        var h1 = F.layer_norm(x, _normShape, _ln1W, _ln1B, _c.LayerNormEps);
+        var qkv = _qkv.Forward(h1).view(n, nh, 3 * hd);
+        var q = rope.ApplyAt(qkv.narrow(2, 0, hd), plan.Positions);
+        var k = rope.ApplyAt(qkv.narrow(2, hd, hd), plan.Positions);
+        var v = qkv.narrow(2, 2 * hd, hd);
+        var keyStore = pool.Keys(layerSlot);
+        var valueStore = pool.Values(layerSlot);
+        keyStore.index_copy_(0, plan.Slots, k);
+        valueStore.index_copy_(0, plan.Slots, v);
+
+        var attn = empty([n, nh, hd], x.dtype);
+        if (plan.DecodeRows is { } rows)
+        {
+            // Single-position steps: one padded gather and one attention call for all of them.
+            long m = rows.shape[0], len = plan.DecodeLength;
+            var qd = q.index_select(0, rows).unsqueeze(2);                                        // [m, nh, 1, hd]
+            var kd = keyStore.index_select(0, plan.DecodeSlots!).view(m, len, nh, hd).permute(0, 2, 1, 3);
+            var vd = valueStore.index_select(0, plan.DecodeSlots!).view(m, len, nh, hd).permute(0, 2, 1, 3);
+            var od = F.scaled_dot_product_attention(qd, kd, vd, plan.DecodeMask, 0.0, false);   // [m, nh, 1, hd]
+            attn.index_copy_(0, rows, od.squeeze(2));
+        }
+        foreach (var p in plan.Chunks)
+        {
+            // Multi-position steps (prefill chunks): causal attention over the sequence's positions so far.
+            var qp = q.narrow(0, p.Offset, p.Rows).permute(1, 0, 2).unsqueeze(0);                // [1, nh, t, hd]
+            var kp = keyStore.index_select(0, p.Slots).permute(1, 0, 2).unsqueeze(0);            // [1, nh, L, hd]
+            var vp = valueStore.index_select(0, p.Slots).permute(1, 0, 2).unsqueeze(0);
+            var op = F.scaled_dot_product_attention(qp, kp, vp, p.Mask, 0.0, false);             // [1, nh, t, hd]
+            attn.narrow(0, p.Offset, p.Rows).copy_(op.squeeze(0).permute(1, 0, 2));
+        }
+        var a = _dense.Forward(attn.view(n, nh * hd));
+
+        Tensor result;
+        if (_c.UseParallelResidual)
+        {
+            var h2 = F.layer_norm(x, _normShape, _ln2W, _ln2B, _c.LayerNormEps);
+            result = x + a + Mlp(h2);
+        }
+        else
+        {
+            var mid = x + a;
+            var h2 = F.layer_norm(mid, _normShape, _ln2W, _ln2B, _c.LayerNormEps);
+            result = mid + Mlp(h2);
+        }
+        return result.MoveToOuterDisposeScope();
+    }
+
     private Tensor Mlp(Tensor h) => _down.Forward(F.gelu(_up.Forward(h)));
 
     public void Dispose()
@@ -143,6 +202,20 @@ public sealed class Rotary : IDisposable
         var rotated = cat([-rot.narrow(3, half, half), rot.narrow(3, 0, half)], 3);
         var outRot = rot * cos + rotated * sin;
         return _rd == hd ? outRot : cat([outRot, x.narrow(3, _rd, hd - _rd)], 3);
+    }
+
+    /// <summary>x: [N, heads, hd], row i at position positions[i] (int64 [N]) → rotated copy.</summary>
+    public Tensor ApplyAt(Tensor x, Tensor positions)
+    {
+        if (_rd == 0) return x;
+        long hd = x.shape[2];
+        var cos = _cos.index_select(0, positions).unsqueeze(1);   // [N, 1, rd]
+        var sin = _sin.index_select(0, positions).unsqueeze(1);
+        var rot = x.narrow(2, 0, _rd);
+        int half = _rd / 2;
+        var rotated = cat([-rot.narrow(2, half, half), rot.narrow(2, 0, half)], 2);
+        var outRot = rot * cos + rotated * sin;
+        return _rd == hd ? outRot : cat([outRot, x.narrow(2, _rd, hd - _rd)], 2);
     }
 
     public void Dispose() { _cos.Dispose(); _sin.Dispose(); }

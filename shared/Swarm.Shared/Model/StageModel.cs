@@ -147,6 +147,134 @@ public sealed class StageModel : IDisposable
         return Head(x, allPositions).MoveToOuterDisposeScope();
     }
 
+    /// <summary>A KV block pool for this stage's layers holding <paramref name="totalBlocks"/> blocks.</summary>
+    public KvBlockPool NewBlockPool(int totalBlocks, int blockSize = KvBlockPool.DefaultBlockSize) =>
+        new(LayerCount, Config.NumHeads, Config.HeadDim, ComputeDtype, totalBlocks, blockSize);
+
+    /// <summary>
+    /// Runs layers [<paramref name="from"/>, <paramref name="to"/>) on one step of each of several sequences at
+    /// once (continuous batching): the rows of all items go through every dense op together, so each weight is
+    /// read once per call; attention is per sequence against its own cached positions, so results do not depend
+    /// on what else is in the batch. Sequences may be at different lengths and bring any number of new positions
+    /// (decode: 1, prefill chunk: many). Each item's <see cref="BatchItem.Kv"/> must hold blocks for its new
+    /// positions (<see cref="KvBlockPool.TryReserve"/>) and advances by them.
+    /// Returns per item: on the last stage f32 logits [V] of its last position (null when it wants none),
+    /// otherwise hidden states [t, H] in the compute dtype. The caller owns the results; inputs are not disposed.
+    /// </summary>
+    public Tensor?[] ForwardBatch(IReadOnlyList<BatchItem> items, KvBlockPool pool, int from, int to)
+    {
+        if (from < Start || to > End || from >= to)
+            throw new ArgumentOutOfRangeException(nameof(from), $"layers [{from}, {to}) are not inside this stage's [{Start}, {End})");
+        if (pool.Layers != LayerCount || pool.Heads != Config.NumHeads || pool.HeadDim != Config.HeadDim || pool.Dtype != ComputeDtype)
+            throw new ArgumentException("the KV pool was not made for this stage", nameof(pool));
+        if (items.Count == 0) return [];
+        int h = Config.HiddenSize;
+        var rows = new int[items.Count];
+        var offsets = new int[items.Count];
+        var seen = new HashSet<KvSequence>(ReferenceEqualityComparer.Instance);
+        int total = 0;
+        for (int i = 0; i < items.Count; i++)
+        {
+            var it = items[i];
+            if (!ReferenceEquals(it.Kv.Pool, pool)) throw new ArgumentException($"item {i}: its KV sequence belongs to another pool", nameof(items));
+            if (!seen.Add(it.Kv)) throw new ArgumentException($"item {i}: a sequence may appear only once in a batch", nameof(items));
+            long numel = it.Input.NumberOfElements;
+            if (from == 0 && it.Input.dtype != ScalarType.Int64) throw new ArgumentException($"item {i}: the first layer takes int64 token ids", nameof(items));
+            if (from != 0 && (it.Input.dtype == ScalarType.Int64 || it.Input.shape[^1] != h))
+                throw new ArgumentException($"item {i}: expected hidden states [.., {h}], got {it.Input.dtype} [{string.Join(",", it.Input.shape)}]", nameof(items));
+            int t = (int)(from == 0 ? numel : numel / h);
+            if (t < 1) throw new ArgumentException($"item {i}: no positions", nameof(items));
+            if (it.Kv.Length + t > MaxTokens)
+                throw new InvalidOperationException($"context full: {it.Kv.Length + t} tokens exceed the limit of {MaxTokens}");
+            if (it.Kv.ReservedTokens < it.Kv.Length + t)
+                throw new InvalidOperationException($"item {i}: KV blocks for {it.Kv.Length + t} positions are not reserved ({it.Kv.ReservedTokens})");
+            rows[i] = t; offsets[i] = total; total += t;
+        }
+
+        using var scope = NewDisposeScope();
+        using var _ = inference_mode();
+        Tensor x;
+        if (from == 0)
+        {
+            var ids = cat(items.Select(it => it.Input.reshape(-1)).ToArray(), 0);
+            x = Embed(ids.unsqueeze(0)).squeeze(0);
+        }
+        else x = cat(items.Select(it => it.Input.reshape(-1, h).to_type(ComputeDtype)).ToArray(), 0);
+
+        var plan = Plan(items, rows, offsets, total);
+        for (int i = from - Start; i < to - Start; i++)
+            x = _layers[i].ForwardBatch(x, _rope, i, pool, plan);
+        for (int i = 0; i < items.Count; i++) items[i].Kv.Length += rows[i];
+
+        var results = new Tensor?[items.Count];
+        if (to != Config.NumLayers)
+        {
+            for (int i = 0; i < items.Count; i++) results[i] = x.narrow(0, offsets[i], rows[i]).MoveToOuterDisposeScope();
+            return results;
+        }
+        var want = Enumerable.Range(0, items.Count).Where(i => items[i].WantLogits).ToArray();
+        if (want.Length == 0) return results;
+        using var lastRows = tensor(want.Select(i => (long)(offsets[i] + rows[i] - 1)).ToArray(), ScalarType.Int64);
+        var logits = Head(x.index_select(0, lastRows).unsqueeze(1), allPositions: false);   // [k, V]
+        for (int j = 0; j < want.Length; j++) results[want[j]] = logits[j].MoveToOuterDisposeScope();
+        return results;
+    }
+
+    private static BatchPlan Plan(IReadOnlyList<BatchItem> items, int[] rows, int[] offsets, int total)
+    {
+        var positions = new long[total];
+        var slots = new long[total];
+        var decodes = new List<int>();
+        var chunks = new List<BatchPlan.Chunk>();
+        for (int i = 0; i < items.Count; i++)
+        {
+            var kv = items[i].Kv;
+            for (int j = 0; j < rows[i]; j++)
+            {
+                positions[offsets[i] + j] = kv.Length + j;
+                slots[offsets[i] + j] = kv.Slot(kv.Length + j);
+            }
+            if (rows[i] == 1) { decodes.Add(i); continue; }
+            int len = kv.Length + rows[i];
+            var seqSlots = new long[len];
+            for (int p = 0; p < len; p++) seqSlots[p] = kv.Slot(p);
+            // query j (absolute position Length + j) sees keys ≤ its position
+            chunks.Add(new BatchPlan.Chunk(offsets[i], rows[i], tensor(seqSlots, ScalarType.Int64),
+                ones([rows[i], len], ScalarType.Bool).tril(kv.Length)));
+        }
+        Tensor? decodeRows = null, decodeSlots = null, decodeMask = null;
+        int decodeLength = 0;
+        if (decodes.Count > 0)
+        {
+            decodeLength = decodes.Max(i => items[i].Kv.Length + 1);
+            var table = new long[decodes.Count * decodeLength];
+            bool padded = false;
+            var mask = new bool[decodes.Count * decodeLength];
+            for (int d = 0; d < decodes.Count; d++)
+            {
+                var kv = items[decodes[d]].Kv;
+                int len = kv.Length + 1;
+                padded |= len < decodeLength;
+                for (int p = 0; p < decodeLength; p++)
+                {
+                    // Padding points at the sequence's own position 0 (real data) and is masked out.
+                    table[d * decodeLength + p] = kv.Slot(p < len ? p : 0);
+                    mask[d * decodeLength + p] = p < len;
+                }
+            }
+            decodeRows = tensor(decodes.Select(i => (long)offsets[i]).ToArray(), ScalarType.Int64);
+            decodeSlots = tensor(table, ScalarType.Int64);
+            if (padded) decodeMask = tensor(mask, ScalarType.Bool).view(decodes.Count, 1, 1, decodeLength);
+        }
+        return new BatchPlan
+        {
+            Positions = tensor(positions, ScalarType.Int64),
+            Slots = tensor(slots, ScalarType.Int64),
+            DecodeRows = decodeRows, DecodeSlots = decodeSlots, DecodeMask = decodeMask, DecodeLength = decodeLength,
+            Chunks = chunks,
+        };
+    }
+
     /// <summary>Final LayerNorm + unembedding → f32 logits.</summary>
     public Tensor Head(Tensor hidden, bool allPositions)
     {

@@ -1,0 +1,93 @@
+using Swarm.Node;
+using Swarm.Protocol;
+
+namespace Swarm.Tests.Batching;
+
+/// <summary>A generation job for <see cref="BatchDriver"/>: prompt, tokens wanted, and the iteration it arrives at.</summary>
+internal sealed record DriverJob(long[] Prompt, int MaxNew, int ArrivesAt);
+
+/// <summary>
+/// Plays the coordinator and the network for a chain of in-process <see cref="StageHost"/>s (one per stage, in
+/// route order): submits prefill and decode steps, carries hidden states from host to host, closes sessions when a
+/// job is done, and replays a job on a new session when a host preempts it — what JobRunner does over the wire.
+/// Every host runs one iteration per round, so several jobs' steps are in flight in different stages at once.
+/// </summary>
+internal sealed class BatchDriver(IReadOnlyList<StageHost> hosts)
+{
+    private sealed class State(DriverJob job, int index)
+    {
+        public DriverJob Job { get; } = job;
+        public int Index { get; } = index;
+        public List<int> Tokens { get; } = [];
+        public long Session { get; set; }
+        public int Cached { get; set; }
+    }
+
+    private long _nextSession = 1000;
+
+    public int Preemptions { get; private set; }
+    public int Rounds { get; private set; }
+
+    /// <summary>Runs all jobs to completion; returns each job's new tokens (greedy).</summary>
+    public List<int>[] Run(IReadOnlyList<DriverJob> jobs, int maxRounds = 100_000)
+    {
+        var states = jobs.Select((j, i) => new State(j, i)).ToList();
+        int finished = 0;
+        for (int round = 0; finished < jobs.Count; round++)
+        {
+            if (round > maxRounds) throw new TimeoutException($"jobs not done after {maxRounds} rounds ({finished}/{jobs.Count} finished)");
+            foreach (var s in states.Where(s => s.Job.ArrivesAt == round)) Submit(s);
+            for (int h = 0; h < hosts.Count; h++)
+            {
+                if (!hosts[h].HasWork) continue;
+                var done = hosts[h].RunIteration();
+                foreach (var c in done)
+                {
+                    var s = (State)c.State!;
+                    if (c.Error is { } e)
+                    {
+                        if (e.Code == ErrorCode.Cancelled || c.Request.SessionId != s.Session) continue; // a closed or abandoned session
+                        if (e.Code is not (ErrorCode.Overloaded or ErrorCode.UnknownSession))
+                            throw new InvalidOperationException($"job {s.Index} step {c.Request.Step} failed: {e.Code} {e.Message}");
+                        // Recovery as the coordinator does it: a fresh session replays everything so far.
+                        Preemptions++;
+                        foreach (var host in hosts) host.Close(s.Session);
+                        s.Cached = 0;
+                        Submit(s);
+                        continue;
+                    }
+                    if (c.Output!.Hidden is { } hidden)
+                    {
+                        hosts[h + 1].Submit(c.Request with { Route = c.Request.Route[1..], Input = hidden }, s);
+                        continue;
+                    }
+                    s.Tokens.Add(c.Output.Token!.Value);
+                    s.Cached = s.Job.Prompt.Length + s.Tokens.Count - 1;
+                    if (s.Tokens.Count == s.Job.MaxNew)
+                    {
+                        foreach (var host in hosts) host.Close(s.Session);
+                        finished++;
+                    }
+                    else Submit(s);
+                }
+            }
+            Rounds = round + 1;
+        }
+        return states.Select(s => s.Tokens).ToArray();
+    }
+
+    private void Submit(State s)
+    {
+        if (s.Cached == 0) s.Session = _nextSession++;
+        var all = s.Job.Prompt.Concat(s.Tokens.Select(t => (long)t)).ToArray();
+        var route = hosts.Select((h, i) => new Hop { NodeId = i + 1, Endpoint = $"host-{i}", Layers = h.Range }).ToArray();
+        var req = new ForwardRequest
+        {
+            JobId = s.Index, SessionId = s.Session, Step = s.Tokens.Count,
+            Kind = s.Cached == 0 ? (s.Tokens.Count == 0 ? StepKind.Prefill : StepKind.Replay) : StepKind.Decode,
+            StartPosition = s.Cached, Input = WireTensor.FromTokenIds(all[s.Cached..]), Route = route,
+            WireDType = WireDType.F32, Sampling = new SamplingParams { Temperature = 0 },
+        };
+        hosts[0].Submit(req, s);
+    }
+}

@@ -1,0 +1,193 @@
+using Swarm.Checkpoints;
+using Swarm.Model;
+using Swarm.Node;
+using Swarm.Tests.Model;
+using TorchSharp;
+using Xunit;
+using Xunit.Abstractions;
+using static TorchSharp.torch;
+
+namespace Swarm.Tests.Batching;
+
+/// <summary>Continuous batching and the paged KV cache: batching never changes results; the pool never leaks.</summary>
+public class BatchingTests(ITestOutputHelper output)
+{
+    /// <summary>
+    /// 16 jobs of mixed prompt and output lengths, arriving at different iterations. Prompts are a fixture prompt
+    /// followed by the first k tokens of its greedy continuation, so the expected output is the rest of the golden
+    /// greedy continuation (whose top-1/top-2 margins are far above float noise).
+    /// </summary>
+    internal static List<(DriverJob Job, long[] Expected)> MixedJobs(Fixture fx, int count = 16, int stagger = 2)
+    {
+        var jobs = new List<(DriverJob, long[])>();
+        var rng = new Random(5);
+        for (int i = 0; i < count; i++)
+        {
+            int p = i % fx.PromptCount;
+            var prompt = fx.Ids($"prompt.{p}");
+            var greedy = fx.Ids($"greedy.{p}");
+            int k = rng.Next(0, 16);
+            int n = rng.Next(1, greedy.Length - k + 1);
+            jobs.Add((new DriverJob([.. prompt, .. greedy[..k]], n, i * stagger), greedy[k..(k + n)]));
+        }
+        return jobs;
+    }
+
+    private static StageHost Host(Checkpoint ckpt, int start, int end, BatchingOptions? batching = null, long kvBudget = 64L << 20) =>
+        new(StageModel.Load(ckpt, start, end), kvBudget, batching: batching);
+
+    [Fact]
+    public void StageHost_SixteenStaggeredMixedJobs_EachProducesWhatItProducesAlone()
+    {
+        using var fx = new Fixture(Fixture.Small);
+        using var ckpt = Checkpoint.Open(fx.CheckpointDir);
+        var jobs = MixedJobs(fx, stagger: 1);
+        // Small chunks and budget: long prompts are split and interleaved with running decodes.
+        using var host = Host(ckpt, 0, ckpt.Config.NumLayers, new BatchingOptions { PrefillChunk = 16, MaxBatchTokens = 40 });
+
+        var alone = jobs.Select(j => new BatchDriver([host]).Run([j.Job with { ArrivesAt = 0 }])[0]).ToList();
+        using var batchedHost = Host(ckpt, 0, ckpt.Config.NumLayers, new BatchingOptions { PrefillChunk = 16, MaxBatchTokens = 40 });
+        var driver = new BatchDriver([batchedHost]);
+        var together = driver.Run(jobs.Select(j => j.Job).ToList());
+
+        int peak = batchedHost.Stats.PeakBatch;
+        output.WriteLine($"{driver.Rounds} iterations, up to {peak} sequences in one batched forward");
+        Assert.True(peak >= 8, $"the jobs were hardly batched (at most {peak} sequences per iteration)");
+        for (int i = 0; i < jobs.Count; i++)
+        {
+            Assert.Equal(jobs[i].Expected.Select(t => (int)t), alone[i]);
+            Assert.Equal(alone[i], together[i]);
+        }
+        Assert.Equal(0, batchedHost.Sessions);
+        Assert.Equal(0, batchedHost.KvBlocksUsed);
+    }
+
+    [Fact]
+    public void ThreeStageHosts_PipelinedStaggeredJobs_MatchGoldenGreedy()
+    {
+        using var fx = new Fixture(Fixture.Small);
+        using var ckpt = Checkpoint.Open(fx.CheckpointDir);
+        var jobs = MixedJobs(fx, stagger: 1);
+        var batching = new BatchingOptions { PrefillChunk = 24, MaxBatchTokens = 64 };
+        using var a = Host(ckpt, 0, 2, batching);
+        using var b = Host(ckpt, 2, 4, batching);
+        using var c = Host(ckpt, 4, 6, batching);
+        var driver = new BatchDriver([a, b, c]);
+        var got = driver.Run(jobs.Select(j => j.Job).ToList());
+        for (int i = 0; i < jobs.Count; i++) Assert.Equal(jobs[i].Expected.Select(t => (int)t), got[i]);
+        Assert.All(new[] { a, b, c }, h => Assert.Equal(0, h.KvBlocksUsed));
+    }
+
+    [Fact]
+    public void StageHost_Burst200JobsOnTinyPool_AllCompleteCorrectly_PoolEmptyAndNoTensorLeak()
+    {
+        // Tensor statistics are per thread: run on a fresh thread so no other test's tensors are counted.
+        Exception? error = null;
+        var thread = new Thread(() =>
+        {
+            try { Burst(); }
+            catch (Exception e) { error = e; }
+        });
+        thread.Start();
+        thread.Join();
+        Assert.Null(error);
+    }
+
+    private void Burst()
+    {
+        using var fx = new Fixture(Fixture.Tiny);
+        using var ckpt = Checkpoint.Open(fx.CheckpointDir);
+        long before = DisposeScopeManager.Statistics.ThreadTotalLiveCount;
+        var jobs = MixedJobs(fx, count: 200, stagger: 0);
+        // The smallest pool a host allows: one full context (256 positions = 16 blocks), a few jobs at a time.
+        var host = Host(ckpt, 0, ckpt.Config.NumLayers, new BatchingOptions { PrefillChunk = 32, MaxBatchTokens = 64 }, kvBudget: 1);
+        Assert.Equal(16, host.KvBlocksTotal);
+        var driver = new BatchDriver([host]);
+        var got = driver.Run(jobs.Select(j => j.Job).ToList());
+        var stats = host.Stats;
+        output.WriteLine($"{driver.Rounds} iterations, {driver.Preemptions} preemptions, peak batch {stats.PeakBatch}");
+        for (int i = 0; i < jobs.Count; i++) Assert.Equal(jobs[i].Expected.Select(t => (int)t), got[i]);
+        Assert.InRange(stats.PeakBatch, 2, 16); // batched, and never more sequences than the 16 blocks can hold
+        Assert.Equal(0, stats.Sessions);
+        Assert.Equal(0, stats.KvBlocksUsed);
+        Assert.Equal(0, stats.PendingSteps);
+        Assert.Equal(0, stats.KvTokensUsed);
+        host.Dispose();
+        Assert.Equal(before, DisposeScopeManager.Statistics.ThreadTotalLiveCount);
+    }
+
+    [Fact]
+    public void ForwardBatch_MixedDecodesAndChunks_MatchesSingleSessionLogits()
+    {
+        using var fx = new Fixture(Fixture.Small);
+        using var ckpt = Checkpoint.Open(fx.CheckpointDir);
+        using var model = StageModel.Load(ckpt, 0, ckpt.Config.NumLayers);
+        using var pool = model.NewBlockPool(64, blockSize: 8);
+        var prompts = Enumerable.Range(0, fx.PromptCount).Select(p => fx.Ids($"prompt.{p}")).ToArray();
+        var seqs = prompts.Select(_ => pool.NewSequence()).ToArray();
+        var caches = prompts.Select(_ => model.NewCache()).ToArray();
+        try
+        {
+            double worst = 0;
+            // Round r: sequence i feeds a chunk of 5 prompt tokens, or once its prompt is in, one token.
+            var fed = new int[prompts.Length];
+            for (int round = 0; round < 20; round++)
+            {
+                var items = new List<BatchItem>();
+                var inputs = new List<Tensor>();
+                for (int i = 0; i < prompts.Length; i++)
+                {
+                    int t = fed[i] < prompts[i].Length ? Math.Min(5, prompts[i].Length - fed[i]) : 1;
+                    long[] ids = fed[i] < prompts[i].Length ? prompts[i][fed[i]..(fed[i] + t)] : [(fed[i] * 7 + i) % 2048];
+                    var x = tensor(ids, ScalarType.Int64);
+                    inputs.Add(x);
+                    Assert.True(pool.TryReserve(seqs[i], seqs[i].Length + t));
+                    items.Add(new BatchItem(x, seqs[i]));
+                    fed[i] += t;
+                }
+                var batched = model.ForwardBatch(items, pool, 0, ckpt.Config.NumLayers);
+                for (int i = 0; i < prompts.Length; i++)
+                {
+                    using var ids = inputs[i].unsqueeze(0);
+                    using var alone = model.Forward(ids, caches[i]);
+                    using var diff = (alone[0] - batched[i]!).abs().max();
+                    worst = Math.Max(worst, diff.item<float>());
+                    Assert.Equal(caches[i].Length, seqs[i].Length);
+                }
+                foreach (var t in batched) t?.Dispose();
+                foreach (var x in inputs) x.Dispose();
+            }
+            output.WriteLine($"max |Δlogits| batched vs alone: {worst:E2}");
+            Assert.True(worst < 1e-4, $"batched logits differ from single-session ones by {worst}");
+        }
+        finally
+        {
+            foreach (var c in caches) c.Dispose();
+            foreach (var s in seqs) pool.Release(s);
+        }
+        Assert.Equal(0, pool.UsedBlocks);
+    }
+
+    [Fact]
+    public void KvBlockPool_ReserveTruncateRelease_TracksBlocksExactly()
+    {
+        using var pool = new KvBlockPool(layers: 2, heads: 2, headDim: 4, ScalarType.Float32, totalBlocks: 5, blockSize: 4);
+        var a = pool.NewSequence();
+        var b = pool.NewSequence();
+        Assert.True(pool.TryReserve(a, 9));      // 3 blocks
+        Assert.Equal(3, pool.UsedBlocks);
+        Assert.False(pool.TryReserve(b, 9));     // 3 more do not fit: nothing is taken
+        Assert.Equal(0, b.BlockCount);
+        Assert.True(pool.TryReserve(b, 8));
+        Assert.Equal(0, pool.FreeBlocks);
+        a.Length = 9;
+        pool.Truncate(a, 4);                     // keeps 1 block
+        Assert.Equal(1, a.BlockCount);
+        Assert.Equal(2, pool.FreeBlocks);
+        Assert.Equal(a.Slot(3), a.Slot(0) + 3);
+        pool.Release(a);
+        pool.Release(b);
+        Assert.Equal(0, pool.UsedBlocks);
+        Assert.Throws<ArgumentException>(() => new KvBlockPool(1, 1, 1, ScalarType.Float32, 1).TryReserve(a, 1));
+    }
+}
