@@ -1,0 +1,150 @@
+using System.Diagnostics;
+using System.Net.Http.Headers;
+using System.Text;
+using System.Text.Json.Nodes;
+using Swarm.Checkpoints;
+using Swarm.Model;
+using Swarm.Node;
+using Swarm.Protocol;
+
+namespace Swarm.Cli.Bench;
+
+/// <summary>
+/// <c>swarm bench batching</c>: aggregate decode throughput and per-token latency at several numbers of concurrent
+/// jobs — on one node (an in-process <see cref="StageHost"/> holding every layer, no network) and through a
+/// 3-node swarm on loopback (HTTP, streaming). Every job has a 16-token random prompt and generates
+/// <c>tokens</c> new tokens greedily; all jobs of a level start together.
+/// Aggregate tokens/s = decode tokens (all but each job's first) ÷ (last token − earliest first token);
+/// per-token latency = the time between consecutive tokens of one job.
+/// </summary>
+internal static class BatchingBench
+{
+    /// <summary>Figures per concurrency level (same order as <see cref="Concurrency"/>).</summary>
+    public sealed record Report(string Preset, int Tokens, int[] Concurrency, double[] Aggregate, double[] P50, double[] P95,
+        double[] SwarmAggregate, double[] SwarmP50, double[] SwarmP95, int[] PeakBatch);
+
+    private sealed record Level(double Aggregate, double P50, double P95);
+
+    private const int PromptTokens = 16;
+
+    public static async Task<Report> RunAsync(string preset, int[] levels, int tokens, int threads, bool swarm, Action<string> log, CancellationToken ct)
+    {
+        log($"preparing {preset} (cached after the first run)…");
+        string dir = PresetCache.Ensure(preset);
+        var agg = new double[levels.Length]; var p50 = new double[levels.Length]; var p95 = new double[levels.Length];
+        var sAgg = new double[levels.Length]; var sP50 = new double[levels.Length]; var sP95 = new double[levels.Length];
+        var peak = new int[levels.Length];
+        int vocab;
+        using (var ckpt = Checkpoint.Open(dir))
+        {
+            vocab = ckpt.Config.VocabSize;
+            using var host = new StageHost(StageModel.Load(ckpt, 0, ckpt.Config.NumLayers), 2L << 30);
+            OneNode(host, 1, 4, vocab, seed: 99); // warm-up
+            for (int i = 0; i < levels.Length; i++)
+            {
+                var before = host.Stats.PeakBatch;
+                var l = OneNode(host, levels[i], tokens, vocab, seed: i);
+                (agg[i], p50[i], p95[i]) = (l.Aggregate, l.P50, l.P95);
+                peak[i] = host.Stats.PeakBatch;
+                log($"one node, {levels[i],2} jobs: {l.Aggregate,7:F1} tokens/s   p50 {l.P50,6:F1} ms   p95 {l.P95,6:F1} ms");
+            }
+        }
+        if (swarm)
+        {
+            int layers = Presets.Get(preset).NumLayers;
+            int a = layers / 3, b = 2 * layers / 3;
+            await using var local = await LocalSwarm.StartAsync(new LocalSwarmOptions
+            {
+                Model = dir, Nodes = 3, Layers = [$"0:{a}", $"{a}:{b}", $"{b}:{layers}"], ThreadsPerNode = threads,
+                CoordinatorArgs = ["--max-concurrent-jobs", levels.Max().ToString(), "--max-queue", "1024"],
+            }, log, ct: ct);
+            await OverHttpAsync(local.HttpUrl, 1, 4, vocab, 99, ct); // warm-up
+            for (int i = 0; i < levels.Length; i++)
+            {
+                var l = await OverHttpAsync(local.HttpUrl, levels[i], tokens, vocab, i, ct);
+                (sAgg[i], sP50[i], sP95[i]) = (l.Aggregate, l.P50, l.P95);
+                log($"3-node swarm, {levels[i],2} jobs: {l.Aggregate,7:F1} tokens/s   p50 {l.P50,6:F1} ms   p95 {l.P95,6:F1} ms");
+            }
+        }
+        return new Report(preset, tokens, levels, agg, p50, p95, sAgg, sP50, sP95, peak);
+    }
+
+    private static long[] Prompt(int vocab, int seed, int job)
+    {
+        var rng = new Random(seed * 1000 + job);
+        return Enumerable.Range(0, PromptTokens).Select(_ => (long)rng.Next(vocab)).ToArray();
+    }
+
+    private static Level OneNode(StageHost host, int jobs, int tokens, int vocab, int seed)
+    {
+        var clock = Stopwatch.StartNew();
+        var times = Enumerable.Range(0, jobs).Select(_ => new List<double>()).ToArray();
+        var route = new[] { new Hop { NodeId = 1, Endpoint = "local", Layers = host.Range } };
+        long session = (long)seed << 20;
+        var prompts = Enumerable.Range(0, jobs).Select(j => Prompt(vocab, seed, j)).ToArray();
+        ForwardRequest Step(int job, int step, long[] input, int start) => new()
+        {
+            JobId = job, SessionId = session + job, Step = step, Kind = step == 0 ? StepKind.Prefill : StepKind.Decode,
+            StartPosition = start, Input = WireTensor.FromTokenIds(input), Route = route, Sampling = new SamplingParams { Temperature = 0 },
+        };
+        for (int j = 0; j < jobs; j++) host.Submit(Step(j, 0, prompts[j], 0), j);
+        int finished = 0;
+        while (finished < jobs)
+        {
+            foreach (var c in host.RunIteration())
+            {
+                int j = (int)c.State!;
+                if (c.Output?.Token is not int token)
+                    throw new InvalidOperationException($"bench job {j} step {c.Request.Step} failed: {c.Error?.Message}");
+                times[j].Add(clock.Elapsed.TotalMilliseconds);
+                int n = times[j].Count;
+                if (n == tokens) { host.Close(session + j); finished++; }
+                else host.Submit(Step(j, n, [token], PromptTokens + n - 1), j);
+            }
+        }
+        return Summarise(times);
+    }
+
+    private static async Task<Level> OverHttpAsync(string url, int jobs, int tokens, int vocab, int seed, CancellationToken ct)
+    {
+        using var http = new HttpClient { Timeout = TimeSpan.FromMinutes(10) };
+        var clock = Stopwatch.StartNew();
+        var times = await Task.WhenAll(Enumerable.Range(0, jobs).Select(async j =>
+        {
+            var body = new JsonObject
+            {
+                ["prompt"] = new JsonArray(Prompt(vocab, seed, j).Select(t => (JsonNode)t).ToArray()),
+                ["max_tokens"] = tokens, ["temperature"] = 0, ["stream"] = true,
+            };
+            using var req = new HttpRequestMessage(HttpMethod.Post, url + "/v1/completions")
+            {
+                Content = new StringContent(body.ToJsonString(), Encoding.UTF8, new MediaTypeHeaderValue("application/json")),
+            };
+            using var resp = await http.SendAsync(req, HttpCompletionOption.ResponseHeadersRead, ct);
+            if (!resp.IsSuccessStatusCode)
+                throw new InvalidOperationException($"bench job {j}: HTTP {(int)resp.StatusCode}: {await resp.Content.ReadAsStringAsync(ct)}");
+            var arrivals = new List<double>();
+            using var reader = new StreamReader(await resp.Content.ReadAsStreamAsync(ct));
+            while (await reader.ReadLineAsync(ct) is { } line)
+            {
+                if (!line.StartsWith("data: ", StringComparison.Ordinal)) continue;
+                if (line == "data: [DONE]") break;
+                var chunk = JsonNode.Parse(line[6..])!;
+                if (chunk["error"] is { } e) throw new InvalidOperationException($"bench job {j}: {(string?)e["message"]}");
+                int n = chunk["choices"]![0]!["token_ids"]!.AsArray().Count;
+                for (int i = 0; i < n; i++) arrivals.Add(clock.Elapsed.TotalMilliseconds);
+            }
+            return arrivals;
+        }));
+        return Summarise(times);
+    }
+
+    private static Level Summarise(IReadOnlyList<List<double>> times)
+    {
+        double first = times.Min(t => t[0]), last = times.Max(t => t[^1]);
+        long decodeTokens = times.Sum(t => (long)t.Count - 1);
+        var gaps = times.SelectMany(t => t.Zip(t.Skip(1), (a, b) => b - a)).Order().ToArray();
+        double Pct(double q) => gaps.Length == 0 ? 0 : gaps[Math.Min(gaps.Length - 1, (int)Math.Ceiling(q * gaps.Length) - 1)];
+        return new Level(last > first ? decodeTokens / ((last - first) / 1000) : 0, Pct(0.50), Pct(0.95));
+    }
+}
