@@ -395,6 +395,9 @@ public sealed partial class NodeDaemon : BackgroundService
                 KvTokensCapacity = stats?.KvTokenCapacity ?? 0,
                 TokensPerSecond = rate,
                 Range = range,
+                KvBlocksUsed = stats?.KvBlocksUsed ?? 0,
+                KvBlocksTotal = stats?.KvBlocksTotal ?? 0,
+                WaitingSessions = stats?.WaitingSessions ?? 0,
             });
         }
     }

@@ -31,6 +31,11 @@ public sealed record BatchingOptions
     public int MaxBatchTokens { get; init; } = 256;
     /// <summary>Longest prefill chunk (default 128): longer prompts are split so running decodes are not stalled.</summary>
     public int PrefillChunk { get; init; } = 128;
+    /// <summary>
+    /// Free blocks a new session must leave per running session so those can keep growing (default 1); lower means
+    /// more sessions at once but more preemptions when they all grow.
+    /// </summary>
+    public int AdmissionHeadroomBlocks { get; init; } = 1;
 }
 
 /// <summary>
@@ -40,7 +45,7 @@ public sealed record BatchingOptions
 /// (<see cref="StageModel.ForwardBatch"/>) and returns the steps that finished: hidden states for the next hop,
 /// or on the last stage the token sampled with the step's own sampling parameters. Sessions join and leave
 /// between iterations. KV memory is a paged <see cref="KvBlockPool"/> sized by the budget: a new session is
-/// admitted when its prompt's blocks (plus one spare block per running session) are free and otherwise waits in
+/// admitted when its prompt's blocks (plus a spare block per running session) are free and otherwise waits in
 /// arrival order; when running sessions cannot grow and nothing can run, the youngest is preempted (its step fails
 /// with <see cref="ErrorCode.Overloaded"/>; the coordinator replays it). Blocks return when a session closes or expires.
 /// Not thread-safe: one compute thread owns it (TorchSharp dispose scopes and inference mode are per thread);
@@ -112,8 +117,8 @@ public sealed class StageHost : IDisposable
         Model = model;
         _time = time ?? TimeProvider.System;
         _batching = batching ?? new BatchingOptions();
-        if (_batching.BlockSize < 1 || _batching.MaxBatchTokens < 1 || _batching.PrefillChunk < 1)
-            throw new ArgumentException("batching: block size, batch tokens and prefill chunk must be ≥ 1");
+        if (_batching.BlockSize < 1 || _batching.MaxBatchTokens < 1 || _batching.PrefillChunk < 1 || _batching.AdmissionHeadroomBlocks < 0)
+            throw new ArgumentException("batching: block size, batch tokens and prefill chunk must be ≥ 1, admission headroom ≥ 0");
         long perToken = Math.Max(1, model.KvBytesPerToken);
         // At least one full context fits, so a single session can always reach the model's limit.
         long tokens = Math.Max(model.MaxTokens, kvBudgetBytes / perToken);
@@ -242,8 +247,8 @@ public sealed class StageHost : IDisposable
         if (s.Steps.Count == 0) return false;
         int need = _pool.BlocksFor(s.Steps.Peek().T);
         int running = _sessions.Count - _waiting.Count;
-        // Keep one spare block per running session so they can grow; an empty pool admits anything that fits.
-        return running == 0 ? need <= _pool.FreeBlocks : need + running <= _pool.FreeBlocks;
+        // Keep spare blocks per running session so they can grow; an empty pool admits anything that fits.
+        return need + running * _batching.AdmissionHeadroomBlocks <= _pool.FreeBlocks;
     }
 
     private void Admit()

@@ -103,6 +103,15 @@ public sealed record SwarmNodeStatus
     /// <summary>Open generation sessions on the node.</summary>
     [JsonPropertyName("sessions")] public int Sessions { get; init; }
 
+    /// <summary>Paged KV-cache blocks held by the node's sessions.</summary>
+    [JsonPropertyName("kv_blocks_used")] public int KvBlocksUsed { get; init; }
+
+    /// <summary>Paged KV-cache blocks in the node's pool.</summary>
+    [JsonPropertyName("kv_blocks_total")] public int KvBlocksTotal { get; init; }
+
+    /// <summary>New sessions queued on the node until KV blocks free up.</summary>
+    [JsonPropertyName("waiting_sessions")] public int WaitingSessions { get; init; }
+
     /// <summary>Milliseconds since the last heartbeat (or registration) arrived.</summary>
     [JsonPropertyName("last_heartbeat_ms_ago")] public long LastHeartbeatMsAgo { get; init; }
 

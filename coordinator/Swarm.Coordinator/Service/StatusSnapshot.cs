@@ -28,6 +28,9 @@ public static class StatusSnapshot
                 KvTokensUsed = live?.KvTokensUsed ?? 0,
                 KvTokensCapacity = live?.KvTokensCapacity ?? 0,
                 Sessions = live?.Sessions ?? 0,
+                KvBlocksUsed = live?.KvBlocksUsed ?? 0,
+                KvBlocksTotal = live?.KvBlocksTotal ?? 0,
+                WaitingSessions = live?.WaitingSessions ?? 0,
                 LastHeartbeatMsAgo = (long)Math.Max(0, (now - n.LastHeartbeat).TotalMilliseconds),
             };
         }).ToList();

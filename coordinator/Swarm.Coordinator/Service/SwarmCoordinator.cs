@@ -39,7 +39,12 @@ public sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposable
     private long _recoveries;
 
     /// <summary>Figures a node last reported in its heartbeat.</summary>
-    public sealed record NodeLive(int InFlightSteps, int Sessions, long KvTokensUsed, long KvTokensCapacity, double TokensPerSecond, string Device, int Threads, string Name, string DataEndpoint);
+    public sealed record NodeLive(int InFlightSteps, int Sessions, long KvTokensUsed, long KvTokensCapacity, double TokensPerSecond, string Device, int Threads, string Name, string DataEndpoint)
+    {
+        public int KvBlocksUsed { get; init; }
+        public int KvBlocksTotal { get; init; }
+        public int WaitingSessions { get; init; }
+    }
 
     public ModelConfig Config { get; }
     public string ModelName { get; }
@@ -250,7 +255,8 @@ public sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposable
         if (NodeOf(peer) is not { } id) return;
         var result = Registry.Heartbeat(id, peer.RoundTripTime.TotalMilliseconds);
         if (_live.TryGetValue(id, out var old))
-            _live[id] = old with { InFlightSteps = hb.InFlightSteps, Sessions = hb.Sessions, KvTokensUsed = hb.KvTokensUsed, KvTokensCapacity = hb.KvTokensCapacity, TokensPerSecond = hb.TokensPerSecond };
+            _live[id] = old with { InFlightSteps = hb.InFlightSteps, Sessions = hb.Sessions, KvTokensUsed = hb.KvTokensUsed, KvTokensCapacity = hb.KvTokensCapacity, TokensPerSecond = hb.TokensPerSecond,
+                KvBlocksUsed = hb.KvBlocksUsed, KvBlocksTotal = hb.KvBlocksTotal, WaitingSessions = hb.WaitingSessions };
         if (result.Outcome == HeartbeatOutcome.MustRegister)
         {
             // Declared dead but alive after all (e.g. a long pause): drop the connection; it re-registers.

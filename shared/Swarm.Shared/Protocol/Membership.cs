@@ -103,7 +103,7 @@ public sealed record RangeReady : IMessage
 }
 
 /// <summary>Node → coordinator, periodically: liveness and load.</summary>
-/// <remarks>Keys 0–6, append-only.</remarks>
+/// <remarks>Keys 0–9, append-only.</remarks>
 [MessagePackObject]
 public sealed record Heartbeat : IMessage
 {
@@ -127,6 +127,15 @@ public sealed record Heartbeat : IMessage
 
     /// <summary>Range currently served; null while none is loaded.</summary>
     [Key(6)] public LayerRange? Range { get; init; }
+
+    /// <summary>Paged KV cache blocks held by sessions.</summary>
+    [Key(7)] public int KvBlocksUsed { get; init; }
+
+    /// <summary>Paged KV cache blocks in the node's pool (its memory budget).</summary>
+    [Key(8)] public int KvBlocksTotal { get; init; }
+
+    /// <summary>New sessions waiting for KV blocks (admission control) on this node.</summary>
+    [Key(9)] public int WaitingSessions { get; init; }
 }
 
 /// <summary>Node → coordinator: the node is leaving gracefully (SIGTERM); route no new work to it.</summary>

@@ -117,6 +117,28 @@ public class BatchingTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void StageHost_NoAdmissionHeadroom_PreemptsGrowingSessions_ReplaysGiveSameTokens()
+    {
+        using var fx = new Fixture(Fixture.Tiny);
+        using var ckpt = Checkpoint.Open(fx.CheckpointDir);
+        // Without headroom every session whose prompt fits is admitted: 16 jobs whose 16-token prompts fill one block
+        // each take the whole 16-block pool, then all need a second block at once and nothing can run — the youngest
+        // is preempted and replayed on a fresh session (prompt + tokens so far) later. Mixed jobs follow.
+        var prompt = fx.Ids("prompt.1");
+        var greedy = fx.Ids("greedy.1");
+        int k = 16 - prompt.Length;
+        var boundary = Enumerable.Range(0, 16).Select(_ => (Job: new DriverJob([.. prompt, .. greedy[..k]], greedy.Length - k, 0), Expected: greedy[k..]));
+        var jobs = boundary.Concat(MixedJobs(fx, count: 24, stagger: 1)).ToList();
+        using var host = Host(ckpt, 0, ckpt.Config.NumLayers, new BatchingOptions { AdmissionHeadroomBlocks = 0 }, kvBudget: 1);
+        var driver = new BatchDriver([host]);
+        var got = driver.Run(jobs.Select(j => j.Job).ToList());
+        output.WriteLine($"{driver.Preemptions} preemptions in {driver.Rounds} iterations");
+        Assert.True(host.Stats.Preemptions > 0, "the pool was never full enough to preempt");
+        for (int i = 0; i < jobs.Count; i++) Assert.Equal(jobs[i].Expected.Select(t => (int)t), got[i]);
+        Assert.Equal(0, host.KvBlocksUsed);
+    }
+
+    [Fact]
     public void ForwardBatch_MixedDecodesAndChunks_MatchesSingleSessionLogits()
     {
         using var fx = new Fixture(Fixture.Small);

@@ -28,13 +28,15 @@ public class BatchingIntegrationTests(ITestOutputHelper output)
         for (int i = 0; i < jobs.Count; i++) Assert.Equal(jobs[i].Expected, got[i]);
 
         // Every session was closed: the nodes' KV pools are empty again (reported by the next heartbeats).
-        long used = -1;
+        long used = -1, total = 0;
         for (int attempt = 0; attempt < 50 && used != 0; attempt++)
         {
             await Task.Delay(100);
             var nodes = (await swarm.GetJsonAsync("/api/swarm"))!["nodes"]!.AsArray();
-            used = nodes.Sum(n => (long)n!["kv_tokens_used"]! + (long)n["sessions"]!);
+            used = nodes.Sum(n => (long)n!["kv_tokens_used"]! + (long)n["sessions"]! + (long)n["kv_blocks_used"]!);
+            total = nodes.Min(n => (long)n!["kv_blocks_total"]!);
         }
         Assert.Equal(0, used);
+        Assert.True(total > 0, "every node reports its KV block pool in /api/swarm");
     }
 }

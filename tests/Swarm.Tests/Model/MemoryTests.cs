@@ -48,6 +48,53 @@ public class MemoryTests
     }
 
     [Fact]
+    public void BatchedDecode_200Iterations_LiveTensorCountStaysFlat_PoolEmptiesAfterRelease()
+    {
+        long after10 = 0, after100 = 0, after200 = 0;
+        int usedAfterRelease = -1;
+        Exception? error = null;
+        var thread = new Thread(() =>
+        {
+            try
+            {
+                using var fx = new Fixture(Fixture.Small);
+                using var ckpt = Checkpoint.Open(fx.CheckpointDir);
+                using var model = StageModel.Load(ckpt, 0, ckpt.Config.NumLayers);
+                using var pool = model.NewBlockPool(256);
+                var seqs = Enumerable.Range(0, 4).Select(_ => pool.NewSequence()).ToArray();
+                var stats = DisposeScopeManager.Statistics;
+                var next = new long[][] { [1, 2, 3], [4], [5, 6], [7, 8, 9, 10] };
+                for (int step = 0; step < 200; step++)
+                {
+                    var inputs = next.Select(ids => tensor(ids, ScalarType.Int64)).ToArray();
+                    for (int i = 0; i < seqs.Length; i++) Assert.True(pool.TryReserve(seqs[i], seqs[i].Length + next[i].Length));
+                    var logits = model.ForwardBatch(seqs.Select((s, i) => new BatchItem(inputs[i], s)).ToList(), pool, 0, ckpt.Config.NumLayers);
+                    for (int i = 0; i < seqs.Length; i++)
+                    {
+                        using var best = logits[i]!.argmax(-1);
+                        next[i] = [best.item<long>()];
+                    }
+                    foreach (var t in logits) t!.Dispose();
+                    foreach (var t in inputs) t.Dispose();
+                    if (step == 9) after10 = stats.ThreadTotalLiveCount;
+                    if (step == 99) after100 = stats.ThreadTotalLiveCount;
+                    if (step == 199) after200 = stats.ThreadTotalLiveCount;
+                }
+                foreach (var s in seqs) pool.Release(s);
+                usedAfterRelease = pool.UsedBlocks;
+            }
+            catch (Exception e) { error = e; }
+        });
+        thread.Start();
+        thread.Join();
+        Assert.Null(error);
+        // The pool's storage grows by replacing its per-layer tensors, so the count of live tensors never changes.
+        Assert.Equal(after10, after100);
+        Assert.Equal(after10, after200);
+        Assert.Equal(0, usedAfterRelease);
+    }
+
+    [Fact]
     public void KvCache_Dispose_FreesEveryBuffer()
     {
         using var fx = new Fixture(Fixture.Tiny);
