@@ -20,8 +20,10 @@ internal sealed class BatchPlan
     public required Tensor Slots { get; init; }
     /// <summary>Rows of the single-position steps (decodes), int64 [m]; null when there are none.</summary>
     public Tensor? DecodeRows { get; init; }
-    /// <summary>Slots the decodes attend to, padded to <see cref="DecodeLength"/> each, int64 [m · DecodeLength].</summary>
+    /// <summary>Slots the decodes attend to, padded to <see cref="DecodeLength"/> each, int64 [m · DecodeLength]; null when <see cref="DecodeStart"/> is set.</summary>
     public Tensor? DecodeSlots { get; init; }
+    /// <summary>A single decode whose positions are one contiguous slot range starting here (read as a view, no gather).</summary>
+    public long? DecodeStart { get; init; }
     /// <summary>[m, 1, 1, DecodeLength] bool (true = attend); null when no decode needs padding.</summary>
     public Tensor? DecodeMask { get; init; }
     public int DecodeLength { get; init; }
@@ -30,7 +32,9 @@ internal sealed class BatchPlan
 
     /// <param name="Offset">First row in the batch.</param>
     /// <param name="Rows">Number of rows (positions) of the chunk.</param>
-    /// <param name="Slots">Slots of all positions the chunk attends to (0 … last), int64 [L].</param>
+    /// <param name="Length">Positions the chunk attends to (0 … last), L.</param>
+    /// <param name="Slots">Their slots, int64 [L]; null when they are the contiguous range from <paramref name="Start"/>.</param>
+    /// <param name="Start">First slot of a contiguous sequence (then no gather is needed).</param>
     /// <param name="Mask">[Rows, L] causal mask (true = attend).</param>
-    internal sealed record Chunk(int Offset, int Rows, Tensor Slots, Tensor Mask);
+    internal sealed record Chunk(int Offset, int Rows, int Length, Tensor? Slots, long Start, Tensor Mask);
 }

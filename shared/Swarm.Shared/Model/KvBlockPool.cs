@@ -23,6 +23,20 @@ public sealed class KvSequence
     /// <summary>Tokens the held blocks can take without allocating.</summary>
     public int ReservedTokens => Blocks.Count * Pool.BlockSize;
 
+    /// <summary>
+    /// First slot when the sequence's blocks are consecutive (then positions 0 … Length−1 are one contiguous range of
+    /// the storage and attention can read a view instead of gathering); null otherwise.
+    /// </summary>
+    public long? ContiguousStart
+    {
+        get
+        {
+            for (int i = 1; i < Blocks.Count; i++)
+                if (Blocks[i] != Blocks[0] + i) return null;
+            return Blocks.Count == 0 ? null : (long)Blocks[0] * Pool.BlockSize;
+        }
+    }
+
     /// <summary>Pool slot (row of the per-layer storage) of position <paramref name="position"/>.</summary>
     public long Slot(int position) => (long)Blocks[position / Pool.BlockSize] * Pool.BlockSize + position % Pool.BlockSize;
 }

@@ -130,8 +130,8 @@ public sealed class NeoXLayer : IDisposable
             // Single-position steps: one padded gather and one attention call for all of them.
             long m = rows.shape[0], len = plan.DecodeLength;
             var qd = q.index_select(0, rows).unsqueeze(2);                                        // [m, nh, 1, hd]
-            var kd = keyStore.index_select(0, plan.DecodeSlots!).view(m, len, nh, hd).permute(0, 2, 1, 3);
-            var vd = valueStore.index_select(0, plan.DecodeSlots!).view(m, len, nh, hd).permute(0, 2, 1, 3);
+            var kd = Gather(keyStore, plan.DecodeSlots, plan.DecodeStart ?? 0, len).view(m, len, nh, hd).permute(0, 2, 1, 3);
+            var vd = Gather(valueStore, plan.DecodeSlots, plan.DecodeStart ?? 0, len).view(m, len, nh, hd).permute(0, 2, 1, 3);
             var od = F.scaled_dot_product_attention(qd, kd, vd, plan.DecodeMask, 0.0, false);   // [m, nh, 1, hd]
             attn.index_copy_(0, rows, od.squeeze(2));
         }
@@ -139,8 +139,8 @@ public sealed class NeoXLayer : IDisposable
         {
             // Multi-position steps (prefill chunks): causal attention over the sequence's positions so far.
             var qp = q.narrow(0, p.Offset, p.Rows).permute(1, 0, 2).unsqueeze(0);                // [1, nh, t, hd]
-            var kp = keyStore.index_select(0, p.Slots).permute(1, 0, 2).unsqueeze(0);            // [1, nh, L, hd]
-            var vp = valueStore.index_select(0, p.Slots).permute(1, 0, 2).unsqueeze(0);
+            var kp = Gather(keyStore, p.Slots, p.Start, p.Length).permute(1, 0, 2).unsqueeze(0); // [1, nh, L, hd]
+            var vp = Gather(valueStore, p.Slots, p.Start, p.Length).permute(1, 0, 2).unsqueeze(0);
             var op = F.scaled_dot_product_attention(qp, kp, vp, p.Mask, 0.0, false);             // [1, nh, t, hd]
             attn.narrow(0, p.Offset, p.Rows).copy_(op.squeeze(0).permute(1, 0, 2));
         }
@@ -160,6 +160,10 @@ public sealed class NeoXLayer : IDisposable
         }
         return result.MoveToOuterDisposeScope();
     }
+
+    /// <summary>Rows of a pool's storage: gathered by slot, or a view of the contiguous range [start, start+length).</summary>
+    private static Tensor Gather(Tensor store, Tensor? slots, long start, long length) =>
+        slots is null ? store.narrow(0, start, length) : store.index_select(0, slots);
 
     private Tensor Mlp(Tensor h) => _down.Forward(F.gelu(_up.Forward(h)));
 

@@ -236,15 +236,28 @@ public sealed class StageModel : IDisposable
             }
             if (rows[i] == 1) { decodes.Add(i); continue; }
             int len = kv.Length + rows[i];
-            var seqSlots = new long[len];
-            for (int p = 0; p < len; p++) seqSlots[p] = kv.Slot(p);
+            Tensor? seqSlots = null;
+            long start = kv.ContiguousStart ?? -1;
+            if (start < 0)
+            {
+                var list = new long[len];
+                for (int p = 0; p < len; p++) list[p] = kv.Slot(p);
+                seqSlots = tensor(list, ScalarType.Int64);
+            }
             // query j (absolute position Length + j) sees keys ≤ its position
-            chunks.Add(new BatchPlan.Chunk(offsets[i], rows[i], tensor(seqSlots, ScalarType.Int64),
-                ones([rows[i], len], ScalarType.Bool).tril(kv.Length)));
+            chunks.Add(new BatchPlan.Chunk(offsets[i], rows[i], len, seqSlots, start, ones([rows[i], len], ScalarType.Bool).tril(kv.Length)));
         }
         Tensor? decodeRows = null, decodeSlots = null, decodeMask = null;
+        long? decodeStart = null;
         int decodeLength = 0;
-        if (decodes.Count > 0)
+        if (decodes.Count == 1 && items[decodes[0]].Kv.ContiguousStart is long only)
+        {
+            // One decode over consecutive blocks (e.g. a session alone on the node): attend to a view, copy nothing.
+            decodeLength = items[decodes[0]].Kv.Length + 1;
+            decodeStart = only;
+            decodeRows = tensor(new long[] { offsets[decodes[0]] }, ScalarType.Int64);
+        }
+        else if (decodes.Count > 0)
         {
             decodeLength = decodes.Max(i => items[i].Kv.Length + 1);
             var table = new long[decodes.Count * decodeLength];
@@ -270,7 +283,7 @@ public sealed class StageModel : IDisposable
         {
             Positions = tensor(positions, ScalarType.Int64),
             Slots = tensor(slots, ScalarType.Int64),
-            DecodeRows = decodeRows, DecodeSlots = decodeSlots, DecodeMask = decodeMask, DecodeLength = decodeLength,
+            DecodeRows = decodeRows, DecodeSlots = decodeSlots, DecodeStart = decodeStart, DecodeMask = decodeMask, DecodeLength = decodeLength,
             Chunks = chunks,
         };
     }
