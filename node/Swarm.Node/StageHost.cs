@@ -285,7 +285,9 @@ public sealed class StageHost : IDisposable
                     Fail(s, done, new StepException(ErrorCode.UnknownSession, $"session {s.Id} holds {s.Kv.Length} positions; step starts at {p.Request.StartPosition}"));
                     continue;
                 }
-                _pool.Truncate(s.Kv, p.Request.StartPosition); // a retried or replayed step overwrites its positions
+                // A retried or replayed step overwrites its positions. (A new session's step starts at its length, 0,
+                // and keeps the blocks its admission reserved for the whole prompt.)
+                if (p.Request.StartPosition < s.Kv.Length) _pool.Truncate(s.Kv, p.Request.StartPosition);
                 p.Prepared = true;
             }
             int chunk = Math.Min(Math.Min(p.Remaining, _batching.PrefillChunk), budget);

@@ -139,6 +139,41 @@ public class BatchingTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void StageHost_PoolFull_NewSessionWaitsInsteadOfFailing_AndRunsWhenBlocksReturn()
+    {
+        using var fx = new Fixture(Fixture.Tiny);
+        using var ckpt = Checkpoint.Open(fx.CheckpointDir);
+        using var host = Host(ckpt, 0, ckpt.Config.NumLayers, new BatchingOptions { PrefillChunk = 32 }, kvBudget: 1);
+        Assert.Equal(16, host.KvBlocksTotal);
+        var route = new[] { new Swarm.Protocol.Hop { NodeId = 1, Endpoint = "local", Layers = host.Range } };
+        Swarm.Protocol.ForwardRequest Prefill(long session, int tokens) => new()
+        {
+            JobId = session, SessionId = session, Route = route, WireDType = Swarm.Protocol.WireDType.F32,
+            Input = Swarm.Protocol.WireTensor.FromTokenIds(Enumerable.Range(0, tokens).Select(i => (long)(i * 7 % 512)).ToArray()),
+        };
+        host.Submit(Prefill(1, 150), "a");   // 10 blocks, prefilled in 5 chunks
+        host.Submit(Prefill(2, 100), "b");   // 7 blocks: does not fit next to a
+        var done = new List<StepCompletion>();
+        for (int i = 0; i < 5; i++)
+        {
+            done.AddRange(host.RunIteration());
+            Assert.Equal(10, host.KvBlocksUsed);        // a's whole prompt stays reserved while it is chunked
+            Assert.Equal(1, host.Stats.WaitingSessions);
+        }
+        Assert.Equal("a", Assert.Single(done).State);
+        Assert.NotNull(done[0].Output!.Token);
+        Assert.False(host.HasWork);                      // b waits for blocks; nothing fails
+        Assert.True(host.Close(1));
+        Assert.True(host.HasWork);
+        var b = host.RunIteration().Concat(host.RunIteration()).Concat(host.RunIteration()).Concat(host.RunIteration()).ToList();
+        Assert.Equal("b", Assert.Single(b).State);
+        Assert.NotNull(b[0].Output!.Token);
+        Assert.Equal(7, host.KvBlocksUsed);
+        Assert.True(host.Close(2));
+        Assert.Equal(0, host.KvBlocksUsed);
+    }
+
+    [Fact]
     public void ForwardBatch_MixedDecodesAndChunks_MatchesSingleSessionLogits()
     {
         using var fx = new Fixture(Fixture.Small);
