@@ -87,6 +87,8 @@ public sealed class StageHost : IDisposable
     private readonly Dictionary<long, Session> _sessions = new();
     private readonly List<Session> _waiting = [];
     private readonly List<StepCompletion> _ready = [];
+    private readonly HashSet<long> _preempted = [];        // recently preempted sessions: their next step is told why
+    private readonly Queue<long> _preemptedOrder = new();
     private readonly TimeProvider _time;
     private readonly BatchingOptions _batching;
     private readonly KvBlockPool _pool;
@@ -170,6 +172,8 @@ public sealed class StageHost : IDisposable
             if (!s.Layers.Equals(hop))
                 throw new StepException(ErrorCode.BadRequest, $"session {req.SessionId} uses layers {s.Layers} here, not {hop}");
         }
+        else if (req.StartPosition != 0 && _preempted.Contains(req.SessionId))
+            throw new StepException(ErrorCode.Overloaded, $"session {req.SessionId} was preempted (KV cache full); replay it");
         else if (req.StartPosition != 0)
             throw new StepException(ErrorCode.UnknownSession, $"session {req.SessionId} is unknown here (expired or never opened) and the step starts at position {req.StartPosition}");
 
@@ -375,6 +379,8 @@ public sealed class StageHost : IDisposable
         var victim = _sessions.Values.Where(s => s.Admitted && s.Kv.BlockCount > 0).MaxBy(s => s.AdmittedOrder);
         if (victim is null) return;
         _preemptions++;
+        if (_preempted.Add(victim.Id)) _preemptedOrder.Enqueue(victim.Id);
+        while (_preemptedOrder.Count > 4096) _preempted.Remove(_preemptedOrder.Dequeue());
         Fail(victim, done, new StepException(ErrorCode.Overloaded,
             $"KV cache full ({_pool.UsedBlocks}/{_pool.TotalBlocks} blocks): session {victim.Id} preempted; replay it"), drop: true);
     }

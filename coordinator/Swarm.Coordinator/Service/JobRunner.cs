@@ -253,8 +253,10 @@ public sealed partial class JobRunner
                         var sf = (StepFailed)reply;
                         if (sf.Code is ErrorCode.BadRequest)
                             throw new JobFailedException($"node {sf.NodeId} rejected the step: {sf.Message}", 500, "step_rejected");
-                        failedNode = sf.NodeId.ToString();
                         why = sf.Message;
+                        // A full KV pool (the node preempted the session) is pressure, not a fault: back off, replay.
+                        if (sf.Code == ErrorCode.Overloaded) await Task.Delay(50 * recoveries + 50, ct);
+                        else failedNode = sf.NodeId.ToString();
                     }
                     catch (PeerDisconnectedException e) { failedNode = route.Hops[0].NodeId; why = e.Message; }
                     catch (TimeoutException e) { why = e.Message; }
