@@ -237,11 +237,16 @@ public sealed partial class NodeDaemon : BackgroundService
                 }
                 if (_host is { HasWork: true } host)
                 {
+                    long before = host.Stats.Iterations;
+                    int finished = 0;
                     try
                     {
-                        foreach (var c in host.RunIteration()) Complete(c);
+                        foreach (var c in host.RunIteration()) { Complete(c); finished++; }
                     }
                     catch (Exception e) { LogComputeError(e.GetType().Name, e.Message); }
+                    // Never spin: if nothing could run (should not happen), wait a little for new work.
+                    if (finished == 0 && host.Stats.Iterations == before)
+                        Task.WhenAny(_work.Reader.WaitToReadAsync().AsTask(), Task.Delay(10)).GetAwaiter().GetResult();
                     continue;
                 }
                 if (!_work.Reader.WaitToReadAsync().AsTask().GetAwaiter().GetResult()) break;
