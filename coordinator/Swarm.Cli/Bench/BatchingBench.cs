@@ -14,8 +14,8 @@ namespace Swarm.Cli.Bench;
 /// jobs — on one node (an in-process <see cref="StageHost"/> holding every layer, no network) and through a
 /// 3-node swarm on loopback (HTTP, streaming). Every job has a 16-token random prompt and generates
 /// <c>tokens</c> new tokens greedily; all jobs of a level start together.
-/// Aggregate tokens/s = decode tokens (all but each job's first) ÷ (last token − earliest first token);
-/// per-token latency = the time between consecutive tokens of one job.
+/// Aggregate decode tokens/s = tokens arriving while all N jobs are decoding (after the last job's first token,
+/// up to the first job's last token) ÷ that time; per-token latency = the time between consecutive tokens of one job.
 /// </summary>
 internal static class BatchingBench
 {
@@ -141,10 +141,21 @@ internal static class BatchingBench
 
     private static Level Summarise(IReadOnlyList<List<double>> times)
     {
-        double first = times.Min(t => t[0]), last = times.Max(t => t[^1]);
-        long decodeTokens = times.Sum(t => (long)t.Count - 1);
+        // Steady state: from the moment every job has its first token (all prefills done) to the moment the first
+        // job ends (all still running) exactly N jobs decode; count the tokens that arrive in between.
+        double from = times.Max(t => t[0]), to = times.Min(t => t[^1]);
+        long inWindow = times.Sum(t => (long)t.Count(x => x > from && x <= to));
+        double rate;
+        if (to > from && inWindow >= times.Count)
+            rate = inWindow / ((to - from) / 1000);
+        else
+        {
+            // Degenerate window (jobs did not overlap): all decode tokens over the whole decode span.
+            double first = times.Min(t => t[0]), last = times.Max(t => t[^1]);
+            rate = last > first ? times.Sum(t => (long)t.Count - 1) / ((last - first) / 1000) : 0;
+        }
         var gaps = times.SelectMany(t => t.Zip(t.Skip(1), (a, b) => b - a)).Order().ToArray();
         double Pct(double q) => gaps.Length == 0 ? 0 : gaps[Math.Min(gaps.Length - 1, (int)Math.Ceiling(q * gaps.Length) - 1)];
-        return new Level(last > first ? decodeTokens / ((last - first) / 1000) : 0, Pct(0.50), Pct(0.95));
+        return new Level(rate, Pct(0.50), Pct(0.95));
     }
 }
