@@ -293,7 +293,11 @@ public sealed partial class NodeDaemon : BackgroundService
             var timings = req.Timings.Append(new StageTiming { NodeId = _nodeId, Milliseconds = output.Milliseconds }).ToArray();
             if (output.Token is int token)
             {
-                SendToCoordinator(new TokenResult { JobId = req.JobId, SessionId = req.SessionId, Step = req.Step, TokenId = token, Timings = timings }, req.SessionId);
+                var result = new TokenResult { JobId = req.JobId, SessionId = req.SessionId, Step = req.Step, TokenId = token, Timings = timings };
+                if (_options.SimulateLatencyMs > 0)
+                    _ = Task.Delay(_options.SimulateLatencyMs).ContinueWith(_ => SendToCoordinator(result, req.SessionId), TaskScheduler.Default);
+                else
+                    SendToCoordinator(result, req.SessionId);
             }
             else
             {
@@ -320,6 +324,7 @@ public sealed partial class NodeDaemon : BackgroundService
     {
         try
         {
+            if (_options.SimulateLatencyMs > 0) await Task.Delay(_options.SimulateLatencyMs);
             var peer = await PeerAsync(next.Endpoint);
             peer.Send(new Envelope { Body = forward, SessionId = received.SessionId, TraceParent = received.TraceParent, TraceState = received.TraceState });
         }

@@ -29,6 +29,9 @@ public sealed class NodeOptions
     public int Tp { get; set; } = 1;
     /// <summary>Sessions idle longer than this are freed (default 300 s).</summary>
     public double SessionTtlSeconds { get; set; } = 300;
+    /// <summary>Adds this many milliseconds before each step's output leaves the node, to emulate a WAN hop
+    /// on loopback (tests, demos). Default 0.</summary>
+    public int SimulateLatencyMs { get; set; }
     /// <summary>Optional port for Prometheus /metrics on this node (0 = off).</summary>
     public int MetricsPort { get; set; }
 
@@ -52,6 +55,7 @@ public sealed class NodeOptions
         if (Dtype is not ("f32" or "bf16")) errors.Add($"--dtype: '{Dtype}' (use f32 or bf16)");
         if (SessionTtlSeconds <= 0) errors.Add("session TTL must be > 0");
         if (MetricsPort is < 0 or > 65535) errors.Add("--metrics port out of range");
+        if (SimulateLatencyMs is < 0 or > 60000) errors.Add("--simulate-latency-ms must be between 0 and 60000");
         return errors;
     }
 

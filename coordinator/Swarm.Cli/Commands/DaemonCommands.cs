@@ -28,6 +28,7 @@ internal static class DaemonCommands
         cfg.Flag<string>("--secret", "Secret", "Swarm secret (or SWARM_SECRET); optional on loopback only");
         cfg.Flag<string>("--dtype", "Dtype", "Compute dtype f32 (default) or bf16");
         cfg.Flag<int>("--metrics", "MetricsPort", "Serve Prometheus /metrics on this port (default off)");
+        cfg.Flag<int>("--simulate-latency-ms", "SimulateLatencyMs", "Delay each step's output by this many ms (emulates a WAN hop on loopback)");
         var cmd = new Command("node", "Run a worker node that hosts a range of layers");
         cfg.AddTo(cmd);
         cmd.SetAction(async (r, ct) =>

@@ -90,19 +90,18 @@ public sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposable
         return Task.CompletedTask;
     }
 
+    private int _stopped;
+
     public async Task StopAsync(CancellationToken cancellationToken)
     {
+        if (Interlocked.Exchange(ref _stopped, 1) == 1) return;
         _stop.Cancel();
         if (_transport is not null) await _transport.DisposeAsync();
         foreach (var t in new[] { _inboundLoop, _evaluateLoop })
             if (t is not null) await Task.WhenAny(t, Task.Delay(2000, CancellationToken.None));
     }
 
-    public async ValueTask DisposeAsync()
-    {
-        await StopAsync(CancellationToken.None);
-        _stop.Dispose();
-    }
+    public async ValueTask DisposeAsync() => await StopAsync(CancellationToken.None);
 
     // ---------------------------------------------------------------- jobs' view
 
