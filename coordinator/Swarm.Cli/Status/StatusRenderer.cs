@@ -18,20 +18,24 @@ internal static class StatusRenderer
 
     private const int LabelWidth = 14;
 
-    /// <summary>The whole view; <paramref name="footer"/> (e.g. "refreshing every 1 s") is shown dimmed at the end.</summary>
-    public static IRenderable Render(SwarmStatus status, string? footer = null)
+    /// <summary>Below this width the tables drop their less important columns.</summary>
+    public const int CompactBelow = 118;
+
+    /// <summary>
+    /// The whole view for a console <paramref name="width"/> columns wide (narrow consoles get compact tables and
+    /// narrower coverage cells); at most <paramref name="maxRecentJobs"/> recent jobs when given.
+    /// </summary>
+    public static IRenderable Render(SwarmStatus status, int width = DefaultWidth, int? maxRecentJobs = null)
     {
         ArgumentNullException.ThrowIfNull(status);
-        var parts = new List<IRenderable>
-        {
+        bool compact = width < CompactBelow;
+        return new Rows(
             Header(status),
-            Coverage(status),
+            Coverage(status, width),
             Text.Empty,
-            Nodes(status),
-            Jobs(status),
-        };
-        if (footer is not null) parts.Add(new Markup($"[dim]{Markup.Escape(footer)}[/]"));
-        return new Rows(parts);
+            Nodes(status, compact),
+            Text.Empty,
+            Jobs(status, compact, maxRecentJobs));
     }
 
     /// <summary>The view as plain text (no colours or escape codes), <paramref name="width"/> columns wide.</summary>
@@ -39,7 +43,7 @@ internal static class StatusRenderer
     {
         var writer = new StringWriter(CultureInfo.InvariantCulture);
         var console = CreateConsole(writer, ansi: false, width);
-        console.Write(Render(status));
+        console.Write(Render(status, width));
         return writer.ToString();
     }
 
@@ -80,11 +84,13 @@ internal static class StatusRenderer
     /// The coverage strip: one cell per layer showing its replica count (red when zero), and under it one bar per
     /// node across the layers it holds, then the range in <c>A:B</c> notation and the state.
     /// </summary>
-    private static Markup Coverage(SwarmStatus s)
+    private static Markup Coverage(SwarmStatus s, int width)
     {
         int layers = Math.Max(1, s.NumLayers);
-        // Three columns per layer fit up to 36 layers (pythia-12b) in 120 columns; deeper models get two or one.
-        int cell = layers <= 36 ? 3 : layers <= 54 ? 2 : 1;
+        // Three columns per layer when they fit beside the label and the "  A:B state" suffix (36 layers, pythia-12b,
+        // fit in 120 columns); otherwise two, or one.
+        const int suffix = 20;
+        int cell = LabelWidth + layers * 3 + suffix <= width ? 3 : LabelWidth + layers * 2 + suffix <= width ? 2 : 1;
         int labelStep = cell == 3 ? 1 : cell == 2 ? 2 : 10;
         var sb = new StringBuilder();
 
@@ -124,22 +130,24 @@ internal static class StatusRenderer
         return new Markup(sb.ToString().TrimEnd('\n', '\r'));
     }
 
-    private static IRenderable Nodes(SwarmStatus s)
+    private static IRenderable Nodes(SwarmStatus s, bool compact)
     {
         int serving = s.Nodes.Count(n => n.State == NodeState.Serving);
         if (s.Nodes.Count == 0)
             return new Markup("[bold]Nodes[/]: none has joined yet (start one with [italic]swarm node --coordinator HOST:PORT --model DIR[/])\n");
-        var table = new Table().Border(TableBorder.Rounded)
-            .Title($"[bold]Nodes[/] ({serving}/{s.Nodes.Count} serving)")
-            .AddColumn(Col("Name")).AddColumn(Col("Address")).AddColumn(Col("Layers")).AddColumn(Col("Device")).AddColumn(Col("State"))
-            .AddColumn(Col("Load", right: true)).AddColumn(Col("Tokens/s", right: true)).AddColumn(Col("KV cache", right: true))
-            .AddColumn(Col("Sessions", right: true)).AddColumn(Col("Last beat", right: true));
+        var table = NewTable(compact, $"[bold]Nodes[/] ({serving}/{s.Nodes.Count} serving)")
+            .AddColumn(Col("Name", compact)).AddColumn(Col("Address", compact)).AddColumn(Col("Layers", compact))
+            .AddColumn(Col("Device", compact)).AddColumn(Col("State", compact))
+            .AddColumn(Col("Load", compact, right: true)).AddColumn(Col(compact ? "Tok/s" : "Tokens/s", compact, right: true));
+        if (!compact) table.AddColumn(Col("KV cache", compact, right: true)).AddColumn(Col("Sessions", compact, right: true));
+        table.AddColumn(Col(compact ? "Beat" : "Last beat", compact, right: true));
         foreach (var n in s.Nodes)
         {
             double kv = n.KvTokensCapacity > 0 ? (double)n.KvTokensUsed / n.KvTokensCapacity : 0;
             string kvColor = kv >= 0.95 ? "red" : kv >= 0.75 ? "yellow" : "default";
             string beatColor = n.LastHeartbeatMsAgo > 5000 ? "red" : n.LastHeartbeatMsAgo > 1500 ? "yellow" : "default";
-            table.AddRow(
+            var cells = new List<IRenderable>
+            {
                 new Markup($"[bold]{Markup.Escape(n.Name)}[/]"),
                 new Text(n.Address),
                 new Text(n.RangeText),
@@ -147,43 +155,57 @@ internal static class StatusRenderer
                 new Markup($"[{StateColor(n.State)}]{StateName(n.State)}[/]"),
                 new Text(n.InFlight.ToString(CultureInfo.InvariantCulture)),
                 new Text(n.TokensPerS.ToString("F1", CultureInfo.InvariantCulture)),
-                new Markup(string.Create(CultureInfo.InvariantCulture, $"[{kvColor}]{Count(n.KvTokensUsed)}/{Count(n.KvTokensCapacity)} {kv * 100:F0}%[/]")),
-                new Text(n.Sessions.ToString(CultureInfo.InvariantCulture)),
-                new Markup($"[{beatColor}]{Ago(n.LastHeartbeatMsAgo)}[/]"));
+            };
+            if (!compact)
+            {
+                cells.Add(new Markup(string.Create(CultureInfo.InvariantCulture, $"[{kvColor}]{Count(n.KvTokensUsed)}/{Count(n.KvTokensCapacity)} {kv * 100:F0}%[/]")));
+                cells.Add(new Text(n.Sessions.ToString(CultureInfo.InvariantCulture)));
+            }
+            cells.Add(new Markup($"[{beatColor}]{Ago(n.LastHeartbeatMsAgo)}[/]"));
+            table.AddRow(cells);
         }
         return table;
     }
 
-    private static IRenderable Jobs(SwarmStatus s)
+    private static IRenderable Jobs(SwarmStatus s, bool compact, int? maxRecent)
     {
         var j = s.Jobs;
         var counters = new Markup(string.Create(CultureInfo.InvariantCulture,
             $"[bold]Jobs[/]: {j.Queued} queued · {j.Running} running · {j.Completed} completed · {(j.Failed > 0 ? "[red]" : "[default]")}{j.Failed} failed[/]"));
         if (j.Recent.Count == 0) return new Rows(counters, new Markup("[dim]no recent jobs[/]"));
-        var table = new Table().Border(TableBorder.Rounded).Title("[bold]Recent jobs[/]")
-            .AddColumn(Col("Job")).AddColumn(Col("State")).AddColumn(Col("Prompt", right: true)).AddColumn(Col("Generated", right: true))
-            .AddColumn(Col("TTFT", right: true)).AddColumn(Col("Tokens/s", right: true)).AddColumn(Col("Recoveries", right: true))
-            .AddColumn(Col("Finished", right: true)).AddColumn(new TableColumn("Error"));
-        foreach (var x in j.Recent)
+        var table = NewTable(compact, "[bold]Recent jobs[/]").AddColumn(Col("Job", compact)).AddColumn(Col("State", compact));
+        if (!compact) table.AddColumn(Col("Prompt", compact, right: true));
+        table.AddColumn(Col(compact ? "Gen" : "Generated", compact, right: true)).AddColumn(Col("TTFT", compact, right: true))
+            .AddColumn(Col(compact ? "Tok/s" : "Tokens/s", compact, right: true));
+        if (!compact) table.AddColumn(Col("Recoveries", compact, right: true));
+        table.AddColumn(Col("Finished", compact, right: true)).AddColumn(new TableColumn("Error"));
+        foreach (var x in maxRecent is int max ? j.Recent.Take(max) : j.Recent)
         {
-            table.AddRow(
-                new Text(x.Id),
-                new Markup($"[{JobColor(x.State)}]{JobName(x.State)}[/]"),
-                new Text(x.PromptTokens.ToString(CultureInfo.InvariantCulture)),
-                new Text(x.CompletionTokens.ToString(CultureInfo.InvariantCulture)),
-                new Text(x.TtftMs is double t ? t.ToString("F1", CultureInfo.InvariantCulture) + " ms" : "–"),
-                new Text(x.TokensPerS is double r ? r.ToString("F1", CultureInfo.InvariantCulture) : "–"),
-                new Text(x.Recoveries.ToString(CultureInfo.InvariantCulture)),
-                new Text(x.FinishedAgoS is double f ? Duration(f) + " ago" : "–"),
-                new Markup(x.Error is null ? "" : $"[red]{Markup.Escape(x.Error)}[/]"));
+            var cells = new List<IRenderable> { new Text(x.Id), new Markup($"[{JobColor(x.State)}]{JobName(x.State)}[/]") };
+            if (!compact) cells.Add(new Text(x.PromptTokens.ToString(CultureInfo.InvariantCulture)));
+            cells.Add(new Text(x.CompletionTokens.ToString(CultureInfo.InvariantCulture)));
+            cells.Add(new Text(x.TtftMs is double t ? t.ToString("F1", CultureInfo.InvariantCulture) + " ms" : "–"));
+            cells.Add(new Text(x.TokensPerS is double r ? r.ToString("F1", CultureInfo.InvariantCulture) : "–"));
+            if (!compact) cells.Add(new Text(x.Recoveries.ToString(CultureInfo.InvariantCulture)));
+            cells.Add(new Text(x.FinishedAgoS is double f ? Duration(f) + " ago" : "–"));
+            cells.Add(new Markup(x.Error is null ? "" : $"[red]{Markup.Escape(x.Error)}[/]"));
+            table.AddRow(cells);
         }
         return new Rows(counters, table);
     }
 
-    /// <summary>A column that never wraps (addresses and ranges must stay on one line; only the error text may wrap).</summary>
-    private static TableColumn Col(string header, bool right = false)
+    /// <summary>Rounded borders when there is room; compact tables have none, to leave the width to the data.</summary>
+    private static Table NewTable(bool compact, string title)
     {
-        var c = new TableColumn(header).NoWrap();
+        var t = new Table().Title(title);
+        return compact ? t.Border(TableBorder.None) : t.Border(TableBorder.Rounded);
+    }
+
+    /// <summary>A column that never wraps (addresses and ranges must stay on one line; only the error text may wrap).</summary>
+    private static TableColumn Col(string header, bool compact, bool right = false)
+    {
+        var c = new TableColumn($"[bold]{header}[/]").NoWrap();
+        if (compact) c.Padding(0, 0, 2, 0);
         return right ? c.RightAligned() : c;
     }
 

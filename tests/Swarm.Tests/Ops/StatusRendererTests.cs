@@ -89,8 +89,40 @@ public sealed class StatusRendererTests
         };
         var lines = Lines(StatusRenderer.RenderToText(s));
         string bar = lines.Single(l => l.StartsWith("node-alpha", StringComparison.Ordinal));
-        Assert.Equal(new string('█', 48 * 2), bar.Substring(14, 96));
+        Assert.Equal(new string('█', 48) + "  0:48", bar.Substring(14, 54));
         Assert.All(lines, l => Assert.True(l.Length <= StatusRenderer.DefaultWidth, $"line wider than {StatusRenderer.DefaultWidth}: {l}"));
+
+        var wide = Lines(StatusRenderer.RenderToText(s, width: 140));
+        Assert.Equal(new string('█', 48 * 2) + "  0:48", wide.Single(l => l.StartsWith("node-alpha", StringComparison.Ordinal)).Substring(14, 102));
+    }
+
+    [Fact]
+    public void RenderToText_80Columns_CompactTablesKeepAddressesAndRangesWhole()
+    {
+        string text = StatusRenderer.RenderToText(OpsTestData.TwoNodes(), width: 80);
+        var lines = Lines(text);
+
+        Assert.All(lines, l => Assert.True(l.Length <= 80, $"line wider than 80: {l}"));
+        string alphaRow = lines.Single(l => l.Contains("127.0.0.1:41234", StringComparison.Ordinal));
+        foreach (string cell in new[] { "node-alpha", "0:8", "cpu ×2", "serving", "123.4", "120 ms" })
+            Assert.Contains(cell, alphaRow);
+        Assert.Contains("replicas        1  1  1  1  1  1  2  2  1  1  0  0", lines);
+        Assert.DoesNotContain("KV cache", text);
+        Assert.Contains("cmpl-done0001", text);
+    }
+
+    [Fact]
+    public void RenderToText_36LayersIn80Columns_NarrowsTheCells()
+    {
+        var s = OpsTestData.TwoNodes() with
+        {
+            NumLayers = 36, Coverage = Enumerable.Repeat(1, 36).ToArray(), Covered = true, Uncovered = null,
+            Nodes = [OpsTestData.TwoNodes().Nodes[0] with { Layers = [0, 36] }],
+        };
+        var lines = Lines(StatusRenderer.RenderToText(s, width: 80));
+        string bar = lines.Single(l => l.StartsWith("node-alpha", StringComparison.Ordinal) && l.Contains('█'));
+        Assert.Equal(new string('█', 36), bar.Substring(14, 36));
+        Assert.EndsWith("0:36 serving", bar.TrimEnd());
     }
 
     [Theory]
