@@ -196,6 +196,10 @@ public sealed partial class DeployFilesTests(ITestOutputHelper output)
         TimeSpan timeout = ParsePromDuration(Scalar(Get(Map(prom, "global"), "scrape_timeout"), "scrape_timeout"));
         Assert.True(timeout <= interval, "Prometheus refuses scrape_timeout > scrape_interval");
         Assert.Contains("./prometheus.yml:/etc/prometheus/prometheus.yml:ro", Sequence(Get(services["prometheus"], "volumes"), "prometheus volumes"));
+
+        // CI installs Debian's prometheus package (for `promtool check metrics`); then the real checker reads the file too.
+        var check = RunIfInstalled("promtool", "check", "config", Path.Combine(s_deploy, "prometheus.yml"));
+        if (check is { } c) Assert.True(c.ExitCode == 0, $"promtool check config deploy/prometheus.yml failed:\n{c.Output}");
     }
 
     private static TimeSpan ParsePromDuration(string text)
@@ -323,22 +327,31 @@ public sealed partial class DeployFilesTests(ITestOutputHelper output)
     /// </summary>
     private void VerifyWithSystemdAnalyze(string unit)
     {
-        string? tool = (Environment.GetEnvironmentVariable("PATH") ?? "").Split(':').Select(d => Path.Combine(d, "systemd-analyze")).FirstOrDefault(File.Exists);
-        if (tool is null)
-        {
-            output.WriteLine("systemd-analyze is not installed: checked the unit's structure only");
-            return;
-        }
-        var psi = new ProcessStartInfo(tool) { RedirectStandardError = true, RedirectStandardOutput = true };
-        psi.ArgumentList.Add("verify");
-        psi.ArgumentList.Add(Path.Combine(s_deploy, "systemd", unit));
-        using var p = Process.Start(psi)!;
-        string text = p.StandardError.ReadToEnd() + p.StandardOutput.ReadToEnd();
-        p.WaitForExit();
-        var complaints = text.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+        if (RunIfInstalled("systemd-analyze", "verify", Path.Combine(s_deploy, "systemd", unit)) is not { } run) return;
+        var complaints = run.Output.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
             .Where(l => !l.Contains("is not executable: No such file or directory", StringComparison.Ordinal)).ToList();
         output.WriteLine($"systemd-analyze verify {unit}: {(complaints.Count == 0 ? "ok" : string.Join(" / ", complaints))}");
         Assert.True(complaints.Count == 0, $"systemd-analyze verify {unit}:\n{string.Join('\n', complaints)}");
+    }
+
+    /// <summary>Runs <paramref name="tool"/> when it is on PATH; null (and a note in the test output) when it is not.</summary>
+    private (int ExitCode, string Output)? RunIfInstalled(string tool, params string[] args)
+    {
+        string? path = (Environment.GetEnvironmentVariable("PATH") ?? "").Split(Path.PathSeparator).Select(d => Path.Combine(d, tool)).FirstOrDefault(File.Exists);
+        if (path is null)
+        {
+            output.WriteLine($"{tool} is not installed: structural checks only");
+            return null;
+        }
+        var psi = new ProcessStartInfo(path) { RedirectStandardError = true, RedirectStandardOutput = true };
+        foreach (string a in args) psi.ArgumentList.Add(a);
+        using var p = Process.Start(psi)!;
+        var stderr = p.StandardError.ReadToEndAsync();
+        string stdout = p.StandardOutput.ReadToEnd();
+        p.WaitForExit();
+        string text = stderr.Result + stdout;
+        output.WriteLine($"{tool} {string.Join(' ', args)} → exit {p.ExitCode}");
+        return (p.ExitCode, text);
     }
 
     // ---------- swarm.example.json ----------
