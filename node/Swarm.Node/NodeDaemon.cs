@@ -46,6 +46,7 @@ public sealed partial class NodeDaemon : BackgroundService
     private double _layerTokensPerSecond;
     private ScalarType _dtype;
     private readonly Stopwatch _uptime = Stopwatch.StartNew();
+    private TimeSpan _heartbeatInterval = TimeSpan.FromMilliseconds(500);
 
     public NodeDaemon(NodeOptions options, ILogger<NodeDaemon> logger, IHostApplicationLifetime lifetime)
     {
@@ -136,6 +137,7 @@ public sealed partial class NodeDaemon : BackgroundService
                 {
                     case Welcome w:
                         _nodeId = w.NodeId;
+                        if (w.HeartbeatIntervalMs > 0) _heartbeatInterval = TimeSpan.FromMilliseconds(w.HeartbeatIntervalMs);
                         _coordinator = peer;
                         LogRegistered(w.NodeId, _coordinatorEndPoint.ToString());
                         return;
@@ -356,11 +358,12 @@ public sealed partial class NodeDaemon : BackgroundService
 
     private async Task HeartbeatLoopAsync(CancellationToken ct)
     {
-        using var timer = new PeriodicTimer(TimeSpan.FromMilliseconds(500));
+        using var timer = new PeriodicTimer(_heartbeatInterval);
         long lastTokens = 0;
         var last = Stopwatch.StartNew();
         while (await timer.WaitForNextTickAsync(ct))
         {
+            if (timer.Period != _heartbeatInterval) timer.Period = _heartbeatInterval;
             var host = _host;
             long tokens = Interlocked.Read(ref _tokensServed);
             double rate = (tokens - lastTokens) / last.Elapsed.TotalSeconds;

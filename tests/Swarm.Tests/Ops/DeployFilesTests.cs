@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using Microsoft.Extensions.Configuration;
 using System.Globalization;
 using System.Text.Json;
 using System.Text.RegularExpressions;
@@ -423,5 +424,32 @@ public sealed partial class DeployFilesTests(ITestOutputHelper output)
         Assert.True(leaves["Node:Threads"].GetInt32() >= 0);
         Assert.True(leaves["Coordinator:MaxConcurrentJobs"].GetInt32() >= 1);
         Assert.Equal("", S("Secret")); // never ship a usable secret
+    }
+}
+
+public class ExampleConfigBindingTests
+{
+    /// <summary>The example file binds onto the real option classes: every key is a real setting, nothing is misspelt.</summary>
+    [Fact]
+    public void ExampleConfig_EveryKeyIsARealOption_AndBindsCleanly()
+    {
+        string path = Path.Combine(TestArtifacts.RepoRoot(), "deploy", "swarm.example.json");
+        var cfg = new ConfigurationBuilder().AddJsonFile(Path.GetFullPath(path)).Build();
+        foreach (var (section, type) in new[] { ("Coordinator", typeof(Swarm.Coordinator.Service.CoordinatorOptions)), ("Node", typeof(Swarm.Node.NodeOptions)) })
+        {
+            // The secret is shared by both roles: it lives at the root of the file ("Secret", like SWARM_SECRET).
+            var props = type.GetProperties().Where(p => p.CanWrite && p.Name != "Secret").Select(p => p.Name).ToHashSet(StringComparer.OrdinalIgnoreCase);
+            var keys = cfg.GetSection(section).GetChildren().Select(c => c.Key).ToList();
+            var unknown = keys.Where(k => !props.Contains(k)).ToList();
+            var absent = props.Where(p => !keys.Contains(p, StringComparer.OrdinalIgnoreCase)).ToList();
+            Assert.True(unknown.Count == 0, $"{section}: example keys that are not options: {string.Join(", ", unknown)}");
+            Assert.True(absent.Count == 0, $"{section}: options missing from the example: {string.Join(", ", absent)}");
+            var bound = Activator.CreateInstance(type)!;
+            cfg.GetSection(section).Bind(bound, o => o.ErrorOnUnknownConfiguration = true);
+        }
+        Assert.NotNull(cfg["Secret"]);
+        var c = new Swarm.Coordinator.Service.CoordinatorOptions();
+        cfg.GetSection("Coordinator").Bind(c);
+        Assert.Equal(TimeSpan.FromMilliseconds(2500), c.DeadAfter);
     }
 }
