@@ -131,6 +131,15 @@ internal sealed class LocalSwarm : IAsyncDisposable
         return p;
     }
 
+    /// <summary>Stops node <paramref name="i"/> gracefully (SIGTERM) and returns its exit code.</summary>
+    public int StopNode(int i, TimeSpan timeout)
+    {
+        var p = _nodes[i]!;
+        Terminate(p);
+        if (!p.WaitForExit((int)timeout.TotalMilliseconds)) { p.Kill(entireProcessTree: true); return -1; }
+        return p.ExitCode;
+    }
+
     /// <summary>Kills the coordinator at once (SIGKILL).</summary>
     public void KillCoordinator()
     {

@@ -55,6 +55,28 @@ public class FaultToleranceTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task GracefulLeave_SigtermMidJob_NodeExitsCleanly_AndTheJobFinishesUnchanged()
+    {
+        using var fx = new Fixture(Fixture.Small);
+        var options = TwoStages(fx) with { Nodes = 3, Layers = ["0:3", "3:6", "3:6"] };
+        await using var swarm = await LocalSwarm.StartAsync(options, output.WriteLine);
+        var prompt = fx.Ids("prompt.2");
+        var expected = await SwarmClient.CompleteAsync(swarm.HttpUrl, prompt, 120);
+        var firstToken = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var job = SwarmClient.StreamAsync(swarm.HttpUrl, prompt, 120, (_, _) => { firstToken.TrySetResult(); return Task.CompletedTask; });
+        await firstToken.Task.WaitAsync(TimeSpan.FromSeconds(60));
+        await Task.Delay(500);
+        // SIGTERM one of the two replicas of 3:6 (as systemd or docker stop would): it drains and leaves.
+        int exit = swarm.StopNode(1, TimeSpan.FromSeconds(20));
+        Assert.Equal(0, exit);
+        var (tokens, finish, _) = await job;
+        Assert.Equal("length", finish);
+        Assert.Equal(expected, tokens);
+        string log = await File.ReadAllTextAsync(Path.Combine(swarm.LogDir, "coordinator.log"));
+        Assert.Contains("is leaving", log);
+    }
+
+    [Fact]
     public async Task UncoveredLayers_JobFailsAfterQueueTimeout_With503NamingLayers()
     {
         using var fx = new Fixture(Fixture.Small);
