@@ -191,6 +191,7 @@ public sealed partial class JobRunner
         Route? route = null;
         long session = 0;
         int cached = 0, recoveries = 0;
+        double recentStepMs = 0;
         var decode = new Dictionary<int, (double Sum, int N)>();   // node → decode forward ms
         var prefill = new Dictionary<int, double>();               // node → last prefill/replay forward ms
         IReadOnlyList<StageMean> Means() => route is null ? [] : route.Hops.Select(h =>
@@ -232,11 +233,17 @@ public sealed partial class JobRunner
                     {
                         var stepWatch = Stopwatch.StartNew();
                         _swarm.SendToNode(route.Hops[0].NodeId, Envelope.Create(req, session));
-                        var reply = await WaitReplyAsync(replies.Reader, step, session, ct);
+                        // A decode step normally takes about as long as the last ones; when it takes far longer and a
+                        // node of the route has gone silent (suspect), repair now instead of waiting for it to be declared dead.
+                        var patience = kind == StepKind.Decode && recentStepMs > 0
+                            ? TimeSpan.FromMilliseconds(Math.Max(MinPatienceMs, 4 * recentStepMs)) : (TimeSpan?)null;
+                        var reply = await WaitReplyAsync(replies.Reader, step, session, patience, route, ct);
                         if (stepWatch.Elapsed > TimeSpan.FromSeconds(2))
                             LogSlowStep(job, step, route.ToString(), stepWatch.Elapsed.TotalMilliseconds, reply.GetType().Name);
                         if (reply is TokenResult tr)
                         {
+                            if (kind == StepKind.Decode)
+                                recentStepMs = recentStepMs == 0 ? stepWatch.Elapsed.TotalMilliseconds : 0.8 * recentStepMs + 0.2 * stepWatch.Elapsed.TotalMilliseconds;
                             cached = all.Length;
                             foreach (var t in tr.Timings)
                             {
@@ -306,15 +313,33 @@ public sealed partial class JobRunner
         }
     }
 
-    private async Task<IMessage> WaitReplyAsync(ChannelReader<IMessage> replies, int step, long session, CancellationToken ct)
+    /// <summary>Floor of the adaptive patience for a decode step before a silent route node is treated as failed.</summary>
+    private const double MinPatienceMs = 400;
+
+    private async Task<IMessage> WaitReplyAsync(ChannelReader<IMessage> replies, int step, long session, TimeSpan? patience, Route route, CancellationToken ct)
     {
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
         timeout.CancelAfter(_swarm.Options.StepTimeout);
+        var waited = Stopwatch.StartNew();
         try
         {
             while (true)
             {
-                var m = await replies.ReadAsync(timeout.Token);
+                IMessage m;
+                if (patience is { } p)
+                {
+                    using var tick = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token);
+                    tick.CancelAfter(TimeSpan.FromMilliseconds(100));
+                    try { m = await replies.ReadAsync(tick.Token); }
+                    catch (OperationCanceledException) when (!timeout.IsCancellationRequested)
+                    {
+                        if (waited.Elapsed > p && SilentNode(route) is { } silent)
+                            return new StepFailed { JobId = 0, Step = step, SessionId = session, NodeId = int.Parse(silent), Code = ErrorCode.Timeout,
+                                Message = $"no reply after {waited.Elapsed.TotalMilliseconds:F0} ms and node {silent} has stopped sending heartbeats" };
+                        continue;
+                    }
+                }
+                else m = await replies.ReadAsync(timeout.Token);
                 switch (m)
                 {
                     case TokenResult tr when tr.Step == step && tr.SessionId == session: return tr;
@@ -328,6 +353,10 @@ public sealed partial class JobRunner
             throw new TimeoutException($"no reply to step {step} within {_swarm.Options.StepTimeout.TotalSeconds:F1} s");
         }
     }
+
+    /// <summary>A node of the route that the failure detector suspects (silent past the suspect threshold), or null.</summary>
+    private string? SilentNode(Route route) =>
+        route.NodeIds.FirstOrDefault(id => _swarm.Registry.Get(id) is not { } n || n.Health != Membership.NodeHealth.Alive);
 
     private static string TrimAtStop(string text, IReadOnlyList<string> stops)
     {
