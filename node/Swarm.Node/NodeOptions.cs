@@ -31,6 +31,8 @@ public sealed class NodeOptions
     public double SessionTtlSeconds { get; set; } = 300;
     /// <summary>Optional port for Prometheus /metrics on this node (0 = off).</summary>
     public int MetricsPort { get; set; }
+    /// <summary>OTLP endpoint for traces and metrics (e.g. http://127.0.0.1:4317; port 4318 means OTLP/HTTP); unset = no OTLP export.</summary>
+    public string? OtlpEndpoint { get; set; }
 
     public long MemoryBytes => ParseBytes(Memory) ?? 0;
 
@@ -52,6 +54,7 @@ public sealed class NodeOptions
         if (Dtype is not ("f32" or "bf16")) errors.Add($"--dtype: '{Dtype}' (use f32 or bf16)");
         if (SessionTtlSeconds <= 0) errors.Add("session TTL must be > 0");
         if (MetricsPort is < 0 or > 65535) errors.Add("--metrics port out of range");
+        if (OtlpEndpoint is not null && !Uri.TryCreate(OtlpEndpoint, UriKind.Absolute, out _)) errors.Add($"--otlp-endpoint: '{OtlpEndpoint}' is not a URL");
         return errors;
     }
 

@@ -4,8 +4,12 @@ using Microsoft.AspNetCore.Hosting;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
+using OpenTelemetry.Metrics;
+using Swarm.Cli.Telemetry;
+using Swarm.Coordinator.Telemetry;
 using Swarm.Coordinator.Service;
 using Swarm.Node;
+using Swarm.Node.Telemetry;
 using Swarm.Transport;
 
 namespace Swarm.Cli.Commands;
@@ -28,6 +32,7 @@ internal static class DaemonCommands
         cfg.Flag<string>("--secret", "Secret", "Swarm secret (or SWARM_SECRET); optional on loopback only");
         cfg.Flag<string>("--dtype", "Dtype", "Compute dtype f32 (default) or bf16");
         cfg.Flag<int>("--metrics", "MetricsPort", "Serve Prometheus /metrics on this port (default off)");
+        cfg.Flag<string>("--otlp-endpoint", "OtlpEndpoint", "OTLP endpoint for traces and metrics");
         var cmd = new Command("node", "Run a worker node that hosts a range of layers");
         cfg.AddTo(cmd);
         cmd.SetAction(async (r, ct) =>
@@ -39,6 +44,10 @@ internal static class DaemonCommands
             var builder = Host.CreateApplicationBuilder();
             ConfigureLogging(builder.Logging);
             builder.Services.AddSingleton(options);
+            NodeOptions.TryParseEndPoint(options.Listen, out var listen);
+            builder.Services.AddSwarmTelemetry(
+                TelemetrySettings.FromEnvironment("swarm-node", NodeInstrumentation.Name, options.Name, options.OtlpEndpoint),
+                TelemetrySetup.NodeScrapeExporter(options.MetricsPort, listen!.Address));
             builder.Services.AddHostedService<NodeDaemon>();
             builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(15));
             using var host = builder.Build();
@@ -78,10 +87,14 @@ internal static class DaemonCommands
             builder.Services.AddSingleton<SwarmCoordinator>();
             builder.Services.AddHostedService(sp => sp.GetRequiredService<SwarmCoordinator>());
             builder.Services.AddSingleton<JobRunner>();
+            builder.Services.AddSwarmTelemetry(
+                TelemetrySettings.FromEnvironment("swarm-coordinator", CoordinatorInstrumentation.Name, null, options.OtlpEndpoint),
+                m => m.AddPrometheusExporter());
             await using var app = builder.Build();
             var swarm = app.Services.GetRequiredService<SwarmCoordinator>();
             var jobs = app.Services.GetRequiredService<JobRunner>();
             HttpApi.Map(app, swarm, jobs);
+            app.MapPrometheusScrapingEndpoint("/metrics");
             await app.RunAsync();
             return 0;
         });
