@@ -84,18 +84,20 @@ public static class CoordinatorInstrumentation
     internal static void Recovered(string reason) => Recoveries.Add(1, new KeyValuePair<string, object?>(ReasonTag, reason));
 
     /// <summary>
-    /// Starts the <c>job</c> span. Its parent is the ambient activity when that one is exported (recorded), or the
-    /// remote context an HTTP client sent (<c>traceparent</c> header, parsed by ASP.NET Core's request activity);
-    /// otherwise the job is the root of a new trace — never the child of an unexported hosting activity.
+    /// Starts the <c>job</c> span. Its parent is the ambient activity when some listener records it (it came from an
+    /// <see cref="ActivitySource"/>), or else the remote context an HTTP client sent (<c>traceparent</c> header, which
+    /// ASP.NET Core's own request activity carries as its parent); otherwise the job is the root of a new trace —
+    /// never the child of ASP.NET Core's unexported per-request activity, whose span id no backend would know.
     /// </summary>
     internal static Activity? StartJob(string id, int promptTokens, int maxNewTokens)
     {
         var ambient = Activity.Current;
+        bool exported = ambient is { Recorded: true } && ambient.Source.Name.Length > 0;
         ActivityContext parent = default;
-        if (ambient is { Recorded: true }) parent = ambient.Context;
-        else if (ambient is { HasRemoteParent: true, ParentId: { } remote })
+        if (exported) parent = ambient!.Context;
+        else if (ambient is { Parent: null, ParentId: { } remote })
             ActivityContext.TryParse(remote, ambient.TraceStateString, isRemote: true, out parent);
-        if (ambient is not null && !ambient.Recorded) Activity.Current = null;
+        if (ambient is not null && !exported) Activity.Current = null;
         var activity = Source.StartActivity(JobSpan, ActivityKind.Internal, parent);
         activity?.SetTag(JobIdTag, id);
         activity?.SetTag("swarm.prompt_tokens", promptTokens);
