@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Globalization;
 using System.Net;
 using System.Net.Sockets;
@@ -26,6 +27,9 @@ public sealed class TwoNodeSwarmWithOneJob : IAsyncLifetime
     public JsonNode Completion { get; private set; } = null!;
     public long[] Tokens { get; private set; } = [];
     public string CompletionId => (string)Completion["id"]!;
+    /// <summary>Trace context the test sends as the client's, in a <c>traceparent</c> header.</summary>
+    public string ClientTraceId { get; } = ActivityTraceId.CreateRandom().ToHexString();
+    public string ClientSpanId { get; } = ActivitySpanId.CreateRandom().ToHexString();
 
     public async Task InitializeAsync()
     {
@@ -39,7 +43,17 @@ public sealed class TwoNodeSwarmWithOneJob : IAsyncLifetime
             Environment = new Dictionary<string, string> { [TelemetrySettings.TraceFileVariable] = Path.Combine(TraceDir, "{process}.jsonl") },
             NodeMetricsPorts = NodeMetricsPorts,
         });
-        Completion = await SwarmIntegrationTests.CompleteAsync(Swarm.HttpUrl, [1, 2, 3], 6);
+        // As an instrumented client would: the job must join the client's trace.
+        using var http = new HttpClient { Timeout = TimeSpan.FromMinutes(2) };
+        using var request = new HttpRequestMessage(HttpMethod.Post, Swarm.HttpUrl + "/v1/completions")
+        {
+            Content = new StringContent("""{"prompt":[1,2,3],"max_tokens":6,"temperature":0}""", System.Text.Encoding.UTF8, "application/json"),
+        };
+        request.Headers.Add("traceparent", $"00-{ClientTraceId}-{ClientSpanId}-01");
+        var response = await http.SendAsync(request);
+        string body = await response.Content.ReadAsStringAsync();
+        Assert.True(response.IsSuccessStatusCode, $"HTTP {(int)response.StatusCode}: {body}");
+        Completion = JsonNode.Parse(body)!;
         Tokens = SwarmIntegrationTests.Tokens(Completion);
     }
 
@@ -95,7 +109,9 @@ public sealed class SwarmTelemetryIntegrationTests(TwoNodeSwarmWithOneJob swarm)
 
         var job = Assert.Single(spans, s => s.Name == CoordinatorInstrumentation.JobSpan);
         Assert.Equal(swarm.CompletionId, (string?)job.Tags["swarm.job.id"]);
-        Assert.Null(job.ParentId);
+        // The job continues the client's trace (traceparent header); everything else hangs below the job.
+        Assert.Equal(swarm.ClientTraceId, job.TraceId);
+        Assert.Equal(swarm.ClientSpanId, job.ParentId);
         Assert.True(spans.All(s => s.TraceId == job.TraceId), $"more than one trace:\n{summary}");
         Assert.Equal(["swarm-coordinator", "swarm-node"], spans.Select(s => s.Service).Distinct().Order());
         Assert.Equal(["node-1", "node-2"], spans.Where(s => s.Service == "swarm-node").Select(s => s.Instance).Distinct().Order());
