@@ -26,7 +26,7 @@ internal sealed record LocalSwarmOptions
     /// (coordinator, node-1, …), e.g. <c>SWARM_TRACE_FILE=/tmp/traces/{process}.jsonl</c>.
     /// </summary>
     public IReadOnlyDictionary<string, string> Environment { get; init; } = new Dictionary<string, string>();
-    /// <summary>Prometheus <c>--metrics</c> port per node (0 or missing = off).</summary>
+    /// <summary>Prometheus <c>--metrics-port</c> per node (0 or missing = off).</summary>
     public IReadOnlyList<int>? NodeMetricsPorts { get; init; }
 }
 
@@ -113,19 +113,43 @@ internal sealed class LocalSwarm : IAsyncDisposable
         _coordinator = Launch("coordinator", args);
     }
 
+    /// <summary>Starts one more node (e.g. a spare joining a running swarm); returns its index.</summary>
+    public int AddNode(string? layers = null, string? memory = null)
+    {
+        _nodes.Add(null);
+        int i = _nodes.Count - 1;
+        _nodes[i] = StartNode(i, layers, memory);
+        return i;
+    }
+
     /// <summary>Starts (or restarts) node <paramref name="i"/>.</summary>
-    public Process StartNode(int i)
+    public Process StartNode(int i) => StartNode(i, _options.Layers?.ElementAtOrDefault(i), _options.Memory);
+
+    private Process StartNode(int i, string? layers, string? memory)
     {
         var args = new List<string> { "node", "--coordinator", $"127.0.0.1:{ControlPort}", "--model", _options.Model, "--name", $"node-{i + 1}" };
-        if (_options.Layers?.ElementAtOrDefault(i) is { } layers) { args.Add("--layers"); args.Add(layers); }
-        if (_options.Memory is not null) { args.Add("--memory"); args.Add(_options.Memory); }
+        if (layers is not null) { args.Add("--layers"); args.Add(layers); }
+        if (memory is not null) { args.Add("--memory"); args.Add(memory); }
         if (_options.ThreadsPerNode > 0) { args.Add("--threads"); args.Add(_options.ThreadsPerNode.ToString()); }
         if (_options.Secret is not null) { args.Add("--secret"); args.Add(_options.Secret); }
-        if (_options.NodeMetricsPorts?.ElementAtOrDefault(i) is > 0 and var port) { args.Add("--metrics"); args.Add(port.ToString()); }
+        if (_options.NodeMetricsPorts?.ElementAtOrDefault(i) is > 0 and var port) { args.Add("--metrics-port"); args.Add(port.ToString()); }
         args.AddRange(_options.NodeArgs);
         var p = Launch($"node-{i + 1}", args);
         if (i < _nodes.Count) _nodes[i] = p;
         return p;
+    }
+
+    /// <summary>Kills the coordinator at once (SIGKILL).</summary>
+    public void KillCoordinator()
+    {
+        if (_coordinator is { HasExited: false } c) { c.Kill(entireProcessTree: true); c.WaitForExit(5000); }
+    }
+
+    /// <summary>Starts the coordinator again on the same ports (after <see cref="KillCoordinator"/>).</summary>
+    public void RestartCoordinator()
+    {
+        _coordinator?.Dispose();
+        StartCoordinator();
     }
 
     /// <summary>Kills node <paramref name="i"/> at once (SIGKILL: no goodbye).</summary>

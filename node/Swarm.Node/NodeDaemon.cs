@@ -50,6 +50,7 @@ public sealed partial class NodeDaemon : BackgroundService
     private readonly Stopwatch _uptime = Stopwatch.StartNew();
     private volatile Heartbeat? _lastHeartbeat;
     private IDisposable? _observed;
+    private TimeSpan _heartbeatInterval = TimeSpan.FromMilliseconds(500);
 
     public NodeDaemon(NodeOptions options, ILogger<NodeDaemon> logger, IHostApplicationLifetime lifetime)
     {
@@ -147,6 +148,7 @@ public sealed partial class NodeDaemon : BackgroundService
                 {
                     case Welcome w:
                         _nodeId = w.NodeId;
+                        if (w.HeartbeatIntervalMs > 0) _heartbeatInterval = TimeSpan.FromMilliseconds(w.HeartbeatIntervalMs);
                         _coordinator = peer;
                         LogRegistered(w.NodeId, _coordinatorEndPoint.ToString());
                         return;
@@ -311,7 +313,11 @@ public sealed partial class NodeDaemon : BackgroundService
             var timings = req.Timings.Append(new StageTiming { NodeId = _nodeId, Milliseconds = output.Milliseconds }).ToArray();
             if (output.Token is int token)
             {
-                SendToCoordinator(new TokenResult { JobId = req.JobId, SessionId = req.SessionId, Step = req.Step, TokenId = token, Timings = timings }, req.SessionId);
+                var result = new TokenResult { JobId = req.JobId, SessionId = req.SessionId, Step = req.Step, TokenId = token, Timings = timings };
+                if (_options.SimulateLatencyMs > 0)
+                    _ = Task.Delay(_options.SimulateLatencyMs).ContinueWith(_ => SendToCoordinator(result, req.SessionId), TaskScheduler.Default);
+                else
+                    SendToCoordinator(result, req.SessionId);
             }
             else
             {
@@ -350,6 +356,7 @@ public sealed partial class NodeDaemon : BackgroundService
         string? traceState = span is null ? received.TraceState : span.TraceStateString;
         try
         {
+            if (_options.SimulateLatencyMs > 0) await Task.Delay(_options.SimulateLatencyMs);
             var peer = await PeerAsync(next.Endpoint);
             peer.Send(new Envelope { Body = forward, SessionId = received.SessionId, TraceParent = traceParent, TraceState = traceState });
         }
@@ -383,11 +390,12 @@ public sealed partial class NodeDaemon : BackgroundService
 
     private async Task HeartbeatLoopAsync(CancellationToken ct)
     {
-        using var timer = new PeriodicTimer(TimeSpan.FromMilliseconds(500));
+        using var timer = new PeriodicTimer(_heartbeatInterval);
         long lastTokens = 0;
         var last = Stopwatch.StartNew();
         while (await timer.WaitForNextTickAsync(ct))
         {
+            if (timer.Period != _heartbeatInterval) timer.Period = _heartbeatInterval;
             var host = _host;
             long tokens = Interlocked.Read(ref _tokensServed);
             double rate = (tokens - lastTokens) / last.Elapsed.TotalSeconds;

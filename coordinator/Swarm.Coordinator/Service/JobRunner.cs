@@ -63,7 +63,7 @@ public sealed partial class JobRunner
         {
             MaxConcurrentJobs = o.MaxConcurrentJobs,
             MaxQueueLength = o.MaxQueueLength,
-            QueueTimeout = TimeSpan.FromSeconds(o.QueueTimeoutSeconds),
+            QueueTimeout = o.QueueTimeout,
         }, TimeProvider.System);
         _tick = new Timer(_ => Tick(), null, 200, 200);
         swarm.NodeLost += OnNodeLost;
@@ -346,7 +346,7 @@ public sealed partial class JobRunner
         {
             var result = _swarm.Router.Route(_swarm.Config.NumLayers, RouteCandidate.FromAll(_swarm.Registry.Snapshot()));
             if (result.Route is { } r) return r;
-            if (deadline.Elapsed.TotalSeconds > _swarm.Options.QueueTimeoutSeconds)
+            if (deadline.Elapsed > _swarm.Options.QueueTimeout)
                 throw new JobFailedException($"no route covers the model: {PLayerRange.DescribeAll(result.Uncovered)} not served by any node", 503, "layers_uncovered");
             await Task.Delay(100, ct);
         }
@@ -355,7 +355,7 @@ public sealed partial class JobRunner
     private async Task<IMessage> WaitReplyAsync(ChannelReader<IMessage> replies, int step, long session, CancellationToken ct)
     {
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
-        timeout.CancelAfter(TimeSpan.FromSeconds(_swarm.Options.StepTimeoutSeconds));
+        timeout.CancelAfter(_swarm.Options.StepTimeout);
         try
         {
             while (true)
@@ -371,7 +371,7 @@ public sealed partial class JobRunner
         }
         catch (OperationCanceledException) when (!ct.IsCancellationRequested)
         {
-            throw new TimeoutException($"no reply to step {step} within {_swarm.Options.StepTimeoutSeconds} s");
+            throw new TimeoutException($"no reply to step {step} within {_swarm.Options.StepTimeout.TotalSeconds:F1} s");
         }
     }
 

@@ -70,10 +70,13 @@ public sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposable
         Config = ModelConfig.Load(options.Model);
         ModelName = options.ModelName ?? Path.GetFileName(Path.GetFullPath(options.Model).TrimEnd('/'));
         Tokenizer = TokenizerLoader.TryLoad(options.Model);
-        var fd = new FailureDetectorOptions();
-        fd.DeadAfter = TimeSpan.FromSeconds(options.DeadAfterSeconds);
-        fd.SuspectAfter = TimeSpan.FromSeconds(Math.Min(fd.SuspectAfter.TotalSeconds, options.DeadAfterSeconds / 2));
-        fd.DeadAfterWhenFailing = TimeSpan.FromSeconds(Math.Min(fd.DeadAfterWhenFailing.TotalSeconds, options.DeadAfterSeconds));
+        var fd = new FailureDetectorOptions
+        {
+            HeartbeatInterval = options.HeartbeatInterval,
+            SuspectAfter = options.SuspectAfter,
+            DeadAfter = options.DeadAfter,
+        };
+        fd.DeadAfterWhenFailing = TimeSpan.FromTicks(Math.Min(fd.DeadAfterWhenFailing.Ticks, options.DeadAfter.Ticks));
         Registry = new NodeRegistry(fd, _time);
         Placement = new MaxMinThroughputPlacementPolicy(ModelShape.FromConfig(Config, 4), new PlacementOptions());
         Router = new ShortestPathRouter(new RoutingOptions(), new PowerOfTwoChoicesPolicy(new Random()));
@@ -95,8 +98,11 @@ public sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposable
         return Task.CompletedTask;
     }
 
+    private int _stopped;
+
     public async Task StopAsync(CancellationToken cancellationToken)
     {
+        if (Interlocked.Exchange(ref _stopped, 1) == 1) return;
         _stop.Cancel();
         _observed?.Dispose();
         if (_transport is not null) await _transport.DisposeAsync();
@@ -104,11 +110,7 @@ public sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposable
             if (t is not null) await Task.WhenAny(t, Task.Delay(2000, CancellationToken.None));
     }
 
-    public async ValueTask DisposeAsync()
-    {
-        await StopAsync(CancellationToken.None);
-        _stop.Dispose();
-    }
+    public async ValueTask DisposeAsync() => await StopAsync(CancellationToken.None);
 
     // ---------------------------------------------------------------- jobs' view
 
@@ -206,7 +208,7 @@ public sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposable
         _nodePeers[id] = peer;
         _peerNodes[peer.Id] = id;
         _live[id] = new NodeLive(0, 0, 0, 0, 0, info.Device, info.Threads, info.Name, info.Endpoint);
-        peer.Send(env.CreateReply(new Welcome { NodeId = int.Parse(id), HeartbeatIntervalMs = 500 }));
+        peer.Send(env.CreateReply(new Welcome { NodeId = int.Parse(id), HeartbeatIntervalMs = (int)_options.HeartbeatInterval.TotalMilliseconds }));
         lock (_placementGate)
         {
             if (hello.HeldRange is { } held)
