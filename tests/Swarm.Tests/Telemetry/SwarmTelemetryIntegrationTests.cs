@@ -31,16 +31,33 @@ public sealed class TwoNodeSwarmWithOneJob : IAsyncLifetime
     public string ClientTraceId { get; } = ActivityTraceId.CreateRandom().ToHexString();
     public string ClientSpanId { get; } = ActivitySpanId.CreateRandom().ToHexString();
 
+    /// <summary>A stand-in OTLP/HTTP collector every process exports to: (path, body) of each request.</summary>
+    public System.Collections.Concurrent.ConcurrentQueue<(string Path, string ContentType, byte[] Body)> OtlpRequests { get; } = new();
+    private readonly HttpListener _collector = new();
+    private Task? _collectorLoop;
+
     public async Task InitializeAsync()
     {
         Directory.CreateDirectory(TraceDir);
+        int collectorPort = FreeTcpPort();
+        _collector.Prefixes.Add($"http://127.0.0.1:{collectorPort}/");
+        _collector.Start();
+        _collectorLoop = Task.Run(CollectAsync);
         Swarm = await LocalSwarm.StartAsync(new LocalSwarmOptions
         {
             Model = Path.Combine(Fixture.Root, Fixture.Tiny, "checkpoint"),
             Nodes = 2,
             Layers = ["0:2", "2:4"],
             ThreadsPerNode = 1,
-            Environment = new Dictionary<string, string> { [TelemetrySettings.TraceFileVariable] = Path.Combine(TraceDir, "{process}.jsonl") },
+            Environment = new Dictionary<string, string>
+            {
+                [TelemetrySettings.TraceFileVariable] = Path.Combine(TraceDir, "{process}.jsonl"),
+                ["SWARM_COORDINATOR__OTLPENDPOINT"] = $"http://127.0.0.1:{collectorPort}",
+                ["SWARM_NODE__OTLPENDPOINT"] = $"http://127.0.0.1:{collectorPort}",
+                ["OTEL_EXPORTER_OTLP_PROTOCOL"] = "http/protobuf",
+                ["OTEL_BSP_SCHEDULE_DELAY"] = "200",
+                ["OTEL_METRIC_EXPORT_INTERVAL"] = "1000",
+            },
             NodeMetricsPorts = NodeMetricsPorts,
         });
         // As an instrumented client would: the job must join the client's trace.
@@ -57,9 +74,27 @@ public sealed class TwoNodeSwarmWithOneJob : IAsyncLifetime
         Tokens = SwarmIntegrationTests.Tokens(Completion);
     }
 
+    private async Task CollectAsync()
+    {
+        while (_collector.IsListening)
+        {
+            HttpListenerContext ctx;
+            try { ctx = await _collector.GetContextAsync(); }
+            catch (Exception e) when (e is HttpListenerException or ObjectDisposedException) { return; }
+            using var body = new MemoryStream();
+            await ctx.Request.InputStream.CopyToAsync(body);
+            OtlpRequests.Enqueue((ctx.Request.Url!.AbsolutePath, ctx.Request.ContentType ?? "", body.ToArray()));
+            ctx.Response.StatusCode = 200;
+            ctx.Response.ContentType = "application/x-protobuf";
+            ctx.Response.Close();
+        }
+    }
+
     public async Task DisposeAsync()
     {
         if (Swarm is not null) await Swarm.DisposeAsync();
+        _collector.Close();
+        if (_collectorLoop is not null) await _collectorLoop;
         try { Directory.Delete(TraceDir, recursive: true); }
         catch (IOException) { }
     }
@@ -180,6 +215,29 @@ public sealed class SwarmTelemetryIntegrationTests(TwoNodeSwarmWithOneJob swarm)
             Assert.Equal(1, Value(text, "swarm_node_state", "state=\"ready\""));
             Assert.True(Value(text, "swarm_node_kv_capacity") > 0);
         }
+    }
+
+    [Fact]
+    public async Task OneGeneration_OtlpOverHttp_ExportsTracesAndMetricsOfEveryProcess()
+    {
+        // Protobuf carries strings as raw UTF-8, so names can be found in the bodies without decoding them.
+        static bool Has(byte[] body, string text) => body.AsSpan().IndexOf(System.Text.Encoding.UTF8.GetBytes(text)) >= 0;
+        bool Sent(string path, params string[] texts) => swarm.OtlpRequests.Any(r => r.Path == path && texts.All(t => Has(r.Body, t)));
+        (string Path, string[] Texts, string What)[] expected =
+        [
+            ("/v1/traces", ["swarm-coordinator", CoordinatorInstrumentation.JobSpan, CoordinatorInstrumentation.StepSpan, "swarm.job.id"], "coordinator spans"),
+            ("/v1/traces", ["swarm-node", NodeInstrumentation.ForwardSpan], "node stage.forward spans"),
+            ("/v1/traces", ["swarm-node", NodeInstrumentation.SampleSpan], "the sample span"),
+            ("/v1/metrics", ["swarm-coordinator", "swarm.tokens.generated"], "coordinator metrics"),
+            ("/v1/metrics", ["swarm-node", "swarm.node.forward.duration"], "node metrics"),
+        ];
+        var deadline = DateTime.UtcNow.AddSeconds(20);
+        while (DateTime.UtcNow < deadline && !expected.All(e => Sent(e.Path, e.Texts)))
+            await Task.Delay(200);
+        string seen = string.Join(", ", swarm.OtlpRequests.Select(r => $"{r.Path} ({r.Body.Length} B)"));
+        foreach (var e in expected)
+            Assert.True(Sent(e.Path, e.Texts), $"no OTLP export of {e.What} to {e.Path}; requests: {seen}");
+        Assert.All(swarm.OtlpRequests, r => Assert.Equal("application/x-protobuf", r.ContentType));
     }
 
     /// <summary>The value of the one sample of <paramref name="metric"/> whose labels contain every one of <paramref name="labels"/>.</summary>
