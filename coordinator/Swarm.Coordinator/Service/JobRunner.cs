@@ -262,8 +262,11 @@ public sealed partial class JobRunner
                     string? failedNode = null, why = null, code = null;
                     try
                     {
+                        var stepWatch = Stopwatch.StartNew();
                         _swarm.SendToNode(route.Hops[0].NodeId, Envelope.Create(req, session));
                         var reply = await WaitReplyAsync(replies.Reader, step, session, ct);
+                        if (stepWatch.Elapsed > TimeSpan.FromSeconds(2))
+                            LogSlowStep(job, step, route.ToString(), stepWatch.Elapsed.TotalMilliseconds, reply.GetType().Name);
                         if (reply is TokenResult tr)
                         {
                             cached = all.Length;
@@ -383,6 +386,8 @@ public sealed partial class JobRunner
 
     [LoggerMessage(200, LogLevel.Warning, "job {Job} step {Step}: route failed at node {Node} ({Reason}); re-routing and replaying")]
     private partial void LogRecovery(long job, int step, string node, string reason);
+    [LoggerMessage(202, LogLevel.Warning, "job {Job} step {Step} took {Ms:F0} ms on route {Route} (reply {Reply})")]
+    private partial void LogSlowStep(long job, int step, string route, double ms, string reply);
     [LoggerMessage(201, LogLevel.Error, "admission tick failed: {Message}")]
     private partial void LogTickError(string message);
 }
