@@ -194,9 +194,11 @@ public sealed class SwarmTelemetryIntegrationTests(TwoNodeSwarmWithOneJob swarm)
         Assert.Equal(1, Value(text, "swarm_jobs_total", "outcome=\"completed\""));
         Assert.Equal(1, Value(text, "swarm_job_time_to_first_token_seconds_count"));
         Assert.Equal(swarm.Tokens.Length - 1, Value(text, "swarm_job_time_per_output_token_seconds_count"));
-        Assert.Equal(2, Value(text, "swarm_nodes", "state=\"serving\""));
+        // Both registered and routable (a heartbeat late under load makes a node "suspect" for a moment, not gone).
+        Assert.Equal(2, Value(text, "swarm_nodes", "state=\"serving\"") + Value(text, "swarm_nodes", "state=\"suspect\""));
+        Assert.Equal(0, Value(text, "swarm_nodes", "state=\"dead\""));
         Assert.Equal(1, Value(text, "swarm_layers_min_replicas"));
-        Assert.True(Value(text, "swarm_transport_io_bytes_total", "direction=\"transmit\"") > 0);
+        Assert.True(Value(text, "swarm_transport_io_bytes_total", "direction=\"transmit\"") > 0, $"no bytes sent:\n{text}");
     }
 
     [Fact]
@@ -205,7 +207,10 @@ public sealed class SwarmTelemetryIntegrationTests(TwoNodeSwarmWithOneJob swarm)
         int n = swarm.Tokens.Length;
         for (int i = 0; i < 2; i++)
         {
-            string text = await Http.GetStringAsync($"http://127.0.0.1:{swarm.NodeMetricsPorts[i]}/metrics");
+            // KV and session gauges come from the node's last heartbeat (sent every 500 ms): wait for one after the load.
+            string url = $"http://127.0.0.1:{swarm.NodeMetricsPorts[i]}/metrics", text = await Http.GetStringAsync(url);
+            for (var until = DateTime.UtcNow.AddSeconds(10); Value(text, "swarm_node_kv_capacity") == 0 && DateTime.UtcNow < until; text = await Http.GetStringAsync(url))
+                await Task.Delay(200);
             await Promtool.AssertValidAsync(text, $"node-{i + 1}'s /metrics");
             Assert.Equal(n, Value(text, "swarm_node_steps_total", "outcome=\"ok\""));
             Assert.Equal(1, Value(text, "swarm_node_forward_duration_seconds_count", "swarm_step_kind=\"prefill\""));
@@ -213,7 +218,7 @@ public sealed class SwarmTelemetryIntegrationTests(TwoNodeSwarmWithOneJob swarm)
             Assert.Equal(n, Value(text, "swarm_node_batch_size_count"));
             Assert.Equal(3 + (n - 1), Value(text, "swarm_node_tokens_total"));  // the 3-token prompt, then one per decode step
             Assert.Equal(1, Value(text, "swarm_node_state", "state=\"ready\""));
-            Assert.True(Value(text, "swarm_node_kv_capacity") > 0);
+            Assert.True(Value(text, "swarm_node_kv_capacity") > 0, $"node-{i + 1} reports no KV capacity:\n{text}");
         }
     }
 
