@@ -21,6 +21,13 @@ internal sealed record LocalSwarmOptions
     public IReadOnlyList<string> NodeArgs { get; init; } = [];
     /// <summary>Folder for the processes' logs (default: a temp folder).</summary>
     public string? LogDir { get; init; }
+    /// <summary>
+    /// Extra environment variables for every process; <c>{process}</c> in a value becomes the process's name
+    /// (coordinator, node-1, …), e.g. <c>SWARM_TRACE_FILE=/tmp/traces/{process}.jsonl</c>.
+    /// </summary>
+    public IReadOnlyDictionary<string, string> Environment { get; init; } = new Dictionary<string, string>();
+    /// <summary>Prometheus <c>--metrics-port</c> per node (0 or missing = off).</summary>
+    public IReadOnlyList<int>? NodeMetricsPorts { get; init; }
 }
 
 /// <summary>
@@ -125,6 +132,7 @@ internal sealed class LocalSwarm : IAsyncDisposable
         if (memory is not null) { args.Add("--memory"); args.Add(memory); }
         if (_options.ThreadsPerNode > 0) { args.Add("--threads"); args.Add(_options.ThreadsPerNode.ToString()); }
         if (_options.Secret is not null) { args.Add("--secret"); args.Add(_options.Secret); }
+        if (_options.NodeMetricsPorts?.ElementAtOrDefault(i) is > 0 and var port) { args.Add("--metrics-port"); args.Add(port.ToString()); }
         args.AddRange(_options.NodeArgs);
         var p = Launch($"node-{i + 1}", args);
         if (i < _nodes.Count) _nodes[i] = p;
@@ -167,6 +175,7 @@ internal sealed class LocalSwarm : IAsyncDisposable
         foreach (var a in prefix.Concat(args)) psi.ArgumentList.Add(a);
         // Idle OpenMP threads must not spin on cores another process in this swarm needs.
         psi.Environment["OMP_WAIT_POLICY"] = "PASSIVE";
+        foreach (var (key, value) in _options.Environment) psi.Environment[key] = value.Replace("{process}", name);
         var p = Process.Start(psi) ?? throw new InvalidOperationException($"could not start {name}");
         var log = new StreamWriter(Path.Combine(LogDir, $"{name}.log"), append: true) { AutoFlush = true };
         p.OutputDataReceived += (_, e) => { if (e.Data is not null) lock (log) log.WriteLine(e.Data); };

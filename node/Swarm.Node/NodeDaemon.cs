@@ -7,7 +7,9 @@ using Microsoft.Extensions.Logging;
 using Swarm.Checkpoints;
 using Swarm.Engine;
 using Swarm.Model;
+using Swarm.Node.Telemetry;
 using Swarm.Protocol;
+using Swarm.Telemetry;
 using Swarm.Transport;
 using static TorchSharp.torch;
 
@@ -46,6 +48,8 @@ public sealed partial class NodeDaemon : BackgroundService
     private double _layerTokensPerSecond;
     private ScalarType _dtype;
     private readonly Stopwatch _uptime = Stopwatch.StartNew();
+    private volatile Heartbeat? _lastHeartbeat;
+    private IDisposable? _observed;
     private TimeSpan _heartbeatInterval = TimeSpan.FromMilliseconds(500);
 
     public NodeDaemon(NodeOptions options, ILogger<NodeDaemon> logger, IHostApplicationLifetime lifetime)
@@ -58,6 +62,12 @@ public sealed partial class NodeDaemon : BackgroundService
 
     /// <summary>Where this node listens for node-to-node traffic.</summary>
     public IPEndPoint? DataEndPoint => _transport?.LocalEndPoint;
+
+    // Read by NodeInstrumentation's observable gauges (any thread).
+    internal Heartbeat? LastHeartbeat => _lastHeartbeat;
+    internal int InFlight => Volatile.Read(ref _inFlight);
+    internal NodeState State => _state;
+    internal TransportCounters? TransportCounters => _transport?.Counters;
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
@@ -85,6 +95,7 @@ public sealed partial class NodeDaemon : BackgroundService
         if (string.IsNullOrEmpty(_options.Secret)) LogNoSecret();
         _transport = LiteNetTransport.Start(new TransportOptions { BindAddress = listen!.Address, Port = listen.Port, Secret = _options.Secret }, _logger);
         _transport.PeerDisconnected += OnPeerDisconnected;
+        _observed = NodeInstrumentation.Observe(this);
         var compute = new Thread(ComputeLoop) { IsBackground = true, Name = "swarm-stage-compute" };
         compute.Start();
 
@@ -287,11 +298,18 @@ public sealed partial class NodeDaemon : BackgroundService
     private void Step(StepWork w)
     {
         var req = w.Request;
+        using var span = NodeInstrumentation.StartForward(w.Envelope, req, _nodeId);
+        span?.SetTag("swarm.queue_ms", Stopwatch.GetElapsedTime(w.Enqueued).TotalMilliseconds);
+        string outcome = "ok";
         try
         {
             if (_host is null) throw new StepException(ErrorCode.RangeNotLoaded, "no layers loaded yet");
             var output = _host.Run(req);
-            Interlocked.Add(ref _tokensServed, req.Input.Shape.Length > 1 ? req.Input.Shape[1] : 1);
+            long positions = req.Input.Shape.Length > 1 ? req.Input.Shape[1] : 1;
+            Interlocked.Add(ref _tokensServed, positions);
+            NodeInstrumentation.RecordBatch(1);
+            NodeInstrumentation.Tokens.Add(positions);
+            NodeInstrumentation.ForwardDuration.Record(output.Milliseconds / 1000, new KeyValuePair<string, object?>(SwarmTelemetry.StepKindTag, req.Kind.ToString().ToLowerInvariant()));
             var timings = req.Timings.Append(new StageTiming { NodeId = _nodeId, Milliseconds = output.Milliseconds }).ToArray();
             if (output.Token is int token)
             {
@@ -305,33 +323,47 @@ public sealed partial class NodeDaemon : BackgroundService
             {
                 var next = req.Route[1];
                 var forward = req with { Route = req.Route[1..], Input = output.Hidden!, Timings = timings };
-                _ = ForwardAsync(next, forward, w.Envelope);
+                span?.SetTag("swarm.next_node.id", next.NodeId);
+                _ = ForwardAsync(next, forward, w.Envelope, span);
             }
         }
         catch (StepException e)
         {
+            outcome = e.Code.ToString();
+            SwarmTelemetry.RecordFailure(span, NodeInstrumentation.StepFailedEvent, _nodeId.ToString(), e.Message, outcome);
             Reply(req, e.Code, e.Message);
         }
         catch (Exception e) when (e is InvalidOperationException or ArgumentException or OutOfMemoryException)
         {
+            outcome = nameof(ErrorCode.Internal);
+            SwarmTelemetry.RecordFailure(span, NodeInstrumentation.StepFailedEvent, _nodeId.ToString(), e.Message, outcome);
             Reply(req, ErrorCode.Internal, e.Message);
         }
         finally
         {
+            NodeInstrumentation.StepHandled(outcome);
             Interlocked.Decrement(ref _inFlight);
         }
     }
 
-    private async Task ForwardAsync(Hop next, ForwardRequest forward, Envelope received)
+    /// <summary>
+    /// Hands the step to the next hop. The envelope carries this node's <c>stage.forward</c> span as the parent
+    /// (or, when this node does not trace, the context it received), so the next node's span joins the job's trace.
+    /// </summary>
+    private async Task ForwardAsync(Hop next, ForwardRequest forward, Envelope received, Activity? span)
     {
+        string? traceParent = span?.Id ?? received.TraceParent;
+        string? traceState = span is null ? received.TraceState : span.TraceStateString;
         try
         {
             if (_options.SimulateLatencyMs > 0) await Task.Delay(_options.SimulateLatencyMs);
             var peer = await PeerAsync(next.Endpoint);
-            peer.Send(new Envelope { Body = forward, SessionId = received.SessionId, TraceParent = received.TraceParent, TraceState = received.TraceState });
+            peer.Send(new Envelope { Body = forward, SessionId = received.SessionId, TraceParent = traceParent, TraceState = traceState });
         }
         catch (Exception e) when (e is PeerDisconnectedException or TimeoutException or OperationCanceledException or FormatException)
         {
+            // Recorded only while the span is still open (the connection was already up); the coordinator's step span records it in any case.
+            SwarmTelemetry.RecordFailure(span, NodeInstrumentation.StepFailedEvent, next.NodeId.ToString(), e.Message, nameof(ErrorCode.NextHopUnreachable));
             _peers.TryRemove(next.Endpoint, out _);
             SendToCoordinator(new StepFailed
             {
@@ -368,7 +400,7 @@ public sealed partial class NodeDaemon : BackgroundService
             long tokens = Interlocked.Read(ref _tokensServed);
             double rate = (tokens - lastTokens) / last.Elapsed.TotalSeconds;
             lastTokens = tokens; last.Restart();
-            SendToCoordinator(new Heartbeat
+            SendToCoordinator(_lastHeartbeat = new Heartbeat
             {
                 State = _state,
                 InFlightSteps = Volatile.Read(ref _inFlight),
@@ -393,6 +425,7 @@ public sealed partial class NodeDaemon : BackgroundService
     {
         _stopping = true;
         _state = NodeState.Draining;
+        _observed?.Dispose();
         var grace = TimeSpan.FromSeconds(5);
         SendToCoordinator(new Leave { Reason = "shutting down", GraceMs = (int)grace.TotalMilliseconds });
         var deadline = Stopwatch.StartNew();

@@ -34,7 +34,7 @@ public sealed class NodeOptions
     public int SimulateLatencyMs { get; set; }
     /// <summary>Optional port for Prometheus /metrics on this node (0 = off).</summary>
     public int MetricsPort { get; set; }
-    /// <summary>OTLP collector for this node's traces and metrics (unset = off).</summary>
+    /// <summary>OTLP collector for this node's traces and metrics (e.g. http://127.0.0.1:4317; port 4318 means OTLP/HTTP); unset = off.</summary>
     public string? OtlpEndpoint { get; set; }
 
     public long MemoryBytes => ParseBytes(Memory) ?? 0;

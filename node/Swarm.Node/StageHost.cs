@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using Swarm.Model;
+using Swarm.Node.Telemetry;
 using Swarm.Protocol;
 using Swarm.Sampling;
 using static TorchSharp.torch;
@@ -80,6 +81,8 @@ public sealed class StageHost : IDisposable
         TokensServed += t;
         if (!last) return new StepOutput(WireTensor.FromTensor(y, req.WireDType), null, sw.Elapsed.TotalMilliseconds);
         var sampling = req.Sampling;
+        using var span = NodeInstrumentation.Source.StartActivity(NodeInstrumentation.SampleSpan);
+        span?.SetTag("swarm.sampling.greedy", sampling.Temperature <= 0);
         var sampler = new Sampler(new SamplingOptions
         {
             Temperature = sampling.Temperature,
@@ -89,6 +92,7 @@ public sealed class StageHost : IDisposable
             MaxNewTokens = 1,
         }, req.Step);
         int token = sampler.Next(y[0]);
+        span?.SetTag("swarm.token.position", req.StartPosition + t);
         return new StepOutput(null, token, sw.Elapsed.TotalMilliseconds);
     }
 

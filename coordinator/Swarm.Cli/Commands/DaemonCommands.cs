@@ -4,8 +4,12 @@ using Microsoft.AspNetCore.Hosting;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
+using OpenTelemetry.Metrics;
+using Swarm.Cli.Telemetry;
+using Swarm.Coordinator.Telemetry;
 using Swarm.Coordinator.Service;
 using Swarm.Node;
+using Swarm.Node.Telemetry;
 using Swarm.Transport;
 
 namespace Swarm.Cli.Commands;
@@ -42,6 +46,10 @@ internal static class DaemonCommands
             var builder = Host.CreateApplicationBuilder();
             ConfigureLogging(builder.Logging);
             builder.Services.AddSingleton(options);
+            NodeOptions.TryParseEndPoint(options.Listen, out var listen);
+            builder.Services.AddSwarmTelemetry(
+                TelemetrySettings.FromEnvironment("swarm-node", NodeInstrumentation.Name, options.Name, options.OtlpEndpoint),
+                TelemetrySetup.NodeScrapeExporter(options.MetricsPort, listen!.Address));
             builder.Services.AddHostedService<NodeDaemon>();
             builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(15));
             using var host = builder.Build();
@@ -84,10 +92,14 @@ internal static class DaemonCommands
             builder.Services.AddSingleton<SwarmCoordinator>();
             builder.Services.AddHostedService(sp => sp.GetRequiredService<SwarmCoordinator>());
             builder.Services.AddSingleton<JobRunner>();
+            builder.Services.AddSwarmTelemetry(
+                TelemetrySettings.FromEnvironment("swarm-coordinator", CoordinatorInstrumentation.Name, null, options.OtlpEndpoint),
+                m => m.AddPrometheusExporter());
             await using var app = builder.Build();
             var swarm = app.Services.GetRequiredService<SwarmCoordinator>();
             var jobs = app.Services.GetRequiredService<JobRunner>();
             HttpApi.Map(app, swarm, jobs);
+            app.MapPrometheusScrapingEndpoint("/metrics");
             await app.RunAsync();
             return 0;
         });

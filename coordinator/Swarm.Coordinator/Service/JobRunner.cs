@@ -4,8 +4,10 @@ using System.Threading.Channels;
 using Microsoft.Extensions.Logging;
 using Swarm.Coordinator.Jobs;
 using Swarm.Coordinator.Routing;
+using Swarm.Coordinator.Telemetry;
 using Swarm.Protocol;
 using Swarm.Sampling;
+using Swarm.Telemetry;
 using Swarm.Transport;
 using PLayerRange = Swarm.Coordinator.Placement.LayerRange;
 using WLayerRange = Swarm.Protocol.LayerRange;
@@ -65,6 +67,7 @@ public sealed partial class JobRunner
         }, TimeProvider.System);
         _tick = new Timer(_ => Tick(), null, 200, 200);
         swarm.NodeLost += OnNodeLost;
+        CoordinatorInstrumentation.Observe(this);
     }
 
     public int Queued => _admission.Queued;
@@ -114,22 +117,35 @@ public sealed partial class JobRunner
     {
         long jobNumber = Interlocked.Increment(ref _nextJob);
         id ??= $"cmpl-{jobNumber}";
+        using var activity = CoordinatorInstrumentation.StartJob(id, spec.Prompt.Count, spec.Sampling.MaxNewTokens);
         _recent[id] = new JobRecord(id, "queued", spec.Prompt.Count, 0, null, null, 0, null, null);
         var total = Stopwatch.StartNew();
-        await AdmitAsync(id, ct);
+        try { await AdmitAsync(id, ct); }
+        catch (Exception e)
+        {
+            string outcome = e is OperationCanceledException ? "cancelled" : "rejected";
+            CoordinatorInstrumentation.JobEnded(outcome);
+            SwarmTelemetry.RecordFailure(activity, outcome, null, e.Message, (e as JobFailedException)?.Code);
+            throw;
+        }
+        activity?.AddEvent(new ActivityEvent(CoordinatorInstrumentation.AdmittedEvent, tags: new ActivityTagsCollection { ["swarm.queue_ms"] = total.Elapsed.TotalMilliseconds }));
         var tokens = new List<int>();
         int recoveries = 0;
         double ttft = 0;
         try
         {
             _recent[id] = _recent[id] with { State = "running" };
-            var (finish, stages) = await StepLoopAsync(jobNumber, spec, tokens, onToken, r => recoveries = r, t => ttft = t, total, ct);
+            var (finish, stages) = await StepLoopAsync(jobNumber, spec, tokens, onToken, r => recoveries = r, t => ttft = t, total, activity, ct);
             string text = _swarm.Tokenizer?.Decode(tokens) ?? "";
             if (finish == "stop" && spec.StopSequences.Count > 0) text = TrimAtStop(text, spec.StopSequences);
             var result = new JobResult(id, tokens, text, finish, spec.Prompt.Count, ttft, total.Elapsed.TotalMilliseconds, recoveries, stages);
             Interlocked.Increment(ref _completed);
             double? rate = tokens.Count > 1 ? (tokens.Count - 1) / ((total.Elapsed.TotalMilliseconds - ttft) / 1000) : null;
             _recent[id] = new JobRecord(id, "done", spec.Prompt.Count, tokens.Count, ttft, rate, recoveries, null, DateTimeOffset.UtcNow);
+            CoordinatorInstrumentation.JobEnded("completed");
+            activity?.SetTag("swarm.finish_reason", finish);
+            activity?.SetTag("swarm.completion_tokens", tokens.Count);
+            activity?.SetTag("swarm.recoveries", recoveries);
             JobFinished?.Invoke(result);
             return result;
         }
@@ -139,6 +155,10 @@ public sealed partial class JobRunner
             string msg = e is OperationCanceledException ? "cancelled (client went away)" : e.Message;
             _recent[id] = new JobRecord(id, "failed", spec.Prompt.Count, tokens.Count, ttft > 0 ? ttft : null, null, recoveries, msg, DateTimeOffset.UtcNow);
             JobFailed?.Invoke(e is OperationCanceledException ? "cancelled" : "failed");
+            CoordinatorInstrumentation.JobEnded(e is OperationCanceledException ? "cancelled" : "failed");
+            activity?.SetTag("swarm.completion_tokens", tokens.Count);
+            activity?.SetTag("swarm.recoveries", recoveries);
+            SwarmTelemetry.RecordFailure(activity, "job.failed", null, msg, (e as JobFailedException)?.Code);
             throw;
         }
         finally
@@ -175,7 +195,7 @@ public sealed partial class JobRunner
     }
 
     private async Task<(string Finish, IReadOnlyList<StageMean> Stages)> StepLoopAsync(long job, JobSpec spec, List<int> tokens,
-        Func<int, string, ValueTask>? onToken, Action<int> setRecoveries, Action<double> setTtft, Stopwatch total, CancellationToken ct)
+        Func<int, string, ValueTask>? onToken, Action<int> setRecoveries, Action<double> setTtft, Stopwatch total, Activity? jobSpan, CancellationToken ct)
     {
         var sampling = spec.Sampling;
         long seed = sampling.Seed ?? Random.Shared.NextInt64();
@@ -202,6 +222,7 @@ public sealed partial class JobRunner
         }).ToList();
         var decoder = _swarm.Tokenizer is null ? null : new Tokenization.IncrementalDecoder(_swarm.Tokenizer);
         string textSoFar = "";
+        double lastTokenAt = 0;
         try
         {
             for (int step = 0; step < maxNew; step++)
@@ -211,7 +232,13 @@ public sealed partial class JobRunner
                     ct.ThrowIfCancellationRequested();
                     if (route is null)
                     {
-                        route = await RouteAsync(ct);
+                        using (var routing = CoordinatorInstrumentation.Source.StartActivity(CoordinatorInstrumentation.RouteSpan))
+                        {
+                            try { route = await RouteAsync(ct); }
+                            catch (JobFailedException e) { SwarmTelemetry.RecordFailure(routing, "route.failed", null, e.Message, e.Code); throw; }
+                            routing?.SetTag("swarm.route", route.ToString());
+                            routing?.SetTag("swarm.route.hops", route.Hops.Count);
+                        }
                         session = Interlocked.Increment(ref _nextSession);
                         cached = 0;
                         lock (routeNodes) { routeNodes.Clear(); foreach (var n in route.NodeIds) routeNodes.Add(n); }
@@ -228,7 +255,12 @@ public sealed partial class JobRunner
                         Route = route.Hops.Select(h => new Hop { NodeId = int.Parse(h.NodeId), Endpoint = _swarm.EndpointOf(h.NodeId), Layers = new WLayerRange(h.Layers.Start, h.Layers.End) }).ToArray(),
                         WireDType = _swarm.Wire, Sampling = wireSampling, ReplyTo = _swarm.ControlEndPoint?.ToString() ?? "",
                     };
-                    string? failedNode = null, why = null;
+                    using var stepSpan = CoordinatorInstrumentation.Source.StartActivity(CoordinatorInstrumentation.StepSpan, ActivityKind.Client);
+                    stepSpan?.SetTag(SwarmTelemetry.StepTag, step);
+                    stepSpan?.SetTag(SwarmTelemetry.StepKindTag, kind.ToString().ToLowerInvariant());
+                    stepSpan?.SetTag(SwarmTelemetry.SessionTag, session);
+                    stepSpan?.SetTag("swarm.input_tokens", input.Length);
+                    string? failedNode = null, why = null, code = null;
                     try
                     {
                         var stepWatch = Stopwatch.StartNew();
@@ -253,6 +285,11 @@ public sealed partial class JobRunner
                             int token = tr.TokenId;
                             tokens.Add(token);
                             if (step == 0) setTtft(total.Elapsed.TotalMilliseconds);
+                            double now = total.Elapsed.TotalSeconds;
+                            CoordinatorInstrumentation.TokensGenerated.Add(1);
+                            if (step == 0) CoordinatorInstrumentation.TimeToFirstToken.Record(now);
+                            else CoordinatorInstrumentation.TimePerOutputToken.Record(now - lastTokenAt);
+                            lastTokenAt = now;
                             string piece = decoder?.Push(token) ?? "";
                             textSoFar += piece;
                             if (onToken is not null) await onToken(token, piece);
@@ -261,17 +298,29 @@ public sealed partial class JobRunner
                             break;
                         }
                         var sf = (StepFailed)reply;
+                        SwarmTelemetry.RecordFailure(stepSpan, CoordinatorInstrumentation.StepFailedEvent, sf.NodeId.ToString(), sf.Message, sf.Code.ToString());
                         if (sf.Code is ErrorCode.BadRequest)
                             throw new JobFailedException($"node {sf.NodeId} rejected the step: {sf.Message}", 500, "step_rejected");
                         failedNode = sf.NodeId.ToString();
                         why = sf.Message;
+                        code = sf.Code.ToString();
                     }
-                    catch (PeerDisconnectedException e) { failedNode = route.Hops[0].NodeId; why = e.Message; }
-                    catch (TimeoutException e) { why = e.Message; }
+                    catch (PeerDisconnectedException e)
+                    {
+                        failedNode = route.Hops[0].NodeId; why = e.Message; code = "disconnected";
+                        SwarmTelemetry.RecordFailure(stepSpan, CoordinatorInstrumentation.StepFailedEvent, failedNode, why, code);
+                    }
+                    catch (TimeoutException e)
+                    {
+                        why = e.Message; code = "timeout";
+                        SwarmTelemetry.RecordFailure(stepSpan, CoordinatorInstrumentation.StepFailedEvent, null, why, code);
+                    }
                     // Recovery: forget this route, report the culprit, re-route and recompute the caches.
                     recoveries++;
                     setRecoveries(recoveries);
                     _swarm.CountRecovery();
+                    CoordinatorInstrumentation.Recovered(code ?? "unknown");
+                    jobSpan?.AddEvent(SwarmTelemetry.FailureEvent(CoordinatorInstrumentation.RecoveryEvent, failedNode, why ?? "", code, step));
                     LogRecovery(job, step, failedNode ?? "?", why ?? "");
                     if (failedNode is not null && _swarm.Registry.Get(failedNode) is not null) _swarm.Registry.ReportFailure(failedNode);
                     ReleaseRoute(route, session);

@@ -6,6 +6,7 @@ using Microsoft.Extensions.Logging;
 using Swarm.Coordinator.Membership;
 using Swarm.Coordinator.Placement;
 using Swarm.Coordinator.Routing;
+using Swarm.Coordinator.Telemetry;
 using Swarm.Model;
 using Swarm.Protocol;
 using Swarm.Tokenization;
@@ -37,6 +38,7 @@ public sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposable
     private int _nextNodeId;
     private long _nextAssignment;
     private long _recoveries;
+    private IDisposable? _observed;
 
     /// <summary>Figures a node last reported in its heartbeat.</summary>
     public sealed record NodeLive(int InFlightSteps, int Sessions, long KvTokensUsed, long KvTokensCapacity, double TokensPerSecond, string Device, int Threads, string Name, string DataEndpoint);
@@ -53,6 +55,8 @@ public sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposable
     public IReadOnlyDictionary<string, NodeLive> Live => _live;
     /// <summary>Where nodes reach this coordinator.</summary>
     public IPEndPoint? ControlEndPoint => _transport?.LocalEndPoint;
+    /// <summary>Byte and message counters of the transport (null before start).</summary>
+    public TransportCounters? TransportCounters => _transport?.Counters;
     public DateTimeOffset StartedAt { get; } = DateTimeOffset.UtcNow;
 
     /// <summary>Raised when a node is confirmed dead or leaves (jobs routed through it repair their route).</summary>
@@ -89,6 +93,7 @@ public sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposable
         _transport.PeerDisconnected += OnPeerDisconnected;
         _inboundLoop = Task.Run(() => InboundLoopAsync(_stop.Token));
         _evaluateLoop = Task.Run(() => EvaluateLoopAsync(_stop.Token));
+        _observed = CoordinatorInstrumentation.Observe(this);
         LogListening(_transport.LocalEndPoint.ToString(), ModelName, Config.NumLayers);
         return Task.CompletedTask;
     }
@@ -99,6 +104,7 @@ public sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposable
     {
         if (Interlocked.Exchange(ref _stopped, 1) == 1) return;
         _stop.Cancel();
+        _observed?.Dispose();
         if (_transport is not null) await _transport.DisposeAsync();
         foreach (var t in new[] { _inboundLoop, _evaluateLoop })
             if (t is not null) await Task.WhenAny(t, Task.Delay(2000, CancellationToken.None));
