@@ -279,7 +279,8 @@ public sealed partial class NodeDaemon : BackgroundService
         var old = _host;
         _host = null;
         old?.Dispose(); // sessions on the old range are gone; the coordinator re-routes their jobs
-        var model = StageModel.Load(_checkpoint!, w.Range.Start, w.Range.End, _dtype);
+        var model = StageModel.Load(_checkpoint!, w.Range.Start, w.Range.End, _dtype,
+            Console.IsErrorRedirected ? null : new ConsoleProgress($"loading layers {w.Range}"));
         long kvBudget = Math.Max(0, _options.MemoryBytes - model.WeightBytes);
         _host = new StageHost(model, kvBudget);
         _state = NodeState.Ready;
