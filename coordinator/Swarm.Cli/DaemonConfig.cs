@@ -17,11 +17,34 @@ internal sealed class DaemonConfig
 
     public DaemonConfig(string section) => _section = section;
 
-    public Option<T> Flag<T>(string name, string key, string description)
+    public Option<T> Flag<T>(string name, string key, string description, params string[] aliases)
     {
-        var o = new Option<T>(name) { Description = description };
+        var o = new Option<T>(name, aliases) { Description = description };
         _flags.Add((o, key));
         return o;
+    }
+
+    /// <summary>A duration flag: "30s", "500ms", "2m" or a plain number of seconds (config files use "00:00:30").</summary>
+    public Option<string> Duration(string name, string key, string description)
+    {
+        var o = Flag<string>(name, key, description + " (e.g. 30s, 500ms)");
+        _durations.Add(o);
+        return o;
+    }
+
+    private readonly HashSet<Option> _durations = [];
+
+    internal static TimeSpan ParseDuration(string text, string flag)
+    {
+        text = text.Trim();
+        double mult = 1;
+        if (text.EndsWith("ms")) { mult = 0.001; text = text[..^2]; }
+        else if (text.EndsWith('s')) text = text[..^1];
+        else if (text.EndsWith('m')) { mult = 60; text = text[..^1]; }
+        else if (text.Contains(':') && TimeSpan.TryParse(text, System.Globalization.CultureInfo.InvariantCulture, out var ts)) return ts;
+        if (double.TryParse(text, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out double v) && v >= 0)
+            return TimeSpan.FromSeconds(v * mult);
+        throw new UsageException($"{flag}: '{text}' is not a duration (e.g. 30s, 500ms, 2m, or seconds)");
     }
 
     public void AddTo(Command c)
@@ -46,6 +69,7 @@ internal sealed class DaemonConfig
             var result = r.GetResult(o);
             if (result is null || result.Implicit) continue;
             object? value = result.GetValueOrDefault<object?>();
+            if (_durations.Contains(o)) value = ParseDuration((string)value!, o.Name).ToString("c", System.Globalization.CultureInfo.InvariantCulture);
             given[$"{_section}:{key}"] = value switch
             {
                 bool b => b ? "true" : "false",

@@ -21,6 +21,13 @@ internal sealed record LocalSwarmOptions
     public IReadOnlyList<string> NodeArgs { get; init; } = [];
     /// <summary>Folder for the processes' logs (default: a temp folder).</summary>
     public string? LogDir { get; init; }
+    /// <summary>
+    /// Extra environment variables for every process; <c>{process}</c> in a value becomes the process's name
+    /// (coordinator, node-1, …), e.g. <c>SWARM_TRACE_FILE=/tmp/traces/{process}.jsonl</c>.
+    /// </summary>
+    public IReadOnlyDictionary<string, string> Environment { get; init; } = new Dictionary<string, string>();
+    /// <summary>Prometheus <c>--metrics-port</c> per node (0 or missing = off).</summary>
+    public IReadOnlyList<int>? NodeMetricsPorts { get; init; }
 }
 
 /// <summary>
@@ -106,18 +113,52 @@ internal sealed class LocalSwarm : IAsyncDisposable
         _coordinator = Launch("coordinator", args);
     }
 
+    /// <summary>Starts one more node (e.g. a spare joining a running swarm); returns its index.</summary>
+    public int AddNode(string? layers = null, string? memory = null)
+    {
+        _nodes.Add(null);
+        int i = _nodes.Count - 1;
+        _nodes[i] = StartNode(i, layers, memory);
+        return i;
+    }
+
     /// <summary>Starts (or restarts) node <paramref name="i"/>.</summary>
-    public Process StartNode(int i)
+    public Process StartNode(int i) => StartNode(i, _options.Layers?.ElementAtOrDefault(i), _options.Memory);
+
+    private Process StartNode(int i, string? layers, string? memory)
     {
         var args = new List<string> { "node", "--coordinator", $"127.0.0.1:{ControlPort}", "--model", _options.Model, "--name", $"node-{i + 1}" };
-        if (_options.Layers?.ElementAtOrDefault(i) is { } layers) { args.Add("--layers"); args.Add(layers); }
-        if (_options.Memory is not null) { args.Add("--memory"); args.Add(_options.Memory); }
+        if (layers is not null) { args.Add("--layers"); args.Add(layers); }
+        if (memory is not null) { args.Add("--memory"); args.Add(memory); }
         if (_options.ThreadsPerNode > 0) { args.Add("--threads"); args.Add(_options.ThreadsPerNode.ToString()); }
         if (_options.Secret is not null) { args.Add("--secret"); args.Add(_options.Secret); }
+        if (_options.NodeMetricsPorts?.ElementAtOrDefault(i) is > 0 and var port) { args.Add("--metrics-port"); args.Add(port.ToString()); }
         args.AddRange(_options.NodeArgs);
         var p = Launch($"node-{i + 1}", args);
         if (i < _nodes.Count) _nodes[i] = p;
         return p;
+    }
+
+    /// <summary>Stops node <paramref name="i"/> gracefully (SIGTERM) and returns its exit code.</summary>
+    public int StopNode(int i, TimeSpan timeout)
+    {
+        var p = _nodes[i]!;
+        Terminate(p);
+        if (!p.WaitForExit((int)timeout.TotalMilliseconds)) { p.Kill(entireProcessTree: true); return -1; }
+        return p.ExitCode;
+    }
+
+    /// <summary>Kills the coordinator at once (SIGKILL).</summary>
+    public void KillCoordinator()
+    {
+        if (_coordinator is { HasExited: false } c) { c.Kill(entireProcessTree: true); c.WaitForExit(5000); }
+    }
+
+    /// <summary>Starts the coordinator again on the same ports (after <see cref="KillCoordinator"/>).</summary>
+    public void RestartCoordinator()
+    {
+        _coordinator?.Dispose();
+        StartCoordinator();
     }
 
     /// <summary>Kills node <paramref name="i"/> at once (SIGKILL: no goodbye).</summary>
@@ -134,6 +175,7 @@ internal sealed class LocalSwarm : IAsyncDisposable
         foreach (var a in prefix.Concat(args)) psi.ArgumentList.Add(a);
         // Idle OpenMP threads must not spin on cores another process in this swarm needs.
         psi.Environment["OMP_WAIT_POLICY"] = "PASSIVE";
+        foreach (var (key, value) in _options.Environment) psi.Environment[key] = value.Replace("{process}", name);
         var p = Process.Start(psi) ?? throw new InvalidOperationException($"could not start {name}");
         var log = new StreamWriter(Path.Combine(LogDir, $"{name}.log"), append: true) { AutoFlush = true };
         p.OutputDataReceived += (_, e) => { if (e.Data is not null) lock (log) log.WriteLine(e.Data); };

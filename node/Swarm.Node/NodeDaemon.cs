@@ -7,7 +7,9 @@ using Microsoft.Extensions.Logging;
 using Swarm.Checkpoints;
 using Swarm.Engine;
 using Swarm.Model;
+using Swarm.Node.Telemetry;
 using Swarm.Protocol;
+using Swarm.Telemetry;
 using Swarm.Transport;
 using static TorchSharp.torch;
 
@@ -46,6 +48,9 @@ public sealed partial class NodeDaemon : BackgroundService
     private double _layerTokensPerSecond;
     private ScalarType _dtype;
     private readonly Stopwatch _uptime = Stopwatch.StartNew();
+    private volatile Heartbeat? _lastHeartbeat;
+    private IDisposable? _observed;
+    private TimeSpan _heartbeatInterval = TimeSpan.FromMilliseconds(500);
 
     public NodeDaemon(NodeOptions options, ILogger<NodeDaemon> logger, IHostApplicationLifetime lifetime)
     {
@@ -57,6 +62,12 @@ public sealed partial class NodeDaemon : BackgroundService
 
     /// <summary>Where this node listens for node-to-node traffic.</summary>
     public IPEndPoint? DataEndPoint => _transport?.LocalEndPoint;
+
+    // Read by NodeInstrumentation's observable gauges (any thread).
+    internal Heartbeat? LastHeartbeat => _lastHeartbeat;
+    internal int InFlight => Volatile.Read(ref _inFlight);
+    internal NodeState State => _state;
+    internal TransportCounters? TransportCounters => _transport?.Counters;
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
@@ -84,6 +95,7 @@ public sealed partial class NodeDaemon : BackgroundService
         if (string.IsNullOrEmpty(_options.Secret)) LogNoSecret();
         _transport = LiteNetTransport.Start(new TransportOptions { BindAddress = listen!.Address, Port = listen.Port, Secret = _options.Secret }, _logger);
         _transport.PeerDisconnected += OnPeerDisconnected;
+        _observed = NodeInstrumentation.Observe(this);
         var compute = new Thread(ComputeLoop) { IsBackground = true, Name = "swarm-stage-compute" };
         compute.Start();
 
@@ -136,6 +148,7 @@ public sealed partial class NodeDaemon : BackgroundService
                 {
                     case Welcome w:
                         _nodeId = w.NodeId;
+                        if (w.HeartbeatIntervalMs > 0) _heartbeatInterval = TimeSpan.FromMilliseconds(w.HeartbeatIntervalMs);
                         _coordinator = peer;
                         LogRegistered(w.NodeId, _coordinatorEndPoint.ToString());
                         return;
@@ -242,6 +255,7 @@ public sealed partial class NodeDaemon : BackgroundService
                     try
                     {
                         foreach (var c in host.RunIteration()) { Complete(c); finished++; }
+                        if (host.Stats.Iterations != before) NodeInstrumentation.RecordBatch(host.Stats.LastBatch);
                     }
                     catch (Exception e) { LogComputeError(e.GetType().Name, e.Message); }
                     // Never spin: if nothing could run (should not happen), wait a little for new work.
@@ -288,7 +302,8 @@ public sealed partial class NodeDaemon : BackgroundService
         _host = null;
         if (old is not null) foreach (var c in old.Abort(ErrorCode.RangeNotLoaded, $"this node now loads layers {w.Range}")) Complete(c);
         old?.Dispose(); // sessions on the old range are gone; the coordinator re-routes their jobs
-        var model = StageModel.Load(_checkpoint!, w.Range.Start, w.Range.End, _dtype);
+        var model = StageModel.Load(_checkpoint!, w.Range.Start, w.Range.End, _dtype,
+            Console.IsErrorRedirected ? null : new ConsoleProgress($"loading layers {w.Range}"));
         long kvBudget = Math.Max(0, _options.MemoryBytes - model.WeightBytes);
         _host = new StageHost(model, kvBudget);
         _state = NodeState.Ready;
@@ -304,57 +319,96 @@ public sealed partial class NodeDaemon : BackgroundService
         MaxKvTokens = _host.KvTokenCapacity,
     };
 
+    /// <summary>A step handed to the stage host: the work item, and when the compute thread took it off the channel.</summary>
+    private sealed record Submitted(StepWork Work, long At);
+
     private void Step(StepWork w)
     {
         if (_host is null)
         {
-            Reply(w.Request, ErrorCode.RangeNotLoaded, "no layers loaded yet");
-            Interlocked.Decrement(ref _inFlight);
+            Complete(new StepCompletion(w.Request, new Submitted(w, Stopwatch.GetTimestamp()), null,
+                new StepException(ErrorCode.RangeNotLoaded, "no layers loaded yet")));
             return;
         }
-        _host.Submit(w.Request, w);
+        _host.Submit(w.Request, new Submitted(w, Stopwatch.GetTimestamp()));
     }
 
-    /// <summary>Hands a finished step on: its token to the coordinator, or its hidden states to the next hop.</summary>
+    /// <summary>
+    /// Hands a finished step on — its token to the coordinator, its hidden states to the next hop, or its error to the
+    /// coordinator — and records it: a <c>stage.forward</c> span back-dated to when the step arrived (steps finish
+    /// out of order, one batched iteration at a time) and, for a sampled token, its <c>sample</c> child.
+    /// </summary>
     private void Complete(StepCompletion c)
     {
         var req = c.Request;
+        var (w, submitted) = (Submitted)c.State!;
+        using var span = NodeInstrumentation.StartForward(w.Envelope, req, _nodeId);
+        span?.SetStartTime(DateTime.UtcNow - Stopwatch.GetElapsedTime(w.Enqueued));
+        span?.SetTag("swarm.queue_ms", Stopwatch.GetElapsedTime(w.Enqueued, submitted).TotalMilliseconds);
+        string outcome = "ok";
         try
         {
             if (c.Error is { } error)
             {
-                if (error.Code != ErrorCode.Cancelled) Reply(req, error.Code, error.Message); // cancelled: the session was closed, nobody waits
+                outcome = error.Code.ToString();
+                if (error.Code == ErrorCode.Cancelled) return; // the session was closed: nobody waits for this step
+                SwarmTelemetry.RecordFailure(span, NodeInstrumentation.StepFailedEvent, _nodeId.ToString(), error.Message, outcome);
+                Reply(req, error.Code, error.Message);
                 return;
             }
             var output = c.Output!;
-            Interlocked.Add(ref _tokensServed, req.Input.Shape.Length > 1 ? req.Input.Shape[1] : 1);
+            long positions = req.Input.Shape.Length > 1 ? req.Input.Shape[1] : 1;
+            Interlocked.Add(ref _tokensServed, positions);
+            NodeInstrumentation.Tokens.Add(positions);
+            NodeInstrumentation.ForwardDuration.Record(output.Milliseconds / 1000, new KeyValuePair<string, object?>(SwarmTelemetry.StepKindTag, req.Kind.ToString().ToLowerInvariant()));
             var timings = req.Timings.Append(new StageTiming { NodeId = _nodeId, Milliseconds = output.Milliseconds }).ToArray();
             if (output.Token is int token)
             {
-                SendToCoordinator(new TokenResult { JobId = req.JobId, SessionId = req.SessionId, Step = req.Step, TokenId = token, Timings = timings }, req.SessionId);
+                using (var sample = NodeInstrumentation.Source.StartActivity(NodeInstrumentation.SampleSpan))
+                {
+                    sample?.SetStartTime(DateTime.UtcNow - TimeSpan.FromMilliseconds(output.SampleMilliseconds));
+                    sample?.SetTag("swarm.sampling.greedy", req.Sampling.Temperature <= 0);
+                    sample?.SetTag("swarm.token.position", req.StartPosition + positions);
+                }
+                var result = new TokenResult { JobId = req.JobId, SessionId = req.SessionId, Step = req.Step, TokenId = token, Timings = timings };
+                if (_options.SimulateLatencyMs > 0)
+                    _ = Task.Delay(_options.SimulateLatencyMs).ContinueWith(_ => SendToCoordinator(result, req.SessionId), TaskScheduler.Default);
+                else
+                    SendToCoordinator(result, req.SessionId);
             }
             else
             {
                 var next = req.Route[1];
                 var forward = req with { Route = req.Route[1..], Input = output.Hidden!, Timings = timings };
-                _ = ForwardAsync(next, forward, ((StepWork)c.State!).Envelope);
+                span?.SetTag("swarm.next_node.id", next.NodeId);
+                _ = ForwardAsync(next, forward, w.Envelope, span);
             }
         }
         finally
         {
+            NodeInstrumentation.StepHandled(outcome);
             Interlocked.Decrement(ref _inFlight);
         }
     }
 
-    private async Task ForwardAsync(Hop next, ForwardRequest forward, Envelope received)
+    /// <summary>
+    /// Hands the step to the next hop. The envelope carries this node's <c>stage.forward</c> span as the parent
+    /// (or, when this node does not trace, the context it received), so the next node's span joins the job's trace.
+    /// </summary>
+    private async Task ForwardAsync(Hop next, ForwardRequest forward, Envelope received, Activity? span)
     {
+        string? traceParent = span?.Id ?? received.TraceParent;
+        string? traceState = span is null ? received.TraceState : span.TraceStateString;
         try
         {
+            if (_options.SimulateLatencyMs > 0) await Task.Delay(_options.SimulateLatencyMs);
             var peer = await PeerAsync(next.Endpoint);
-            peer.Send(new Envelope { Body = forward, SessionId = received.SessionId, TraceParent = received.TraceParent, TraceState = received.TraceState });
+            peer.Send(new Envelope { Body = forward, SessionId = received.SessionId, TraceParent = traceParent, TraceState = traceState });
         }
         catch (Exception e) when (e is PeerDisconnectedException or TimeoutException or OperationCanceledException or FormatException)
         {
+            // Recorded only while the span is still open (the connection was already up); the coordinator's step span records it in any case.
+            SwarmTelemetry.RecordFailure(span, NodeInstrumentation.StepFailedEvent, next.NodeId.ToString(), e.Message, nameof(ErrorCode.NextHopUnreachable));
             _peers.TryRemove(next.Endpoint, out _);
             SendToCoordinator(new StepFailed
             {
@@ -381,17 +435,18 @@ public sealed partial class NodeDaemon : BackgroundService
 
     private async Task HeartbeatLoopAsync(CancellationToken ct)
     {
-        using var timer = new PeriodicTimer(TimeSpan.FromMilliseconds(500));
+        using var timer = new PeriodicTimer(_heartbeatInterval);
         long lastTokens = 0;
         var last = Stopwatch.StartNew();
         while (await timer.WaitForNextTickAsync(ct))
         {
+            if (timer.Period != _heartbeatInterval) timer.Period = _heartbeatInterval;
             var stats = _host?.Stats;
             var range = _host?.Range;
             long tokens = Interlocked.Read(ref _tokensServed);
             double rate = (tokens - lastTokens) / last.Elapsed.TotalSeconds;
             lastTokens = tokens; last.Restart();
-            SendToCoordinator(new Heartbeat
+            SendToCoordinator(_lastHeartbeat = new Heartbeat
             {
                 State = _state,
                 InFlightSteps = Volatile.Read(ref _inFlight),
@@ -419,6 +474,7 @@ public sealed partial class NodeDaemon : BackgroundService
     {
         _stopping = true;
         _state = NodeState.Draining;
+        _observed?.Dispose();
         var grace = TimeSpan.FromSeconds(5);
         SendToCoordinator(new Leave { Reason = "shutting down", GraceMs = (int)grace.TotalMilliseconds });
         var deadline = Stopwatch.StartNew();

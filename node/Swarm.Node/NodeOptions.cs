@@ -29,8 +29,13 @@ public sealed class NodeOptions
     public int Tp { get; set; } = 1;
     /// <summary>Sessions idle longer than this are freed (default 300 s).</summary>
     public double SessionTtlSeconds { get; set; } = 300;
+    /// <summary>Adds this many milliseconds before each step's output leaves the node, to emulate a WAN hop
+    /// on loopback (tests, demos). Default 0.</summary>
+    public int SimulateLatencyMs { get; set; }
     /// <summary>Optional port for Prometheus /metrics on this node (0 = off).</summary>
     public int MetricsPort { get; set; }
+    /// <summary>OTLP collector for this node's traces and metrics (e.g. http://127.0.0.1:4317; port 4318 means OTLP/HTTP); unset = off.</summary>
+    public string? OtlpEndpoint { get; set; }
 
     public long MemoryBytes => ParseBytes(Memory) ?? 0;
 
@@ -52,6 +57,8 @@ public sealed class NodeOptions
         if (Dtype is not ("f32" or "bf16")) errors.Add($"--dtype: '{Dtype}' (use f32 or bf16)");
         if (SessionTtlSeconds <= 0) errors.Add("session TTL must be > 0");
         if (MetricsPort is < 0 or > 65535) errors.Add("--metrics port out of range");
+        if (!string.IsNullOrEmpty(OtlpEndpoint) && !Uri.TryCreate(OtlpEndpoint, UriKind.Absolute, out _)) errors.Add($"--otlp-endpoint: '{OtlpEndpoint}' is not a URL");
+        if (SimulateLatencyMs is < 0 or > 60000) errors.Add("--simulate-latency-ms must be between 0 and 60000");
         return errors;
     }
 

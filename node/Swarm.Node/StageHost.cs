@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using Swarm.Model;
 using Swarm.Protocol;
 using Swarm.Sampling;
@@ -7,7 +6,9 @@ using static TorchSharp.torch;
 namespace Swarm.Node;
 
 /// <summary>What one step produced on this node: hidden states for the next hop, or the sampled token.</summary>
-public sealed record StepOutput(WireTensor? Hidden, int? Token, double Milliseconds);
+/// <param name="Milliseconds">From submission to completion (queueing, batched forward passes, sampling).</param>
+/// <param name="SampleMilliseconds">Time spent sampling the token (last stage).</param>
+public sealed record StepOutput(WireTensor? Hidden, int? Token, double Milliseconds, double SampleMilliseconds = 0);
 
 /// <summary>A step could not run; the code and message go back to the coordinator in a <see cref="StepFailed"/>.</summary>
 public sealed class StepException(ErrorCode code, string message) : Exception(message)
@@ -20,7 +21,7 @@ public sealed record StepCompletion(ForwardRequest Request, object? State, StepO
 
 /// <summary>Counters of a <see cref="StageHost"/>, swapped as a whole after every change (safe to read from any thread).</summary>
 public sealed record StageHostStats(int Sessions, int WaitingSessions, int PendingSteps, long KvTokensUsed, long KvTokenCapacity,
-    int KvBlocksUsed, int KvBlocksTotal, long StepsServed, long TokensServed, long Iterations, long Preemptions, int PeakBatch);
+    int KvBlocksUsed, int KvBlocksTotal, long StepsServed, long TokensServed, long Iterations, long Preemptions, int PeakBatch, int LastBatch);
 
 /// <summary>Iteration-level batching settings of a <see cref="StageHost"/>.</summary>
 public sealed record BatchingOptions
@@ -93,7 +94,7 @@ public sealed class StageHost : IDisposable
     private readonly BatchingOptions _batching;
     private readonly KvBlockPool _pool;
     private long _admissions, _steps, _tokens, _iterations, _preemptions;
-    private int _peakBatch;
+    private int _peakBatch, _lastBatch;
     private StageHostStats _stats = null!;
 
     public StageModel Model { get; }
@@ -222,6 +223,7 @@ public sealed class StageHost : IDisposable
             Run(range, items, owners, done);
             _iterations++;
             _peakBatch = Math.Max(_peakBatch, items.Count);
+            _lastBatch = items.Count;
             return done;
         }
         finally { Publish(); }
@@ -341,7 +343,12 @@ public sealed class StageHost : IDisposable
                 StepOutput output;
                 if (last)
                 {
-                    using (r) output = new StepOutput(null, Sample(p.Request, r!), ms);
+                    long t0 = _time.GetTimestamp();
+                    using (r)
+                    {
+                        int token = Sample(p.Request, r!);
+                        output = new StepOutput(null, token, ms, _time.GetElapsedTime(t0).TotalMilliseconds);
+                    }
                 }
                 else
                 {
@@ -441,7 +448,7 @@ public sealed class StageHost : IDisposable
 
     private void Publish() => Volatile.Write(ref _stats, new StageHostStats(
         _sessions.Count, _waiting.Count, _ready.Count + _sessions.Values.Sum(s => s.Steps.Count), KvTokensUsed, KvTokenCapacity,
-        _pool.UsedBlocks, _pool.TotalBlocks, _steps, _tokens, _iterations, _preemptions, _peakBatch));
+        _pool.UsedBlocks, _pool.TotalBlocks, _steps, _tokens, _iterations, _preemptions, _peakBatch, _lastBatch));
 
     public void Dispose()
     {

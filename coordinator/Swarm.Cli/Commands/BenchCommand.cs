@@ -15,6 +15,88 @@ internal static class BenchCommand
         var cmd = new Command("bench", "Benchmarks (print figures, never assert)");
         cmd.Subcommands.Add(Local());
         cmd.Subcommands.Add(Batching());
+        cmd.Subcommands.Add(SwarmCmd());
+        cmd.Subcommands.Add(Recovery());
+        return cmd;
+    }
+
+    private static Command SwarmCmd()
+    {
+        var preset = new Option<string>("--preset") { Description = "Preset", DefaultValueFactory = _ => "pythia-160m" };
+        var json = new Option<bool>("--json") { Description = "Print JSON" };
+        var threads = new Option<int>("--threads") { Description = "CPU threads per node process (0 = all cores)", DefaultValueFactory = _ => 0 };
+        var cmd = new Command("swarm", "Latency through 1, 2 and 4 stages on loopback vs one process; per-hop overhead; WAN transfer");
+        cmd.Options.Add(preset); cmd.Options.Add(json); cmd.Options.Add(threads);
+        cmd.SetAction(async (r, ct) =>
+        {
+            TorchRuntime.Initialize(r.GetValue(threads));
+            var report = await SwarmBench.RunAsync(r.GetValue(preset)!, [1, 2, 4], r.GetValue(threads), m => Console.Error.WriteLine(m), ct);
+            if (r.GetValue(json))
+            {
+                Console.WriteLine(JsonSerializer.Serialize(new
+                {
+                    preset = report.Preset,
+                    prompt_tokens = report.PromptTokens,
+                    local = new { decode_ms_per_token = Math.Round(report.LocalDecodeMsPerToken, 3), prefill_ms = Math.Round(report.LocalPrefillMs, 2) },
+                    stages = report.Swarm.Select(f => new
+                    {
+                        stages = f.Stages,
+                        decode_ms_per_token = Math.Round(f.DecodeMsPerToken, 3),
+                        prefill_ms = Math.Round(f.PrefillMs, 2),
+                        forward_ms_per_token = Math.Round(f.ForwardMsPerToken, 3),
+                        overhead_per_hop_ms = Math.Round(f.OverheadPerHopMs, 3),
+                        communication_per_message_ms = Math.Round(f.CommPerMessageMs, 3),
+                    }),
+                    transfer_20mb_50ms_rtt = report.Transport.Transfers.Select(t => new { channels = t.Channels, mb_per_s = Math.Round(t.MegabytesPerSecond, 2), seconds = Math.Round(t.Seconds, 3) }),
+                    loopback_round_trip_us = Math.Round(report.Transport.LoopbackRoundTripMicroseconds, 1),
+                    latency_method = report.Transport.LatencyMethod,
+                }));
+                return 0;
+            }
+            Console.WriteLine($"{report.Preset}: prompt {report.PromptTokens} tokens, greedy decode, f16 wire, loopback");
+            Console.WriteLine($"single process: decode {report.LocalDecodeMsPerToken:F2} ms/token, prefill {report.LocalPrefillMs:F1} ms");
+            Console.WriteLine($"{"stages",6} {"decode ms/tok",14} {"prefill ms",11} {"forward ms/tok",15} {"overhead/hop ms",16} {"comm/msg ms",12}");
+            foreach (var f in report.Swarm)
+                Console.WriteLine($"{f.Stages,6} {f.DecodeMsPerToken,14:F2} {f.PrefillMs,11:F1} {f.ForwardMsPerToken,15:F2} {f.OverheadPerHopMs,16:F3} {f.CommPerMessageMs,12:F3}");
+            Console.WriteLine("(overhead/hop = (swarm − single process) ÷ (stages + 1) messages per token; comm/msg = (swarm − Σ stage forward) ÷ messages)");
+            foreach (var t in report.Transport.Transfers)
+                Console.WriteLine($"20 MB at {report.Transport.RttMs} ms RTT over {t.Channels} channel(s): {t.MegabytesPerSecond:F1} MB/s ({t.Seconds:F2} s)");
+            Console.WriteLine($"  ({report.Transport.LatencyMethod}); loopback small request/reply: {report.Transport.LoopbackRoundTripMicroseconds:F0} µs");
+            return 0;
+        });
+        return cmd;
+    }
+
+    private static Command Recovery()
+    {
+        var preset = new Option<string>("--preset") { Description = "Preset", DefaultValueFactory = _ => "pythia-160m" };
+        var deadAfter = new Option<string>("--dead-after") { Description = "Coordinator failure-detection threshold", DefaultValueFactory = _ => "2.5s" };
+        var json = new Option<bool>("--json") { Description = "Print JSON" };
+        var threads = new Option<int>("--threads") { Description = "CPU threads per node process (0 = all cores)", DefaultValueFactory = _ => 0 };
+        var cmd = new Command("recovery", "Time from a node's death to the job's next token, and the throughput dip");
+        cmd.Options.Add(preset); cmd.Options.Add(deadAfter); cmd.Options.Add(json); cmd.Options.Add(threads);
+        cmd.SetAction(async (r, ct) =>
+        {
+            TorchRuntime.Initialize(r.GetValue(threads));
+            var rep = await RecoveryBench.RunAsync(r.GetValue(preset)!, r.GetValue(deadAfter)!, r.GetValue(threads), m => Console.Error.WriteLine(m), ct);
+            if (r.GetValue(json))
+                Console.WriteLine(JsonSerializer.Serialize(new
+                {
+                    preset = rep.Preset, dead_after = rep.DeadAfter,
+                    kill_to_next_token_ms = Math.Round(rep.KillToNextTokenMs, 1),
+                    tokens_per_s_before = Math.Round(rep.TokensPerSecondBefore, 2),
+                    tokens_per_s_recovery_window = Math.Round(rep.TokensPerSecondDuringWindow, 2),
+                    tokens_per_s_after = Math.Round(rep.TokensPerSecondAfter, 2),
+                    recoveries = rep.Recoveries, output_identical = rep.OutputIdentical,
+                }));
+            else
+            {
+                Console.WriteLine($"{rep.Preset}, 2 stages, failure detection after {rep.DeadAfter}: the second-stage node was SIGKILLed mid-job");
+                Console.WriteLine($"kill → next token: {rep.KillToNextTokenMs:F0} ms; tokens/s before {rep.TokensPerSecondBefore:F1}, across the recovery window {rep.TokensPerSecondDuringWindow:F1}, after {rep.TokensPerSecondAfter:F1}");
+                Console.WriteLine($"recoveries: {rep.Recoveries}; output identical to the failure-free run: {rep.OutputIdentical}");
+            }
+            return 0;
+        });
         return cmd;
     }
 

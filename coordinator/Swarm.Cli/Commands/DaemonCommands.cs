@@ -4,8 +4,12 @@ using Microsoft.AspNetCore.Hosting;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
+using OpenTelemetry.Metrics;
+using Swarm.Cli.Telemetry;
+using Swarm.Coordinator.Telemetry;
 using Swarm.Coordinator.Service;
 using Swarm.Node;
+using Swarm.Node.Telemetry;
 using Swarm.Transport;
 
 namespace Swarm.Cli.Commands;
@@ -27,7 +31,10 @@ internal static class DaemonCommands
         cfg.Flag<string>("--advertise", "Advertise", "Address other nodes use to reach this one (default: --listen)");
         cfg.Flag<string>("--secret", "Secret", "Swarm secret (or SWARM_SECRET); optional on loopback only");
         cfg.Flag<string>("--dtype", "Dtype", "Compute dtype f32 (default) or bf16");
-        cfg.Flag<int>("--metrics", "MetricsPort", "Serve Prometheus /metrics on this port (default off)");
+        cfg.Flag<int>("--metrics-port", "MetricsPort", "Serve Prometheus /metrics on this TCP port (default off)", "--metrics");
+        cfg.Flag<string>("--otlp-endpoint", "OtlpEndpoint", "OTLP collector for this node's traces and metrics");
+        cfg.Flag<double>("--session-ttl", "SessionTtlSeconds", "Seconds after which an idle session is freed (default 300)");
+        cfg.Flag<int>("--simulate-latency-ms", "SimulateLatencyMs", "Delay each step's output by this many ms (emulates a WAN hop on loopback)");
         var cmd = new Command("node", "Run a worker node that hosts a range of layers");
         cfg.AddTo(cmd);
         cmd.SetAction(async (r, ct) =>
@@ -39,6 +46,10 @@ internal static class DaemonCommands
             var builder = Host.CreateApplicationBuilder();
             ConfigureLogging(builder.Logging);
             builder.Services.AddSingleton(options);
+            NodeOptions.TryParseEndPoint(options.Listen, out var listen);
+            builder.Services.AddSwarmTelemetry(
+                TelemetrySettings.FromEnvironment("swarm-node", NodeInstrumentation.Name, options.Name, options.OtlpEndpoint),
+                TelemetrySetup.NodeScrapeExporter(options.MetricsPort, listen!.Address));
             builder.Services.AddHostedService<NodeDaemon>();
             builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(15));
             using var host = builder.Build();
@@ -58,10 +69,13 @@ internal static class DaemonCommands
         cfg.Flag<string>("--wire-dtype", "WireDtype", "Activations between stages: f16 (default) or f32");
         cfg.Flag<string>("--secret", "Secret", "Swarm secret (or SWARM_SECRET); optional on loopback only");
         cfg.Flag<int>("--max-concurrent-jobs", "MaxConcurrentJobs", "Jobs generating at once (default 16)");
-        cfg.Flag<int>("--max-queue", "MaxQueueLength", "Most queued jobs (default 256)");
-        cfg.Flag<double>("--queue-timeout", "QueueTimeoutSeconds", "Seconds a job waits for a slot or full coverage (default 30)");
-        cfg.Flag<double>("--step-timeout", "StepTimeoutSeconds", "Seconds to wait for one step before re-routing (default 30)");
-        cfg.Flag<double>("--dead-after", "DeadAfterSeconds", "Seconds of silence before a node is confirmed dead (default 2.5)");
+        cfg.Flag<int>("--max-queue-length", "MaxQueueLength", "Most queued jobs (default 256); beyond it HTTP 429");
+        cfg.Duration("--queue-timeout", "QueueTimeout", "How long a job waits for a slot or full coverage (default 30s)");
+        cfg.Duration("--step-timeout", "StepTimeout", "Wait for one step's reply before re-routing (default 30s)");
+        cfg.Flag<int>("--max-recoveries", "MaxRecoveriesPerJob", "Route repairs per job before it fails (default 8)");
+        cfg.Duration("--heartbeat-interval", "HeartbeatInterval", "How often nodes send heartbeats (default 500ms)");
+        cfg.Duration("--suspect-after", "SuspectAfter", "Heartbeat silence before a node is suspect (default 1.25s)");
+        cfg.Duration("--dead-after", "DeadAfter", "Heartbeat silence before a node is confirmed dead (default 2.5s)");
         cfg.Flag<string>("--otlp-endpoint", "OtlpEndpoint", "OTLP endpoint for traces and metrics");
         var cmd = new Command("coordinator", "Run the coordinator: placement, routing, jobs, HTTP API");
         cfg.AddTo(cmd);
@@ -78,10 +92,14 @@ internal static class DaemonCommands
             builder.Services.AddSingleton<SwarmCoordinator>();
             builder.Services.AddHostedService(sp => sp.GetRequiredService<SwarmCoordinator>());
             builder.Services.AddSingleton<JobRunner>();
+            builder.Services.AddSwarmTelemetry(
+                TelemetrySettings.FromEnvironment("swarm-coordinator", CoordinatorInstrumentation.Name, null, options.OtlpEndpoint),
+                m => m.AddPrometheusExporter());
             await using var app = builder.Build();
             var swarm = app.Services.GetRequiredService<SwarmCoordinator>();
             var jobs = app.Services.GetRequiredService<JobRunner>();
             HttpApi.Map(app, swarm, jobs);
+            app.MapPrometheusScrapingEndpoint("/metrics");
             await app.RunAsync();
             return 0;
         });

@@ -37,7 +37,8 @@ internal static class RunCommand
             var tokenizer = TokenizerLoader.TryLoad(dir);
             var ids = PromptIds(r.GetValue(prompt), r.GetValue(promptIds), tokenizer);
             bool asJson = r.GetValue(json);
-            using var stage = StageModel.Load(ckpt, 0, ckpt.Config.NumLayers, computeDtype);
+            using var stage = StageModel.Load(ckpt, 0, ckpt.Config.NumLayers, computeDtype,
+                Console.IsErrorRedirected ? null : new ConsoleProgress("loading model"));
             var gen = new LocalGenerator([stage]);
             var decoder = tokenizer is null ? null : new IncrementalDecoder(tokenizer);
             var result = gen.Generate(ids, opts, asJson ? null : t =>

@@ -57,7 +57,7 @@ internal static class StatusCommand
             {
                 var fetched = await client.FetchAsync(ct).ConfigureAwait(false);
                 if (r.GetValue(json)) await output.WriteLineAsync(fetched.Json).ConfigureAwait(false);
-                else console.Write(StatusRenderer.Render(fetched.Status));
+                else console.Write(StatusRenderer.Render(fetched.Status, console.Profile.Width));
                 await output.FlushAsync(ct).ConfigureAwait(false);
                 return 0;
             }

@@ -18,20 +18,21 @@ internal static class StatusRenderer
 
     private const int LabelWidth = 14;
 
-    /// <summary>The whole view; <paramref name="footer"/> (e.g. "refreshing every 1 s") is shown dimmed at the end.</summary>
-    public static IRenderable Render(SwarmStatus status, string? footer = null)
+    /// <summary>
+    /// The whole view for a console <paramref name="width"/> columns wide (see <see cref="Layout"/>; narrow consoles also
+    /// get narrower coverage cells); at most <paramref name="maxRecentJobs"/> recent jobs when given.
+    /// </summary>
+    public static IRenderable Render(SwarmStatus status, int width = DefaultWidth, int? maxRecentJobs = null)
     {
         ArgumentNullException.ThrowIfNull(status);
-        var parts = new List<IRenderable>
-        {
+        var layout = LayoutFor(width);
+        return new Rows(
             Header(status),
-            Coverage(status),
+            Coverage(status, width),
             Text.Empty,
-            Nodes(status),
-            Jobs(status),
-        };
-        if (footer is not null) parts.Add(new Markup($"[dim]{Markup.Escape(footer)}[/]"));
-        return new Rows(parts);
+            Nodes(status, layout),
+            Text.Empty,
+            Jobs(status, layout, maxRecentJobs));
     }
 
     /// <summary>The view as plain text (no colours or escape codes), <paramref name="width"/> columns wide.</summary>
@@ -39,7 +40,7 @@ internal static class StatusRenderer
     {
         var writer = new StringWriter(CultureInfo.InvariantCulture);
         var console = CreateConsole(writer, ansi: false, width);
-        console.Write(Render(status));
+        console.Write(Render(status, width));
         return writer.ToString();
     }
 
@@ -80,11 +81,13 @@ internal static class StatusRenderer
     /// The coverage strip: one cell per layer showing its replica count (red when zero), and under it one bar per
     /// node across the layers it holds, then the range in <c>A:B</c> notation and the state.
     /// </summary>
-    private static Markup Coverage(SwarmStatus s)
+    private static Markup Coverage(SwarmStatus s, int width)
     {
         int layers = Math.Max(1, s.NumLayers);
-        // Three columns per layer fit up to 36 layers (pythia-12b) in 120 columns; deeper models get two or one.
-        int cell = layers <= 36 ? 3 : layers <= 54 ? 2 : 1;
+        // Three columns per layer when they fit beside the label and the "  A:B state" suffix (36 layers, pythia-12b,
+        // fit in 120 columns); otherwise two, or one.
+        const int suffix = 20;
+        int cell = LabelWidth + layers * 3 + suffix <= width ? 3 : LabelWidth + layers * 2 + suffix <= width ? 2 : 1;
         int labelStep = cell == 3 ? 1 : cell == 2 ? 2 : 10;
         var sb = new StringBuilder();
 
@@ -124,67 +127,95 @@ internal static class StatusRenderer
         return new Markup(sb.ToString().TrimEnd('\n', '\r'));
     }
 
-    private static IRenderable Nodes(SwarmStatus s)
+    /// <summary>How much room the tables have.</summary>
+    internal enum Layout
+    {
+        /// <summary>Below 100 columns: borderless, only the columns an operator needs first.</summary>
+        Narrow,
+        /// <summary>100–139 columns: borderless, every column with short headers.</summary>
+        Normal,
+        /// <summary>140 columns and more: rounded borders, long headers.</summary>
+        Wide,
+    }
+
+    /// <summary>The layout for a console <paramref name="width"/> columns wide.</summary>
+    internal static Layout LayoutFor(int width) => width >= 140 ? Layout.Wide : width >= 100 ? Layout.Normal : Layout.Narrow;
+
+    /// <summary>A table column: headers for wide and other layouts, and the narrowest layout that still shows it.</summary>
+    private sealed record Column<T>(string Header, string ShortHeader, bool Right, Layout MinLayout, Func<T, IRenderable> Cell, bool Wrap = false);
+
+    private static Table BuildTable<T>(Layout layout, string title, IEnumerable<Column<T>> columns, IEnumerable<T> rows)
+    {
+        var shown = columns.Where(c => layout >= c.MinLayout).ToList();
+        var table = new Table().Title(title).Border(layout == Layout.Wide ? TableBorder.Rounded : TableBorder.None);
+        foreach (var c in shown)
+        {
+            // Addresses and ranges must stay on one line; only free text (errors) may wrap.
+            var col = new TableColumn($"[bold]{(layout == Layout.Wide ? c.Header : c.ShortHeader)}[/]");
+            if (!c.Wrap) col.NoWrap();
+            if (c.Right) col.RightAligned();
+            if (layout != Layout.Wide) col.Padding(0, 0, layout == Layout.Narrow ? 1 : 2, 0);
+            table.AddColumn(col);
+        }
+        foreach (var row in rows) table.AddRow(shown.Select(c => c.Cell(row)));
+        return table;
+    }
+
+    private static Text Plain(string text) => new(text);
+
+    private static IRenderable Nodes(SwarmStatus s, Layout layout)
     {
         int serving = s.Nodes.Count(n => n.State == NodeState.Serving);
         if (s.Nodes.Count == 0)
             return new Markup("[bold]Nodes[/]: none has joined yet (start one with [italic]swarm node --coordinator HOST:PORT --model DIR[/])\n");
-        var table = new Table().Border(TableBorder.Rounded)
-            .Title($"[bold]Nodes[/] ({serving}/{s.Nodes.Count} serving)")
-            .AddColumn(Col("Name")).AddColumn(Col("Address")).AddColumn(Col("Layers")).AddColumn(Col("Device")).AddColumn(Col("State"))
-            .AddColumn(Col("Load", right: true)).AddColumn(Col("Tokens/s", right: true)).AddColumn(Col("KV cache", right: true))
-            .AddColumn(Col("Sessions", right: true)).AddColumn(Col("Last beat", right: true));
-        foreach (var n in s.Nodes)
-        {
-            double kv = n.KvTokensCapacity > 0 ? (double)n.KvTokensUsed / n.KvTokensCapacity : 0;
-            string kvColor = kv >= 0.95 ? "red" : kv >= 0.75 ? "yellow" : "default";
-            string beatColor = n.LastHeartbeatMsAgo > 5000 ? "red" : n.LastHeartbeatMsAgo > 1500 ? "yellow" : "default";
-            table.AddRow(
-                new Markup($"[bold]{Markup.Escape(n.Name)}[/]"),
-                new Text(n.Address),
-                new Text(n.RangeText),
-                new Text(n.Threads > 0 ? $"{n.Device} ×{n.Threads}" : n.Device),
-                new Markup($"[{StateColor(n.State)}]{StateName(n.State)}[/]"),
-                new Text(n.InFlight.ToString(CultureInfo.InvariantCulture)),
-                new Text(n.TokensPerS.ToString("F1", CultureInfo.InvariantCulture)),
-                new Markup(string.Create(CultureInfo.InvariantCulture, $"[{kvColor}]{Count(n.KvTokensUsed)}/{Count(n.KvTokensCapacity)} {kv * 100:F0}%[/]")),
-                new Text(n.Sessions.ToString(CultureInfo.InvariantCulture)),
-                new Markup($"[{beatColor}]{Ago(n.LastHeartbeatMsAgo)}[/]"));
-        }
-        return table;
+        // Volunteers pick their names; a long one must not squeeze the other columns.
+        int nameMax = layout switch { Layout.Wide => 24, Layout.Normal => 20, _ => 14 };
+        Column<SwarmNodeStatus>[] columns =
+        [
+            new("Name", "Name", false, Layout.Narrow, n => new Markup($"[bold]{Markup.Escape(Truncate(n.Name, nameMax))}[/]")),
+            new("Address", "Address", false, Layout.Narrow, n => Plain(n.Address)),
+            new("Layers", "Layers", false, Layout.Narrow, n => Plain(n.RangeText)),
+            new("Device", "Device", false, Layout.Narrow, n => Plain(n.Threads > 0 ? $"{n.Device} ×{n.Threads}" : n.Device)),
+            new("State", "State", false, Layout.Narrow, n => new Markup($"[{StateColor(n.State)}]{StateName(n.State)}[/]")),
+            new("In flight", "Load", true, Layout.Narrow, n => Plain(n.InFlight.ToString(CultureInfo.InvariantCulture))),
+            new("Tokens/s", "Tok/s", true, Layout.Narrow, n => Plain(n.TokensPerS.ToString("F1", CultureInfo.InvariantCulture))),
+            new("KV cache", "KV", true, Layout.Normal, n => KvCell(n, layout)),
+            new("Sessions", "Sess", true, Layout.Normal, n => Plain(n.Sessions.ToString(CultureInfo.InvariantCulture))),
+            new("Last beat", "Beat", true, Layout.Narrow, n =>
+                new Markup($"[{(n.LastHeartbeatMsAgo > 5000 ? "red" : n.LastHeartbeatMsAgo > 1500 ? "yellow" : "default")}]{Ago(n.LastHeartbeatMsAgo)}[/]")),
+        ];
+        return BuildTable(layout, $"[bold]Nodes[/] ({serving}/{s.Nodes.Count} serving)", columns, s.Nodes);
     }
 
-    private static IRenderable Jobs(SwarmStatus s)
+    private static Markup KvCell(SwarmNodeStatus n, Layout layout)
+    {
+        double kv = n.KvTokensCapacity > 0 ? (double)n.KvTokensUsed / n.KvTokensCapacity : 0;
+        string color = kv >= 0.95 ? "red" : kv >= 0.75 ? "yellow" : "default";
+        return new Markup(layout == Layout.Wide
+            ? string.Create(CultureInfo.InvariantCulture, $"[{color}]{Count(n.KvTokensUsed)}/{Count(n.KvTokensCapacity)} {kv * 100:F0}%[/]")
+            : string.Create(CultureInfo.InvariantCulture, $"[{color}]{kv * 100:F0}%[/]"));
+    }
+
+    private static IRenderable Jobs(SwarmStatus s, Layout layout, int? maxRecent)
     {
         var j = s.Jobs;
         var counters = new Markup(string.Create(CultureInfo.InvariantCulture,
             $"[bold]Jobs[/]: {j.Queued} queued · {j.Running} running · {j.Completed} completed · {(j.Failed > 0 ? "[red]" : "[default]")}{j.Failed} failed[/]"));
         if (j.Recent.Count == 0) return new Rows(counters, new Markup("[dim]no recent jobs[/]"));
-        var table = new Table().Border(TableBorder.Rounded).Title("[bold]Recent jobs[/]")
-            .AddColumn(Col("Job")).AddColumn(Col("State")).AddColumn(Col("Prompt", right: true)).AddColumn(Col("Generated", right: true))
-            .AddColumn(Col("TTFT", right: true)).AddColumn(Col("Tokens/s", right: true)).AddColumn(Col("Recoveries", right: true))
-            .AddColumn(Col("Finished", right: true)).AddColumn(new TableColumn("Error"));
-        foreach (var x in j.Recent)
-        {
-            table.AddRow(
-                new Text(x.Id),
-                new Markup($"[{JobColor(x.State)}]{JobName(x.State)}[/]"),
-                new Text(x.PromptTokens.ToString(CultureInfo.InvariantCulture)),
-                new Text(x.CompletionTokens.ToString(CultureInfo.InvariantCulture)),
-                new Text(x.TtftMs is double t ? t.ToString("F1", CultureInfo.InvariantCulture) + " ms" : "–"),
-                new Text(x.TokensPerS is double r ? r.ToString("F1", CultureInfo.InvariantCulture) : "–"),
-                new Text(x.Recoveries.ToString(CultureInfo.InvariantCulture)),
-                new Text(x.FinishedAgoS is double f ? Duration(f) + " ago" : "–"),
-                new Markup(x.Error is null ? "" : $"[red]{Markup.Escape(x.Error)}[/]"));
-        }
-        return new Rows(counters, table);
-    }
-
-    /// <summary>A column that never wraps (addresses and ranges must stay on one line; only the error text may wrap).</summary>
-    private static TableColumn Col(string header, bool right = false)
-    {
-        var c = new TableColumn(header).NoWrap();
-        return right ? c.RightAligned() : c;
+        Column<SwarmJobStatus>[] columns =
+        [
+            new("Job", "Job", false, Layout.Narrow, x => Plain(x.Id)),
+            new("State", "State", false, Layout.Narrow, x => new Markup($"[{JobColor(x.State)}]{JobName(x.State)}[/]")),
+            new("Prompt", "Prompt", true, Layout.Normal, x => Plain(x.PromptTokens.ToString(CultureInfo.InvariantCulture))),
+            new("Generated", "Gen", true, Layout.Narrow, x => Plain(x.CompletionTokens.ToString(CultureInfo.InvariantCulture))),
+            new("TTFT", "TTFT", true, Layout.Narrow, x => Plain(x.TtftMs is double t ? t.ToString("F1", CultureInfo.InvariantCulture) + " ms" : "–")),
+            new("Tokens/s", "Tok/s", true, Layout.Narrow, x => Plain(x.TokensPerS is double r ? r.ToString("F1", CultureInfo.InvariantCulture) : "–")),
+            new("Recoveries", "Rec", true, Layout.Normal, x => Plain(x.Recoveries.ToString(CultureInfo.InvariantCulture))),
+            new("Finished", "Finished", true, Layout.Narrow, x => Plain(x.FinishedAgoS is double f ? Duration(f) + " ago" : "–")),
+            new("Error", "Error", false, Layout.Narrow, x => new Markup(x.Error is null ? "" : $"[red]{Markup.Escape(x.Error)}[/]"), Wrap: true),
+        ];
+        var rows = maxRecent is int max ? j.Recent.Take(max) : j.Recent;
+        return new Rows(counters, BuildTable(layout, "[bold]Recent jobs[/]", columns, rows));
     }
 
     /// <summary>The state as the JSON spells it (<c>serving</c>, <c>suspect</c>, …).</summary>
@@ -211,11 +242,9 @@ internal static class StatusRenderer
         _ => "grey",
     };
 
-    private static string Label(string name)
-    {
-        string text = name.Length > LabelWidth - 1 ? name[..(LabelWidth - 2)] + "…" : name;
-        return Markup.Escape(text.PadRight(LabelWidth));
-    }
+    private static string Label(string name) => Markup.Escape(Truncate(name, LabelWidth - 1).PadRight(LabelWidth));
+
+    private static string Truncate(string text, int max) => text.Length <= max ? text : text[..(max - 1)] + "…";
 
     /// <summary>"8.2k", "1.5M" for large counts, the number itself below 10 000.</summary>
     public static string Count(long v) => Math.Abs(v) switch

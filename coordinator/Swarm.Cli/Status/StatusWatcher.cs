@@ -18,7 +18,7 @@ internal static class StatusWatcher
     public static async Task<int> WatchAsync(StatusClient client, IAnsiConsole console, bool live, TimeSpan interval, CancellationToken cancellationToken)
     {
         string footer = string.Create(CultureInfo.InvariantCulture,
-            $"{client.Endpoint} · refreshing every {interval.TotalSeconds:0.#} s · Ctrl-C to stop");
+            $"{client.Endpoint} every {interval.TotalSeconds:0.#} s · Ctrl-C stops");
         Rows? last = null;
 
         async Task<IRenderable> NextFrameAsync()
@@ -26,7 +26,9 @@ internal static class StatusWatcher
             try
             {
                 var fetched = await client.FetchAsync(cancellationToken).ConfigureAwait(false);
-                var frame = new Rows(StatusRenderer.Render(fetched.Status), new Markup($"[dim]{Markup.Escape(footer)} · updated {DateTime.Now:HH:mm:ss}[/]"));
+                // In place, the view must fit the terminal: keep the newest few jobs only.
+                var view = StatusRenderer.Render(fetched.Status, console.Profile.Width, maxRecentJobs: live ? 5 : null);
+                var frame = new Rows(view, new Markup($"[dim]updated {DateTime.Now:HH:mm:ss} from {Markup.Escape(footer)}[/]"));
                 last = frame;
                 return frame;
             }

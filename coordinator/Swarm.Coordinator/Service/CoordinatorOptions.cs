@@ -23,13 +23,17 @@ public sealed class CoordinatorOptions
     /// <summary>Most queued jobs (default 256); beyond it requests get HTTP 429.</summary>
     public int MaxQueueLength { get; set; } = 256;
     /// <summary>How long a job may wait for a slot or for every layer to be covered (default 30 s).</summary>
-    public double QueueTimeoutSeconds { get; set; } = 30;
+    public TimeSpan QueueTimeout { get; set; } = TimeSpan.FromSeconds(30);
     /// <summary>Longest wait for one step's reply before the route is treated as failed (default 30 s).</summary>
-    public double StepTimeoutSeconds { get; set; } = 30;
+    public TimeSpan StepTimeout { get; set; } = TimeSpan.FromSeconds(30);
     /// <summary>Route repairs allowed per job before it fails (default 8).</summary>
     public int MaxRecoveriesPerJob { get; set; } = 8;
-    /// <summary>Silence after which a node is confirmed dead (default 2.5 s).</summary>
-    public double DeadAfterSeconds { get; set; } = 2.5;
+    /// <summary>How often nodes send heartbeats; told to them at registration (default 500 ms).</summary>
+    public TimeSpan HeartbeatInterval { get; set; } = TimeSpan.FromMilliseconds(500);
+    /// <summary>Heartbeat silence after which a node is suspect (default 1.25 s).</summary>
+    public TimeSpan SuspectAfter { get; set; } = TimeSpan.FromMilliseconds(1250);
+    /// <summary>Heartbeat silence after which a node is confirmed dead and its layers re-covered (default 2.5 s).</summary>
+    public TimeSpan DeadAfter { get; set; } = TimeSpan.FromMilliseconds(2500);
     /// <summary>OTLP endpoint for traces and metrics (e.g. http://127.0.0.1:4317); unset = no OTLP export.</summary>
     public string? OtlpEndpoint { get; set; }
 
@@ -50,9 +54,12 @@ public sealed class CoordinatorOptions
         if (WireDtype is not ("f16" or "f32")) errors.Add($"--wire-dtype: '{WireDtype}' (use f16 or f32)");
         if (MaxConcurrentJobs < 1) errors.Add("max concurrent jobs must be ≥ 1");
         if (MaxQueueLength < 0) errors.Add("max queue length must be ≥ 0");
-        if (QueueTimeoutSeconds <= 0) errors.Add("queue timeout must be > 0");
-        if (StepTimeoutSeconds <= 0) errors.Add("step timeout must be > 0");
-        if (DeadAfterSeconds <= 0) errors.Add("dead-after must be > 0");
+        if (QueueTimeout <= TimeSpan.Zero) errors.Add("--queue-timeout must be > 0");
+        if (StepTimeout <= TimeSpan.Zero) errors.Add("--step-timeout must be > 0");
+        if (MaxRecoveriesPerJob < 0) errors.Add("max recoveries per job must be ≥ 0");
+        if (HeartbeatInterval <= TimeSpan.Zero) errors.Add("--heartbeat-interval must be > 0");
+        if (SuspectAfter <= HeartbeatInterval) errors.Add("--suspect-after must exceed --heartbeat-interval");
+        if (DeadAfter <= SuspectAfter) errors.Add("--dead-after must exceed --suspect-after");
         if (OtlpEndpoint is not null && !Uri.TryCreate(OtlpEndpoint, UriKind.Absolute, out _)) errors.Add($"--otlp-endpoint: '{OtlpEndpoint}' is not a URL");
         return errors;
     }

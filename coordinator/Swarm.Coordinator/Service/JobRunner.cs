@@ -4,8 +4,10 @@ using System.Threading.Channels;
 using Microsoft.Extensions.Logging;
 using Swarm.Coordinator.Jobs;
 using Swarm.Coordinator.Routing;
+using Swarm.Coordinator.Telemetry;
 using Swarm.Protocol;
 using Swarm.Sampling;
+using Swarm.Telemetry;
 using Swarm.Transport;
 using PLayerRange = Swarm.Coordinator.Placement.LayerRange;
 using WLayerRange = Swarm.Protocol.LayerRange;
@@ -61,10 +63,11 @@ public sealed partial class JobRunner
         {
             MaxConcurrentJobs = o.MaxConcurrentJobs,
             MaxQueueLength = o.MaxQueueLength,
-            QueueTimeout = TimeSpan.FromSeconds(o.QueueTimeoutSeconds),
+            QueueTimeout = o.QueueTimeout,
         }, TimeProvider.System);
         _tick = new Timer(_ => Tick(), null, 200, 200);
         swarm.NodeLost += OnNodeLost;
+        CoordinatorInstrumentation.Observe(this);
     }
 
     public int Queued => _admission.Queued;
@@ -114,22 +117,35 @@ public sealed partial class JobRunner
     {
         long jobNumber = Interlocked.Increment(ref _nextJob);
         id ??= $"cmpl-{jobNumber}";
+        using var activity = CoordinatorInstrumentation.StartJob(id, spec.Prompt.Count, spec.Sampling.MaxNewTokens);
         _recent[id] = new JobRecord(id, "queued", spec.Prompt.Count, 0, null, null, 0, null, null);
         var total = Stopwatch.StartNew();
-        await AdmitAsync(id, ct);
+        try { await AdmitAsync(id, ct); }
+        catch (Exception e)
+        {
+            string outcome = e is OperationCanceledException ? "cancelled" : "rejected";
+            CoordinatorInstrumentation.JobEnded(outcome);
+            SwarmTelemetry.RecordFailure(activity, outcome, null, e.Message, (e as JobFailedException)?.Code);
+            throw;
+        }
+        activity?.AddEvent(new ActivityEvent(CoordinatorInstrumentation.AdmittedEvent, tags: new ActivityTagsCollection { ["swarm.queue_ms"] = total.Elapsed.TotalMilliseconds }));
         var tokens = new List<int>();
         int recoveries = 0;
         double ttft = 0;
         try
         {
             _recent[id] = _recent[id] with { State = "running" };
-            var (finish, stages) = await StepLoopAsync(jobNumber, spec, tokens, onToken, r => recoveries = r, t => ttft = t, total, ct);
+            var (finish, stages) = await StepLoopAsync(jobNumber, spec, tokens, onToken, r => recoveries = r, t => ttft = t, total, activity, ct);
             string text = _swarm.Tokenizer?.Decode(tokens) ?? "";
             if (finish == "stop" && spec.StopSequences.Count > 0) text = TrimAtStop(text, spec.StopSequences);
             var result = new JobResult(id, tokens, text, finish, spec.Prompt.Count, ttft, total.Elapsed.TotalMilliseconds, recoveries, stages);
             Interlocked.Increment(ref _completed);
             double? rate = tokens.Count > 1 ? (tokens.Count - 1) / ((total.Elapsed.TotalMilliseconds - ttft) / 1000) : null;
             _recent[id] = new JobRecord(id, "done", spec.Prompt.Count, tokens.Count, ttft, rate, recoveries, null, DateTimeOffset.UtcNow);
+            CoordinatorInstrumentation.JobEnded("completed");
+            activity?.SetTag("swarm.finish_reason", finish);
+            activity?.SetTag("swarm.completion_tokens", tokens.Count);
+            activity?.SetTag("swarm.recoveries", recoveries);
             JobFinished?.Invoke(result);
             return result;
         }
@@ -139,6 +155,10 @@ public sealed partial class JobRunner
             string msg = e is OperationCanceledException ? "cancelled (client went away)" : e.Message;
             _recent[id] = new JobRecord(id, "failed", spec.Prompt.Count, tokens.Count, ttft > 0 ? ttft : null, null, recoveries, msg, DateTimeOffset.UtcNow);
             JobFailed?.Invoke(e is OperationCanceledException ? "cancelled" : "failed");
+            CoordinatorInstrumentation.JobEnded(e is OperationCanceledException ? "cancelled" : "failed");
+            activity?.SetTag("swarm.completion_tokens", tokens.Count);
+            activity?.SetTag("swarm.recoveries", recoveries);
+            SwarmTelemetry.RecordFailure(activity, "job.failed", null, msg, (e as JobFailedException)?.Code);
             throw;
         }
         finally
@@ -175,7 +195,7 @@ public sealed partial class JobRunner
     }
 
     private async Task<(string Finish, IReadOnlyList<StageMean> Stages)> StepLoopAsync(long job, JobSpec spec, List<int> tokens,
-        Func<int, string, ValueTask>? onToken, Action<int> setRecoveries, Action<double> setTtft, Stopwatch total, CancellationToken ct)
+        Func<int, string, ValueTask>? onToken, Action<int> setRecoveries, Action<double> setTtft, Stopwatch total, Activity? jobSpan, CancellationToken ct)
     {
         var sampling = spec.Sampling;
         long seed = sampling.Seed ?? Random.Shared.NextInt64();
@@ -191,6 +211,7 @@ public sealed partial class JobRunner
         Route? route = null;
         long session = 0;
         int cached = 0, recoveries = 0;
+        double recentStepMs = 0;
         var decode = new Dictionary<int, (double Sum, int N)>();   // node → decode forward ms
         var prefill = new Dictionary<int, double>();               // node → last prefill/replay forward ms
         IReadOnlyList<StageMean> Means() => route is null ? [] : route.Hops.Select(h =>
@@ -201,6 +222,7 @@ public sealed partial class JobRunner
         }).ToList();
         var decoder = _swarm.Tokenizer is null ? null : new Tokenization.IncrementalDecoder(_swarm.Tokenizer);
         string textSoFar = "";
+        double lastTokenAt = 0;
         try
         {
             for (int step = 0; step < maxNew; step++)
@@ -210,7 +232,13 @@ public sealed partial class JobRunner
                     ct.ThrowIfCancellationRequested();
                     if (route is null)
                     {
-                        route = await RouteAsync(ct);
+                        using (var routing = CoordinatorInstrumentation.Source.StartActivity(CoordinatorInstrumentation.RouteSpan))
+                        {
+                            try { route = await RouteAsync(ct); }
+                            catch (JobFailedException e) { SwarmTelemetry.RecordFailure(routing, "route.failed", null, e.Message, e.Code); throw; }
+                            routing?.SetTag("swarm.route", route.ToString());
+                            routing?.SetTag("swarm.route.hops", route.Hops.Count);
+                        }
                         session = Interlocked.Increment(ref _nextSession);
                         cached = 0;
                         lock (routeNodes) { routeNodes.Clear(); foreach (var n in route.NodeIds) routeNodes.Add(n); }
@@ -227,13 +255,28 @@ public sealed partial class JobRunner
                         Route = route.Hops.Select(h => new Hop { NodeId = int.Parse(h.NodeId), Endpoint = _swarm.EndpointOf(h.NodeId), Layers = new WLayerRange(h.Layers.Start, h.Layers.End) }).ToArray(),
                         WireDType = _swarm.Wire, Sampling = wireSampling, ReplyTo = _swarm.ControlEndPoint?.ToString() ?? "",
                     };
-                    string? failedNode = null, why = null;
+                    using var stepSpan = CoordinatorInstrumentation.Source.StartActivity(CoordinatorInstrumentation.StepSpan, ActivityKind.Client);
+                    stepSpan?.SetTag(SwarmTelemetry.StepTag, step);
+                    stepSpan?.SetTag(SwarmTelemetry.StepKindTag, kind.ToString().ToLowerInvariant());
+                    stepSpan?.SetTag(SwarmTelemetry.SessionTag, session);
+                    stepSpan?.SetTag("swarm.input_tokens", input.Length);
+                    string? failedNode = null, why = null, code = null;
+                    bool overloaded = false;
                     try
                     {
+                        var stepWatch = Stopwatch.StartNew();
                         _swarm.SendToNode(route.Hops[0].NodeId, Envelope.Create(req, session));
-                        var reply = await WaitReplyAsync(replies.Reader, step, session, ct);
+                        // A decode step normally takes about as long as the last ones; when it takes far longer and a
+                        // node of the route has gone silent (suspect), repair now instead of waiting for it to be declared dead.
+                        var patience = kind == StepKind.Decode && recentStepMs > 0
+                            ? TimeSpan.FromMilliseconds(Math.Max(MinPatienceMs, 4 * recentStepMs)) : (TimeSpan?)null;
+                        var reply = await WaitReplyAsync(replies.Reader, step, session, patience, route, ct);
+                        if (stepWatch.Elapsed > TimeSpan.FromSeconds(2))
+                            LogSlowStep(job, step, route.ToString(), stepWatch.Elapsed.TotalMilliseconds, reply.GetType().Name);
                         if (reply is TokenResult tr)
                         {
+                            if (kind == StepKind.Decode)
+                                recentStepMs = recentStepMs == 0 ? stepWatch.Elapsed.TotalMilliseconds : 0.8 * recentStepMs + 0.2 * stepWatch.Elapsed.TotalMilliseconds;
                             cached = all.Length;
                             foreach (var t in tr.Timings)
                             {
@@ -243,6 +286,11 @@ public sealed partial class JobRunner
                             int token = tr.TokenId;
                             tokens.Add(token);
                             if (step == 0) setTtft(total.Elapsed.TotalMilliseconds);
+                            double now = total.Elapsed.TotalSeconds;
+                            CoordinatorInstrumentation.TokensGenerated.Add(1);
+                            if (step == 0) CoordinatorInstrumentation.TimeToFirstToken.Record(now);
+                            else CoordinatorInstrumentation.TimePerOutputToken.Record(now - lastTokenAt);
+                            lastTokenAt = now;
                             string piece = decoder?.Push(token) ?? "";
                             textSoFar += piece;
                             if (onToken is not null) await onToken(token, piece);
@@ -251,21 +299,34 @@ public sealed partial class JobRunner
                             break;
                         }
                         var sf = (StepFailed)reply;
+                        SwarmTelemetry.RecordFailure(stepSpan, CoordinatorInstrumentation.StepFailedEvent, sf.NodeId.ToString(), sf.Message, sf.Code.ToString());
                         if (sf.Code is ErrorCode.BadRequest)
                             throw new JobFailedException($"node {sf.NodeId} rejected the step: {sf.Message}", 500, "step_rejected");
+                        failedNode = sf.NodeId.ToString();
                         why = sf.Message;
+                        code = sf.Code.ToString();
                         // A full KV pool (the node preempted the session) is pressure, not a fault: back off, replay.
-                        if (sf.Code == ErrorCode.Overloaded) await Task.Delay(50 * recoveries + 50, ct);
-                        else failedNode = sf.NodeId.ToString();
+                        overloaded = sf.Code == ErrorCode.Overloaded;
+                        if (overloaded) await Task.Delay(50 * recoveries + 50, ct);
                     }
-                    catch (PeerDisconnectedException e) { failedNode = route.Hops[0].NodeId; why = e.Message; }
-                    catch (TimeoutException e) { why = e.Message; }
+                    catch (PeerDisconnectedException e)
+                    {
+                        failedNode = route.Hops[0].NodeId; why = e.Message; code = "disconnected";
+                        SwarmTelemetry.RecordFailure(stepSpan, CoordinatorInstrumentation.StepFailedEvent, failedNode, why, code);
+                    }
+                    catch (TimeoutException e)
+                    {
+                        why = e.Message; code = "timeout";
+                        SwarmTelemetry.RecordFailure(stepSpan, CoordinatorInstrumentation.StepFailedEvent, null, why, code);
+                    }
                     // Recovery: forget this route, report the culprit, re-route and recompute the caches.
                     recoveries++;
                     setRecoveries(recoveries);
                     _swarm.CountRecovery();
+                    CoordinatorInstrumentation.Recovered(code ?? "unknown");
+                    jobSpan?.AddEvent(SwarmTelemetry.FailureEvent(CoordinatorInstrumentation.RecoveryEvent, failedNode, why ?? "", code, step));
                     LogRecovery(job, step, failedNode ?? "?", why ?? "");
-                    if (failedNode is not null && _swarm.Registry.Get(failedNode) is not null) _swarm.Registry.ReportFailure(failedNode);
+                    if (failedNode is not null && !overloaded && _swarm.Registry.Get(failedNode) is not null) _swarm.Registry.ReportFailure(failedNode);
                     ReleaseRoute(route, session);
                     route = null;
                     if (recoveries > _swarm.Options.MaxRecoveriesPerJob)
@@ -299,21 +360,39 @@ public sealed partial class JobRunner
         {
             var result = _swarm.Router.Route(_swarm.Config.NumLayers, RouteCandidate.FromAll(_swarm.Registry.Snapshot()));
             if (result.Route is { } r) return r;
-            if (deadline.Elapsed.TotalSeconds > _swarm.Options.QueueTimeoutSeconds)
+            if (deadline.Elapsed > _swarm.Options.QueueTimeout)
                 throw new JobFailedException($"no route covers the model: {PLayerRange.DescribeAll(result.Uncovered)} not served by any node", 503, "layers_uncovered");
             await Task.Delay(100, ct);
         }
     }
 
-    private async Task<IMessage> WaitReplyAsync(ChannelReader<IMessage> replies, int step, long session, CancellationToken ct)
+    /// <summary>Floor of the adaptive patience for a decode step before a silent route node is treated as failed.</summary>
+    private const double MinPatienceMs = 400;
+
+    private async Task<IMessage> WaitReplyAsync(ChannelReader<IMessage> replies, int step, long session, TimeSpan? patience, Route route, CancellationToken ct)
     {
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
-        timeout.CancelAfter(TimeSpan.FromSeconds(_swarm.Options.StepTimeoutSeconds));
+        timeout.CancelAfter(_swarm.Options.StepTimeout);
+        var waited = Stopwatch.StartNew();
         try
         {
             while (true)
             {
-                var m = await replies.ReadAsync(timeout.Token);
+                IMessage m;
+                if (patience is { } p)
+                {
+                    using var tick = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token);
+                    tick.CancelAfter(TimeSpan.FromMilliseconds(100));
+                    try { m = await replies.ReadAsync(tick.Token); }
+                    catch (OperationCanceledException) when (!timeout.IsCancellationRequested)
+                    {
+                        if (waited.Elapsed > p && SilentNode(route) is { } silent)
+                            return new StepFailed { JobId = 0, Step = step, SessionId = session, NodeId = int.Parse(silent), Code = ErrorCode.Timeout,
+                                Message = $"no reply after {waited.Elapsed.TotalMilliseconds:F0} ms and node {silent} has stopped sending heartbeats" };
+                        continue;
+                    }
+                }
+                else m = await replies.ReadAsync(timeout.Token);
                 switch (m)
                 {
                     case TokenResult tr when tr.Step == step && tr.SessionId == session: return tr;
@@ -324,9 +403,13 @@ public sealed partial class JobRunner
         }
         catch (OperationCanceledException) when (!ct.IsCancellationRequested)
         {
-            throw new TimeoutException($"no reply to step {step} within {_swarm.Options.StepTimeoutSeconds} s");
+            throw new TimeoutException($"no reply to step {step} within {_swarm.Options.StepTimeout.TotalSeconds:F1} s");
         }
     }
+
+    /// <summary>A node of the route that the failure detector suspects (silent past the suspect threshold), or null.</summary>
+    private string? SilentNode(Route route) =>
+        route.NodeIds.FirstOrDefault(id => _swarm.Registry.Get(id) is not { } n || n.Health != Membership.NodeHealth.Alive);
 
     private static string TrimAtStop(string text, IReadOnlyList<string> stops)
     {
@@ -336,6 +419,8 @@ public sealed partial class JobRunner
 
     [LoggerMessage(200, LogLevel.Warning, "job {Job} step {Step}: route failed at node {Node} ({Reason}); re-routing and replaying")]
     private partial void LogRecovery(long job, int step, string node, string reason);
+    [LoggerMessage(202, LogLevel.Warning, "job {Job} step {Step} took {Ms:F0} ms on route {Route} (reply {Reply})")]
+    private partial void LogSlowStep(long job, int step, string route, double ms, string reply);
     [LoggerMessage(201, LogLevel.Error, "admission tick failed: {Message}")]
     private partial void LogTickError(string message);
 }

@@ -6,6 +6,7 @@ using Microsoft.Extensions.Logging;
 using Swarm.Coordinator.Membership;
 using Swarm.Coordinator.Placement;
 using Swarm.Coordinator.Routing;
+using Swarm.Coordinator.Telemetry;
 using Swarm.Model;
 using Swarm.Protocol;
 using Swarm.Tokenization;
@@ -37,6 +38,7 @@ public sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposable
     private int _nextNodeId;
     private long _nextAssignment;
     private long _recoveries;
+    private IDisposable? _observed;
 
     /// <summary>Figures a node last reported in its heartbeat.</summary>
     public sealed record NodeLive(int InFlightSteps, int Sessions, long KvTokensUsed, long KvTokensCapacity, double TokensPerSecond, string Device, int Threads, string Name, string DataEndpoint)
@@ -58,6 +60,8 @@ public sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposable
     public IReadOnlyDictionary<string, NodeLive> Live => _live;
     /// <summary>Where nodes reach this coordinator.</summary>
     public IPEndPoint? ControlEndPoint => _transport?.LocalEndPoint;
+    /// <summary>Byte and message counters of the transport (null before start).</summary>
+    public TransportCounters? TransportCounters => _transport?.Counters;
     public DateTimeOffset StartedAt { get; } = DateTimeOffset.UtcNow;
 
     /// <summary>Raised when a node is confirmed dead or leaves (jobs routed through it repair their route).</summary>
@@ -71,10 +75,13 @@ public sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposable
         Config = ModelConfig.Load(options.Model);
         ModelName = options.ModelName ?? Path.GetFileName(Path.GetFullPath(options.Model).TrimEnd('/'));
         Tokenizer = TokenizerLoader.TryLoad(options.Model);
-        var fd = new FailureDetectorOptions();
-        fd.DeadAfter = TimeSpan.FromSeconds(options.DeadAfterSeconds);
-        fd.SuspectAfter = TimeSpan.FromSeconds(Math.Min(fd.SuspectAfter.TotalSeconds, options.DeadAfterSeconds / 2));
-        fd.DeadAfterWhenFailing = TimeSpan.FromSeconds(Math.Min(fd.DeadAfterWhenFailing.TotalSeconds, options.DeadAfterSeconds));
+        var fd = new FailureDetectorOptions
+        {
+            HeartbeatInterval = options.HeartbeatInterval,
+            SuspectAfter = options.SuspectAfter,
+            DeadAfter = options.DeadAfter,
+        };
+        fd.DeadAfterWhenFailing = TimeSpan.FromTicks(Math.Min(fd.DeadAfterWhenFailing.Ticks, options.DeadAfter.Ticks));
         Registry = new NodeRegistry(fd, _time);
         Placement = new MaxMinThroughputPlacementPolicy(ModelShape.FromConfig(Config, 4), new PlacementOptions());
         Router = new ShortestPathRouter(new RoutingOptions(), new PowerOfTwoChoicesPolicy(new Random()));
@@ -91,23 +98,24 @@ public sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposable
         _transport.PeerDisconnected += OnPeerDisconnected;
         _inboundLoop = Task.Run(() => InboundLoopAsync(_stop.Token));
         _evaluateLoop = Task.Run(() => EvaluateLoopAsync(_stop.Token));
+        _observed = CoordinatorInstrumentation.Observe(this);
         LogListening(_transport.LocalEndPoint.ToString(), ModelName, Config.NumLayers);
         return Task.CompletedTask;
     }
 
+    private int _stopped;
+
     public async Task StopAsync(CancellationToken cancellationToken)
     {
+        if (Interlocked.Exchange(ref _stopped, 1) == 1) return;
         _stop.Cancel();
+        _observed?.Dispose();
         if (_transport is not null) await _transport.DisposeAsync();
         foreach (var t in new[] { _inboundLoop, _evaluateLoop })
             if (t is not null) await Task.WhenAny(t, Task.Delay(2000, CancellationToken.None));
     }
 
-    public async ValueTask DisposeAsync()
-    {
-        await StopAsync(CancellationToken.None);
-        _stop.Dispose();
-    }
+    public async ValueTask DisposeAsync() => await StopAsync(CancellationToken.None);
 
     // ---------------------------------------------------------------- jobs' view
 
@@ -205,7 +213,7 @@ public sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposable
         _nodePeers[id] = peer;
         _peerNodes[peer.Id] = id;
         _live[id] = new NodeLive(0, 0, 0, 0, 0, info.Device, info.Threads, info.Name, info.Endpoint);
-        peer.Send(env.CreateReply(new Welcome { NodeId = int.Parse(id), HeartbeatIntervalMs = 500 }));
+        peer.Send(env.CreateReply(new Welcome { NodeId = int.Parse(id), HeartbeatIntervalMs = (int)_options.HeartbeatInterval.TotalMilliseconds }));
         lock (_placementGate)
         {
             if (hello.HeldRange is { } held)

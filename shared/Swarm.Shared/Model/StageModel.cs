@@ -52,26 +52,29 @@ public sealed class StageModel : IDisposable
             long h = c.HiddenSize, v = c.VocabSize;
             Tensor? embedIn = null, finalW = null, finalB = null;
             Dense? embedOut = null;
-            long total = end - start + (start == 0 ? 1 : 0) + (end == c.NumLayers ? 1 : 0), done = 0;
+            // Progress in bytes read from the checkpoint (what a terminal progress bar shows).
+            long total = StageTensorNames(c, start, end).Sum(n => ckpt.Has(n) ? ckpt.Entry(n).End - ckpt.Entry(n).Begin : 0);
+            long baseline = ckpt.BytesRead;
+            long Done() => ckpt.BytesRead - baseline;
             if (start == 0)
             {
                 embedIn = ckpt.Read("gpt_neox.embed_in.weight", [v, h], dtype).DetachFromDisposeScope();
                 owned.Add(embedIn);
-                progress?.Report((++done, total));
+                progress?.Report((Done(), total));
             }
             var layers = new NeoXLayer[end - start];
             for (int i = start; i < end; i++)
             {
                 layers[i - start] = new NeoXLayer(ckpt, i, dtype, parallelism);
                 owned.Add(layers[i - start]);
-                progress?.Report((++done, total));
+                progress?.Report((Done(), total));
             }
             if (end == c.NumLayers)
             {
                 finalW = ckpt.Read("gpt_neox.final_layer_norm.weight", [h], dtype).DetachFromDisposeScope(); owned.Add(finalW);
                 finalB = ckpt.Read("gpt_neox.final_layer_norm.bias", [h], dtype).DetachFromDisposeScope(); owned.Add(finalB);
                 embedOut = new Dense(ckpt.Read("embed_out.weight", [v, h], dtype), null, parallelism); owned.Add(embedOut);
-                progress?.Report((++done, total));
+                progress?.Report((Done(), total));
             }
             var rope = new Rotary(c, c.MaxPositionEmbeddings, dtype);
             return new StageModel(c, start, end, dtype, layers, rope, embedIn, finalW, finalB, embedOut);
@@ -80,6 +83,23 @@ public sealed class StageModel : IDisposable
         {
             foreach (var d in owned) d.Dispose();
             throw;
+        }
+    }
+
+    /// <summary>Names of the checkpoint tensors layers [start, end) of a stage read.</summary>
+    public static IEnumerable<string> StageTensorNames(ModelConfig c, int start, int end)
+    {
+        if (start == 0) yield return "gpt_neox.embed_in.weight";
+        string[] parts = ["input_layernorm.weight", "input_layernorm.bias", "post_attention_layernorm.weight", "post_attention_layernorm.bias",
+            "attention.query_key_value.weight", "attention.query_key_value.bias", "attention.dense.weight", "attention.dense.bias",
+            "mlp.dense_h_to_4h.weight", "mlp.dense_h_to_4h.bias", "mlp.dense_4h_to_h.weight", "mlp.dense_4h_to_h.bias"];
+        for (int i = start; i < end; i++)
+            foreach (var p in parts) yield return $"gpt_neox.layers.{i}.{p}";
+        if (end == c.NumLayers)
+        {
+            yield return "gpt_neox.final_layer_norm.weight";
+            yield return "gpt_neox.final_layer_norm.bias";
+            yield return "embed_out.weight";
         }
     }
 

@@ -9,6 +9,10 @@ public sealed class StatusRendererTests
 {
     private static string[] Lines(string text) => text.ReplaceLineEndings("\n").Split('\n');
 
+    /// <summary>The coverage bar line of <paramref name="node"/> (the node table has a line starting with the name too).</summary>
+    private static string Bar(string[] lines, string node) =>
+        lines.Single(l => l.StartsWith(node, StringComparison.Ordinal) && (l.Contains('█') || l.Contains('▒') || l.Contains('·') || l.Contains("no layers")));
+
     [Fact]
     public void RenderToText_TwoNodes_ShowsNodesRangesAndCoverage()
     {
@@ -25,19 +29,19 @@ public sealed class StatusRendererTests
         // Coverage strip: 14-column label, then three columns per layer.
         Assert.Contains("replicas        1  1  1  1  1  1  2  2  1  1  0  0", lines);
         Assert.Contains("layer           0  1  2  3  4  5  6  7  8  9 10 11", lines);
-        string alphaBar = lines.Single(l => l.StartsWith("node-alpha", StringComparison.Ordinal));
+        string alphaBar = Bar(lines, "node-alpha");
         Assert.Equal(new string('█', 8 * 3), alphaBar.Substring(14, 24));
         Assert.EndsWith("0:8 serving", alphaBar.TrimEnd());
-        string betaBar = lines.Single(l => l.StartsWith("node-beta", StringComparison.Ordinal));
+        string betaBar = Bar(lines, "node-beta");
         Assert.Equal(new string(' ', 6 * 3) + new string('▒', 4 * 3) + new string(' ', 2 * 3), betaBar.Substring(14, 36));
         Assert.EndsWith("6:10 suspect", betaBar.TrimEnd());
 
         // Node table rows: name, address, range, device, state, load, tokens/s, KV.
         string alphaRow = lines.Single(l => l.Contains("node-alpha", StringComparison.Ordinal) && l.Contains("127.0.0.1:41234", StringComparison.Ordinal));
-        foreach (string cell in new[] { "0:8", "cpu ×2", "serving", "123.4", "1536/8192 19%", "120 ms" })
+        foreach (string cell in new[] { "0:8", "cpu ×2", "serving", "123.4", "19%", "120 ms" })
             Assert.Contains(cell, alphaRow);
         string betaRow = lines.Single(l => l.Contains("node-beta", StringComparison.Ordinal) && l.Contains("127.0.0.1:41235", StringComparison.Ordinal));
-        foreach (string cell in new[] { "6:10", "cuda:0 ×4", "suspect", "87.3", "7900/8192 96%", "2.6 s" })
+        foreach (string cell in new[] { "6:10", "cuda:0 ×4", "suspect", "87.3", "96%", "2.6 s" })
             Assert.Contains(cell, betaRow);
         Assert.Contains("Nodes (1/2 serving)", text);
 
@@ -88,9 +92,64 @@ public sealed class StatusRendererTests
             Nodes = [OpsTestData.TwoNodes().Nodes[0] with { Layers = [0, 48] }],
         };
         var lines = Lines(StatusRenderer.RenderToText(s));
-        string bar = lines.Single(l => l.StartsWith("node-alpha", StringComparison.Ordinal));
-        Assert.Equal(new string('█', 48 * 2), bar.Substring(14, 96));
+        Assert.Equal(new string('█', 48) + "  0:48", Bar(lines, "node-alpha").Substring(14, 54));
         Assert.All(lines, l => Assert.True(l.Length <= StatusRenderer.DefaultWidth, $"line wider than {StatusRenderer.DefaultWidth}: {l}"));
+
+        var wide = Lines(StatusRenderer.RenderToText(s, width: 140));
+        Assert.Equal(new string('█', 48 * 2) + "  0:48", Bar(wide, "node-alpha").Substring(14, 102));
+    }
+
+    [Fact]
+    public void RenderToText_150Columns_BorderedTablesWithEveryDetail()
+    {
+        var lines = Lines(StatusRenderer.RenderToText(OpsTestData.TwoNodes(), width: 150));
+        Assert.Contains(lines, l => l.StartsWith('╭'));
+        Assert.Contains(lines, l => l.Contains("In flight", StringComparison.Ordinal) && l.Contains("Last beat", StringComparison.Ordinal));
+        string alphaRow = lines.Single(l => l.Contains("127.0.0.1:41234", StringComparison.Ordinal));
+        foreach (string cell in new[] { "│ node-alpha ", "│ 0:8 ", "1536/8192 19%", " 120 ms │" })
+            Assert.Contains(cell, alphaRow);
+        Assert.Contains(lines, l => l.Contains("│ Recoveries │", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void RenderToText_LongNodeName_TruncatedInTheTable()
+    {
+        var s = OpsTestData.TwoNodes();
+        s = s with { Nodes = [s.Nodes[0] with { Name = "gpu-box-with-a-really-long-hostname.example.org" }] };
+        var lines = Lines(StatusRenderer.RenderToText(s));
+        string row = lines.Single(l => l.Contains("127.0.0.1:41234", StringComparison.Ordinal));
+        Assert.StartsWith("gpu-box-with-a-real… ", row);
+        Assert.Contains("0:8", row);
+        Assert.Contains("120 ms", row);
+    }
+
+    [Fact]
+    public void RenderToText_80Columns_CompactTablesKeepAddressesAndRangesWhole()
+    {
+        string text = StatusRenderer.RenderToText(OpsTestData.TwoNodes(), width: 80);
+        var lines = Lines(text);
+
+        Assert.All(lines, l => Assert.True(l.Length <= 80, $"line wider than 80: {l}"));
+        string alphaRow = lines.Single(l => l.Contains("127.0.0.1:41234", StringComparison.Ordinal));
+        foreach (string cell in new[] { "node-alpha", "0:8", "cpu ×2", "serving", "123.4", "120 ms" })
+            Assert.Contains(cell, alphaRow);
+        Assert.Contains("replicas        1  1  1  1  1  1  2  2  1  1  0  0", lines);
+        Assert.DoesNotContain("KV", text);
+        Assert.Contains("cmpl-done0001", text);
+    }
+
+    [Fact]
+    public void RenderToText_36LayersIn80Columns_NarrowsTheCells()
+    {
+        var s = OpsTestData.TwoNodes() with
+        {
+            NumLayers = 36, Coverage = Enumerable.Repeat(1, 36).ToArray(), Covered = true, Uncovered = null,
+            Nodes = [OpsTestData.TwoNodes().Nodes[0] with { Layers = [0, 36] }],
+        };
+        var lines = Lines(StatusRenderer.RenderToText(s, width: 80));
+        string bar = Bar(lines, "node-alpha");
+        Assert.Equal(new string('█', 36), bar.Substring(14, 36));
+        Assert.EndsWith("0:36 serving", bar.TrimEnd());
     }
 
     [Theory]

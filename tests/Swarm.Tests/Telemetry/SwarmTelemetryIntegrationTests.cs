@@ -1,0 +1,258 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Net;
+using System.Net.Sockets;
+using System.Text.Json.Nodes;
+using System.Text.RegularExpressions;
+using Swarm.Cli;
+using Swarm.Cli.Telemetry;
+using Swarm.Coordinator.Telemetry;
+using Swarm.Node.Telemetry;
+using Swarm.Tests.Integration;
+using Swarm.Tests.Model;
+using Xunit;
+
+namespace Swarm.Tests.Telemetry;
+
+/// <summary>
+/// A coordinator and two node processes (layers 0:2 and 2:4 of the tiny fixture), each writing its spans to its
+/// own <c>SWARM_TRACE_FILE</c> and each node serving <c>--metrics</c>; one greedy generation over HTTP, then the
+/// tests read what the processes exported.
+/// </summary>
+public sealed class TwoNodeSwarmWithOneJob : IAsyncLifetime
+{
+    public string TraceDir { get; } = Path.Combine(Path.GetTempPath(), $"swarm-traces-{Environment.ProcessId}-{Guid.NewGuid():N}");
+    public int[] NodeMetricsPorts { get; } = [FreeTcpPort(), FreeTcpPort()];
+    internal LocalSwarm Swarm { get; private set; } = null!;
+    public JsonNode Completion { get; private set; } = null!;
+    public long[] Tokens { get; private set; } = [];
+    public string CompletionId => (string)Completion["id"]!;
+    /// <summary>Trace context the test sends as the client's, in a <c>traceparent</c> header.</summary>
+    public string ClientTraceId { get; } = ActivityTraceId.CreateRandom().ToHexString();
+    public string ClientSpanId { get; } = ActivitySpanId.CreateRandom().ToHexString();
+
+    /// <summary>A stand-in OTLP/HTTP collector every process exports to: (path, body) of each request.</summary>
+    public System.Collections.Concurrent.ConcurrentQueue<(string Path, string ContentType, byte[] Body)> OtlpRequests { get; } = new();
+    private readonly HttpListener _collector = new();
+    private Task? _collectorLoop;
+
+    public async Task InitializeAsync()
+    {
+        Directory.CreateDirectory(TraceDir);
+        int collectorPort = FreeTcpPort();
+        _collector.Prefixes.Add($"http://127.0.0.1:{collectorPort}/");
+        _collector.Start();
+        _collectorLoop = Task.Run(CollectAsync);
+        Swarm = await LocalSwarm.StartAsync(new LocalSwarmOptions
+        {
+            Model = Path.Combine(Fixture.Root, Fixture.Tiny, "checkpoint"),
+            Nodes = 2,
+            Layers = ["0:2", "2:4"],
+            ThreadsPerNode = 1,
+            Environment = new Dictionary<string, string>
+            {
+                [TelemetrySettings.TraceFileVariable] = Path.Combine(TraceDir, "{process}.jsonl"),
+                ["SWARM_COORDINATOR__OTLPENDPOINT"] = $"http://127.0.0.1:{collectorPort}",
+                ["SWARM_NODE__OTLPENDPOINT"] = $"http://127.0.0.1:{collectorPort}",
+                ["OTEL_EXPORTER_OTLP_PROTOCOL"] = "http/protobuf",
+                ["OTEL_BSP_SCHEDULE_DELAY"] = "200",
+                ["OTEL_METRIC_EXPORT_INTERVAL"] = "1000",
+            },
+            NodeMetricsPorts = NodeMetricsPorts,
+        });
+        // As an instrumented client would: the job must join the client's trace.
+        using var http = new HttpClient { Timeout = TimeSpan.FromMinutes(2) };
+        using var request = new HttpRequestMessage(HttpMethod.Post, Swarm.HttpUrl + "/v1/completions")
+        {
+            Content = new StringContent("""{"prompt":[1,2,3],"max_tokens":6,"temperature":0}""", System.Text.Encoding.UTF8, "application/json"),
+        };
+        request.Headers.Add("traceparent", $"00-{ClientTraceId}-{ClientSpanId}-01");
+        var response = await http.SendAsync(request);
+        string body = await response.Content.ReadAsStringAsync();
+        Assert.True(response.IsSuccessStatusCode, $"HTTP {(int)response.StatusCode}: {body}");
+        Completion = JsonNode.Parse(body)!;
+        Tokens = SwarmIntegrationTests.Tokens(Completion);
+    }
+
+    private async Task CollectAsync()
+    {
+        while (_collector.IsListening)
+        {
+            HttpListenerContext ctx;
+            try { ctx = await _collector.GetContextAsync(); }
+            catch (Exception e) when (e is HttpListenerException or ObjectDisposedException) { return; }
+            using var body = new MemoryStream();
+            await ctx.Request.InputStream.CopyToAsync(body);
+            OtlpRequests.Enqueue((ctx.Request.Url!.AbsolutePath, ctx.Request.ContentType ?? "", body.ToArray()));
+            ctx.Response.StatusCode = 200;
+            ctx.Response.ContentType = "application/x-protobuf";
+            ctx.Response.Close();
+        }
+    }
+
+    public async Task DisposeAsync()
+    {
+        if (Swarm is not null) await Swarm.DisposeAsync();
+        _collector.Close();
+        if (_collectorLoop is not null) await _collectorLoop;
+        try { Directory.Delete(TraceDir, recursive: true); }
+        catch (IOException) { }
+    }
+
+    private static int FreeTcpPort()
+    {
+        var l = new TcpListener(IPAddress.Loopback, 0);
+        l.Start();
+        int port = ((IPEndPoint)l.LocalEndpoint).Port;
+        l.Stop();
+        return port;
+    }
+}
+
+[Collection("processes")]
+public sealed class SwarmTelemetryIntegrationTests(TwoNodeSwarmWithOneJob swarm) : IClassFixture<TwoNodeSwarmWithOneJob>
+{
+    private static readonly HttpClient Http = new() { Timeout = TimeSpan.FromSeconds(10) };
+
+    private sealed record Span(string TraceId, string SpanId, string? ParentId, string Name, string Service, string? Instance, JsonObject Tags, JsonArray Events);
+
+    private List<Span> ReadSpans() =>
+        Directory.EnumerateFiles(swarm.TraceDir, "*.jsonl")
+            .SelectMany(f => File.ReadAllLines(f))
+            .Where(l => l.EndsWith('}'))   // a line being written right now is skipped, not misparsed
+            .Select(l => JsonNode.Parse(l)!.AsObject())
+            .Select(o => new Span((string)o["trace_id"]!, (string)o["span_id"]!, (string?)o["parent_id"], (string)o["name"]!,
+                (string)o["service"]!, (string?)o["instance"], o["tags"]!.AsObject(), o["events"]!.AsArray()))
+            .ToList();
+
+    [Fact]
+    public async Task OneGeneration_SpansOfCoordinatorAndBothNodes_ShareOneTraceAndFormATree()
+    {
+        int n = swarm.Tokens.Length;
+        Assert.Equal(6, n);
+        // Spans are written when they end; the last node's span ends just after it sends the token, so wait briefly.
+        List<Span> spans = [];
+        var deadline = DateTime.UtcNow.AddSeconds(15);
+        while (DateTime.UtcNow < deadline)
+        {
+            spans = ReadSpans();
+            if (spans.Count(s => s.Name == NodeInstrumentation.SampleSpan) >= n && spans.Count(s => s.Name == NodeInstrumentation.ForwardSpan) >= 2 * n
+                && spans.Any(s => s.Name == CoordinatorInstrumentation.JobSpan)) break;
+            await Task.Delay(100);
+        }
+        string summary = string.Join("\n", spans.Select(s => $"{s.Service}/{s.Instance} {s.Name} {s.SpanId} ← {s.ParentId} ({s.TraceId})"));
+
+        var job = Assert.Single(spans, s => s.Name == CoordinatorInstrumentation.JobSpan);
+        Assert.Equal(swarm.CompletionId, (string?)job.Tags["swarm.job.id"]);
+        // The job continues the client's trace (traceparent header); everything else hangs below the job.
+        Assert.Equal(swarm.ClientTraceId, job.TraceId);
+        Assert.Equal(swarm.ClientSpanId, job.ParentId);
+        Assert.True(spans.All(s => s.TraceId == job.TraceId), $"more than one trace:\n{summary}");
+        Assert.Equal(["swarm-coordinator", "swarm-node"], spans.Select(s => s.Service).Distinct().Order());
+        Assert.Equal(["node-1", "node-2"], spans.Where(s => s.Service == "swarm-node").Select(s => s.Instance).Distinct().Order());
+
+        // A tree: every span but the root has its parent among the collected spans, from coordinator to the last node.
+        var byId = spans.ToDictionary(s => s.SpanId);
+        Assert.True(spans.Where(s => s != job).All(s => s.ParentId is not null && byId.ContainsKey(s.ParentId)), $"orphan spans:\n{summary}");
+        Span Parent(Span s) => byId[s.ParentId!];
+
+        var steps = spans.Where(s => s.Name == CoordinatorInstrumentation.StepSpan).ToList();
+        Assert.Equal(n, steps.Count);
+        Assert.All(steps, s => Assert.Equal(job, Parent(s)));
+        Assert.Single(spans, s => s.Name == CoordinatorInstrumentation.RouteSpan && Parent(s) == job);
+
+        var first = spans.Where(s => s.Name == NodeInstrumentation.ForwardSpan && s.Instance == "node-1").ToList();
+        var second = spans.Where(s => s.Name == NodeInstrumentation.ForwardSpan && s.Instance == "node-2").ToList();
+        Assert.Equal(n, first.Count);
+        Assert.Equal(n, second.Count);
+        Assert.All(first, s =>
+        {
+            Assert.Equal(CoordinatorInstrumentation.StepSpan, Parent(s).Name);
+            Assert.Equal((int)Parent(s).Tags["swarm.step"]!, (int)s.Tags["swarm.step"]!);
+            Assert.Equal("[0,2)", (string?)s.Tags["swarm.layers"]);
+        });
+        Assert.All(second, s =>
+        {
+            Assert.Equal(NodeInstrumentation.ForwardSpan, Parent(s).Name);
+            Assert.Equal("node-1", Parent(s).Instance);
+            Assert.Equal((int)Parent(s).Tags["swarm.step"]!, (int)s.Tags["swarm.step"]!);
+        });
+        var samples = spans.Where(s => s.Name == NodeInstrumentation.SampleSpan).ToList();
+        Assert.Equal(n, samples.Count);
+        Assert.All(samples, s => Assert.Equal("node-2", Parent(s).Instance));
+        Assert.All(samples, s => Assert.Equal(NodeInstrumentation.ForwardSpan, Parent(s).Name));
+        Assert.Equal(["prefill", "decode", "decode", "decode", "decode", "decode"],
+            steps.OrderBy(s => (int)s.Tags["swarm.step"]!).Select(s => (string)s.Tags["swarm.step.kind"]!));
+    }
+
+    [Fact]
+    public async Task OneGeneration_CoordinatorMetrics_CountTheTokens_AndPassPromtool()
+    {
+        string text = await Http.GetStringAsync(swarm.Swarm.HttpUrl + "/metrics");
+        await Promtool.AssertValidAsync(text, "the coordinator's /metrics");
+        Assert.Equal(swarm.Tokens.Length, Value(text, "swarm_tokens_generated_total"));
+        Assert.Equal(1, Value(text, "swarm_jobs_total", "outcome=\"completed\""));
+        Assert.Equal(1, Value(text, "swarm_job_time_to_first_token_seconds_count"));
+        Assert.Equal(swarm.Tokens.Length - 1, Value(text, "swarm_job_time_per_output_token_seconds_count"));
+        // Both registered and routable (a heartbeat late under load makes a node "suspect" for a moment, not gone).
+        Assert.Equal(2, Value(text, "swarm_nodes", "state=\"serving\"") + Value(text, "swarm_nodes", "state=\"suspect\""));
+        Assert.Equal(0, Value(text, "swarm_nodes", "state=\"dead\""));
+        Assert.Equal(1, Value(text, "swarm_layers_min_replicas"));
+        Assert.True(Value(text, "swarm_transport_io_bytes_total", "direction=\"transmit\"") > 0, $"no bytes sent:\n{text}");
+    }
+
+    [Fact]
+    public async Task OneGeneration_NodeMetrics_CountTheirForwards_AndPassPromtool()
+    {
+        int n = swarm.Tokens.Length;
+        for (int i = 0; i < 2; i++)
+        {
+            // KV and session gauges come from the node's last heartbeat (sent every 500 ms): wait for one after the load.
+            string url = $"http://127.0.0.1:{swarm.NodeMetricsPorts[i]}/metrics", text = await Http.GetStringAsync(url);
+            for (var until = DateTime.UtcNow.AddSeconds(10); Value(text, "swarm_node_kv_capacity") == 0 && DateTime.UtcNow < until; text = await Http.GetStringAsync(url))
+                await Task.Delay(200);
+            await Promtool.AssertValidAsync(text, $"node-{i + 1}'s /metrics");
+            Assert.Equal(n, Value(text, "swarm_node_steps_total", "outcome=\"ok\""));
+            Assert.Equal(1, Value(text, "swarm_node_forward_duration_seconds_count", "swarm_step_kind=\"prefill\""));
+            Assert.Equal(n - 1, Value(text, "swarm_node_forward_duration_seconds_count", "swarm_step_kind=\"decode\""));
+            Assert.Equal(n, Value(text, "swarm_node_batch_size_count"));
+            Assert.Equal(3 + (n - 1), Value(text, "swarm_node_tokens_total"));  // the 3-token prompt, then one per decode step
+            Assert.Equal(1, Value(text, "swarm_node_state", "state=\"ready\""));
+            Assert.True(Value(text, "swarm_node_kv_capacity") > 0, $"node-{i + 1} reports no KV capacity:\n{text}");
+        }
+    }
+
+    [Fact]
+    public async Task OneGeneration_OtlpOverHttp_ExportsTracesAndMetricsOfEveryProcess()
+    {
+        // Protobuf carries strings as raw UTF-8, so names can be found in the bodies without decoding them.
+        static bool Has(byte[] body, string text) => body.AsSpan().IndexOf(System.Text.Encoding.UTF8.GetBytes(text)) >= 0;
+        bool Sent(string path, params string[] texts) => swarm.OtlpRequests.Any(r => r.Path == path && texts.All(t => Has(r.Body, t)));
+        (string Path, string[] Texts, string What)[] expected =
+        [
+            ("/v1/traces", ["swarm-coordinator", CoordinatorInstrumentation.JobSpan, CoordinatorInstrumentation.StepSpan, "swarm.job.id"], "coordinator spans"),
+            ("/v1/traces", ["swarm-node", NodeInstrumentation.ForwardSpan], "node stage.forward spans"),
+            ("/v1/traces", ["swarm-node", NodeInstrumentation.SampleSpan], "the sample span"),
+            ("/v1/metrics", ["swarm-coordinator", "swarm.tokens.generated"], "coordinator metrics"),
+            ("/v1/metrics", ["swarm-node", "swarm.node.forward.duration"], "node metrics"),
+        ];
+        var deadline = DateTime.UtcNow.AddSeconds(20);
+        while (DateTime.UtcNow < deadline && !expected.All(e => Sent(e.Path, e.Texts)))
+            await Task.Delay(200);
+        string seen = string.Join(", ", swarm.OtlpRequests.Select(r => $"{r.Path} ({r.Body.Length} B)"));
+        foreach (var e in expected)
+            Assert.True(Sent(e.Path, e.Texts), $"no OTLP export of {e.What} to {e.Path}; requests: {seen}");
+        Assert.All(swarm.OtlpRequests, r => Assert.Equal("application/x-protobuf", r.ContentType));
+    }
+
+    /// <summary>The value of the one sample of <paramref name="metric"/> whose labels contain every one of <paramref name="labels"/>.</summary>
+    private static double Value(string exposition, string metric, params string[] labels)
+    {
+        var matches = exposition.Split('\n')
+            .Select(l => Regex.Match(l, @"^(?<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?<labels>[^}]*)\})? (?<value>\S+)"))
+            .Where(m => m.Success && m.Groups["name"].Value == metric && labels.All(l => m.Groups["labels"].Value.Contains(l, StringComparison.Ordinal)))
+            .ToList();
+        Assert.True(matches.Count == 1, $"expected one sample of {metric}{{{string.Join(",", labels)}}}, found {matches.Count} in:\n{exposition}");
+        return double.Parse(matches[0].Groups["value"].Value, CultureInfo.InvariantCulture);
+    }
+}
