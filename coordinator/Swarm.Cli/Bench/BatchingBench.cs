@@ -56,7 +56,7 @@ internal static class BatchingBench
             await using var local = await LocalSwarm.StartAsync(new LocalSwarmOptions
             {
                 Model = dir, Nodes = 3, Layers = [$"0:{a}", $"{a}:{b}", $"{b}:{layers}"], ThreadsPerNode = threads,
-                CoordinatorArgs = ["--max-concurrent-jobs", levels.Max().ToString(), "--max-queue", "1024"],
+                CoordinatorArgs = ["--max-concurrent-jobs", levels.Max().ToString()],
             }, log, ct: ct);
             await OverHttpAsync(local.HttpUrl, 1, 4, vocab, 99, ct); // warm-up
             for (int i = 0; i < levels.Length; i++)
