@@ -37,6 +37,12 @@ public sealed record BatchingOptions
     /// more sessions at once but more preemptions when they all grow.
     /// </summary>
     public int AdmissionHeadroomBlocks { get; init; } = 1;
+    /// <summary>
+    /// When nothing can run for lack of KV blocks while some sessions holding blocks are busy elsewhere (their step is
+    /// on another stage, and may free or need blocks when it returns), how long to wait before preempting anyway
+    /// (default 2 s). When every such session is here and blocked, preemption is immediate.
+    /// </summary>
+    public TimeSpan PreemptAfter { get; init; } = TimeSpan.FromSeconds(2);
 }
 
 /// <summary>
@@ -95,6 +101,7 @@ public sealed class StageHost : IDisposable
     private readonly KvBlockPool _pool;
     private long _admissions, _steps, _tokens, _iterations, _preemptions;
     private int _peakBatch, _lastBatch;
+    private DateTimeOffset? _blockedSince;
     private StageHostStats _stats = null!;
 
     public StageModel Model { get; }
@@ -217,9 +224,11 @@ public sealed class StageHost : IDisposable
             var (range, items, owners, blocked) = Select(done);
             if (items.Count == 0)
             {
-                if (blocked) Preempt(done);
+                if (blocked) MaybePreempt(done);
+                else _blockedSince = null;
                 return done;
             }
+            _blockedSince = null;
             Run(range, items, owners, done);
             _iterations++;
             _peakBatch = Math.Max(_peakBatch, items.Count);
@@ -378,6 +387,16 @@ public sealed class StageHost : IDisposable
             MaxNewTokens = 1,
         }, req.Step);
         return sampler.Next(logits);
+    }
+
+    private void MaybePreempt(List<StepCompletion> done)
+    {
+        var now = _time.GetUtcNow();
+        _blockedSince ??= now;
+        bool allHere = _sessions.Values.Where(s => s.Admitted && s.Kv.BlockCount > 0).All(s => s.Steps.Count > 0);
+        if (!allHere && now - _blockedSince.Value < _batching.PreemptAfter) return; // a session elsewhere may still free blocks
+        _blockedSince = null;
+        Preempt(done);
     }
 
     /// <summary>Nothing could run because running sessions cannot grow: free the youngest session's blocks.</summary>

@@ -174,6 +174,42 @@ public class BatchingTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void StageHost_BlockedWhileOthersAreElsewhere_WaitsThenPreemptsTheYoungest()
+    {
+        using var fx = new Fixture(Fixture.Tiny);
+        using var ckpt = Checkpoint.Open(fx.CheckpointDir);
+        var clock = new Swarm.Tests.Coordinator.ManualTimeProvider();
+        using var host = new StageHost(StageModel.Load(ckpt, 0, ckpt.Config.NumLayers), 1, clock,
+            new BatchingOptions { AdmissionHeadroomBlocks = 0, PreemptAfter = TimeSpan.FromSeconds(2) });
+        var route = new[] { new Swarm.Protocol.Hop { NodeId = 1, Endpoint = "local", Layers = host.Range } };
+        Swarm.Protocol.ForwardRequest Step(long session, int start, long[] ids) => new()
+        {
+            JobId = session, SessionId = session, Step = start == 0 ? 0 : 1, StartPosition = start, Route = route,
+            Input = Swarm.Protocol.WireTensor.FromTokenIds(ids),
+        };
+        var prompt = Enumerable.Range(1, 16).Select(i => (long)i).ToArray();   // exactly one block
+        for (long s = 1; s <= 16; s++) host.Submit(Step(s, 0, prompt), s);
+        Assert.Equal(16, host.RunIteration().Count(c => c.Output is not null));
+        Assert.Equal(16, host.KvBlocksUsed);                                    // the pool is full
+
+        host.Submit(Step(1, 16, [5]), 1L);                                      // needs a 2nd block; 2…16 are "on other stages"
+        Assert.Empty(host.RunIteration());
+        clock.Advance(TimeSpan.FromSeconds(1));
+        Assert.Empty(host.RunIteration());
+        Assert.Equal(0, host.Stats.Preemptions);                                // they may still come back and free blocks
+        clock.Advance(TimeSpan.FromSeconds(1.5));
+        host.RunIteration();                                                    // waited long enough: the youngest (16) goes
+        Assert.Equal(1, host.Stats.Preemptions);
+        var next = host.RunIteration();
+        Assert.Equal(1L, Assert.Single(next).State);
+        Assert.NotNull(next[0].Output!.Token);
+
+        host.Submit(Step(16, 16, [5]), 16L);                                    // the preempted session's next step is told why
+        var told = Assert.Single(host.RunIteration());
+        Assert.Equal(Swarm.Protocol.ErrorCode.Overloaded, told.Error!.Code);
+    }
+
+    [Fact]
     public void ForwardBatch_MixedDecodesAndChunks_MatchesSingleSessionLogits()
     {
         using var fx = new Fixture(Fixture.Small);
