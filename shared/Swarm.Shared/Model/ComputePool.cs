@@ -1,3 +1,5 @@
+using System.Diagnostics;
+
 namespace Swarm.Model;
 
 /// <summary>
@@ -5,6 +7,12 @@ namespace Swarm.Model;
 /// The caller runs part 0; each worker runs one other part; Run returns when all are done. Dedicated
 /// threads (not the ThreadPool) keep the per-call cost to a few microseconds and free of pool jitter.
 /// </summary>
+/// <remarks>
+/// A decode step forks four times per layer with ~0.1 ms of single-threaded work in between. A worker that
+/// went to sleep after each part pays a futex wake-up per fork (tens of µs in a VM) while the caller idles at
+/// the join, so workers spin for <see cref="SpinMicroseconds"/> after each part before blocking. The spin is
+/// short enough that an idle node (between tokens) leaves its cores to other processes.
+/// </remarks>
 public sealed class ComputePool : IDisposable
 {
     private static readonly Lazy<ComputePool> _shared = new(() => new ComputePool(Environment.ProcessorCount - 1));
@@ -12,6 +20,9 @@ public sealed class ComputePool : IDisposable
     /// <summary>Process-wide pool with one worker per extra core. <see cref="Configure"/> may resize it at start.</summary>
     public static ComputePool Shared => _current ?? _shared.Value;
     private static ComputePool? _current;
+
+    /// <summary>How long a worker busy-waits for the next part before it blocks.</summary>
+    public const int SpinMicroseconds = 300;
 
     /// <summary>Sets the number of threads used for parallel GEMV (workers = threads − 1). Call at start-up.</summary>
     public static void Configure(int threads)
@@ -22,10 +33,13 @@ public sealed class ComputePool : IDisposable
     }
 
     private readonly Thread[] _threads;
-    private readonly SemaphoreSlim[] _start;
-    private readonly CountdownEvent _done = new(0);
+    private readonly SemaphoreSlim[] _wake;
+    private readonly int[] _sleeping;
     private readonly object _gate = new();
     private Action<int>? _work;
+    private int _helpers;
+    private long _generation;
+    private int _pending;
     private volatile bool _stopping;
     private Exception? _error;
 
@@ -34,11 +48,12 @@ public sealed class ComputePool : IDisposable
     public ComputePool(int workers)
     {
         _threads = new Thread[workers];
-        _start = new SemaphoreSlim[workers];
+        _wake = new SemaphoreSlim[workers];
+        _sleeping = new int[workers];
         for (int i = 0; i < workers; i++)
         {
             int id = i + 1;
-            _start[i] = new SemaphoreSlim(0);
+            _wake[i] = new SemaphoreSlim(0);
             _threads[i] = new Thread(() => Loop(id)) { IsBackground = true, Name = $"swarm-compute-{id}" };
             _threads[i].Start();
         }
@@ -57,11 +72,15 @@ public sealed class ComputePool : IDisposable
         {
             _work = body;
             _error = null;
-            _done.Reset(helpers);
-            for (int i = 0; i < helpers; i++) _start[i].Release();
+            _helpers = helpers;
+            Volatile.Write(ref _pending, helpers);
+            Interlocked.Increment(ref _generation);
+            for (int i = 0; i < helpers; i++)
+                if (Interlocked.Exchange(ref _sleeping[i], 0) == 1) _wake[i].Release();
             body(0);
             for (int i = helpers + 1; i < parts; i++) body(i);
-            _done.Wait();
+            var spin = new SpinWait();
+            while (Volatile.Read(ref _pending) > 0) spin.SpinOnce(sleep1Threshold: -1);
             _work = null;
             if (_error is not null) throw new AggregateException(_error);
         }
@@ -71,22 +90,34 @@ public sealed class ComputePool : IDisposable
     {
         // Inference-mode is per thread in libtorch; every op these workers run is inference.
         using var inference = TorchSharp.torch.inference_mode();
-        while (true)
+        long seen = 0;
+        long spinTicks = Stopwatch.Frequency * SpinMicroseconds / 1_000_000;
+        while (!_stopping)
         {
-            _start[id - 1].Wait();
+            long start = Stopwatch.GetTimestamp();
+            while (Volatile.Read(ref _generation) == seen && !_stopping && Stopwatch.GetTimestamp() - start < spinTicks)
+                Thread.SpinWait(20);
+            if (Volatile.Read(ref _generation) == seen && !_stopping)
+            {
+                Volatile.Write(ref _sleeping[id - 1], 1);
+                if (Volatile.Read(ref _generation) == seen && !_stopping) _wake[id - 1].Wait();
+                Interlocked.Exchange(ref _sleeping[id - 1], 0);
+                continue; // re-check: wake-ups may be spurious
+            }
             if (_stopping) return;
+            seen = Volatile.Read(ref _generation);
+            if (id > _helpers) continue;
             try { _work!(id); }
             catch (Exception e) { _error = e; }
-            finally { _done.Signal(); }
+            finally { Interlocked.Decrement(ref _pending); }
         }
     }
 
     public void Dispose()
     {
         _stopping = true;
-        foreach (var s in _start) s.Release();
+        for (int i = 0; i < _wake.Length; i++) _wake[i].Release();
         foreach (var t in _threads) t.Join();
-        foreach (var s in _start) s.Dispose();
-        _done.Dispose();
+        foreach (var s in _wake) s.Dispose();
     }
 }

@@ -71,12 +71,11 @@ public sealed class NeoXLayer : IDisposable
 
         var h1 = F.layer_norm(x, _normShape, _ln1W, _ln1B, _c.LayerNormEps);
         // [B,T,3H] → [B,T,heads,3·hd]: GPT-NeoX packs [q,k,v] per head.
-        var qkv = _qkv.Forward(h1).view(b, t, nh, 3 * hd);
-        var q = qkv.narrow(3, 0, hd).permute(0, 2, 1, 3);
-        var k = qkv.narrow(3, hd, hd).permute(0, 2, 1, 3);
-        var v = qkv.narrow(3, 2 * hd, hd).permute(0, 2, 1, 3);
-        q = rope.Apply(q, cache.Length);
-        k = rope.Apply(k, cache.Length);
+        var qkv = _qkv.Forward(h1).view(b, t, nh, 3, hd);
+        rope.RotateQueriesAndKeysInPlace(qkv, cache.Length); // q and k of every head in one pass, on the fresh buffer
+        var q = qkv.select(3, 0).permute(0, 2, 1, 3);
+        var k = qkv.select(3, 1).permute(0, 2, 1, 3);
+        var v = qkv.select(3, 2).permute(0, 2, 1, 3);
 
         var (keys, values) = cache.Append(layerSlot, k, v);
         Tensor attn = mask is null
@@ -190,6 +189,30 @@ public sealed class Rotary : IDisposable
         var emb = cat([freqs, freqs], 1);
         _cos = emb.cos().to_type(dtype).MoveToOuterDisposeScope().DetachFromDisposeScope();
         _sin = emb.sin().to_type(dtype).MoveToOuterDisposeScope().DetachFromDisposeScope();
+    }
+
+    /// <summary>
+    /// Rotates q and k in place. qkv: [B, T, heads, 3, hd] (GPT-NeoX's per-head [q, k, v] packing) at positions
+    /// [start, start+T). Same arithmetic as rotate_half: x1' = x1·cos − x2·sin, x2' = x2·cos + x1·sin over the first
+    /// rotary_ndims dims (cos/sin repeat across the two halves).
+    /// </summary>
+    public void RotateQueriesAndKeysInPlace(Tensor qkv, int start)
+    {
+        if (_rd == 0) return;
+        long t = qkv.shape[1];
+        if (start + t > _cos.shape[0])
+            throw new InvalidOperationException($"position {start + t} exceeds the model's context of {_cos.shape[0]}");
+        using var scope = NewDisposeScope();
+        int half = _rd / 2;
+        var cos = _cos.narrow(0, start, t).narrow(1, 0, half).view(1, t, 1, 1, half);
+        var sin = _sin.narrow(0, start, t).narrow(1, 0, half).view(1, t, 1, 1, half);
+        var qk = qkv.narrow(3, 0, 2);
+        var x1 = qk.narrow(4, 0, half);
+        var x2 = qk.narrow(4, half, half);
+        var n1 = x1 * cos - x2 * sin;
+        var n2 = x2 * cos + x1 * sin;
+        x1.copy_(n1);
+        x2.copy_(n2);
     }
 
     /// <summary>x: [B, heads, T, hd] at positions [start, start+T) → rotated copy.</summary>
