@@ -20,6 +20,7 @@ public sealed class Dense : IDisposable
     private readonly bool _dot;           // blocks in HF layout, computed as dot products (long inputs, e.g. dense_4h_to_h)
     private readonly long[] _offsets;     // column offset of each block, plus Out
     private readonly Tensor? _bias;       // [out]
+    private readonly Tensor?[] _biasParts; // views of _bias per block, so each block adds its own bias in its product
 
     public long In { get; }
     public long Out { get; }
@@ -56,6 +57,9 @@ public sealed class Dense : IDisposable
             }
         }
         _offsets[parts] = Out;
+        _biasParts = new Tensor?[parts];
+        if (_bias is not null)
+            for (int i = 0; i < parts; i++) _biasParts[i] = _bias.narrow(0, _offsets[i], _offsets[i + 1] - _offsets[i]).DetachFromDisposeScope();
     }
 
     /// <summary>Weight bytes.</summary>
@@ -90,7 +94,6 @@ public sealed class Dense : IDisposable
                 // Many rows: compute-bound GEMM; libtorch threads each block in turn.
                 for (int i = 0; i < _parts.Length; i++) Product(input, i, output, wide);
             }
-            if (_bias is not null) y.add_(_bias);
         }
         shape[^1] = Out;
         return y.view(shape).MoveToOuterDisposeScope();
@@ -98,9 +101,12 @@ public sealed class Dense : IDisposable
 
     private void Product(Tensor input, int i, Tensor output, bool wide)
     {
-        using var r = _dot ? nn.functional.linear(input, _parts[i]) : wide ? WideProduct(input, _parts[i]) : input.matmul(_parts[i]);
+        var b = _biasParts[i];
+        using var r = _dot ? nn.functional.linear(input, _parts[i], b)
+            : wide ? WideProduct(input, _parts[i]) : b is null ? input.matmul(_parts[i]) : addmm(b, input, _parts[i], 1f, 1f);
         using var dst = output.narrow(1, _offsets[i], _offsets[i + 1] - _offsets[i]);
         dst.copy_(r);
+        if (wide && b is not null) dst.add_(b);
     }
 
     /// <summary>
@@ -117,6 +123,7 @@ public sealed class Dense : IDisposable
 
     public void Dispose()
     {
+        foreach (var b in _biasParts) b?.Dispose();
         _bias?.Dispose();
         foreach (var p in _parts) p.Dispose();
     }
