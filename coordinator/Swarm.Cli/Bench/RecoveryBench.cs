@@ -1,6 +1,4 @@
 using System.Diagnostics;
-using System.Net.Http.Json;
-using System.Text;
 using System.Text.Json.Nodes;
 using Swarm.Checkpoints;
 using Swarm.Model;
@@ -76,26 +74,13 @@ internal static class RecoveryBench
     private static async Task<(List<int> Ids, List<double> Arrivals)> StreamAsync(string url, int[] prompt, int max, Action<int>? onCount, CancellationToken ct, Stopwatch? clock = null)
     {
         clock ??= Stopwatch.StartNew();
-        using var http = new HttpClient { Timeout = Timeout.InfiniteTimeSpan };
-        var body = new JsonObject { ["prompt"] = new JsonArray(prompt.Select(t => (JsonNode)t).ToArray()), ["max_tokens"] = max, ["temperature"] = 0, ["stream"] = true };
-        using var req = new HttpRequestMessage(HttpMethod.Post, url + "/v1/completions") { Content = new StringContent(body.ToJsonString(), Encoding.UTF8, "application/json") };
-        using var resp = await http.SendAsync(req, HttpCompletionOption.ResponseHeadersRead, ct);
-        if (!resp.IsSuccessStatusCode) throw new InvalidOperationException($"HTTP {(int)resp.StatusCode}: {await resp.Content.ReadAsStringAsync(ct)}");
-        var ids = new List<int>();
         var arrivals = new List<double>();
-        using var reader = new StreamReader(await resp.Content.ReadAsStreamAsync(ct));
-        while (await reader.ReadLineAsync(ct) is { } line)
+        var body = new JsonObject { ["prompt"] = new JsonArray(prompt.Select(t => (JsonNode)t).ToArray()), ["max_tokens"] = max, ["temperature"] = 0, ["stream"] = true };
+        var result = await Commands.GenerateCommand.Client.CompleteAsync(url, body, echo: false, ct, _ =>
         {
-            if (!line.StartsWith("data: ") || line == "data: [DONE]") continue;
-            var j = JsonNode.Parse(line[6..])!;
-            if (j["error"] is { } e) throw new InvalidOperationException($"stream failed: {e["message"]}");
-            foreach (var t in j["choices"]![0]!["token_ids"]!.AsArray())
-            {
-                ids.Add((int)t!);
-                arrivals.Add(clock.Elapsed.TotalMilliseconds);
-                onCount?.Invoke(ids.Count);
-            }
-        }
-        return (ids, arrivals);
+            arrivals.Add(clock.Elapsed.TotalMilliseconds);
+            onCount?.Invoke(arrivals.Count);
+        });
+        return (result.TokenIds, arrivals);
     }
 }

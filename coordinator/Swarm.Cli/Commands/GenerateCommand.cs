@@ -63,7 +63,8 @@ internal static class GenerateCommand
     {
         private static readonly HttpClient Http = new() { Timeout = Timeout.InfiniteTimeSpan };
 
-        public static async Task<Completion> CompleteAsync(string baseUrl, JsonObject body, bool echo, CancellationToken ct)
+        /// <param name="onToken">Called with each streamed token as it arrives (streaming requests only).</param>
+        public static async Task<Completion> CompleteAsync(string baseUrl, JsonObject body, bool echo, CancellationToken ct, Action<int>? onToken = null)
         {
             var sw = Stopwatch.StartNew();
             using var req = new HttpRequestMessage(HttpMethod.Post, baseUrl.TrimEnd('/') + "/v1/completions")
@@ -106,6 +107,7 @@ internal static class GenerateCommand
                     {
                         if (ids.Count == 0) ttft = sw.Elapsed.TotalMilliseconds;
                         ids.Add((int)t!);
+                        onToken?.Invoke((int)t!);
                         if (echo) Console.Write(((string?)choice["text"]) is { Length: > 0 } piece ? piece : $"{(int)t!} ");
                     }
                     if ((string?)choice["finish_reason"] is { } f) finish = f;

@@ -45,18 +45,8 @@ public sealed class Checkpoint : IDisposable
         var fileOf = new Dictionary<string, string>();
         if (File.Exists(index))
         {
-            JsonObject map;
-            try
-            {
-                map = JsonNode.Parse(File.ReadAllText(index))?["weight_map"] as JsonObject
-                    ?? throw new CheckpointException($"{index}: no 'weight_map' object");
-            }
-            catch (JsonException e) { throw new CheckpointException($"{index}: invalid JSON ({e.Message})"); }
-            foreach (var (name, file) in map)
-            {
-                string path = Path.Combine(dir, (string?)file ?? throw new CheckpointException($"{index}: bad entry for '{name}'"));
-                fileOf[name] = path;
-            }
+            foreach (var (name, file) in ReadWeightMap(index))
+                fileOf[name] = Path.Combine(dir, file);
             foreach (var missing in fileOf.Values.Distinct().Where(p => !File.Exists(p)))
                 throw new CheckpointException($"{index} names shard {Path.GetFileName(missing)}, which is missing from {dir}");
         }
@@ -80,6 +70,19 @@ public sealed class Checkpoint : IDisposable
 
     /// <summary>The weight file that holds <paramref name="name"/>, per the index (or the single file).</summary>
     public string? FileOf(string name) => _fileOf.GetValueOrDefault(name);
+
+    /// <summary>Reads the <c>weight_map</c> (tensor name → file) of a HF index file (safetensors or pytorch .bin).</summary>
+    internal static IEnumerable<(string Name, string File)> ReadWeightMap(string index)
+    {
+        JsonObject map;
+        try
+        {
+            map = JsonNode.Parse(File.ReadAllText(index))?["weight_map"] as JsonObject
+                ?? throw new CheckpointException($"{index}: no 'weight_map' object");
+        }
+        catch (JsonException e) { throw new CheckpointException($"{index}: invalid JSON ({e.Message})"); }
+        return map.Select(kv => (kv.Key, (string?)kv.Value ?? throw new CheckpointException($"{index}: bad entry for '{kv.Key}'"))).ToList();
+    }
 
     public bool Has(string name) => _fileOf.ContainsKey(name);
 

@@ -65,15 +65,7 @@ public static class PytorchBinConverter
         string index = Path.Combine(dir, IndexFile);
         if (File.Exists(index))
         {
-            JsonObject map;
-            try
-            {
-                map = JsonNode.Parse(File.ReadAllText(index))?["weight_map"] as JsonObject
-                    ?? throw new CheckpointException($"{index}: no 'weight_map' object");
-            }
-            catch (JsonException e) { throw new CheckpointException($"{index}: invalid JSON ({e.Message})"); }
-            var files = map.Select(kv => (string?)kv.Value ?? throw new CheckpointException($"{index}: bad entry for '{kv.Key}'"))
-                .Distinct().Order(StringComparer.Ordinal).ToList();
+            var files = Checkpoint.ReadWeightMap(index).Select(e => e.File).Distinct().Order(StringComparer.Ordinal).ToList();
             foreach (var f in files.Where(f => !File.Exists(Path.Combine(dir, f))))
                 throw new CheckpointException($"{index} names shard {f}, which is missing from {dir}");
             return files;
