@@ -147,3 +147,46 @@ public class SwarmAccessTests(ITestOutputHelper output)
         Assert.DoesNotContain(new Swarm.Coordinator.Service.CoordinatorOptions { Model = Path.GetTempPath() }.Validate(), e => e.Contains("secret"));
     }
 }
+
+[Collection("processes")]
+public class CancellationTests(ITestOutputHelper output)
+{
+    [Fact]
+    public async Task ClientGoesAway_JobIsCancelled_AndNodesFreeTheSession()
+    {
+        using var fx = new Fixture(Fixture.Small);
+        await using var swarm = await LocalSwarm.StartAsync(new LocalSwarmOptions
+        {
+            Model = fx.CheckpointDir, Nodes = 2, Layers = ["0:3", "3:6"], WireDtype = "f32", ThreadsPerNode = 1,
+            NodeArgs = ["--simulate-latency-ms", "20"],
+        }, output.WriteLine);
+        using var http = new HttpClient();
+        using var cts = new CancellationTokenSource();
+        var body = SwarmClient.Body(fx.Ids("prompt.1"), 400, stream: true).ToJsonString();
+        using var req = new HttpRequestMessage(HttpMethod.Post, swarm.HttpUrl + "/v1/completions") { Content = new StringContent(body, System.Text.Encoding.UTF8, "application/json") };
+        var resp = await http.SendAsync(req, HttpCompletionOption.ResponseHeadersRead, cts.Token);
+        var reader = new StreamReader(await resp.Content.ReadAsStreamAsync(cts.Token));
+        int lines = 0;
+        while (lines < 5 && await reader.ReadLineAsync(cts.Token) is { } line) if (line.StartsWith("data: ")) lines++;
+        // The client goes away mid-stream.
+        cts.Cancel();
+        resp.Dispose();
+        var sw = Stopwatch.StartNew();
+        JsonNode status = null!;
+        while (sw.Elapsed < TimeSpan.FromSeconds(20))
+        {
+            status = (await swarm.GetJsonAsync("/api/swarm"))!;
+            bool idle = (long)status["jobs"]!["running"]! == 0
+                && status["nodes"]!.AsArray().All(n => (long)n!["sessions"]! == 0 && (long)n["in_flight"]! == 0);
+            if (idle) break;
+            await Task.Delay(200);
+        }
+        output.WriteLine(status.ToJsonString());
+        Assert.Equal(0, (long)status["jobs"]!["running"]!);
+        Assert.Equal(1, (long)status["jobs"]!["failed"]!);
+        Assert.All(status["nodes"]!.AsArray(), n => Assert.Equal(0, (long)n!["sessions"]!));
+        Assert.Contains(status["jobs"]!["recent"]!.AsArray(), j => ((string?)j!["error"] ?? "").Contains("cancelled"));
+        // The swarm is not disturbed: the next job runs.
+        Assert.Equal(fx.Ids("greedy.0")[..3], await SwarmClient.CompleteAsync(swarm.HttpUrl, fx.Ids("prompt.0"), 3));
+    }
+}
