@@ -222,3 +222,80 @@ public class TensorParallelTests
         }
     }
 }
+
+/// <summary><c>swarm run --tp N</c> and <c>swarm node --tp 2</c> as real processes.</summary>
+[Collection("processes")]
+public class TensorParallelProcessTests(Xunit.Abstractions.ITestOutputHelper output)
+{
+    private static (int Exit, string Stdout, string Stderr) RunCli(params string[] args)
+    {
+        var (exe, prefix) = Swarm.Cli.LocalSwarm.SelfCommand();
+        var psi = new System.Diagnostics.ProcessStartInfo(exe) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (var a in prefix.Concat(args)) psi.ArgumentList.Add(a);
+        using var p = System.Diagnostics.Process.Start(psi)!;
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        var stderr = p.StandardError.ReadToEndAsync();
+        Assert.True(p.WaitForExit(120_000), "swarm run did not exit");
+        return (p.ExitCode, stdout.Result, stderr.Result);
+    }
+
+    [Theory]
+    [InlineData(2)]
+    [InlineData(4)]
+    public void SwarmRun_WithTp_GivesTheGoldenGreedyTokens(int shards)
+    {
+        using var fx = new Fixture(Fixture.Small);
+        var expected = fx.Ids("greedy.0");
+        var (exit, stdout, stderr) = RunCli("run", "--model", fx.CheckpointDir, "--prompt-ids", string.Join(",", fx.Ids("prompt.0")),
+            "--max-new-tokens", expected.Length.ToString(), "--tp", shards.ToString(), "--devices", "cpu", "--json");
+        output.WriteLine(stderr);
+        Assert.Equal(0, exit);
+        var json = System.Text.Json.Nodes.JsonNode.Parse(stdout)!;
+        Assert.Equal(expected, json["token_ids"]!.AsArray().Select(t => (long)t!).ToArray());
+    }
+
+    [Theory]
+    [InlineData("3", "cpu", "8 attention heads are not divisible by 3")]
+    [InlineData("2", "cpu,quantum:0", "unknown device 'quantum:0'")]
+    public void SwarmRun_InvalidTp_FailsAtStart(string tp, string devices, string message)
+    {
+        using var fx = new Fixture(Fixture.Small);
+        var (exit, _, stderr) = RunCli("run", "--model", fx.CheckpointDir, "--prompt-ids", "1,2,3", "--tp", tp, "--devices", devices);
+        Assert.NotEqual(0, exit);
+        Assert.Contains(message, stderr);
+    }
+
+    [Fact]
+    public void SwarmNode_InvalidTp_FailsAtStart()
+    {
+        using var fx = new Fixture(Fixture.Small);
+        var (exit, stdout, stderr) = RunCli("node", "--coordinator", "127.0.0.1:1", "--model", fx.CheckpointDir, "--tp", "16");
+        Assert.NotEqual(0, exit);
+        Assert.Contains("more shards than attention heads", stdout + stderr);
+    }
+
+    [Fact]
+    public async Task ThreeNodeSwarm_WithOneTp2Node_GivesTheGoldenGreedyTokens()
+    {
+        using var fx = new Fixture(Fixture.Small);
+        await using var swarm = await Swarm.Cli.LocalSwarm.StartAsync(new Swarm.Cli.LocalSwarmOptions
+        {
+            Model = fx.CheckpointDir, Nodes = 3, Layers = ["0:2", "2:4", "4:6"], WireDtype = "f32", ThreadsPerNode = 1,
+            PerNodeArgs = [[], ["--tp", "2", "--devices", "cpu,cpu"], []],
+        }, output.WriteLine);
+        for (int p = 0; p < Math.Min(3, fx.PromptCount); p++)
+        {
+            var expected = fx.Ids($"greedy.{p}");
+            var got = Swarm.Tests.Integration.SwarmIntegrationTests.Tokens(
+                await Swarm.Tests.Integration.SwarmIntegrationTests.CompleteAsync(swarm.HttpUrl, fx.Ids($"prompt.{p}"), expected.Length));
+            Assert.Equal(expected, got);
+        }
+        // Concurrent jobs go through the TP node's batched path together.
+        var many = await Task.WhenAll(Enumerable.Range(0, 4).Select(async p =>
+            Swarm.Tests.Integration.SwarmIntegrationTests.Tokens(
+                await Swarm.Tests.Integration.SwarmIntegrationTests.CompleteAsync(swarm.HttpUrl, fx.Ids($"prompt.{p % fx.PromptCount}"), 12))));
+        for (int p = 0; p < 4; p++) Assert.Equal(fx.Ids($"greedy.{p % fx.PromptCount}").Take(12).ToArray(), many[p]);
+        string log = await File.ReadAllTextAsync(Path.Combine(swarm.LogDir, "node-2.log"));
+        Assert.Contains("tp=2", log);
+    }
+}
