@@ -150,6 +150,9 @@ public sealed class StageModel : IDisposable
     public long WeightBytes => _layers.Sum(l => l.WeightBytes) + (_tpLayers?.Sum(l => l.WeightBytes) ?? 0) + (_embedOut?.Bytes ?? 0)
         + new[] { _embedIn, _finalW, _finalB }.Where(t => t is not null).Sum(t => t!.NumberOfElements * t.ElementSize);
 
+    /// <summary>Bytes of the transformer layers' weights (all shards; no embedding or head).</summary>
+    public long LayerWeightBytes => _layers.Sum(l => l.WeightBytes) + (_tpLayers?.Sum(l => l.WeightBytes) ?? 0);
+
     /// <summary>Bytes of weights read to produce one token at batch 1 (the embedding reads one row).</summary>
     public long WeightBytesReadPerToken => WeightBytes - (_embedIn is null ? 0 : _embedIn.NumberOfElements * _embedIn.ElementSize);
 
