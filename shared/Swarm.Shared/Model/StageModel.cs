@@ -46,6 +46,9 @@ public sealed class StageModel : IDisposable
         HomeDevice = tp?.Devices[0] ?? CPU;
     }
 
+    /// <summary>Live-tensor counts of the shard threads (empty without TP); see <see cref="ShardWorkers.LiveTensorCounts"/>.</summary>
+    public long[] ShardLiveTensorCounts => _tpWorkers?.LiveTensorCounts ?? [];
+
     /// <summary>The tensor-parallel layers of this stage (empty without TP).</summary>
     public IReadOnlyList<TensorParallelLayer> TensorParallelLayers => _tpLayers ?? [];
 

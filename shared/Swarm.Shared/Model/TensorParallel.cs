@@ -86,6 +86,7 @@ public sealed class ShardWorkers : IDisposable
     private readonly CountdownEvent _done;
     private readonly object _gate = new();
     private readonly Exception?[] _errors;
+    private readonly long[] _live;
     private Action<int>? _work;
     private volatile bool _stopping;
 
@@ -93,12 +94,19 @@ public sealed class ShardWorkers : IDisposable
     /// <summary>Intra-op threads of each shard's thread.</summary>
     public int ThreadsPerShard { get; }
 
+    /// <summary>
+    /// TorchSharp's live-tensor count of each shard thread after its last job (diagnostics: tensors a shard creates and
+    /// hands back are disposed by the caller's thread, so a leak shows as a growing sum with the caller's own count).
+    /// </summary>
+    public long[] LiveTensorCounts => (long[])_live.Clone();
+
     public ShardWorkers(int shards, int threadsPerShard)
     {
         ThreadsPerShard = Math.Max(1, threadsPerShard);
         _threads = new Thread[shards];
         _go = new SemaphoreSlim[shards];
         _errors = new Exception?[shards];
+        _live = new long[shards];
         _done = new CountdownEvent(0);
         for (int i = 0; i < shards; i++)
         {
@@ -135,7 +143,11 @@ public sealed class ShardWorkers : IDisposable
             if (_stopping) return;
             try { _work!(id); }
             catch (Exception e) { _errors[id] = e; }
-            finally { _done.Signal(); }
+            finally
+            {
+                _live[id] = DisposeScopeManager.Statistics.ThreadTotalLiveCount;
+                _done.Signal();
+            }
         }
     }
 

@@ -168,6 +168,50 @@ public class TensorParallelTests
     }
 
     [Fact]
+    public void Decode_200Steps_SingleAndBatched_LiveTensorCountAcrossThreadsStaysFlat()
+    {
+        var counts = new List<long>();
+        Exception? error = null;
+        var thread = new Thread(() =>
+        {
+            try
+            {
+                using var fx = new Fixture(Fixture.Small);
+                using var ckpt = Checkpoint.Open(fx.CheckpointDir);
+                using var model = StageModel.Load(ckpt, 0, ckpt.Config.NumLayers, tensorParallel: TensorParallelOptions.Cpu(2));
+                using var cache = model.NewCache(1, 256);
+                using var pool = model.NewBlockPool(64);
+                var seq = pool.NewSequence();
+                var stats = DisposeScopeManager.Statistics;
+                long next = 1;
+                for (int step = 0; step < 200; step++)
+                {
+                    using (var raw = tensor(new[] { next }, ScalarType.Int64))
+                    using (var ids = raw.unsqueeze(0))
+                    using (var logits = model.Forward(ids, cache))
+                    using (var best = logits.argmax(-1))
+                        next = best.item<long>();
+                    using (var ids = tensor(new[] { next }, ScalarType.Int64))
+                    {
+                        Assert.True(pool.TryReserve(seq, seq.Length + 1));
+                        var r = model.ForwardBatch([new BatchItem(ids, seq)], pool, 0, ckpt.Config.NumLayers);
+                        foreach (var t in r) t!.Dispose();
+                    }
+                    if (step is 9 or 99 or 199) counts.Add(stats.ThreadTotalLiveCount + model.ShardLiveTensorCounts.Sum());
+                }
+                pool.Release(seq);
+            }
+            catch (Exception e) { error = e; }
+        });
+        thread.Start();
+        thread.Join();
+        Assert.Null(error);
+        Assert.Equal(3, counts.Count);
+        Assert.Equal(counts[0], counts[1]);
+        Assert.Equal(counts[0], counts[2]);
+    }
+
+    [Fact]
     public void ColumnSlices_ReadFromTheCheckpoint_EqualTheFullTensorsColumns()
     {
         using var fx = new Fixture(Fixture.Small);
