@@ -19,6 +19,8 @@ internal sealed record LocalSwarmOptions
     public string? Secret { get; init; }
     public IReadOnlyList<string> CoordinatorArgs { get; init; } = [];
     public IReadOnlyList<string> NodeArgs { get; init; } = [];
+    /// <summary>Extra arguments for node i only (after <see cref="NodeArgs"/>), e.g. <c>--tp 2</c> for one node.</summary>
+    public IReadOnlyList<IReadOnlyList<string>>? PerNodeArgs { get; init; }
     /// <summary>Folder for the processes' logs (default: a temp folder).</summary>
     public string? LogDir { get; init; }
     /// <summary>
@@ -134,6 +136,7 @@ internal sealed class LocalSwarm : IAsyncDisposable
         if (_options.Secret is not null) { args.Add("--secret"); args.Add(_options.Secret); }
         if (_options.NodeMetricsPorts?.ElementAtOrDefault(i) is > 0 and var port) { args.Add("--metrics-port"); args.Add(port.ToString()); }
         args.AddRange(_options.NodeArgs);
+        if (_options.PerNodeArgs?.ElementAtOrDefault(i) is { } own) args.AddRange(own);
         var p = Launch($"node-{i + 1}", args);
         if (i < _nodes.Count) _nodes[i] = p;
         return p;

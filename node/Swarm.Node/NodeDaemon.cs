@@ -303,11 +303,13 @@ public sealed partial class NodeDaemon : BackgroundService
         if (old is not null) foreach (var c in old.Abort(ErrorCode.RangeNotLoaded, $"this node now loads layers {w.Range}")) Complete(c);
         old?.Dispose(); // sessions on the old range are gone; the coordinator re-routes their jobs
         var model = StageModel.Load(_checkpoint!, w.Range.Start, w.Range.End, _dtype,
-            Console.IsErrorRedirected ? null : new ConsoleProgress($"loading layers {w.Range}"));
+            Console.IsErrorRedirected ? null : new ConsoleProgress($"loading layers {w.Range}"),
+            tensorParallel: _options.Tp == 1 && _options.Devices is null ? null : _options.TensorParallel());
         long kvBudget = Math.Max(0, _options.MemoryBytes - model.WeightBytes);
         _host = new StageHost(model, kvBudget);
         _state = NodeState.Ready;
-        LogLoaded(w.Range.ToString(), model.WeightBytes / 1e6, sw.Elapsed.TotalMilliseconds, _host.KvTokenCapacity);
+        LogLoaded(w.Range.ToString(), model.WeightBytes / 1e6, sw.Elapsed.TotalMilliseconds, _host.KvTokenCapacity,
+            model.TensorParallel?.ToString() ?? "tp=1");
         SendToCoordinator(Ready(w.AssignmentId));
     }
 
@@ -497,8 +499,8 @@ public sealed partial class NodeDaemon : BackgroundService
     private partial void LogCoordinatorUnreachable(string coordinator, string reason, double delayMs);
     [LoggerMessage(4, LogLevel.Warning, "lost the coordinator ({Reason}); re-registering")]
     private partial void LogCoordinatorLost(string reason);
-    [LoggerMessage(5, LogLevel.Information, "loaded layers {Range}: {WeightMB:F1} MB of weights in {Ms:F0} ms; KV budget {KvTokens} tokens")]
-    private partial void LogLoaded(string range, double weightMB, double ms, long kvTokens);
+    [LoggerMessage(5, LogLevel.Information, "loaded layers {Range}: {WeightMB:F1} MB of weights in {Ms:F0} ms; KV budget {KvTokens} tokens; {Parallel}")]
+    private partial void LogLoaded(string range, double weightMB, double ms, long kvTokens, string parallel);
     [LoggerMessage(6, LogLevel.Error, "compute error: {Type}: {Message}")]
     private partial void LogComputeError(string type, string message);
     [LoggerMessage(7, LogLevel.Warning, "no swarm secret: accepting unauthenticated peers (loopback only)")]

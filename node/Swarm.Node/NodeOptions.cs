@@ -1,4 +1,5 @@
 using System.Net;
+using Swarm.Model;
 
 namespace Swarm.Node;
 
@@ -27,6 +28,8 @@ public sealed class NodeOptions
     public string Dtype { get; set; } = "f32";
     /// <summary>Tensor-parallel shards per layer (default 1).</summary>
     public int Tp { get; set; } = 1;
+    /// <summary>Device of each tensor-parallel shard: "cpu" (default, all shards) or a comma list such as "cuda:0,cuda:1".</summary>
+    public string? Devices { get; set; }
     /// <summary>Sessions idle longer than this are freed (default 300 s).</summary>
     public double SessionTtlSeconds { get; set; } = 300;
     /// <summary>Adds this many milliseconds before each step's output leaves the node, to emulate a WAN hop
@@ -38,6 +41,9 @@ public sealed class NodeOptions
     public string? OtlpEndpoint { get; set; }
 
     public long MemoryBytes => ParseBytes(Memory) ?? 0;
+
+    /// <summary>The tensor-parallel settings from <see cref="Tp"/> and <see cref="Devices"/> (throws ArgumentException when invalid).</summary>
+    public TensorParallelOptions TensorParallel() => TensorParallelOptions.Parse(Tp, Devices);
 
     /// <summary>Every problem at once, or an empty list.</summary>
     public List<string> Validate()
@@ -51,6 +57,18 @@ public sealed class NodeOptions
         if (ParseBytes(Memory) is not > 0) errors.Add($"--memory: '{Memory}' is not a size like 8GB or 512MB");
         if (Threads < 0) errors.Add("--threads must be ≥ 0");
         if (Tp < 1) errors.Add("--tp must be ≥ 1");
+        else
+        {
+            try
+            {
+                var tp = TensorParallel();
+                // Heads and intermediate size come from the checkpoint: checked here so that a bad split fails at start.
+                if (!string.IsNullOrWhiteSpace(Model) && File.Exists(Path.Combine(Model, "config.json")))
+                    tp.Validate(ModelConfig.Load(Model));
+            }
+            catch (ArgumentException e) { errors.Add(e.Message); }
+            catch (CheckpointException) { } // reported when the node opens the checkpoint
+        }
         if (!TryParseEndPoint(Listen, out var listen)) errors.Add($"--listen: '{Listen}' is not HOST:PORT");
         else if (string.IsNullOrEmpty(Secret) && !IPAddress.IsLoopback(listen!.Address))
             errors.Add($"--listen {Listen} is not loopback: a swarm secret is required (--secret or SWARM_SECRET)");

@@ -52,6 +52,33 @@ internal static class LocalBench
         return new Report(bw, mmF32, mmBf16, variants);
     }
 
+    public sealed record TpFigure(int Shards, double Prefill128, double Decode1, double DecodeMsPerToken, double ShardWeightMB);
+
+    /// <summary>
+    /// Tensor-parallel comparison: the same model (f32, all shards on the CPU) unsplit and split into 2, 4, … ≤
+    /// <paramref name="maxShards"/> shards (counts the heads or intermediate size do not allow are reported and skipped).
+    /// </summary>
+    public static List<TpFigure> RunTensorParallel(string preset, int maxShards, Action<string> log)
+    {
+        var cfg = Presets.Get(preset);
+        string dir = PresetCache.Ensure(preset, ScalarType.Float32, 1, new ConsoleProgress($"creating {preset}"));
+        using var ckpt = Checkpoint.Open(dir);
+        var figures = new List<TpFigure>();
+        for (int n = 1; n <= maxShards; n *= 2)
+        {
+            var tp = TensorParallelOptions.Cpu(n);
+            try { tp.Validate(cfg); }
+            catch (ArgumentException e) { log($"skipping tp {n}: {e.Message}"); continue; }
+            using var model = StageModel.Load(ckpt, 0, cfg.NumLayers, ScalarType.Float32, tensorParallel: n == 1 ? null : tp);
+            log($"{preset} tp {n}: prefill and decode…");
+            double p128 = Prefill(model, 128, out _);
+            double d1 = Decode(model, 1, 32);
+            double shardMB = n == 1 ? model.LayerWeightBytes / 1e6 : model.TensorParallelLayers.Sum(l => l.ShardWeightBytes(0)) / 1e6;
+            figures.Add(new TpFigure(n, p128, d1, 1000 / d1, shardMB));
+        }
+        return figures;
+    }
+
     /// <summary>Matmul FLOPs of a prefill of t tokens: weights (12·H² per layer) + attention (causal, 2·t²·H per layer).</summary>
     public static double PrefillFlops(ModelConfig c, int t) =>
         2.0 * t * c.NumLayers * (3.0 * c.HiddenSize * c.HiddenSize + c.HiddenSize * c.HiddenSize + 2.0 * c.HiddenSize * c.IntermediateSize)

@@ -106,14 +106,23 @@ internal static class BenchCommand
         var dtypes = new Option<string>("--dtypes") { Description = "Comma-separated compute dtypes: f32,bf16", DefaultValueFactory = _ => "f32,bf16" };
         var json = new Option<bool>("--json") { Description = "Print JSON" };
         var threads = new Option<int>("--threads") { Description = "CPU threads (0 = all cores)", DefaultValueFactory = _ => 0 };
+        var tp = new Option<int>("--tp") { Description = "Compare tensor parallelism 1, 2, 4, … up to this many shards (f32, CPU; default preset pythia-160m)", DefaultValueFactory = _ => 0 };
         var cmd = new Command("local", "Prefill and decode speed in one process, against the measured roofline");
-        cmd.Options.Add(preset); cmd.Options.Add(dtypes); cmd.Options.Add(json); cmd.Options.Add(threads);
+        cmd.Options.Add(preset); cmd.Options.Add(dtypes); cmd.Options.Add(json); cmd.Options.Add(threads); cmd.Options.Add(tp);
         cmd.SetAction(r =>
         {
             TorchRuntime.Initialize(r.GetValue(threads));
             string? one = r.GetValue(preset);
             if (one is not null && !Presets.All.ContainsKey(one))
                 throw new UsageException($"--preset: unknown preset '{one}'; known: {string.Join(", ", Presets.All.Keys)}");
+            if (r.GetValue(tp) is var maxTp && maxTp != 0)
+            {
+                if (maxTp < 1) throw new UsageException("--tp must be ≥ 1");
+                string name = one ?? "pythia-160m";
+                var figures = LocalBench.RunTensorParallel(name, maxTp, msg => Console.Error.WriteLine(msg));
+                PrintTensorParallel(name, figures, r.GetValue(json));
+                return 0;
+            }
             var presets = one is null ? new[] { "pythia-160m", "pythia-410m" } : new[] { one };
             var dts = r.GetValue(dtypes)!.Split(',', StringSplitOptions.RemoveEmptyEntries)
                 .Select(d => CliCommon.ParseDtype(d.Trim(), "--dtypes")).ToArray();
@@ -125,6 +134,40 @@ internal static class BenchCommand
             return 0;
         });
         return cmd;
+    }
+
+    private static void PrintTensorParallel(string preset, List<LocalBench.TpFigure> figures, bool asJson)
+    {
+        string note = $"All shards here are on the CPU: they share its {Environment.ProcessorCount} cores and one memory bus, so tensor "
+            + "parallelism adds no compute or bandwidth on this machine. Differences between the rows come from how the same cores are "
+            + "used (tp N runs N single-purpose threads with cores/N intra-op threads each instead of one wide pool; plus a fork-join and "
+            + "two all-reduce copies per layer), not from TP's real benefit, which is each shard streaming its 1/N of the weights from its "
+            + "own device's memory on a node with several GPUs (--devices cuda:0,cuda:1,…) — not measurable here.";
+        if (asJson)
+        {
+            Console.WriteLine(JsonSerializer.Serialize(new
+            {
+                preset,
+                dtype = "f32",
+                cores = Environment.ProcessorCount,
+                tp = figures.Select(f => new
+                {
+                    shards = f.Shards,
+                    prefill128_tokens_per_s = Math.Round(f.Prefill128, 1),
+                    decode_tokens_per_s = Math.Round(f.Decode1, 2),
+                    decode_ms_per_token = Math.Round(f.DecodeMsPerToken, 2),
+                    layer_weights_per_shard_mb = Math.Round(f.ShardWeightMB, 1),
+                }),
+                note,
+            }));
+            return;
+        }
+        Console.WriteLine($"{preset} f32, {Environment.ProcessorCount} CPU cores, every shard on cpu");
+        Console.WriteLine($"{"tp",3} {"prefill 128 tok/s",18} {"decode tok/s",13} {"decode ms/tok",14} {"MB per shard",13}");
+        foreach (var f in figures)
+            Console.WriteLine($"{f.Shards,3} {f.Prefill128,18:F1} {f.Decode1,13:F2} {f.DecodeMsPerToken,14:F2} {f.ShardWeightMB,13:F1}");
+        Console.WriteLine("(MB per shard: the transformer layers' weights one shard holds; embedding and head stay on the first device)");
+        Console.WriteLine(note);
     }
 
     private static Command Batching()

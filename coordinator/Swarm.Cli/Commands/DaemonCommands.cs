@@ -25,6 +25,7 @@ internal static class DaemonCommands
         cfg.Flag<string>("--layers", "Layers", "Pin layers A:B (half-open); default: the coordinator assigns a range");
         cfg.Flag<string>("--memory", "Memory", "Memory budget for weights + KV cache, e.g. 8GB (default 4GB)");
         cfg.Flag<int>("--tp", "Tp", "Tensor-parallel shards per layer (default 1)");
+        cfg.Flag<string>("--devices", "Devices", "Device per tensor-parallel shard: cpu (default) or cuda:0,cuda:1,…");
         cfg.Flag<int>("--threads", "Threads", "CPU threads (default: all cores)");
         cfg.Flag<string>("--name", "Name", "Name shown in status");
         cfg.Flag<string>("--listen", "Listen", "Node-to-node address HOST:PORT (default 127.0.0.1:0)");
@@ -41,7 +42,6 @@ internal static class DaemonCommands
         {
             var options = cfg.Bind<NodeOptions>(r);
             var errors = options.Validate();
-            if (options.Tp != 1) errors.Add("--tp: tensor parallelism is not available in this build yet");
             if (errors.Count > 0) throw new UsageException("invalid node settings:\n  " + string.Join("\n  ", errors));
             var builder = Host.CreateApplicationBuilder();
             ConfigureLogging(builder.Logging);

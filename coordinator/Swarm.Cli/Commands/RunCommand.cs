@@ -19,26 +19,34 @@ internal static class RunCommand
         var json = new Option<bool>("--json") { Description = "Print one JSON object" };
         var dtype = new Option<string>("--dtype") { Description = "Compute dtype: f32 (default) or bf16", DefaultValueFactory = _ => "f32" };
         var threads = new Option<int>("--threads") { Description = "CPU threads (0 = all cores)", DefaultValueFactory = _ => 0 };
-        var tp = new Option<int>("--tp") { Description = "Tensor-parallel shards", DefaultValueFactory = _ => 1 };
+        var tp = new Option<int>("--tp") { Description = "Tensor-parallel shards per layer (default 1)", DefaultValueFactory = _ => 1 };
+        var devices = new Option<string?>("--devices") { Description = "Device per tensor-parallel shard: cpu (default) or cuda:0,cuda:1,…" };
         var sampling = new CliCommon.SamplingFlags();
         var cmd = new Command("run", "Generate in one process from a checkpoint folder (no network)");
         cmd.Options.Add(model); cmd.Options.Add(prompt); cmd.Options.Add(promptIds); cmd.Options.Add(json);
-        cmd.Options.Add(dtype); cmd.Options.Add(threads); cmd.Options.Add(tp);
+        cmd.Options.Add(dtype); cmd.Options.Add(threads); cmd.Options.Add(tp); cmd.Options.Add(devices);
         sampling.AddTo(cmd);
         cmd.SetAction((r, ct) =>
         {
             var opts = sampling.Read(r);
             var computeDtype = CliCommon.ParseDtype(r.GetValue(dtype)!, "--dtype");
             if (computeDtype == ScalarType.Float16) throw new UsageException("--dtype: f16 compute is not supported on CPU; use f32 or bf16");
-            if (r.GetValue(tp) != 1) throw new UsageException("--tp: tensor parallelism is not available yet in this build");
+            TensorParallelOptions? tensorParallel = null;
+            try
+            {
+                if (r.GetValue(tp) != 1 || r.GetValue(devices) is not null) tensorParallel = TensorParallelOptions.Parse(r.GetValue(tp), r.GetValue(devices));
+            }
+            catch (ArgumentException e) { throw new UsageException(e.Message); }
             TorchRuntime.Initialize(r.GetValue(threads));
             string dir = r.GetValue(model)!;
             using var ckpt = Checkpoint.Open(dir);
+            try { tensorParallel?.Validate(ckpt.Config); }
+            catch (ArgumentException e) { throw new UsageException(e.Message); }
             var tokenizer = TokenizerLoader.TryLoad(dir);
             var ids = PromptIds(r.GetValue(prompt), r.GetValue(promptIds), tokenizer);
             bool asJson = r.GetValue(json);
             using var stage = StageModel.Load(ckpt, 0, ckpt.Config.NumLayers, computeDtype,
-                Console.IsErrorRedirected ? null : new ConsoleProgress("loading model"));
+                Console.IsErrorRedirected ? null : new ConsoleProgress("loading model"), tensorParallel: tensorParallel);
             var gen = new LocalGenerator([stage]);
             var decoder = tokenizer is null ? null : new IncrementalDecoder(tokenizer);
             var result = gen.Generate(ids, opts, asJson ? null : t =>

@@ -109,6 +109,19 @@ public sealed class Checkpoint : IDisposable
         return Convert(ReadRows(e, start, count), dtype);
     }
 
+    /// <summary>
+    /// Reads columns [start, start+count) of a 2-D tensor (row-parallel tensor-parallel slices): only those bytes
+    /// of each row are read.
+    /// </summary>
+    public Tensor ReadColumns(string name, long[] expectedShape, long start, long count, ScalarType dtype)
+    {
+        var e = Entry(name);
+        CheckShape(e, expectedShape);
+        var t = FileFor(e.Name).ReadColumns(e, start, count);
+        lock (_gate) BytesRead += t.NumberOfElements * t.ElementSize;
+        return Convert(t, dtype);
+    }
+
     private Tensor ReadRows(SafetensorsEntry e, long start, long count)
     {
         var f = FileFor(e.Name);

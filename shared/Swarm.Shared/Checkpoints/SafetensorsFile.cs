@@ -158,6 +158,27 @@ public sealed class SafetensorsFile : IDisposable
         catch { t.Dispose(); throw; }
     }
 
+    /// <summary>Reads columns [start, start+count) of a 2-D tensor, row by row (only the needed bytes).</summary>
+    public Tensor ReadColumns(SafetensorsEntry e, long start, long count)
+    {
+        if (e.Shape.Length != 2) throw new CheckpointException($"{Path}: tensor '{e.Name}' is not 2-D; cannot slice columns");
+        long rows = e.Shape[0], cols = e.Shape[1];
+        if (start < 0 || count < 0 || start + count > cols)
+            throw new ArgumentOutOfRangeException(nameof(start), $"columns [{start}, {start + count}) outside [0, {cols})");
+        int es = DtypeSize(e.Dtype);
+        var t = torch.empty([rows, count], ToScalarType(e.Dtype));
+        try
+        {
+            if (rows * count * es > int.MaxValue) throw new CheckpointException($"{Path}: column slice of '{e.Name}' too large");
+            var dst = t.bytes;
+            int rowBytes = (int)(count * es);
+            for (long r = 0; r < rows; r++)
+                ReadExactly(dst.Slice((int)(r * rowBytes), rowBytes), _dataStart + e.Begin + (r * cols + start) * es);
+            return t;
+        }
+        catch { t.Dispose(); throw; }
+    }
+
     private void ReadExactly(Span<byte> dst, long offset)
     {
         while (dst.Length > 0)

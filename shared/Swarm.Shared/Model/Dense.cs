@@ -81,7 +81,7 @@ public sealed class Dense : IDisposable
         }
         else
         {
-            y = empty([rows, Out], x.dtype);
+            y = empty([rows, Out], x.dtype, x.device);
             var input = x2;
             var output = y;
             if (rows <= SmallBatchRows)

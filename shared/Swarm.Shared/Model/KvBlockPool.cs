@@ -60,7 +60,8 @@ public sealed class KvBlockPool : IDisposable
     /// <summary>Positions per block unless told otherwise (16).</summary>
     public const int DefaultBlockSize = 16;
 
-    private readonly Tensor?[] _keys, _values;
+    private readonly Tensor?[] _keys, _values; // [shard · Layers + layer]
+    private readonly Device[] _devices;         // per head shard
     private readonly SortedSet<int> _free = [];
     private int _nextFresh;     // ids ≥ this were never handed out
     private int _storageBlocks; // blocks the storage tensors currently hold
@@ -72,6 +73,8 @@ public sealed class KvBlockPool : IDisposable
     public int Heads { get; }
     public int HeadDim { get; }
     public ScalarType Dtype { get; }
+    /// <summary>Head shards (tensor parallelism): shard s stores heads [s·Heads/S, (s+1)·Heads/S) on its own device.</summary>
+    public int Shards => _devices.Length;
 
     /// <summary>Blocks held by sequences.</summary>
     public int UsedBlocks => _nextFresh - _free.Count;
@@ -79,13 +82,17 @@ public sealed class KvBlockPool : IDisposable
     /// <summary>Bytes of storage allocated so far (grows with the peak number of blocks in use).</summary>
     public long AllocatedBytes => 2L * Layers * _storageBlocks * BlockSize * Heads * HeadDim * KvCache.ElementSize(Dtype);
 
-    public KvBlockPool(int layers, int heads, int headDim, ScalarType dtype, int totalBlocks, int blockSize = DefaultBlockSize)
+    /// <param name="shardDevices">One device per head shard (tensor parallelism); null: one shard on the CPU.</param>
+    public KvBlockPool(int layers, int heads, int headDim, ScalarType dtype, int totalBlocks, int blockSize = DefaultBlockSize,
+        IReadOnlyList<Device>? shardDevices = null)
     {
         if (totalBlocks < 1) throw new ArgumentOutOfRangeException(nameof(totalBlocks), "a KV pool needs at least one block");
         if (blockSize < 1) throw new ArgumentOutOfRangeException(nameof(blockSize), "block size must be ≥ 1");
         Layers = layers; Heads = heads; HeadDim = headDim; Dtype = dtype; TotalBlocks = totalBlocks; BlockSize = blockSize;
-        _keys = new Tensor?[layers];
-        _values = new Tensor?[layers];
+        _devices = shardDevices is null || shardDevices.Count == 0 ? [CPU] : shardDevices.ToArray();
+        if (heads % _devices.Length != 0) throw new ArgumentException($"{heads} heads cannot be split into {_devices.Length} shards");
+        _keys = new Tensor?[layers * _devices.Length];
+        _values = new Tensor?[layers * _devices.Length];
     }
 
     /// <summary>Blocks needed to hold <paramref name="tokens"/> positions.</summary>
@@ -137,9 +144,13 @@ public sealed class KvBlockPool : IDisposable
     public void Release(KvSequence seq) => Truncate(seq, 0);
 
     /// <summary>Per-layer key storage [slots, heads, head_dim] (owned by the pool; do not dispose).</summary>
-    public Tensor Keys(int layer) => _keys[layer] ?? throw new InvalidOperationException("no KV block has been reserved yet");
+    public Tensor Keys(int layer) => Keys(0, layer);
     /// <summary>Per-layer value storage [slots, heads, head_dim] (owned by the pool; do not dispose).</summary>
-    public Tensor Values(int layer) => _values[layer] ?? throw new InvalidOperationException("no KV block has been reserved yet");
+    public Tensor Values(int layer) => Values(0, layer);
+    /// <summary>Key storage [slots, Heads/Shards, head_dim] of head shard <paramref name="shard"/>, on its device.</summary>
+    public Tensor Keys(int shard, int layer) => _keys[shard * Layers + layer] ?? throw new InvalidOperationException("no KV block has been reserved yet");
+    /// <summary>Value storage [slots, Heads/Shards, head_dim] of head shard <paramref name="shard"/>, on its device.</summary>
+    public Tensor Values(int shard, int layer) => _values[shard * Layers + layer] ?? throw new InvalidOperationException("no KV block has been reserved yet");
 
     private void Own(KvSequence seq)
     {
@@ -162,18 +173,20 @@ public sealed class KvBlockPool : IDisposable
         if (blocks <= _storageBlocks) return;
         int grown = Math.Min(TotalBlocks, Math.Max(blocks, Math.Max(16, _storageBlocks * 2)));
         long rows = (long)grown * BlockSize;
-        for (int l = 0; l < Layers; l++)
-        {
-            _keys[l] = Regrow(_keys[l], rows);
-            _values[l] = Regrow(_values[l], rows);
-        }
+        for (int s = 0; s < _devices.Length; s++)
+            for (int l = 0; l < Layers; l++)
+            {
+                int i = s * Layers + l;
+                _keys[i] = Regrow(_keys[i], rows, _devices[s]);
+                _values[i] = Regrow(_values[i], rows, _devices[s]);
+            }
         _storageBlocks = grown;
     }
 
-    private Tensor Regrow(Tensor? old, long rows)
+    private Tensor Regrow(Tensor? old, long rows, Device device)
     {
         // Zero-filled so that no read, even of a slot not yet written, sees uninitialised memory (NaN).
-        var t = zeros([rows, Heads, HeadDim], Dtype).DetachFromDisposeScope();
+        var t = zeros([rows, Heads / _devices.Length, HeadDim], Dtype, device).DetachFromDisposeScope();
         if (old is not null)
         {
             using (var dst = t.narrow(0, 0, old.shape[0])) dst.copy_(old);
@@ -186,10 +199,10 @@ public sealed class KvBlockPool : IDisposable
     {
         if (_disposed) return;
         _disposed = true;
-        for (int l = 0; l < Layers; l++)
+        for (int i = 0; i < _keys.Length; i++)
         {
-            _keys[l]?.Dispose(); _keys[l] = null;
-            _values[l]?.Dispose(); _values[l] = null;
+            _keys[i]?.Dispose(); _keys[i] = null;
+            _values[i]?.Dispose(); _values[i] = null;
         }
     }
 }

@@ -179,7 +179,7 @@ public sealed class Rotary : IDisposable
     private readonly Tensor _cos, _sin; // [maxPos, rd] in the compute dtype
     private readonly int _rd;
 
-    public Rotary(ModelConfig c, int maxPositions, ScalarType dtype)
+    public Rotary(ModelConfig c, int maxPositions, ScalarType dtype, Device? device = null)
     {
         _rd = c.RotaryDims;
         using var scope = NewDisposeScope();
@@ -187,8 +187,8 @@ public sealed class Rotary : IDisposable
         var pos = arange(0, maxPositions, 1, ScalarType.Int64).to_type(ScalarType.Float32);
         var freqs = outer(pos, invFreq);
         var emb = cat([freqs, freqs], 1);
-        _cos = emb.cos().to_type(dtype).MoveToOuterDisposeScope().DetachFromDisposeScope();
-        _sin = emb.sin().to_type(dtype).MoveToOuterDisposeScope().DetachFromDisposeScope();
+        _cos = emb.cos().to_type(dtype).to(device ?? CPU).MoveToOuterDisposeScope().DetachFromDisposeScope();
+        _sin = emb.sin().to_type(dtype).to(device ?? CPU).MoveToOuterDisposeScope().DetachFromDisposeScope();
     }
 
     /// <summary>

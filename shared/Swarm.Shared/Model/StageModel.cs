@@ -13,6 +13,10 @@ public sealed class StageModel : IDisposable
 {
     private readonly NeoXLayer[] _layers;
     private readonly Rotary _rope;
+    // Tensor parallelism (null on the ordinary path): layers split across shards, a rotary table per shard device.
+    private readonly TensorParallelLayer[]? _tpLayers;
+    private readonly Rotary[]? _tpRopes;
+    private readonly ShardWorkers? _tpWorkers;
     private readonly Tensor? _embedIn, _finalW, _finalB;
     private readonly Dense? _embedOut;
     private readonly long[] _normShape;
@@ -26,19 +30,35 @@ public sealed class StageModel : IDisposable
     public int LayerCount => End - Start;
     /// <summary>Longest sequence a session may reach (max_position_embeddings).</summary>
     public int MaxTokens => Config.MaxPositionEmbeddings;
+    /// <summary>Tensor-parallel settings, or null when the layers are not split.</summary>
+    public TensorParallelOptions? TensorParallel { get; }
+    /// <summary>Device of the embedding, the head and the all-reduce (the first shard's device; the CPU without TP).</summary>
+    public Device HomeDevice { get; }
 
     private StageModel(ModelConfig c, int start, int end, ScalarType dtype, NeoXLayer[] layers, Rotary rope,
-        Tensor? embedIn, Tensor? finalW, Tensor? finalB, Dense? embedOut)
+        Tensor? embedIn, Tensor? finalW, Tensor? finalB, Dense? embedOut,
+        TensorParallelOptions? tp = null, TensorParallelLayer[]? tpLayers = null, Rotary[]? tpRopes = null, ShardWorkers? tpWorkers = null)
     {
         Config = c; Start = start; End = end; ComputeDtype = dtype; _layers = layers; _rope = rope;
         _embedIn = embedIn; _finalW = finalW; _finalB = finalB; _embedOut = embedOut;
         _normShape = [c.HiddenSize];
+        TensorParallel = tp; _tpLayers = tpLayers; _tpRopes = tpRopes; _tpWorkers = tpWorkers;
+        HomeDevice = tp?.Devices[0] ?? CPU;
     }
+
+    /// <summary>Live-tensor counts of the shard threads (empty without TP); see <see cref="ShardWorkers.LiveTensorCounts"/>.</summary>
+    public long[] ShardLiveTensorCounts => _tpWorkers?.LiveTensorCounts ?? [];
+
+    /// <summary>The tensor-parallel layers of this stage (empty without TP).</summary>
+    public IReadOnlyList<TensorParallelLayer> TensorParallelLayers => _tpLayers ?? [];
 
     /// <summary>Loads layers [start, end) in <paramref name="dtype"/> (f32 default; bf16 where the CPU supports it).</summary>
     /// <param name="parallelism">Threads that split a batch-1 GEMV (default: all cores).</param>
+    /// <param name="tensorParallel">
+    /// Splits every layer across shards on their devices (null or one CPU shard: the ordinary single-device path).
+    /// </param>
     public static StageModel Load(Checkpoint ckpt, int start, int end, ScalarType dtype = ScalarType.Float32,
-        IProgress<(long Done, long Total)>? progress = null, int parallelism = 0)
+        IProgress<(long Done, long Total)>? progress = null, int parallelism = 0, TensorParallelOptions? tensorParallel = null)
     {
         var c = ckpt.Config;
         if (start < 0 || end > c.NumLayers || start > end || (start == end && start != 0 && end != c.NumLayers))
@@ -46,6 +66,9 @@ public sealed class StageModel : IDisposable
         if (dtype is not (ScalarType.Float32 or ScalarType.BFloat16 or ScalarType.Float16))
             throw new ArgumentException($"unsupported compute dtype {dtype}");
         if (parallelism <= 0) parallelism = ComputePool.Shared.Workers + 1;
+        var tp = tensorParallel is { Shards: 1 } one && one.Devices[0].type == DeviceType.CPU ? null : tensorParallel;
+        tp?.Validate(c);
+        var home = tp?.Devices[0] ?? CPU;
         var owned = new List<IDisposable>();
         try
         {
@@ -58,26 +81,49 @@ public sealed class StageModel : IDisposable
             long Done() => ckpt.BytesRead - baseline;
             if (start == 0)
             {
-                embedIn = ckpt.Read("gpt_neox.embed_in.weight", [v, h], dtype).DetachFromDisposeScope();
+                embedIn = ckpt.Read("gpt_neox.embed_in.weight", [v, h], dtype).to(home, disposeAfter: true).DetachFromDisposeScope();
                 owned.Add(embedIn);
                 progress?.Report((Done(), total));
             }
-            var layers = new NeoXLayer[end - start];
+            var layers = new NeoXLayer[tp is null ? end - start : 0];
+            var tpLayers = tp is null ? null : new TensorParallelLayer[end - start];
+            ShardWorkers? workers = null;
+            if (tp is not null)
+            {
+                // Each shard's thread gets an equal share of this process's intra-op threads (at least one).
+                workers = new ShardWorkers(tp.Shards, Math.Max(1, parallelism / tp.Shards));
+                owned.Add(workers);
+            }
             for (int i = start; i < end; i++)
             {
-                layers[i - start] = new NeoXLayer(ckpt, i, dtype, parallelism);
-                owned.Add(layers[i - start]);
+                if (tpLayers is not null)
+                {
+                    tpLayers[i - start] = new TensorParallelLayer(ckpt, i, dtype, tp!, workers!);
+                    owned.Add(tpLayers[i - start]);
+                }
+                else
+                {
+                    layers[i - start] = new NeoXLayer(ckpt, i, dtype, parallelism);
+                    owned.Add(layers[i - start]);
+                }
                 progress?.Report((Done(), total));
             }
             if (end == c.NumLayers)
             {
-                finalW = ckpt.Read("gpt_neox.final_layer_norm.weight", [h], dtype).DetachFromDisposeScope(); owned.Add(finalW);
-                finalB = ckpt.Read("gpt_neox.final_layer_norm.bias", [h], dtype).DetachFromDisposeScope(); owned.Add(finalB);
-                embedOut = new Dense(ckpt.Read("embed_out.weight", [v, h], dtype), null, parallelism); owned.Add(embedOut);
+                finalW = ckpt.Read("gpt_neox.final_layer_norm.weight", [h], dtype).to(home, disposeAfter: true).DetachFromDisposeScope(); owned.Add(finalW);
+                finalB = ckpt.Read("gpt_neox.final_layer_norm.bias", [h], dtype).to(home, disposeAfter: true).DetachFromDisposeScope(); owned.Add(finalB);
+                embedOut = new Dense(ckpt.Read("embed_out.weight", [v, h], dtype).to(home, disposeAfter: true), null, parallelism); owned.Add(embedOut);
                 progress?.Report((Done(), total));
             }
-            var rope = new Rotary(c, c.MaxPositionEmbeddings, dtype);
-            return new StageModel(c, start, end, dtype, layers, rope, embedIn, finalW, finalB, embedOut);
+            var rope = new Rotary(c, c.MaxPositionEmbeddings, dtype, home);
+            owned.Add(rope);
+            Rotary[]? tpRopes = null;
+            if (tp is not null)
+            {
+                tpRopes = new Rotary[tp.Shards];
+                for (int s = 0; s < tp.Shards; s++) { tpRopes[s] = new Rotary(c, c.MaxPositionEmbeddings, dtype, tp.Devices[s]); owned.Add(tpRopes[s]); }
+            }
+            return new StageModel(c, start, end, dtype, layers, rope, embedIn, finalW, finalB, embedOut, tp, tpLayers, tpRopes, workers);
         }
         catch
         {
@@ -104,15 +150,18 @@ public sealed class StageModel : IDisposable
     }
 
     /// <summary>Bytes of weights this stage holds.</summary>
-    public long WeightBytes => _layers.Sum(l => l.WeightBytes) + (_embedOut?.Bytes ?? 0)
+    public long WeightBytes => _layers.Sum(l => l.WeightBytes) + (_tpLayers?.Sum(l => l.WeightBytes) ?? 0) + (_embedOut?.Bytes ?? 0)
         + new[] { _embedIn, _finalW, _finalB }.Where(t => t is not null).Sum(t => t!.NumberOfElements * t.ElementSize);
+
+    /// <summary>Bytes of the transformer layers' weights (all shards; no embedding or head).</summary>
+    public long LayerWeightBytes => _layers.Sum(l => l.WeightBytes) + (_tpLayers?.Sum(l => l.WeightBytes) ?? 0);
 
     /// <summary>Bytes of weights read to produce one token at batch 1 (the embedding reads one row).</summary>
     public long WeightBytesReadPerToken => WeightBytes - (_embedIn is null ? 0 : _embedIn.NumberOfElements * _embedIn.ElementSize);
 
     /// <summary>Creates an empty KV cache for this stage's layers.</summary>
     public KvCache NewCache(int batch = 1, int initialCapacity = 64) =>
-        new(LayerCount, batch, Config.NumHeads, Config.HeadDim, ComputeDtype, MaxTokens, initialCapacity);
+        new(LayerCount, batch, Config.NumHeads, Config.HeadDim, ComputeDtype, MaxTokens, initialCapacity, TensorParallel?.Devices);
 
     /// <summary>KV bytes one token costs on this stage.</summary>
     public long KvBytesPerToken => KvCache.BytesPerTokenPerLayer(Config, ComputeDtype) * LayerCount;
@@ -123,7 +172,7 @@ public sealed class StageModel : IDisposable
         if (_embedIn is null) throw new InvalidOperationException("only the first stage embeds tokens");
         using var scope = NewDisposeScope();
         long b = ids.shape[0], t = ids.shape[1];
-        using var flat = ids.reshape(-1);
+        using var flat = ids.reshape(-1).to(HomeDevice);
         if (flat.min().item<long>() < 0 || flat.max().item<long>() >= Config.VocabSize)
             throw new ArgumentOutOfRangeException(nameof(ids), $"token ids must be in [0, {Config.VocabSize})");
         return _embedIn.index_select(0, flat).view(b, t, Config.HiddenSize).MoveToOuterDisposeScope();
@@ -160,6 +209,19 @@ public sealed class StageModel : IDisposable
             int total = cache.Length + t;
             mask = ones([t, total], ScalarType.Bool).tril(cache.Length);
         }
+        if (_tpLayers is not null)
+        {
+            if (cache.Shards != TensorParallel!.Shards)
+                throw new ArgumentException($"the KV cache has {cache.Shards} head shards, this stage {TensorParallel.Shards}", nameof(cache));
+            cache.Reserve(cache.Length + t); // shards append from their own threads
+            x = x.to(HomeDevice);
+            for (int i = from - Start; i < to - Start; i++)
+                x = _tpLayers[i].Forward(x, _tpRopes!, i, cache, mask);
+            cache.Advance(t);
+            // Results leave on the CPU (a no-op copy there), whatever the shards' devices.
+            var output = to != Config.NumLayers ? x : Head(x, allPositions);
+            return output.cpu().MoveToOuterDisposeScope();
+        }
         for (int i = from - Start; i < to - Start; i++)
             x = _layers[i].Forward(x, _rope, i, cache, mask);
         cache.Advance(t);
@@ -169,7 +231,7 @@ public sealed class StageModel : IDisposable
 
     /// <summary>A KV block pool for this stage's layers holding <paramref name="totalBlocks"/> blocks.</summary>
     public KvBlockPool NewBlockPool(int totalBlocks, int blockSize = KvBlockPool.DefaultBlockSize) =>
-        new(LayerCount, Config.NumHeads, Config.HeadDim, ComputeDtype, totalBlocks, blockSize);
+        new(LayerCount, Config.NumHeads, Config.HeadDim, ComputeDtype, totalBlocks, blockSize, TensorParallel?.Devices);
 
     /// <summary>
     /// Runs layers [<paramref name="from"/>, <paramref name="to"/>) on one step of each of several sequences at
@@ -185,7 +247,8 @@ public sealed class StageModel : IDisposable
     {
         if (from < Start || to > End || from >= to)
             throw new ArgumentOutOfRangeException(nameof(from), $"layers [{from}, {to}) are not inside this stage's [{Start}, {End})");
-        if (pool.Layers != LayerCount || pool.Heads != Config.NumHeads || pool.HeadDim != Config.HeadDim || pool.Dtype != ComputeDtype)
+        if (pool.Layers != LayerCount || pool.Heads != Config.NumHeads || pool.HeadDim != Config.HeadDim || pool.Dtype != ComputeDtype
+            || pool.Shards != (TensorParallel?.Shards ?? 1))
             throw new ArgumentException("the KV pool was not made for this stage", nameof(pool));
         if (items.Count == 0) return [];
         int h = Config.HiddenSize;
@@ -222,20 +285,31 @@ public sealed class StageModel : IDisposable
         else x = cat(items.Select(it => it.Input.reshape(-1, h).to_type(ComputeDtype)).ToArray(), 0);
 
         var plan = Plan(items, rows, offsets, total);
-        for (int i = from - Start; i < to - Start; i++)
-            x = _layers[i].ForwardBatch(x, _rope, i, pool, plan);
+        if (_tpLayers is not null)
+        {
+            var plans = TensorParallel!.Devices.Select(d => ShardPlan.On(plan, d)).ToArray();
+            x = x.to(HomeDevice);
+            for (int i = from - Start; i < to - Start; i++)
+                x = _tpLayers[i].ForwardBatch(x, _tpRopes!, i, pool, plans);
+            foreach (var sp in plans) sp.Dispose();
+        }
+        else
+            for (int i = from - Start; i < to - Start; i++)
+                x = _layers[i].ForwardBatch(x, _rope, i, pool, plan);
         for (int i = 0; i < items.Count; i++) items[i].Kv.Length += rows[i];
 
         var results = new Tensor?[items.Count];
         if (to != Config.NumLayers)
         {
+            if (_tpLayers is not null) x = x.cpu();
             for (int i = 0; i < items.Count; i++) results[i] = x.narrow(0, offsets[i], rows[i]).MoveToOuterDisposeScope();
             return results;
         }
         var want = Enumerable.Range(0, items.Count).Where(i => items[i].WantLogits).ToArray();
         if (want.Length == 0) return results;
         using var lastRows = tensor(want.Select(i => (long)(offsets[i] + rows[i] - 1)).ToArray(), ScalarType.Int64);
-        var logits = Head(x.index_select(0, lastRows).unsqueeze(1), allPositions: false);   // [k, V]
+        var logits = Head(x.index_select(0, lastRows.to(x.device)).unsqueeze(1), allPositions: false);   // [k, V]
+        if (_tpLayers is not null) logits = logits.cpu();
         for (int j = 0; j < want.Length; j++) results[want[j]] = logits[j].MoveToOuterDisposeScope();
         return results;
     }
@@ -323,6 +397,9 @@ public sealed class StageModel : IDisposable
     public void Dispose()
     {
         foreach (var l in _layers) l.Dispose();
+        if (_tpLayers is not null) foreach (var l in _tpLayers) l.Dispose();
+        if (_tpRopes is not null) foreach (var r in _tpRopes) r.Dispose();
+        _tpWorkers?.Dispose();
         _rope.Dispose();
         _embedIn?.Dispose(); _finalW?.Dispose(); _finalB?.Dispose(); _embedOut?.Dispose();
     }
