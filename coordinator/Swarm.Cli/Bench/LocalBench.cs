@@ -42,7 +42,7 @@ internal static class LocalBench
                 double p128 = Prefill(model, 128, out _), p512 = Prefill(model, 512, out double secs512);
                 double flops512 = PrefillFlops(cfg, 512);
                 log($"{preset} {dt}: decode…");
-                double d1 = Decode(model, 1, preset == "pythia-410m" ? 24 : 48);
+                double d1 = Decode(model, 1, preset == "pythia-410m" ? 12 : 24);
                 double d8 = Decode(model, 8, 16);
                 double mb = model.WeightBytesReadPerToken / 1e6;
                 double roof = bw * 1e9 / model.WeightBytesReadPerToken;
@@ -102,20 +102,27 @@ internal static class LocalBench
         return t / best;
     }
 
+    /// <summary>Decode tokens/s: the best of three timed runs of <paramref name="steps"/> steps (the machines are noisy;
+    /// prefill is reported the same way).</summary>
     private static double Decode(StageModel model, int batch, int steps)
     {
         using var scope = NewDisposeScope();
-        using var cache = model.NewCache(batch, 64 + steps + 8);
+        using var cache = model.NewCache(batch, 64 + 3 * steps + 8);
         model.Forward(randint(0, model.Config.VocabSize, [batch, 32], dtype: ScalarType.Int64), cache);
         var next = zeros([batch, 1], ScalarType.Int64);
         for (int i = 0; i < 4; i++) { using var s = NewDisposeScope(); next = model.Forward(next, cache).argmax(-1, keepdim: true).MoveToOuterDisposeScope(); }
-        var sw = Stopwatch.StartNew();
-        for (int i = 0; i < steps; i++)
+        double best = 0;
+        for (int run = 0; run < 3; run++)
         {
-            using var s = NewDisposeScope();
-            next = model.Forward(next, cache).argmax(-1, keepdim: true).MoveToOuterDisposeScope();
+            var sw = Stopwatch.StartNew();
+            for (int i = 0; i < steps; i++)
+            {
+                using var s = NewDisposeScope();
+                next = model.Forward(next, cache).argmax(-1, keepdim: true).MoveToOuterDisposeScope();
+            }
+            using (var first = next[0, 0]) first.item<long>();
+            best = Math.Max(best, batch * steps / sw.Elapsed.TotalSeconds);
         }
-        using (var first = next[0, 0]) first.item<long>();
-        return batch * steps / sw.Elapsed.TotalSeconds;
+        return best;
     }
 }

@@ -220,7 +220,7 @@ internal static class BenchCommand
         foreach (var v in r.Variants)
             Console.WriteLine($"{v.Preset,-13} {v.Dtype,-5} {v.Prefill128,9:F0}/s {v.Prefill512,9:F0}/s {v.PrefillGflops512,10:F0} {v.PrefillGflops512 / r.MatmulGflopsF32,8:P0} " +
                               $"{v.Decode1,8:F1}/s {v.Roofline,7:F1}/s {v.Fraction,8:P0} {v.Decode8,8:F1}/s");
-        Console.WriteLine("(tokens/s; roofline = bandwidth ÷ weight bytes read per token at batch 1; decode b8 is aggregate over 8 sequences)");
+        Console.WriteLine("(tokens/s, best of 3 runs; roofline = bandwidth ÷ weight bytes read per token at batch 1; decode b8 is aggregate over 8 sequences)");
     }
 
     private static string ToJson(LocalBench.Report r)
