@@ -114,10 +114,11 @@ public sealed class NeoXLayer : IDisposable
         int nh = _c.NumHeads, hd = _c.HeadDim;
 
         var h1 = F.layer_norm(x, _normShape, _ln1W, _ln1B, _c.LayerNormEps);
-        var qkv = _qkv.Forward(h1).view(n, nh, 3 * hd);
-        var q = rope.ApplyAt(qkv.narrow(2, 0, hd), plan.Positions);
-        var k = rope.ApplyAt(qkv.narrow(2, hd, hd), plan.Positions);
-        var v = qkv.narrow(2, 2 * hd, hd);
+        var qkv = _qkv.Forward(h1).view(n, nh, 3, hd);
+        rope.RotateQueriesAndKeysInPlaceAt(qkv, plan.Positions); // q and k of every head in one pass, on the fresh buffer
+        var q = qkv.select(2, 0);
+        var k = qkv.select(2, 1);
+        var v = qkv.select(2, 2);
         var keyStore = pool.Keys(layerSlot);
         var valueStore = pool.Values(layerSlot);
         keyStore.index_copy_(0, plan.Slots, k);
@@ -128,11 +129,13 @@ public sealed class NeoXLayer : IDisposable
         {
             // Single-position steps: one padded gather and one attention call for all of them.
             long m = rows.shape[0], len = plan.DecodeLength;
-            var qd = q.index_select(0, rows).unsqueeze(2);                                        // [m, nh, 1, hd]
+            bool allRows = m == n;                                                                // only decodes in this batch
+            var qd = (allRows ? q : q.index_select(0, rows)).unsqueeze(2);                        // [m, nh, 1, hd]
             var kd = Gather(keyStore, plan.DecodeSlots, plan.DecodeStart ?? 0, len).view(m, len, nh, hd).permute(0, 2, 1, 3);
             var vd = Gather(valueStore, plan.DecodeSlots, plan.DecodeStart ?? 0, len).view(m, len, nh, hd).permute(0, 2, 1, 3);
             var od = F.scaled_dot_product_attention(qd, kd, vd, plan.DecodeMask, 0.0, false);   // [m, nh, 1, hd]
-            attn.index_copy_(0, rows, od.squeeze(2));
+            if (allRows) attn.copy_(od.squeeze(2));
+            else attn.index_copy_(0, rows, od.squeeze(2));
         }
         foreach (var p in plan.Chunks)
         {
@@ -209,6 +212,24 @@ public sealed class Rotary : IDisposable
         var qk = qkv.narrow(3, 0, 2);
         var x1 = qk.narrow(4, 0, half);
         var x2 = qk.narrow(4, half, half);
+        var n1 = x1 * cos - x2 * sin;
+        var n2 = x2 * cos + x1 * sin;
+        x1.copy_(n1);
+        x2.copy_(n2);
+    }
+
+    /// <summary>As <see cref="RotateQueriesAndKeysInPlace"/> for rows at arbitrary positions: qkv [N, heads, 3, hd], positions int64 [N].</summary>
+    public void RotateQueriesAndKeysInPlaceAt(Tensor qkv, Tensor positions)
+    {
+        if (_rd == 0) return;
+        using var scope = NewDisposeScope();
+        int half = _rd / 2;
+        long n = qkv.shape[0];
+        var cos = _cos.index_select(0, positions).narrow(1, 0, half).view(n, 1, 1, half);
+        var sin = _sin.index_select(0, positions).narrow(1, 0, half).view(n, 1, 1, half);
+        var qk = qkv.narrow(2, 0, 2);
+        var x1 = qk.narrow(3, 0, half);
+        var x2 = qk.narrow(3, half, half);
         var n1 = x1 * cos - x2 * sin;
         var n2 = x2 * cos + x1 * sin;
         x1.copy_(n1);
