@@ -4,6 +4,7 @@ using Swarm.Cli.Commands;
 using Swarm.Engine;
 using Swarm.Model;
 
+TorchRuntime.PrepareEnvironment(); // before anything can load libtorch
 var root = new RootCommand("Swarm: run GPT-NeoX / Pythia models across many machines");
 root.Subcommands.Add(DemoCommand.Create());
 root.Subcommands.Add(RunCommand.Create());

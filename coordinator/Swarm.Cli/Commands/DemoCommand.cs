@@ -67,6 +67,9 @@ internal static class DemoCommand
                 ["temperature"] = 0,
             };
             using var http = new HttpClient();
+            // A short first job warms every process up (JIT, allocator, connections) so the timing line shows steady state.
+            var warm = new JsonObject { ["prompt"] = new JsonArray(ids.Take(4).Select(i => (JsonNode)i).ToArray()), ["max_tokens"] = 4, ["temperature"] = 0 };
+            (await http.PostAsync(swarm.HttpUrl + "/v1/completions", new StringContent(warm.ToJsonString(), System.Text.Encoding.UTF8, "application/json"), ct)).Dispose();
             var resp = await http.PostAsync(swarm.HttpUrl + "/v1/completions", new StringContent(body.ToJsonString(), System.Text.Encoding.UTF8, "application/json"), ct);
             var json = JsonNode.Parse(await resp.Content.ReadAsStringAsync(ct))!;
             if (!resp.IsSuccessStatusCode) throw new InvalidOperationException($"generation failed: HTTP {(int)resp.StatusCode}: {json["error"]?["message"]}");
