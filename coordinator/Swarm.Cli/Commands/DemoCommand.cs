@@ -23,8 +23,9 @@ internal static class DemoCommand
         var preset = new Option<string>("--preset") { Description = "Preset to create and cache on first use", DefaultValueFactory = _ => "pythia-160m" };
         var prompt = new Option<string?>("--prompt") { Description = "Prompt text (needs a tokenizer.json); default: a fixed list of token ids" };
         var maxNew = new Option<int>("--max-new-tokens") { Description = "Tokens to generate", DefaultValueFactory = _ => 32 };
+        var threads = new Option<int>("--threads") { Description = "CPU threads per node process (0 = all cores)", DefaultValueFactory = _ => 0 };
         var cmd = new Command("demo", "Start a whole swarm on loopback, generate once, shut it down");
-        cmd.Options.Add(nodes); cmd.Options.Add(model); cmd.Options.Add(preset); cmd.Options.Add(prompt); cmd.Options.Add(maxNew);
+        cmd.Options.Add(nodes); cmd.Options.Add(model); cmd.Options.Add(preset); cmd.Options.Add(prompt); cmd.Options.Add(maxNew); cmd.Options.Add(threads);
         cmd.SetAction(async (r, ct) =>
         {
             int n = r.GetValue(nodes);
@@ -54,7 +55,7 @@ internal static class DemoCommand
             var log = (string s) => Console.Error.WriteLine($"  {s}");
             Console.Error.WriteLine($"starting a coordinator and {n} node(s) on loopback for {Path.GetFileName(Path.GetFullPath(dir).TrimEnd('/'))} ({config.NumLayers} layers)…");
             var sw = Stopwatch.StartNew();
-            await using var swarm = await LocalSwarm.StartAsync(new LocalSwarmOptions { Model = dir, Nodes = n, Memory = memory }, log, ct: ct);
+            await using var swarm = await LocalSwarm.StartAsync(new LocalSwarmOptions { Model = dir, Nodes = n, Memory = memory, ThreadsPerNode = r.GetValue(threads) }, log, ct: ct);
             Console.Error.WriteLine($"swarm ready in {sw.Elapsed.TotalSeconds:F1} s (logs: {swarm.LogDir})");
             var status = await swarm.GetJsonAsync("/api/swarm", ct);
             foreach (var node in status?["nodes"]?.AsArray() ?? [])

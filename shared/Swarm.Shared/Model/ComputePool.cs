@@ -11,7 +11,7 @@ namespace Swarm.Model;
 /// A decode step forks four times per layer with ~0.1 ms of single-threaded work in between. A worker that
 /// went to sleep after each part pays a futex wake-up per fork (tens of µs in a VM) while the caller idles at
 /// the join, so workers spin for <see cref="SpinMicroseconds"/> after each part before blocking. The spin is
-/// short enough that an idle node (between tokens) leaves its cores to other processes.
+/// short enough that an idle node (between tokens) leaves its cores to other processes, and yields while it spins.
 /// </remarks>
 public sealed class ComputePool : IDisposable
 {
@@ -95,8 +95,10 @@ public sealed class ComputePool : IDisposable
         while (!_stopping)
         {
             long start = Stopwatch.GetTimestamp();
+            // Yield while spinning: free when the core is idle, and it cedes the core to any other runnable thread
+            // (e.g. the next stage's process in a local swarm).
             while (Volatile.Read(ref _generation) == seen && !_stopping && Stopwatch.GetTimestamp() - start < spinTicks)
-                Thread.SpinWait(20);
+                if (!Thread.Yield()) Thread.SpinWait(20);
             if (Volatile.Read(ref _generation) == seen && !_stopping)
             {
                 Volatile.Write(ref _sleeping[id - 1], 1);
