@@ -245,8 +245,9 @@ public sealed partial class JobRunner
                         foreach (var n in route.NodeIds) _swarm.Registry.AdjustInFlight(n, +1);
                     }
                     // Input: everything the session's caches lack (all tokens after a (re)route, else the last token).
-                    var all = spec.Prompt.Concat(tokens).ToArray();
-                    var input = all[cached..];
+                    // Decode sends the one new token; a fresh route gets everything so far (prompt + tokens).
+                    int known = spec.Prompt.Count + tokens.Count;
+                    int[] input = cached > 0 && cached == known - 1 ? [tokens[^1]] : spec.Prompt.Concat(tokens).Skip(cached).ToArray();
                     var kind = cached == 0 ? (step == 0 ? StepKind.Prefill : StepKind.Replay) : StepKind.Decode;
                     var req = new ForwardRequest
                     {
@@ -277,7 +278,7 @@ public sealed partial class JobRunner
                         {
                             if (kind == StepKind.Decode)
                                 recentStepMs = recentStepMs == 0 ? stepWatch.Elapsed.TotalMilliseconds : 0.8 * recentStepMs + 0.2 * stepWatch.Elapsed.TotalMilliseconds;
-                            cached = all.Length;
+                            cached = known;
                             foreach (var t in tr.Timings)
                             {
                                 if (kind != StepKind.Decode) prefill[t.NodeId] = t.Milliseconds;
