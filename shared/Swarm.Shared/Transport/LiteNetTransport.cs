@@ -193,9 +193,12 @@ public sealed class LiteNetTransport : ITransport
         if (net is not null) _peers.GetOrAdd(net, n => new PeerState(this, n));
     }
 
-    private void OnPeerConnected(NetPeer net)
+    private void OnPeerConnected(NetPeer net) => EnsureConnected(_peers.GetOrAdd(net, n => new PeerState(this, n)));
+
+    /// <summary>Poll thread: marks a peer connected once and raises <see cref="PeerConnected"/> once.</summary>
+    private void EnsureConnected(PeerState state)
     {
-        var state = _peers.GetOrAdd(net, n => new PeerState(this, n));
+        if (state.IsConnected || state.IsClosed) return;
         state.MarkConnected();
         TransportLog.PeerConnected(_logger, state.RemoteEndPoint, state.Id);
         PeerConnected?.Invoke(state);
@@ -247,7 +250,13 @@ public sealed class LiteNetTransport : ITransport
     // Runs on LiteNetLib's receive thread: copy the payload out before the reader is recycled.
     private void OnNetworkReceive(NetPeer net, NetPacketReader reader, byte channel, DeliveryMethod method)
     {
-        if (!_peers.TryGetValue(net, out var state)) return;
+        // A peer may send as soon as our Accept() reached it — before the poll thread has recorded the accepted
+        // peer. Its first messages must not be dropped (they were acknowledged and would never be resent).
+        if (!_peers.TryGetValue(net, out var state))
+        {
+            if (net.ConnectionState != ConnectionState.Connected) return;
+            state = _peers.GetOrAdd(net, n => new PeerState(this, n));
+        }
         var result = _reassembly.Accept(state, reader.GetRemainingBytesSpan(), out var message, out var error);
         switch (result)
         {
@@ -316,6 +325,7 @@ public sealed class LiteNetTransport : ITransport
 
     private void Dispatch(PeerState peer, byte[] bytes)
     {
+        if (!peer.IsConnected && !peer.IsClosed && peer.Net.ConnectionState == ConnectionState.Connected) EnsureConnected(peer); // its Connected event is still queued
         if (!_codec.TryDeserialize(bytes, out var envelope, out var error))
         {
             Interlocked.Increment(ref _counters._malformed);
