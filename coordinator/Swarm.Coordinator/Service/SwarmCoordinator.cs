@@ -314,6 +314,25 @@ public sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposable
         }
     }
 
+    /// <summary>How often a fully covered swarm is checked for a rebalancing move (10 s).</summary>
+    public static readonly TimeSpan RebalanceInterval = TimeSpan.FromSeconds(10);
+    private long _lastRebalance = TimeProvider.System.GetTimestamp();
+
+    /// <summary>
+    /// At most one move per call, and only when it raises the swarm's weakest per-layer throughput by the policy's
+    /// factor (1.2×), so ranges do not flap; nothing moves while another node is still loading.
+    /// </summary>
+    private void Rebalance()
+    {
+        _lastRebalance = _time.GetTimestamp();
+        if (Registry.Snapshot().Any(n => n.State == NodeState.Loading)) return;
+        if (Placement.Rebalance(Registry.PlacementView()) is { } move)
+        {
+            LogRecoveryMove(move.NodeId, move.From?.ToString() ?? "-", move.To.ToString(), move.Reason.ToString());
+            Assign(move.NodeId, move.To);
+        }
+    }
+
     private async Task EvaluateLoopAsync(CancellationToken ct)
     {
         using var timer = new PeriodicTimer(TimeSpan.FromMilliseconds(250), _time);
@@ -336,6 +355,7 @@ public sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposable
                     }
                     // Nodes that joined while the model was fully covered, or whose ranges were lost: fill gaps.
                     if (!Registry.ServingCoverage(Config.NumLayers).IsCovered) Recover();
+                    else if (_time.GetElapsedTime(_lastRebalance) > RebalanceInterval) Rebalance();
                 }
             }
         }
