@@ -209,13 +209,7 @@ public sealed class Rotary : IDisposable
         int half = _rd / 2;
         var cos = _cos.narrow(0, start, t).narrow(1, 0, half).view(1, t, 1, 1, half);
         var sin = _sin.narrow(0, start, t).narrow(1, 0, half).view(1, t, 1, 1, half);
-        var qk = qkv.narrow(3, 0, 2);
-        var x1 = qk.narrow(4, 0, half);
-        var x2 = qk.narrow(4, half, half);
-        var n1 = x1 * cos - x2 * sin;
-        var n2 = x2 * cos + x1 * sin;
-        x1.copy_(n1);
-        x2.copy_(n2);
+        RotateHalvesInPlace(qkv.narrow(3, 0, 2), cos, sin, half);
     }
 
     /// <summary>As <see cref="RotateQueriesAndKeysInPlace"/> for rows at arbitrary positions: qkv [N, heads, 3, hd], positions int64 [N].</summary>
@@ -227,43 +221,19 @@ public sealed class Rotary : IDisposable
         long n = qkv.shape[0];
         var cos = _cos.index_select(0, positions).narrow(1, 0, half).view(n, 1, 1, half);
         var sin = _sin.index_select(0, positions).narrow(1, 0, half).view(n, 1, 1, half);
-        var qk = qkv.narrow(2, 0, 2);
-        var x1 = qk.narrow(3, 0, half);
-        var x2 = qk.narrow(3, half, half);
+        RotateHalvesInPlace(qkv.narrow(2, 0, 2), cos, sin, half);
+    }
+
+    /// <summary>qk: q and k side by side, head_dim last; cos/sin broadcast to its leading dims.</summary>
+    private static void RotateHalvesInPlace(Tensor qk, Tensor cos, Tensor sin, int half)
+    {
+        int last = (int)qk.dim() - 1;
+        var x1 = qk.narrow(last, 0, half);
+        var x2 = qk.narrow(last, half, half);
         var n1 = x1 * cos - x2 * sin;
         var n2 = x2 * cos + x1 * sin;
         x1.copy_(n1);
         x2.copy_(n2);
-    }
-
-    /// <summary>x: [B, heads, T, hd] at positions [start, start+T) → rotated copy.</summary>
-    public Tensor Apply(Tensor x, int start)
-    {
-        if (_rd == 0) return x;
-        long t = x.shape[2], hd = x.shape[3];
-        if (start + t > _cos.shape[0])
-            throw new InvalidOperationException($"position {start + t} exceeds the model's context of {_cos.shape[0]}");
-        var cos = _cos.narrow(0, start, t);
-        var sin = _sin.narrow(0, start, t);
-        var rot = x.narrow(3, 0, _rd);
-        int half = _rd / 2;
-        var rotated = cat([-rot.narrow(3, half, half), rot.narrow(3, 0, half)], 3);
-        var outRot = rot * cos + rotated * sin;
-        return _rd == hd ? outRot : cat([outRot, x.narrow(3, _rd, hd - _rd)], 3);
-    }
-
-    /// <summary>x: [N, heads, hd], row i at position positions[i] (int64 [N]) → rotated copy.</summary>
-    public Tensor ApplyAt(Tensor x, Tensor positions)
-    {
-        if (_rd == 0) return x;
-        long hd = x.shape[2];
-        var cos = _cos.index_select(0, positions).unsqueeze(1);   // [N, 1, rd]
-        var sin = _sin.index_select(0, positions).unsqueeze(1);
-        var rot = x.narrow(2, 0, _rd);
-        int half = _rd / 2;
-        var rotated = cat([-rot.narrow(2, half, half), rot.narrow(2, 0, half)], 2);
-        var outRot = rot * cos + rotated * sin;
-        return _rd == hd ? outRot : cat([outRot, x.narrow(2, _rd, hd - _rd)], 2);
     }
 
     public void Dispose() { _cos.Dispose(); _sin.Dispose(); }

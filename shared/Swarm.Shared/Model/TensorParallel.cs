@@ -258,10 +258,11 @@ internal sealed class TensorParallelShard : IDisposable
     {
         long n = x.shape[0];
         int nh = _heads, hd = _c.HeadDim;
-        var qkv = _qkv.Forward(LayerNorm1(x)).view(n, nh, 3 * hd);
-        var q = rope.ApplyAt(qkv.narrow(2, 0, hd), plan.Positions);
-        var k = rope.ApplyAt(qkv.narrow(2, hd, hd), plan.Positions);
-        var v = qkv.narrow(2, 2 * hd, hd);
+        var qkv = _qkv.Forward(LayerNorm1(x)).view(n, nh, 3, hd);
+        rope.RotateQueriesAndKeysInPlaceAt(qkv, plan.Positions);
+        var q = qkv.select(2, 0);
+        var k = qkv.select(2, 1);
+        var v = qkv.select(2, 2);
         var keyStore = pool.Keys(Shard, layerSlot);
         var valueStore = pool.Values(Shard, layerSlot);
         keyStore.index_copy_(0, plan.Slots, k);
