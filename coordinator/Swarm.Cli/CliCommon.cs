@@ -62,6 +62,3 @@ internal static class CliCommon
         _ => throw new UsageException($"{flag}: unknown dtype '{name}' (use f32, f16 or bf16)"),
     };
 }
-
-/// <summary>A user error on the command line: printed as one line, exit code 2.</summary>
-internal sealed class UsageException(string message) : Exception(message);

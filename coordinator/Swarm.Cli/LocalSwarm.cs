@@ -48,6 +48,8 @@ internal sealed class LocalSwarm : IAsyncDisposable
     public int ControlPort { get; }
     public string LogDir { get; }
     public IReadOnlyList<Process?> NodeProcesses => _nodes;
+    /// <summary>Process id of the running coordinator (swarm-coordinator).</summary>
+    public int CoordinatorProcessId => _coordinator?.Id ?? throw new InvalidOperationException("the coordinator is not running");
 
     private LocalSwarm(LocalSwarmOptions options, Action<string> log)
     {
@@ -108,11 +110,12 @@ internal sealed class LocalSwarm : IAsyncDisposable
 
     private void StartCoordinator()
     {
-        var args = new List<string> { "coordinator", "--model", _options.Model, "--listen", $"127.0.0.1:{ControlPort}",
+        // The coordinator runs as its own torch-free program (swarm-coordinator), as in its container image.
+        var args = new List<string> { "--model", _options.Model, "--listen", $"127.0.0.1:{ControlPort}",
             "--http", HttpUrl["http://".Length..], "--wire-dtype", _options.WireDtype };
         if (_options.Secret is not null) { args.Add("--secret"); args.Add(_options.Secret); }
         args.AddRange(_options.CoordinatorArgs);
-        _coordinator = Launch("coordinator", args);
+        _coordinator = Launch("coordinator", args, CoordinatorCommandLine());
     }
 
     /// <summary>Starts one more node (e.g. a spare joining a running swarm); returns its index.</summary>
@@ -171,9 +174,9 @@ internal sealed class LocalSwarm : IAsyncDisposable
         if (p is { HasExited: false }) { p.Kill(entireProcessTree: true); p.WaitForExit(5000); }
     }
 
-    private Process Launch(string name, List<string> args)
+    private Process Launch(string name, List<string> args, (string Exe, string[] Prefix)? program = null)
     {
-        var (exe, prefix) = SelfCommand();
+        var (exe, prefix) = program ?? SelfCommand();
         var psi = new ProcessStartInfo(exe) { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
         foreach (var a in prefix.Concat(args)) psi.ArgumentList.Add(a);
         // Idle OpenMP threads must not spin on cores another process in this swarm needs.
@@ -197,6 +200,13 @@ internal sealed class LocalSwarm : IAsyncDisposable
         string dll = typeof(LocalSwarm).Assembly.Location;
         string host = Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") is { Length: > 0 } h && File.Exists(h) ? h : "dotnet";
         return (host, [dll]);
+    }
+
+    /// <summary>How to run the coordinator-only program (swarm-coordinator.dll, deployed beside swarm.dll).</summary>
+    internal static (string Exe, string[] Prefix) CoordinatorCommandLine()
+    {
+        var (host, self) = SelfCommand();
+        return (host, [Path.Combine(Path.GetDirectoryName(self[0])!, "swarm-coordinator.dll")]);
     }
 
     [System.Runtime.InteropServices.DllImport("libc", SetLastError = true)]

@@ -1,3 +1,4 @@
+using Swarm.Engine;
 using Swarm.Model;
 using Swarm.Protocol;
 using Swarm.Sampling;
@@ -363,7 +364,7 @@ public sealed class StageHost : IDisposable
                 {
                     using var scope = NewDisposeScope();
                     var hidden = p.Outputs.Count == 1 ? p.Outputs[0] : cat(p.Outputs, 0);
-                    output = new StepOutput(WireTensor.FromTensor(hidden.unsqueeze(0), p.Request.WireDType), null, ms);
+                    output = new StepOutput(WireTensorConversion.FromTensor(hidden.unsqueeze(0), p.Request.WireDType), null, ms);
                 }
                 done.Add(new StepCompletion(p.Request, p.State, output, null));
             }

@@ -68,7 +68,7 @@ public static class CoordinatorInstrumentation
             "KV cache positions in use, summed over live nodes (from their heartbeats).");
         Meter.CreateObservableGauge("swarm.kv.capacity", () => SumLive(l => l.KvTokensCapacity), "{token}",
             "KV cache positions the live nodes can hold, summed (from their heartbeats).");
-        CreateTransportInstrument(Meter, () => Coordinators.Snapshot().Select(c => c.TransportCounters).OfType<Swarm.Transport.TransportCounters>());
+        Swarm.Transport.TransportInstrument.Create(Meter, () => Coordinators.Snapshot().Select(c => c.TransportCounters).OfType<Swarm.Transport.TransportCounters>());
     }
 
     /// <summary>Makes <paramref name="swarm"/>'s membership, coverage, KV and transport figures observable; dispose to stop.</summary>

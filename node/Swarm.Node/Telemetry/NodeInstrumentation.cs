@@ -52,7 +52,7 @@ public static class NodeInstrumentation
         Meter.CreateObservableGauge("swarm.node.sessions", () => Sum(d => d.LastHeartbeat?.Sessions ?? 0), "{session}", "Sessions with a KV cache on this node.");
         Meter.CreateObservableGauge("swarm.node.queue.depth", () => Sum(d => d.InFlight), "{step}", "Steps accepted by this node and not finished (queued or running).");
         Meter.CreateObservableGauge("swarm.node.state", ObserveState, "{node}", "1 for this node's current state (idle, loading, ready, draining), 0 for the others.");
-        CreateTransportInstrument(Meter, () => Daemons.Snapshot().Select(d => d.TransportCounters).OfType<Swarm.Transport.TransportCounters>());
+        Swarm.Transport.TransportInstrument.Create(Meter, () => Daemons.Snapshot().Select(d => d.TransportCounters).OfType<Swarm.Transport.TransportCounters>());
     }
 
     /// <summary>Makes <paramref name="daemon"/>'s KV, session, queue, state and transport figures observable; dispose to stop.</summary>

@@ -95,7 +95,7 @@ public class SwarmApiTests(TinySwarmFixture swarm, ITestOutputHelper output) : I
 
         // swarm status --json, the real command in-process, prints /api/swarm with both nodes.
         var writer = new StringWriter();
-        int exit = Swarm.Cli.Status.StatusCommand.Create().Parse(["--url", Url, "--json"])
+        int exit = Swarm.Coordinator.Status.StatusCommand.Create().Parse(["--url", Url, "--json"])
             .Invoke(new System.CommandLine.InvocationConfiguration { Output = writer, Error = writer });
         Assert.Equal(0, exit);
         var status = JsonNode.Parse(writer.ToString())!;

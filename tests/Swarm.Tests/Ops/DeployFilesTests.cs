@@ -4,8 +4,9 @@ using System.Globalization;
 using System.Text.Json;
 using System.Text.RegularExpressions;
 using Swarm.Cli.Commands;
-using Swarm.Cli.Status;
+using Swarm.Coordinator.Status;
 using Swarm.Coordinator.Placement;
+using Swarm.Coordinator.Service;
 using Xunit;
 using Xunit.Abstractions;
 using YamlDotNet.RepresentationModel;
@@ -124,9 +125,11 @@ public sealed partial class DeployFilesTests(ITestOutputHelper output)
         Assert.True(File.Exists(Path.Combine(context, Scalar(Get(build, "dockerfile"), "build.dockerfile"))), "build.dockerfile does not exist");
         string image = Scalar(Get(services["model-init"], "image"), "model-init image");
 
+        // The coordinator runs its own image (swarm-coordinator: no engine), whose entry point is the coordinator command.
         var coordinator = Sequence(Get(services["coordinator"], "command"), "coordinator command");
-        Assert.Equal("coordinator", coordinator[0]);
-        Assert.Equal(image, Scalar(Get(services["coordinator"], "image"), "coordinator image"));
+        Assert.Equal("coordinator", Scalar(Get(Map(services["coordinator"], "build"), "target"), "coordinator build.target"));
+        Assert.Equal("swarm-coordinator:local", Scalar(Get(services["coordinator"], "image"), "coordinator image"));
+        Assert.Empty(CoordinatorCommand.Create().Parse(coordinator.ToArray()).Errors);
         AssertDocumented("compose.yaml coordinator", "Coordinator", coordinator);
         string listenPort = FlagValue(coordinator, "--listen")!.Split(':')[^1];
         Assert.Equal("f16", FlagValue(coordinator, "--wire-dtype"));
@@ -160,7 +163,7 @@ public sealed partial class DeployFilesTests(ITestOutputHelper output)
         Assert.Equal(FlagValue(Sequence(Get(services["coordinator"], "command"), "c"), "--model"), FlagValue(init, "--out"));
 
         var test = Sequence(Get(Map(services["coordinator"], "healthcheck"), "test"), "healthcheck test");
-        Assert.Equal(["CMD", "/app/swarm", "status"], test.Take(3));
+        Assert.Equal(["CMD", "/app/swarm-coordinator", "status"], test.Take(3));
         Assert.Empty(StatusCommand.Create().Parse(test.Skip(3).ToArray()).Errors);
         string httpPort = FlagValue(Sequence(Get(services["coordinator"], "command"), "c"), "--http")!.Split(':')[1];
         Assert.EndsWith(":" + httpPort, FlagValue(test, "--url"));
@@ -232,13 +235,14 @@ public sealed partial class DeployFilesTests(ITestOutputHelper output)
     }
 
     [Fact]
-    public void Dockerfile_CopySourcesExist_FinalStageIsNonRootAspNetRunningSwarm()
+    public void Dockerfile_CopySourcesExist_TwoNonRootAspNetImages_CoordinatorWithoutTheEngine()
     {
         var ins = DockerInstructions();
         var froms = ins.Where(i => i.Instruction == "FROM").Select(i => i.Args).ToList();
-        Assert.Equal(2, froms.Count);
+        Assert.Equal(3, froms.Count);
         Assert.StartsWith("mcr.microsoft.com/dotnet/sdk:${DOTNET_VERSION} AS build", froms[0]);
-        Assert.StartsWith("mcr.microsoft.com/dotnet/aspnet:${DOTNET_VERSION}", froms[1]);
+        Assert.Equal("mcr.microsoft.com/dotnet/aspnet:${DOTNET_VERSION} AS coordinator", froms[1]);
+        Assert.Equal("mcr.microsoft.com/dotnet/aspnet:${DOTNET_VERSION} AS runtime", froms[2]);
         Assert.Contains(ins, i => i.Instruction == "ARG" && i.Args == "DOTNET_VERSION=10.0");
 
         foreach (var (_, args) in ins.Where(i => i.Instruction == "COPY" && !i.Args.StartsWith("--from", StringComparison.Ordinal)))
@@ -248,18 +252,36 @@ public sealed partial class DeployFilesTests(ITestOutputHelper output)
                 Assert.True(File.Exists(Path.Combine(s_repo, source)) || Directory.Exists(Path.Combine(s_repo, source)),
                     $"Dockerfile copies '{source}', which is not in the repository");
         }
-        string publish = ins.Single(i => i.Instruction == "RUN" && i.Args.Contains("dotnet publish", StringComparison.Ordinal)).Args;
-        string project = Regex.Match(publish, @"dotnet publish (\S+)").Groups[1].Value;
-        Assert.True(File.Exists(Path.Combine(s_repo, project)), $"the published project {project} does not exist");
-        Assert.Contains("<AssemblyName>swarm</AssemblyName>", File.ReadAllText(Path.Combine(s_repo, project)));
-        Assert.Contains("-o /app", publish);
+        // Every project of the solution has its project file copied before the restore (else the restore misses it).
+        foreach (string csproj in Directory.GetFiles(s_repo, "*.csproj", SearchOption.AllDirectories)
+                     .Select(p => Path.GetRelativePath(s_repo, p).Replace('\\', '/'))
+                     .Where(p => (p.StartsWith("shared/", StringComparison.Ordinal) || p.StartsWith("node/", StringComparison.Ordinal) || p.StartsWith("coordinator/", StringComparison.Ordinal))
+                                 && !p.Contains("/bin/", StringComparison.Ordinal) && !p.Contains("/obj/", StringComparison.Ordinal)))
+            Assert.Contains(ins, i => i.Instruction == "COPY" && i.Args.StartsWith(csproj + " ", StringComparison.Ordinal));
 
-        int lastFrom = ins.FindLastIndex(i => i.Instruction == "FROM");
-        var final = ins.Skip(lastFrom).ToList();
-        string user = final.Last(i => i.Instruction == "USER").Args;
-        Assert.DoesNotMatch("^(root|0)(:.*)?$", user);
-        Assert.Equal("[\"/app/swarm\"]", final.Single(i => i.Instruction == "ENTRYPOINT").Args);
-        Assert.True(final.FindIndex(i => i.Instruction == "USER") > final.FindIndex(i => i.Instruction == "RUN"), "USER must come after the last RUN of the final stage");
+        string publish = ins.Single(i => i.Instruction == "RUN" && i.Args.Contains("dotnet publish", StringComparison.Ordinal)).Args;
+        var published = Regex.Matches(publish, @"dotnet publish (\S+) .*?-o (\S+)").Select(m => (Project: m.Groups[1].Value, Out: m.Groups[2].Value)).ToList();
+        Assert.Equal(2, published.Count);
+        var expected = new[] { ("swarm-coordinator", "/coordinator"), ("swarm", "/app") };
+        foreach (var ((project, output), (assembly, dir)) in published.Zip(expected))
+        {
+            Assert.True(File.Exists(Path.Combine(s_repo, project)), $"the published project {project} does not exist");
+            Assert.Contains($"<AssemblyName>{assembly}</AssemblyName>", File.ReadAllText(Path.Combine(s_repo, project)));
+            Assert.Equal(dir, output);
+        }
+        // The coordinator image's program references no engine (its closure is checked in DependencyTests).
+        Assert.DoesNotContain("Swarm.Inference", File.ReadAllText(Path.Combine(s_repo, published[0].Project)));
+
+        var stages = ins.Select((i, n) => (i, n)).Where(x => x.i.Instruction == "FROM").Select(x => x.n).ToList();
+        foreach (var (start, end, from, entry) in new[] { (stages[1], stages[2], "/coordinator", "/app/swarm-coordinator"), (stages[2], ins.Count, "/app", "/app/swarm") })
+        {
+            var stage = ins.Skip(start).Take(end - start).ToList();
+            Assert.Contains(stage, i => i.Instruction == "COPY" && i.Args == $"--from=build {from} ./");
+            string user = stage.Last(i => i.Instruction == "USER").Args;
+            Assert.DoesNotMatch("^(root|0)(:.*)?$", user);
+            Assert.Equal($"[\"{entry}\"]", stage.Single(i => i.Instruction == "ENTRYPOINT").Args);
+            Assert.True(stage.FindIndex(i => i.Instruction == "USER") > stage.FindIndex(i => i.Instruction == "RUN"), "USER must come after the last RUN of each final stage");
+        }
 
         // Every COPY source must also survive the Dockerfile-specific ignore file.
         var ignored = File.ReadAllLines(Path.Combine(s_deploy, "Dockerfile.dockerignore")).Where(l => l.Length > 0 && !l.StartsWith('#')).ToList();

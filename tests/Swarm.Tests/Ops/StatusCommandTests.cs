@@ -4,7 +4,7 @@ using System.Net.Sockets;
 using System.Text.Json;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
-using Swarm.Cli.Status;
+using Swarm.Coordinator.Status;
 using Swarm.Coordinator.Api;
 using Swarm.Coordinator.Dashboard;
 using Xunit;

@@ -1,4 +1,4 @@
-using Swarm.Cli.Status;
+using Swarm.Coordinator.Status;
 using Swarm.Coordinator.Api;
 using Swarm.Coordinator.Membership;
 using Xunit;

@@ -1,3 +1,4 @@
+using Swarm.Engine;
 using Swarm.Protocol;
 using TorchSharp;
 using Xunit;
@@ -12,7 +13,7 @@ public class WireTensorTests
         using var scope = torch.NewDisposeScope();
         var values = new float[] { 1f, -2f, 0.5f, 65504f, 1e-3f, 3.14159f };
         var t = torch.tensor(values).reshape(1, 2, 3);
-        var wire = WireTensor.FromTensor(t, WireDType.F16);
+        var wire = WireTensorConversion.FromTensor(t, WireDType.F16);
         Assert.Equal(WireDType.F16, wire.DType);
         Assert.Equal(new long[] { 1, 2, 3 }, wire.Shape);
         Assert.Equal(12, wire.Data.Length);
@@ -33,7 +34,7 @@ public class WireTensorTests
     {
         using var scope = torch.NewDisposeScope();
         var t = torch.randn(2, 3, 5, generator: new torch.Generator(7));
-        var wire = WireTensor.FromTensor(t, WireDType.F32);
+        var wire = WireTensorConversion.FromTensor(t, WireDType.F32);
         var back = wire.ToTensor();
         Assert.Equal(t.data<float>().ToArray(), back.data<float>().ToArray());
     }
@@ -44,7 +45,7 @@ public class WireTensorTests
         using var scope = torch.NewDisposeScope();
         var t = torch.arange(6, dtype: torch.ScalarType.Float32).reshape(2, 3).t(); // [[0,3],[1,4],[2,5]]
         Assert.False(t.is_contiguous());
-        var back = WireTensor.FromTensor(t, WireDType.F32).ToTensor();
+        var back = WireTensorConversion.FromTensor(t, WireDType.F32).ToTensor();
         Assert.Equal(new float[] { 0, 3, 1, 4, 2, 5 }, back.data<float>().ToArray());
     }
 
@@ -54,7 +55,7 @@ public class WireTensorTests
         using var scope = torch.NewDisposeScope();
         var ids = new long[] { 0, 1, 50_000, 12 };
         var a = WireTensor.FromTokenIds(ids);
-        var b = WireTensor.FromTensor(torch.tensor(ids).reshape(1, 4), WireDType.I64);
+        var b = WireTensorConversion.FromTensor(torch.tensor(ids).reshape(1, 4), WireDType.I64);
         Assert.Equal(b.Shape, a.Shape);
         Assert.Equal(b.Data.ToArray(), a.Data.ToArray());
         Assert.Equal(ids, a.ToTensor().data<long>().ToArray());
@@ -64,7 +65,7 @@ public class WireTensorTests
     public void FromTensor_FloatAsI64_Throws()
     {
         using var t = torch.ones(2);
-        var ex = Assert.Throws<ArgumentException>(() => WireTensor.FromTensor(t, WireDType.I64));
+        var ex = Assert.Throws<ArgumentException>(() => WireTensorConversion.FromTensor(t, WireDType.I64));
         Assert.Contains("cannot put a Float32 tensor on the wire as I64", ex.Message);
     }
 
@@ -88,7 +89,7 @@ public class WireTensorTests
     {
         using var scope = torch.NewDisposeScope();
         var t = torch.tensor(new float[] { 1f, 2f, -0.5f });
-        var back = WireTensor.FromTensor(t, WireDType.BF16).ToTensor(torch.ScalarType.Float32);
+        var back = WireTensorConversion.FromTensor(t, WireDType.BF16).ToTensor(torch.ScalarType.Float32);
         Assert.Equal(new float[] { 1f, 2f, -0.5f }, back.data<float>().ToArray());
     }
 }

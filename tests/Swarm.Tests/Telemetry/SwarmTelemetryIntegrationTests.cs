@@ -5,7 +5,6 @@ using System.Net.Sockets;
 using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
 using Swarm.Cli;
-using Swarm.Cli.Telemetry;
 using Swarm.Coordinator.Telemetry;
 using Swarm.Node.Telemetry;
 using Swarm.Tests.Integration;

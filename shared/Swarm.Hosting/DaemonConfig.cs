@@ -1,7 +1,7 @@
 using System.CommandLine;
 using Microsoft.Extensions.Configuration;
 
-namespace Swarm.Cli;
+namespace Swarm.Hosting;
 
 /// <summary>
 /// Layers a daemon's settings: a JSON configuration file (<c>--config</c>, section "Node" or "Coordinator"),
@@ -9,7 +9,7 @@ namespace Swarm.Cli;
 /// for the secret), then the flags given on the command line — later sources win. Flags are declared once
 /// here with the configuration key they set, so help text, binding and validation agree.
 /// </summary>
-internal sealed class DaemonConfig
+public sealed class DaemonConfig
 {
     private readonly string _section;
     private readonly List<(Option Option, string Key)> _flags = [];
@@ -34,7 +34,7 @@ internal sealed class DaemonConfig
 
     private readonly HashSet<Option> _durations = [];
 
-    internal static TimeSpan ParseDuration(string text, string flag)
+    public static TimeSpan ParseDuration(string text, string flag)
     {
         text = text.Trim();
         double mult = 1;

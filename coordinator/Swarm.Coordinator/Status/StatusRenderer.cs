@@ -5,7 +5,7 @@ using Spectre.Console.Rendering;
 using Swarm.Coordinator.Api;
 using Swarm.Coordinator.Membership;
 
-namespace Swarm.Cli.Status;
+namespace Swarm.Coordinator.Status;
 
 /// <summary>
 /// Turns a <see cref="SwarmStatus"/> into the terminal view of <c>swarm status</c>: a header, a per-layer

@@ -2,7 +2,7 @@ using System.Globalization;
 using Spectre.Console;
 using Spectre.Console.Rendering;
 
-namespace Swarm.Cli.Status;
+namespace Swarm.Coordinator.Status;
 
 /// <summary>
 /// The <c>--watch</c> loop: fetch, show, wait, until cancelled (Ctrl-C). A failed fetch does not end it: the view

@@ -3,7 +3,9 @@ using System.Net.Sockets;
 using System.Text.Json;
 using Swarm.Coordinator.Api;
 
-namespace Swarm.Cli.Status;
+using Swarm.Hosting;
+
+namespace Swarm.Coordinator.Status;
 
 /// <summary>A status fetch that failed, with a one-line message for the operator.</summary>
 internal sealed class StatusFetchException(string message, Exception? inner = null) : Exception(message, inner);

@@ -1,6 +1,5 @@
 using System.Buffers.Binary;
 using MessagePack;
-using TorchSharp;
 
 namespace Swarm.Protocol;
 
@@ -19,7 +18,7 @@ public enum WireDType : byte
 
 /// <summary>
 /// A dense tensor on the wire: dtype, shape and the raw little-endian bytes of its elements in row-major
-/// (C-contiguous) order. Convert with <see cref="FromTensor"/> / <see cref="ToTensor"/>.
+/// (C-contiguous) order. The inference assembly converts to and from torch tensors (<c>WireTensorConversion</c>).
 /// </summary>
 /// <remarks>Keys 0–2, append-only. Check <see cref="Validate"/> before trusting a received instance (the codec does).</remarks>
 [MessagePackObject]
@@ -87,60 +86,8 @@ public sealed record WireTensor
         return new WireTensor { DType = WireDType.I64, Shape = [1, ids.Length], Data = data };
     }
 
-    /// <summary>
-    /// Copies a TorchSharp tensor (any device, any layout) into a wire tensor of dtype <paramref name="wire"/>,
-    /// converting element type on the way (e.g. F32 hidden states to F16 for the wire). The input is not disposed.
-    /// </summary>
-    /// <exception cref="ArgumentException">The tensor's dtype cannot be converted to <paramref name="wire"/> or it exceeds 2 GB.</exception>
-    public static WireTensor FromTensor(torch.Tensor tensor, WireDType wire)
-    {
-        ArgumentNullException.ThrowIfNull(tensor);
-        EnsureLittleEndian();
-        var target = ToScalarType(wire);
-        bool srcIsInt = tensor.dtype is torch.ScalarType.Int64 or torch.ScalarType.Int32 or torch.ScalarType.Int16 or torch.ScalarType.Int8 or torch.ScalarType.Byte;
-        if (srcIsInt != (wire == WireDType.I64))
-            throw new ArgumentException($"cannot put a {tensor.dtype} tensor on the wire as {wire}", nameof(tensor));
-        using var scope = torch.NewDisposeScope();
-        var t = tensor.cpu();
-        if (t.dtype != target) t = t.to_type(target);
-        t = t.contiguous();
-        long byteCount = t.numel() * ElementSize(wire);
-        if (byteCount > int.MaxValue) throw new ArgumentException($"tensor of {byteCount} bytes is too large for the wire", nameof(tensor));
-        var data = byteCount == 0 ? [] : t.bytes.ToArray();
-        return new WireTensor { DType = wire, Shape = tensor.shape, Data = data };
-    }
-
-    /// <summary>
-    /// Creates a CPU TorchSharp tensor holding a copy of the data, converted to <paramref name="as"/> when given
-    /// (e.g. F16 wire data back to F32 for compute). The caller owns (disposes) the result.
-    /// </summary>
-    /// <exception cref="InvalidDataException">The tensor is inconsistent (see <see cref="Validate"/>).</exception>
-    public torch.Tensor ToTensor(torch.ScalarType? @as = null)
-    {
-        EnsureLittleEndian();
-        if (Validate() is { } error) throw new InvalidDataException(error);
-        var t = torch.empty(Shape, ToScalarType(DType));
-        if (Data.Length > 0) Data.Span.CopyTo(t.bytes);
-        if (@as is { } target && target != t.dtype)
-        {
-            var converted = t.to_type(target);
-            t.Dispose();
-            return converted;
-        }
-        return t;
-    }
-
-    /// <summary>The TorchSharp scalar type of a wire dtype.</summary>
-    public static torch.ScalarType ToScalarType(WireDType dtype) => dtype switch
-    {
-        WireDType.F32 => torch.ScalarType.Float32,
-        WireDType.F16 => torch.ScalarType.Float16,
-        WireDType.BF16 => torch.ScalarType.BFloat16,
-        WireDType.I64 => torch.ScalarType.Int64,
-        _ => throw new ArgumentOutOfRangeException(nameof(dtype), dtype, "unknown wire dtype"),
-    };
-
-    private static void EnsureLittleEndian()
+    /// <summary>Throws on a big-endian host: wire bytes are little-endian.</summary>
+    public static void EnsureLittleEndian()
     {
         if (!BitConverter.IsLittleEndian)
             throw new PlatformNotSupportedException("wire tensors are little-endian; big-endian hosts are not supported");

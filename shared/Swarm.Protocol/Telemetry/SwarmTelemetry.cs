@@ -1,13 +1,12 @@
 using System.Diagnostics;
 using System.Diagnostics.Metrics;
-using Swarm.Transport;
 
 namespace Swarm.Telemetry;
 
 /// <summary>
 /// Names and helpers both the coordinator's and the node's instrumentation use: span attribute and
-/// metric tag keys (low-cardinality values only on metrics), histogram buckets, and the transport's
-/// byte counters as an observable instrument. Depends only on <c>System.Diagnostics</c>; the hosts wire exporters.
+/// metric tag keys (low-cardinality values only on metrics), histogram buckets.
+/// Depends only on <c>System.Diagnostics</c>; the hosts wire exporters.
 /// </summary>
 public static class SwarmTelemetry
 {
@@ -34,30 +33,6 @@ public static class SwarmTelemetry
 
     /// <summary>Bucket bounds for batch sizes (steps run together in one forward).</summary>
     public static readonly IReadOnlyList<long> BatchSizeBuckets = [1, 2, 4, 8, 16, 32, 64, 128];
-
-    /// <summary>
-    /// Creates <c>swarm.transport.io</c> (bytes, observable counter, <c>direction</c> = transmit | receive) on
-    /// <paramref name="meter"/>, summing the payload byte counters of whatever transports <paramref name="counters"/> yields.
-    /// </summary>
-    public static ObservableCounter<long> CreateTransportInstrument(Meter meter, Func<IEnumerable<TransportCounters>> counters)
-    {
-        ArgumentNullException.ThrowIfNull(meter);
-        ArgumentNullException.ThrowIfNull(counters);
-        return meter.CreateObservableCounter("swarm.transport.io", () =>
-        {
-            long sent = 0, received = 0;
-            foreach (var c in counters())
-            {
-                sent += c.BytesSent;
-                received += c.BytesReceived;
-            }
-            return new[]
-            {
-                new Measurement<long>(sent, new KeyValuePair<string, object?>(DirectionTag, "transmit")),
-                new Measurement<long>(received, new KeyValuePair<string, object?>(DirectionTag, "receive")),
-            };
-        }, "By", "Payload bytes of complete messages sent and received over the swarm transport.");
-    }
 
     /// <summary>Marks <paramref name="activity"/> failed and records why as a span event (name, node, reason).</summary>
     public static void RecordFailure(Activity? activity, string eventName, string? nodeId, string reason, string? code = null)

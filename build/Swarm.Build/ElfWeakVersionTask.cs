@@ -1,6 +1,6 @@
 // Makes one ELF symbol-version requirement weak so that glibc loads a library whose only use of
 // that version is a link-time anchor. Used at build time by Directory.Build.targets (an inline
-// MSBuild task) and compiled into Swarm.Shared for tests. See README "TorchSharp on Debian 12".
+// MSBuild task) and compiled into the build-only Swarm.Build project for tests. See README "TorchSharp on Debian 12".
 #nullable enable
 using System;
 using System.IO;
@@ -105,7 +105,7 @@ namespace Swarm.Build
         }
     }
 
-#if !SWARM_RUNTIME
+#if !SWARM_ELF_LOGIC_ONLY
     /// <summary>MSBuild task: patches the copied libLibTorchSharp.so when the system libstdc++ lacks the version.</summary>
     public sealed class ElfWeakVersionTask : Microsoft.Build.Utilities.Task
     {

@@ -4,7 +4,7 @@ using System.Text.Json;
 using OpenTelemetry;
 using OpenTelemetry.Resources;
 
-namespace Swarm.Cli.Telemetry;
+namespace Swarm.Hosting;
 
 /// <summary>
 /// A debugging aid (<c>SWARM_TRACE_FILE=/path</c>): appends one JSON object per finished span to a file —
@@ -13,7 +13,7 @@ namespace Swarm.Cli.Telemetry;
 /// <c>events</c> (<c>name</c>, <c>time</c>, <c>tags</c>). Lets you (and the cross-process tests) see a job's trace
 /// without a collector; use a file per process. Not meant for production volumes: it writes synchronously.
 /// </summary>
-internal sealed class JsonLinesActivityExporter : BaseExporter<Activity>
+public sealed class JsonLinesActivityExporter : BaseExporter<Activity>
 {
     private readonly string _path;
     private readonly object _gate = new();

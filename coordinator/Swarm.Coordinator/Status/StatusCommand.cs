@@ -2,13 +2,15 @@ using System.CommandLine;
 using System.Globalization;
 using Spectre.Console;
 
-namespace Swarm.Cli.Status;
+using Swarm.Hosting;
+
+namespace Swarm.Coordinator.Status;
 
 /// <summary>
 /// <c>swarm status [--url URL] [--json] [--watch] [--interval S]</c>: the swarm as the coordinator sees it, from
 /// <c>GET /api/swarm</c>. Exit codes: 0 shown, 1 coordinator unreachable or answering nonsense, 2 bad arguments.
 /// </summary>
-internal static class StatusCommand
+public static class StatusCommand
 {
     /// <summary>Default of <c>--url</c>: the coordinator's default HTTP address.</summary>
     public const string DefaultUrl = "http://127.0.0.1:8080";

@@ -6,10 +6,10 @@ using OpenTelemetry.Metrics;
 using OpenTelemetry.Resources;
 using OpenTelemetry.Trace;
 
-namespace Swarm.Cli.Telemetry;
+namespace Swarm.Hosting;
 
 /// <summary>What a daemon exports, decided at start from its options and the environment.</summary>
-internal sealed record TelemetrySettings
+public sealed record TelemetrySettings
 {
     /// <summary>Environment variable naming a file that receives one JSON line per finished span (a debugging aid; see <see cref="JsonLinesActivityExporter"/>).</summary>
     public const string TraceFileVariable = "SWARM_TRACE_FILE";
@@ -49,7 +49,7 @@ internal sealed record TelemetrySettings
 /// the console when <c>SWARM_TELEMETRY_CONSOLE=1</c>. Traces: OTLP, console, and the JSON-lines file of
 /// <c>SWARM_TRACE_FILE</c> — tracing is off (no spans are even created) when none of them is configured.
 /// </summary>
-internal static class TelemetrySetup
+public static class TelemetrySetup
 {
     public static void AddSwarmTelemetry(this IServiceCollection services, TelemetrySettings s, Action<MeterProviderBuilder>? addScrapeExporter = null)
     {

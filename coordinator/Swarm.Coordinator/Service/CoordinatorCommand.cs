@@ -1,0 +1,61 @@
+using System.CommandLine;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.Extensions.DependencyInjection;
+using OpenTelemetry.Metrics;
+using Swarm.Coordinator.Telemetry;
+using Swarm.Hosting;
+using Swarm.Transport;
+
+namespace Swarm.Coordinator.Service;
+
+/// <summary><c>swarm coordinator</c>: the coordinator daemon (placement, routing, jobs, HTTP API) as a web host.</summary>
+public static class CoordinatorCommand
+{
+    public static Command Create()
+    {
+        var cfg = new DaemonConfig("Coordinator");
+        cfg.Flag<string>("--listen", "Listen", "Address nodes connect to, HOST:PORT (default 127.0.0.1:7700)");
+        cfg.Flag<string>("--http", "Http", "HTTP API address HOST:PORT (default 127.0.0.1:8080)");
+        cfg.Flag<string>("--model", "Model", "Checkpoint folder: config.json and tokenizer.json are read (required)");
+        cfg.Flag<string>("--model-name", "ModelName", "Name served in /v1/models (default: folder name)");
+        cfg.Flag<string>("--wire-dtype", "WireDtype", "Activations between stages: f16 (default) or f32");
+        cfg.Flag<string>("--secret", "Secret", "Swarm secret (or SWARM_SECRET); optional on loopback only");
+        cfg.Flag<int>("--max-concurrent-jobs", "MaxConcurrentJobs", "Jobs generating at once (default 16)");
+        cfg.Flag<int>("--max-queue-length", "MaxQueueLength", "Most queued jobs (default 256); beyond it HTTP 429");
+        cfg.Duration("--queue-timeout", "QueueTimeout", "How long a job waits for a slot or full coverage (default 30s)");
+        cfg.Duration("--step-timeout", "StepTimeout", "Wait for one step's reply before re-routing (default 30s)");
+        cfg.Flag<int>("--max-recoveries", "MaxRecoveriesPerJob", "Route repairs per job before it fails (default 8)");
+        cfg.Duration("--heartbeat-interval", "HeartbeatInterval", "How often nodes send heartbeats (default 500ms)");
+        cfg.Duration("--suspect-after", "SuspectAfter", "Heartbeat silence before a node is suspect (default 1.25s)");
+        cfg.Duration("--dead-after", "DeadAfter", "Heartbeat silence before a node is confirmed dead (default 2.5s)");
+        cfg.Flag<string>("--otlp-endpoint", "OtlpEndpoint", "OTLP endpoint for traces and metrics");
+        var cmd = new Command("coordinator", "Run the coordinator: placement, routing, jobs, HTTP API");
+        cfg.AddTo(cmd);
+        cmd.SetAction(async (r, ct) =>
+        {
+            var options = cfg.Bind<CoordinatorOptions>(r);
+            var errors = options.Validate();
+            if (errors.Count > 0) throw new UsageException("invalid coordinator settings:\n  " + string.Join("\n  ", errors));
+            EndPoints.TryParse(options.Http, out var http);
+            var builder = WebApplication.CreateSlimBuilder();
+            DaemonLogging.Configure(builder.Logging);
+            builder.WebHost.ConfigureKestrel(k => k.Listen(http!));
+            builder.Services.AddSingleton(options);
+            builder.Services.AddSingleton<SwarmCoordinator>();
+            builder.Services.AddHostedService(sp => sp.GetRequiredService<SwarmCoordinator>());
+            builder.Services.AddSingleton<JobRunner>();
+            builder.Services.AddSwarmTelemetry(
+                TelemetrySettings.FromEnvironment("swarm-coordinator", CoordinatorInstrumentation.Name, null, options.OtlpEndpoint),
+                m => m.AddPrometheusExporter());
+            await using var app = builder.Build();
+            var swarm = app.Services.GetRequiredService<SwarmCoordinator>();
+            var jobs = app.Services.GetRequiredService<JobRunner>();
+            HttpApi.Map(app, swarm, jobs);
+            app.MapPrometheusScrapingEndpoint("/metrics");
+            await app.RunAsync();
+            return 0;
+        });
+        return cmd;
+    }
+}
