@@ -42,6 +42,25 @@ public sealed class NodeOptions
 
     public long MemoryBytes => ParseBytes(Memory) ?? 0;
 
+    /// <summary>
+    /// The compute device of each tensor-parallel shard, comma-separated, as this node announces it to the coordinator:
+    /// "cpu" for one CPU shard, "cpu,cpu" for --tp 2, "cuda:0,cuda:1" for --tp 2 --devices cuda:0,cuda:1 (one device
+    /// given for several shards is repeated; "cuda" means "cuda:0"). Needs no libtorch.
+    /// </summary>
+    public string DeviceList
+    {
+        get
+        {
+            int shards = Math.Max(1, Tp);
+            var names = string.IsNullOrWhiteSpace(Devices)
+                ? ["cpu"]
+                : Devices.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries)
+                    .Select(d => d.ToLowerInvariant() == "cuda" ? "cuda:0" : d.ToLowerInvariant()).ToArray();
+            if (names.Length == 1 && shards > 1) names = Enumerable.Repeat(names[0], shards).ToArray();
+            return string.Join(",", names);
+        }
+    }
+
     /// <summary>The tensor-parallel settings from <see cref="Tp"/> and <see cref="Devices"/> (throws ArgumentException when invalid).</summary>
     public TensorParallelOptions TensorParallel() => TensorParallelOptions.Parse(Tp, Devices);
 

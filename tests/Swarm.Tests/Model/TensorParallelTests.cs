@@ -327,6 +327,10 @@ public class TensorParallelProcessTests(Xunit.Abstractions.ITestOutputHelper out
             Model = fx.CheckpointDir, Nodes = 3, Layers = ["0:2", "2:4", "4:6"], WireDtype = "f32", ThreadsPerNode = 1,
             PerNodeArgs = [[], ["--tp", "2", "--devices", "cpu,cpu"], []],
         }, output.WriteLine);
+        // Each node announces the device of every shard it computes on.
+        var nodes = (await swarm.GetJsonAsync("/api/swarm"))!["nodes"]!.AsArray();
+        var devices = nodes.ToDictionary(n => (int)n!["layers"]![0]!, n => (string)n!["device"]!);
+        Assert.Equal(new Dictionary<int, string> { [0] = "cpu", [2] = "cpu,cpu", [4] = "cpu" }, devices);
         for (int p = 0; p < Math.Min(3, fx.PromptCount); p++)
         {
             var expected = fx.Ids($"greedy.{p}");

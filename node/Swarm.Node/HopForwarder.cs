@@ -1,0 +1,191 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using Microsoft.Extensions.Logging;
+using Swarm.Node.Telemetry;
+using Swarm.Protocol;
+using Swarm.Telemetry;
+using Swarm.Transport;
+
+namespace Swarm.Node;
+
+/// <summary>
+/// Hands on what the compute thread finished, off the compute thread: a step's hidden states go to the next hop
+/// (converted to the step's wire dtype and serialized here), a sampled token or an error goes to the coordinator,
+/// and a next hop that cannot be reached is reported as <see cref="ErrorCode.NextHopUnreachable"/>. Keeps one
+/// connection per next-hop endpoint. Each step is recorded as a <c>stage.forward</c> span back-dated to when it
+/// arrived (steps finish out of order, one batched iteration at a time) and, for a sampled token, its <c>sample</c> child.
+/// </summary>
+internal sealed class HopForwarder
+{
+    private readonly ITransport _transport;
+    private readonly CoordinatorLink _coordinator;
+    private readonly NodeStatus _status;
+    private readonly BoundedHandoff<Outgoing> _outbox;
+    private readonly int _simulateLatencyMs;
+    private readonly ILogger _logger;
+    private readonly CancellationToken _stopping;
+    private readonly ConcurrentDictionary<string, IPeer> _connected = new();
+    private readonly ConcurrentDictionary<string, Task<IPeer>> _connecting = new();
+    private Task _run = Task.CompletedTask;
+
+    /// <param name="simulateLatencyMs">Delay before each output leaves (emulates a WAN hop on loopback; 0 = none).</param>
+    /// <param name="stopping">Cancels connections in progress when the node stops.</param>
+    public HopForwarder(ITransport transport, CoordinatorLink coordinator, NodeStatus status, BoundedHandoff<Outgoing> outbox,
+        int simulateLatencyMs, ILogger logger, CancellationToken stopping)
+    {
+        _transport = transport; _coordinator = coordinator; _status = status; _outbox = outbox;
+        _simulateLatencyMs = simulateLatencyMs; _logger = logger; _stopping = stopping;
+    }
+
+    /// <summary>Completes when the outbox is completed and everything in it was handed on.</summary>
+    public Task Completion => _run;
+
+    /// <summary>Starts reading the outbox.</summary>
+    public void Start() => _run = Task.Run(RunAsync);
+
+    /// <summary>Forgets a connection that went away (the next step to that endpoint reconnects).</summary>
+    public void Forget(IPeer peer)
+    {
+        foreach (var (endpoint, known) in _connected)
+            if (ReferenceEquals(known, peer)) _connected.TryRemove(new KeyValuePair<string, IPeer>(endpoint, known));
+    }
+
+    private async Task RunAsync()
+    {
+        await foreach (var item in _outbox.ReadAllAsync().ConfigureAwait(false))
+        {
+            try
+            {
+                switch (item)
+                {
+                    case FinishedStep step: HandOn(step); break;
+                    case CoordinatorNotice notice: _coordinator.Send(notice.Body); break;
+                }
+            }
+            catch (Exception e)
+            {
+                _logger.ForwarderError(e.GetType().Name, e.Message);
+            }
+        }
+    }
+
+    private void HandOn(FinishedStep finished)
+    {
+        var (c, arrival) = finished;
+        var req = c.Request;
+        int nodeId = _status.NodeId;
+        using var span = NodeInstrumentation.StartForward(arrival.Envelope, req, nodeId);
+        span?.SetStartTime(DateTime.UtcNow - Stopwatch.GetElapsedTime(arrival.Queued));
+        span?.SetTag("swarm.queue_ms", Stopwatch.GetElapsedTime(arrival.Queued, arrival.Taken).TotalMilliseconds);
+        string outcome = "ok";
+        try
+        {
+            if (c.Error is { } error)
+            {
+                outcome = error.Code.ToString();
+                if (error.Code == ErrorCode.Cancelled) return; // the session was closed: nobody waits for this step
+                SwarmTelemetry.RecordFailure(span, NodeInstrumentation.StepFailedEvent, nodeId.ToString(), error.Message, outcome);
+                _coordinator.ReportStepFailed(req, error.Code, error.Message);
+                return;
+            }
+            var output = c.Output!;
+            long positions = req.Input.Shape.Length > 1 ? req.Input.Shape[1] : 1;
+            _status.AddTokens(positions);
+            NodeInstrumentation.Tokens.Add(positions);
+            NodeInstrumentation.ForwardDuration.Record(output.Milliseconds / 1000,
+                new KeyValuePair<string, object?>(SwarmTelemetry.StepKindTag, req.Kind.ToString().ToLowerInvariant()));
+            var timings = req.Timings.Append(new StageTiming { NodeId = nodeId, Milliseconds = output.Milliseconds }).ToArray();
+            if (output.Token is int token)
+            {
+                using (var sample = NodeInstrumentation.Source.StartActivity(NodeInstrumentation.SampleSpan))
+                {
+                    sample?.SetStartTime(DateTime.UtcNow - TimeSpan.FromMilliseconds(output.SampleMilliseconds));
+                    sample?.SetTag("swarm.sampling.greedy", req.Sampling.Temperature <= 0);
+                    sample?.SetTag("swarm.token.position", req.StartPosition + positions);
+                }
+                var result = new TokenResult { JobId = req.JobId, SessionId = req.SessionId, Step = req.Step, TokenId = token, Timings = timings };
+                if (_simulateLatencyMs > 0) _ = SendLaterAsync(result, req.SessionId);
+                else _coordinator.Send(result, req.SessionId);
+                return;
+            }
+            var next = req.Route[1];
+            var forward = req with
+            {
+                Route = req.Route[1..],
+                Input = WireDTypeConversion.Convert(output.Hidden!, req.WireDType),
+                Timings = timings,
+            };
+            span?.SetTag("swarm.next_node.id", next.NodeId);
+            _ = ForwardAsync(next, forward, arrival.Envelope, span);
+        }
+        catch (ArgumentException e)
+        {
+            // The output could not be put on the wire (a bug, not the request's fault): the coordinator recovers the job.
+            outcome = nameof(ErrorCode.Internal);
+            _coordinator.ReportStepFailed(req, ErrorCode.Internal, e.Message);
+        }
+        finally
+        {
+            NodeInstrumentation.StepHandled(outcome);
+            _status.StepHandled();
+        }
+    }
+
+    private async Task SendLaterAsync(TokenResult result, long sessionId)
+    {
+        try { await Task.Delay(_simulateLatencyMs, _stopping).ConfigureAwait(false); }
+        catch (OperationCanceledException) { } // stopping: send at once
+        _coordinator.Send(result, sessionId);
+    }
+
+    /// <summary>
+    /// Sends the step to the next hop (serialized by the transport here, on the forwarder). The envelope carries this
+    /// node's <c>stage.forward</c> span as the parent (or, when this node does not trace, the context it received), so
+    /// the next node's span joins the job's trace.
+    /// </summary>
+    private async Task ForwardAsync(Hop next, ForwardRequest forward, Envelope received, Activity? span)
+    {
+        string? traceParent = span?.Id ?? received.TraceParent;
+        string? traceState = span is null ? received.TraceState : span.TraceStateString;
+        try
+        {
+            if (_simulateLatencyMs > 0) await Task.Delay(_simulateLatencyMs, _stopping).ConfigureAwait(false);
+            var peer = await PeerAsync(next.Endpoint).ConfigureAwait(false);
+            peer.Send(new Envelope { Body = forward, SessionId = received.SessionId, TraceParent = traceParent, TraceState = traceState });
+        }
+        catch (Exception e) when (e is PeerDisconnectedException or TimeoutException or OperationCanceledException or FormatException)
+        {
+            // Recorded only while the span is still open (the connection was already up); the coordinator's step span records it in any case.
+            SwarmTelemetry.RecordFailure(span, NodeInstrumentation.StepFailedEvent, next.NodeId.ToString(), e.Message, nameof(ErrorCode.NextHopUnreachable));
+            _connected.TryRemove(next.Endpoint, out _);
+            _coordinator.ReportStepFailed(forward, ErrorCode.NextHopUnreachable, $"node {next.NodeId} at {next.Endpoint} is unreachable: {e.Message}", next.NodeId);
+        }
+        catch (ArgumentException e)
+        {
+            // The transport refused the envelope (e.g. larger than a message may be): the step cannot go on from here.
+            _coordinator.ReportStepFailed(forward, ErrorCode.Internal, $"could not send the step to node {next.NodeId}: {e.Message}");
+        }
+    }
+
+    /// <summary>The connection to <paramref name="endpoint"/>: the cached one while it is up, else one connection attempt shared by all callers.</summary>
+    private async ValueTask<IPeer> PeerAsync(string endpoint)
+    {
+        if (_connected.TryGetValue(endpoint, out var known) && known.IsConnected) return known;
+        var connecting = _connecting.GetOrAdd(endpoint, Connect);
+        try
+        {
+            var peer = await connecting.ConfigureAwait(false);
+            _connected[endpoint] = peer;
+            return peer;
+        }
+        finally
+        {
+            // Done (either way): the next caller that finds no live connection starts a new attempt.
+            _connecting.TryRemove(new KeyValuePair<string, Task<IPeer>>(endpoint, connecting));
+        }
+    }
+
+    private Task<IPeer> Connect(string endpoint) => NodeOptions.TryParseEndPoint(endpoint, out var remote)
+        ? _transport.ConnectAsync(remote!, _stopping)
+        : Task.FromException<IPeer>(new FormatException($"bad endpoint '{endpoint}'"));
+}

@@ -1,0 +1,38 @@
+using Microsoft.Extensions.Logging;
+
+namespace Swarm.Node;
+
+/// <summary>Every log message of the node daemon and its parts, with its event id (one place, so ids stay unique).</summary>
+internal static partial class NodeLog
+{
+    [LoggerMessage(1, LogLevel.Information, "node listening on {Endpoint}; self-benchmark {LayerTokensPerSecond:F0} layer·tokens/s")]
+    public static partial void Started(this ILogger logger, string endpoint, double layerTokensPerSecond);
+    [LoggerMessage(2, LogLevel.Information, "registered with coordinator {Coordinator} as node {NodeId}")]
+    public static partial void Registered(this ILogger logger, int nodeId, string coordinator);
+    [LoggerMessage(3, LogLevel.Warning, "coordinator {Coordinator} unreachable ({Reason}); retrying in {DelayMs} ms")]
+    public static partial void CoordinatorUnreachable(this ILogger logger, string coordinator, string reason, double delayMs);
+    [LoggerMessage(4, LogLevel.Warning, "lost the coordinator ({Reason}); re-registering")]
+    public static partial void CoordinatorLost(this ILogger logger, string reason);
+    [LoggerMessage(5, LogLevel.Information, "loaded layers {Range}: {WeightMB:F1} MB of weights in {Ms:F0} ms; KV budget {KvTokens} tokens; {Parallel}")]
+    public static partial void Loaded(this ILogger logger, string range, double weightMB, double ms, long kvTokens, string parallel);
+    [LoggerMessage(6, LogLevel.Error, "compute error: {Type}: {Message}")]
+    public static partial void ComputeError(this ILogger logger, string type, string message);
+    [LoggerMessage(7, LogLevel.Warning, "no swarm secret: accepting unauthenticated peers (loopback only)")]
+    public static partial void NoSecret(this ILogger logger);
+    [LoggerMessage(8, LogLevel.Critical, "{Message}")]
+    public static partial void Fatal(this ILogger logger, string message);
+    [LoggerMessage(9, LogLevel.Information, "draining: {Reason}")]
+    public static partial void Draining(this ILogger logger, string reason);
+    [LoggerMessage(10, LogLevel.Warning, "dropped unexpected {Kind} from {Peer}")]
+    public static partial void Unexpected(this ILogger logger, string kind, string peer);
+    [LoggerMessage(11, LogLevel.Warning, "no coordinator connection: dropped {Kind}")]
+    public static partial void DroppedNoCoordinator(this ILogger logger, string kind);
+    [LoggerMessage(12, LogLevel.Information, "expired {Count} idle session(s)")]
+    public static partial void Expired(this ILogger logger, int count);
+    [LoggerMessage(13, LogLevel.Information, "stopping; {InFlight} step(s) still in flight")]
+    public static partial void Stopping(this ILogger logger, int inFlight);
+    [LoggerMessage(14, LogLevel.Error, "forwarder error: {Type}: {Message}")]
+    public static partial void ForwarderError(this ILogger logger, string type, string message);
+    [LoggerMessage(15, LogLevel.Warning, "stopping: {Part} did not finish within {Seconds} s")]
+    public static partial void StopTimedOut(this ILogger logger, string part, double seconds);
+}
