@@ -109,7 +109,7 @@ public class FaultToleranceTests(ITestOutputHelper output)
         var before = await SwarmClient.CompleteAsync(swarm.HttpUrl, fx.Ids("prompt.2"), 12);
         swarm.KillCoordinator();
         await Task.Delay(500);
-        swarm.RestartCoordinator();
+        await swarm.RestartCoordinatorAsync();
         await swarm.WaitCoveredAsync(TimeSpan.FromSeconds(60));
         var status = (await swarm.GetJsonAsync("/api/swarm"))!;
         var ranges = status["nodes"]!.AsArray().Select(n => $"{n!["layers"]![0]}:{n["layers"]![1]}").OrderBy(x => x).ToArray();
