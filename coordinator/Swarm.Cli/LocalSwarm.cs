@@ -1,7 +1,6 @@
 using System.Diagnostics;
-using System.Net;
-using System.Net.Sockets;
 using System.Text.Json.Nodes;
+using Swarm.Coordinator.Service;
 
 namespace Swarm.Cli;
 
@@ -35,7 +34,9 @@ internal sealed record LocalSwarmOptions
 /// <summary>
 /// A coordinator and N node processes on loopback, started from this same executable — what
 /// <c>swarm demo</c>, the swarm benchmarks and the integration tests run. Each process logs to a file;
-/// disposing stops every process (SIGTERM, then kill) so nothing is left behind.
+/// disposing stops every process (SIGTERM, then kill) so nothing is left behind. The coordinator binds port 0
+/// for both its node listener and its HTTP API and reports the ports it got in its <c>--ready-file</c>: no port
+/// is chosen here and released for another process to take first.
 /// </summary>
 internal sealed class LocalSwarm : IAsyncDisposable
 {
@@ -44,8 +45,10 @@ internal sealed class LocalSwarm : IAsyncDisposable
     private readonly List<Process?> _nodes = [];
     private Process? _coordinator;
 
-    public string HttpUrl { get; }
-    public int ControlPort { get; }
+    /// <summary>Base URL of the coordinator's HTTP API, e.g. <c>http://127.0.0.1:41234</c> (no trailing slash).</summary>
+    public string HttpUrl { get; private set; } = "";
+    /// <summary>UDP port nodes connect to on 127.0.0.1.</summary>
+    public int ControlPort { get; private set; }
     public string LogDir { get; }
     public IReadOnlyList<Process?> NodeProcesses => _nodes;
     /// <summary>Process id of the running coordinator (swarm-coordinator).</summary>
@@ -55,9 +58,7 @@ internal sealed class LocalSwarm : IAsyncDisposable
     {
         _options = options;
         _log = log;
-        ControlPort = FreeUdpPort();
-        HttpUrl = $"http://127.0.0.1:{FreeTcpPort()}";
-        LogDir = options.LogDir ?? Path.Combine(Path.GetTempPath(), $"swarm-{Environment.ProcessId}-{ControlPort}");
+        LogDir = options.LogDir ?? Path.Combine(Path.GetTempPath(), $"swarm-{Environment.ProcessId}-{Guid.NewGuid().ToString("N")[..8]}");
         Directory.CreateDirectory(LogDir);
     }
 
@@ -66,8 +67,7 @@ internal sealed class LocalSwarm : IAsyncDisposable
         var swarm = new LocalSwarm(options, log ?? (_ => { }));
         try
         {
-            swarm.StartCoordinator();
-            await swarm.WaitAsync(j => j is not null, timeout ?? TimeSpan.FromSeconds(60), "the coordinator did not start", ct);
+            await swarm.StartCoordinatorAsync(listenPort: 0, httpPort: 0, timeout ?? TimeSpan.FromSeconds(60), ct);
             for (int i = 0; i < options.Nodes; i++) swarm._nodes.Add(swarm.StartNode(i));
             await swarm.WaitCoveredAsync(timeout ?? TimeSpan.FromSeconds(120), ct);
             return swarm;
@@ -95,8 +95,7 @@ internal sealed class LocalSwarm : IAsyncDisposable
         while (sw.Elapsed < timeout)
         {
             ct.ThrowIfCancellationRequested();
-            if (_coordinator is { HasExited: true })
-                throw new InvalidOperationException($"the coordinator exited with code {_coordinator.ExitCode}; see {Path.Combine(LogDir, "coordinator.log")}");
+            ThrowIfCoordinatorExited();
             try
             {
                 if (ok(await GetJsonAsync("/healthz", ct))) return;
@@ -108,14 +107,38 @@ internal sealed class LocalSwarm : IAsyncDisposable
         throw new TimeoutException($"{what} within {timeout.TotalSeconds:F0} s; logs in {LogDir}");
     }
 
-    private void StartCoordinator()
+    private string ReadyFile => Path.Combine(LogDir, "coordinator.ready.json");
+
+    /// <summary>
+    /// Starts the coordinator on the given ports (0 = the operating system picks) and waits until it has written
+    /// the ports it bound to its ready file and answers on HTTP.
+    /// </summary>
+    private async Task StartCoordinatorAsync(int listenPort, int httpPort, TimeSpan timeout, CancellationToken ct)
     {
+        File.Delete(ReadyFile);
         // The coordinator runs as its own torch-free program (swarm-coordinator), as in its container image.
-        var args = new List<string> { "--model", _options.Model, "--listen", $"127.0.0.1:{ControlPort}",
-            "--http", HttpUrl["http://".Length..], "--wire-dtype", _options.WireDtype };
+        var args = new List<string> { "--model", _options.Model, "--listen", $"127.0.0.1:{listenPort}",
+            "--http", $"127.0.0.1:{httpPort}", "--ready-file", ReadyFile, "--wire-dtype", _options.WireDtype };
         if (_options.Secret is not null) { args.Add("--secret"); args.Add(_options.Secret); }
         args.AddRange(_options.CoordinatorArgs);
         _coordinator = Launch("coordinator", args, CoordinatorCommandLine());
+        var sw = Stopwatch.StartNew();
+        while (!File.Exists(ReadyFile))
+        {
+            ThrowIfCoordinatorExited();
+            if (sw.Elapsed > timeout) throw new TimeoutException($"the coordinator did not report its ports within {timeout.TotalSeconds:F0} s; logs in {LogDir}");
+            await Task.Delay(50, ct);
+        }
+        var bound = CoordinatorEndpoints.Read(ReadyFile);
+        ControlPort = System.Net.IPEndPoint.Parse(bound.Listen).Port;
+        HttpUrl = bound.Http;
+        await WaitAsync(j => j is not null, timeout, "the coordinator did not answer on HTTP", ct);
+    }
+
+    private void ThrowIfCoordinatorExited()
+    {
+        if (_coordinator is { HasExited: true })
+            throw new InvalidOperationException($"the coordinator exited with code {_coordinator.ExitCode}; see {Path.Combine(LogDir, "coordinator.log")}");
     }
 
     /// <summary>Starts one more node (e.g. a spare joining a running swarm); returns its index.</summary>
@@ -160,11 +183,16 @@ internal sealed class LocalSwarm : IAsyncDisposable
         if (_coordinator is { HasExited: false } c) { c.Kill(entireProcessTree: true); c.WaitForExit(5000); }
     }
 
-    /// <summary>Starts the coordinator again on the same ports (after <see cref="KillCoordinator"/>).</summary>
-    public void RestartCoordinator()
+    /// <summary>
+    /// Starts the coordinator again on the ports it had (after <see cref="KillCoordinator"/>), where the nodes look
+    /// for it, and waits until it answers. Those ports were free a moment ago; should another process have taken one
+    /// meanwhile, the coordinator exits and this throws naming its log.
+    /// </summary>
+    public async Task RestartCoordinatorAsync(CancellationToken ct = default)
     {
         _coordinator?.Dispose();
-        StartCoordinator();
+        int http = new Uri(HttpUrl).Port;
+        await StartCoordinatorAsync(ControlPort, http, TimeSpan.FromSeconds(60), ct);
     }
 
     /// <summary>Kills node <paramref name="i"/> at once (SIGKILL: no goodbye).</summary>
@@ -218,22 +246,6 @@ internal sealed class LocalSwarm : IAsyncDisposable
         if (p.HasExited) return;
         if (OperatingSystem.IsWindows()) p.Kill(entireProcessTree: true);
         else kill(p.Id, 15);
-    }
-
-    private static int FreeUdpPort()
-    {
-        using var s = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
-        s.Bind(new IPEndPoint(IPAddress.Loopback, 0));
-        return ((IPEndPoint)s.LocalEndPoint!).Port;
-    }
-
-    private static int FreeTcpPort()
-    {
-        var l = new TcpListener(IPAddress.Loopback, 0);
-        l.Start();
-        int port = ((IPEndPoint)l.LocalEndpoint).Port;
-        l.Stop();
-        return port;
     }
 
     public async ValueTask DisposeAsync()

@@ -2,6 +2,7 @@ using System.CommandLine;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
 using OpenTelemetry.Metrics;
 using Swarm.Coordinator.Telemetry;
 using Swarm.Hosting;
@@ -30,8 +31,15 @@ public static class CoordinatorCommand
         cfg.Duration("--suspect-after", "SuspectAfter", "Heartbeat silence before a node is suspect (default 1.25s)");
         cfg.Duration("--dead-after", "DeadAfter", "Heartbeat silence before a node is confirmed dead (default 2.5s)");
         cfg.Flag<string>("--otlp-endpoint", "OtlpEndpoint", "OTLP endpoint for traces and metrics");
+        // A launcher's concern, not a setting of the swarm: a flag only, not in the configuration file.
+        var readyFile = new Option<string?>("--ready-file")
+        {
+            Description = "Once the node listener and the HTTP API are bound, write their addresses to this file as JSON "
+                + "{\"listen\":\"HOST:PORT\",\"http\":\"http://HOST:PORT\"} (for --listen/--http with port 0)",
+        };
         var cmd = new Command("coordinator", "Run the coordinator: placement, routing, jobs, HTTP API");
         cfg.AddTo(cmd);
+        cmd.Options.Add(readyFile);
         cmd.SetAction(async (r, ct) =>
         {
             var options = cfg.Bind<CoordinatorOptions>(r);
@@ -53,9 +61,18 @@ public static class CoordinatorCommand
             var jobs = app.Services.GetRequiredService<JobRunner>();
             HttpApi.Map(app, swarm, jobs);
             app.MapPrometheusScrapingEndpoint("/metrics");
-            await app.RunAsync();
+            await app.StartAsync();
+            if (r.GetValue(readyFile) is { } path) BoundEndpoints(app, swarm).Write(path);
+            await app.WaitForShutdownAsync();
             return 0;
         });
         return cmd;
+    }
+
+    /// <summary>What the started coordinator is bound to (the real ports when port 0 was asked for).</summary>
+    private static CoordinatorEndpoints BoundEndpoints(WebApplication app, SwarmCoordinator swarm)
+    {
+        var listen = swarm.ControlEndPoint ?? throw new InvalidOperationException("the node listener is not bound");
+        return new CoordinatorEndpoints(listen.ToString(), app.Urls.Single().TrimEnd('/'));
     }
 }

@@ -36,6 +36,7 @@ public class SwarmIntegrationTests(ITestOutputHelper output)
             var status = (await swarm.GetJsonAsync("/api/swarm"))!;
             Assert.Equal(3, status["nodes"]!.AsArray().Count);
             Assert.True((bool)status["covered"]!);
+            Assert.Equal("f32", (string?)status["wire_dtype"]);
             for (int p = 0; p < fx.PromptCount; p++)
             {
                 var expected = fx.Ids($"greedy.{p}");
@@ -43,22 +44,32 @@ public class SwarmIntegrationTests(ITestOutputHelper output)
                 Assert.Equal(expected, got);
             }
         }
-        // The same through an f16 wire: report agreement (activations are rounded between stages).
+        // The same through an f16 wire: activations are rounded between stages, so a step whose top-1 token wins by
+        // less than that rounding moves the logits may legitimately flip. Measured on this fixture (engine in-process,
+        // activations rounded to f16 at the two stage boundaries): the top-1 − top-2 gap moves by at most 0.0010.
+        // Every greedy step of prompts 0 and 2 wins by ≥ 0.0025, so all their tokens must agree; prompt 1's second
+        // step wins by only 0.0011, so that prompt may diverge after its first token. Measured over the wire: 72/72.
+        int[] floors = [24, 1, 24];
+        Assert.Equal(floors.Length, fx.PromptCount);
         await using (var swarm = await LocalSwarm.StartAsync(new LocalSwarmOptions
         {
             Model = fx.CheckpointDir, Nodes = 3, Layers = ["0:2", "2:4", "4:6"], WireDtype = "f16", ThreadsPerNode = 1,
         }, output.WriteLine))
         {
-            int agree = 0, total = 0;
+            Assert.Equal("f16", (string?)(await swarm.GetJsonAsync("/api/swarm"))!["wire_dtype"]);
+            var agreed = new int[fx.PromptCount];
+            int total = 0;
             for (int p = 0; p < fx.PromptCount; p++)
             {
                 var expected = fx.Ids($"greedy.{p}");
                 var got = Tokens(await CompleteAsync(swarm.HttpUrl, fx.Ids($"prompt.{p}"), expected.Length));
-                int prefix = expected.Zip(got).TakeWhile(x => x.First == x.Second).Count();
-                agree += prefix; total += expected.Length;
+                Assert.Equal(expected.Length, got.Length);
+                total += expected.Length;
+                agreed[p] = expected.Zip(got).TakeWhile(x => x.First == x.Second).Count();
             }
-            output.WriteLine($"f16 wire: {agree}/{total} greedy tokens agree with the fp32 reference before the first divergence");
-            Assert.True(agree > 0);
+            output.WriteLine($"f16 wire: {agreed.Sum()}/{total} greedy tokens agree with the fp32 reference before the first divergence ({string.Join(", ", agreed)} per prompt)");
+            for (int p = 0; p < floors.Length; p++)
+                Assert.True(agreed[p] >= floors[p], $"prompt {p}: only {agreed[p]} greedy tokens agree over the f16 wire (at least {floors[p]} must)");
         }
     }
 }

@@ -24,10 +24,12 @@ public class LoadProgressTests
         Assert.True(rec.Reports.Zip(rec.Reports.Skip(1)).All(p => p.First.Done < p.Second.Done));
         Assert.Equal(rec.Reports[^1].Total, rec.Reports[^1].Done);
         Assert.Equal(ckpt.BytesRead, rec.Reports[^1].Done);
-        // The console bar built on it ends at 100 %.
+        // The console bar built on it ends at 100 %, with the stage's size.
         var text = new StringWriter();
         var bar = new ConsoleProgress("loading", text, interactive: false);
         foreach (var r in rec.Reports) bar.Report((r.Done, r.Total));
-        Assert.Contains("100", text.ToString());
+        string last = text.ToString().Split(Environment.NewLine, StringSplitOptions.RemoveEmptyEntries)[^1];
+        string size = (ckpt.BytesRead / 1e6).ToString("F1", System.Globalization.CultureInfo.InvariantCulture);
+        Assert.StartsWith($"loading: 100.0%  {size} / {size} MB", last);
     }
 }

@@ -27,14 +27,6 @@ public sealed class StatusCommandTests
 
     private static Task<OpsTestHost> ServeAsync(SwarmStatus status) => OpsTestHost.StartAsync(app => app.MapSwarmStatus(() => status));
 
-    /// <summary>A loopback port nobody listens on (bound, then released).</summary>
-    private static int ClosedPort()
-    {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
-    }
-
     [Fact]
     public async Task Status_TwoNodes_PrintsTable()
     {
@@ -70,7 +62,11 @@ public sealed class StatusCommandTests
     [Fact]
     public async Task Status_Unreachable_ExitsOneWithOneLineMessage()
     {
-        int port = ClosedPort();
+        // Bound but never listening, and held for the whole test: connecting is refused, and the port cannot be handed
+        // to another process meanwhile (as it could be once released).
+        using var closed = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        closed.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        int port = ((IPEndPoint)closed.LocalEndPoint!).Port;
 
         var r = await InvokeAsync(["--url", $"http://127.0.0.1:{port}"]);
 

@@ -1,14 +1,15 @@
 using System.Diagnostics;
 using System.Globalization;
-using System.Net;
-using System.Net.Sockets;
 using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
 using Swarm.Cli;
 using Swarm.Coordinator.Telemetry;
 using Swarm.Node.Telemetry;
 using Swarm.Tests.Integration;
 using Swarm.Tests.Model;
+using Swarm.Tests.Ops;
 using Xunit;
 
 namespace Swarm.Tests.Telemetry;
@@ -21,7 +22,9 @@ namespace Swarm.Tests.Telemetry;
 public sealed class TwoNodeSwarmWithOneJob : IAsyncLifetime
 {
     public string TraceDir { get; } = Path.Combine(Path.GetTempPath(), $"swarm-traces-{Environment.ProcessId}-{Guid.NewGuid():N}");
-    public int[] NodeMetricsPorts { get; } = [FreeTcpPort(), FreeTcpPort()];
+    // A node's Prometheus listener cannot bind port 0 and report back: its ports are reserved up front.
+    private readonly ReservedPort[] _metricsPorts = [ReservedPort.Take(), ReservedPort.Take()];
+    public int[] NodeMetricsPorts => [.. _metricsPorts.Select(p => p.Port)];
     internal LocalSwarm Swarm { get; private set; } = null!;
     public JsonNode Completion { get; private set; } = null!;
     public long[] Tokens { get; private set; } = [];
@@ -32,16 +35,13 @@ public sealed class TwoNodeSwarmWithOneJob : IAsyncLifetime
 
     /// <summary>A stand-in OTLP/HTTP collector every process exports to: (path, body) of each request.</summary>
     public System.Collections.Concurrent.ConcurrentQueue<(string Path, string ContentType, byte[] Body)> OtlpRequests { get; } = new();
-    private readonly HttpListener _collector = new();
-    private Task? _collectorLoop;
+    private OpsTestHost? _collector;
 
     public async Task InitializeAsync()
     {
         Directory.CreateDirectory(TraceDir);
-        int collectorPort = FreeTcpPort();
-        _collector.Prefixes.Add($"http://127.0.0.1:{collectorPort}/");
-        _collector.Start();
-        _collectorLoop = Task.Run(CollectAsync);
+        _collector = await OpsTestHost.StartAsync(app => app.MapPost("/{**path}", CollectAsync));
+        string collector = _collector.BaseUrl.TrimEnd('/');
         Swarm = await LocalSwarm.StartAsync(new LocalSwarmOptions
         {
             Model = Path.Combine(Fixture.Root, Fixture.Tiny, "checkpoint"),
@@ -51,8 +51,8 @@ public sealed class TwoNodeSwarmWithOneJob : IAsyncLifetime
             Environment = new Dictionary<string, string>
             {
                 [TelemetrySettings.TraceFileVariable] = Path.Combine(TraceDir, "{process}.jsonl"),
-                ["SWARM_COORDINATOR__OTLPENDPOINT"] = $"http://127.0.0.1:{collectorPort}",
-                ["SWARM_NODE__OTLPENDPOINT"] = $"http://127.0.0.1:{collectorPort}",
+                ["SWARM_COORDINATOR__OTLPENDPOINT"] = collector,
+                ["SWARM_NODE__OTLPENDPOINT"] = collector,
                 ["OTEL_EXPORTER_OTLP_PROTOCOL"] = "http/protobuf",
                 ["OTEL_BSP_SCHEDULE_DELAY"] = "200",
                 ["OTEL_METRIC_EXPORT_INTERVAL"] = "1000",
@@ -73,38 +73,22 @@ public sealed class TwoNodeSwarmWithOneJob : IAsyncLifetime
         Tokens = SwarmIntegrationTests.Tokens(Completion);
     }
 
-    private async Task CollectAsync()
+    private async Task CollectAsync(HttpContext ctx)
     {
-        while (_collector.IsListening)
-        {
-            HttpListenerContext ctx;
-            try { ctx = await _collector.GetContextAsync(); }
-            catch (Exception e) when (e is HttpListenerException or ObjectDisposedException) { return; }
-            using var body = new MemoryStream();
-            await ctx.Request.InputStream.CopyToAsync(body);
-            OtlpRequests.Enqueue((ctx.Request.Url!.AbsolutePath, ctx.Request.ContentType ?? "", body.ToArray()));
-            ctx.Response.StatusCode = 200;
-            ctx.Response.ContentType = "application/x-protobuf";
-            ctx.Response.Close();
-        }
+        using var body = new MemoryStream();
+        await ctx.Request.Body.CopyToAsync(body);
+        OtlpRequests.Enqueue((ctx.Request.Path.Value ?? "", ctx.Request.ContentType ?? "", body.ToArray()));
+        ctx.Response.StatusCode = 200;
+        ctx.Response.ContentType = "application/x-protobuf";
     }
 
     public async Task DisposeAsync()
     {
         if (Swarm is not null) await Swarm.DisposeAsync();
-        _collector.Close();
-        if (_collectorLoop is not null) await _collectorLoop;
+        if (_collector is not null) await _collector.DisposeAsync();
+        foreach (var p in _metricsPorts) p.Dispose();
         try { Directory.Delete(TraceDir, recursive: true); }
         catch (IOException) { }
-    }
-
-    private static int FreeTcpPort()
-    {
-        var l = new TcpListener(IPAddress.Loopback, 0);
-        l.Start();
-        int port = ((IPEndPoint)l.LocalEndpoint).Port;
-        l.Stop();
-        return port;
     }
 }
 

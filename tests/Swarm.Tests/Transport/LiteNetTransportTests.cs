@@ -239,8 +239,9 @@ public class LiteNetTransportTests
     [Fact]
     public async Task ConnectAsync_NobodyListening_FailsWithReason()
     {
-        int port;
-        using (var s = new UdpClient(new IPEndPoint(IPAddress.Loopback, 0))) port = ((IPEndPoint)s.Client.LocalEndPoint!).Port;
+        // A socket that is bound for the whole test and never answers: no one else can take its port meanwhile.
+        using var silent = new UdpClient(new IPEndPoint(IPAddress.Loopback, 0));
+        int port = ((IPEndPoint)silent.Client.LocalEndPoint!).Port;
         await using var client = Start(configure: o => o.ConnectTimeout = TimeSpan.FromMilliseconds(500));
         var ex = await Assert.ThrowsAnyAsync<PeerDisconnectedException>(() => client.ConnectAsync(new IPEndPoint(IPAddress.Loopback, port)).WaitAsync(Long));
         Assert.Equal($"no answer from 127.0.0.1:{port} within 500 ms", ex.Message);
