@@ -41,7 +41,7 @@ public sealed partial class NodeDaemon : BackgroundService
     private IPEndPoint _coordinatorEndPoint = null!;
     private Checkpoint? _checkpoint;
     private StageHost? _host;
-    private volatile NodeState _state = NodeState.Idle;
+    private volatile NodeReadiness _state = NodeReadiness.Idle;
     private int _nodeId;
     private int _inFlight;
     private long _tokensServed;
@@ -66,7 +66,7 @@ public sealed partial class NodeDaemon : BackgroundService
     // Read by NodeInstrumentation's observable gauges (any thread).
     internal Heartbeat? LastHeartbeat => _lastHeartbeat;
     internal int InFlight => Volatile.Read(ref _inFlight);
-    internal NodeState State => _state;
+    internal NodeReadiness State => _state;
     internal TransportCounters? TransportCounters => _transport?.Counters;
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
@@ -190,7 +190,7 @@ public sealed partial class NodeDaemon : BackgroundService
         switch (msg.Envelope.Body)
         {
             case ForwardRequest req:
-                if (_state == NodeState.Draining && req.StartPosition == 0)
+                if (_state == NodeReadiness.Draining && req.StartPosition == 0)
                 {
                     Reply(req, ErrorCode.ShuttingDown, "this node is draining and takes no new sessions");
                     return;
@@ -210,7 +210,7 @@ public sealed partial class NodeDaemon : BackgroundService
                 break;
             case Drain d:
                 LogDrain(d.Reason);
-                _state = NodeState.Draining;
+                _state = NodeReadiness.Draining;
                 break;
             case Welcome or Ack:
                 break;
@@ -296,7 +296,7 @@ public sealed partial class NodeDaemon : BackgroundService
             SendToCoordinator(Ready(w.AssignmentId));
             return;
         }
-        _state = NodeState.Loading;
+        _state = NodeReadiness.Loading;
         var sw = Stopwatch.StartNew();
         var old = _host;
         _host = null;
@@ -307,7 +307,7 @@ public sealed partial class NodeDaemon : BackgroundService
             tensorParallel: _options.Tp == 1 && _options.Devices is null ? null : _options.TensorParallel());
         long kvBudget = Math.Max(0, _options.MemoryBytes - model.WeightBytes);
         _host = new StageHost(model, kvBudget);
-        _state = NodeState.Ready;
+        _state = NodeReadiness.Ready;
         LogLoaded(w.Range.ToString(), model.WeightBytes / 1e6, sw.Elapsed.TotalMilliseconds, _host.KvTokenCapacity,
             model.TensorParallel?.ToString() ?? "tp=1");
         SendToCoordinator(Ready(w.AssignmentId));
@@ -354,7 +354,7 @@ public sealed partial class NodeDaemon : BackgroundService
             {
                 outcome = error.Code.ToString();
                 if (error.Code == ErrorCode.Cancelled) return; // the session was closed: nobody waits for this step
-                SwarmTelemetry.RecordFailure(span, NodeInstrumentation.StepFailedEvent, _nodeId.ToString(), error.Message, outcome);
+                SwarmTelemetry.RecordFailure(span, NodeInstrumentation.StepFailedEvent, _nodeId, error.Message, outcome);
                 Reply(req, error.Code, error.Message);
                 return;
             }
@@ -410,7 +410,7 @@ public sealed partial class NodeDaemon : BackgroundService
         catch (Exception e) when (e is PeerDisconnectedException or TimeoutException or OperationCanceledException or FormatException)
         {
             // Recorded only while the span is still open (the connection was already up); the coordinator's step span records it in any case.
-            SwarmTelemetry.RecordFailure(span, NodeInstrumentation.StepFailedEvent, next.NodeId.ToString(), e.Message, nameof(ErrorCode.NextHopUnreachable));
+            SwarmTelemetry.RecordFailure(span, NodeInstrumentation.StepFailedEvent, next.NodeId, e.Message, nameof(ErrorCode.NextHopUnreachable));
             _peers.TryRemove(next.Endpoint, out _);
             SendToCoordinator(new StepFailed
             {
@@ -475,7 +475,7 @@ public sealed partial class NodeDaemon : BackgroundService
     public override async Task StopAsync(CancellationToken cancellationToken)
     {
         _stopping = true;
-        _state = NodeState.Draining;
+        _state = NodeReadiness.Draining;
         _observed?.Dispose();
         var grace = TimeSpan.FromSeconds(5);
         SendToCoordinator(new Leave { Reason = "shutting down", GraceMs = (int)grace.TotalMilliseconds });
