@@ -171,6 +171,10 @@ public sealed class StageHost : IDisposable
         int h = Model.Config.HiddenSize;
         if (input.Shape.Length != (first ? 2 : 3) || input.Shape[0] != 1 || t < 1 || (!first && input.Shape[2] != h))
             throw new StepException(ErrorCode.BadRequest, $"input of shape [{string.Join(",", input.Shape)}] does not fit layers {hop}");
+        // The node's one token-id check, on the wire bytes before any tensor work; checked per step, not in the batch:
+        // one bad step must not fail the others it would be batched with.
+        if (first && input.FirstTokenIdOutside(Model.Config.VocabSize) is { } bad)
+            throw new StepException(ErrorCode.BadRequest, $"token id {bad} is outside the vocabulary [0, {Model.Config.VocabSize})");
         if (req.StartPosition < 0 || req.StartPosition + t > Model.MaxTokens)
             throw new StepException(ErrorCode.BadRequest, $"position {req.StartPosition + t} exceeds the model's context of {Model.MaxTokens}");
         if (_pool.BlocksFor(req.StartPosition + t) > _pool.TotalBlocks)
@@ -192,13 +196,6 @@ public sealed class StageHost : IDisposable
             try { x = input.ToTensor(first ? null : Model.ComputeDtype); }
             catch (InvalidDataException e) { throw new StepException(ErrorCode.BadRequest, e.Message); }
             x = first ? x.reshape(t) : x.reshape(t, h);
-            if (first)
-            {
-                // Checked here, not in the batch: one bad step must not fail the others it would be batched with.
-                long min = x.min().item<long>(), max = x.max().item<long>();
-                if (min < 0 || max >= Model.Config.VocabSize)
-                    throw new StepException(ErrorCode.BadRequest, $"token ids must be in [0, {Model.Config.VocabSize})");
-            }
             x.DetachFromDisposeScope();
         }
         if (s is null)
