@@ -103,10 +103,10 @@ public sealed partial class NodeDaemon : BackgroundService
         LogStarted(_transport.LocalEndPoint.ToString(), _layerTokensPerSecond);
         if (_options.Layers is not null)
         {
-            NodeOptions.TryParseRange(_options.Layers, out int a, out int b);
-            if (b > _checkpoint.Config.NumLayers)
+            LayerRange.TryParse(_options.Layers, out var layers);
+            if (layers.End > _checkpoint.Config.NumLayers)
                 throw new ArgumentException($"--layers {_options.Layers}: the model has only {_checkpoint.Config.NumLayers} layers");
-            await _work.Writer.WriteAsync(new LoadWork(new LayerRange(a, b), 0), ct);
+            await _work.Writer.WriteAsync(new LoadWork(layers, 0), ct);
         }
 
         await RegisterAsync(ct);
@@ -130,7 +130,7 @@ public sealed partial class NodeDaemon : BackgroundService
             {
                 var peer = await _transport!.ConnectAsync(_coordinatorEndPoint, ct);
                 LayerRange? pinned = null;
-                if (_options.Layers is not null && NodeOptions.TryParseRange(_options.Layers, out int a, out int b)) pinned = new LayerRange(a, b);
+                if (LayerRange.TryParse(_options.Layers, out var layers)) pinned = layers;
                 var hello = new Hello
                 {
                     NodeName = _options.Name ?? $"{Environment.MachineName}:{_transport.LocalEndPoint.Port}",

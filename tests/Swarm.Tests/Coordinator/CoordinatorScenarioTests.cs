@@ -10,7 +10,7 @@ namespace Swarm.Tests.Coordinator;
 /// <summary>The pure pieces wired together the way the coordinator service drives them.</summary>
 public class CoordinatorScenarioTests
 {
-    // Node ids in the ordinal order of the names the tests used before ids were ints (ties break by id).
+    // Node ids, numbered in the alphabetical order of their names (placement and routing break ties by id).
     private const int A = 1, B = 2, C = 3;
 
     private const int Layers = 12;

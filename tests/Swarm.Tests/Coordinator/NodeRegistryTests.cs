@@ -7,7 +7,7 @@ namespace Swarm.Tests.Coordinator;
 
 public class NodeRegistryTests
 {
-    // Node ids in the ordinal order of the names the tests used before ids were ints (ties break by id).
+    // Node ids, numbered in the alphabetical order of their names (placement and routing break ties by id).
     private const int A = 1, Nobody = 2;
 
     private static NodeInfo Info(int id, LayerRange? pinned = null) => new()

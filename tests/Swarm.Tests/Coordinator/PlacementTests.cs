@@ -7,7 +7,7 @@ namespace Swarm.Tests.Coordinator;
 
 public class PlacementTests
 {
-    // Node ids in the ordinal order of the names the tests used before ids were ints (ties break by id).
+    // Node ids, numbered in the alphabetical order of their names (placement and routing break ties by id).
     private const int A = 1, B = 2, Big = 3, C = 4, D = 5, E = 6, Fast = 7, Full = 8, Idle = 9, Loading = 10, Mid = 11, Other = 12, P = 13, P1 = 14, P2 = 15, Pin = 16, Pinned = 17, Q = 18, Slow1 = 19, Slow2 = 20, Small = 21, Tiny = 22, X = 23, Y = 24;
 
     private const long LayerBytes = 1000;
@@ -371,23 +371,5 @@ public class PlacementTests
         var ex = Assert.Throws<ArgumentException>(() => new MaxMinThroughputPlacementPolicy(new ModelShape(0, 0, -1), o));
         Assert.Contains("NumLayers", ex.Message);
         Assert.Contains("RebalanceImprovementFactor", ex.Message);
-    }
-
-    [Fact]
-    public void LayerRange_ParseFormatDescribe()
-    {
-        Assert.True(LayerRange.TryParse("2:5", out var r));
-        Assert.Equal(new LayerRange(2, 5), r);
-        Assert.Equal("[2,5)", r.ToString());
-        Assert.Equal("2:5", r.ToCliNotation());
-        Assert.Equal("layers 2-4", r.Describe());
-        Assert.True(r.Contains(2) && r.Contains(4) && !r.Contains(5));
-        Assert.True(r.Contains(new LayerRange(3, 5)) && !r.Contains(new LayerRange(3, 6)));
-        Assert.True(r.Overlaps(new LayerRange(4, 9)) && !r.Overlaps(new LayerRange(5, 9)));
-        Assert.False(new LayerRange(5, 5).IsValid); // the wire type does not throw; MessageValidator rejects it
-        Assert.Equal("layer 7", new LayerRange(7, 8).Describe());
-        Assert.False(LayerRange.TryParse("5:2", out _));
-        Assert.False(LayerRange.TryParse("x:2", out _));
-        Assert.False(LayerRange.TryParse("-1:2", out _));
     }
 }

@@ -8,7 +8,7 @@ namespace Swarm.Tests.Coordinator;
 
 public class RoutingTests
 {
-    // Node ids in the ordinal order of the names the tests used before ids were ints (ties break by id).
+    // Node ids, numbered in the alphabetical order of their names (placement and routing break ties by id).
     private const int A = 1, A1 = 2, A2 = 3, A3 = 4, B = 5, B1 = 6, B2 = 7, C = 8, D = 9, Draining = 10, Far = 11, Fast = 12, Joining = 13, Loading = 14, S = 15, Serving = 16, Slow = 17, Spare = 18, Suspect = 19, X = 20, Y = 21, Zzz = 22;
 
     private static RouteCandidate Cand(int id, int start, int end, double tp = 1000, double rtt = 1, int inFlight = 0, bool suspect = false) => new()
