@@ -19,7 +19,7 @@ internal sealed record NodeProfile(string Name, long MemoryBudgetBytes, string D
         Devices: options.DeviceList,
         Threads: options.Threads > 0 ? options.Threads : Environment.ProcessorCount,
         LayerTokensPerSecond: layerTokensPerSecond,
-        PinnedRange: options.Layers is not null && NodeOptions.TryParseRange(options.Layers, out int a, out int b) ? new LayerRange(a, b) : null,
+        PinnedRange: LayerRange.TryParse(options.Layers, out var layers) ? layers : null,
         DataEndpoint: options.Advertise ?? listening.ToString(),
         ModelId: $"gpt_neox:{model.NumLayers}x{model.HiddenSize}x{model.VocabSize}");
 }
@@ -147,7 +147,7 @@ internal sealed class CoordinatorLink : IDisposable
     public void OnDrain(Drain drain)
     {
         _logger.Draining(drain.Reason);
-        _status.State = NodeState.Draining;
+        _status.State = NodeReadiness.Draining;
     }
 
     /// <summary>Announces that the node leaves within <paramref name="grace"/>; from now on a lost connection is not re-registered.</summary>

@@ -84,7 +84,7 @@ internal sealed class HopForwarder
             {
                 outcome = error.Code.ToString();
                 if (error.Code == ErrorCode.Cancelled) return; // the session was closed: nobody waits for this step
-                SwarmTelemetry.RecordFailure(span, NodeInstrumentation.StepFailedEvent, nodeId.ToString(), error.Message, outcome);
+                SwarmTelemetry.RecordFailure(span, NodeInstrumentation.StepFailedEvent, nodeId, error.Message, outcome);
                 _coordinator.ReportStepFailed(req, error.Code, error.Message);
                 return;
             }
@@ -156,7 +156,7 @@ internal sealed class HopForwarder
         catch (Exception e) when (e is PeerDisconnectedException or TimeoutException or OperationCanceledException or FormatException)
         {
             // Recorded only while the span is still open (the connection was already up); the coordinator's step span records it in any case.
-            SwarmTelemetry.RecordFailure(span, NodeInstrumentation.StepFailedEvent, next.NodeId.ToString(), e.Message, nameof(ErrorCode.NextHopUnreachable));
+            SwarmTelemetry.RecordFailure(span, NodeInstrumentation.StepFailedEvent, next.NodeId, e.Message, nameof(ErrorCode.NextHopUnreachable));
             _connected.TryRemove(next.Endpoint, out _);
             _coordinator.ReportStepFailed(forward, ErrorCode.NextHopUnreachable, $"node {next.NodeId} at {next.Endpoint} is unreachable: {e.Message}", next.NodeId);
         }

@@ -50,7 +50,7 @@ public sealed class NodeDaemon : BackgroundService
     // Read by NodeInstrumentation's observable gauges (any thread).
     internal Heartbeat? LastHeartbeat => _link?.LastHeartbeat;
     internal int InFlight => _status.InFlight;
-    internal NodeState State => _status.State;
+    internal NodeReadiness State => _status.State;
     internal TransportCounters? TransportCounters => _transport?.Counters;
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
@@ -79,10 +79,10 @@ public sealed class NodeDaemon : BackgroundService
         LayerRange? pinned = null;
         if (_options.Layers is not null)
         {
-            NodeOptions.TryParseRange(_options.Layers, out int a, out int b);
-            if (b > config.NumLayers)
+            LayerRange.TryParse(_options.Layers, out var layers);
+            if (layers.End > config.NumLayers)
                 throw new ArgumentException($"--layers {_options.Layers}: the model has only {config.NumLayers} layers");
-            pinned = new LayerRange(a, b);
+            pinned = layers;
         }
         if (string.IsNullOrEmpty(_options.Secret)) _logger.NoSecret();
         var transport = LiteNetTransport.Start(new TransportOptions { BindAddress = listen!.Address, Port = listen.Port, Secret = _options.Secret }, _logger);
@@ -123,7 +123,7 @@ public sealed class NodeDaemon : BackgroundService
         switch (msg.Envelope.Body)
         {
             case ForwardRequest req:
-                if (_status.State == NodeState.Draining && req.StartPosition == 0)
+                if (_status.State == NodeReadiness.Draining && req.StartPosition == 0)
                 {
                     link.ReportStepFailed(req, ErrorCode.ShuttingDown, "this node is draining and takes no new sessions");
                     return;
@@ -155,7 +155,7 @@ public sealed class NodeDaemon : BackgroundService
     /// <summary>Graceful stop (SIGTERM): announce the leave, stop taking new sessions, finish accepted steps.</summary>
     public override async Task StopAsync(CancellationToken cancellationToken)
     {
-        _status.State = NodeState.Draining;
+        _status.State = NodeReadiness.Draining;
         _observed?.Dispose();
         _link?.Leave("shutting down", DrainGrace);
         await WaitAsync(_status.WhenIdleAsync(), DrainGrace, part: null);

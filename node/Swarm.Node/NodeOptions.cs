@@ -1,5 +1,6 @@
 using System.Net;
 using Swarm.Model;
+using Swarm.Protocol;
 
 namespace Swarm.Node;
 
@@ -72,7 +73,7 @@ public sealed class NodeOptions
         else if (!TryParseEndPoint(Coordinator, out _)) errors.Add($"--coordinator: '{Coordinator}' is not HOST:PORT");
         if (string.IsNullOrWhiteSpace(Model)) errors.Add("--model DIR is required");
         else if (!Directory.Exists(Model)) errors.Add($"--model: folder not found: {Model}");
-        if (Layers is not null && !TryParseRange(Layers, out _, out _)) errors.Add($"--layers: '{Layers}' is not A:B with 0 ≤ A < B");
+        if (Layers is not null && !LayerRange.TryParse(Layers, out _)) errors.Add($"--layers: '{Layers}' is not A:B with 0 ≤ A < B");
         if (ParseBytes(Memory) is not > 0) errors.Add($"--memory: '{Memory}' is not a size like 8GB or 512MB");
         if (Threads < 0) errors.Add("--threads must be ≥ 0");
         if (Tp < 1) errors.Add("--tp must be ≥ 1");
@@ -97,13 +98,6 @@ public sealed class NodeOptions
         if (!string.IsNullOrEmpty(OtlpEndpoint) && !Uri.TryCreate(OtlpEndpoint, UriKind.Absolute, out _)) errors.Add($"--otlp-endpoint: '{OtlpEndpoint}' is not a URL");
         if (SimulateLatencyMs is < 0 or > 60000) errors.Add("--simulate-latency-ms must be between 0 and 60000");
         return errors;
-    }
-
-    public static bool TryParseRange(string text, out int start, out int end)
-    {
-        start = end = 0;
-        var parts = text.Split(':');
-        return parts.Length == 2 && int.TryParse(parts[0], out start) && int.TryParse(parts[1], out end) && start >= 0 && end > start;
     }
 
     /// <summary>Parses "8GB", "512MB", "1.5G", "1073741824".</summary>

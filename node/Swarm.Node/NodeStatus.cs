@@ -9,13 +9,13 @@ namespace Swarm.Node;
 internal sealed class NodeStatus
 {
     private readonly Lock _gate = new();
-    private volatile NodeState _state = NodeState.Idle;
+    private volatile NodeReadiness _state = NodeReadiness.Idle;
     private int _nodeId, _inFlight;
     private long _tokensServed;
     private TaskCompletionSource? _idle;
 
     /// <summary>Idle, loading, ready or draining.</summary>
-    public NodeState State { get => _state; set => _state = value; }
+    public NodeReadiness State { get => _state; set => _state = value; }
 
     /// <summary>Id the coordinator gave this node (0 before registration).</summary>
     public int NodeId { get => Volatile.Read(ref _nodeId); set => Volatile.Write(ref _nodeId, value); }

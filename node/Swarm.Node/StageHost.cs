@@ -128,6 +128,10 @@ public sealed class StageHost : IDisposable
         int t = (int)(input.Shape.Length >= 2 ? input.Shape[1] : 0);
         if (input.Shape.Length != (first ? 2 : 3) || input.Shape[0] != 1 || t < 1 || (!first && input.Shape[2] != Model.Config.HiddenSize))
             throw new StepException(ErrorCode.BadRequest, $"input of shape [{string.Join(",", input.Shape)}] does not fit layers {hop}");
+        // The node's one token-id check, on the wire bytes before any tensor work; checked per step, not in the batch:
+        // one bad step must not fail the others it would be batched with.
+        if (first && input.FirstTokenIdOutside(Model.Config.VocabSize) is { } bad)
+            throw new StepException(ErrorCode.BadRequest, $"token id {bad} is outside the vocabulary [0, {Model.Config.VocabSize})");
         if (req.StartPosition < 0 || (long)req.StartPosition + t > Model.MaxTokens)
             throw new StepException(ErrorCode.BadRequest, $"position {(long)req.StartPosition + t} exceeds the model's context of {Model.MaxTokens}");
         return (hop, t, first);
@@ -140,13 +144,6 @@ public sealed class StageHost : IDisposable
         try { x = input.ToTensor(first ? null : Model.ComputeDtype); }
         catch (InvalidDataException e) { throw new StepException(ErrorCode.BadRequest, e.Message); }
         x = first ? x.reshape(t) : x.reshape(t, Model.Config.HiddenSize);
-        if (first)
-        {
-            // Checked here, not in the batch: one bad step must not fail the others it would be batched with.
-            long min = x.min().item<long>(), max = x.max().item<long>();
-            if (min < 0 || max >= Model.Config.VocabSize)
-                throw new StepException(ErrorCode.BadRequest, $"token ids must be in [0, {Model.Config.VocabSize})");
-        }
         return x.DetachFromDisposeScope();
     }
 

@@ -194,7 +194,7 @@ internal sealed class StageWorker : IStageView
             Notify(Ready(loaded, w.AssignmentId));
             return;
         }
-        _status.State = NodeState.Loading;
+        _status.State = NodeReadiness.Loading;
         var sw = Stopwatch.StartNew();
         var old = _host;
         _host = null;
@@ -210,7 +210,7 @@ internal sealed class StageWorker : IStageView
         long kvBudget = Math.Max(0, _options.MemoryBytes - model.WeightBytes);
         var host = new StageHost(model, kvBudget);
         _host = host;
-        _status.State = NodeState.Ready;
+        _status.State = NodeReadiness.Ready;
         _logger.Loaded(w.Range.ToString(), model.WeightBytes / 1e6, sw.Elapsed.TotalMilliseconds, host.KvTokenCapacity,
             model.TensorParallel?.ToString() ?? "tp=1");
         Notify(Ready(host, w.AssignmentId));

@@ -1,38 +1,7 @@
-using MessagePack;
-
 namespace Swarm.Protocol;
 
-/// <summary>A half-open range of transformer layers [<see cref="Start"/>, <see cref="End"/>), like Petals' block indices.</summary>
-/// <remarks>Keys: 0 = Start, 1 = End. Append-only.</remarks>
-[MessagePackObject]
-public readonly record struct LayerRange
-{
-    /// <summary>Creates the range [<paramref name="start"/>, <paramref name="end"/>).</summary>
-    [SerializationConstructor]
-    public LayerRange(int start, int end)
-    {
-        Start = start;
-        End = end;
-    }
-
-    /// <summary>First layer held (inclusive).</summary>
-    [Key(0)] public int Start { get; }
-
-    /// <summary>One past the last layer held (exclusive).</summary>
-    [Key(1)] public int End { get; }
-
-    /// <summary>Number of layers in the range.</summary>
-    [IgnoreMember] public int Count => End - Start;
-
-    /// <summary>True when 0 ≤ Start &lt; End.</summary>
-    [IgnoreMember] public bool IsValid => Start >= 0 && End > Start;
-
-    /// <inheritdoc/>
-    public override string ToString() => $"[{Start},{End})";
-}
-
-/// <summary>Lifecycle state a node reports in <see cref="Heartbeat"/>. Values are wire values: append only.</summary>
-public enum NodeState
+/// <summary>Readiness a node reports of itself in <see cref="Heartbeat"/> (the coordinator derives its own membership status from it and from the failure detector). Values are wire values: append only.</summary>
+public enum NodeReadiness
 {
     /// <summary>Connected, no range assigned yet.</summary>
     Idle = 0,

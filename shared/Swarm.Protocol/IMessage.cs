@@ -19,8 +19,8 @@ namespace Swarm.Protocol;
 /// <item><term>6</term><description><see cref="Leave"/> (node → coordinator)</description></item>
 /// <item><term>7</term><description><see cref="Drain"/> (coordinator → node)</description></item>
 /// <item><term>8</term><description><see cref="ForwardRequest"/> (coordinator → first stage, stage → next stage)</description></item>
-/// <item><term>9</term><description><see cref="TokenResult"/> (last stage → reply-to)</description></item>
-/// <item><term>10</term><description><see cref="StepFailed"/> (any stage → reply-to)</description></item>
+/// <item><term>9</term><description><see cref="TokenResult"/> (last stage → coordinator)</description></item>
+/// <item><term>10</term><description><see cref="StepFailed"/> (any stage → coordinator)</description></item>
 /// <item><term>11</term><description><see cref="CloseSession"/> (coordinator → every stage of a route)</description></item>
 /// <item><term>12</term><description><see cref="Ack"/> (reply)</description></item>
 /// <item><term>13</term><description><see cref="ErrorReply"/> (reply)</description></item>

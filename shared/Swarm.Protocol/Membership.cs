@@ -108,7 +108,7 @@ public sealed record RangeReady : IMessage
 public sealed record Heartbeat : IMessage
 {
     /// <summary>Lifecycle state.</summary>
-    [Key(0)] public NodeState State { get; init; }
+    [Key(0)] public NodeReadiness State { get; init; }
 
     /// <summary>Forward steps received and not yet finished.</summary>
     [Key(1)] public int InFlightSteps { get; init; }
@@ -151,7 +151,7 @@ public sealed record Leave : IMessage
 }
 
 /// <summary>
-/// Coordinator → node: stop accepting new sessions, finish in-flight ones (state <see cref="NodeState.Draining"/>),
+/// Coordinator → node: stop accepting new sessions, finish in-flight ones (state <see cref="NodeReadiness.Draining"/>),
 /// e.g. before the node is given another range.
 /// </summary>
 /// <remarks>Keys 0, append-only.</remarks>

@@ -77,10 +77,10 @@ public static class MessageValidator
                 return $"route hops {i - 1} {prev.Layers} and {i} {hop.Layers} are not contiguous";
         }
         if (m.Sampling is null) return "sampling parameters are missing";
-        if (!float.IsFinite(m.Sampling.Temperature) || m.Sampling.Temperature < 0) return $"temperature {m.Sampling.Temperature} must be finite and ≥ 0";
+        if (!double.IsFinite(m.Sampling.Temperature) || m.Sampling.Temperature < 0) return $"temperature {m.Sampling.Temperature} must be finite and ≥ 0";
         if (m.Sampling.TopK < 0) return $"top_k {m.Sampling.TopK} must be ≥ 0";
-        if (!float.IsFinite(m.Sampling.TopP) || m.Sampling.TopP <= 0 || m.Sampling.TopP > 1) return $"top_p {m.Sampling.TopP} must be in (0, 1]";
-        return Text(m.ReplyTo, "reply-to", allowEmpty: false) ?? Timings(m.Timings);
+        if (!double.IsFinite(m.Sampling.TopP) || m.Sampling.TopP <= 0 || m.Sampling.TopP > 1) return $"top_p {m.Sampling.TopP} must be in (0, 1]";
+        return Timings(m.Timings);
     }
 
     private static string? Timings(StageTiming[]? timings)

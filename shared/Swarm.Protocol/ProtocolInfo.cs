@@ -8,7 +8,11 @@ public static class ProtocolInfo
     /// a union member is removed); peers with a different version are refused at connect time and
     /// envelopes carrying another version are rejected by <see cref="MessageCodec"/>.
     /// </summary>
-    public const int Version = 1;
+    /// <remarks>
+    /// History: 1 = first release; 2 = sampling temperature and top-p as float64 under new keys (the float32 keys
+    /// retired), <c>ForwardRequest.ReplyTo</c> retired.
+    /// </remarks>
+    public const int Version = 2;
 
     /// <summary>Default upper bound of one serialized envelope: 80 MiB (a 64 MiB tensor plus headroom).</summary>
     public const int DefaultMaxMessageBytes = 80 * 1024 * 1024;

@@ -36,21 +36,24 @@ public sealed record Hop
 /// Sampling parameters applied by the last stage. The sampler's RNG for a step is seeded from
 /// (<see cref="Seed"/>, <see cref="ForwardRequest.Step"/>), so a step replayed elsewhere draws the same token.
 /// </summary>
-/// <remarks>Keys 0–3, append-only.</remarks>
+/// <remarks>
+/// Keys 1, 3–5, append-only. Keys 0 and 2 are retired (temperature and top-p as float32 in protocol version 1,
+/// where a top-p of 1e-50 became 0): never reuse them.
+/// </remarks>
 [MessagePackObject]
 public sealed record SamplingParams
 {
-    /// <summary>Softmax temperature; 0 means greedy (argmax).</summary>
-    [Key(0)] public float Temperature { get; init; }
-
     /// <summary>Keep only the K most likely tokens; 0 disables.</summary>
     [Key(1)] public int TopK { get; init; }
 
-    /// <summary>Nucleus sampling mass; 1 disables.</summary>
-    [Key(2)] public float TopP { get; init; } = 1f;
-
     /// <summary>Seed of the job's sampler.</summary>
     [Key(3)] public ulong Seed { get; init; }
+
+    /// <summary>Softmax temperature; 0 means greedy (argmax).</summary>
+    [Key(4)] public double Temperature { get; init; }
+
+    /// <summary>Nucleus sampling mass in (0, 1]; 1 disables.</summary>
+    [Key(5)] public double TopP { get; init; } = 1.0;
 }
 
 /// <summary>Time one stage spent on a step (receive to send, including queueing).</summary>
@@ -69,11 +72,15 @@ public sealed record StageTiming
 /// One pipeline step travelling along a route. The coordinator sends it to the first hop; each hop runs
 /// <c>Route[0].Layers</c> (its own), appends its <see cref="StageTiming"/> and forwards a copy with
 /// <c>Route[1..]</c> and its output hidden states to <c>Route[1]</c>; the last hop (Route has one element)
-/// applies the final norm and unembedding, samples, and sends <see cref="TokenResult"/> to <see cref="ReplyTo"/>.
-/// A decode step thus costs N+1 messages for N stages. On failure a hop sends <see cref="StepFailed"/> to ReplyTo.
+/// applies the final norm and unembedding, samples, and sends <see cref="TokenResult"/> to the coordinator over its
+/// control connection. A decode step thus costs N+1 messages for N stages. On failure a hop sends <see cref="StepFailed"/>
+/// to the coordinator the same way.
 /// Every step first truncates the session's KV cache on the stage to <see cref="StartPosition"/>, then appends.
 /// </summary>
-/// <remarks>Keys 0–10, append-only.</remarks>
+/// <remarks>
+/// Keys 0–8 and 10, append-only. Key 9 is retired (a reply-to endpoint in protocol version 1 that no node read:
+/// replies go over the node's coordinator connection): never reuse it.
+/// </remarks>
 [MessagePackObject]
 public sealed record ForwardRequest : IMessage
 {
@@ -107,14 +114,11 @@ public sealed record ForwardRequest : IMessage
     /// <summary>Sampling parameters used by the last stage.</summary>
     [Key(8)] public SamplingParams Sampling { get; init; } = new();
 
-    /// <summary>Endpoint "host:port" of the coordinator that receives <see cref="TokenResult"/> or <see cref="StepFailed"/>.</summary>
-    [Key(9)] public string ReplyTo { get; init; } = "";
-
     /// <summary>Timings of the stages already run, in route order; each stage appends its own.</summary>
     [Key(10)] public StageTiming[] Timings { get; init; } = [];
 }
 
-/// <summary>Last stage → reply-to: the token a step produced.</summary>
+/// <summary>Last stage → coordinator: the token a step produced.</summary>
 /// <remarks>Keys 0–4, append-only.</remarks>
 [MessagePackObject]
 public sealed record TokenResult : IMessage
@@ -135,7 +139,7 @@ public sealed record TokenResult : IMessage
     [Key(4)] public StageTiming[] Timings { get; init; } = [];
 }
 
-/// <summary>Any stage → reply-to: a step could not be completed (the stage that failed, or could not reach the next hop, reports it).</summary>
+/// <summary>Any stage → coordinator: a step could not be completed (the stage that failed, or could not reach the next hop, reports it).</summary>
 /// <remarks>Keys 0–5, append-only.</remarks>
 [MessagePackObject]
 public sealed record StepFailed : IMessage

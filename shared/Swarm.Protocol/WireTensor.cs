@@ -86,6 +86,24 @@ public sealed record WireTensor
         return new WireTensor { DType = WireDType.I64, Shape = [1, ids.Length], Data = data };
     }
 
+    /// <summary>
+    /// For an <see cref="WireDType.I64"/> tensor of token ids: the first id outside [0, <paramref name="vocabSize"/>),
+    /// or null when every id is inside. Reads the wire bytes directly, so a receiver can reject a bad step before any
+    /// tensor work (and without a device round trip).
+    /// </summary>
+    /// <exception cref="InvalidOperationException">The tensor is not <see cref="WireDType.I64"/>.</exception>
+    public long? FirstTokenIdOutside(long vocabSize)
+    {
+        if (DType != WireDType.I64) throw new InvalidOperationException($"token ids travel as I64, this tensor is {DType}");
+        var bytes = Data.Span;
+        for (int i = 0; i + 8 <= bytes.Length; i += 8)
+        {
+            long id = BinaryPrimitives.ReadInt64LittleEndian(bytes[i..]);
+            if (id < 0 || id >= vocabSize) return id;
+        }
+        return null;
+    }
+
     /// <summary>Throws on a big-endian host: wire bytes are little-endian.</summary>
     public static void EnsureLittleEndian()
     {

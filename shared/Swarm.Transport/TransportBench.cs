@@ -83,7 +83,6 @@ public static class TransportBench
                 SessionId = 1,
                 Input = new WireTensor { DType = WireDType.F16, Shape = [1, 1, payload.Length / 2], Data = payload },
                 Route = [new Hop { NodeId = 1, Endpoint = server.LocalEndPoint.ToString(), Layers = new LayerRange(0, 1) }],
-                ReplyTo = client.LocalEndPoint.ToString(),
             });
             var sw = Stopwatch.StartNew();
             await peer.RequestAsync(request, TimeSpan.FromMinutes(5), ct).ConfigureAwait(false);
@@ -111,7 +110,7 @@ public static class TransportBench
             for (int i = 0; i < 300; i++)
             {
                 long start = Stopwatch.GetTimestamp();
-                await peer.RequestAsync(Envelope.Create(new Heartbeat { State = NodeState.Ready }), TimeSpan.FromSeconds(10), ct).ConfigureAwait(false);
+                await peer.RequestAsync(Envelope.Create(new Heartbeat { State = NodeReadiness.Ready }), TimeSpan.FromSeconds(10), ct).ConfigureAwait(false);
                 if (i >= 50) samples.Add(Stopwatch.GetElapsedTime(start).TotalMicroseconds);
             }
             samples.Sort();

@@ -2,6 +2,7 @@ using System.Text.Json;
 using System.Text.Json.Serialization;
 using Swarm.Coordinator.Membership;
 using Swarm.Coordinator.Placement;
+using Swarm.Protocol;
 
 namespace Swarm.Coordinator.Api;
 
@@ -79,8 +80,8 @@ public sealed record SwarmNodeStatus
 
     /// <summary>Operator-facing state (lowercase in JSON: <c>joining</c>, <c>loading</c>, <c>serving</c>, …).</summary>
     [JsonPropertyName("state")]
-    [JsonConverter(typeof(SnakeCaseEnumConverter<NodeState>))]
-    public required NodeState State { get; init; }
+    [JsonConverter(typeof(SnakeCaseEnumConverter<NodeStatus>))]
+    public required NodeStatus State { get; init; }
 
     /// <summary>Jobs currently routed through the node.</summary>
     [JsonPropertyName("in_flight")] public int InFlight { get; init; }
@@ -124,7 +125,7 @@ public sealed record SwarmNodeStatus
 
     /// <summary>The range in the CLI's notation (<c>0:6</c>), or <c>-</c> when the node holds none.</summary>
     [JsonIgnore]
-    public string RangeText => Range?.ToString() ?? "-";
+    public string RangeText => Range?.ToCliNotation() ?? "-";
 }
 
 /// <summary>Job counters of <see cref="SwarmStatus.Jobs"/>.</summary>

@@ -1,5 +1,6 @@
 using System.Globalization;
 using Swarm.Coordinator.Placement;
+using Swarm.Protocol;
 
 namespace Swarm.Coordinator.Jobs;
 
@@ -171,7 +172,7 @@ public sealed class JobAdmissionController
         if (_uncovered.Count > 0)
         {
             string layers = LayerRange.DescribeAll(_uncovered);
-            bool single = _uncovered.Count == 1 && _uncovered[0].Length == 1;
+            bool single = _uncovered.Count == 1 && _uncovered[0].Count == 1;
             return new AdmissionEvent(id, AdmissionOutcome.TimedOut,
                 $"no route: {layers} {(single ? "is" : "are")} not served by any node (waited {waited})", _uncovered);
         }

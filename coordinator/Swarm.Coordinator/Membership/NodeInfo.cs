@@ -1,4 +1,5 @@
 using Swarm.Coordinator.Placement;
+using Swarm.Protocol;
 
 namespace Swarm.Coordinator.Membership;
 
@@ -6,7 +7,7 @@ namespace Swarm.Coordinator.Membership;
 public sealed record NodeInfo
 {
     /// <summary>Unique id of this node incarnation (a restarted process registers with a new id or re-registers).</summary>
-    public required string Id { get; init; }
+    public required int Id { get; init; }
 
     /// <summary>Operator-chosen display name (<c>--name</c>).</summary>
     public required string Name { get; init; }

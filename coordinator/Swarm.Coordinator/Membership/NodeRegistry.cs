@@ -1,5 +1,6 @@
 using System.Collections.Immutable;
 using Swarm.Coordinator.Placement;
+using Swarm.Protocol;
 
 namespace Swarm.Coordinator.Membership;
 
@@ -28,7 +29,7 @@ public sealed class NodeRegistry
     private readonly IFailureDetector _detector;
     private readonly FailureDetectorOptions _options;
     private readonly TimeProvider _time;
-    private ImmutableSortedDictionary<string, NodeSnapshot> _nodes = ImmutableSortedDictionary<string, NodeSnapshot>.Empty.WithComparers(StringComparer.Ordinal);
+    private ImmutableSortedDictionary<int, NodeSnapshot> _nodes = ImmutableSortedDictionary<int, NodeSnapshot>.Empty;
 
     /// <summary>Creates a registry.</summary>
     /// <param name="options">Failure detection timing; validated here.</param>
@@ -61,7 +62,7 @@ public sealed class NodeRegistry
         CoverageReport.Of(numLayers, Snapshot().Where(n => n.IsRoutable).Select(n => n.ToPlacementNode()));
 
     /// <summary>The node with this id, or null.</summary>
-    public NodeSnapshot? Get(string id) => Volatile.Read(ref _nodes).GetValueOrDefault(id);
+    public NodeSnapshot? Get(int id) => Volatile.Read(ref _nodes).GetValueOrDefault(id);
 
     /// <summary>
     /// Registers a node. A node reconnecting after a coordinator restart passes the range it already holds
@@ -108,7 +109,7 @@ public sealed class NodeRegistry
     /// <summary>Records a heartbeat; a suspect node becomes alive again. Dead and unknown nodes must register.</summary>
     /// <param name="id">Node id.</param>
     /// <param name="rttMs">A fresh round-trip measurement, folded into the smoothed RTT.</param>
-    public HeartbeatResult Heartbeat(string id, double? rttMs = null)
+    public HeartbeatResult Heartbeat(int id, double? rttMs = null)
     {
         var now = _time.GetUtcNow();
         lock (_gate)
@@ -126,26 +127,26 @@ public sealed class NodeRegistry
     }
 
     /// <summary>Gives a node a range to load (phase Loading). Returns the updated node, or null if unknown.</summary>
-    public NodeSnapshot? AssignRange(string id, LayerRange range) =>
+    public NodeSnapshot? AssignRange(int id, LayerRange range) =>
         Update(id, n => n.Health == NodeHealth.Dead || n.Phase is NodePhase.Left or NodePhase.Draining
             ? n
             : n with { Range = range, Phase = NodePhase.Loading });
 
     /// <summary>The node finished loading its range (phase Serving).</summary>
-    public NodeSnapshot? MarkServing(string id) =>
+    public NodeSnapshot? MarkServing(int id) =>
         Update(id, n => n.Phase == NodePhase.Loading || (n.Phase == NodePhase.Joining && n.Range is not null)
             ? n with { Phase = NodePhase.Serving }
             : n);
 
     /// <summary>The node asked to leave: it receives no new jobs but still counts as alive.</summary>
-    public NodeSnapshot? BeginDrain(string id) =>
+    public NodeSnapshot? BeginDrain(int id) =>
         Update(id, n => n.Phase == NodePhase.Left ? n : n with { Phase = NodePhase.Draining });
 
     /// <summary>The node has left gracefully.</summary>
-    public NodeSnapshot? MarkLeft(string id) => Update(id, n => n with { Phase = NodePhase.Left, InFlight = 0 });
+    public NodeSnapshot? MarkLeft(int id) => Update(id, n => n with { Phase = NodePhase.Left, InFlight = 0 });
 
     /// <summary>Forgets a node entirely (e.g. some time after it died or left).</summary>
-    public bool Remove(string id)
+    public bool Remove(int id)
     {
         lock (_gate)
         {
@@ -156,14 +157,14 @@ public sealed class NodeRegistry
     }
 
     /// <summary>Adds <paramref name="delta"/> to the node's in-flight job count (never below zero).</summary>
-    public NodeSnapshot? AdjustInFlight(string id, int delta) =>
+    public NodeSnapshot? AdjustInFlight(int id, int delta) =>
         Update(id, n => n with { InFlight = Math.Max(0, n.InFlight + delta) });
 
     /// <summary>
     /// A request to the node failed (timeout, refused, error reply). Accelerates suspicion; returns the
     /// transition when the node's health changed because of it.
     /// </summary>
-    public NodeTransition? ReportFailure(string id)
+    public NodeTransition? ReportFailure(int id)
     {
         var now = _time.GetUtcNow();
         lock (_gate)
@@ -179,7 +180,7 @@ public sealed class NodeRegistry
     }
 
     /// <summary>A request to the node succeeded: its failure record is cleared.</summary>
-    public NodeSnapshot? ReportSuccess(string id)
+    public NodeSnapshot? ReportSuccess(int id)
     {
         var now = _time.GetUtcNow();
         return Update(id, n =>
@@ -216,7 +217,7 @@ public sealed class NodeRegistry
         }
     }
 
-    private NodeSnapshot? Update(string id, Func<NodeSnapshot, NodeSnapshot> change)
+    private NodeSnapshot? Update(int id, Func<NodeSnapshot, NodeSnapshot> change)
     {
         lock (_gate)
         {

@@ -1,4 +1,5 @@
 using Swarm.Coordinator.Placement;
+using Swarm.Protocol;
 
 namespace Swarm.Coordinator.Membership;
 
@@ -33,20 +34,20 @@ public sealed record NodeSnapshot
     public IReadOnlyList<DateTimeOffset> RecentFailures { get; init; } = [];
 
     /// <summary>Id shortcut for <c>Info.Id</c>.</summary>
-    public string Id => Info.Id;
+    public int Id => Info.Id;
 
     /// <summary>The combined state shown to operators.</summary>
-    public NodeState State => Phase == NodePhase.Left ? NodeState.Left
+    public NodeStatus State => Phase == NodePhase.Left ? NodeStatus.Left
         : Health switch
         {
-            NodeHealth.Dead => NodeState.Dead,
-            NodeHealth.Suspect => NodeState.Suspect,
+            NodeHealth.Dead => NodeStatus.Dead,
+            NodeHealth.Suspect => NodeStatus.Suspect,
             _ => Phase switch
             {
-                NodePhase.Joining => NodeState.Joining,
-                NodePhase.Loading => NodeState.Loading,
-                NodePhase.Serving => NodeState.Serving,
-                _ => NodeState.Draining,
+                NodePhase.Joining => NodeStatus.Joining,
+                NodePhase.Loading => NodeStatus.Loading,
+                NodePhase.Serving => NodeStatus.Serving,
+                _ => NodeStatus.Draining,
             },
         };
 

@@ -1,4 +1,5 @@
 using System.Collections.Immutable;
+using Swarm.Protocol;
 
 namespace Swarm.Coordinator.Placement;
 
@@ -25,7 +26,7 @@ public sealed record CoverageReport
 
     /// <summary>"layers 4-5, layer 9 are not served by any node", for errors (HTTP 503); empty when covered.</summary>
     public string DescribeUncovered() => IsCovered ? "" :
-        $"{LayerRange.DescribeAll(Uncovered)} {(Uncovered.Count == 1 && Uncovered[0].Length == 1 ? "is" : "are")} not served by any node";
+        $"{LayerRange.DescribeAll(Uncovered)} {(Uncovered.Count == 1 && Uncovered[0].Count == 1 ? "is" : "are")} not served by any node";
 
     /// <summary>Coverage of <paramref name="nodes"/>' current ranges (nodes without a range are ignored).</summary>
     public static CoverageReport Of(int numLayers, IEnumerable<PlacementNode> nodes)
@@ -36,7 +37,7 @@ public sealed record CoverageReport
         foreach (var n in nodes)
         {
             if (n.Range is not LayerRange r) continue;
-            double perLayer = n.LayerThroughput / r.Length;
+            double perLayer = n.LayerThroughput / r.Count;
             for (int l = r.Start; l < Math.Min(r.End, numLayers); l++)
             {
                 replicas[l]++;

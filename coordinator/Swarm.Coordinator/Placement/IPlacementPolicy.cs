@@ -1,3 +1,5 @@
+using Swarm.Protocol;
+
 namespace Swarm.Coordinator.Placement;
 
 /// <summary>

@@ -1,3 +1,5 @@
+using Swarm.Protocol;
+
 namespace Swarm.Coordinator.Placement;
 
 /// <summary>
@@ -33,7 +35,7 @@ public sealed class MaxMinThroughputPlacementPolicy : IPlacementPolicy
     /// <inheritdoc/>
     public int Capacity(PlacementNode node)
     {
-        if (node.PinnedRange is LayerRange pinned) return pinned.Length;
+        if (node.PinnedRange is LayerRange pinned) return pinned.Count;
         long perLayer = Shape.BytesPerLayer + Shape.KvBytesPerTokenPerLayer * (long)_options.KvReserveTokens;
         long usable = node.MemoryBudgetBytes - Shape.ReservedBytesPerNode;
         if (usable <= 0) return 0;
@@ -53,15 +55,15 @@ public sealed class MaxMinThroughputPlacementPolicy : IPlacementPolicy
     /// <inheritdoc/>
     public IReadOnlyList<RangeAssignment> Recover(IReadOnlyList<PlacementNode> swarm)
     {
-        var layout = swarm.ToDictionary(n => n.Id, StringComparer.Ordinal);
-        var original = swarm.ToDictionary(n => n.Id, n => n.Range, StringComparer.Ordinal);
+        var layout = swarm.ToDictionary(n => n.Id);
+        var original = swarm.ToDictionary(n => n.Id, n => n.Range);
         for (int move = 0; move < _options.MaxRecoveryMoves; move++)
         {
             var current = layout.Values.ToList();
             int uncovered = UncoveredCount(Throughputs(current));
             if (uncovered == 0) break;
             Candidate? best = null;
-            foreach (var n in current.OrderBy(n => n.Id, StringComparer.Ordinal))
+            foreach (var n in current.OrderBy(n => n.Id))
             {
                 if (n.PinnedRange is not null || (n.Range is not null && !n.Movable)) continue;
                 int cap = Capacity(n);
@@ -69,7 +71,7 @@ public sealed class MaxMinThroughputPlacementPolicy : IPlacementPolicy
                 var without = Throughputs(current.Where(o => o.Id != n.Id));
                 foreach (var r in RecoveryRanges(n, cap))
                 {
-                    var after = Add(without, r, n.LayerThroughput / r.Length);
+                    var after = Add(without, r, n.LayerThroughput / r.Count);
                     int left = UncoveredCount(after);
                     if (left >= uncovered) continue;
                     int newLayers = new RangeAssignment(n.Id, n.Range, r, PlacementReason.Recover).NewLayers;
@@ -90,7 +92,7 @@ public sealed class MaxMinThroughputPlacementPolicy : IPlacementPolicy
         if (UncoveredCount(now) > 0) return null;
         double currentMin = now.Min();
         Candidate? best = null;
-        foreach (var n in swarm.OrderBy(n => n.Id, StringComparer.Ordinal))
+        foreach (var n in swarm.OrderBy(n => n.Id))
         {
             if (n.PinnedRange is not null || !n.Movable || n.Range is not LayerRange held) continue;
             int k = Capacity(n);
@@ -114,13 +116,13 @@ public sealed class MaxMinThroughputPlacementPolicy : IPlacementPolicy
     /// <inheritdoc/>
     public IReadOnlyList<RangeAssignment> PlaceAll(IReadOnlyList<PlacementNode> swarm)
     {
-        var layout = swarm.ToDictionary(n => n.Id, StringComparer.Ordinal);
-        var original = swarm.ToDictionary(n => n.Id, n => n.Range, StringComparer.Ordinal);
+        var layout = swarm.ToDictionary(n => n.Id);
+        var original = swarm.ToDictionary(n => n.Id, n => n.Range);
         var joinOrder = swarm.Where(n => n.Range is null)
             .OrderByDescending(n => n.PinnedRange is not null)
             .ThenByDescending(Capacity)
             .ThenByDescending(n => n.LayerThroughput)
-            .ThenBy(n => n.Id, StringComparer.Ordinal)
+            .ThenBy(n => n.Id)
             .ToList();
         foreach (var n in joinOrder)
         {
@@ -129,10 +131,10 @@ public sealed class MaxMinThroughputPlacementPolicy : IPlacementPolicy
         }
         var joined = Diff(original, layout, PlacementReason.Join);
         var recovered = Recover([.. layout.Values]);
-        var merged = joined.ToDictionary(a => a.NodeId, StringComparer.Ordinal);
+        var merged = joined.ToDictionary(a => a.NodeId);
         foreach (var a in recovered)
             merged[a.NodeId] = merged.TryGetValue(a.NodeId, out var j) ? j with { To = a.To } : a;
-        return [.. merged.Values.OrderBy(a => a.NodeId, StringComparer.Ordinal)];
+        return [.. merged.Values.OrderBy(a => a.NodeId)];
     }
 
     private IEnumerable<LayerRange> RecoveryRanges(PlacementNode n, int cap)
@@ -141,11 +143,11 @@ public sealed class MaxMinThroughputPlacementPolicy : IPlacementPolicy
         // Relocation (or first placement) at full capacity anywhere.
         for (int s = 0; s + k <= L; s++) yield return new LayerRange(s, s + k);
         // Extension: keep the held layers, grow into spare memory.
-        if (n.Range is LayerRange held && held.Length < cap && held.End <= L)
+        if (n.Range is LayerRange held && held.Count < cap && held.End <= L)
         {
             for (int s = Math.Max(0, held.End - cap); s <= held.Start; s++)
                 for (int e = held.End; e <= Math.Min(L, s + cap); e++)
-                    if (e - s > held.Length && e - s != k) yield return new LayerRange(s, e);
+                    if (e - s > held.Count && e - s != k) yield return new LayerRange(s, e);
         }
     }
 
@@ -177,7 +179,7 @@ public sealed class MaxMinThroughputPlacementPolicy : IPlacementPolicy
         foreach (var n in nodes)
         {
             if (n.Range is not LayerRange r || !(n.LayerThroughput > 0)) continue;
-            double per = n.LayerThroughput / r.Length;
+            double per = n.LayerThroughput / r.Count;
             for (int l = r.Start; l < Math.Min(r.End, L); l++) t[l] += per;
         }
         return t;
@@ -220,13 +222,13 @@ public sealed class MaxMinThroughputPlacementPolicy : IPlacementPolicy
     }
 
     private static List<RangeAssignment> Diff(
-        Dictionary<string, LayerRange?> original, Dictionary<string, PlacementNode> layout, PlacementReason reason) =>
+        Dictionary<int, LayerRange?> original, Dictionary<int, PlacementNode> layout, PlacementReason reason) =>
         [.. layout.Values
             .Where(n => n.Range is not null && n.Range != original[n.Id])
-            .OrderBy(n => n.Id, StringComparer.Ordinal)
+            .OrderBy(n => n.Id)
             .Select(n => new RangeAssignment(n.Id, original[n.Id], n.Range!.Value, reason))];
 
-    private sealed record Candidate(string NodeId, LayerRange Range, int Uncovered, int NewLayers, int InFlight, double[] Sorted, int Fragments)
+    private sealed record Candidate(int NodeId, LayerRange Range, int Uncovered, int NewLayers, int InFlight, double[] Sorted, int Fragments)
     {
         // Fewest uncovered layers, then the cheapest move (fewest layers to load), then the node disturbing the
         // fewest running jobs, then the strongest weakest layer, then fewest gaps; remaining ties keep the first

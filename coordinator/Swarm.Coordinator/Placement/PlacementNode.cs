@@ -1,10 +1,12 @@
+using Swarm.Protocol;
+
 namespace Swarm.Coordinator.Placement;
 
 /// <summary>A node as the planner sees it.</summary>
 public sealed record PlacementNode
 {
     /// <summary>Node id.</summary>
-    public required string Id { get; init; }
+    public required int Id { get; init; }
 
     /// <summary>Memory budget for weights and KV caches.</summary>
     public required long MemoryBudgetBytes { get; init; }
@@ -44,10 +46,10 @@ public enum PlacementReason
 /// <param name="From">Range it held before; null if none.</param>
 /// <param name="To">Range it should hold.</param>
 /// <param name="Reason">Why.</param>
-public sealed record RangeAssignment(string NodeId, LayerRange? From, LayerRange To, PlacementReason Reason)
+public sealed record RangeAssignment(int NodeId, LayerRange? From, LayerRange To, PlacementReason Reason)
 {
     /// <summary>Layers the node has to load that it did not hold before.</summary>
     public int NewLayers => From is LayerRange f
-        ? To.Length - Math.Max(0, Math.Min(f.End, To.End) - Math.Max(f.Start, To.Start))
-        : To.Length;
+        ? To.Count - Math.Max(0, Math.Min(f.End, To.End) - Math.Max(f.Start, To.Start))
+        : To.Count;
 }

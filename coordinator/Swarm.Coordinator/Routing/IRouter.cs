@@ -1,4 +1,5 @@
 using Swarm.Coordinator.Placement;
+using Swarm.Protocol;
 
 namespace Swarm.Coordinator.Routing;
 
@@ -18,5 +19,5 @@ public interface IRouter
     /// Repairs <paramref name="route"/> after <paramref name="failedNodes"/> died: keeps the hops before the first
     /// failed hop and after the last one, and routes the layers between them through surviving candidates.
     /// </summary>
-    RouteRepair Repair(Route route, IReadOnlySet<string> failedNodes, IReadOnlyList<RouteCandidate> candidates);
+    RouteRepair Repair(Route route, IReadOnlySet<int> failedNodes, IReadOnlyList<RouteCandidate> candidates);
 }

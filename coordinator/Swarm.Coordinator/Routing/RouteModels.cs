@@ -1,5 +1,6 @@
 using Swarm.Coordinator.Membership;
 using Swarm.Coordinator.Placement;
+using Swarm.Protocol;
 
 namespace Swarm.Coordinator.Routing;
 
@@ -7,7 +8,7 @@ namespace Swarm.Coordinator.Routing;
 public sealed record RouteCandidate
 {
     /// <summary>Node id.</summary>
-    public required string NodeId { get; init; }
+    public required int NodeId { get; init; }
 
     /// <summary>Layers the node holds; a hop may use any sub-range of it.</summary>
     public required LayerRange Range { get; init; }
@@ -46,7 +47,7 @@ public sealed record RouteCandidate
 }
 
 /// <summary>One stage of a route: <paramref name="NodeId"/> runs <paramref name="Layers"/>.</summary>
-public sealed record RouteHop(string NodeId, LayerRange Layers);
+public sealed record RouteHop(int NodeId, LayerRange Layers);
 
 /// <summary>A chain of hops covering a contiguous span of layers in order.</summary>
 /// <param name="Hops">Hops in pipeline order; each starts where the previous ended.</param>
@@ -57,9 +58,9 @@ public sealed record Route(IReadOnlyList<RouteHop> Hops, double ExpectedCostMs)
     public LayerRange Span => new(Hops[0].Layers.Start, Hops[^1].Layers.End);
 
     /// <summary>Ids of the nodes on the route, in order.</summary>
-    public IEnumerable<string> NodeIds => Hops.Select(h => h.NodeId);
+    public IEnumerable<int> NodeIds => Hops.Select(h => h.NodeId);
 
-    /// <summary>"a[0:4) → b[4:12)" for logs.</summary>
+    /// <summary>"1[0:4) → 2[4:12)" (node ids and their layers) for logs.</summary>
     public override string ToString() => string.Join(" → ", Hops.Select(h => $"{h.NodeId}[{h.Layers.Start}:{h.Layers.End})"));
 }
 

@@ -1,4 +1,5 @@
 using Swarm.Coordinator.Placement;
+using Swarm.Protocol;
 
 namespace Swarm.Coordinator.Routing;
 
@@ -49,8 +50,8 @@ public sealed class ShortestPathRouter : IRouter
         ArgumentNullException.ThrowIfNull(candidates);
         var usable = candidates
             .Where(c => c.Range.Overlaps(span) && c.LayerThroughput > 0)
-            .DistinctBy(c => c.NodeId, StringComparer.Ordinal)
-            .OrderBy(c => c.NodeId, StringComparer.Ordinal)
+            .DistinctBy(c => c.NodeId)
+            .OrderBy(c => c.NodeId)
             .ToList();
         var uncovered = LayerRange.FromMask(span.End, l => l >= span.Start && !usable.Any(c => c.Range.Contains(l)));
         if (uncovered.Count > 0) return new RoutingResult(null, uncovered);
@@ -95,7 +96,7 @@ public sealed class ShortestPathRouter : IRouter
     }
 
     /// <inheritdoc/>
-    public RouteRepair Repair(Route route, IReadOnlySet<string> failedNodes, IReadOnlyList<RouteCandidate> candidates)
+    public RouteRepair Repair(Route route, IReadOnlySet<int> failedNodes, IReadOnlyList<RouteCandidate> candidates)
     {
         ArgumentNullException.ThrowIfNull(route);
         ArgumentNullException.ThrowIfNull(failedNodes);
@@ -108,7 +109,7 @@ public sealed class ShortestPathRouter : IRouter
         }
         if (first < 0) return new RouteRepair(route, [], route.Hops.Count, 0, []);
 
-        var survivors = candidates.Where(c => !failedNodes.Contains(c.NodeId)).DistinctBy(c => c.NodeId, StringComparer.Ordinal).ToList();
+        var survivors = candidates.Where(c => !failedNodes.Contains(c.NodeId)).DistinctBy(c => c.NodeId).ToList();
         var gap = new LayerRange(route.Hops[first].Layers.Start, route.Hops[last].Layers.End);
         var middle = Route(gap, survivors);
         if (middle.Route is null) return new RouteRepair(null, [], first, route.Hops.Count - 1 - last, middle.Uncovered);
@@ -116,7 +117,7 @@ public sealed class ShortestPathRouter : IRouter
         var hops = route.Hops.Take(first).Concat(middle.Route.Hops).Concat(route.Hops.Skip(last + 1)).ToList();
         var old = route.Hops.ToHashSet();
         var fresh = middle.Route.Hops.Where(h => !old.Contains(h)).ToList();
-        var byId = survivors.ToDictionary(c => c.NodeId, StringComparer.Ordinal);
+        var byId = survivors.ToDictionary(c => c.NodeId);
         return new RouteRepair(new Route(hops, Cost(hops, byId)), fresh, first, route.Hops.Count - 1 - last, []);
     }
 
@@ -124,20 +125,20 @@ public sealed class ShortestPathRouter : IRouter
     {
         var holders = usable.Where(c => c.Range.Contains(layers)).ToList();
         if (holders.Count <= 1) return chosen;
-        double best = holders.Min(c => HopCost(c, layers.Length, includeLoad: false));
+        double best = holders.Min(c => HopCost(c, layers.Count, includeLoad: false));
         double limit = best * (1 + _options.ReplicaCostTolerance) + 1e-9;
         var peers = holders
-            .Where(c => HopCost(c, layers.Length, includeLoad: false) <= limit)
-            .OrderBy(c => HopCost(c, layers.Length, includeLoad: false))
-            .ThenBy(c => c.NodeId, StringComparer.Ordinal)
+            .Where(c => HopCost(c, layers.Count, includeLoad: false) <= limit)
+            .OrderBy(c => HopCost(c, layers.Count, includeLoad: false))
+            .ThenBy(c => c.NodeId)
             .ToList();
         // The DP's own pick may be a slower replica chosen because the fast ones are loaded; only rebalance among peers.
         return peers.Any(p => p.NodeId == chosen.NodeId) ? _balancer.Pick(peers) : chosen;
     }
 
     private double Cost(IReadOnlyList<RouteHop> hops, List<RouteCandidate> distinct) =>
-        Cost(hops, distinct.ToDictionary(c => c.NodeId, StringComparer.Ordinal));
+        Cost(hops, distinct.ToDictionary(c => c.NodeId));
 
-    private double Cost(IReadOnlyList<RouteHop> hops, Dictionary<string, RouteCandidate> byId) =>
-        hops.Sum(h => byId.TryGetValue(h.NodeId, out var c) ? HopCost(c, h.Layers.Length) : 0);
+    private double Cost(IReadOnlyList<RouteHop> hops, Dictionary<int, RouteCandidate> byId) =>
+        hops.Sum(h => byId.TryGetValue(h.NodeId, out var c) ? HopCost(c, h.Layers.Count) : 0);
 }

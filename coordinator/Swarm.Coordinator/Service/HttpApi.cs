@@ -128,7 +128,7 @@ public static class HttpApi
         Stages = r.Stages.Select(s => new SwarmStageInfo
         {
             NodeId = s.NodeId,
-            Node = swarm.Registry.Get(s.NodeId.ToString())?.Info.Name ?? $"node-{s.NodeId}",
+            Node = swarm.Registry.Get(s.NodeId)?.Info.Name ?? $"node-{s.NodeId}",
             Layers = [s.LayerStart, s.LayerEnd],
             ForwardMs = Math.Round(s.ForwardMs, 3),
         }).ToList(),

@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
+using System.Globalization;
 using System.Threading.Channels;
 using Microsoft.Extensions.Logging;
 using Swarm.Coordinator.Jobs;
@@ -9,8 +10,6 @@ using Swarm.Protocol;
 using Swarm.Sampling;
 using Swarm.Telemetry;
 using Swarm.Transport;
-using PLayerRange = Swarm.Coordinator.Placement.LayerRange;
-using WLayerRange = Swarm.Protocol.LayerRange;
 
 namespace Swarm.Coordinator.Service;
 
@@ -49,7 +48,7 @@ public sealed partial class JobRunner
     private readonly JobAdmissionController _admission;
     private readonly ConcurrentDictionary<string, TaskCompletionSource<AdmissionEvent>> _waiting = new();
     private readonly ConcurrentDictionary<string, JobRecord> _recent = new();
-    private readonly ConcurrentDictionary<long, HashSet<string>> _routesByJob = new();
+    private readonly ConcurrentDictionary<long, HashSet<int>> _routesByJob = new();
     private readonly Timer _tick;
     private long _nextJob, _nextSession = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() << 16;
     private long _completed, _failed;
@@ -82,14 +81,14 @@ public sealed partial class JobRunner
 
     private readonly ConcurrentDictionary<long, Action<IMessage>> _failureHooks = new();
 
-    private void OnNodeLost(string nodeId)
+    private void OnNodeLost(int nodeId)
     {
         foreach (var (job, nodes) in _routesByJob)
         {
             bool hit;
             lock (nodes) hit = nodes.Contains(nodeId);
             if (hit && _failureHooks.TryGetValue(job, out var hook))
-                hook(new StepFailed { JobId = job, Step = -1, NodeId = int.TryParse(nodeId, out int n) ? n : 0, Code = ErrorCode.NextHopUnreachable, Message = $"node {nodeId} left or died" });
+                hook(new StepFailed { JobId = job, Step = -1, NodeId = nodeId, Code = ErrorCode.NextHopUnreachable, Message = $"node {nodeId} left or died" });
         }
     }
 
@@ -199,14 +198,14 @@ public sealed partial class JobRunner
     {
         var sampling = spec.Sampling;
         long seed = sampling.Seed ?? Random.Shared.NextInt64();
-        var wireSampling = new SamplingParams { Temperature = (float)sampling.Temperature, TopK = sampling.TopK, TopP = (float)sampling.TopP, Seed = unchecked((ulong)seed) };
+        var wireSampling = new SamplingParams { Temperature = sampling.Temperature, TopK = sampling.TopK, TopP = sampling.TopP, Seed = unchecked((ulong)seed) };
         var stop = new HashSet<int>(sampling.StopTokenIds);
         int context = _swarm.Config.MaxPositionEmbeddings;
         int maxNew = Math.Min(sampling.MaxNewTokens, context - spec.Prompt.Count);
         var replies = Channel.CreateUnbounded<IMessage>();
         using var sub = _swarm.Subscribe(job, m => replies.Writer.TryWrite(m));
         _failureHooks[job] = m => replies.Writer.TryWrite(m);
-        var routeNodes = new HashSet<string>();
+        var routeNodes = new HashSet<int>();
         _routesByJob[job] = routeNodes;
         Route? route = null;
         long session = 0;
@@ -216,9 +215,8 @@ public sealed partial class JobRunner
         var prefill = new Dictionary<int, double>();               // node → last prefill/replay forward ms
         IReadOnlyList<StageMean> Means() => route is null ? [] : route.Hops.Select(h =>
         {
-            int n = int.Parse(h.NodeId);
-            double ms = decode.TryGetValue(n, out var d) && d.N > 0 ? d.Sum / d.N : prefill.GetValueOrDefault(n);
-            return new StageMean(n, h.Layers.Start, h.Layers.End, ms);
+            double ms = decode.TryGetValue(h.NodeId, out var d) && d.N > 0 ? d.Sum / d.N : prefill.GetValueOrDefault(h.NodeId);
+            return new StageMean(h.NodeId, h.Layers.Start, h.Layers.End, ms);
         }).ToList();
         var decoder = _swarm.Tokenizer is null ? null : new Tokenization.IncrementalDecoder(_swarm.Tokenizer);
         string textSoFar = "";
@@ -253,15 +251,16 @@ public sealed partial class JobRunner
                     {
                         JobId = job, SessionId = session, Step = step, Kind = kind, StartPosition = cached,
                         Input = WireTensor.FromTokenIds(input.Select(t => (long)t).ToArray()),
-                        Route = route.Hops.Select(h => new Hop { NodeId = int.Parse(h.NodeId), Endpoint = _swarm.EndpointOf(h.NodeId), Layers = new WLayerRange(h.Layers.Start, h.Layers.End) }).ToArray(),
-                        WireDType = _swarm.Wire, Sampling = wireSampling, ReplyTo = _swarm.ControlEndPoint?.ToString() ?? "",
+                        Route = route.Hops.Select(h => new Hop { NodeId = h.NodeId, Endpoint = _swarm.EndpointOf(h.NodeId), Layers = h.Layers }).ToArray(),
+                        WireDType = _swarm.Wire, Sampling = wireSampling,
                     };
                     using var stepSpan = CoordinatorInstrumentation.Source.StartActivity(CoordinatorInstrumentation.StepSpan, ActivityKind.Client);
                     stepSpan?.SetTag(SwarmTelemetry.StepTag, step);
                     stepSpan?.SetTag(SwarmTelemetry.StepKindTag, kind.ToString().ToLowerInvariant());
                     stepSpan?.SetTag(SwarmTelemetry.SessionTag, session);
                     stepSpan?.SetTag("swarm.input_tokens", input.Length);
-                    string? failedNode = null, why = null, code = null;
+                    int? failedNode = null;
+                    string? why = null, code = null;
                     bool overloaded = false;
                     try
                     {
@@ -300,10 +299,10 @@ public sealed partial class JobRunner
                             break;
                         }
                         var sf = (StepFailed)reply;
-                        SwarmTelemetry.RecordFailure(stepSpan, CoordinatorInstrumentation.StepFailedEvent, sf.NodeId.ToString(), sf.Message, sf.Code.ToString());
+                        SwarmTelemetry.RecordFailure(stepSpan, CoordinatorInstrumentation.StepFailedEvent, sf.NodeId, sf.Message, sf.Code.ToString());
                         if (sf.Code is ErrorCode.BadRequest)
                             throw new JobFailedException($"node {sf.NodeId} rejected the step: {sf.Message}", 500, "step_rejected");
-                        failedNode = sf.NodeId.ToString();
+                        failedNode = sf.NodeId;
                         why = sf.Message;
                         code = sf.Code.ToString();
                         // A full KV pool (the node preempted the session) is pressure, not a fault: back off, replay.
@@ -326,8 +325,8 @@ public sealed partial class JobRunner
                     _swarm.CountRecovery();
                     CoordinatorInstrumentation.Recovered(code ?? "unknown");
                     jobSpan?.AddEvent(SwarmTelemetry.FailureEvent(CoordinatorInstrumentation.RecoveryEvent, failedNode, why ?? "", code, step));
-                    LogRecovery(job, step, failedNode ?? "?", why ?? "");
-                    if (failedNode is not null && !overloaded && _swarm.Registry.Get(failedNode) is not null) _swarm.Registry.ReportFailure(failedNode);
+                    LogRecovery(job, step, failedNode?.ToString(CultureInfo.InvariantCulture) ?? "?", why ?? "");
+                    if (failedNode is { } culprit && !overloaded && _swarm.Registry.Get(culprit) is not null) _swarm.Registry.ReportFailure(culprit);
                     ReleaseRoute(route, session);
                     route = null;
                     if (recoveries > _swarm.Options.MaxRecoveriesPerJob)
@@ -362,7 +361,7 @@ public sealed partial class JobRunner
             var result = _swarm.Router.Route(_swarm.Config.NumLayers, RouteCandidate.FromAll(_swarm.Registry.Snapshot()));
             if (result.Route is { } r) return r;
             if (deadline.Elapsed > _swarm.Options.QueueTimeout)
-                throw new JobFailedException($"no route covers the model: {PLayerRange.DescribeAll(result.Uncovered)} not served by any node", 503, "layers_uncovered");
+                throw new JobFailedException($"no route covers the model: {LayerRange.DescribeAll(result.Uncovered)} not served by any node", 503, "layers_uncovered");
             await Task.Delay(100, ct);
         }
     }
@@ -388,7 +387,7 @@ public sealed partial class JobRunner
                     catch (OperationCanceledException) when (!timeout.IsCancellationRequested)
                     {
                         if (waited.Elapsed > p && SilentNode(route) is { } silent)
-                            return new StepFailed { JobId = 0, Step = step, SessionId = session, NodeId = int.Parse(silent), Code = ErrorCode.Timeout,
+                            return new StepFailed { JobId = 0, Step = step, SessionId = session, NodeId = silent, Code = ErrorCode.Timeout,
                                 Message = $"no reply after {waited.Elapsed.TotalMilliseconds:F0} ms and node {silent} has stopped sending heartbeats" };
                         continue;
                     }
@@ -409,8 +408,12 @@ public sealed partial class JobRunner
     }
 
     /// <summary>A node of the route that the failure detector suspects (silent past the suspect threshold), or null.</summary>
-    private string? SilentNode(Route route) =>
-        route.NodeIds.FirstOrDefault(id => _swarm.Registry.Get(id) is not { } n || n.Health != Membership.NodeHealth.Alive);
+    private int? SilentNode(Route route)
+    {
+        foreach (int id in route.NodeIds)
+            if (_swarm.Registry.Get(id) is not { } n || n.Health != Membership.NodeHealth.Alive) return id;
+        return null;
+    }
 
     private static string TrimAtStop(string text, IReadOnlyList<string> stops)
     {

@@ -11,12 +11,12 @@ public static class StatusSnapshot
         int layers = swarm.Config.NumLayers;
         var coverage = swarm.Registry.ServingCoverage(layers);
         var now = DateTimeOffset.UtcNow;
-        var nodes = swarm.Registry.Snapshot().Where(n => n.State != NodeState.Left).OrderBy(n => int.TryParse(n.Id, out int i) ? i : int.MaxValue).Select(n =>
+        var nodes = swarm.Registry.Snapshot().Where(n => n.State != NodeStatus.Left).OrderBy(n => n.Id).Select(n =>
         {
             swarm.Live.TryGetValue(n.Id, out var live);
             return new SwarmNodeStatus
             {
-                Id = int.TryParse(n.Id, out int id) ? id : 0,
+                Id = n.Id,
                 Name = n.Info.Name,
                 Address = n.Info.Endpoint,
                 Layers = SwarmNodeStatus.LayersOf(n.Range),

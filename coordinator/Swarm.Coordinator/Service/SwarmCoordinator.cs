@@ -11,9 +11,6 @@ using Swarm.Model;
 using Swarm.Protocol;
 using Swarm.Tokenization;
 using Swarm.Transport;
-using PLayerRange = Swarm.Coordinator.Placement.LayerRange;
-using WLayerRange = Swarm.Protocol.LayerRange;
-using NodeState = Swarm.Coordinator.Membership.NodeState;
 
 namespace Swarm.Coordinator.Service;
 
@@ -27,9 +24,9 @@ public sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposable
     private readonly CoordinatorOptions _options;
     private readonly ILogger _logger;
     private readonly TimeProvider _time;
-    private readonly ConcurrentDictionary<string, IPeer> _nodePeers = new();        // node id → control connection
-    private readonly ConcurrentDictionary<int, string> _peerNodes = new();          // peer id → node id
-    private readonly ConcurrentDictionary<string, NodeLive> _live = new();          // node id → last heartbeat figures
+    private readonly ConcurrentDictionary<int, IPeer> _nodePeers = new();        // node id → control connection
+    private readonly ConcurrentDictionary<int, int> _peerNodes = new();          // peer id → node id
+    private readonly ConcurrentDictionary<int, NodeLive> _live = new();          // node id → last heartbeat figures
     private readonly ConcurrentDictionary<long, Action<IMessage>> _jobInboxes = new();
     private readonly CancellationTokenSource _stop = new();
     private readonly object _placementGate = new();
@@ -57,7 +54,7 @@ public sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposable
     public WireDType Wire => _options.Wire;
     public CoordinatorOptions Options => _options;
     public long Recoveries => Interlocked.Read(ref _recoveries);
-    public IReadOnlyDictionary<string, NodeLive> Live => _live;
+    public IReadOnlyDictionary<int, NodeLive> Live => _live;
     /// <summary>Where nodes reach this coordinator.</summary>
     public IPEndPoint? ControlEndPoint => _transport?.LocalEndPoint;
     /// <summary>Byte and message counters of the transport (null before start).</summary>
@@ -65,7 +62,7 @@ public sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposable
     public DateTimeOffset StartedAt { get; } = DateTimeOffset.UtcNow;
 
     /// <summary>Raised when a node is confirmed dead or leaves (jobs routed through it repair their route).</summary>
-    public event Action<string>? NodeLost;
+    public event Action<int>? NodeLost;
 
     public SwarmCoordinator(CoordinatorOptions options, ILogger<SwarmCoordinator> logger, TimeProvider? time = null)
     {
@@ -133,7 +130,7 @@ public sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposable
 
     /// <summary>Sends a message to a node over its control connection (which also carries first-hop steps).</summary>
     /// <exception cref="PeerDisconnectedException">The node is not connected.</exception>
-    public void SendToNode(string nodeId, Envelope envelope)
+    public void SendToNode(int nodeId, Envelope envelope)
     {
         if (!_nodePeers.TryGetValue(nodeId, out var peer) || !peer.IsConnected)
             throw new PeerDisconnectedException($"node {nodeId} is not connected");
@@ -141,7 +138,7 @@ public sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposable
     }
 
     /// <summary>Data-plane endpoint of a node (where other nodes send it hidden states).</summary>
-    public string EndpointOf(string nodeId) => Registry.Get(nodeId)?.Info.Endpoint ?? "";
+    public string EndpointOf(int nodeId) => Registry.Get(nodeId)?.Info.Endpoint ?? "";
 
     public void CountRecovery() => Interlocked.Increment(ref _recoveries);
 
@@ -182,12 +179,12 @@ public sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposable
         if (_jobInboxes.TryGetValue(jobId, out var inbox)) inbox(m);
     }
 
-    private string? NodeOf(IPeer peer) => _peerNodes.TryGetValue(peer.Id, out var id) ? id : null;
+    private int? NodeOf(IPeer peer) => _peerNodes.TryGetValue(peer.Id, out var id) ? id : null;
 
     private void OnHello(IPeer peer, Envelope env, Hello hello)
     {
         string? problem = hello.ModelId != ModelId ? $"model mismatch: the swarm serves {ModelId}, the node has {hello.ModelId}"
-            : hello.ProtocolVersion != ProtocolInfo.Version ? $"protocol version {hello.ProtocolVersion} is not {ProtocolInfo.Version}"
+            : hello.ProtocolVersion != ProtocolInfo.Version ? $"protocol version {hello.ProtocolVersion} is not supported (this coordinator speaks {ProtocolInfo.Version})"
             : hello.MemoryBudgetBytes <= 0 ? "memory budget must be positive"
             : !EndPoints.TryParse(hello.DataEndpoint, out _) ? $"data endpoint '{hello.DataEndpoint}' is not host:port"
             : hello.PinnedRange is { } p && (p.Start < 0 || p.End > Config.NumLayers || p.Start >= p.End) ? $"pinned range {p} is outside the model's {Config.NumLayers} layers"
@@ -195,10 +192,11 @@ public sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposable
         if (problem is not null)
         {
             LogRefused(peer.RemoteEndPoint.ToString(), problem);
-            peer.Send(env.CreateReply(new Refused { Code = hello.ModelId != ModelId ? ErrorCode.ModelMismatch : ErrorCode.BadRequest, Reason = problem }));
+            peer.Send(env.CreateReply(new Refused { Code = hello.ModelId != ModelId ? ErrorCode.ModelMismatch
+                : hello.ProtocolVersion != ProtocolInfo.Version ? ErrorCode.VersionMismatch : ErrorCode.BadRequest, Reason = problem }));
             return;
         }
-        string id = Interlocked.Increment(ref _nextNodeId).ToString();
+        int id = Interlocked.Increment(ref _nextNodeId);
         var info = new NodeInfo
         {
             Id = id,
@@ -208,23 +206,23 @@ public sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposable
             Device = hello.Device,
             Threads = hello.Threads,
             LayerThroughput = Math.Max(1e-3, hello.LayerTokensPerSecond),
-            PinnedRange = hello.PinnedRange is { } pr ? new PLayerRange(pr.Start, pr.End) : null,
+            PinnedRange = hello.PinnedRange is { } pr ? pr : null,
         };
         _nodePeers[id] = peer;
         _peerNodes[peer.Id] = id;
         _live[id] = new NodeLive(0, 0, 0, 0, 0, info.Device, info.Threads, info.Name, info.Endpoint);
-        peer.Send(env.CreateReply(new Welcome { NodeId = int.Parse(id), HeartbeatIntervalMs = (int)_options.HeartbeatInterval.TotalMilliseconds }));
+        peer.Send(env.CreateReply(new Welcome { NodeId = id, HeartbeatIntervalMs = (int)_options.HeartbeatInterval.TotalMilliseconds }));
         lock (_placementGate)
         {
             if (hello.HeldRange is { } held)
             {
                 // A node that already holds layers (coordinator restart, reconnect) keeps serving them.
-                Registry.Register(info, new PLayerRange(held.Start, held.End));
+                Registry.Register(info, held);
                 LogJoined(info.Name, id, info.Endpoint, $"holds {held}");
                 return;
             }
             Registry.Register(info);
-            PLayerRange? range = info.PinnedRange ?? Placement.ChooseJoinRange(Registry.PlacementView(), Registry.Get(id)!.ToPlacementNode());
+            LayerRange? range = info.PinnedRange ?? Placement.ChooseJoinRange(Registry.PlacementView(), Registry.Get(id)!.ToPlacementNode());
             if (range is not { } r)
             {
                 LogJoined(info.Name, id, info.Endpoint, "no range fits its memory budget; standing by");
@@ -235,12 +233,12 @@ public sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposable
         }
     }
 
-    private void Assign(string nodeId, PLayerRange range)
+    private void Assign(int nodeId, LayerRange range)
     {
         Registry.AssignRange(nodeId, range);
         if (_nodePeers.TryGetValue(nodeId, out var peer))
         {
-            try { peer.Send(Envelope.Create(new AssignRange { Range = new WLayerRange(range.Start, range.End), AssignmentId = Interlocked.Increment(ref _nextAssignment) })); }
+            try { peer.Send(Envelope.Create(new AssignRange { Range = range, AssignmentId = Interlocked.Increment(ref _nextAssignment) })); }
             catch (PeerDisconnectedException) { }
         }
     }
@@ -251,8 +249,8 @@ public sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposable
         lock (_placementGate)
         {
             var snap = Registry.Get(id);
-            if (snap?.Range is not { } r || r.Start != rr.Range.Start || r.End != rr.Range.End)
-                Registry.AssignRange(id, new PLayerRange(rr.Range.Start, rr.Range.End));
+            if (snap?.Range != rr.Range)
+                Registry.AssignRange(id, rr.Range);
             Registry.MarkServing(id);
         }
         LogServing(id, rr.Range.ToString(), rr.MaxKvTokens);
@@ -291,13 +289,13 @@ public sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposable
         LogDisconnected(id, reason);
         lock (_placementGate)
         {
-            if (snap is not null && snap.State == NodeState.Draining) Registry.MarkLeft(id);
+            if (snap is not null && snap.State == NodeStatus.Draining) Registry.MarkLeft(id);
             else Registry.ReportFailure(id);
-            if (Registry.Get(id)?.State is NodeState.Left or NodeState.Dead) Lost(id);
+            if (Registry.Get(id)?.State is NodeStatus.Left or NodeStatus.Dead) Lost(id);
         }
     }
 
-    private void Lost(string id)
+    private void Lost(int id)
     {
         _live.TryRemove(id, out _);
         Recover();
@@ -325,7 +323,7 @@ public sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposable
     private void Rebalance()
     {
         _lastRebalance = _time.GetTimestamp();
-        if (Registry.Snapshot().Any(n => n.State == NodeState.Loading)) return;
+        if (Registry.Snapshot().Any(n => n.State == NodeStatus.Loading)) return;
         if (Placement.Rebalance(Registry.PlacementView()) is { } move)
         {
             LogRecoveryMove(move.NodeId, move.From?.ToString() ?? "-", move.To.ToString(), move.Reason.ToString());
@@ -367,19 +365,19 @@ public sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposable
     [LoggerMessage(101, LogLevel.Warning, "no swarm secret: accepting unauthenticated nodes (loopback only)")]
     private partial void LogNoSecret();
     [LoggerMessage(102, LogLevel.Information, "node {Name} (id {Id}, {Endpoint}) joined: {What}")]
-    private partial void LogJoined(string name, string id, string endpoint, string what);
+    private partial void LogJoined(string name, int id, string endpoint, string what);
     [LoggerMessage(103, LogLevel.Warning, "refused node at {Peer}: {Reason}")]
     private partial void LogRefused(string peer, string reason);
     [LoggerMessage(104, LogLevel.Information, "node {Id} serving layers {Range} (KV capacity {KvTokens} tokens)")]
-    private partial void LogServing(string id, string range, long kvTokens);
+    private partial void LogServing(int id, string range, long kvTokens);
     [LoggerMessage(105, LogLevel.Information, "node {Id} is leaving: {Reason}")]
-    private partial void LogLeaving(string id, string reason);
+    private partial void LogLeaving(int id, string reason);
     [LoggerMessage(106, LogLevel.Warning, "node {Id} disconnected: {Reason}")]
-    private partial void LogDisconnected(string id, string reason);
+    private partial void LogDisconnected(int id, string reason);
     [LoggerMessage(107, LogLevel.Warning, "node {Id} ({Name}) confirmed dead")]
-    private partial void LogDead(string id, string name);
+    private partial void LogDead(int id, string name);
     [LoggerMessage(108, LogLevel.Information, "placement: node {Id} {From} → {To} ({Reason})")]
-    private partial void LogRecoveryMove(string id, string from, string to, string reason);
+    private partial void LogRecoveryMove(int id, string from, string to, string reason);
     [LoggerMessage(109, LogLevel.Warning, "dropped unexpected {Kind} from {Peer}")]
     private partial void LogUnexpected(string kind, string peer);
     [LoggerMessage(110, LogLevel.Error, "error handling {Kind}: {Message}")]

@@ -112,11 +112,11 @@ internal static class StatusRenderer
             if (n.Range is { } r)
             {
                 int start = Math.Min(r.Start, layers), end = Math.Min(r.End, layers);
-                char glyph = n.State == NodeState.Serving ? '█' : n.State is NodeState.Dead or NodeState.Left ? '·' : '▒';
+                char glyph = n.State == NodeStatus.Serving ? '█' : n.State is NodeStatus.Dead or NodeStatus.Left ? '·' : '▒';
                 sb.Append(new string(' ', start * cell));
                 sb.Append(CultureInfo.InvariantCulture, $"[{StateColor(n.State)}]{new string(glyph, (end - start) * cell)}[/]");
                 sb.Append(new string(' ', (layers - end) * cell));
-                sb.Append(CultureInfo.InvariantCulture, $"  {r} [{StateColor(n.State)}]{StateName(n.State)}[/]");
+                sb.Append(CultureInfo.InvariantCulture, $"  {r.ToCliNotation()} [{StateColor(n.State)}]{StateName(n.State)}[/]");
             }
             else
             {
@@ -165,7 +165,7 @@ internal static class StatusRenderer
 
     private static IRenderable Nodes(SwarmStatus s, Layout layout)
     {
-        int serving = s.Nodes.Count(n => n.State == NodeState.Serving);
+        int serving = s.Nodes.Count(n => n.State == NodeStatus.Serving);
         if (s.Nodes.Count == 0)
             return new Markup("[bold]Nodes[/]: none has joined yet (start one with [italic]swarm node --coordinator HOST:PORT --model DIR[/])\n");
         // Volunteers pick their names; a long one must not squeeze the other columns.
@@ -219,18 +219,18 @@ internal static class StatusRenderer
     }
 
     /// <summary>The state as the JSON spells it (<c>serving</c>, <c>suspect</c>, …).</summary>
-    public static string StateName(NodeState state) => JsonNamingPolicyLower(state.ToString());
+    public static string StateName(NodeStatus state) => JsonNamingPolicyLower(state.ToString());
 
     private static string JobName(SwarmJobState state) => JsonNamingPolicyLower(state.ToString());
 
     private static string JsonNamingPolicyLower(string name) => System.Text.Json.JsonNamingPolicy.SnakeCaseLower.ConvertName(name);
 
-    private static string StateColor(NodeState state) => state switch
+    private static string StateColor(NodeStatus state) => state switch
     {
-        NodeState.Serving => "green",
-        NodeState.Joining or NodeState.Loading => "deepskyblue1",
-        NodeState.Draining or NodeState.Suspect => "yellow",
-        NodeState.Dead => "red",
+        NodeStatus.Serving => "green",
+        NodeStatus.Joining or NodeStatus.Loading => "deepskyblue1",
+        NodeStatus.Draining or NodeStatus.Suspect => "yellow",
+        NodeStatus.Dead => "red",
         _ => "grey",
     };
 

@@ -107,7 +107,7 @@ public static class CoordinatorInstrumentation
 
     private static IEnumerable<Measurement<long>> ObserveNodes()
     {
-        var counts = Enum.GetValues<NodeState>().ToDictionary(s => s, _ => 0L);
+        var counts = Enum.GetValues<NodeStatus>().ToDictionary(s => s, _ => 0L);
         foreach (var swarm in Coordinators.Snapshot())
             foreach (var n in swarm.Registry.Snapshot())
                 counts[n.State]++;

@@ -86,7 +86,7 @@ public static class NodeInstrumentation
     private static IEnumerable<Measurement<int>> ObserveState()
     {
         var daemons = Daemons.Snapshot();
-        foreach (var s in Enum.GetValues<NodeState>())
+        foreach (var s in Enum.GetValues<NodeReadiness>())
             yield return new Measurement<int>(daemons.Any(d => d.State == s) ? 1 : 0,
                 new KeyValuePair<string, object?>(StateTag, s.ToString().ToLowerInvariant()));
     }

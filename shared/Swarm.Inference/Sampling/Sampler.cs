@@ -169,10 +169,11 @@ public sealed class Sampler
         }
         if (double.IsNegativeInfinity(max)) throw new InvalidOperationException("every logit is -inf: nothing can be sampled");
         if (double.IsPositiveInfinity(max)) throw new InvalidOperationException("logits contain +inf");
-        double invT = 1.0 / Options.Temperature;
+        // Divide rather than multiply by 1/T: for a subnormal T, 1/T is +inf and 0·inf would make the best token's weight NaN.
+        double t = Options.Temperature;
         var w = new double[logits.Length];
         total = 0;
-        for (int i = 0; i < w.Length; i++) total += w[i] = Math.Exp((logits[i] - max) * invT);
+        for (int i = 0; i < w.Length; i++) total += w[i] = Math.Exp((logits[i] - max) / t);
         return w;
     }
 
@@ -191,7 +192,8 @@ public sealed class Sampler
     /// <summary>
     /// For weights in id order: zeroes every weight outside the nucleus — the smallest set of largest
     /// weights (ties → lower id first) holding <paramref name="need"/>. Finds the boundary weight by a
-    /// mass-weighted quickselect in O(V) instead of sorting the vocabulary.
+    /// mass-weighted quickselect in O(V) instead of sorting the vocabulary. At least one weight is always kept,
+    /// even when <paramref name="need"/> underflowed to 0 (a top-p far below float range).
     /// </summary>
     internal static void Nucleus(double[] w, double need)
     {
@@ -211,7 +213,7 @@ public sealed class Sampler
                 else if (x < pivot) { lt--; (a[lt], a[i]) = (a[i], a[lt]); }
                 else { massEqual += x; i++; }
             }
-            if (massAbove >= remaining) { hi = gt; continue; }          // boundary among the larger ones
+            if (gt > lo && massAbove >= remaining) { hi = gt; continue; } // boundary among the larger ones (a mass of 0 keeps the largest)
             boundary = pivot;
             if (massAbove + massEqual >= remaining) break;            // boundary is the pivot value
             remaining -= massAbove + massEqual;                       // need some of the smaller ones too
@@ -224,7 +226,7 @@ public sealed class Sampler
         for (int i = 0; i < w.Length; i++)
         {
             if (w[i] > boundary) continue;
-            if (w[i] == boundary && boundary > 0 && kept < need) { kept += w[i]; continue; }
+            if (w[i] == boundary && boundary > 0 && (kept < need || kept == 0)) { kept += w[i]; continue; }
             w[i] = 0;
         }
     }

@@ -35,21 +35,25 @@ public static class SwarmTelemetry
     public static readonly IReadOnlyList<long> BatchSizeBuckets = [1, 2, 4, 8, 16, 32, 64, 128];
 
     /// <summary>Marks <paramref name="activity"/> failed and records why as a span event (name, node, reason).</summary>
-    public static void RecordFailure(Activity? activity, string eventName, string? nodeId, string reason, string? code = null)
+    /// <param name="activity">The failed span; nothing happens when null.</param>
+    /// <param name="eventName">Name of the span event.</param>
+    /// <param name="nodeId">The node at fault (<see cref="Swarm.Protocol.Welcome.NodeId"/>), or null when unknown.</param>
+    /// <param name="reason">Human-readable cause.</param>
+    /// <param name="code">Machine-readable cause, when there is one.</param>
+    public static void RecordFailure(Activity? activity, string eventName, int? nodeId, string reason, string? code = null)
     {
         if (activity is null) return;
         activity.SetStatus(ActivityStatusCode.Error, reason);
         activity.AddEvent(FailureEvent(eventName, nodeId, reason, code));
     }
 
-    /// <summary>A span event naming the node and the reason (and the error code when there is one).</summary>
-    public static ActivityEvent FailureEvent(string eventName, string? nodeId, string reason, string? code = null, int? step = null)
+    /// <summary>
+    /// A span event naming the reason and, when known, the node (an int, as on the <c>stage.forward</c> span), the error code and the step.
+    /// </summary>
+    public static ActivityEvent FailureEvent(string eventName, int? nodeId, string reason, string? code = null, int? step = null)
     {
-        var tags = new ActivityTagsCollection
-        {
-            [NodeIdTag] = nodeId ?? "?",
-            [ReasonTag] = reason,
-        };
+        var tags = new ActivityTagsCollection { [ReasonTag] = reason };
+        if (nodeId is { } n) tags[NodeIdTag] = n;
         if (code is not null) tags[ErrorCodeTag] = code;
         if (step is { } s) tags[StepTag] = s;
         return new ActivityEvent(eventName, tags: tags);

@@ -210,6 +210,58 @@ public class BatchingTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void StageHost_TokenIdOutsideVocabulary_FailsThatStepWithBadRequest_OtherSessionUnaffected()
+    {
+        using var fx = new Fixture(Fixture.Tiny);
+        using var ckpt = Checkpoint.Open(fx.CheckpointDir);
+        using var host = Host(ckpt, 0, ckpt.Config.NumLayers);
+        int vocab = ckpt.Config.VocabSize;
+        var route = new[] { new Swarm.Protocol.Hop { NodeId = 1, Endpoint = "local", Layers = host.Range } };
+        Swarm.Protocol.ForwardRequest Step(long session, int step, int start, long[] ids) => new()
+        {
+            JobId = session, SessionId = session, Step = step, StartPosition = start, Route = route,
+            Kind = start == 0 ? Swarm.Protocol.StepKind.Prefill : Swarm.Protocol.StepKind.Decode,
+            Input = Swarm.Protocol.WireTensor.FromTokenIds(ids),
+        };
+        var prompt = fx.Ids("prompt.0");
+        var errors = new Dictionary<string, StepException>();
+        var tokens = new List<long>();
+        long[] input = prompt;
+        int position = 0;
+        for (int step = 0; step < 4; step++)
+        {
+            host.Submit(Step(1, step, position, input), "good");
+            if (step == 1)
+            {
+                // As they would arrive from the network, between the good session's steps.
+                host.Submit(Step(2, 0, 0, [1, vocab, 3]), "too large");
+                host.Submit(Step(3, 0, 0, [-1]), "negative");
+            }
+            StepCompletion? good = null;
+            for (int i = 0; i < 100 && good is null; i++)
+                foreach (var c in host.RunIteration())
+                {
+                    if ((string)c.State! == "good") good = c;
+                    else errors[(string)c.State!] = c.Error!;
+                }
+            Assert.NotNull(good);
+            Assert.Null(good!.Error);
+            tokens.Add(good.Output!.Token!.Value);
+            position += input.Length;
+            input = [tokens[^1]];
+        }
+
+        Assert.Equal(fx.Ids("greedy.0")[..4], tokens);
+        Assert.Equal(Swarm.Protocol.ErrorCode.BadRequest, errors["too large"].Code);
+        Assert.Equal($"token id {vocab} is outside the vocabulary [0, {vocab})", errors["too large"].Message);
+        Assert.Equal(Swarm.Protocol.ErrorCode.BadRequest, errors["negative"].Code);
+        Assert.Equal($"token id -1 is outside the vocabulary [0, {vocab})", errors["negative"].Message);
+        Assert.Equal(1, host.Sessions);                 // the rejected steps opened no session and hold no KV
+        Assert.True(host.Close(1));
+        Assert.Equal(0, host.KvBlocksUsed);
+    }
+
+    [Fact]
     public void ForwardBatch_MixedDecodesAndChunks_MatchesSingleSessionLogits()
     {
         using var fx = new Fixture(Fixture.Small);

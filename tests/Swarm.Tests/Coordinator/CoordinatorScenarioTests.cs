@@ -2,6 +2,7 @@ using Swarm.Coordinator.Jobs;
 using Swarm.Coordinator.Membership;
 using Swarm.Coordinator.Placement;
 using Swarm.Coordinator.Routing;
+using Swarm.Protocol;
 using Xunit;
 
 namespace Swarm.Tests.Coordinator;
@@ -9,6 +10,9 @@ namespace Swarm.Tests.Coordinator;
 /// <summary>The pure pieces wired together the way the coordinator service drives them.</summary>
 public class CoordinatorScenarioTests
 {
+    // Node ids, numbered in the alphabetical order of their names (placement and routing break ties by id).
+    private const int A = 1, B = 2, C = 3;
+
     private const int Layers = 12;
     private readonly ManualTimeProvider _clock = new();
     private readonly NodeRegistry _registry;
@@ -23,11 +27,11 @@ public class CoordinatorScenarioTests
         _admission = new JobAdmissionController(new JobAdmissionOptions { QueueTimeout = TimeSpan.FromSeconds(5) }, _clock);
     }
 
-    private void Join(string id, int fitLayers)
+    private void Join(int id, int fitLayers)
     {
         var node = _registry.Register(new NodeInfo
         {
-            Id = id, Name = id, Endpoint = $"127.0.0.1:{7800 + id[0]}", MemoryBudgetBytes = fitLayers * 1000L, LayerThroughput = 1000,
+            Id = id, Name = $"node-{id}", Endpoint = $"127.0.0.1:{7800 + id}", MemoryBudgetBytes = fitLayers * 1000L, LayerThroughput = 1000,
         });
         var range = _placement.ChooseJoinRange(_registry.PlacementView(), node.ToPlacementNode());
         Assert.NotNull(range);
@@ -36,14 +40,14 @@ public class CoordinatorScenarioTests
     }
 
     /// <summary>Time passes; every node but <paramref name="silent"/> heartbeats; the detector runs every 250 ms.</summary>
-    private List<NodeTransition> Pass(double ms, params string[] silent)
+    private List<NodeTransition> Pass(double ms, params int[] silent)
     {
         var changes = new List<NodeTransition>();
         for (double t = 0; t < ms; t += 250)
         {
             _clock.AdvanceMs(250);
             foreach (var n in _registry.Snapshot())
-                if (!silent.Contains(n.Id) && n.State != NodeState.Dead) _registry.Heartbeat(n.Id, 2);
+                if (!silent.Contains(n.Id) && n.State != NodeStatus.Dead) _registry.Heartbeat(n.Id, 2);
             changes.AddRange(_registry.Evaluate());
         }
         return changes;
@@ -61,25 +65,25 @@ public class CoordinatorScenarioTests
     [Fact]
     public void NodeDiesMidJob_RecoveredByReplicaMove_RouteRepairedReusingSurvivors()
     {
-        Join("a", 6);
-        Join("b", 6);
-        Assert.Equal(new LayerRange(0, 6), _registry.Get("a")!.Range);
-        Assert.Equal(new LayerRange(6, 12), _registry.Get("b")!.Range);
+        Join(A, 6);
+        Join(B, 6);
+        Assert.Equal(new LayerRange(0, 6), _registry.Get(A)!.Range);
+        Assert.Equal(new LayerRange(6, 12), _registry.Get(B)!.Range);
         Assert.True(_registry.ServingCoverage(Layers).IsCovered);
 
         Assert.Equal(AdmissionOutcome.Started, _admission.Submit("job1").Outcome);
         var route = _router.Route(Layers, RouteCandidate.FromAll(_registry.Snapshot())).Route!;
-        Assert.Equal("a[0:6) → b[6:12)", route.ToString());
+        Assert.Equal($"{A}[0:6) → {B}[6:12)", route.ToString());
         foreach (var hop in route.Hops) _registry.AdjustInFlight(hop.NodeId, +1);
 
         // A spare joins after the job started: it replicates the weakest half (a tie here, so the lower one).
-        Join("c", 6);
-        Assert.Equal(new LayerRange(0, 6), _registry.Get("c")!.Range);
+        Join(C, 6);
+        Assert.Equal(new LayerRange(0, 6), _registry.Get(C)!.Range);
 
         // b is SIGKILLed: silent from now on.
-        var changes = Pass(3_000, "b");
+        var changes = Pass(3_000, B);
         var death = Assert.Single(changes, c => c.BecameDead);
-        Assert.Equal("b", death.After.Id);
+        Assert.Equal(B, death.After.Id);
 
         var coverage = _registry.ServingCoverage(Layers);
         Assert.Equal([new LayerRange(6, 12)], coverage.Uncovered);
@@ -91,21 +95,21 @@ public class CoordinatorScenarioTests
         var moves = _placement.Recover(_registry.PlacementView());
         // a and c are equally placed, but a carries job1: the idle replica moves.
         var move = Assert.Single(moves);
-        Assert.Equal(("c", new LayerRange(6, 12)), (move.NodeId, move.To));
+        Assert.Equal((C, new LayerRange(6, 12)), (move.NodeId, move.To));
         Apply(moves);
         coverage = _registry.ServingCoverage(Layers);
         Assert.True(coverage.IsCovered);
         Assert.Equal("job2", Assert.Single(_admission.UpdateCoverage(coverage.Uncovered)).JobId);
 
-        var repair = _router.Repair(route, new HashSet<string> { "b" }, RouteCandidate.FromAll(_registry.Snapshot()));
-        Assert.Equal("a[0:6) → c[6:12)", repair.Route!.ToString());
-        Assert.Equal([new RouteHop("c", new LayerRange(6, 12))], repair.NewHops);
+        var repair = _router.Repair(route, new HashSet<int> { B }, RouteCandidate.FromAll(_registry.Snapshot()));
+        Assert.Equal($"{A}[0:6) → {C}[6:12)", repair.Route!.ToString());
+        Assert.Equal([new RouteHop(C, new LayerRange(6, 12))], repair.NewHops);
     }
 
     [Fact]
     public void SwarmCannotCover_JobTimesOutNamingLayers_ThenServesAfterJoin()
     {
-        Join("a", 4);
+        Join(A, 4);
         var coverage = _registry.ServingCoverage(Layers);
         Assert.Equal("layers 4-11 are not served by any node", coverage.DescribeUncovered());
         _admission.UpdateCoverage(coverage.Uncovered);
@@ -116,25 +120,25 @@ public class CoordinatorScenarioTests
         var timedOut = Assert.Single(_admission.Tick());
         Assert.Contains("layers 4-11", timedOut.Error);
 
-        Join("b", 8);
-        Assert.Equal(new LayerRange(4, 12), _registry.Get("b")!.Range);
+        Join(B, 8);
+        Assert.Equal(new LayerRange(4, 12), _registry.Get(B)!.Range);
         coverage = _registry.ServingCoverage(Layers);
         Assert.True(coverage.IsCovered);
         _admission.UpdateCoverage(coverage.Uncovered);
         Assert.Equal(AdmissionOutcome.Started, _admission.Submit("j2").Outcome);
-        Assert.Equal("a[0:4) → b[4:12)", _router.Route(Layers, RouteCandidate.FromAll(_registry.Snapshot())).Route!.ToString());
+        Assert.Equal($"{A}[0:4) → {B}[4:12)", _router.Route(Layers, RouteCandidate.FromAll(_registry.Snapshot())).Route!.ToString());
     }
 
     [Fact]
     public void DrainingNode_IsReCoveredBeforeItLeaves_AndGetsNoNewJobs()
     {
-        Join("a", 12);
-        Join("b", 6);
-        Join("c", 6);
-        _registry.BeginDrain("a");
-        Assert.DoesNotContain(RouteCandidate.FromAll(_registry.Snapshot()), c => c.NodeId == "a");
+        Join(A, 12);
+        Join(B, 6);
+        Join(C, 6);
+        _registry.BeginDrain(A);
+        Assert.DoesNotContain(RouteCandidate.FromAll(_registry.Snapshot()), c => c.NodeId == A);
         var view = _registry.PlacementView();
-        Assert.DoesNotContain(view, n => n.Id == "a");
+        Assert.DoesNotContain(view, n => n.Id == A);
         Assert.True(CoverageReport.Of(Layers, view).IsCovered, "b and c should already cover the halves a replicated");
         Assert.Empty(_placement.Recover(view));
     }

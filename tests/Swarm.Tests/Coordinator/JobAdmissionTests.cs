@@ -1,5 +1,6 @@
 using Swarm.Coordinator.Jobs;
 using Swarm.Coordinator.Placement;
+using Swarm.Protocol;
 using Xunit;
 
 namespace Swarm.Tests.Coordinator;

@@ -1,14 +1,18 @@
 using Swarm.Coordinator.Membership;
 using Swarm.Coordinator.Placement;
+using Swarm.Protocol;
 using Xunit;
 
 namespace Swarm.Tests.Coordinator;
 
 public class NodeRegistryTests
 {
-    private static NodeInfo Info(string id, LayerRange? pinned = null) => new()
+    // Node ids, numbered in the alphabetical order of their names (placement and routing break ties by id).
+    private const int A = 1, Nobody = 2;
+
+    private static NodeInfo Info(int id, LayerRange? pinned = null) => new()
     {
-        Id = id, Name = id, Endpoint = "127.0.0.1:1", MemoryBudgetBytes = 1 << 30, LayerThroughput = 100, PinnedRange = pinned,
+        Id = id, Name = $"node-{id}", Endpoint = "127.0.0.1:1", MemoryBudgetBytes = 1 << 30, LayerThroughput = 100, PinnedRange = pinned,
     };
 
     private static (NodeRegistry Registry, ManualTimeProvider Clock) Make(FailureDetectorOptions? options = null)
@@ -19,7 +23,7 @@ public class NodeRegistryTests
 
     /// <summary>Drives heartbeats every 500 ms and evaluations every 250 ms until <paramref name="until"/>.</summary>
     private static List<(double AtMs, NodeTransition T)> Run(NodeRegistry reg, ManualTimeProvider clock, double untilMs,
-        Func<double, bool> beats, string id = "a")
+        Func<double, bool> beats, int id = A)
     {
         var log = new List<(double, NodeTransition)>();
         for (double t = 250; t <= untilMs; t += 250)
@@ -35,10 +39,10 @@ public class NodeRegistryTests
     public void Register_NewNode_IsJoiningThenLoadingThenServing()
     {
         var (reg, _) = Make();
-        Assert.Equal(NodeState.Joining, reg.Register(Info("a")).State);
-        Assert.Equal(NodeState.Loading, reg.AssignRange("a", new LayerRange(0, 4))!.State);
-        var serving = reg.MarkServing("a")!;
-        Assert.Equal(NodeState.Serving, serving.State);
+        Assert.Equal(NodeStatus.Joining, reg.Register(Info(A)).State);
+        Assert.Equal(NodeStatus.Loading, reg.AssignRange(A, new LayerRange(0, 4))!.State);
+        var serving = reg.MarkServing(A)!;
+        Assert.Equal(NodeStatus.Serving, serving.State);
         Assert.True(serving.IsRoutable);
         Assert.Equal(new LayerRange(0, 4), serving.Range);
     }
@@ -47,8 +51,8 @@ public class NodeRegistryTests
     public void Register_WithHeldRange_ServesImmediately()
     {
         var (reg, _) = Make();
-        var n = reg.Register(Info("a"), new LayerRange(2, 6));
-        Assert.Equal(NodeState.Serving, n.State);
+        var n = reg.Register(Info(A), new LayerRange(2, 6));
+        Assert.Equal(NodeStatus.Serving, n.State);
         Assert.Equal(new LayerRange(2, 6), n.Range);
     }
 
@@ -56,17 +60,17 @@ public class NodeRegistryTests
     public void Evaluate_RegularHeartbeats_StaysAlive()
     {
         var (reg, clock) = Make();
-        reg.Register(Info("a"));
+        reg.Register(Info(A));
         var log = Run(reg, clock, 10_000, _ => true);
         Assert.Empty(log);
-        Assert.Equal(NodeHealth.Alive, reg.Get("a")!.Health);
+        Assert.Equal(NodeHealth.Alive, reg.Get(A)!.Health);
     }
 
     [Fact]
     public void Evaluate_OneLostBeat_DoesNotEvenSuspect()
     {
         var (reg, clock) = Make();
-        reg.Register(Info("a"));
+        reg.Register(Info(A));
         var log = Run(reg, clock, 5_000, t => t != 2_000);
         Assert.Empty(log);
     }
@@ -75,12 +79,12 @@ public class NodeRegistryTests
     public void Evaluate_OneVeryLateBeat_SuspectButNeverDead()
     {
         var (reg, clock) = Make();
-        reg.Register(Info("a"));
+        reg.Register(Info(A));
         // Beats stop after 1 s and resume at 3 s: a 2 s gap, late by 1.5 s but under the 2.5 s dead timeout.
         var log = Run(reg, clock, 6_000, t => t <= 1_000 || t >= 3_000);
         Assert.Contains(log, e => e.T.After.Health == NodeHealth.Suspect);
         Assert.DoesNotContain(log, e => e.T.After.Health == NodeHealth.Dead);
-        Assert.Equal(NodeHealth.Alive, reg.Get("a")!.Health);
+        Assert.Equal(NodeHealth.Alive, reg.Get(A)!.Health);
         // Suspicion is lifted by the next beat.
         Assert.Contains(log, e => e.T.Before.Health == NodeHealth.Suspect && e.T.After.Health == NodeHealth.Alive);
     }
@@ -89,15 +93,15 @@ public class NodeRegistryTests
     public void Evaluate_CrashedNode_ConfirmedDeadWithinThreeSeconds()
     {
         var (reg, clock) = Make();
-        reg.Register(Info("a"));
-        reg.AssignRange("a", new LayerRange(0, 2));
-        reg.MarkServing("a");
+        reg.Register(Info(A));
+        reg.AssignRange(A, new LayerRange(0, 2));
+        reg.MarkServing(A);
         const double crashAt = 1_000;
         var log = Run(reg, clock, 10_000, t => t <= crashAt);
         var dead = Assert.Single(log, e => e.T.BecameDead);
         Assert.InRange(dead.AtMs - crashAt, 0, 3_000);
-        Assert.Equal(NodeState.Dead, reg.Get("a")!.State);
-        Assert.False(reg.Get("a")!.IsRoutable);
+        Assert.Equal(NodeStatus.Dead, reg.Get(A)!.State);
+        Assert.False(reg.Get(A)!.IsRoutable);
         // Suspect came first.
         Assert.True(log.IndexOf(log.First(e => e.T.After.Health == NodeHealth.Suspect)) < log.IndexOf(dead));
     }
@@ -106,9 +110,9 @@ public class NodeRegistryTests
     public void ReportFailure_MakesSuspectAtOnce_AndAcceleratesDeath()
     {
         var (reg, clock) = Make();
-        reg.Register(Info("a"));
+        reg.Register(Info(A));
         clock.AdvanceMs(100);
-        var t = reg.ReportFailure("a");
+        var t = reg.ReportFailure(A);
         Assert.NotNull(t);
         Assert.Equal(NodeHealth.Suspect, t!.After.Health);
         // Silent since the failure: dead after 1 s of silence instead of 2.5 s.
@@ -121,83 +125,83 @@ public class NodeRegistryTests
     public void ReportFailure_WhileHeartbeating_DeadOnlyAfterThreeFailures()
     {
         var (reg, clock) = Make();
-        reg.Register(Info("a"));
+        reg.Register(Info(A));
         for (int i = 1; i <= 2; i++)
         {
             clock.AdvanceMs(100);
-            reg.ReportFailure("a");
+            reg.ReportFailure(A);
             clock.AdvanceMs(400);
-            reg.Heartbeat("a");
+            reg.Heartbeat(A);
             Assert.DoesNotContain(reg.Evaluate(), x => x.BecameDead);
-            Assert.Equal(NodeHealth.Suspect, reg.Get("a")!.Health);
+            Assert.Equal(NodeHealth.Suspect, reg.Get(A)!.Health);
         }
         clock.AdvanceMs(100);
-        Assert.True(reg.ReportFailure("a")!.BecameDead);
+        Assert.True(reg.ReportFailure(A)!.BecameDead);
     }
 
     [Fact]
     public void ReportSuccess_ClearsFailures()
     {
         var (reg, clock) = Make();
-        reg.Register(Info("a"));
+        reg.Register(Info(A));
         clock.AdvanceMs(100);
-        reg.ReportFailure("a");
-        Assert.Equal(NodeHealth.Suspect, reg.Get("a")!.Health);
-        Assert.Equal(NodeHealth.Alive, reg.ReportSuccess("a")!.Health);
-        Assert.Empty(reg.Get("a")!.RecentFailures);
+        reg.ReportFailure(A);
+        Assert.Equal(NodeHealth.Suspect, reg.Get(A)!.Health);
+        Assert.Equal(NodeHealth.Alive, reg.ReportSuccess(A)!.Health);
+        Assert.Empty(reg.Get(A)!.RecentFailures);
     }
 
     [Fact]
     public void Failures_OutsideWindow_AreForgotten()
     {
         var (reg, clock) = Make();
-        reg.Register(Info("a"));
+        reg.Register(Info(A));
         clock.AdvanceMs(100);
-        reg.ReportFailure("a");
-        for (int i = 0; i < 25; i++) { clock.AdvanceMs(500); reg.Heartbeat("a"); reg.Evaluate(); }
-        Assert.Equal(NodeHealth.Alive, reg.Get("a")!.Health);
-        Assert.Empty(reg.Get("a")!.RecentFailures);
+        reg.ReportFailure(A);
+        for (int i = 0; i < 25; i++) { clock.AdvanceMs(500); reg.Heartbeat(A); reg.Evaluate(); }
+        Assert.Equal(NodeHealth.Alive, reg.Get(A)!.Health);
+        Assert.Empty(reg.Get(A)!.RecentFailures);
     }
 
     [Fact]
     public void Heartbeat_FromDeadOrUnknown_MustRegister_AndRegisterStartsFresh()
     {
         var (reg, clock) = Make();
-        Assert.Equal(HeartbeatOutcome.MustRegister, reg.Heartbeat("nobody").Outcome);
-        reg.Register(Info("a"), new LayerRange(0, 2));
+        Assert.Equal(HeartbeatOutcome.MustRegister, reg.Heartbeat(Nobody).Outcome);
+        reg.Register(Info(A), new LayerRange(0, 2));
         clock.AdvanceMs(3_000);
         Assert.True(Assert.Single(reg.Evaluate()).BecameDead);
-        Assert.Equal(HeartbeatOutcome.MustRegister, reg.Heartbeat("a").Outcome);
-        var again = reg.Register(Info("a"));
-        Assert.Equal(NodeState.Joining, again.State);
+        Assert.Equal(HeartbeatOutcome.MustRegister, reg.Heartbeat(A).Outcome);
+        var again = reg.Register(Info(A));
+        Assert.Equal(NodeStatus.Joining, again.State);
         Assert.Null(again.Range);
-        Assert.Equal(HeartbeatOutcome.Accepted, reg.Heartbeat("a").Outcome);
+        Assert.Equal(HeartbeatOutcome.Accepted, reg.Heartbeat(A).Outcome);
     }
 
     [Fact]
     public void Heartbeat_SmoothsRtt()
     {
         var (reg, _) = Make();
-        reg.Register(Info("a"));
-        reg.Heartbeat("a", 10);
-        reg.Heartbeat("a", 20);
-        Assert.Equal(12.5, reg.Get("a")!.RttMs!.Value, 6);
+        reg.Register(Info(A));
+        reg.Heartbeat(A, 10);
+        reg.Heartbeat(A, 20);
+        Assert.Equal(12.5, reg.Get(A)!.RttMs!.Value, 6);
     }
 
     [Fact]
     public void Drain_And_Leave_StopCountingForPlacement()
     {
         var (reg, _) = Make();
-        reg.Register(Info("a"), new LayerRange(0, 2));
-        Assert.True(reg.Get("a")!.CountsForPlacement);
-        var draining = reg.BeginDrain("a")!;
-        Assert.Equal(NodeState.Draining, draining.State);
+        reg.Register(Info(A), new LayerRange(0, 2));
+        Assert.True(reg.Get(A)!.CountsForPlacement);
+        var draining = reg.BeginDrain(A)!;
+        Assert.Equal(NodeStatus.Draining, draining.State);
         Assert.False(draining.CountsForPlacement);
         Assert.False(draining.IsRoutable);
         Assert.Null(draining.ToPlacementNode().Range);
-        Assert.Equal(NodeState.Left, reg.MarkLeft("a")!.State);
-        Assert.Equal(HeartbeatOutcome.MustRegister, reg.Heartbeat("a").Outcome);
-        Assert.True(reg.Remove("a"));
+        Assert.Equal(NodeStatus.Left, reg.MarkLeft(A)!.State);
+        Assert.Equal(HeartbeatOutcome.MustRegister, reg.Heartbeat(A).Outcome);
+        Assert.True(reg.Remove(A));
         Assert.Empty(reg.Snapshot());
     }
 
@@ -205,10 +209,10 @@ public class NodeRegistryTests
     public void AdjustInFlight_NeverNegative()
     {
         var (reg, _) = Make();
-        reg.Register(Info("a"));
-        reg.AdjustInFlight("a", 2);
-        Assert.Equal(2, reg.Get("a")!.InFlight);
-        Assert.Equal(0, reg.AdjustInFlight("a", -5)!.InFlight);
+        reg.Register(Info(A));
+        reg.AdjustInFlight(A, 2);
+        Assert.Equal(2, reg.Get(A)!.InFlight);
+        Assert.Equal(0, reg.AdjustInFlight(A, -5)!.InFlight);
     }
 
     [Fact]
@@ -234,7 +238,7 @@ public class NodeRegistryTests
             DeadAfter = TimeSpan.FromSeconds(10), DeadAfterWhenFailing = TimeSpan.FromSeconds(2),
         };
         var (reg, clock) = Make(o);
-        reg.Register(Info("a"));
+        reg.Register(Info(A));
         clock.AdvanceMs(9_000);
         Assert.Equal(NodeHealth.Suspect, Assert.Single(reg.Evaluate()).After.Health);
         clock.AdvanceMs(1_000);

@@ -1,13 +1,17 @@
 using Swarm.Coordinator.Membership;
 using Swarm.Coordinator.Placement;
 using Swarm.Coordinator.Routing;
+using Swarm.Protocol;
 using Xunit;
 
 namespace Swarm.Tests.Coordinator;
 
 public class RoutingTests
 {
-    private static RouteCandidate C(string id, int start, int end, double tp = 1000, double rtt = 1, int inFlight = 0, bool suspect = false) => new()
+    // Node ids, numbered in the alphabetical order of their names (placement and routing break ties by id).
+    private const int A = 1, A1 = 2, A2 = 3, A3 = 4, B = 5, B1 = 6, B2 = 7, C = 8, D = 9, Draining = 10, Far = 11, Fast = 12, Joining = 13, Loading = 14, S = 15, Serving = 16, Slow = 17, Spare = 18, Suspect = 19, X = 20, Y = 21, Zzz = 22;
+
+    private static RouteCandidate Cand(int id, int start, int end, double tp = 1000, double rtt = 1, int inFlight = 0, bool suspect = false) => new()
     {
         NodeId = id, Range = new LayerRange(start, end), LayerThroughput = tp, RttMs = rtt, InFlight = inFlight, Suspect = suspect,
     };
@@ -27,8 +31,8 @@ public class RoutingTests
     [Fact]
     public void Route_SingleNodeHoldingAll_OneHop()
     {
-        var r = Router().Route(12, [C("a", 0, 12)]);
-        Assert.Equal("a[0:12)", Describe(r));
+        var r = Router().Route(12, [Cand(A, 0, 12)]);
+        Assert.Equal($"{A}[0:12)", Describe(r));
         // 1 ms rtt + 12 layers at 1000 layer-tokens/s = 12 ms.
         Assert.Equal(13, r.Route!.ExpectedCostMs, 6);
     }
@@ -36,8 +40,8 @@ public class RoutingTests
     [Fact]
     public void Route_Pipeline_ChainsStagesInOrder()
     {
-        var r = Router().Route(12, [C("c", 8, 12), C("a", 0, 4), C("b", 4, 8)]);
-        Assert.Equal("a[0:4) → b[4:8) → c[8:12)", Describe(r));
+        var r = Router().Route(12, [Cand(C, 8, 12), Cand(A, 0, 4), Cand(B, 4, 8)]);
+        Assert.Equal($"{A}[0:4) → {B}[4:8) → {C}[8:12)", Describe(r));
         AssertChain(r.Route!, 0, 12);
     }
 
@@ -45,25 +49,25 @@ public class RoutingTests
     public void Route_OverlappingRanges_UsesSubRangesAndFewestHops()
     {
         // a holds 0-8, b holds 4-12: two hops, split anywhere in 4..8; never three.
-        var r = Router().Route(12, [C("a", 0, 8), C("b", 4, 12)]);
+        var r = Router().Route(12, [Cand(A, 0, 8), Cand(B, 4, 12)]);
         Assert.Equal(2, r.Route!.Hops.Count);
         AssertChain(r.Route, 0, 12);
-        Assert.Equal("a", r.Route.Hops[0].NodeId);
+        Assert.Equal(A, r.Route.Hops[0].NodeId);
     }
 
     [Fact]
     public void Route_PrefersFastNodeForTheOverlap()
     {
         // Overlap 4-8 should run on the 10× faster node.
-        var r = Router().Route(12, [C("slow", 0, 8, tp: 100), C("fast", 4, 12, tp: 1000)]);
-        Assert.Equal("slow[0:4) → fast[4:12)", Describe(r));
+        var r = Router().Route(12, [Cand(Slow, 0, 8, tp: 100), Cand(Fast, 4, 12, tp: 1000)]);
+        Assert.Equal($"{Slow}[0:4) → {Fast}[4:12)", Describe(r));
     }
 
     [Fact]
     public void Route_HighRttNodeAvoided_WhenAlternativeExists()
     {
-        var r = Router().Route(12, [C("far", 0, 12, rtt: 200), C("a", 0, 6, rtt: 1), C("b", 6, 12, rtt: 1)]);
-        Assert.Equal("a[0:6) → b[6:12)", Describe(r));
+        var r = Router().Route(12, [Cand(Far, 0, 12, rtt: 200), Cand(A, 0, 6, rtt: 1), Cand(B, 6, 12, rtt: 1)]);
+        Assert.Equal($"{A}[0:6) → {B}[6:12)", Describe(r));
         // Two hops of 1 ms RTT + 6 ms compute each.
         Assert.Equal(2 + 12, r.Route!.ExpectedCostMs, 6);
     }
@@ -72,22 +76,22 @@ public class RoutingTests
     public void Route_LoadedNodeAvoided_ByLoadFactor()
     {
         // Same hardware; a's queue makes b cheaper: 1 + 12×(1+0.5×4) = 37 ms vs 1 + 12 = 13 ms.
-        var r = Router(new LeastInFlightPolicy()).Route(12, [C("a", 0, 12, inFlight: 4), C("b", 0, 12, tp: 900)]);
-        Assert.Equal("b[0:12)", Describe(r));
+        var r = Router(new LeastInFlightPolicy()).Route(12, [Cand(A, 0, 12, inFlight: 4), Cand(B, 0, 12, tp: 900)]);
+        Assert.Equal($"{B}[0:12)", Describe(r));
     }
 
     [Fact]
     public void Route_SuspectNode_UsedOnlyAsLastResort()
     {
         var router = Router();
-        Assert.Equal("b[0:12)", Describe(router.Route(12, [C("a", 0, 12, suspect: true), C("b", 0, 12, tp: 500)])));
-        Assert.Equal("a[0:12)", Describe(router.Route(12, [C("a", 0, 12, suspect: true)])));
+        Assert.Equal($"{B}[0:12)", Describe(router.Route(12, [Cand(A, 0, 12, suspect: true), Cand(B, 0, 12, tp: 500)])));
+        Assert.Equal($"{A}[0:12)", Describe(router.Route(12, [Cand(A, 0, 12, suspect: true)])));
     }
 
     [Fact]
     public void Route_Uncovered_ReportsGaps()
     {
-        var r = Router().Route(12, [C("a", 0, 4), C("b", 6, 10)]);
+        var r = Router().Route(12, [Cand(A, 0, 4), Cand(B, 6, 10)]);
         Assert.False(r.Success);
         Assert.Equal([new LayerRange(4, 6), new LayerRange(10, 12)], r.Uncovered);
         Assert.False(Router().Route(12, []).Success);
@@ -96,8 +100,8 @@ public class RoutingTests
     [Fact]
     public void Route_SubSpan_OnlyThoseLayers()
     {
-        var r = Router().Route(new LayerRange(3, 9), [C("a", 0, 6), C("b", 6, 12)]);
-        Assert.Equal("a[3:6) → b[6:9)", Describe(r));
+        var r = Router().Route(new LayerRange(3, 9), [Cand(A, 0, 6), Cand(B, 6, 12)]);
+        Assert.Equal($"{A}[3:6) → {B}[6:9)", Describe(r));
     }
 
     [Fact]
@@ -107,8 +111,8 @@ public class RoutingTests
         for (int busy = 1; busy < 5; busy++)
         {
             // Equal hardware; balancing must always choose the one with less in-flight work.
-            var r = router.Route(12, [C("a", 0, 12, inFlight: busy), C("b", 0, 12, inFlight: busy - 1)]);
-            Assert.Equal("b", r.Route!.Hops[0].NodeId);
+            var r = router.Route(12, [Cand(A, 0, 12, inFlight: busy), Cand(B, 0, 12, inFlight: busy - 1)]);
+            Assert.Equal(B, r.Route!.Hops[0].NodeId);
         }
     }
 
@@ -116,9 +120,9 @@ public class RoutingTests
     public void PowerOfTwo_SpreadsConcurrentJobsOverReplicas()
     {
         var reg = new NodeRegistry(new FailureDetectorOptions(), new ManualTimeProvider());
-        foreach (var (id, range) in new[] { ("a1", (0, 6)), ("a2", (0, 6)), ("a3", (0, 6)), ("b1", (6, 12)), ("b2", (6, 12)) })
+        foreach (var (id, range) in new[] { (A1, (0, 6)), (A2, (0, 6)), (A3, (0, 6)), (B1, (6, 12)), (B2, (6, 12)) })
         {
-            reg.Register(new NodeInfo { Id = id, Name = id, Endpoint = "x", MemoryBudgetBytes = 1, LayerThroughput = 1000 },
+            reg.Register(new NodeInfo { Id = id, Name = $"node-{id}", Endpoint = "x", MemoryBudgetBytes = 1, LayerThroughput = 1000 },
                 new LayerRange(range.Item1, range.Item2));
         }
         var router = Router(new PowerOfTwoChoicesPolicy(new Random(7)));
@@ -129,16 +133,16 @@ public class RoutingTests
             foreach (var hop in route.Hops) reg.AdjustInFlight(hop.NodeId, +1);
         }
         var load = reg.Snapshot().ToDictionary(n => n.Id, n => n.InFlight);
-        Assert.InRange(load["a1"] + load["a2"] + load["a3"], 30, 30);
-        Assert.All(new[] { "a1", "a2", "a3" }, id => Assert.InRange(load[id], 8, 12));
-        Assert.Equal(15, load["b1"]);
-        Assert.Equal(15, load["b2"]);
+        Assert.InRange(load[A1] + load[A2] + load[A3], 30, 30);
+        Assert.All(new[] { A1, A2, A3 }, id => Assert.InRange(load[id], 8, 12));
+        Assert.Equal(15, load[B1]);
+        Assert.Equal(15, load[B2]);
     }
 
     [Fact]
     public void PowerOfTwo_SameSeed_SameChoices()
     {
-        var cands = new[] { C("a", 0, 12), C("b", 0, 12), C("c", 0, 12), C("d", 0, 12) };
+        var cands = new[] { Cand(A, 0, 12), Cand(B, 0, 12), Cand(C, 0, 12), Cand(D, 0, 12) };
         string Run(int seed)
         {
             var router = Router(new PowerOfTwoChoicesPolicy(new Random(seed)));
@@ -151,23 +155,23 @@ public class RoutingTests
     [Fact]
     public void Balancing_DoesNotSendToAMuchSlowerReplica()
     {
-        // "slow" is 10× slower: not interchangeable, so even idle it is not picked while "fast" has light load.
+        // Slow is 10× slower: not interchangeable, so even idle it is not picked while Fast has light load.
         var router = Router(new LeastInFlightPolicy());
-        var r = router.Route(12, [C("fast", 0, 12, inFlight: 1), C("slow", 0, 12, tp: 100)]);
-        Assert.Equal("fast", r.Route!.Hops[0].NodeId);
+        var r = router.Route(12, [Cand(Fast, 0, 12, inFlight: 1), Cand(Slow, 0, 12, tp: 100)]);
+        Assert.Equal(Fast, r.Route!.Hops[0].NodeId);
     }
 
     [Fact]
     public void Repair_MiddleNodeDies_KeepsPrefixAndSuffix_NewHopMarked()
     {
         var router = Router();
-        var cands = new List<RouteCandidate> { C("a", 0, 4), C("b", 4, 8), C("c", 8, 12), C("b2", 4, 8, tp: 500) };
+        var cands = new List<RouteCandidate> { Cand(A, 0, 4), Cand(B, 4, 8), Cand(C, 8, 12), Cand(B2, 4, 8, tp: 500) };
         var route = router.Route(12, cands).Route!;
-        Assert.Equal("a[0:4) → b[4:8) → c[8:12)", route.ToString());
-        var fix = router.Repair(route, new HashSet<string> { "b" }, cands);
+        Assert.Equal($"{A}[0:4) → {B}[4:8) → {C}[8:12)", route.ToString());
+        var fix = router.Repair(route, new HashSet<int> { B }, cands);
         Assert.True(fix.Success);
-        Assert.Equal("a[0:4) → b2[4:8) → c[8:12)", fix.Route!.ToString());
-        Assert.Equal([new RouteHop("b2", new LayerRange(4, 8))], fix.NewHops);
+        Assert.Equal($"{A}[0:4) → {B2}[4:8) → {C}[8:12)", fix.Route!.ToString());
+        Assert.Equal([new RouteHop(B2, new LayerRange(4, 8))], fix.NewHops);
         Assert.Equal(1, fix.KeptPrefix);
         Assert.Equal(1, fix.KeptSuffix);
     }
@@ -176,17 +180,17 @@ public class RoutingTests
     public void Repair_FirstOrLastStageDies_ReusesTheRest()
     {
         var router = Router();
-        var cands = new List<RouteCandidate> { C("a", 0, 6), C("b", 6, 12), C("spare", 0, 12, tp: 200) };
+        var cands = new List<RouteCandidate> { Cand(A, 0, 6), Cand(B, 6, 12), Cand(Spare, 0, 12, tp: 200) };
         var route = router.Route(12, cands).Route!;
-        Assert.Equal("a[0:6) → b[6:12)", route.ToString());
+        Assert.Equal($"{A}[0:6) → {B}[6:12)", route.ToString());
 
-        var first = router.Repair(route, new HashSet<string> { "a" }, cands);
-        Assert.Equal("spare[0:6) → b[6:12)", first.Route!.ToString());
+        var first = router.Repair(route, new HashSet<int> { A }, cands);
+        Assert.Equal($"{Spare}[0:6) → {B}[6:12)", first.Route!.ToString());
         Assert.Equal((0, 1), (first.KeptPrefix, first.KeptSuffix));
-        Assert.Equal("spare", Assert.Single(first.NewHops).NodeId);
+        Assert.Equal(Spare, Assert.Single(first.NewHops).NodeId);
 
-        var last = router.Repair(route, new HashSet<string> { "b" }, cands);
-        Assert.Equal("a[0:6) → spare[6:12)", last.Route!.ToString());
+        var last = router.Repair(route, new HashSet<int> { B }, cands);
+        Assert.Equal($"{A}[0:6) → {Spare}[6:12)", last.Route!.ToString());
         Assert.Equal((1, 0), (last.KeptPrefix, last.KeptSuffix));
     }
 
@@ -194,10 +198,10 @@ public class RoutingTests
     public void Repair_GapServedByOverlappingSurvivors_SplitsIt()
     {
         var router = Router();
-        var cands = new List<RouteCandidate> { C("a", 0, 4), C("b", 4, 8), C("c", 8, 12), C("x", 2, 6), C("y", 6, 10) };
-        var route = new Route([new("a", new(0, 4)), new("b", new(4, 8)), new("c", new(8, 12))], 0);
-        var fix = router.Repair(route, new HashSet<string> { "b" }, cands);
-        Assert.Equal("a[0:4) → x[4:6) → y[6:8) → c[8:12)", fix.Route!.ToString());
+        var cands = new List<RouteCandidate> { Cand(A, 0, 4), Cand(B, 4, 8), Cand(C, 8, 12), Cand(X, 2, 6), Cand(Y, 6, 10) };
+        var route = new Route([new(A, new(0, 4)), new(B, new(4, 8)), new(C, new(8, 12))], 0);
+        var fix = router.Repair(route, new HashSet<int> { B }, cands);
+        Assert.Equal($"{A}[0:4) → {X}[4:6) → {Y}[6:8) → {C}[8:12)", fix.Route!.ToString());
         Assert.Equal(2, fix.NewHops.Count);
         AssertChain(fix.Route, 0, 12);
     }
@@ -206,9 +210,9 @@ public class RoutingTests
     public void Repair_NoSurvivorForLayers_ReportsUncovered()
     {
         var router = Router();
-        var cands = new List<RouteCandidate> { C("a", 0, 6), C("b", 6, 12) };
+        var cands = new List<RouteCandidate> { Cand(A, 0, 6), Cand(B, 6, 12) };
         var route = router.Route(12, cands).Route!;
-        var fix = router.Repair(route, new HashSet<string> { "b" }, cands);
+        var fix = router.Repair(route, new HashSet<int> { B }, cands);
         Assert.False(fix.Success);
         Assert.Equal([new LayerRange(6, 12)], fix.Uncovered);
     }
@@ -217,9 +221,9 @@ public class RoutingTests
     public void Repair_NoFailedHop_ReturnsSameRoute()
     {
         var router = Router();
-        var cands = new List<RouteCandidate> { C("a", 0, 6), C("b", 6, 12) };
+        var cands = new List<RouteCandidate> { Cand(A, 0, 6), Cand(B, 6, 12) };
         var route = router.Route(12, cands).Route!;
-        var fix = router.Repair(route, new HashSet<string> { "zzz" }, cands);
+        var fix = router.Repair(route, new HashSet<int> { Zzz }, cands);
         Assert.Same(route, fix.Route);
         Assert.Empty(fix.NewHops);
     }
@@ -228,10 +232,10 @@ public class RoutingTests
     public void Repair_TwoFailedHops_ReroutesBetweenThem()
     {
         var router = Router();
-        var cands = new List<RouteCandidate> { C("a", 0, 3), C("b", 3, 6), C("c", 6, 9), C("d", 9, 12), C("s", 3, 9, tp: 500) };
-        var route = new Route([new("a", new(0, 3)), new("b", new(3, 6)), new("c", new(6, 9)), new("d", new(9, 12))], 0);
-        var fix = router.Repair(route, new HashSet<string> { "b", "c" }, cands);
-        Assert.Equal("a[0:3) → s[3:9) → d[9:12)", fix.Route!.ToString());
+        var cands = new List<RouteCandidate> { Cand(A, 0, 3), Cand(B, 3, 6), Cand(C, 6, 9), Cand(D, 9, 12), Cand(S, 3, 9, tp: 500) };
+        var route = new Route([new(A, new(0, 3)), new(B, new(3, 6)), new(C, new(6, 9)), new(D, new(9, 12))], 0);
+        var fix = router.Repair(route, new HashSet<int> { B, C }, cands);
+        Assert.Equal($"{A}[0:3) → {S}[3:9) → {D}[9:12)", fix.Route!.ToString());
     }
 
     [Fact]
@@ -239,17 +243,17 @@ public class RoutingTests
     {
         var clock = new ManualTimeProvider();
         var reg = new NodeRegistry(new FailureDetectorOptions(), clock);
-        NodeInfo I(string id) => new() { Id = id, Name = id, Endpoint = "x", MemoryBudgetBytes = 1, LayerThroughput = 10 };
-        reg.Register(I("serving"), new LayerRange(0, 12));
-        reg.Register(I("joining"));
-        reg.Register(I("loading")); reg.AssignRange("loading", new LayerRange(0, 6));
-        reg.Register(I("draining"), new LayerRange(0, 12)); reg.BeginDrain("draining");
-        reg.Register(I("suspect"), new LayerRange(0, 12));
+        NodeInfo I(int id) => new() { Id = id, Name = $"node-{id}", Endpoint = "x", MemoryBudgetBytes = 1, LayerThroughput = 10 };
+        reg.Register(I(Serving), new LayerRange(0, 12));
+        reg.Register(I(Joining));
+        reg.Register(I(Loading)); reg.AssignRange(Loading, new LayerRange(0, 6));
+        reg.Register(I(Draining), new LayerRange(0, 12)); reg.BeginDrain(Draining);
+        reg.Register(I(Suspect), new LayerRange(0, 12));
         clock.AdvanceMs(100);
-        reg.ReportFailure("suspect");
+        reg.ReportFailure(Suspect);
         var cands = RouteCandidate.FromAll(reg.Snapshot());
-        Assert.Equal(["serving", "suspect"], cands.Select(c => c.NodeId).Order());
-        Assert.True(cands.Single(c => c.NodeId == "suspect").Suspect);
+        Assert.Equal([Serving, Suspect], cands.Select(c => c.NodeId).Order());
+        Assert.True(cands.Single(c => c.NodeId == Suspect).Suspect);
     }
 
     [Fact]

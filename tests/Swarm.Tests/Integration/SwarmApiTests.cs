@@ -57,6 +57,20 @@ public class SwarmApiTests(TinySwarmFixture swarm, ITestOutputHelper output) : I
     }
 
     [Fact]
+    public async Task TopPBelowFloatRange_SamplesTheGreedyTokens()
+    {
+        // top_p 1e-50 used to become 0 as a float32 on the wire, fail validation and end the job with HTTP 500.
+        var body = SwarmClient.Body(swarm.Fx.Ids("prompt.1"), 4);
+        body["temperature"] = 1.0;
+        body["top_p"] = 1e-50;
+        body["seed"] = 7;
+        var (status, json) = await SwarmClient.PostAsync(Url, body.ToJsonString());
+        Assert.True(status == 200, $"HTTP {status}: {json?.ToJsonString()}");
+        var tokens = json!["choices"]![0]!["token_ids"]!.AsArray().Select(t => (long)t!).ToArray();
+        Assert.Equal(swarm.Fx.Ids("greedy.1")[..4], tokens);
+    }
+
+    [Fact]
     public async Task PromptLongerThanContext_Gets400()
     {
         var prompt = Enumerable.Range(0, 300).Select(i => (long)(i % 500)).ToArray(); // context is 256

@@ -82,7 +82,7 @@ public class CoordinatorLinkTests
     {
         await using var coordinator = FakeCoordinator.Start();
         await using var transport = LiteNetTransport.Start(new TransportOptions { BindAddress = IPAddress.Loopback });
-        var status = new NodeStatus { State = NodeState.Ready };
+        var status = new NodeStatus { State = NodeReadiness.Ready };
         status.StepAccepted();
         var link = new CoordinatorLink(transport, coordinator.EndPoint, Profile(new NodeOptions()), new FixedStage(new LayerRange(0, 6)), status, NullLogger.Instance);
         await link.RegisterAsync(CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(20));
@@ -90,7 +90,7 @@ public class CoordinatorLinkTests
         var beats = link.RunHeartbeatsAsync(stop.Token);
 
         var heartbeat = await coordinator.NextAsync<Heartbeat>();
-        Assert.Equal(NodeState.Ready, heartbeat.State);
+        Assert.Equal(NodeReadiness.Ready, heartbeat.State);
         Assert.Equal(1, heartbeat.InFlightSteps);
         Assert.Equal(new LayerRange(0, 6), heartbeat.Range);
 

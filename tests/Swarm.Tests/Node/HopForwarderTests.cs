@@ -40,7 +40,7 @@ public sealed class HopForwarderTests : IAsyncLifetime
     private ForwardRequest Request(string nextEndpoint) => new()
     {
         JobId = 11, SessionId = 22, Step = 4, Kind = StepKind.Decode, StartPosition = 9,
-        Input = WireTensor.FromTokenIds([5]), WireDType = WireDType.F16, ReplyTo = "127.0.0.1:7700",
+        Input = WireTensor.FromTokenIds([5]), WireDType = WireDType.F16,
         Route = [new Hop { NodeId = 3, Endpoint = "127.0.0.1:1", Layers = new(0, 2) }, new Hop { NodeId = 8, Endpoint = nextEndpoint, Layers = new(2, 4) }],
         Timings = [],
     };

@@ -7,6 +7,7 @@ using Swarm.Cli.Commands;
 using Swarm.Coordinator.Status;
 using Swarm.Coordinator.Placement;
 using Swarm.Coordinator.Service;
+using Swarm.Protocol;
 using Xunit;
 using Xunit.Abstractions;
 using YamlDotNet.RepresentationModel;

@@ -24,13 +24,13 @@ internal static class OpsTestData
             [
                 new SwarmNodeStatus
                 {
-                    Id = 1, Name = "node-alpha", Address = "127.0.0.1:41234", Layers = [0, 8], State = NodeState.Serving,
+                    Id = 1, Name = "node-alpha", Address = "127.0.0.1:41234", Layers = [0, 8], State = NodeStatus.Serving,
                     InFlight = 2, Device = "cpu", Threads = 2, TokensPerS = 123.4, KvTokensUsed = 1536, KvTokensCapacity = 8192,
                     Sessions = 3, LastHeartbeatMsAgo = 120,
                 },
                 new SwarmNodeStatus
                 {
-                    Id = 2, Name = "node-beta", Address = "127.0.0.1:41235", Layers = [6, 10], State = NodeState.Suspect,
+                    Id = 2, Name = "node-beta", Address = "127.0.0.1:41235", Layers = [6, 10], State = NodeStatus.Suspect,
                     InFlight = 0, Device = "cuda:0", Threads = 4, TokensPerS = 87.34, KvTokensUsed = 7900, KvTokensCapacity = 8192,
                     Sessions = 1, LastHeartbeatMsAgo = 2600,
                 },

@@ -75,7 +75,7 @@ public sealed class StatusRendererTests
     public void RenderToText_NamesWithMarkup_PrintedLiterally()
     {
         var s = OpsTestData.TwoNodes();
-        s = s with { Nodes = [s.Nodes[0] with { Name = "[red]evil[/]", State = NodeState.Dead }] };
+        s = s with { Nodes = [s.Nodes[0] with { Name = "[red]evil[/]", State = NodeStatus.Dead }] };
         string text = StatusRenderer.RenderToText(s);
         Assert.Contains("[red]evil[/]", text);
         Assert.Contains("dead", text);

@@ -44,7 +44,7 @@ public sealed class SwarmStatusJsonTests
         s = s with
         {
             Covered = true, Coverage = [1, 1], NumLayers = 2, Uncovered = null,
-            Nodes = [s.Nodes[0] with { Layers = null, State = NodeState.Joining }],
+            Nodes = [s.Nodes[0] with { Layers = null, State = NodeStatus.Joining }],
         };
         using var doc = JsonDocument.Parse(s.ToJson());
         Assert.Equal(JsonValueKind.Null, doc.RootElement.GetProperty("uncovered").ValueKind);
@@ -69,11 +69,11 @@ public sealed class SwarmStatusJsonTests
               "recoveries": 0, "uptime_s": 12.3, "wire_dtype": "f16" }
             """;
         var s = SwarmStatus.FromJson(json);
-        Assert.Equal(NodeState.Serving, s.Nodes[0].State);
+        Assert.Equal(NodeStatus.Serving, s.Nodes[0].State);
         Assert.Equal("0:4", s.Nodes[0].RangeText);
         Assert.Null(s.Nodes[1].Range);
         Assert.Equal("-", s.Nodes[1].RangeText);
-        Assert.Equal(NodeState.Draining, s.Nodes[1].State);
+        Assert.Equal(NodeStatus.Draining, s.Nodes[1].State);
         Assert.Equal(SwarmJobState.Done, s.Jobs.Recent[0].State);
         Assert.Equal(3.2, s.Jobs.Recent[0].FinishedAgoS);
         using var minified = JsonDocument.Parse(json);

@@ -43,7 +43,7 @@ internal static class ProtocolSamples
         ["RangeReady"] = Wrap(new RangeReady { Range = new LayerRange(6, 12), AssignmentId = 42, KvBytesPerTokenPerLayer = 6144, MaxKvTokens = 100_000 }, id: 5),
         ["Heartbeat"] = Wrap(new Heartbeat
         {
-            State = NodeState.Ready,
+            State = NodeReadiness.Ready,
             InFlightSteps = 3,
             Sessions = 5,
             KvTokensUsed = 4096,
@@ -66,8 +66,7 @@ internal static class ProtocolSamples
             Input = new WireTensor { DType = WireDType.F16, Shape = [1, 1, 4], Data = new byte[] { 0x00, 0x3C, 0x00, 0x40, 0x00, 0xC0, 0x00, 0x00 } },
             Route = Route,
             WireDType = WireDType.F16,
-            Sampling = new SamplingParams { Temperature = 0.7f, TopK = 40, TopP = 0.9f, Seed = 1234 },
-            ReplyTo = "127.0.0.1:7700",
+            Sampling = new SamplingParams { Temperature = 0.7, TopK = 40, TopP = 0.9, Seed = 1234 },
             Timings = [new StageTiming { NodeId = 1, Milliseconds = 1.5 }],
         }, id: 9, session: 200),
         ["TokenResult"] = Wrap(new TokenResult

@@ -92,4 +92,15 @@ public class WireTensorTests
         var back = WireTensorConversion.FromTensor(t, WireDType.BF16).ToTensor(torch.ScalarType.Float32);
         Assert.Equal(new float[] { 1f, 2f, -0.5f }, back.data<float>().ToArray());
     }
+
+    [Fact]
+    public void FirstTokenIdOutside_ReadsTheWireBytes()
+    {
+        Assert.Null(WireTensor.FromTokenIds([0, 5, 9]).FirstTokenIdOutside(10));
+        Assert.Equal(10, WireTensor.FromTokenIds([0, 10, -1]).FirstTokenIdOutside(10));
+        Assert.Equal(-1, WireTensor.FromTokenIds([3, -1, 10]).FirstTokenIdOutside(10));
+        Assert.Equal(long.MinValue, WireTensor.FromTokenIds([long.MinValue]).FirstTokenIdOutside(10));
+        var hidden = new WireTensor { DType = WireDType.F32, Shape = [1, 1, 1], Data = new byte[4] };
+        Assert.Throws<InvalidOperationException>(() => hidden.FirstTokenIdOutside(10));
+    }
 }

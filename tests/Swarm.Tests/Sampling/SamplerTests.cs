@@ -146,6 +146,45 @@ public class SamplerTests
         }
     }
 
+    [Theory]
+    [InlineData(1e-50, 0)]
+    [InlineData(double.Epsilon, 0)]
+    [InlineData(1e-50, 50)]
+    [InlineData(double.Epsilon, 50)]
+    public void TopPFarBelowFloatRange_SamplesTheArgmax(double topP, int topK)
+    {
+        // Such a top-p used to become 0 in float32 on the wire; as a double, a nucleus mass that underflows to 0 still keeps the best token.
+        for (int seed = 0; seed < 5; seed++)
+        {
+            using var logits = RandomLogits(2000, 300 + seed);
+            int greedy = new Sampler(SamplingOptions.Greedy()).Next(logits);
+            var s = new Sampler(new SamplingOptions { Temperature = 1.0, TopK = topK, TopP = topP, Seed = seed });
+            Assert.All(Run(s, logits, 20), t => Assert.Equal(greedy, t));
+        }
+    }
+
+    [Fact]
+    public void Nucleus_MassUnderflowedToZero_KeepsOnlyTheLargestWeight()
+    {
+        double[] w = [0.1, 0.5, 0.2, 0.5, 0.05];
+        Sampler.Nucleus(w, 0.0);
+        Assert.Equal([0.0, 0.5, 0.0, 0.0, 0.0], w);
+    }
+
+    [Theory]
+    [InlineData(1e-300)]
+    [InlineData(double.Epsilon)]
+    public void TemperatureTiny_BehavesLikeGreedy(double temperature)
+    {
+        for (int seed = 0; seed < 5; seed++)
+        {
+            using var logits = RandomLogits(2000, 400 + seed);
+            int greedy = new Sampler(SamplingOptions.Greedy()).Next(logits);
+            var s = new Sampler(new SamplingOptions { Temperature = temperature, Seed = seed });
+            Assert.All(Run(s, logits, 20), t => Assert.Equal(greedy, t));
+        }
+    }
+
     [Fact]
     public void TopK_RestrictsSupportToTheKBest()
     {

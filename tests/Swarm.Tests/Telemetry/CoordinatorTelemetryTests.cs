@@ -75,11 +75,11 @@ public sealed class CoordinatorTelemetryTests
         var failed = Assert.Single(steps, s => s.Status == ActivityStatusCode.Error);
         var failure = Assert.Single(failed.Events);
         Assert.Equal(CoordinatorInstrumentation.StepFailedEvent, failure.Name);
-        Assert.Equal(node.NodeId.ToString(), Tag(failure, SwarmTelemetry.NodeIdTag));
+        Assert.Equal(node.NodeId, Tag(failure, SwarmTelemetry.NodeIdTag));
         Assert.Equal("Overloaded", Tag(failure, SwarmTelemetry.ErrorCodeTag));
         Assert.Equal("fake overload", Tag(failure, SwarmTelemetry.ReasonTag));
         var recovery = Assert.Single(job.Events, e => e.Name == CoordinatorInstrumentation.RecoveryEvent);
-        Assert.Equal(node.NodeId.ToString(), Tag(recovery, SwarmTelemetry.NodeIdTag));
+        Assert.Equal(node.NodeId, Tag(recovery, SwarmTelemetry.NodeIdTag));
         Assert.Equal(1, Tag(recovery, SwarmTelemetry.StepTag));
         Assert.Equal("length", job.GetTagItem("swarm.finish_reason"));
 

@@ -87,7 +87,7 @@ internal sealed class FakeNode : IAsyncDisposable
                 {
                     _coordinator!.Send(Envelope.Create(new Heartbeat
                     {
-                        State = NodeState.Ready, KvTokensUsed = 7, KvTokensCapacity = 1000, Range = new LayerRange(0, _config.NumLayers),
+                        State = NodeReadiness.Ready, KvTokensUsed = 7, KvTokensCapacity = 1000, Range = new LayerRange(0, _config.NumLayers),
                     }));
                 }
                 catch (PeerDisconnectedException) { return; }

@@ -30,7 +30,7 @@ public class LiteNetTransportTests
         }
     });
 
-    private static Envelope Heartbeat() => Envelope.Create(new Heartbeat { State = NodeState.Ready, Sessions = 1 });
+    private static Envelope Heartbeat() => Envelope.Create(new Heartbeat { State = NodeReadiness.Ready, Sessions = 1 });
 
     [Fact]
     public async Task Start_PortZero_ReportsActualPort()
@@ -132,6 +132,19 @@ public class LiteNetTransportTests
         var ex = await Assert.ThrowsAsync<PeerRefusedException>(() => client.ConnectAsync(server.LocalEndPoint).WaitAsync(Long));
         Assert.Contains($"protocol version {ProtocolInfo.Version + 1} is not supported (this peer speaks {ProtocolInfo.Version})", ex.Message);
         Assert.True(serverLog.Contains(LogLevel.Warning, "protocol version"), serverLog.Dump());
+    }
+
+    [Fact]
+    public async Task ConnectAsync_Version1Peer_RefusedWithProtocolVersionReason()
+    {
+        // Version 1 carried sampling parameters as float32 under keys this version retired: its peers must be turned away at connect.
+        var serverLog = new TestLogger();
+        await using var server = Start(logger: serverLog);
+        await using var client = Start(configure: o => o.ProtocolVersion = 1);
+        var ex = await Assert.ThrowsAsync<PeerRefusedException>(() => client.ConnectAsync(server.LocalEndPoint).WaitAsync(Long));
+        Assert.Contains($"protocol version 1 is not supported (this peer speaks {ProtocolInfo.Version})", ex.Message);
+        Assert.Equal(1, server.Counters.RefusedConnections);
+        Assert.Empty(server.Peers);
     }
 
     [Fact]

@@ -30,7 +30,7 @@ public enum NodeHealth
 /// The single state shown to operators (<c>/api/swarm</c>, <c>swarm status</c>): the phase, unless the
 /// node has left, is dead, or is suspected.
 /// </summary>
-public enum NodeState
+public enum NodeStatus
 {
     /// <summary>See <see cref="NodePhase.Joining"/>.</summary>
     Joining,
