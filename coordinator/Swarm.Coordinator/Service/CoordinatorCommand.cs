@@ -38,6 +38,8 @@ public static class CoordinatorCommand
             var errors = options.Validate();
             if (errors.Count > 0) throw new UsageException("invalid coordinator settings:\n  " + string.Join("\n  ", errors));
             EndPoints.TryParse(options.Http, out var http);
+            EndPoints.TryParse(options.Listen, out var listen);
+            ListenAddressCheck.EnsureBindable(listen!, http!);
             var builder = WebApplication.CreateSlimBuilder();
             DaemonLogging.Configure(builder.Logging);
             builder.WebHost.ConfigureKestrel(k => k.Listen(http!));
@@ -53,7 +55,15 @@ public static class CoordinatorCommand
             var jobs = app.Services.GetRequiredService<JobRunner>();
             HttpApi.Map(app, swarm, jobs);
             app.MapPrometheusScrapingEndpoint("/metrics");
-            await app.RunAsync();
+            try
+            {
+                await app.RunAsync();
+            }
+            catch (Exception e) when (ListenAddressCheck.IsAddressInUse(e))
+            {
+                // Taken between the check and the bind: the host has logged the details already.
+                throw new CommandFailedException(e.Message);
+            }
             return 0;
         });
         return cmd;
