@@ -12,6 +12,9 @@ namespace Swarm.Coordinator.Service;
 /// <summary><c>swarm coordinator</c>: the coordinator daemon (placement, routing, jobs, HTTP API) as a web host.</summary>
 public static class CoordinatorCommand
 {
+    /// <summary>ASP.NET Core's meter of <c>http.server.request.duration</c> (by route, method and status code), exported on /metrics.</summary>
+    public const string HttpServerMeter = "Microsoft.AspNetCore.Hosting";
+
     public static Command Create()
     {
         var cfg = new DaemonConfig("Coordinator");
@@ -49,10 +52,11 @@ public static class CoordinatorCommand
             builder.Services.AddSingleton<JobRunner>();
             builder.Services.AddSwarmTelemetry(
                 TelemetrySettings.FromEnvironment("swarm-coordinator", CoordinatorInstrumentation.Name, null, options.OtlpEndpoint),
-                m => m.AddPrometheusExporter());
+                m => m.AddPrometheusExporter().AddMeter(HttpServerMeter));
             await using var app = builder.Build();
             var swarm = app.Services.GetRequiredService<SwarmCoordinator>();
             var jobs = app.Services.GetRequiredService<JobRunner>();
+            app.UseOpenAiErrorBodies();
             HttpApi.Map(app, swarm, jobs);
             app.MapPrometheusScrapingEndpoint("/metrics");
             try
