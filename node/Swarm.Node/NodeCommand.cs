@@ -35,6 +35,7 @@ public static class NodeCommand
             var options = cfg.Bind<NodeOptions>(r);
             var errors = options.Validate();
             if (errors.Count > 0) throw new UsageException("invalid node settings:\n  " + string.Join("\n  ", errors));
+            MemoryBudget.EnsureHoldsOneLayer(options);
             var builder = Host.CreateApplicationBuilder();
             DaemonLogging.Configure(builder.Logging);
             builder.Services.AddSingleton(options);

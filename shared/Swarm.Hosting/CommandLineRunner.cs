@@ -4,8 +4,8 @@ namespace Swarm.Hosting;
 
 /// <summary>
 /// Runs a command line with the CLI's error convention: a <see cref="UsageException"/> prints one line and
-/// exits 2; an exception of one of the given runtime-error types (a bad checkpoint, an unreachable
-/// coordinator, …) prints one line and exits 1; anything else is a bug and propagates with its stack trace.
+/// exits 2; a <see cref="CommandFailedException"/> or an exception of one of the given runtime-error types (a bad
+/// checkpoint, a port in use, …) prints one line and exits 1; anything else is a bug and propagates with its stack trace.
 /// </summary>
 public static class CommandLineRunner
 {
@@ -15,7 +15,7 @@ public static class CommandLineRunner
         {
             return await root.Parse(args).InvokeAsync(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
         }
-        catch (Exception e) when (Unwrap(e) is var inner && (inner is UsageException or ArgumentException or InvalidOperationException
+        catch (Exception e) when (Unwrap(e) is var inner && (inner is UsageException or CommandFailedException or ArgumentException or InvalidOperationException
                                                              || runtimeErrors.Any(t => t.IsInstanceOfType(inner))))
         {
             Console.Error.WriteLine($"{root.Name}: {inner.Message}");

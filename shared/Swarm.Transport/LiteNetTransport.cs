@@ -47,6 +47,7 @@ public sealed class LiteNetTransport : ITransport
     private readonly Channel<InboundMessage> _inbound;
     private readonly Reassembler _reassembly;
     private readonly TransportCounters _counters = new();
+    private readonly RepeatedLogLimiter _repeated = new(); // warnings a peer can provoke at will: counted always, logged per interval
     private long _nextMessageId;
     private volatile bool _stopping;
     private int _disposed;
@@ -93,9 +94,10 @@ public sealed class LiteNetTransport : ITransport
         var errors = options.Validate();
         if (errors.Count > 0) throw new ArgumentException("invalid transport options: " + string.Join("; ", errors), nameof(options));
         var t = new LiteNetTransport(options, logger ?? NullLogger.Instance);
+        LiteNetLibLog.Attach(t._logger);
         var v4 = options.BindAddress.AddressFamily == AddressFamily.InterNetwork ? options.BindAddress : IPAddress.Any;
         var v6 = options.BindAddress.AddressFamily == AddressFamily.InterNetworkV6 ? options.BindAddress : IPAddress.IPv6Any;
-        if (!t._manager.Start(v4, v6, options.Port))
+        if (!LiteNetLibLog.WhileBinding(() => t._manager.Start(v4, v6, options.Port)))
         {
             t._wake.Dispose();
             throw new SocketException((int)SocketError.AddressAlreadyInUse, $"could not bind UDP {options.BindAddress}:{options.Port}");
@@ -185,7 +187,7 @@ public sealed class LiteNetTransport : ITransport
         if (reason is not null)
         {
             Interlocked.Increment(ref _counters._refusedConnections);
-            TransportLog.Refused(_logger, request.RemoteEndPoint, reason);
+            if (_repeated.ShouldLog(_logger, "refused connection")) TransportLog.Refused(_logger, request.RemoteEndPoint, reason);
             request.Reject(Encoding.UTF8.GetBytes(reason));
             return;
         }
@@ -243,7 +245,7 @@ public sealed class LiteNetTransport : ITransport
         }
         else
         {
-            TransportLog.ConnectFailed(_logger, ep, reason);
+            if (_repeated.ShouldLog(_logger, "failed connect")) TransportLog.ConnectFailed(_logger, ep, reason);
         }
     }
 
@@ -266,11 +268,11 @@ public sealed class LiteNetTransport : ITransport
                 break;
             case FrameResult.Malformed:
                 Interlocked.Increment(ref _counters._malformed);
-                TransportLog.Malformed(_logger, state.RemoteEndPoint, error!);
+                if (_repeated.ShouldLog(_logger, "malformed message")) TransportLog.Malformed(_logger, state.RemoteEndPoint, error!);
                 break;
             case FrameResult.Dropped:
                 Interlocked.Increment(ref _counters._droppedReassembly);
-                TransportLog.ReassemblyDropped(_logger, state.RemoteEndPoint, error!);
+                if (_repeated.ShouldLog(_logger, "dropped message")) TransportLog.ReassemblyDropped(_logger, state.RemoteEndPoint, error!);
                 break;
         }
         _manager.TriggerUpdate(); // acknowledge promptly: the sender's window depends on it
@@ -296,7 +298,7 @@ public sealed class LiteNetTransport : ITransport
                     foreach (var dropped in _reassembly.Sweep())
                     {
                         Interlocked.Increment(ref _counters._droppedReassembly);
-                        TransportLog.ReassemblyDropped(_logger, LocalEndPoint, "stalled " + dropped);
+                        if (_repeated.ShouldLog(_logger, "dropped message")) TransportLog.ReassemblyDropped(_logger, LocalEndPoint, "stalled " + dropped);
                     }
                 }
             }
@@ -329,7 +331,7 @@ public sealed class LiteNetTransport : ITransport
         if (!_codec.TryDeserialize(bytes, out var envelope, out var error))
         {
             Interlocked.Increment(ref _counters._malformed);
-            TransportLog.Malformed(_logger, peer.RemoteEndPoint, error);
+            if (_repeated.ShouldLog(_logger, "malformed message")) TransportLog.Malformed(_logger, peer.RemoteEndPoint, error);
             return;
         }
         Interlocked.Increment(ref _counters._messagesReceived);
@@ -338,7 +340,7 @@ public sealed class LiteNetTransport : ITransport
         if (_inbound.Writer.TryWrite(new InboundMessage(peer, envelope))) return;
 
         Interlocked.Increment(ref _counters._droppedFull);
-        TransportLog.InboundFull(_logger, _options.InboundCapacity, envelope.Body.GetType().Name, envelope.MessageId, peer.RemoteEndPoint);
+        if (_repeated.ShouldLog(_logger, "inbound queue full")) TransportLog.InboundFull(_logger, _options.InboundCapacity, envelope.Body.GetType().Name, envelope.MessageId, peer.RemoteEndPoint);
         if (envelope.Body is not ErrorReply && peer.IsConnected)
         {
             try

@@ -3,7 +3,7 @@ using Microsoft.Extensions.Logging;
 
 namespace Swarm.Transport;
 
-/// <summary>Log messages of the transport; event ids 3000–3099 are reserved for it.</summary>
+/// <summary>Log messages of the transport; event ids 3000–3099 are reserved for it (3010: <see cref="RepeatedLogLimiter"/>).</summary>
 internal static partial class TransportLog
 {
     [LoggerMessage(EventId = 3000, Level = LogLevel.Information, Message = "Transport listening on {EndPoint} ({Channels} channels for large messages)")]
@@ -32,6 +32,9 @@ internal static partial class TransportLog
 
     [LoggerMessage(EventId = 3008, Level = LogLevel.Warning, Message = "Could not connect to {EndPoint}: {Reason}")]
     public static partial void ConnectFailed(ILogger logger, IPEndPoint endPoint, string reason);
+
+    [LoggerMessage(EventId = 3011, Message = "LiteNetLib: {Message}")]
+    public static partial void LiteNetLib(ILogger logger, LogLevel level, string message);
 
     [LoggerMessage(EventId = 3009, Level = LogLevel.Debug, Message = "Network error from {EndPoint}: {Error}")]
     public static partial void NetworkError(ILogger logger, IPEndPoint endPoint, System.Net.Sockets.SocketError error);

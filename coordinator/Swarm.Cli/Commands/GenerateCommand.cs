@@ -73,7 +73,7 @@ internal static class GenerateCommand
             };
             HttpResponseMessage resp;
             try { resp = await Http.SendAsync(req, HttpCompletionOption.ResponseHeadersRead, ct); }
-            catch (HttpRequestException e) { throw new UsageException($"cannot reach the coordinator at {baseUrl}: {e.Message}"); }
+            catch (HttpRequestException e) { throw new CommandFailedException($"cannot reach the coordinator at {baseUrl}: {e.Message}"); }
             using (resp)
             {
                 bool isStream = resp.Content.Headers.ContentType?.MediaType == "text/event-stream";

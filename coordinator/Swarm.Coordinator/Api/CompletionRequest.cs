@@ -66,7 +66,7 @@ public sealed record CompletionValidationContext
 /// <summary>One problem with a request.</summary>
 /// <param name="Field">The JSON field (<c>prompt</c>, <c>max_tokens</c>, …) or <c>body</c> for the document itself.</param>
 /// <param name="Message">What is wrong, for people.</param>
-/// <param name="Code">Machine code: <c>invalid_json</c>, <c>invalid_type</c>, <c>invalid_value</c>, <c>missing_required_parameter</c>,
+/// <param name="Code">Machine code: <c>invalid_json</c>, <c>invalid_encoding</c>, <c>invalid_type</c>, <c>invalid_value</c>, <c>missing_required_parameter</c>,
 /// <c>model_not_found</c>, <c>context_length_exceeded</c> or <c>unsupported_parameter</c>.</param>
 public sealed record ValidationError(string Field, string Message, string Code);
 

@@ -25,6 +25,13 @@ public sealed record OpenAiErrorResponse([property: JsonPropertyName("error")] O
         });
     }
 
+    /// <summary>An <c>invalid_request_error</c> with one message (404, 405, 408, a chat request to a base model, …).</summary>
+    /// <param name="message">What is wrong and, where it helps, what to do instead.</param>
+    /// <param name="code">Machine-readable code.</param>
+    /// <param name="param">The offending request field, if one.</param>
+    public static OpenAiErrorResponse InvalidRequest(string message, string code, string? param = null) =>
+        new(new OpenAiError { Message = message, Type = "invalid_request_error", Param = param, Code = code });
+
     /// <summary>HTTP 503 body when the swarm cannot serve the job (e.g. uncovered layers; the message names them).</summary>
     public static OpenAiErrorResponse ServiceUnavailable(string message, string code = "layers_uncovered") =>
         new(new OpenAiError { Message = message, Type = "service_unavailable_error", Code = code });

@@ -21,6 +21,10 @@ public static class CompletionRequestParser
     public static CompletionParseResult Parse(ReadOnlyMemory<byte> utf8Json, CompletionValidationContext context)
     {
         ArgumentNullException.ThrowIfNull(context);
+        // JsonDocument checks UTF-8 only when a string is read (and then throws), so the whole body is checked first.
+        if (FirstInvalidUtf8Byte(utf8Json.Span) is int bad)
+            return Fail(new ValidationError("body", string.Create(CultureInfo.InvariantCulture,
+                $"the body is not valid UTF-8 (byte {bad} begins an invalid sequence); send JSON encoded as UTF-8"), "invalid_encoding"));
         JsonDocument doc;
         try
         {
@@ -48,14 +52,24 @@ public static class CompletionRequestParser
         void Error(string field, string message, string code = "invalid_value") => errors.Add(new ValidationError(field, message, code));
         JsonElement? Get(string name) =>
             root.TryGetProperty(name, out var v) && v.ValueKind != JsonValueKind.Null ? v : null;
+        // Valid UTF-8 can still escape an unpaired surrogate (\ud800), which no .NET string may hold: reading it throws.
+        string? Text(string field, JsonElement e)
+        {
+            try { return e.GetString(); }
+            catch (InvalidOperationException)
+            {
+                Error(field, "contains an unpaired UTF-16 surrogate escape (\\uD800–\\uDFFF), which is not text");
+                return null;
+            }
+        }
 
         // model
         string model = ctx.ModelName;
         if (Get("model") is JsonElement m)
         {
             if (m.ValueKind != JsonValueKind.String) Error("model", $"must be a string, not {Kind(m)}", "invalid_type");
-            else if (m.GetString() != ctx.ModelName)
-                Error("model", $"the model '{m.GetString()}' is not served here; available: '{ctx.ModelName}'", "model_not_found");
+            else if (Text("model", m) is string name && name != ctx.ModelName)
+                Error("model", $"the model '{name}' is not served here; available: '{ctx.ModelName}'", "model_not_found");
         }
 
         // prompt
@@ -67,15 +81,15 @@ public static class CompletionRequestParser
         }
         else if (p.ValueKind == JsonValueKind.String)
         {
-            promptText = p.GetString()!;
-            if (promptText.Length == 0) Error("prompt", "must not be empty");
+            promptText = Text("prompt", p);
+            if (promptText is { Length: 0 }) Error("prompt", "must not be empty");
         }
         else if (p.ValueKind == JsonValueKind.Array)
         {
             var items = p.EnumerateArray().ToList();
             if (items.Count == 0) Error("prompt", "must not be empty");
             else if (items.All(i => i.ValueKind == JsonValueKind.Number)) promptIds = TokenIds("prompt", items, ctx, Error);
-            else if (items.Count == 1 && items[0].ValueKind == JsonValueKind.String) promptText = items[0].GetString()!;
+            else if (items.Count == 1 && items[0].ValueKind == JsonValueKind.String) promptText = Text("prompt", items[0]);
             else if (items.Count == 1 && items[0].ValueKind == JsonValueKind.Array)
                 promptIds = TokenIds("prompt", [.. items[0].EnumerateArray()], ctx, Error);
             else if (items.All(i => i.ValueKind is JsonValueKind.String or JsonValueKind.Array))
@@ -137,9 +151,9 @@ public static class CompletionRequestParser
         var stop = new List<string>();
         if (Get("stop") is JsonElement st)
         {
-            if (st.ValueKind == JsonValueKind.String) stop.Add(st.GetString()!);
+            if (st.ValueKind == JsonValueKind.String) { if (Text("stop", st) is string one) stop.Add(one); }
             else if (st.ValueKind == JsonValueKind.Array && st.EnumerateArray().All(i => i.ValueKind == JsonValueKind.String))
-                stop.AddRange(st.EnumerateArray().Select(i => i.GetString()!));
+                stop.AddRange(st.EnumerateArray().Select(i => Text("stop", i)).OfType<string>());
             else Error("stop", "must be a string or an array of strings", "invalid_type");
             if (stop.Any(s => s.Length == 0)) Error("stop", "stop sequences must not be empty");
             if (stop.Count > ctx.MaxStopSequences)
@@ -160,8 +174,7 @@ public static class CompletionRequestParser
             else Error("stream", $"must be true or false, not {Kind(sm)}", "invalid_type");
         }
 
-        if (Get("n") is JsonElement n && Integer(n) != 1) Error("n", "only n = 1 is supported", "unsupported_parameter");
-        if (Get("echo") is JsonElement echo && echo.ValueKind != JsonValueKind.False) Error("echo", "echo is not supported", "unsupported_parameter");
+        UnsupportedParameters.Check(root, Error);
 
         if (errors.Count > 0) return new CompletionParseResult(null, errors);
         return new CompletionParseResult(new CompletionRequest
@@ -221,7 +234,21 @@ public static class CompletionRequestParser
     private static long? Integer(JsonElement e) =>
         e.ValueKind == JsonValueKind.Number && e.TryGetInt64(out long v) ? v : null;
 
-    private static string Kind(JsonElement e) => e.ValueKind switch
+    /// <summary>Offset of the first byte that does not begin a valid UTF-8 sequence, or null when all are valid.</summary>
+    private static int? FirstInvalidUtf8Byte(ReadOnlySpan<byte> bytes)
+    {
+        if (System.Text.Unicode.Utf8.IsValid(bytes)) return null;
+        int offset = 0;
+        while (offset < bytes.Length)
+        {
+            if (Rune.DecodeFromUtf8(bytes[offset..], out _, out int consumed) != System.Buffers.OperationStatus.Done) return offset;
+            offset += consumed;
+        }
+        return null;
+    }
+
+    /// <summary>"a string", "an integer", … for messages.</summary>
+    internal static string Kind(JsonElement e) => e.ValueKind switch
     {
         JsonValueKind.String => "a string",
         JsonValueKind.Number => e.TryGetInt64(out _) ? "an integer" : "a fractional number",

@@ -20,9 +20,8 @@ public sealed record ModelShape(int NumLayers, long BytesPerLayer, long KvBytesP
     {
         ArgumentNullException.ThrowIfNull(config);
         ArgumentOutOfRangeException.ThrowIfLessThan(bytesPerElement, 1);
-        long h = config.HiddenSize, i = config.IntermediateSize;
-        long parameters = 4 * h * h + 2 * h * i + 9 * h + i;
-        return new ModelShape(config.NumLayers, parameters * bytesPerElement, 2 * h * bytesPerElement, reservedBytesPerNode);
+        return new ModelShape(config.NumLayers, LayerMemory.WeightBytesPerLayer(config, bytesPerElement),
+            LayerMemory.KvBytesPerTokenPerLayer(config, bytesPerElement), reservedBytesPerNode);
     }
 
     /// <summary>Problems with these sizes (empty when valid).</summary>

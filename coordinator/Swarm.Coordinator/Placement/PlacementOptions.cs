@@ -7,7 +7,7 @@ public sealed class PlacementOptions
     /// KV-cache tokens to reserve per hosted layer when deciding how many layers fit in a node's memory
     /// (summed over concurrent sessions). Default 8192 (four 2048-token sessions).
     /// </summary>
-    public int KvReserveTokens { get; set; } = 8192;
+    public int KvReserveTokens { get; set; } = Swarm.Model.LayerMemory.KvReserveTokens;
 
     /// <summary>
     /// Hysteresis of rebalancing: a node is moved only if the swarm's minimum per-layer throughput grows by

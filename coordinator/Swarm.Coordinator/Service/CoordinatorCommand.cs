@@ -13,6 +13,9 @@ namespace Swarm.Coordinator.Service;
 /// <summary><c>swarm coordinator</c>: the coordinator daemon (placement, routing, jobs, HTTP API) as a web host.</summary>
 public static class CoordinatorCommand
 {
+    /// <summary>ASP.NET Core's meter of <c>http.server.request.duration</c> (by route, method and status code), exported on /metrics.</summary>
+    public const string HttpServerMeter = "Microsoft.AspNetCore.Hosting";
+
     public static Command Create()
     {
         var cfg = new DaemonConfig("Coordinator");
@@ -46,6 +49,8 @@ public static class CoordinatorCommand
             var errors = options.Validate();
             if (errors.Count > 0) throw new UsageException("invalid coordinator settings:\n  " + string.Join("\n  ", errors));
             EndPoints.TryParse(options.Http, out var http);
+            EndPoints.TryParse(options.Listen, out var listen);
+            ListenAddressCheck.EnsureBindable(listen!, http!);
             var builder = WebApplication.CreateSlimBuilder();
             DaemonLogging.Configure(builder.Logging);
             builder.WebHost.ConfigureKestrel(k => k.Listen(http!));
@@ -55,13 +60,22 @@ public static class CoordinatorCommand
             builder.Services.AddSingleton<JobRunner>();
             builder.Services.AddSwarmTelemetry(
                 TelemetrySettings.FromEnvironment("swarm-coordinator", CoordinatorInstrumentation.Name, null, options.OtlpEndpoint),
-                m => m.AddPrometheusExporter());
+                m => m.AddPrometheusExporter().AddMeter(HttpServerMeter));
             await using var app = builder.Build();
             var swarm = app.Services.GetRequiredService<SwarmCoordinator>();
             var jobs = app.Services.GetRequiredService<JobRunner>();
+            app.UseOpenAiErrorBodies();
             HttpApi.Map(app, swarm, jobs);
             app.MapPrometheusScrapingEndpoint("/metrics");
-            await app.StartAsync();
+            try
+            {
+                await app.StartAsync();
+            }
+            catch (Exception e) when (ListenAddressCheck.IsAddressInUse(e))
+            {
+                // Taken between the check and the bind: the host has logged the details already.
+                throw new CommandFailedException(e.Message);
+            }
             if (r.GetValue(readyFile) is { } path) BoundEndpoints(app, swarm).Write(path);
             await app.WaitForShutdownAsync();
             return 0;

@@ -3,6 +3,8 @@ using System.Text.Json;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Routing;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
 using Swarm.Coordinator.Api;
 using Swarm.Coordinator.Dashboard;
 using Swarm.Sampling;
@@ -10,25 +12,24 @@ using Swarm.Sampling;
 namespace Swarm.Coordinator.Service;
 
 /// <summary>
-/// The coordinator's HTTP API: OpenAI-compatible <c>POST /v1/completions</c> (JSON or server-sent events),
-/// <c>GET /v1/models</c> and <c>GET /healthz</c>. Malformed requests get HTTP 400 with an OpenAI-style
-/// error body listing every problem; an uncovered swarm gets 503 naming the layers; a full queue 429.
+/// The coordinator's HTTP API: OpenAI-compatible <c>POST /v1/completions</c> (JSON or server-sent events), the model
+/// endpoints (<see cref="ModelEndpoints"/>) and <c>GET /healthz</c>. Every error answers in OpenAI's error shape:
+/// malformed requests get 400 listing every problem, an uncovered swarm 503 naming the layers, a full queue 429,
+/// unknown URLs and methods 404/405 (<see cref="HttpErrorBodies"/>).
 /// </summary>
 public static class HttpApi
 {
     /// <summary>Largest request body accepted (a prompt of token ids for the longest context fits easily).</summary>
     public const int MaxBodyBytes = 4 << 20;
 
+    /// <summary>Maps the API's endpoints; errors without a body of their own get one from <see cref="HttpErrorBodies"/>.</summary>
     public static void Map(IEndpointRouteBuilder app, SwarmCoordinator swarm, JobRunner jobs)
     {
-        app.MapPost("/v1/completions", (HttpContext ctx) => CompletionsAsync(ctx, swarm, jobs));
+        var bodies = new RequestBodyReader(app.ServiceProvider.GetRequiredService<ILoggerFactory>().CreateLogger(typeof(HttpApi).FullName!));
+        app.MapPost("/v1/completions", (HttpContext ctx) => CompletionsAsync(ctx, swarm, jobs, bodies));
         app.MapSwarmStatus(() => StatusSnapshot.Build(swarm, jobs));
         app.MapSwarmDashboard();
-        app.MapGet("/v1/models", () => Results.Json(new
-        {
-            @object = "list",
-            data = new[] { new { id = swarm.ModelName, @object = "model", created = swarm.StartedAt.ToUnixTimeSeconds(), owned_by = "swarm" } },
-        }));
+        ModelEndpoints.Map(app, swarm);
         app.MapGet("/healthz", () =>
         {
             var cov = swarm.Registry.ServingCoverage(swarm.Config.NumLayers);
@@ -36,16 +37,10 @@ public static class HttpApi
         });
     }
 
-    private static async Task CompletionsAsync(HttpContext ctx, SwarmCoordinator swarm, JobRunner jobs)
+    private static async Task CompletionsAsync(HttpContext ctx, SwarmCoordinator swarm, JobRunner jobs, RequestBodyReader bodies)
     {
         var ct = ctx.RequestAborted;
-        byte[] body;
-        try { body = await ReadBodyAsync(ctx.Request, ct); }
-        catch (InvalidDataException e)
-        {
-            await WriteError(ctx, 413, OpenAiErrorResponse.InvalidRequest([new ValidationError("body", e.Message, "body_too_large")]));
-            return;
-        }
+        if (await bodies.ReadAsync(ctx) is not { } body) return;
         var tokenizer = swarm.Tokenizer;
         var parse = CompletionRequestParser.Parse(body, new CompletionValidationContext
         {
@@ -56,7 +51,7 @@ public static class HttpApi
         });
         if (!parse.IsValid)
         {
-            await WriteError(ctx, 400, OpenAiErrorResponse.InvalidRequest(parse.Errors));
+            await WriteErrorAsync(ctx, 400, OpenAiErrorResponse.InvalidRequest(parse.Errors));
             return;
         }
         var req = parse.Request!;
@@ -64,14 +59,14 @@ public static class HttpApi
         if (req.PromptTokenIds is { } ids) prompt = ids;
         else if (tokenizer is null)
         {
-            await WriteError(ctx, 400, OpenAiErrorResponse.InvalidRequest([new ValidationError("prompt",
+            await WriteErrorAsync(ctx, 400, OpenAiErrorResponse.InvalidRequest([new ValidationError("prompt",
                 $"model '{swarm.ModelName}' has no tokenizer.json: send the prompt as an array of token ids", "no_tokenizer")]));
             return;
         }
         else prompt = tokenizer.Encode(req.PromptText!);
         if (prompt.Count == 0)
         {
-            await WriteError(ctx, 400, OpenAiErrorResponse.InvalidRequest([new ValidationError("prompt", "the prompt is empty", "empty_prompt")]));
+            await WriteErrorAsync(ctx, 400, OpenAiErrorResponse.InvalidRequest([new ValidationError("prompt", "the prompt is empty", "empty_prompt")]));
             return;
         }
         var spec = new JobSpec(prompt, new SamplingOptions
@@ -94,7 +89,7 @@ public static class HttpApi
                 ctx.Response.ContentType = "application/json";
                 await ctx.Response.WriteAsync(CompletionWire.ToJson(resp), ct);
             }
-            catch (JobFailedException e) { await WriteError(ctx, e.HttpStatus, Error(e)); }
+            catch (JobFailedException e) { await WriteErrorAsync(ctx, e.HttpStatus, Error(e)); }
             catch (OperationCanceledException) when (ct.IsCancellationRequested) { }
             return;
         }
@@ -116,7 +111,7 @@ public static class HttpApi
         }
         catch (JobFailedException e)
         {
-            if (!started) await WriteError(ctx, e.HttpStatus, Error(e));
+            if (!started) await WriteErrorAsync(ctx, e.HttpStatus, Error(e));
             else await ctx.Response.WriteAsync(CompletionWire.ToEvent(Error(e)), CancellationToken.None);
         }
         catch (OperationCanceledException) when (ct.IsCancellationRequested) { }
@@ -145,22 +140,10 @@ public static class HttpApi
         _ => OpenAiErrorResponse.ServerError(e.Message, e.Code),
     };
 
-    private static async Task<byte[]> ReadBodyAsync(HttpRequest request, CancellationToken ct)
+    /// <summary>Answers <paramref name="status"/> with <paramref name="error"/> as the JSON body.</summary>
+    public static async Task WriteErrorAsync(HttpContext ctx, int status, OpenAiErrorResponse error)
     {
-        if (request.ContentLength > MaxBodyBytes) throw new InvalidDataException($"request body over {MaxBodyBytes} bytes");
-        using var ms = new MemoryStream();
-        var buffer = new byte[16384];
-        int n;
-        while ((n = await request.Body.ReadAsync(buffer, ct)) > 0)
-        {
-            ms.Write(buffer, 0, n);
-            if (ms.Length > MaxBodyBytes) throw new InvalidDataException($"request body over {MaxBodyBytes} bytes");
-        }
-        return ms.ToArray();
-    }
-
-    private static async Task WriteError(HttpContext ctx, int status, OpenAiErrorResponse error)
-    {
+        ArgumentNullException.ThrowIfNull(ctx);
         ctx.Response.StatusCode = status;
         ctx.Response.ContentType = "application/json";
         await ctx.Response.WriteAsync(CompletionWire.ToJson(error), Encoding.UTF8, CancellationToken.None);

@@ -80,7 +80,7 @@ public sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposable
         };
         fd.DeadAfterWhenFailing = TimeSpan.FromTicks(Math.Min(fd.DeadAfterWhenFailing.Ticks, options.DeadAfter.Ticks));
         Registry = new NodeRegistry(fd, _time);
-        Placement = new MaxMinThroughputPlacementPolicy(ModelShape.FromConfig(Config, 4), new PlacementOptions());
+        Placement = new MaxMinThroughputPlacementPolicy(ModelShape.FromConfig(Config, LayerMemory.PlacementBytesPerElement), new PlacementOptions());
         Router = new ShortestPathRouter(new RoutingOptions(), new PowerOfTwoChoicesPolicy(new Random()));
     }
 

@@ -20,7 +20,9 @@ public class CompletionRequestTests
         return r.Request!;
     }
 
-    private static IReadOnlyList<ValidationError> Invalid(string json)
+    private static IReadOnlyList<ValidationError> Invalid(string json) => Invalid(System.Text.Encoding.UTF8.GetBytes(json));
+
+    private static IReadOnlyList<ValidationError> Invalid(byte[] json)
     {
         var r = CompletionRequestParser.Parse(json, Ctx);
         Assert.False(r.IsValid);
@@ -188,6 +190,82 @@ public class CompletionRequestTests
     {
         string stops = string.Join(",", Enumerable.Range(0, 17).Select(i => $"\"s{i}\""));
         Assert.Equal("stop", Assert.Single(Invalid($$"""{"prompt":"a","stop":[{{stops}}]}""")).Field);
+    }
+
+    [Theory]
+    [InlineData(new byte[] { 0xFF, 0xFE })]                                                    // not UTF-8 at all
+    [InlineData(new byte[] { (byte)'{', (byte)'"', (byte)'p', (byte)'"', (byte)':', (byte)'"', 0xC3, (byte)'"', (byte)'}' })] // truncated sequence in a string
+    [InlineData(new byte[] { (byte)'{', (byte)'"', 0xED, 0xA0, 0x80, (byte)'"', (byte)':', (byte)'1', (byte)'}' })]         // UTF-16 surrogate in a key
+    public void Parse_InvalidUtf8_IsOneBodyError_NotAnException(byte[] body)
+    {
+        var r = CompletionRequestParser.Parse(body, Ctx);
+        var e = Assert.Single(r.Errors);
+        Assert.Equal("body", e.Field);
+        Assert.Equal("invalid_encoding", e.Code);
+        Assert.Contains("UTF-8", e.Message);
+    }
+
+    [Fact]
+    public void Parse_InvalidUtf8InsideAValidDocument_NamesTheByteOffset()
+    {
+        byte[] body = [.. "{\"prompt\":\"ab"u8, 0xC3, 0x28, .. "\"}"u8];
+        var e = Assert.Single(Invalid(body));
+        Assert.Contains("byte 13", e.Message);
+    }
+
+    [Theory]
+    [InlineData("""{"prompt":"a\ud800b"}""", "prompt")]
+    [InlineData("""{"prompt":"ok","stop":["\udc00"]}""", "stop")]
+    [InlineData("""{"prompt":"ok","model":"\ud800"}""", "model")]
+    public void Parse_UnpairedSurrogateEscape_Is400NotAnException(string json, string field)
+    {
+        var e = Assert.Single(Invalid(json));
+        Assert.Equal(field, e.Field);
+    }
+
+    [Theory]
+    [InlineData("logprobs", "2")]
+    [InlineData("logprobs", "0")]
+    [InlineData("presence_penalty", "0.5")]
+    [InlineData("frequency_penalty", "-1")]
+    [InlineData("suffix", "\"world\"")]
+    [InlineData("best_of", "3")]
+    [InlineData("logit_bias", "{\"50256\":-100}")]
+    [InlineData("echo", "true")]
+    public void Parse_UnsupportedParameter_Is400NamingIt(string field, string value)
+    {
+        var e = Assert.Single(Invalid($$"""{"prompt":[1,2],"{{field}}":{{value}}}"""));
+        Assert.Equal(field, e.Field);
+        Assert.Equal("unsupported_parameter", e.Code);
+        Assert.Contains("not supported yet", e.Message);
+    }
+
+    [Fact]
+    public void Parse_StreamOptionsIncludeUsage_Is400NamingIt()
+    {
+        var e = Assert.Single(Invalid("""{"prompt":[1,2],"stream":true,"stream_options":{"include_usage":true}}"""));
+        Assert.Equal("stream_options.include_usage", e.Field);
+        Assert.Equal("unsupported_parameter", e.Code);
+        Assert.Equal("invalid_type", Assert.Single(Invalid("""{"prompt":[1,2],"stream_options":{"include_usage":1}}""")).Code);
+        Assert.Equal("invalid_type", Assert.Single(Invalid("""{"prompt":[1,2],"stream_options":true}""")).Code);
+    }
+
+    [Fact]
+    public void Parse_UnsupportedParameters_AtTheirNoOpDefaults_AreAccepted()
+    {
+        Valid("""
+            {"prompt":[1,2],"logprobs":null,"presence_penalty":0,"frequency_penalty":0.0,"suffix":null,"best_of":1,"n":1,
+             "echo":false,"logit_bias":{},"stream_options":{"include_usage":false},"stream":true}
+            """);
+        Valid("""{"prompt":[1,2],"suffix":"","stream_options":null,"logit_bias":null}""");
+    }
+
+    [Fact]
+    public void Parse_UnsupportedParameters_WrongTypes_AreInvalidType()
+    {
+        var errors = Invalid("""{"prompt":[1,2],"presence_penalty":"high","best_of":1.5,"logprobs":true,"suffix":3}""");
+        Assert.Equal(["best_of", "logprobs", "presence_penalty", "suffix"], errors.Select(e => e.Field).Order(StringComparer.Ordinal));
+        Assert.All(errors, e => Assert.Equal("invalid_type", e.Code));
     }
 
     [Fact]

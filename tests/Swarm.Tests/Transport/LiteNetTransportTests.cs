@@ -215,8 +215,9 @@ public class LiteNetTransportTests
         Assert.IsType<Ack>(reply2.Body);
 
         await WaitUntil(() => server.Counters.Malformed >= 3);
-        Assert.True(serverLog.Contains(LogLevel.Warning, "Dropped malformed message from 127.0.0.1:"), serverLog.Dump());
-        Assert.True(serverLog.Contains(LogLevel.Warning, "unknown frame type 0x7F"), serverLog.Dump());
+        // Each is counted; the first is logged, the others within the interval only counted (a peer can send garbage at will).
+        Assert.Equal(3, server.Counters.Malformed);
+        Assert.Single(serverLog.Entries, e => e.Level == LogLevel.Warning && e.Message.StartsWith("Dropped malformed message from 127.0.0.1:", StringComparison.Ordinal));
         Assert.Equal(0, server.PendingInboundBytes);
     }
 

@@ -1,0 +1,37 @@
+using System.Globalization;
+using Swarm.Hosting;
+using Swarm.Model;
+
+namespace Swarm.Node;
+
+/// <summary>
+/// Start-up check of <c>--memory</c>: a node that the coordinator places by memory budget must be able to hold at
+/// least one layer as placement counts it (<see cref="LayerMemory.MinimumNodeBudgetBytes"/>), or it would register
+/// and idle with no range. A node with pinned <c>--layers</c> loads its range whatever the budget, so it is not checked.
+/// </summary>
+public static class MemoryBudget
+{
+    /// <summary>What is wrong with the budget of <paramref name="options"/> for <paramref name="config"/>, or null when nothing is.</summary>
+    public static string? Problem(NodeOptions options, ModelConfig config)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(config);
+        if (options.Layers is not null) return null;
+        long minimum = LayerMemory.MinimumNodeBudgetBytes(config);
+        if (options.MemoryBytes >= minimum) return null;
+        long weights = LayerMemory.WeightBytesPerLayer(config, LayerMemory.PlacementBytesPerElement);
+        long suggestMb = (minimum + (1 << 20) - 1) >> 20;
+        return string.Create(CultureInfo.InvariantCulture,
+            $"--memory {options.Memory} cannot hold one layer of this model: a node needs at least {minimum:N0} bytes " +
+            $"(one layer's weights, {weights:N0} bytes at f32, plus KV cache for {LayerMemory.KvReserveTokens:N0} tokens); " +
+            $"give --memory {suggestMb}MB or more, or pin layers with --layers A:B");
+    }
+
+    /// <summary>Throws <see cref="CommandFailedException"/> (exit code 1) when <see cref="Problem"/> finds one.</summary>
+    /// <exception cref="CheckpointException">The checkpoint's config.json cannot be read.</exception>
+    public static void EnsureHoldsOneLayer(NodeOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        if (Problem(options, ModelConfig.Load(options.Model)) is { } problem) throw new CommandFailedException(problem);
+    }
+}

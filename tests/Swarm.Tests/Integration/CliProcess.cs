@@ -1,0 +1,124 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+using Swarm.Cli;
+using Xunit;
+
+namespace Swarm.Tests.Integration;
+
+/// <summary>Which program a <see cref="CliProcess"/> runs.</summary>
+public enum SwarmProgram
+{
+    /// <summary><c>swarm</c>, the CLI with every subcommand.</summary>
+    Cli,
+
+    /// <summary><c>swarm-coordinator</c>, the torch-free coordinator program.</summary>
+    Coordinator,
+}
+
+/// <summary>
+/// One of the swarm programs as a child process of a test: <see cref="RunAsync"/> runs it to its exit;
+/// <see cref="Start"/> leaves it running (output captured) until the test disposes it (SIGTERM, then kill).
+/// </summary>
+internal sealed class CliProcess : IAsyncDisposable
+{
+    private readonly Process _process;
+    private readonly StringBuilder _output = new();
+
+    private CliProcess(Process process)
+    {
+        _process = process;
+        _process.OutputDataReceived += (_, e) => { if (e.Data is not null) lock (_output) _output.AppendLine(e.Data); };
+        _process.ErrorDataReceived += (_, e) => { if (e.Data is not null) lock (_output) _output.AppendLine(e.Data); };
+        _process.BeginOutputReadLine();
+        _process.BeginErrorReadLine();
+    }
+
+    /// <summary>Everything the process wrote so far (stdout and stderr interleaved).</summary>
+    public string Output
+    {
+        get { lock (_output) return _output.ToString(); }
+    }
+
+    /// <summary>True once the process ended.</summary>
+    public bool HasExited => _process.HasExited;
+
+    /// <summary>Runs <paramref name="program"/> with <paramref name="args"/> to its exit; fails the test after <paramref name="timeout"/>.</summary>
+    public static async Task<(int Exit, string Stdout, string Stderr)> RunAsync(SwarmProgram program, TimeSpan timeout, params string[] args)
+    {
+        using var p = Process.Start(StartInfo(program, args))!;
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        var stderr = p.StandardError.ReadToEndAsync();
+        using var cts = new CancellationTokenSource(timeout);
+        try { await p.WaitForExitAsync(cts.Token); }
+        catch (OperationCanceledException)
+        {
+            p.Kill(entireProcessTree: true);
+            Assert.Fail($"{program} {string.Join(' ', args)} did not exit within {timeout.TotalSeconds:0} s");
+        }
+        return (p.ExitCode, await stdout, await stderr);
+    }
+
+    /// <summary>Starts <paramref name="program"/> and leaves it running.</summary>
+    public static CliProcess Start(SwarmProgram program, params string[] args) => new(Process.Start(StartInfo(program, args))!);
+
+    /// <summary>Waits until <c>GET {url}/healthz</c> answers; fails the test if the process exits first or time runs out.</summary>
+    public async Task WaitHealthyAsync(string url, TimeSpan timeout)
+    {
+        using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(2) };
+        var sw = Stopwatch.StartNew();
+        while (sw.Elapsed < timeout)
+        {
+            Assert.False(_process.HasExited, $"the process exited with code {(_process.HasExited ? _process.ExitCode : 0)}:\n{Output}");
+            try
+            {
+                if ((await http.GetAsync(url + "/healthz")).IsSuccessStatusCode) return;
+            }
+            catch (HttpRequestException) { }
+            catch (TaskCanceledException) { }
+            await Task.Delay(100);
+        }
+        Assert.Fail($"{url}/healthz did not answer within {timeout.TotalSeconds:0} s:\n{Output}");
+    }
+
+    /// <summary>A UDP port on 127.0.0.1 that was free a moment ago.</summary>
+    public static int FreeUdpPort()
+    {
+        using var s = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+        s.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        return ((IPEndPoint)s.LocalEndPoint!).Port;
+    }
+
+    /// <summary>A TCP port on 127.0.0.1 that was free a moment ago.</summary>
+    public static int FreeTcpPort()
+    {
+        var l = new TcpListener(IPAddress.Loopback, 0);
+        l.Start();
+        int port = ((IPEndPoint)l.LocalEndpoint).Port;
+        l.Stop();
+        return port;
+    }
+
+    private static ProcessStartInfo StartInfo(SwarmProgram program, string[] args)
+    {
+        var (exe, prefix) = program == SwarmProgram.Cli ? LocalSwarm.SelfCommand() : LocalSwarm.CoordinatorCommandLine();
+        var psi = new ProcessStartInfo(exe) { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var a in prefix.Concat(args)) psi.ArgumentList.Add(a);
+        psi.Environment["OMP_WAIT_POLICY"] = "PASSIVE";
+        return psi;
+    }
+
+    /// <inheritdoc/>
+    public async ValueTask DisposeAsync()
+    {
+        if (!_process.HasExited)
+        {
+            LocalSwarm.Terminate(_process);
+            using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+            try { await _process.WaitForExitAsync(cts.Token); }
+            catch (OperationCanceledException) { _process.Kill(entireProcessTree: true); }
+        }
+        _process.Dispose();
+    }
+}
