@@ -5,6 +5,7 @@ using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Routing;
 using Swarm.Coordinator.Api;
 using Swarm.Coordinator.Dashboard;
+using Swarm.Coordinator.Jobs;
 using Swarm.Sampling;
 
 namespace Swarm.Coordinator.Service;

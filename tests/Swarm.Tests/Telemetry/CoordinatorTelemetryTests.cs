@@ -3,6 +3,7 @@ using Microsoft.Extensions.Logging.Abstractions;
 using OpenTelemetry;
 using OpenTelemetry.Metrics;
 using OpenTelemetry.Trace;
+using Swarm.Coordinator.Jobs;
 using Swarm.Coordinator.Service;
 using Swarm.Coordinator.Telemetry;
 using Swarm.Model;
