@@ -13,10 +13,4 @@ public interface IRouter
 
     /// <summary>The route covering <paramref name="span"/>.</summary>
     RoutingResult Route(LayerRange span, IReadOnlyList<RouteCandidate> candidates);
-
-    /// <summary>
-    /// Repairs <paramref name="route"/> after <paramref name="failedNodes"/> died: keeps the hops before the first
-    /// failed hop and after the last one, and routes the layers between them through surviving candidates.
-    /// </summary>
-    RouteRepair Repair(Route route, IReadOnlySet<string> failedNodes, IReadOnlyList<RouteCandidate> candidates);
 }

@@ -59,7 +59,7 @@ public class CoordinatorScenarioTests
     }
 
     [Fact]
-    public void NodeDiesMidJob_RecoveredByReplicaMove_RouteRepairedReusingSurvivors()
+    public void NodeDiesMidJob_RecoveredByReplicaMove_NewRouteKeepsTheSurvivor()
     {
         Join("a", 6);
         Join("b", 6);
@@ -97,9 +97,8 @@ public class CoordinatorScenarioTests
         Assert.True(coverage.IsCovered);
         Assert.Equal("job2", Assert.Single(_admission.UpdateCoverage(coverage.Uncovered)).JobId);
 
-        var repair = _router.Repair(route, new HashSet<string> { "b" }, RouteCandidate.FromAll(_registry.Snapshot()));
-        Assert.Equal("a[0:6) → c[6:12)", repair.Route!.ToString());
-        Assert.Equal([new RouteHop("c", new LayerRange(6, 12))], repair.NewHops);
+        // The job's recovery routes afresh: the dead node is not routable, the surviving first stage is kept.
+        Assert.Equal("a[0:6) → c[6:12)", _router.Route(Layers, RouteCandidate.FromAll(_registry.Snapshot())).Route!.ToString());
     }
 
     [Fact]
