@@ -3,7 +3,7 @@ using Swarm.Protocol;
 namespace Swarm.Coordinator.Jobs;
 
 /// <summary>Limits and timing of the job pipeline (admission, routing, steps, recovery).</summary>
-public sealed class JobRunnerOptions
+internal sealed class JobRunnerOptions
 {
     /// <summary>Transformer layers of the model: a route covers <c>[0, NumLayers)</c>. Required.</summary>
     public required int NumLayers { get; init; }
