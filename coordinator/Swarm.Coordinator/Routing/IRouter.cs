@@ -14,10 +14,4 @@ public interface IRouter
 
     /// <summary>The route covering <paramref name="span"/>.</summary>
     RoutingResult Route(LayerRange span, IReadOnlyList<RouteCandidate> candidates);
-
-    /// <summary>
-    /// Repairs <paramref name="route"/> after <paramref name="failedNodes"/> died: keeps the hops before the first
-    /// failed hop and after the last one, and routes the layers between them through surviving candidates.
-    /// </summary>
-    RouteRepair Repair(Route route, IReadOnlySet<int> failedNodes, IReadOnlyList<RouteCandidate> candidates);
 }

@@ -72,15 +72,3 @@ public sealed record RoutingResult(Route? Route, IReadOnlyList<LayerRange> Uncov
     /// <summary>True when a route was found.</summary>
     public bool Success => Route is not null;
 }
-
-/// <summary>Outcome of repairing a route after node failures.</summary>
-/// <param name="Route">The repaired route; null when the failed layers cannot be re-served now.</param>
-/// <param name="NewHops">Hops that were not on the old route: their nodes must rebuild the session's KV cache by replay.</param>
-/// <param name="KeptPrefix">Leading hops of the old route reused unchanged.</param>
-/// <param name="KeptSuffix">Trailing hops of the old route reused unchanged.</param>
-/// <param name="Uncovered">Layers no surviving node serves (empty on success).</param>
-public sealed record RouteRepair(Route? Route, IReadOnlyList<RouteHop> NewHops, int KeptPrefix, int KeptSuffix, IReadOnlyList<LayerRange> Uncovered)
-{
-    /// <summary>True when a repaired route was found.</summary>
-    public bool Success => Route is not null;
-}

@@ -95,32 +95,6 @@ public sealed class ShortestPathRouter : IRouter
         return new RoutingResult(new Route(chosen, Cost(chosen, usable)), []);
     }
 
-    /// <inheritdoc/>
-    public RouteRepair Repair(Route route, IReadOnlySet<int> failedNodes, IReadOnlyList<RouteCandidate> candidates)
-    {
-        ArgumentNullException.ThrowIfNull(route);
-        ArgumentNullException.ThrowIfNull(failedNodes);
-        int first = -1, last = -1;
-        for (int i = 0; i < route.Hops.Count; i++)
-        {
-            if (!failedNodes.Contains(route.Hops[i].NodeId)) continue;
-            if (first < 0) first = i;
-            last = i;
-        }
-        if (first < 0) return new RouteRepair(route, [], route.Hops.Count, 0, []);
-
-        var survivors = candidates.Where(c => !failedNodes.Contains(c.NodeId)).DistinctBy(c => c.NodeId).ToList();
-        var gap = new LayerRange(route.Hops[first].Layers.Start, route.Hops[last].Layers.End);
-        var middle = Route(gap, survivors);
-        if (middle.Route is null) return new RouteRepair(null, [], first, route.Hops.Count - 1 - last, middle.Uncovered);
-
-        var hops = route.Hops.Take(first).Concat(middle.Route.Hops).Concat(route.Hops.Skip(last + 1)).ToList();
-        var old = route.Hops.ToHashSet();
-        var fresh = middle.Route.Hops.Where(h => !old.Contains(h)).ToList();
-        var byId = survivors.ToDictionary(c => c.NodeId);
-        return new RouteRepair(new Route(hops, Cost(hops, byId)), fresh, first, route.Hops.Count - 1 - last, []);
-    }
-
     private RouteCandidate Balance(RouteCandidate chosen, LayerRange layers, List<RouteCandidate> usable)
     {
         var holders = usable.Where(c => c.Range.Contains(layers)).ToList();

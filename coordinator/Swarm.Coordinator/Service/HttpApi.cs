@@ -7,6 +7,7 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Swarm.Coordinator.Api;
 using Swarm.Coordinator.Dashboard;
+using Swarm.Coordinator.Jobs;
 using Swarm.Sampling;
 
 namespace Swarm.Coordinator.Service;

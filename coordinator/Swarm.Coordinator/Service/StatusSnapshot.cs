@@ -1,4 +1,5 @@
 using Swarm.Coordinator.Api;
+using Swarm.Coordinator.Jobs;
 using Swarm.Coordinator.Membership;
 
 namespace Swarm.Coordinator.Service;

@@ -63,7 +63,7 @@ public class CoordinatorScenarioTests
     }
 
     [Fact]
-    public void NodeDiesMidJob_RecoveredByReplicaMove_RouteRepairedReusingSurvivors()
+    public void NodeDiesMidJob_RecoveredByReplicaMove_NewRouteKeepsTheSurvivor()
     {
         Join(A, 6);
         Join(B, 6);
@@ -101,9 +101,8 @@ public class CoordinatorScenarioTests
         Assert.True(coverage.IsCovered);
         Assert.Equal("job2", Assert.Single(_admission.UpdateCoverage(coverage.Uncovered)).JobId);
 
-        var repair = _router.Repair(route, new HashSet<int> { B }, RouteCandidate.FromAll(_registry.Snapshot()));
-        Assert.Equal($"{A}[0:6) → {C}[6:12)", repair.Route!.ToString());
-        Assert.Equal([new RouteHop(C, new LayerRange(6, 12))], repair.NewHops);
+        // The job's recovery routes afresh: the dead node is not routable, the surviving first stage is kept.
+        Assert.Equal($"{A}[0:6) → {C}[6:12)", _router.Route(Layers, RouteCandidate.FromAll(_registry.Snapshot())).Route!.ToString());
     }
 
     [Fact]

@@ -3,6 +3,7 @@ using Microsoft.Extensions.Logging.Abstractions;
 using OpenTelemetry;
 using OpenTelemetry.Metrics;
 using OpenTelemetry.Trace;
+using Swarm.Coordinator.Jobs;
 using Swarm.Coordinator.Service;
 using Swarm.Coordinator.Telemetry;
 using Swarm.Model;
@@ -36,7 +37,7 @@ public sealed class CoordinatorTelemetryTests
         var config = ModelConfig.Load(Checkpoint);
         await using var swarm = new SwarmCoordinator(new CoordinatorOptions { Model = Checkpoint, Listen = "127.0.0.1:0" }, NullLogger<SwarmCoordinator>.Instance);
         await swarm.StartAsync(cts.Token);
-        var jobs = new JobRunner(swarm, NullLogger<JobRunner>.Instance);
+        using var jobs = new JobRunner(swarm, NullLogger<JobRunner>.Instance);
         await using var node = new FakeNode(config) { FailStep = 1 };
         await node.RegisterAsync(swarm.ControlEndPoint!, cts.Token);
         while (!swarm.Registry.ServingCoverage(config.NumLayers).IsCovered) await Task.Delay(20, cts.Token);

@@ -1,0 +1,60 @@
+using System.Threading.Channels;
+using Swarm.Coordinator.Routing;
+using Swarm.Protocol;
+
+namespace Swarm.Coordinator.Jobs;
+
+/// <summary>
+/// One job's incoming replies, in arrival order: the <see cref="TokenResult"/>s and <see cref="StepFailed"/>s of its
+/// steps, and — when a node of the route it currently watches is lost — a <see cref="StepFailed"/> with step −1 and
+/// the watched session's id, so the step waiting on that route fails at once instead of at its timeout.
+/// </summary>
+internal sealed class JobReplyInbox : IDisposable
+{
+    private readonly Channel<IMessage> _replies = Channel.CreateUnbounded<IMessage>(new UnboundedChannelOptions { SingleReader = true });
+    private readonly IStepChannel _channel;
+    private readonly IDisposable _subscription;
+    private readonly long _jobId;
+    private volatile Watched? _watched;
+
+    private sealed record Watched(long SessionId, HashSet<int> Nodes);
+
+    /// <summary>Subscribes to the replies of <paramref name="jobId"/> and to lost nodes.</summary>
+    public JobReplyInbox(IStepChannel channel, long jobId)
+    {
+        _channel = channel;
+        _jobId = jobId;
+        _subscription = channel.Subscribe(jobId, m => _replies.Writer.TryWrite(m));
+        channel.NodeLost += OnNodeLost;
+    }
+
+    /// <summary>The replies.</summary>
+    public ChannelReader<IMessage> Reader => _replies.Reader;
+
+    /// <summary>From now on, a lost node of <paramref name="route"/> fails the step of <paramref name="sessionId"/>.</summary>
+    public void Watch(long sessionId, Route route) => _watched = new Watched(sessionId, [.. route.NodeIds]);
+
+    /// <summary>Stops watching a route (its session was released).</summary>
+    public void Unwatch(long sessionId)
+    {
+        if (_watched?.SessionId == sessionId) _watched = null;
+    }
+
+    private void OnNodeLost(int nodeId)
+    {
+        if (_watched is not { } w || !w.Nodes.Contains(nodeId)) return;
+        _replies.Writer.TryWrite(new StepFailed
+        {
+            JobId = _jobId, SessionId = w.SessionId, Step = -1, NodeId = nodeId,
+            Code = ErrorCode.NextHopUnreachable, Message = $"node {nodeId} left or died",
+        });
+    }
+
+    /// <summary>Unsubscribes.</summary>
+    public void Dispose()
+    {
+        _channel.NodeLost -= OnNodeLost;
+        _subscription.Dispose();
+        _replies.Writer.TryComplete();
+    }
+}

@@ -1,0 +1,212 @@
+using System.Diagnostics;
+using Microsoft.Extensions.Logging;
+using Swarm.Coordinator.Telemetry;
+using Swarm.Protocol;
+using Swarm.Telemetry;
+using Swarm.Tokenization;
+using Swarm.Transport;
+
+namespace Swarm.Coordinator.Jobs;
+
+/// <summary>What every job's step loop shares.</summary>
+/// <param name="Sessions">Opens route sessions (routing, session ids, in-flight accounting).</param>
+/// <param name="Time">Clock of step timeouts, patience, back-off and latency figures.</param>
+/// <param name="Options">Limits and timing.</param>
+/// <param name="Tokenizer">Decodes tokens to text for streaming and stop sequences; null when the model has none.</param>
+/// <param name="Logger">Where recoveries and slow steps are logged.</param>
+/// <param name="OnRecovery">Called once per route repair (the coordinator's recovery count).</param>
+internal sealed record StepLoopServices(RouteSessionFactory Sessions, TimeProvider Time, JobRunnerOptions Options,
+    ITextTokenizer? Tokenizer, ILogger Logger, Action? OnRecovery);
+
+/// <summary>How a job's generation ended: <c>length</c> or <c>stop</c>, and the stages of its last route.</summary>
+internal sealed record StepLoopResult(string FinishReason, IReadOnlyList<StageMean> Stages);
+
+/// <summary>
+/// Generates one job's tokens: the prefill, then one decode step per token (N+1 messages for N stages: the last stage
+/// samples), each through the job's <see cref="RouteSession"/>, until the token limit, the context length or a stop
+/// condition. When a step fails — a hop answers <see cref="StepFailed"/>, the first hop is disconnected, a node of the
+/// route is lost or stays silent past the step's patience, or nothing answers within the step timeout — the loop reports
+/// the culprit to the registry, releases the session, opens one on a new route and replays the step there from
+/// position 0 (prompt + tokens so far), so every stage recomputes its KV cache from the token ids and generation resumes
+/// at the same step with the same seeded draw. A node that refuses a step as overloaded (its KV pool is full) is under
+/// pressure, not faulty: it is not reported, and the replay waits a back-off first.
+/// </summary>
+internal sealed partial class JobStepLoop
+{
+    private readonly RouteSessionFactory _sessions;
+    private readonly TimeProvider _time;
+    private readonly JobRunnerOptions _options;
+    private readonly ILogger _logger;
+    private readonly Action? _onRecovery;
+    private readonly long _job;
+    private readonly JobSpec _spec;
+    private readonly long _startedAt;
+    private readonly SamplingParams _sampling;
+    private readonly StopDetector _stop;
+    private readonly IncrementalDecoder? _decoder;
+    private readonly StageTimings _timings = new();
+    private readonly List<int> _tokens = [];
+    private RouteSession? _session;
+    private int _cached;            // positions the current session's caches hold
+    private double _recentStepMs;   // smoothed duration of a decode step
+    private double _lastTokenAt;    // seconds since the job started
+
+    private readonly record struct StepFailure(int? Node, string Reason, string Code, bool Overloaded);
+
+    /// <param name="services">What all step loops share.</param>
+    /// <param name="job">The job's number (<see cref="ForwardRequest.JobId"/>).</param>
+    /// <param name="spec">Prompt, sampling and stop sequences.</param>
+    /// <param name="startedAt">Timestamp (of <see cref="StepLoopServices.Time"/>) the job was submitted at: latencies count from it.</param>
+    public JobStepLoop(StepLoopServices services, long job, JobSpec spec, long startedAt)
+    {
+        _sessions = services.Sessions;
+        _time = services.Time;
+        _options = services.Options;
+        _logger = services.Logger;
+        _onRecovery = services.OnRecovery;
+        _job = job;
+        _spec = spec;
+        _startedAt = startedAt;
+        var s = spec.Sampling;
+        long seed = s.Seed ?? Random.Shared.NextInt64();
+        _sampling = new SamplingParams { Temperature = (float)s.Temperature, TopK = s.TopK, TopP = (float)s.TopP, Seed = unchecked((ulong)seed) };
+        _stop = new StopDetector(s.StopTokenIds, spec.StopSequences);
+        _decoder = services.Tokenizer is null ? null : new IncrementalDecoder(services.Tokenizer);
+    }
+
+    /// <summary>Tokens generated so far.</summary>
+    public IReadOnlyList<int> Tokens => _tokens;
+
+    /// <summary>Route repairs so far.</summary>
+    public int Recoveries { get; private set; }
+
+    /// <summary>Milliseconds from submission to the first token; null before it.</summary>
+    public double? TimeToFirstTokenMs { get; private set; }
+
+    /// <summary><paramref name="text"/> cut before the first stop sequence.</summary>
+    public string TrimAtStopSequence(string text) => _stop.TrimAtStopSequence(text);
+
+    /// <summary>Runs the job to its end, calling <paramref name="onToken"/> with each token and the text it completes.</summary>
+    /// <exception cref="JobFailedException">No route (503), too many route repairs (503), or a stage rejected a step (500).</exception>
+    /// <exception cref="OperationCanceledException">Cancelled; the route is released.</exception>
+    public async Task<StepLoopResult> RunAsync(Func<int, string, ValueTask>? onToken, Activity? jobSpan, CancellationToken ct)
+    {
+        int maxNew = Math.Min(_spec.Sampling.MaxNewTokens, _options.ContextLength - _spec.Prompt.Count);
+        using var inbox = _sessions.OpenInbox(_job);
+        try
+        {
+            for (int step = 0; step < maxNew; step++)
+            {
+                while (true)
+                {
+                    ct.ThrowIfCancellationRequested();
+                    _session ??= await _sessions.OpenAsync(inbox, ct).ConfigureAwait(false);
+                    var (token, failure) = await StepAsync(_session, step, ct).ConfigureAwait(false);
+                    if (token is int t)
+                    {
+                        if (await AcceptAsync(step, t, onToken).ConfigureAwait(false)) return new StepLoopResult("stop", _timings.MeansOver(_session.Route));
+                        break;
+                    }
+                    await RecoverAsync(step, failure, jobSpan, ct).ConfigureAwait(false);
+                }
+            }
+            return new StepLoopResult("length", _timings.MeansOver(_session?.Route));
+        }
+        finally
+        {
+            _session?.Release();
+        }
+    }
+
+    /// <summary>One attempt at <paramref name="step"/>: the sampled token, or why the route failed.</summary>
+    private async Task<(int? Token, StepFailure Failure)> StepAsync(RouteSession session, int step, CancellationToken ct)
+    {
+        // The input is everything the session's caches lack: the last token when they hold all before it, else (a new
+        // route) the prompt and every token so far.
+        int known = _spec.Prompt.Count + _tokens.Count;
+        int[] input = _cached > 0 && _cached == known - 1 ? [_tokens[^1]] : [.. _spec.Prompt.Concat(_tokens).Skip(_cached)];
+        var kind = _cached == 0 ? (step == 0 ? StepKind.Prefill : StepKind.Replay) : StepKind.Decode;
+        var request = new ForwardRequest
+        {
+            JobId = _job, SessionId = session.Id, Step = step, Kind = kind, StartPosition = _cached,
+            Input = WireTensor.FromTokenIds(input.Select(t => (long)t).ToArray()),
+            Route = session.WireRoute, WireDType = _options.Wire, Sampling = _sampling,
+        };
+        using var span = CoordinatorInstrumentation.Source.StartActivity(CoordinatorInstrumentation.StepSpan, ActivityKind.Client);
+        span?.SetTag(SwarmTelemetry.StepTag, step);
+        span?.SetTag(SwarmTelemetry.StepKindTag, kind.ToString().ToLowerInvariant());
+        span?.SetTag(SwarmTelemetry.SessionTag, session.Id);
+        span?.SetTag("swarm.input_tokens", input.Length);
+        // A decode step normally takes about as long as the last ones; when it takes far longer and a node of the route
+        // has gone silent (suspect), repair now instead of waiting for the node to be declared dead.
+        TimeSpan? patience = kind == StepKind.Decode && _recentStepMs > 0
+            ? TimeSpan.FromMilliseconds(Math.Max(_options.MinPatience.TotalMilliseconds, 4 * _recentStepMs)) : null;
+        long sentAt = _time.GetTimestamp();
+        IMessage reply;
+        try { reply = await session.ExchangeAsync(request, patience, ct).ConfigureAwait(false); }
+        catch (PeerDisconnectedException e) { return (null, Failed(span, new StepFailure(session.FirstHop, e.Message, "disconnected", false))); }
+        catch (TimeoutException e) { return (null, Failed(span, new StepFailure(null, e.Message, "timeout", false))); }
+        var took = _time.GetElapsedTime(sentAt);
+        if (took > _options.SlowStepThreshold) LogSlowStep(_job, step, session.Route.ToString(), took.TotalMilliseconds, reply.GetType().Name);
+        if (reply is TokenResult tr)
+        {
+            if (kind == StepKind.Decode)
+                _recentStepMs = _recentStepMs == 0 ? took.TotalMilliseconds : 0.8 * _recentStepMs + 0.2 * took.TotalMilliseconds;
+            _cached = known;
+            _timings.Add(kind, tr.Timings);
+            return (tr.TokenId, default);
+        }
+        var sf = (StepFailed)reply;
+        var failure = Failed(span, new StepFailure(sf.NodeId, sf.Message, sf.Code.ToString(), sf.Code == ErrorCode.Overloaded));
+        if (sf.Code is ErrorCode.BadRequest)
+            throw new JobFailedException($"node {sf.NodeId} rejected the step: {sf.Message}", 500, "step_rejected");
+        return (null, failure);
+    }
+
+    private static StepFailure Failed(Activity? span, StepFailure f)
+    {
+        SwarmTelemetry.RecordFailure(span, CoordinatorInstrumentation.StepFailedEvent, f.Node, f.Reason, f.Code);
+        return f;
+    }
+
+    /// <summary>Records and streams a new token; true when it ends the job (a stop token or stop sequence).</summary>
+    private async Task<bool> AcceptAsync(int step, int token, Func<int, string, ValueTask>? onToken)
+    {
+        _tokens.Add(token);
+        double now = _time.GetElapsedTime(_startedAt).TotalSeconds;
+        CoordinatorInstrumentation.TokensGenerated.Add(1);
+        if (step == 0)
+        {
+            TimeToFirstTokenMs = now * 1000;
+            CoordinatorInstrumentation.TimeToFirstToken.Record(now);
+        }
+        else CoordinatorInstrumentation.TimePerOutputToken.Record(now - _lastTokenAt);
+        _lastTokenAt = now;
+        string piece = _decoder?.Push(token) ?? "";
+        if (onToken is not null) await onToken(token, piece).ConfigureAwait(false);
+        return _stop.Push(token, piece);
+    }
+
+    /// <summary>Forgets the failed route (reporting the culprit unless it was only overloaded); fails the job past the limit.</summary>
+    private async Task RecoverAsync(int step, StepFailure f, Activity? jobSpan, CancellationToken ct)
+    {
+        Recoveries++;
+        _onRecovery?.Invoke();
+        CoordinatorInstrumentation.Recovered(f.Code);
+        jobSpan?.AddEvent(SwarmTelemetry.FailureEvent(CoordinatorInstrumentation.RecoveryEvent, f.Node, f.Reason, f.Code, step));
+        LogRecovery(_job, step, f.Node?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "?", f.Reason);
+        var registry = _sessions.Registry;
+        if (f.Node is { } culprit && !f.Overloaded && registry.Get(culprit) is not null) registry.ReportFailure(culprit);
+        _session!.Release();
+        _session = null;
+        _cached = 0;
+        if (Recoveries > _options.MaxRecoveriesPerJob)
+            throw new JobFailedException($"gave up after {Recoveries - 1} route repairs at step {step}: {f.Reason}", 503, "recovery_failed");
+        if (f.Overloaded) await Task.Delay(_options.OverloadBackoff * Recoveries, _time, ct).ConfigureAwait(false);
+    }
+
+    [LoggerMessage(200, LogLevel.Warning, "job {Job} step {Step}: route failed at node {Node} ({Reason}); re-routing and replaying")]
+    private partial void LogRecovery(long job, int step, string node, string reason);
+    [LoggerMessage(202, LogLevel.Warning, "job {Job} step {Step} took {Ms:F0} ms on route {Route} (reply {Reply})")]
+    private partial void LogSlowStep(long job, int step, string route, double ms, string reply);
+}

@@ -1,0 +1,69 @@
+using Swarm.Coordinator.Membership;
+using Swarm.Coordinator.Routing;
+using Swarm.Coordinator.Telemetry;
+using Swarm.Telemetry;
+using Swarm.Protocol;
+
+namespace Swarm.Coordinator.Jobs;
+
+/// <summary>
+/// Opens <see cref="RouteSession"/>s: routes a job over the registry's routable nodes (waiting, up to the queue
+/// timeout, for every layer to be served) and gives each route a fresh session id, unique across the coordinator's
+/// restarts (it starts at the clock's milliseconds × 2¹⁶).
+/// </summary>
+internal sealed class RouteSessionFactory
+{
+    /// <summary>How often routing is retried while some layers are not served.</summary>
+    public static readonly TimeSpan RetryInterval = TimeSpan.FromMilliseconds(100);
+
+    private readonly NodeRegistry _registry;
+    private readonly IRouter _router;
+    private readonly IStepChannel _channel;
+    private readonly TimeProvider _time;
+    private readonly JobRunnerOptions _options;
+    private long _nextSession;
+
+    public RouteSessionFactory(NodeRegistry registry, IRouter router, IStepChannel channel, TimeProvider time, JobRunnerOptions options)
+    {
+        _registry = registry;
+        _router = router;
+        _channel = channel;
+        _time = time;
+        _options = options;
+        _nextSession = time.GetUtcNow().ToUnixTimeMilliseconds() << 16;
+    }
+
+    /// <summary>The registry whose nodes the routes run through.</summary>
+    public NodeRegistry Registry => _registry;
+
+    /// <summary>Subscribes to the replies of job <paramref name="jobId"/>; the job's sessions deliver their replies there.</summary>
+    public JobReplyInbox OpenInbox(long jobId) => new(_channel, jobId);
+
+    /// <summary>Routes the job and opens a session on the route whose replies arrive in <paramref name="inbox"/>.</summary>
+    /// <exception cref="JobFailedException">Some layers stayed unserved for the whole queue timeout (503).</exception>
+    public async Task<RouteSession> OpenAsync(JobReplyInbox inbox, CancellationToken ct)
+    {
+        Route route;
+        using (var span = CoordinatorInstrumentation.Source.StartActivity(CoordinatorInstrumentation.RouteSpan))
+        {
+            try { route = await RouteAsync(ct).ConfigureAwait(false); }
+            catch (JobFailedException e) { SwarmTelemetry.RecordFailure(span, "route.failed", null, e.Message, e.Code); throw; }
+            span?.SetTag("swarm.route", route.ToString());
+            span?.SetTag("swarm.route.hops", route.Hops.Count);
+        }
+        return new RouteSession(route, Interlocked.Increment(ref _nextSession), _registry, _channel, inbox, _time, _options.StepTimeout);
+    }
+
+    private async Task<Route> RouteAsync(CancellationToken ct)
+    {
+        long started = _time.GetTimestamp();
+        while (true)
+        {
+            var result = _router.Route(_options.NumLayers, RouteCandidate.FromAll(_registry.Snapshot()));
+            if (result.Route is { } r) return r;
+            if (_time.GetElapsedTime(started) > _options.QueueTimeout)
+                throw new JobFailedException($"no route covers the model: {LayerRange.DescribeAll(result.Uncovered)} not served by any node", 503, "layers_uncovered");
+            await Task.Delay(RetryInterval, _time, ct).ConfigureAwait(false);
+        }
+    }
+}
