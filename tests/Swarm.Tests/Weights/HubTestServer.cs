@@ -13,7 +13,7 @@ namespace Swarm.Tests.Weights;
 /// A real HTTP server on 127.0.0.1 (Kestrel, free port) that serves checkpoint files in the HF hub's URL layout,
 /// <c>/ORG/NAME/resolve/REV/FILE</c>, with single-range <c>Range</c> support, and counts every body byte it sends.
 /// Misbehaviours on demand: ignore Range (answer 200 with the whole file), cut tensor bodies in half, stop sending
-/// tensor data after a byte budget until released.
+/// tensor data after a byte budget.
 /// </summary>
 internal sealed class HubTestServer : IAsyncDisposable
 {
@@ -21,7 +21,7 @@ internal sealed class HubTestServer : IAsyncDisposable
     private readonly WebApplication _app;
     private readonly ConcurrentDictionary<string, byte[]> _files = new(StringComparer.Ordinal);
     private readonly Lock _budgetGate = new();
-    private TaskCompletionSource _release = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly TaskCompletionSource _stopping = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private long _served, _dataServed, _budgetUsed;
     private long? _pauseAfter;
 
@@ -84,22 +84,20 @@ internal sealed class HubTestServer : IAsyncDisposable
 
     /// <summary>
     /// From now on stop sending tensor data (bytes of a safetensors data section) once <paramref name="bytes"/> of it have
-    /// gone out, until <see cref="Release"/>; metadata and headers are not held back.
+    /// gone out; metadata and headers are not held back.
     /// </summary>
     public void PauseAfter(long bytes)
     {
         lock (_budgetGate) { _pauseAfter = bytes; _budgetUsed = 0; }
     }
 
-    /// <summary>Lets paused responses continue and lifts the budget.</summary>
-    public void Release()
+    /// <summary>
+    /// Lifts the budget for new responses. Responses already held stay held until their client goes away (or the server
+    /// stops), so nothing they send is counted against a later pull.
+    /// </summary>
+    public void LiftPause()
     {
-        lock (_budgetGate)
-        {
-            _pauseAfter = null;
-            _release.TrySetResult();
-            _release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        }
+        lock (_budgetGate) _pauseAfter = null;
     }
 
     public void ResetCounters()
@@ -156,23 +154,19 @@ internal sealed class HubTestServer : IAsyncDisposable
     /// <summary>Up to <paramref name="wanted"/> bytes may be sent now; waits while the pause budget is spent.</summary>
     private async Task<int> TakeBudgetAsync(int wanted, CancellationToken aborted)
     {
-        while (true)
+        lock (_budgetGate)
         {
-            Task wait;
-            lock (_budgetGate)
+            if (_pauseAfter is not { } limit) return wanted;
+            long left = limit - _budgetUsed;
+            if (left > 0)
             {
-                if (_pauseAfter is not { } limit) return wanted;
-                long left = limit - _budgetUsed;
-                if (left > 0)
-                {
-                    int granted = (int)Math.Min(wanted, left);
-                    _budgetUsed += granted;
-                    return granted;
-                }
-                wait = _release.Task;
+                int granted = (int)Math.Min(wanted, left);
+                _budgetUsed += granted;
+                return granted;
             }
-            await wait.WaitAsync(aborted);
         }
+        await _stopping.Task.WaitAsync(aborted); // held: ends when the client goes away or the server stops
+        throw new OperationCanceledException("the test server is stopping");
     }
 
     private static bool TryParseRange(string header, long length, out long begin, out long end)
@@ -189,7 +183,7 @@ internal sealed class HubTestServer : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
-        Release();
+        _stopping.TrySetResult();
         await _app.StopAsync();
         await _app.DisposeAsync();
     }

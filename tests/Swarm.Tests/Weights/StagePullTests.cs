@@ -147,7 +147,7 @@ public sealed class StagePullTests(ITestOutputHelper output) : IDisposable
         Assert.False(File.Exists(Path.Combine(request.OutDir, "model.safetensors")));
 
         // Second run (a new puller, as after a restart): exactly the bytes still missing are served.
-        server.Release();
+        server.LiftPause();
         server.ResetCounters();
         var result = await new StageCheckpointPuller(Reader, cache).PullAsync(request);
         Assert.Equal(total - cut, server.DataBytesServed);
