@@ -1,5 +1,3 @@
-using System.Text.Json;
-using System.Text.Json.Nodes;
 using Microsoft.Win32.SafeHandles;
 using Swarm.Model;
 using TorchSharp;
@@ -7,21 +5,15 @@ using static TorchSharp.torch;
 
 namespace Swarm.Checkpoints;
 
-/// <summary>One tensor's entry in a safetensors header.</summary>
-public sealed record SafetensorsEntry(string Name, string Dtype, long[] Shape, long Begin, long End)
-{
-    public long ElementCount => Shape.Aggregate(1L, (a, b) => a * b);
-}
-
 /// <summary>
 /// Reads a <c>.safetensors</c> file: an 8-byte little-endian header length, a JSON header, raw data.
-/// The header is validated when opened; tensors are read one at a time, on demand, so a pipeline stage
-/// touches only its own bytes.
+/// The header is parsed and validated by the torch-free <see cref="SafetensorsHeader"/> when opened; tensors are
+/// read one at a time, on demand, so a pipeline stage touches only its own bytes.
 /// </summary>
 public sealed class SafetensorsFile : IDisposable
 {
     /// <summary>Headers above this size are refused as corrupt (real ones are well under 1 MB).</summary>
-    public const long MaxHeaderBytes = 100L << 20;
+    public const long MaxHeaderBytes = SafetensorsHeader.MaxHeaderBytes;
 
     private readonly SafeFileHandle _handle;
     private readonly long _dataStart;
@@ -29,7 +21,7 @@ public sealed class SafetensorsFile : IDisposable
     public string Path { get; }
     public IReadOnlyDictionary<string, SafetensorsEntry> Entries { get; }
 
-    private SafetensorsFile(string path, SafeFileHandle handle, long dataStart, Dictionary<string, SafetensorsEntry> entries)
+    private SafetensorsFile(string path, SafeFileHandle handle, long dataStart, IReadOnlyDictionary<string, SafetensorsEntry> entries)
     {
         Path = path; _handle = handle; _dataStart = dataStart; Entries = entries;
     }
@@ -41,44 +33,13 @@ public sealed class SafetensorsFile : IDisposable
         try
         {
             long fileLength = RandomAccess.GetLength(handle);
-            if (fileLength < 8) throw new CheckpointException($"{path}: truncated safetensors file ({fileLength} bytes, no header)");
-            Span<byte> lenBytes = stackalloc byte[8];
-            RandomAccess.Read(handle, lenBytes, 0);
-            long headerLen = BitConverter.ToInt64(lenBytes);
-            if (headerLen <= 0 || headerLen > MaxHeaderBytes)
-                throw new CheckpointException($"{path}: corrupt safetensors header (declared header length {headerLen}, file length {fileLength})");
-            if (headerLen > fileLength - 8)
-                throw new CheckpointException($"{path}: truncated safetensors file: the header declares {headerLen} bytes but only {fileLength - 8} follow");
+            Span<byte> prefix = stackalloc byte[8];
+            if (fileLength >= 8) RandomAccess.Read(handle, prefix, 0);
+            long headerLen = SafetensorsHeader.ReadLength(prefix, fileLength, path);
             var headerBytes = new byte[headerLen];
             RandomAccess.Read(handle, headerBytes, 8);
-            JsonObject header;
-            try { header = JsonNode.Parse(headerBytes) as JsonObject ?? throw new CheckpointException($"{path}: corrupt safetensors header (not a JSON object)"); }
-            catch (JsonException e) { throw new CheckpointException($"{path}: corrupt safetensors header ({e.Message})"); }
-            long dataStart = 8 + headerLen, dataLength = fileLength - dataStart;
-            var entries = new Dictionary<string, SafetensorsEntry>();
-            foreach (var (name, node) in header)
-            {
-                if (name == "__metadata__") continue;
-                try
-                {
-                    string dtype = (string)node!["dtype"]!;
-                    long[] shape = node["shape"]!.AsArray().Select(x => (long)x!).ToArray();
-                    var offs = node["data_offsets"]!.AsArray();
-                    long begin = (long)offs[0]!, end = (long)offs[1]!;
-                    var e = new SafetensorsEntry(name, dtype, shape, begin, end);
-                    long expected = e.ElementCount * DtypeSize(dtype, path, name);
-                    if (begin < 0 || end < begin || end - begin != expected)
-                        throw new CheckpointException($"{path}: tensor '{name}' has data_offsets [{begin}, {end}) that do not match its shape [{string.Join(", ", shape)}] and dtype {dtype}");
-                    if (end > dataLength)
-                        throw new CheckpointException($"{path}: truncated: tensor '{name}' ends at byte {end} of the data section but the file holds only {dataLength}");
-                    entries[name] = e;
-                }
-                catch (Exception ex) when (ex is NullReferenceException or InvalidOperationException or FormatException or ArgumentException)
-                {
-                    throw new CheckpointException($"{path}: corrupt safetensors header entry '{name}'");
-                }
-            }
-            return new SafetensorsFile(path, handle, dataStart, entries);
+            var header = SafetensorsHeader.Parse(headerBytes, fileLength, path);
+            return new SafetensorsFile(path, handle, header.DataStart, header.Entries);
         }
         catch
         {
@@ -87,14 +48,8 @@ public sealed class SafetensorsFile : IDisposable
         }
     }
 
-    public static int DtypeSize(string dtype, string path = "", string name = "") => dtype switch
-    {
-        "F32" or "I32" => 4,
-        "F16" or "BF16" or "I16" => 2,
-        "F64" or "I64" => 8,
-        "U8" or "I8" or "BOOL" => 1,
-        _ => throw new CheckpointException($"{path}: tensor '{name}' has unsupported dtype {dtype}"),
-    };
+    /// <summary>Bytes per element of a safetensors dtype (see <see cref="SafetensorsHeader.DtypeSize"/>).</summary>
+    public static int DtypeSize(string dtype, string path = "", string name = "") => SafetensorsHeader.DtypeSize(dtype, path, name);
 
     public static ScalarType ToScalarType(string dtype) => dtype switch
     {

@@ -1,4 +1,3 @@
-using System.Text.Json;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -81,39 +80,8 @@ public sealed class SafetensorsWriter : IDisposable
         }
     }
 
-    private static byte[] BuildHeader(IReadOnlyList<SafetensorsTensorInfo> tensors, IReadOnlyDictionary<string, string>? metadata, out long total)
-    {
-        var buffer = new MemoryStream();
-        using (var json = new Utf8JsonWriter(buffer))
-        {
-            json.WriteStartObject();
-            if (metadata is { Count: > 0 })
-            {
-                json.WriteStartObject("__metadata__");
-                foreach (var (k, v) in metadata) json.WriteString(k, v);
-                json.WriteEndObject();
-            }
-            long offset = 0;
-            foreach (var t in tensors)
-            {
-                json.WriteStartObject(t.Name);
-                json.WriteString("dtype", SafetensorsFile.FromScalarType(t.DType));
-                json.WriteStartArray("shape");
-                foreach (long d in t.Shape) json.WriteNumberValue(d);
-                json.WriteEndArray();
-                json.WriteStartArray("data_offsets");
-                json.WriteNumberValue(offset);
-                json.WriteNumberValue(offset += t.ByteCount);
-                json.WriteEndArray();
-                json.WriteEndObject();
-            }
-            json.WriteEndObject();
-            total = offset;
-        }
-        int pad = (int)((8 - (8 + buffer.Length) % 8) % 8);
-        for (int i = 0; i < pad; i++) buffer.WriteByte((byte)' ');
-        return buffer.ToArray();
-    }
+    private static byte[] BuildHeader(IReadOnlyList<SafetensorsTensorInfo> tensors, IReadOnlyDictionary<string, string>? metadata, out long total) =>
+        SafetensorsHeader.Build([.. tensors.Select(t => (t.Name, SafetensorsFile.FromScalarType(t.DType), t.Shape))], metadata, out total);
 
     /// <summary>Writes a whole tensor; it must be the next one declared and match its dtype and shape.</summary>
     public void Write(string name, Tensor value)

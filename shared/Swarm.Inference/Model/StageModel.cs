@@ -133,21 +133,7 @@ public sealed class StageModel : IDisposable
     }
 
     /// <summary>Names of the checkpoint tensors layers [start, end) of a stage read.</summary>
-    public static IEnumerable<string> StageTensorNames(ModelConfig c, int start, int end)
-    {
-        if (start == 0) yield return "gpt_neox.embed_in.weight";
-        string[] parts = ["input_layernorm.weight", "input_layernorm.bias", "post_attention_layernorm.weight", "post_attention_layernorm.bias",
-            "attention.query_key_value.weight", "attention.query_key_value.bias", "attention.dense.weight", "attention.dense.bias",
-            "mlp.dense_h_to_4h.weight", "mlp.dense_h_to_4h.bias", "mlp.dense_4h_to_h.weight", "mlp.dense_4h_to_h.bias"];
-        for (int i = start; i < end; i++)
-            foreach (var p in parts) yield return $"gpt_neox.layers.{i}.{p}";
-        if (end == c.NumLayers)
-        {
-            yield return "gpt_neox.final_layer_norm.weight";
-            yield return "gpt_neox.final_layer_norm.bias";
-            yield return "embed_out.weight";
-        }
-    }
+    public static IEnumerable<string> StageTensorNames(ModelConfig c, int start, int end) => NeoXTensorNames.ForStage(c, start, end);
 
     /// <summary>Bytes of weights this stage holds.</summary>
     public long WeightBytes => _layers.Sum(l => l.WeightBytes) + (_tpLayers?.Sum(l => l.WeightBytes) ?? 0) + (_embedOut?.Bytes ?? 0)

@@ -41,11 +41,18 @@ public sealed record ModelConfig
         string path = Path.Combine(checkpointDir, "config.json");
         if (!File.Exists(path))
             throw new CheckpointException($"config.json not found in {checkpointDir}");
+        return Parse(File.ReadAllBytes(path), path);
+    }
+
+    /// <summary>Parses the text of a <c>config.json</c> (e.g. fetched from a hub); <paramref name="source"/> names it in errors.</summary>
+    /// <exception cref="CheckpointException">Invalid JSON, wrong model type or missing fields.</exception>
+    public static ModelConfig Parse(ReadOnlySpan<byte> utf8Json, string source)
+    {
         JsonNode? root;
-        try { root = JsonNode.Parse(File.ReadAllText(path)); }
-        catch (JsonException e) { throw new CheckpointException($"{path}: invalid JSON ({e.Message})"); }
-        if (root is not JsonObject o) throw new CheckpointException($"{path}: not a JSON object");
-        return FromJson(o, path);
+        try { root = JsonNode.Parse(utf8Json); }
+        catch (JsonException e) { throw new CheckpointException($"{source}: invalid JSON ({e.Message})"); }
+        if (root is not JsonObject o) throw new CheckpointException($"{source}: not a JSON object");
+        return FromJson(o, source);
     }
 
     internal static ModelConfig FromJson(JsonObject o, string source)

@@ -11,8 +11,8 @@ namespace Swarm.Tests.Architecture;
 /// </summary>
 public sealed class DependencyTests
 {
-    private static readonly string[] TorchFree = ["Swarm.Protocol", "Swarm.Transport", "Swarm.ModelInfo", "Swarm.Hosting", "Swarm.Coordinator", "swarm-coordinator"];
-    private static readonly string[] NotHosting = ["Swarm.Protocol", "Swarm.Transport", "Swarm.ModelInfo", "Swarm.Inference"];
+    private static readonly string[] TorchFree = ["Swarm.Protocol", "Swarm.Transport", "Swarm.ModelInfo", "Swarm.Weights", "Swarm.Hosting", "Swarm.Coordinator", "swarm-coordinator"];
+    private static readonly string[] NotHosting = ["Swarm.Protocol", "Swarm.Transport", "Swarm.ModelInfo", "Swarm.Weights", "Swarm.Inference"];
 
     /// <summary>Names of every assembly <paramref name="root"/> references, transitively (framework assemblies included).</summary>
     private static HashSet<string> Closure(string root)
