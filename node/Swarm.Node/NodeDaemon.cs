@@ -317,7 +317,7 @@ public sealed partial class NodeDaemon : BackgroundService
     {
         Range = _host!.Range,
         AssignmentId = assignmentId,
-        KvBytesPerTokenPerLayer = KvCache.BytesPerTokenPerLayer(_host.Model.Config, _host.Model.ComputeDtype),
+        KvBytesPerTokenPerLayer = KvBlockPool.BytesPerTokenPerLayer(_host.Model.Config, _host.Model.ComputeDtype),
         MaxKvTokens = _host.KvTokenCapacity,
     };
 
