@@ -92,7 +92,7 @@ internal sealed class NeoXLayerShard : IDisposable
         int nh = _heads, hd = _c.HeadDim;
         // [N, 3·H/S] → [N, heads, 3, hd]: GPT-NeoX packs [q, k, v] per head.
         var qkv = _qkv.Forward(LayerNorm1(x)).view(n, nh, 3, hd);
-        rope.RotateQueriesAndKeysInPlaceAt(qkv, plan.Positions); // q and k of every head in one pass, on the fresh buffer
+        rope.RotateQueriesAndKeysInPlace(qkv, plan.Positions); // q and k of every head in one pass, on the fresh buffer
         var q = qkv.select(2, 0);
         var k = qkv.select(2, 1);
         var v = qkv.select(2, 2);
@@ -101,18 +101,19 @@ internal sealed class NeoXLayerShard : IDisposable
         keyStore.index_copy_(0, plan.Slots, k);
         valueStore.index_copy_(0, plan.Slots, v);
 
-        var attn = empty([n, nh, hd], x.dtype, x.device);
+        // Only decodes, or one chunk alone: its attention output is the whole result, not copied into a buffer first.
+        bool alone = plan.Chunks.Count == 0 || (plan.DecodeRows is null && plan.Chunks.Count == 1);
+        Tensor? attn = alone ? null : empty([n, nh, hd], x.dtype, x.device);
         if (plan.DecodeRows is { } rows)
         {
             // Single-position steps: one attention call for all of them, over views of their windows or one padded gather.
             long m = rows.shape[0];
-            bool allRows = m == n;                                                       // only decodes in this batch
-            var qd = (allRows ? q : q.index_select(0, rows)).unsqueeze(2);               // [m, nh, 1, hd]
-            var kd = DecodeWindow(keyStore, plan, m).permute(0, 2, 1, 3);                  // [m, nh, len, hd]
+            var qd = (attn is null ? q : q.index_select(0, rows)).unsqueeze(2);        // [m, nh, 1, hd]
+            var kd = DecodeWindow(keyStore, plan, m).permute(0, 2, 1, 3);              // [m, nh, len, hd]
             var vd = DecodeWindow(valueStore, plan, m).permute(0, 2, 1, 3);
-            var od = F.scaled_dot_product_attention(qd, kd, vd, plan.DecodeMask, 0.0, false); // [m, nh, 1, hd]
-            if (allRows) attn.copy_(od.squeeze(2));
-            else attn.index_copy_(0, rows, od.squeeze(2));
+            var od = F.scaled_dot_product_attention(qd, kd, vd, plan.DecodeMask, 0.0, false).squeeze(2); // [m, nh, hd]
+            if (attn is null) return _dense.Forward(od.reshape(n, nh * hd));
+            attn.index_copy_(0, rows, od);
         }
         foreach (var c in plan.Chunks)
         {
@@ -120,10 +121,11 @@ internal sealed class NeoXLayerShard : IDisposable
             var qp = q.narrow(0, c.Offset, c.Rows).permute(1, 0, 2).unsqueeze(0);                // [1, nh, t, hd]
             var kp = Gather(keyStore, c.Slots, c.Start, c.Length).permute(1, 0, 2).unsqueeze(0); // [1, nh, L, hd]
             var vp = Gather(valueStore, c.Slots, c.Start, c.Length).permute(1, 0, 2).unsqueeze(0);
-            var op = F.scaled_dot_product_attention(qp, kp, vp, c.Mask, 0.0, false);             // [1, nh, t, hd]
-            attn.narrow(0, c.Offset, c.Rows).copy_(op.squeeze(0).permute(1, 0, 2));
+            var op = F.scaled_dot_product_attention(qp, kp, vp, c.Mask, 0.0, false).squeeze(0).permute(1, 0, 2); // [t, nh, hd]
+            if (attn is null) return _dense.Forward(op.reshape(n, nh * hd));
+            attn.narrow(0, c.Offset, c.Rows).copy_(op);
         }
-        return _dense.Forward(attn.view(n, nh * hd));
+        return _dense.Forward(attn!.view(n, nh * hd));
     }
 
     /// <summary>MLP output of this shard's columns. h: LayerNorm-2 output on the shard's device.</summary>

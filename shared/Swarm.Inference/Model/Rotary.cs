@@ -3,7 +3,7 @@ using static TorchSharp.torch;
 namespace Swarm.Model;
 
 /// <summary>Precomputed NeoX rotary tables (f32 math as HF does it), applied to the first rotary_ndims dims.</summary>
-public sealed class Rotary : IDisposable
+internal sealed class Rotary : IDisposable
 {
     private readonly Tensor _cos, _sin; // [maxPos, rd] in the compute dtype
     private readonly int _rd;
@@ -21,25 +21,11 @@ public sealed class Rotary : IDisposable
     }
 
     /// <summary>
-    /// Rotates q and k in place. qkv: [B, T, heads, 3, hd] (GPT-NeoX's per-head [q, k, v] packing) at positions
-    /// [start, start+T). Same arithmetic as rotate_half: x1' = x1·cos − x2·sin, x2' = x2·cos + x1·sin over the first
-    /// rotary_ndims dims (cos/sin repeat across the two halves).
+    /// Rotates q and k in place. qkv: [N, heads, 3, hd] (GPT-NeoX's per-head [q, k, v] packing), row i at position
+    /// positions[i] (int64 [N], below the table's length). Same arithmetic as rotate_half: x1' = x1·cos − x2·sin,
+    /// x2' = x2·cos + x1·sin over the first rotary_ndims dims (cos/sin repeat across the two halves).
     /// </summary>
-    public void RotateQueriesAndKeysInPlace(Tensor qkv, int start)
-    {
-        if (_rd == 0) return;
-        long t = qkv.shape[1];
-        if (start + t > _cos.shape[0])
-            throw new InvalidOperationException($"position {start + t} exceeds the model's context of {_cos.shape[0]}");
-        using var scope = NewDisposeScope();
-        int half = _rd / 2;
-        var cos = _cos.narrow(0, start, t).narrow(1, 0, half).view(1, t, 1, 1, half);
-        var sin = _sin.narrow(0, start, t).narrow(1, 0, half).view(1, t, 1, 1, half);
-        RotateHalvesInPlace(qkv.narrow(3, 0, 2), cos, sin, half);
-    }
-
-    /// <summary>As <see cref="RotateQueriesAndKeysInPlace"/> for rows at arbitrary positions: qkv [N, heads, 3, hd], positions int64 [N].</summary>
-    public void RotateQueriesAndKeysInPlaceAt(Tensor qkv, Tensor positions)
+    public void RotateQueriesAndKeysInPlace(Tensor qkv, Tensor positions)
     {
         if (_rd == 0) return;
         using var scope = NewDisposeScope();

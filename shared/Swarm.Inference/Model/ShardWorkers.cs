@@ -9,7 +9,7 @@ namespace Swarm.Model;
 /// thread budget (set on that thread: OpenMP's thread count is per calling thread), so N shards on a CPU share the
 /// cores instead of each spawning a full-width pool; on a GPU the thread is what keeps the shard's stream fed.
 /// </summary>
-public sealed class ShardWorkers : IDisposable
+internal sealed class ShardWorkers : IDisposable
 {
     private readonly Thread[] _threads;
     private readonly SemaphoreSlim[] _go;
