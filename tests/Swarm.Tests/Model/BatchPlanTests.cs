@@ -116,4 +116,28 @@ public class BatchPlanTests
             foreach (var a in alone) a.Dispose();
         }
     }
+
+    [Fact]
+    public void AllPositionsBesideLastPositionAndNoLogits_EachItemGetsItsOwnRows()
+    {
+        using var fx = new Fixture(Fixture.Small);
+        using var ckpt = Checkpoint.Open(fx.CheckpointDir);
+        using var model = StageModel.Load(ckpt, 0, ckpt.Config.NumLayers);
+        using var pool = model.NewBlockPool(64, blockSize: 4);
+        using var scope = NewDisposeScope();
+        var prompts = Enumerable.Range(0, 3).Select(p => fx.Ref($"prompt.{p}")).ToArray();
+        var seqs = prompts.Select(p => { var s = pool.NewSequence(); Assert.True(pool.TryReserve(s, (int)p.shape[0])); return s; }).ToArray();
+        var logits = model.ForwardBatch([
+            new BatchItem(prompts[0], seqs[0], AllPositions: true),
+            new BatchItem(prompts[1], seqs[1]),
+            new BatchItem(prompts[2], seqs[2], WantLogits: false)], pool, 0, ckpt.Config.NumLayers);
+        var all = fx.Ref("logits.0");
+        Assert.Equal(all.shape, logits[0]!.shape);
+        Assert.True((logits[0]! - all).abs().max().item<float>() <= fx.LogitTolerance);
+        var last = fx.Ref("logits.1")[-1];
+        Assert.Equal(last.shape, logits[1]!.shape);
+        Assert.True((logits[1]! - last).abs().max().item<float>() <= fx.LogitTolerance);
+        Assert.Null(logits[2]);
+        Assert.Equal(prompts.Select(p => (int)p.shape[0]), seqs.Select(s => s.Length));
+    }
 }
