@@ -220,7 +220,7 @@ internal sealed class StageWorker : IStageView
     {
         Range = host.Range,
         AssignmentId = assignmentId,
-        KvBytesPerTokenPerLayer = KvCache.BytesPerTokenPerLayer(host.Model.Config, host.Model.ComputeDtype),
+        KvBytesPerTokenPerLayer = KvBlockPool.BytesPerTokenPerLayer(host.Model.Config, host.Model.ComputeDtype),
         MaxKvTokens = host.KvTokenCapacity,
     };
 

@@ -73,7 +73,7 @@ internal static class LocalBench
             log($"{preset} tp {n}: prefill and decode…");
             double p128 = Prefill(model, 128, out _);
             double d1 = Decode(model, 1, 32);
-            double shardMB = n == 1 ? model.LayerWeightBytes / 1e6 : model.TensorParallelLayers.Sum(l => l.ShardWeightBytes(0)) / 1e6;
+            double shardMB = n == 1 ? model.LayerWeightBytes / 1e6 : model.Layers.Sum(l => l.ShardWeightBytes(0)) / 1e6;
             figures.Add(new TpFigure(n, p128, d1, 1000 / d1, shardMB));
         }
         return figures;
@@ -88,39 +88,71 @@ internal static class LocalBench
     private static double Prefill(StageModel model, int t, out double seconds)
     {
         using var scope = NewDisposeScope();
-        var ids = randint(0, model.Config.VocabSize, [1, t], dtype: ScalarType.Int64);
-        using (var warm = model.NewCache(1, t)) model.Forward(ids.narrow(1, 0, Math.Min(t, 64)), warm);
+        var ids = randint(0, model.Config.VocabSize, [t], dtype: ScalarType.Int64);
+        Run(model, ids.narrow(0, 0, Math.Min(t, 64)));
         double best = double.MaxValue;
         for (int rep = 0; rep < 3; rep++)
         {
-            using var cache = model.NewCache(1, t);
+            using var pool = NewPool(model, 1, t, out var seqs);
             var sw = Stopwatch.StartNew();
-            using var logits = model.Forward(ids, cache);
+            using var logits = model.ForwardBatch([new BatchItem(ids, seqs[0])], pool, model.Start, model.End)[0];
             best = Math.Min(best, sw.Elapsed.TotalSeconds);
         }
         seconds = best;
         return t / best;
     }
 
-    /// <summary>Decode tokens/s: the best of three timed runs of <paramref name="steps"/> steps (the machines are noisy;
-    /// prefill is reported the same way).</summary>
+    /// <summary>One untimed prefill (warm-up) in a pool of its own.</summary>
+    private static void Run(StageModel model, Tensor ids)
+    {
+        using var pool = NewPool(model, 1, (int)ids.NumberOfElements, out var seqs);
+        using var logits = model.ForwardBatch([new BatchItem(ids, seqs[0])], pool, model.Start, model.End)[0];
+    }
+
+    /// <summary>A pool with <paramref name="count"/> sequences, each reserved for <paramref name="tokens"/> positions up front.</summary>
+    private static KvBlockPool NewPool(StageModel model, int count, int tokens, out KvSequence[] sequences)
+    {
+        int perSequence = (tokens + KvBlockPool.DefaultBlockSize - 1) / KvBlockPool.DefaultBlockSize;
+        var pool = model.NewBlockPool(count * perSequence);
+        sequences = new KvSequence[count];
+        for (int i = 0; i < count; i++)
+        {
+            sequences[i] = pool.NewSequence();
+            if (!pool.TryReserve(sequences[i], tokens)) throw new InvalidOperationException("the bench's KV pool is too small");
+        }
+        return pool;
+    }
+
+    /// <summary>Decode tokens/s of <paramref name="batch"/> sessions stepping together: the best of three timed runs of
+    /// <paramref name="steps"/> steps (the machines are noisy; prefill is reported the same way).</summary>
     private static double Decode(StageModel model, int batch, int steps)
     {
         using var scope = NewDisposeScope();
-        using var cache = model.NewCache(batch, 64 + 3 * steps + 8);
-        model.Forward(randint(0, model.Config.VocabSize, [batch, 32], dtype: ScalarType.Int64), cache);
-        var next = zeros([batch, 1], ScalarType.Int64);
-        for (int i = 0; i < 4; i++) { using var s = NewDisposeScope(); next = model.Forward(next, cache).argmax(-1, keepdim: true).MoveToOuterDisposeScope(); }
+        using var pool = NewPool(model, batch, 64 + 3 * steps + 8, out var seqs);
+        var next = new Tensor[batch];
+        using (var prompt = NewDisposeScope())
+        {
+            var items = seqs.Select(s => new BatchItem(randint(0, model.Config.VocabSize, [32], dtype: ScalarType.Int64), s)).ToList();
+            var logits = model.ForwardBatch(items, pool, model.Start, model.End);
+            for (int b = 0; b < batch; b++) next[b] = logits[b]!.argmax(-1, keepdim: true).MoveToOuterDisposeScope();
+        }
+        void Step()
+        {
+            using var s = NewDisposeScope();
+            var logits = model.ForwardBatch(seqs.Select((q, b) => new BatchItem(next[b], q)).ToList(), pool, model.Start, model.End);
+            for (int b = 0; b < batch; b++)
+            {
+                next[b].Dispose();
+                next[b] = logits[b]!.argmax(-1, keepdim: true).MoveToOuterDisposeScope();
+            }
+        }
+        for (int i = 0; i < 4; i++) Step();
         double best = 0;
         for (int run = 0; run < 3; run++)
         {
             var sw = Stopwatch.StartNew();
-            for (int i = 0; i < steps; i++)
-            {
-                using var s = NewDisposeScope();
-                next = model.Forward(next, cache).argmax(-1, keepdim: true).MoveToOuterDisposeScope();
-            }
-            using (var first = next[0, 0]) first.item<long>();
+            for (int i = 0; i < steps; i++) Step();
+            next[0].item<long>();
             best = Math.Max(best, batch * steps / sw.Elapsed.TotalSeconds);
         }
         return best;

@@ -13,8 +13,9 @@ public sealed record GenerationResult(IReadOnlyList<int> TokenIds, string Finish
 
 /// <summary>
 /// Generates in one process through a chain of in-memory stages (the whole model, or any split of it):
-/// prefill the prompt, then one token per step through every stage's KV cache; the last stage's logits
-/// are sampled. This is <c>swarm run</c>'s engine and the reference the swarm is compared with.
+/// prefill the prompt, then one token per step through every stage's KV pool; the last stage's logits
+/// are sampled. This is <c>swarm run</c>'s engine and the reference the swarm is compared with; it runs the
+/// batched forward a node runs (<see cref="StageModel.ForwardBatch"/>), with a batch of one.
 /// </summary>
 public sealed class LocalGenerator
 {
@@ -47,13 +48,24 @@ public sealed class LocalGenerator
 
         int maxNew = Math.Min(options.MaxNewTokens, limit - prompt.Count);
         var sampler = new Sampler(options);
-        var caches = _stages.Select(s => s.NewCache(1, Math.Min(limit, prompt.Count + maxNew))).ToArray();
+        // Each stage gets a KV pool holding exactly this session, reserved up front: its positions are then one
+        // contiguous range, which attention reads as a view.
+        int capacity = Math.Min(limit, prompt.Count + maxNew);
+        var pools = new List<KvBlockPool>(_stages.Count);
         var tokens = new List<int>(maxNew);
         string finish = "length";
         var total = Stopwatch.StartNew();
         double prefillMs = 0;
         try
         {
+            var sequences = new KvSequence[_stages.Count];
+            for (int i = 0; i < _stages.Count; i++)
+            {
+                var pool = _stages[i].NewBlockPool(Math.Max(1, (capacity + KvBlockPool.DefaultBlockSize - 1) / KvBlockPool.DefaultBlockSize));
+                pools.Add(pool);
+                sequences[i] = pool.NewSequence();
+                if (!pool.TryReserve(sequences[i], capacity)) throw new InvalidOperationException("a new KV pool could not hold its session");
+            }
             long[] input = prompt.Select(t => (long)t).ToArray();
             for (int step = 0; step < maxNew; step++)
             {
@@ -61,9 +73,10 @@ public sealed class LocalGenerator
                 int next;
                 using (var scope = NewDisposeScope())
                 {
-                    Tensor x = tensor(input, [1, input.Length], ScalarType.Int64);
-                    for (int i = 0; i < _stages.Count; i++) x = _stages[i].Forward(x, caches[i]);
-                    next = sampler.Next(x[0]);
+                    Tensor x = tensor(input, ScalarType.Int64);
+                    for (int i = 0; i < _stages.Count; i++)
+                        x = _stages[i].ForwardBatch([new BatchItem(x, sequences[i])], pools[i], _stages[i].Start, _stages[i].End)[0]!;
+                    next = sampler.Next(x);
                 }
                 if (step == 0) prefillMs = total.Elapsed.TotalMilliseconds;
                 tokens.Add(next);
@@ -74,7 +87,7 @@ public sealed class LocalGenerator
         }
         finally
         {
-            foreach (var c in caches) c.Dispose();
+            foreach (var p in pools) p.Dispose();
         }
         double totalMs = total.Elapsed.TotalMilliseconds, decodeMs = totalMs - prefillMs;
         int decoded = tokens.Count - 1;

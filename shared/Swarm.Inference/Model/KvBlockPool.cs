@@ -80,7 +80,7 @@ public sealed class KvBlockPool : IDisposable
     public int UsedBlocks => _nextFresh - _free.Count;
     public int FreeBlocks => TotalBlocks - UsedBlocks;
     /// <summary>Bytes of storage allocated so far (grows with the peak number of blocks in use).</summary>
-    public long AllocatedBytes => 2L * Layers * _storageBlocks * BlockSize * Heads * HeadDim * KvCache.ElementSize(Dtype);
+    public long AllocatedBytes => 2L * Layers * _storageBlocks * BlockSize * Heads * HeadDim * ElementSize(Dtype);
 
     /// <param name="shardDevices">One device per head shard (tensor parallelism); null: one shard on the CPU.</param>
     public KvBlockPool(int layers, int heads, int headDim, ScalarType dtype, int totalBlocks, int blockSize = DefaultBlockSize,
@@ -94,6 +94,17 @@ public sealed class KvBlockPool : IDisposable
         _keys = new Tensor?[layers * _devices.Length];
         _values = new Tensor?[layers * _devices.Length];
     }
+
+    /// <summary>Bytes one token costs in one layer: keys + values over all heads.</summary>
+    public static long BytesPerTokenPerLayer(ModelConfig c, ScalarType dtype) => 2L * c.HiddenSize * ElementSize(dtype);
+
+    internal static int ElementSize(ScalarType t) => t switch
+    {
+        ScalarType.Float32 => 4,
+        ScalarType.Float16 or ScalarType.BFloat16 => 2,
+        ScalarType.Float64 => 8,
+        _ => throw new ArgumentException($"unsupported KV dtype {t}"),
+    };
 
     /// <summary>Blocks needed to hold <paramref name="tokens"/> positions.</summary>
     public int BlocksFor(int tokens) => (tokens + BlockSize - 1) / BlockSize;

@@ -36,9 +36,9 @@ public class Bf16AccuracyTests(ITestOutputHelper output)
             var golden = fx.Ids($"greedy.{p}");
 
             // logits of one full forward over the prompt
-            using (var cache = model.NewCache())
+            using (var session = new StageSession(model))
             {
-                var logits = model.Forward(tensor(prompt).unsqueeze(0), cache, allPositions: true).squeeze(0);
+                var logits = session.Forward(tensor(prompt), allPositions: true);
                 var expected = fx.Ref($"logits.{p}");
                 double abs = (logits - expected).abs().max().item<float>();
                 worstAbs = Math.Max(worstAbs, abs);
@@ -46,16 +46,16 @@ public class Bf16AccuracyTests(ITestOutputHelper output)
             }
 
             // teacher-forced: over prompt + golden continuation, does bf16's top-1 at each step equal HF's next token?
-            using (var cache = model.NewCache())
+            using (var session = new StageSession(model))
             {
                 long[] seq = [.. prompt, .. golden[..^1]];
-                var top = model.Forward(tensor(seq).unsqueeze(0), cache, allPositions: true).squeeze(0).argmax(-1);
+                var top = session.Forward(tensor(seq), allPositions: true).argmax(-1);
                 var predicted = top.narrow(0, prompt.Length - 1, golden.Length).data<long>().ToArray();
                 teacherAgree += predicted.Zip(golden).Count(x => x.First == x.Second);
                 teacherTotal += golden.Length;
             }
 
-            // free-running greedy with the KV cache: tokens equal to HF's before the first divergence
+            // free-running greedy through LocalGenerator: tokens equal to HF's before the first divergence
             var got = ModelFixtureTests.GreedyDecode([model], prompt, golden.Length);
             int prefix = got.Zip(golden).TakeWhile(x => x.First == x.Second).Count();
             freeAgree += prefix;

@@ -138,18 +138,21 @@ public class ReferenceModelTests
         var expected = c.Reference.Forward(c.Prompt);
         var expected2 = c.Reference.Forward(c.Prompt2);
         using var model = StageModel.Load(c.Checkpoint, 0, c.Spec.Layers);
+        using var pool = model.NewBlockPool(2 * SeqLen, blockSize: 1);
         double worst = 0;
         for (int len = 1; len <= SeqLen; len++)
         {
             using var scope = NewDisposeScope();
-            // batch of two different prompts: rows must not mix
-            var ids = stack([tensor(c.Prompt[..len]), tensor(c.Prompt2[..len])]);
-            using var cache = model.NewCache(batch: 2);
-            var logits = model.Forward(ids, cache, allPositions: true);
-            Assert.Equal(new long[] { 2, len, c.Spec.Vocab }, logits.shape);
+            // two different prompts in one batch: rows must not mix
+            var seqs = new[] { pool.NewSequence(), pool.NewSequence() };
+            foreach (var s in seqs) Assert.True(pool.TryReserve(s, len));
+            var logits = model.ForwardBatch([new BatchItem(tensor(c.Prompt[..len]), seqs[0], AllPositions: true),
+                new BatchItem(tensor(c.Prompt2[..len]), seqs[1], AllPositions: true)], pool, 0, c.Spec.Layers);
+            foreach (var s in seqs) pool.Release(s);
+            Assert.Equal(new long[] { len, c.Spec.Vocab }, logits[0]!.shape);
             // causal: the first len positions of the 40-token reference are this prompt's logits
-            worst = Math.Max(worst, MaxAbsDiff(logits[0], expected[..len]));
-            worst = Math.Max(worst, MaxAbsDiff(logits[1], expected2[..len]));
+            worst = Math.Max(worst, MaxAbsDiff(logits[0]!, expected[..len]));
+            worst = Math.Max(worst, MaxAbsDiff(logits[1]!, expected2[..len]));
         }
         Assert.True(worst <= 1e-4, $"{name}: max |Δlogits| vs reference = {worst:g3} > 1e-4");
     }
@@ -161,21 +164,26 @@ public class ReferenceModelTests
         using var c = new Case(name);
         using var model = StageModel.Load(c.Checkpoint, 0, c.Spec.Layers);
         using var scope = NewDisposeScope();
-        var ids = tensor(c.Prompt).unsqueeze(0);
-        using var full = model.NewCache();
-        var all = model.Forward(ids, full, allPositions: true);
-        // prefill 7, a chunk of 13 (crosses the cache's growth from capacity 4), then one token at a time
-        using var inc = model.NewCache(initialCapacity: 4);
-        var parts = new List<Tensor> { model.Forward(ids.narrow(1, 0, 7), inc, true), model.Forward(ids.narrow(1, 7, 13), inc, true) };
-        for (int i = 20; i < SeqLen; i++) parts.Add(model.Forward(ids.narrow(1, i, 1), inc, true));
-        double diff = (cat(parts, 1) - all).abs().max().item<float>();
-        Assert.Equal(SeqLen, inc.Length);
-        Assert.True(diff <= 1e-5, $"{name}: incremental vs full forward differ by {diff:g3}");
+        var ids = tensor(c.Prompt);
+        using var full = new StageSession(model);
+        var all = full.Forward(ids, allPositions: true);
+        // prefill 7, a chunk of 13 (crosses blocks of 4), then one token at a time: over consecutive blocks (attention
+        // reads views) and over blocks interleaved with another sequence's (attention gathers)
+        foreach (bool fragmented in new[] { false, true })
+        {
+            using var inc = new StageSession(model, fragmented);
+            var parts = new List<Tensor> { inc.Forward(ids.narrow(0, 0, 7), true), inc.Forward(ids.narrow(0, 7, 13), true) };
+            for (int i = 20; i < SeqLen; i++) parts.Add(inc.Forward(ids.narrow(0, i, 1), true));
+            double diff = (cat(parts, 0) - all).abs().max().item<float>();
+            Assert.Equal(SeqLen, inc.Length);
+            Assert.Equal(fragmented, inc.IsGathered);
+            Assert.True(diff <= 1e-5, $"{name}: incremental ({(fragmented ? "gathered" : "contiguous")}) vs full forward differ by {diff:g3}");
+        }
     }
 
     [Theory]
     [MemberData(nameof(SpecNames))]
-    public void GreedyDecode_WithKvCache_MatchesReferenceTokens(string name)
+    public void GreedyDecode_ThroughLocalGenerator_MatchesReferenceTokens(string name)
     {
         using var c = new Case(name);
         var prompt = c.Prompt[..5];
@@ -203,27 +211,27 @@ public class ReferenceModelTests
         int n = c.Spec.Layers;
         using var whole = StageModel.Load(c.Checkpoint, 0, n);
         using var scope = NewDisposeScope();
-        var ids = tensor(c.Prompt).unsqueeze(0);
-        using var wholeCache = whole.NewCache();
-        var expected = whole.Forward(ids, wholeCache, allPositions: true);
+        var ids = tensor(c.Prompt);
+        using var wholeSession = new StageSession(whole);
+        var expected = wholeSession.Forward(ids, allPositions: true);
         for (int a = 1; a < n; a++)
         {
             using var s1 = StageModel.Load(c.Checkpoint, 0, a);
             using var s2 = StageModel.Load(c.Checkpoint, a, n);
-            using var c1 = s1.NewCache();
-            using var c2 = s2.NewCache();
+            using var c1 = new StageSession(s1);
+            using var c2 = new StageSession(s2, fragmented: true);
             // prefill 30 then decode 10 single tokens through both stages
-            var hidden = s1.Forward(ids.narrow(1, 0, 30), c1, allPositions: true);
-            var parts = new List<Tensor> { s2.Forward(hidden, c2, allPositions: true) };
+            var hidden = c1.Forward(ids.narrow(0, 0, 30));
+            var parts = new List<Tensor> { c2.Forward(hidden, allPositions: true) };
             for (int i = 30; i < SeqLen; i++)
-                parts.Add(s2.Forward(s1.Forward(ids.narrow(1, i, 1), c1), c2, allPositions: true));
-            double diff = (cat(parts, 1) - expected).abs().max().item<float>();
+                parts.Add(c2.Forward(c1.Forward(ids.narrow(0, i, 1)), allPositions: true));
+            double diff = (cat(parts, 0) - expected).abs().max().item<float>();
             Assert.True(diff <= 1e-5, $"{name}: split at {a} differs from the whole model by {diff:g3}");
 
             // the same split as sub-ranges of one stage that holds every layer (a route using part of a node)
-            using var sub1 = whole.NewCache();
-            using var sub2 = whole.NewCache();
-            var viaSub = whole.Forward(whole.Forward(ids, sub1, 0, a, allPositions: true), sub2, a, n, allPositions: true);
+            using var sub1 = new StageSession(whole, to: a);
+            using var sub2 = new StageSession(whole, from: a);
+            var viaSub = sub2.Forward(sub1.Forward(ids), allPositions: true);
             double subDiff = (viaSub - expected).abs().max().item<float>();
             Assert.True(subDiff <= 1e-5, $"{name}: sub-ranges [0,{a}) + [{a},{n}) of one stage differ from the whole by {subDiff:g3}");
         }

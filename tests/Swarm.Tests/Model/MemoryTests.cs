@@ -9,7 +9,7 @@ namespace Swarm.Tests.Model;
 public class MemoryTests
 {
     [Fact]
-    public void Decode_200Steps_LiveTensorCountStaysFlat()
+    public void Decode_200Steps_OneSession_LiveTensorCountStaysFlat()
     {
         // Tensor statistics are per thread: run on a fresh thread so no other test's tensors are counted.
         long after10 = 0, after100 = 0, after200 = 0;
@@ -22,20 +22,20 @@ public class MemoryTests
                 using var fx = new Fixture(Fixture.Small);
                 using var ckpt = Checkpoint.Open(fx.CheckpointDir);
                 using var model = StageModel.Load(ckpt, 0, ckpt.Config.NumLayers);
-                using var cache = model.NewCache(initialCapacity: 256);
+                using var session = new StageSession(model, fragmented: true);
                 var stats = DisposeScopeManager.Statistics;
                 long[] next = [1, 2, 3];
                 for (int step = 0; step < 200; step++)
                 {
                     using var ids = tensor(next, [1, next.Length], ScalarType.Int64);
-                    using var logits = model.Forward(ids, cache);
+                    using var logits = session.Forward(ids);
                     using var best = logits.argmax(-1);
                     next = [best.item<long>()];
                     if (step == 9) after10 = stats.ThreadTotalLiveCount;
                     if (step == 99) after100 = stats.ThreadTotalLiveCount;
                     if (step == 199) after200 = stats.ThreadTotalLiveCount;
                 }
-                length = cache.Length;
+                length = session.Length;
             }
             catch (Exception e) { error = e; }
         });
@@ -95,18 +95,18 @@ public class MemoryTests
     }
 
     [Fact]
-    public void KvCache_Dispose_FreesEveryBuffer()
+    public void KvBlockPool_Dispose_FreesEveryBuffer()
     {
         using var fx = new Fixture(Fixture.Tiny);
         using var ckpt = Checkpoint.Open(fx.CheckpointDir);
         using var model = StageModel.Load(ckpt, 0, ckpt.Config.NumLayers);
         long before = DisposeScopeManager.Statistics.ThreadTotalLiveCount;
-        var cache = model.NewCache(initialCapacity: 4);
-        using (var ids = ones(1, 40, ScalarType.Int64))
-        using (var l = model.Forward(ids, cache)) { }
-        Assert.True(cache.AllocatedBytes >= 40 * model.KvBytesPerToken);
+        var session = new StageSession(model, blockSize: 4);
+        using (var ids = ones(40, ScalarType.Int64))
+        using (var l = session.Forward(ids)) { }
+        Assert.True(session.Pool.AllocatedBytes >= 40 * model.KvBytesPerToken);
         Assert.True(DisposeScopeManager.Statistics.ThreadTotalLiveCount > before);
-        cache.Dispose();
+        session.Dispose();
         Assert.Equal(before, DisposeScopeManager.Statistics.ThreadTotalLiveCount);
     }
 
@@ -115,7 +115,7 @@ public class MemoryTests
     {
         var c = Swarm.Model.Presets.Get("pythia-160m");
         // keys + values, hidden 768, f32
-        Assert.Equal(2 * 768 * 4, KvCache.BytesPerTokenPerLayer(c, ScalarType.Float32));
-        Assert.Equal(2 * 768 * 2, KvCache.BytesPerTokenPerLayer(c, ScalarType.BFloat16));
+        Assert.Equal(2 * 768 * 4, KvBlockPool.BytesPerTokenPerLayer(c, ScalarType.Float32));
+        Assert.Equal(2 * 768 * 2, KvBlockPool.BytesPerTokenPerLayer(c, ScalarType.BFloat16));
     }
 }

@@ -1,5 +1,7 @@
 using Swarm.Checkpoints;
+using Swarm.Engine;
 using Swarm.Model;
+using Swarm.Sampling;
 using TorchSharp;
 using Xunit;
 using static TorchSharp.torch;
@@ -21,8 +23,8 @@ public class ModelFixtureTests
         {
             using var scope = NewDisposeScope();
             var ids = fx.Ref($"prompt.{p}").unsqueeze(0);
-            using var cache = model.NewCache();
-            var logits = model.Forward(ids, cache, allPositions: true).squeeze(0);
+            using var session = new StageSession(model);
+            var logits = session.Forward(ids, allPositions: true);
             var expected = fx.Ref($"logits.{p}");
             double diff = (logits - expected).abs().max().item<float>();
             Assert.True(diff <= fx.LogitTolerance, $"{name} prompt {p}: max |Δlogits| = {diff:g3} > {fx.LogitTolerance:g3}");
@@ -31,7 +33,7 @@ public class ModelFixtureTests
 
     [Theory]
     [MemberData(nameof(Fixtures))]
-    public void GreedyDecode_WithKvCache_ReproducesGoldenTokens(string name)
+    public void GreedyDecode_ThroughLocalGenerator_ReproducesGoldenTokens(string name)
     {
         using var fx = new Fixture(name);
         using var ckpt = Checkpoint.Open(fx.CheckpointDir);
@@ -74,18 +76,18 @@ public class ModelFixtureTests
                     for (int i = 0; i + 1 < s.Length; i++)
                     {
                         var stage = stages[(s[i], s[i + 1])];
-                        using var cache = stage.NewCache();
-                        x = stage.Forward(x, cache, allPositions: true);
+                        using var session = new StageSession(stage);
+                        x = session.Forward(x, allPositions: true);
                         if (stage.IsLast)
                         {
                             var expected = fx.Ref($"logits.{p}");
-                            double diff = (x.squeeze(0) - expected).abs().max().item<float>();
+                            double diff = (x - expected).abs().max().item<float>();
                             Assert.True(diff <= fx.LogitTolerance, $"split {string.Join(",", s)} prompt {p}: logits off by {diff:g3}");
                         }
                         else
                         {
                             var expected = fx.Ref($"hidden.{p}.{s[i + 1] - 1}");
-                            double rel = (x.squeeze(0) - expected).abs().max().item<float>() / expected.abs().max().item<float>();
+                            double rel = (x - expected).abs().max().item<float>() / expected.abs().max().item<float>();
                             Assert.True(rel <= 1e-4, $"split {string.Join(",", s)} prompt {p}: boundary {s[i + 1]} off by {rel:g3} relative");
                         }
                     }
@@ -109,46 +111,30 @@ public class ModelFixtureTests
         Assert.Equal(0.0, (e - fx.Ref("embed.3")).abs().max().item<float>(), 7);
     }
 
-    [Fact]
-    public void IncrementalDecode_EqualsFullForward()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void IncrementalDecode_EqualsFullForward(bool fragmented)
     {
         using var fx = new Fixture(Fixture.Small);
         using var ckpt = Checkpoint.Open(fx.CheckpointDir);
         using var model = StageModel.Load(ckpt, 0, ckpt.Config.NumLayers);
         using var scope = NewDisposeScope();
-        var ids = fx.Ref("prompt.2").unsqueeze(0); // 64 tokens
-        using var full = model.NewCache();
-        var all = model.Forward(ids, full, allPositions: true);
+        var ids = fx.Ref("prompt.2"); // 64 tokens
+        using var full = new StageSession(model);
+        var all = full.Forward(ids, allPositions: true);
         // Prefill 20, then a chunk of 30, then one token at a time.
-        using var inc = model.NewCache(initialCapacity: 8);
-        var parts = new List<Tensor> { model.Forward(ids.narrow(1, 0, 20), inc, true), model.Forward(ids.narrow(1, 20, 30), inc, true) };
-        for (int i = 50; i < 64; i++) parts.Add(model.Forward(ids.narrow(1, i, 1), inc, true));
-        var stitched = cat(parts, 1);
+        using var inc = new StageSession(model, fragmented);
+        var parts = new List<Tensor> { inc.Forward(ids.narrow(0, 0, 20), true), inc.Forward(ids.narrow(0, 20, 30), true) };
+        for (int i = 50; i < 64; i++) parts.Add(inc.Forward(ids.narrow(0, i, 1), true));
+        var stitched = cat(parts, 0);
         Assert.True((stitched - all).abs().max().item<float>() < 1e-3);
         Assert.Equal(64, inc.Length);
+        Assert.Equal(fragmented, inc.IsGathered);
     }
 
-    internal static long[] GreedyDecode(IReadOnlyList<StageModel> stages, long[] prompt, int newTokens)
-    {
-        var caches = stages.Select(s => s.NewCache()).ToArray();
-        try
-        {
-            var result = new List<long>();
-            long[] input = prompt;
-            for (int step = 0; step < newTokens; step++)
-            {
-                using var scope = NewDisposeScope();
-                Tensor x = tensor(input, ScalarType.Int64).unsqueeze(0);
-                for (int i = 0; i < stages.Count; i++) x = stages[i].Forward(x, caches[i]);
-                long next = x.argmax(-1).item<long>();
-                result.Add(next);
-                input = [next];
-            }
-            return result.ToArray();
-        }
-        finally
-        {
-            foreach (var c in caches) c.Dispose();
-        }
-    }
+    /// <summary>Greedy tokens of <see cref="LocalGenerator"/> (what <c>swarm run</c> runs) through a chain of stages.</summary>
+    internal static long[] GreedyDecode(IReadOnlyList<StageModel> stages, long[] prompt, int newTokens) =>
+        new LocalGenerator(stages).Generate(prompt.Select(t => (int)t).ToArray(), SamplingOptions.Greedy(newTokens))
+            .TokenIds.Select(t => (long)t).ToArray();
 }

@@ -21,8 +21,8 @@ public class PytorchBinLoadTests
             using var ckpt = Checkpoint.Open(dir);
             using var model = StageModel.Load(ckpt, 0, ckpt.Config.NumLayers);
             using var scope = NewDisposeScope();
-            using var cache = model.NewCache();
-            var logits = model.Forward(fx.Ref("prompt.3").unsqueeze(0), cache, allPositions: true).squeeze(0);
+            using var session = new StageSession(model);
+            var logits = session.Forward(fx.Ref("prompt.3"), allPositions: true);
             Assert.True((logits - fx.Ref("logits.3")).abs().max().item<float>() <= fx.LogitTolerance);
             Assert.True(File.Exists(Path.Combine(dir, "model.safetensors"))); // converted once, beside the .bin
         }
