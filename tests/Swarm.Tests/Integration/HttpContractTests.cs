@@ -234,8 +234,13 @@ public class HttpContractTests(CodeSwarmFixture swarm, ITestOutputHelper output)
             var error = AssertOpenAiError("application/json", body);
             Assert.Equal("request_timeout", (string?)error["code"]);
         }
+        // The coordinator's console log reaches its file asynchronously: wait for the first line, then give any
+        // (wrong) further lines the same time to arrive before counting.
+        static List<string> SlowLines(string log) => log.Split('\n').Where(l => l.Contains("too slowly", StringComparison.Ordinal)).ToList();
+        for (int i = 0; i < 100 && SlowLines(swarm.CoordinatorLog()).Count == 0; i++) await Task.Delay(100);
+        await Task.Delay(1000);
         string log = swarm.CoordinatorLog();
-        var slowLines = log.Split('\n').Where(l => l.Contains("too slowly", StringComparison.Ordinal)).ToList();
+        var slowLines = SlowLines(log);
         output.WriteLine(string.Join('\n', slowLines));
         Assert.Single(slowLines);
         Assert.DoesNotContain("BadHttpRequestException", log, StringComparison.Ordinal);
