@@ -94,7 +94,7 @@ public static class CoordinatorCommand
     private static async Task<PublishedModelSource?> PublishSourceAsync(CoordinatorOptions options, CancellationToken ct)
     {
         if (string.IsNullOrWhiteSpace(options.ModelUrl)) return null;
-        var source = Swarm.Weights.ModelSource.Parse(options.ModelUrl, options.Revision);
+        var source = Swarm.Weights.ModelSource.Parse(options.ModelUrl, options.RevisionOrNull);
         try
         {
             var published = await PublishedModelSource.OpenAsync(source, new Swarm.Weights.WeightCache(), m => Console.Error.WriteLine(m), ct);

@@ -19,6 +19,9 @@ public sealed class CoordinatorOptions
     public string? ModelUrl { get; set; }
     /// <summary>Revision of <see cref="ModelUrl"/> (branch, tag or commit; default <c>main</c>).</summary>
     public string? Revision { get; set; }
+
+    /// <summary><see cref="Revision"/>, with an empty value (as in a configuration file) meaning unset.</summary>
+    public string? RevisionOrNull => string.IsNullOrWhiteSpace(Revision) ? null : Revision;
     /// <summary>Name the model is served under in /v1/models (default: the folder name).</summary>
     public string? ModelName { get; set; }
     /// <summary>Dtype of activations between stages: f16 (default) or f32.</summary>
@@ -52,10 +55,10 @@ public sealed class CoordinatorOptions
         if (!string.IsNullOrWhiteSpace(ModelUrl))
         {
             if (!string.IsNullOrWhiteSpace(Model)) errors.Add("--model and --model-url exclude each other: give one");
-            try { Swarm.Weights.ModelSource.Parse(ModelUrl, Revision); }
+            try { Swarm.Weights.ModelSource.Parse(ModelUrl, RevisionOrNull); }
             catch (ArgumentException e) { errors.Add($"--model-url: {e.Message}"); }
         }
-        else if (Revision is not null) errors.Add("--revision needs --model-url");
+        else if (RevisionOrNull is not null) errors.Add("--revision needs --model-url");
         else if (string.IsNullOrWhiteSpace(Model)) errors.Add("--model DIR or --model-url URL is required");
         else if (!Directory.Exists(Model)) errors.Add($"--model: folder not found: {Model}");
         bool loopback = true;
