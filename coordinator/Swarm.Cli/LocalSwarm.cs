@@ -7,7 +7,14 @@ namespace Swarm.Cli;
 /// <summary>How to start a swarm of local processes.</summary>
 internal sealed record LocalSwarmOptions
 {
-    public required string Model { get; init; }
+    /// <summary>Checkpoint folder the coordinator and (unless <see cref="NodesFetchWeights"/>) every node read; unused with <see cref="ModelUrl"/>.</summary>
+    public string Model { get; init; } = "";
+    /// <summary>When set, the coordinator serves this repository URL (<c>--model-url</c>) instead of <see cref="Model"/>; add <c>--revision</c> to <see cref="CoordinatorArgs"/>.</summary>
+    public string? ModelUrl { get; init; }
+    /// <summary>Start nodes without <c>--model</c>: they fetch their layers from the coordinator's model source (default false).</summary>
+    public bool NodesFetchWeights { get; init; }
+    /// <summary>Wait in <see cref="LocalSwarm.StartAsync"/> until every layer is served (default true).</summary>
+    public bool WaitUntilCovered { get; init; } = true;
     public int Nodes { get; init; } = 3;
     /// <summary>Pinned ranges per node ("A:B"); null lets the coordinator place by memory.</summary>
     public IReadOnlyList<string?>? Layers { get; init; }
@@ -69,7 +76,7 @@ internal sealed class LocalSwarm : IAsyncDisposable
         {
             await swarm.StartCoordinatorAsync(listenPort: 0, httpPort: 0, timeout ?? TimeSpan.FromSeconds(60), ct);
             for (int i = 0; i < options.Nodes; i++) swarm._nodes.Add(swarm.StartNode(i));
-            await swarm.WaitCoveredAsync(timeout ?? TimeSpan.FromSeconds(120), ct);
+            if (options.WaitUntilCovered) await swarm.WaitCoveredAsync(timeout ?? TimeSpan.FromSeconds(120), ct);
             return swarm;
         }
         catch
@@ -117,7 +124,7 @@ internal sealed class LocalSwarm : IAsyncDisposable
     {
         File.Delete(ReadyFile);
         // The coordinator runs as its own torch-free program (swarm-coordinator), as in its container image.
-        var args = new List<string> { "--model", _options.Model, "--listen", $"127.0.0.1:{listenPort}",
+        var args = new List<string> { _options.ModelUrl is null ? "--model" : "--model-url", _options.ModelUrl ?? _options.Model, "--listen", $"127.0.0.1:{listenPort}",
             "--http", $"127.0.0.1:{httpPort}", "--ready-file", ReadyFile, "--wire-dtype", _options.WireDtype };
         if (_options.Secret is not null) { args.Add("--secret"); args.Add(_options.Secret); }
         args.AddRange(_options.CoordinatorArgs);
@@ -155,7 +162,8 @@ internal sealed class LocalSwarm : IAsyncDisposable
 
     private Process StartNode(int i, string? layers, string? memory)
     {
-        var args = new List<string> { "node", "--coordinator", $"127.0.0.1:{ControlPort}", "--model", _options.Model, "--name", $"node-{i + 1}" };
+        var args = new List<string> { "node", "--coordinator", $"127.0.0.1:{ControlPort}", "--name", $"node-{i + 1}" };
+        if (!_options.NodesFetchWeights) { args.Add("--model"); args.Add(_options.Model); }
         if (layers is not null) { args.Add("--layers"); args.Add(layers); }
         if (memory is not null) { args.Add("--memory"); args.Add(memory); }
         if (_options.ThreadsPerNode > 0) { args.Add("--threads"); args.Add(_options.ThreadsPerNode.ToString()); }

@@ -13,7 +13,8 @@ internal sealed record NodeProfile(string Name, long MemoryBudgetBytes, string D
     LayerRange? PinnedRange, string DataEndpoint, string ModelId)
 {
     /// <summary>The profile of a node started with <paramref name="options"/>, listening on <paramref name="listening"/>.</summary>
-    public static NodeProfile From(NodeOptions options, IPEndPoint listening, ModelConfig model, double layerTokensPerSecond) => new(
+    /// <param name="model">The local checkpoint's configuration; null for a node that fetches the swarm's model (no model id).</param>
+    public static NodeProfile From(NodeOptions options, IPEndPoint listening, ModelConfig? model, double layerTokensPerSecond) => new(
         Name: options.Name ?? $"{Environment.MachineName}:{listening.Port}",
         MemoryBudgetBytes: options.MemoryBytes,
         Devices: options.DeviceList,
@@ -21,7 +22,7 @@ internal sealed record NodeProfile(string Name, long MemoryBudgetBytes, string D
         LayerTokensPerSecond: layerTokensPerSecond,
         PinnedRange: LayerRange.TryParse(options.Layers, out var layers) ? layers : null,
         DataEndpoint: options.Advertise ?? listening.ToString(),
-        ModelId: $"gpt_neox:{model.NumLayers}x{model.HiddenSize}x{model.VocabSize}");
+        ModelId: model is null ? "" : $"gpt_neox:{model.NumLayers}x{model.HiddenSize}x{model.VocabSize}");
 }
 
 /// <summary>
@@ -51,6 +52,9 @@ internal sealed class CoordinatorLink : IDisposable
     {
         _transport = transport; _coordinator = coordinator; _profile = profile; _stage = stage; _status = status; _logger = logger;
     }
+
+    /// <summary>The model source the coordinator announced at the last registration (<see cref="Welcome.ModelSource"/>; empty: none).</summary>
+    public string ModelSource { get; private set; } = "";
 
     /// <summary>True while registered over a live connection.</summary>
     public bool IsConnected => _peer is { IsConnected: true };
@@ -91,6 +95,7 @@ internal sealed class CoordinatorLink : IDisposable
                 {
                     case Welcome w:
                         _status.NodeId = w.NodeId;
+                        ModelSource = w.ModelSource;
                         if (w.HeartbeatIntervalMs > 0) Interlocked.Exchange(ref _heartbeatMs, w.HeartbeatIntervalMs);
                         _peer = peer;
                         _logger.Registered(w.NodeId, _coordinator.ToString());

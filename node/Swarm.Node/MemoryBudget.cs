@@ -27,11 +27,12 @@ public static class MemoryBudget
             $"give --memory {suggestMb}MB or more, or pin layers with --layers A:B");
     }
 
-    /// <summary>Throws <see cref="CommandFailedException"/> (exit code 1) when <see cref="Problem"/> finds one.</summary>
+    /// <summary>Throws <see cref="CommandFailedException"/> (exit code 1) when <see cref="Problem"/> finds one (not checked without a local checkpoint).</summary>
     /// <exception cref="CheckpointException">The checkpoint's config.json cannot be read.</exception>
     public static void EnsureHoldsOneLayer(NodeOptions options)
     {
         ArgumentNullException.ThrowIfNull(options);
+        if (options.FetchesWeights) return; // the model is known only at registration; placement checks the budget then
         if (Problem(options, ModelConfig.Load(options.Model)) is { } problem) throw new CommandFailedException(problem);
     }
 }

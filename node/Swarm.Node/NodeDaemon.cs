@@ -35,10 +35,12 @@ public sealed class NodeDaemon : BackgroundService
     private StageWorker? _worker;
     private HopForwarder? _forwarder;
     private IDisposable? _observed;
+    private readonly AssignedStageFetcher _fetcher;
 
     public NodeDaemon(NodeOptions options, ILogger<NodeDaemon> logger, IHostApplicationLifetime lifetime)
     {
         _options = options; _logger = logger; _lifetime = lifetime;
+        _fetcher = new AssignedStageFetcher(new Swarm.Weights.WeightCache(), logger);
     }
 
     /// <summary>Id the coordinator gave this node (0 before registration).</summary>
@@ -74,10 +76,10 @@ public sealed class NodeDaemon : BackgroundService
         NodeOptions.TryParseEndPoint(_options.Listen, out var listen);
         var dtype = _options.Dtype == "bf16" ? ScalarType.BFloat16 : ScalarType.Float32;
         TorchRuntime.Initialize(_options.Threads);
-        _checkpoint = Checkpoint.Open(_options.Model);
-        var config = _checkpoint.Config;
+        _checkpoint = _options.FetchesWeights ? null : Checkpoint.Open(_options.Model);
+        var config = _checkpoint?.Config;
         LayerRange? pinned = null;
-        if (_options.Layers is not null)
+        if (_options.Layers is not null && config is not null)
         {
             LayerRange.TryParse(_options.Layers, out var layers);
             if (layers.End > config.NumLayers)
@@ -94,9 +96,10 @@ public sealed class NodeDaemon : BackgroundService
         _observed = NodeInstrumentation.Observe(this);
         worker.Start();
 
-        double layerTokensPerSecond = SelfBenchmark.LayerTokensPerSecond(config, dtype);
+        // Without a local checkpoint the model's shape is unknown until registration: no throughput is announced.
+        double layerTokensPerSecond = config is null ? 0 : SelfBenchmark.LayerTokensPerSecond(config, dtype);
         _logger.Started(transport.LocalEndPoint.ToString(), layerTokensPerSecond);
-        if (pinned is { } range) worker.Load(range, 0);
+        if (pinned is { } range && _checkpoint is not null) worker.Load(range, 0);
 
         var link = new CoordinatorLink(transport, coordinator!, NodeProfile.From(_options, transport.LocalEndPoint, config, layerTokensPerSecond),
             worker, _status, _logger);
@@ -111,6 +114,9 @@ public sealed class NodeDaemon : BackgroundService
         };
 
         await link.RegisterAsync(ct);
+        if (_options.FetchesWeights && link.ModelSource.Length == 0)
+            throw new ArgumentException("this node has no --model and the coordinator announces no model source (it was started with " +
+                                        "--model DIR, not --model-url): start the node with --model DIR");
         var heartbeats = link.RunHeartbeatsAsync(ct);
         var expiry = worker.ExpireIdleSessionsAsync(ct);
         await foreach (var msg in transport.Inbound.ReadAllAsync(ct))
@@ -135,6 +141,9 @@ public sealed class NodeDaemon : BackgroundService
                     link.ReportStepFailed(req, ErrorCode.Overloaded, "step queue full");
                 }
                 break;
+            case AssignRange a when _checkpoint is null:
+                _ = FetchAndLoadAsync(a, link, worker);
+                break;
             case AssignRange a:
                 worker.Load(a.Range, a.AssignmentId);
                 break;
@@ -149,6 +158,30 @@ public sealed class NodeDaemon : BackgroundService
             default:
                 _logger.Unexpected(msg.Envelope.Body.GetType().Name, msg.Peer.RemoteEndPoint.ToString());
                 break;
+        }
+    }
+
+    /// <summary>
+    /// Fetches the assigned range's tensors from the announced source and hands the verified folder to the worker.
+    /// A tensor that cannot be fetched or verified means the node cannot serve: it says why, tells the coordinator
+    /// (in its <see cref="Leave"/>) and exits 1 — it never serves weights that did not verify.
+    /// </summary>
+    private async Task FetchAndLoadAsync(AssignRange assign, CoordinatorLink link, StageWorker worker)
+    {
+        _status.State = NodeReadiness.Loading;
+        try
+        {
+            var checkpoint = await _fetcher.FetchAsync(link.ModelSource, assign, _stopping.Token);
+            worker.Load(assign.Range, assign.AssignmentId, checkpoint);
+        }
+        catch (OperationCanceledException) when (_stopping.IsCancellationRequested) { }
+        catch (Exception e) when (e is Swarm.Weights.WeightFetchException or CheckpointException or ArgumentException or IOException)
+        {
+            string reason = $"refusing to serve layers {assign.Range}: {e.Message}";
+            _logger.Fatal(reason);
+            link.Leave(reason.Length > 4000 ? reason[..4000] : reason, TimeSpan.Zero);
+            Environment.ExitCode = 1;
+            _lifetime.StopApplication();
         }
     }
 

@@ -35,4 +35,8 @@ internal static partial class NodeLog
     public static partial void ForwarderError(this ILogger logger, string type, string message);
     [LoggerMessage(15, LogLevel.Warning, "stopping: {Part} did not finish within {Seconds} s")]
     public static partial void StopTimedOut(this ILogger logger, string part, double seconds);
+    [LoggerMessage(16, LogLevel.Information, "fetching layers {Range} from {Source}: {Tensors} tensors, verified against the coordinator's manifest")]
+    public static partial void Fetching(this ILogger logger, string range, string source, int tensors);
+    [LoggerMessage(17, LogLevel.Information, "fetched layers {Range} into {Directory}: {MB:F1} MB, {DownloadedMB:F1} MB downloaded, every tensor verified")]
+    public static partial void Fetched(this ILogger logger, string range, string directory, double mb, double downloadedMB);
 }

@@ -9,7 +9,10 @@ public sealed class NodeOptions
 {
     /// <summary>Coordinator control address, host:port. Required.</summary>
     public string Coordinator { get; set; } = "";
-    /// <summary>Checkpoint folder (HF layout). Required.</summary>
+    /// <summary>
+    /// Checkpoint folder (HF layout). Default unset: the node fetches the tensors of the range it is assigned from the
+    /// model source the coordinator announces (a coordinator started with <c>--model-url</c>).
+    /// </summary>
     public string Model { get; set; } = "";
     /// <summary>Pinned layer range "A:B" (half-open); null lets the coordinator choose.</summary>
     public string? Layers { get; set; }
@@ -43,6 +46,9 @@ public sealed class NodeOptions
 
     public long MemoryBytes => ParseBytes(Memory) ?? 0;
 
+    /// <summary>True when the node has no local checkpoint and fetches its layers from the swarm's model source.</summary>
+    public bool FetchesWeights => string.IsNullOrWhiteSpace(Model);
+
     /// <summary>
     /// The compute device of each tensor-parallel shard, comma-separated, as this node announces it to the coordinator:
     /// "cpu" for one CPU shard, "cpu,cpu" for --tp 2, "cuda:0,cuda:1" for --tp 2 --devices cuda:0,cuda:1 (one device
@@ -71,8 +77,7 @@ public sealed class NodeOptions
         var errors = new List<string>();
         if (string.IsNullOrWhiteSpace(Coordinator)) errors.Add("--coordinator HOST:PORT is required");
         else if (!TryParseEndPoint(Coordinator, out _)) errors.Add($"--coordinator: '{Coordinator}' is not HOST:PORT");
-        if (string.IsNullOrWhiteSpace(Model)) errors.Add("--model DIR is required");
-        else if (!Directory.Exists(Model)) errors.Add($"--model: folder not found: {Model}");
+        if (!string.IsNullOrWhiteSpace(Model) && !Directory.Exists(Model)) errors.Add($"--model: folder not found: {Model}");
         if (Layers is not null && !LayerRange.TryParse(Layers, out _)) errors.Add($"--layers: '{Layers}' is not A:B with 0 ≤ A < B");
         if (ParseBytes(Memory) is not > 0) errors.Add($"--memory: '{Memory}' is not a size like 8GB or 512MB");
         if (Threads < 0) errors.Add("--threads must be ≥ 0");

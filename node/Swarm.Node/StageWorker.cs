@@ -41,7 +41,7 @@ internal interface IStageView
 internal sealed class StageWorker : IStageView
 {
     private abstract record Work;
-    private sealed record LoadWork(LayerRange Range, long AssignmentId) : Work;
+    private sealed record LoadWork(LayerRange Range, long AssignmentId, Checkpoint? Checkpoint) : Work;
     private sealed record StepWork(ForwardRequest Request, Envelope Envelope, long Queued) : Work;
     private sealed record CloseWork(long SessionId) : Work;
     private sealed record ExpireWork : Work;
@@ -52,7 +52,7 @@ internal sealed class StageWorker : IStageView
 
     private readonly BlockingCollection<Work> _work = new(new ConcurrentQueue<Work>(), QueueCapacity);
     private readonly TaskCompletionSource _done = new(TaskCreationOptions.RunContinuationsAsynchronously);
-    private readonly Checkpoint _checkpoint;
+    private readonly Checkpoint? _checkpoint;
     private readonly NodeOptions _options;
     private readonly ScalarType _dtype;
     private readonly BoundedHandoff<Outgoing> _outbox;
@@ -61,8 +61,9 @@ internal sealed class StageWorker : IStageView
     private readonly CancellationToken _abandon;
     private volatile StageHost? _host;
 
+    /// <param name="checkpoint">The node's whole local checkpoint; null when each range comes with its own (fetched) folder.</param>
     /// <param name="abandon">Fires when the node stops waiting for the forwarder: outputs that cannot be queued are dropped.</param>
-    public StageWorker(Checkpoint checkpoint, NodeOptions options, ScalarType dtype, BoundedHandoff<Outgoing> outbox, NodeStatus status,
+    public StageWorker(Checkpoint? checkpoint, NodeOptions options, ScalarType dtype, BoundedHandoff<Outgoing> outbox, NodeStatus status,
         ILogger logger, CancellationToken abandon)
     {
         _checkpoint = checkpoint; _options = options; _dtype = dtype; _outbox = outbox; _status = status; _logger = logger; _abandon = abandon;
@@ -84,7 +85,8 @@ internal sealed class StageWorker : IStageView
     public bool TrySubmit(ForwardRequest request, Envelope envelope) => Offer(new StepWork(request, envelope, Stopwatch.GetTimestamp()));
 
     /// <summary>Queues loading <paramref name="range"/> (a no-op apart from the ready notice when it is already loaded).</summary>
-    public void Load(LayerRange range, long assignmentId) => Offer(new LoadWork(range, assignmentId));
+    /// <param name="checkpoint">A folder holding the range's tensors, read and then disposed by the worker; null: the node's checkpoint.</param>
+    public void Load(LayerRange range, long assignmentId, Checkpoint? checkpoint = null) => Offer(new LoadWork(range, assignmentId, checkpoint));
 
     /// <summary>Queues freeing a session.</summary>
     public void Close(long sessionId) => Offer(new CloseWork(sessionId));
@@ -189,11 +191,13 @@ internal sealed class StageWorker : IStageView
 
     private void LoadRange(LoadWork w)
     {
+        using var fetched = w.Checkpoint;
         if (_host is { } loaded && loaded.Range.Equals(w.Range))
         {
             Notify(Ready(loaded, w.AssignmentId));
             return;
         }
+        var checkpoint = w.Checkpoint ?? _checkpoint ?? throw new InvalidOperationException($"no checkpoint to load layers {w.Range} from");
         _status.State = NodeReadiness.Loading;
         var sw = Stopwatch.StartNew();
         var old = _host;
@@ -204,7 +208,7 @@ internal sealed class StageWorker : IStageView
             foreach (var c in old.Abort(ErrorCode.RangeNotLoaded, $"this node now loads layers {w.Range}")) Hand(c);
             old.Dispose();
         }
-        var model = StageModel.Load(_checkpoint, w.Range.Start, w.Range.End, _dtype,
+        var model = StageModel.Load(checkpoint, w.Range.Start, w.Range.End, _dtype,
             Console.IsErrorRedirected ? null : new ConsoleProgress($"loading layers {w.Range}"),
             tensorParallel: _options.Tp == 1 && _options.Devices is null ? null : _options.TensorParallel());
         long kvBudget = Math.Max(0, _options.MemoryBytes - model.WeightBytes);

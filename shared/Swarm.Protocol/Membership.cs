@@ -49,7 +49,7 @@ public sealed record Hello : IMessage
 }
 
 /// <summary>Coordinator's positive reply to <see cref="Hello"/>.</summary>
-/// <remarks>Keys 0–1, append-only.</remarks>
+/// <remarks>Keys 0–2, append-only.</remarks>
 [MessagePackObject]
 public sealed record Welcome : IMessage
 {
@@ -58,6 +58,14 @@ public sealed record Welcome : IMessage
 
     /// <summary>How often the coordinator expects a <see cref="Heartbeat"/>, in milliseconds.</summary>
     [Key(1)] public int HeartbeatIntervalMs { get; init; }
+
+    /// <summary>
+    /// Where the swarm's weights come from when the coordinator was started with <c>--model-url</c>: the repository
+    /// revision's resolve URL (<c>https://HOST/ORG/NAME/resolve/REV/</c>). A node without a local checkpoint fetches
+    /// its assigned tensors from there, verified against <see cref="AssignRange.Tensors"/>. Empty when the swarm
+    /// serves a local folder.
+    /// </summary>
+    [Key(2)] public string ModelSource { get; init; } = "";
 }
 
 /// <summary>Coordinator's negative reply to <see cref="Hello"/>; the node should log it and stop.</summary>
@@ -73,7 +81,7 @@ public sealed record Refused : IMessage
 }
 
 /// <summary>Coordinator → node: load layers [Start, End) and report <see cref="RangeReady"/> when done.</summary>
-/// <remarks>Keys 0–1, append-only.</remarks>
+/// <remarks>Keys 0–2, append-only.</remarks>
 [MessagePackObject]
 public sealed record AssignRange : IMessage
 {
@@ -82,6 +90,29 @@ public sealed record AssignRange : IMessage
 
     /// <summary>Increasing id of this assignment, echoed in <see cref="RangeReady"/> so a late reply to an older assignment is recognised.</summary>
     [Key(1)] public long AssignmentId { get; init; }
+
+    /// <summary>
+    /// The manifest entries (name, SHA-256, length) of the tensors of <see cref="Range"/> — its layers, plus the
+    /// embedding at the first and the final norm and head at the last — when the swarm has a
+    /// <see cref="Welcome.ModelSource"/>; a node that fetches them checks every tensor against these before use.
+    /// Empty for a swarm served from local folders. At most <see cref="ProtocolInfo.MaxAssignedTensors"/>.
+    /// </summary>
+    [Key(2)] public TensorDigestEntry[] Tensors { get; init; } = [];
+}
+
+/// <summary>The SHA-256 and length of one tensor's bytes in the swarm's model source.</summary>
+/// <remarks>Keys 0–2, append-only.</remarks>
+[MessagePackObject]
+public sealed record TensorDigestEntry
+{
+    /// <summary>HF tensor name, e.g. <c>gpt_neox.layers.3.attention.dense.weight</c>.</summary>
+    [Key(0)] public string Name { get; init; } = "";
+
+    /// <summary>Lower-case hex SHA-256 of the tensor's bytes.</summary>
+    [Key(1)] public string Sha256 { get; init; } = "";
+
+    /// <summary>Bytes of the tensor.</summary>
+    [Key(2)] public long Length { get; init; }
 }
 
 /// <summary>Node → coordinator: the assigned range is loaded and served.</summary>

@@ -32,9 +32,10 @@ public static class MessageValidator
             ?? OptionalRange(m.HeldRange, "held range")
             ?? Text(m.DataEndpoint, "data endpoint", allowEmpty: false)
             ?? Text(m.ModelId, "model id", allowEmpty: true),
-        Welcome m => NonNegative(m.NodeId, "node id") ?? NonNegative(m.HeartbeatIntervalMs, "heartbeat interval"),
+        Welcome m => NonNegative(m.NodeId, "node id") ?? NonNegative(m.HeartbeatIntervalMs, "heartbeat interval")
+            ?? Text(m.ModelSource, "model source", allowEmpty: true),
         Refused m => Defined(m.Code) ?? Text(m.Reason, "reason", allowEmpty: true),
-        AssignRange m => Range(m.Range, "range"),
+        AssignRange m => Range(m.Range, "range") ?? ValidateDigests(m.Tensors),
         RangeReady m => Range(m.Range, "range")
             ?? NonNegative(m.KvBytesPerTokenPerLayer, "KV bytes per token")
             ?? NonNegative(m.MaxKvTokens, "max KV tokens"),
@@ -56,6 +57,20 @@ public static class MessageValidator
         null => "message is null",
         _ => $"unsupported message type {message.GetType().Name}",
     };
+
+    private static string? ValidateDigests(TensorDigestEntry[]? tensors)
+    {
+        if (tensors is null) return "tensor digests are missing";
+        if (tensors.Length > ProtocolInfo.MaxAssignedTensors) return $"{tensors.Length} tensor digests, limit {ProtocolInfo.MaxAssignedTensors}";
+        foreach (var t in tensors)
+        {
+            if (t is null) return "a tensor digest is null";
+            if (Text(t.Name, "tensor name", allowEmpty: false) is { } e) return e;
+            if (t.Sha256 is not { Length: 64 } || !t.Sha256.All(char.IsAsciiHexDigitLower)) return $"tensor '{t.Name}': SHA-256 is not 64 lower-case hex digits";
+            if (t.Length < 0) return $"tensor '{t.Name}': negative length";
+        }
+        return null;
+    }
 
     private static string? ValidateForward(ForwardRequest m)
     {

@@ -29,6 +29,9 @@ public static class ProtocolInfo
     /// <summary>Upper bound of the number of hops in a route and of stage timings in a result.</summary>
     public const int MaxRouteHops = 256;
 
+    /// <summary>Most tensor digests one <see cref="AssignRange"/> may carry (a whole Pythia-12B has ~440 tensors).</summary>
+    public const int MaxAssignedTensors = 16384;
+
     /// <summary>Upper bound of a tensor's rank.</summary>
     public const int MaxTensorRank = 8;
 }

@@ -21,7 +21,9 @@ public static class CoordinatorCommand
         var cfg = new DaemonConfig("Coordinator");
         cfg.Flag<string>("--listen", "Listen", "Address nodes connect to, HOST:PORT (default 127.0.0.1:7700)");
         cfg.Flag<string>("--http", "Http", "HTTP API address HOST:PORT (default 127.0.0.1:8080)");
-        cfg.Flag<string>("--model", "Model", "Checkpoint folder: config.json and tokenizer.json are read (required)");
+        cfg.Flag<string>("--model", "Model", "Checkpoint folder: config.json and tokenizer.json are read (this or --model-url)");
+        cfg.Flag<string>("--model-url", "ModelUrl", "Repository URL (https://HOST/ORG/NAME) nodes without --model fetch their layers from");
+        cfg.Flag<string>("--revision", "Revision", "Revision of --model-url: branch, tag or commit (default main)");
         cfg.Flag<string>("--model-name", "ModelName", "Name served in /v1/models (default: folder name)");
         cfg.Flag<string>("--wire-dtype", "WireDtype", "Activations between stages: f16 (default) or f32");
         cfg.Flag<string>("--secret", "Secret", "Swarm secret (or SWARM_SECRET); optional on loopback only");
@@ -51,8 +53,10 @@ public static class CoordinatorCommand
             EndPoints.TryParse(options.Http, out var http);
             EndPoints.TryParse(options.Listen, out var listen);
             ListenAddressCheck.EnsureBindable(listen!, http!);
+            var published = await PublishSourceAsync(options, ct);
             var builder = WebApplication.CreateSlimBuilder();
             DaemonLogging.Configure(builder.Logging);
+            if (published is not null) builder.Services.AddSingleton(published);
             builder.WebHost.ConfigureKestrel(k => k.Listen(http!));
             builder.Services.AddSingleton(options);
             builder.Services.AddSingleton<SwarmCoordinator>();
@@ -81,6 +85,27 @@ public static class CoordinatorCommand
             return 0;
         });
         return cmd;
+    }
+
+    /// <summary>
+    /// With <c>--model-url</c>: reads the source's metadata and manifest (computing it the first time) and points
+    /// <see cref="CoordinatorOptions.Model"/> at the local copy of its config and tokenizer; null without it.
+    /// </summary>
+    private static async Task<PublishedModelSource?> PublishSourceAsync(CoordinatorOptions options, CancellationToken ct)
+    {
+        if (string.IsNullOrWhiteSpace(options.ModelUrl)) return null;
+        var source = Swarm.Weights.ModelSource.Parse(options.ModelUrl, options.RevisionOrNull);
+        try
+        {
+            var published = await PublishedModelSource.OpenAsync(source, new Swarm.Weights.WeightCache(), m => Console.Error.WriteLine(m), ct);
+            options.Model = published.MetadataDirectory;
+            options.ModelName ??= published.DefaultModelName;
+            return published;
+        }
+        catch (Exception e) when (e is Swarm.Weights.WeightFetchException or Swarm.Model.CheckpointException)
+        {
+            throw new CommandFailedException($"--model-url {source.Key}: {e.Message}");
+        }
     }
 
     /// <summary>What the started coordinator is bound to (the real ports when port 0 was asked for).</summary>

@@ -10,8 +10,18 @@ public sealed class CoordinatorOptions
     public string Listen { get; set; } = "127.0.0.1:7700";
     /// <summary>HTTP API address (default 127.0.0.1:8080).</summary>
     public string Http { get; set; } = "127.0.0.1:8080";
-    /// <summary>Checkpoint folder: config.json (and tokenizer.json) are read; weights are not loaded here. Required.</summary>
+    /// <summary>Checkpoint folder: config.json (and tokenizer.json) are read; weights are not loaded here. This or <see cref="ModelUrl"/> is required.</summary>
     public string Model { get; set; } = "";
+    /// <summary>
+    /// Repository URL in the hub's layout (<c>https://HOST/ORG/NAME</c> or <c>…/resolve/REV</c>) that nodes without a
+    /// local checkpoint fetch their tensors from; announced to them at registration. Default unset (serve <see cref="Model"/>).
+    /// </summary>
+    public string? ModelUrl { get; set; }
+    /// <summary>Revision of <see cref="ModelUrl"/> (branch, tag or commit; default <c>main</c>).</summary>
+    public string? Revision { get; set; }
+
+    /// <summary><see cref="Revision"/>, with an empty value (as in a configuration file) meaning unset.</summary>
+    public string? RevisionOrNull => string.IsNullOrWhiteSpace(Revision) ? null : Revision;
     /// <summary>Name the model is served under in /v1/models (default: the folder name).</summary>
     public string? ModelName { get; set; }
     /// <summary>Dtype of activations between stages: f16 (default) or f32.</summary>
@@ -42,7 +52,14 @@ public sealed class CoordinatorOptions
     public List<string> Validate()
     {
         var errors = new List<string>();
-        if (string.IsNullOrWhiteSpace(Model)) errors.Add("--model DIR is required");
+        if (!string.IsNullOrWhiteSpace(ModelUrl))
+        {
+            if (!string.IsNullOrWhiteSpace(Model)) errors.Add("--model and --model-url exclude each other: give one");
+            try { Swarm.Weights.ModelSource.Parse(ModelUrl, RevisionOrNull); }
+            catch (ArgumentException e) { errors.Add($"--model-url: {e.Message}"); }
+        }
+        else if (RevisionOrNull is not null) errors.Add("--revision needs --model-url");
+        else if (string.IsNullOrWhiteSpace(Model)) errors.Add("--model DIR or --model-url URL is required");
         else if (!Directory.Exists(Model)) errors.Add($"--model: folder not found: {Model}");
         bool loopback = true;
         if (!Swarm.Transport.EndPoints.TryParse(Listen, out var listen)) errors.Add($"--listen: '{Listen}' is not HOST:PORT");

@@ -22,6 +22,7 @@ namespace Swarm.Coordinator.Service;
 public sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposable
 {
     private readonly CoordinatorOptions _options;
+    private readonly PublishedModelSource? _source;
     private readonly ILogger _logger;
     private readonly TimeProvider _time;
     private readonly ConcurrentDictionary<int, IPeer> _nodePeers = new();        // node id → control connection
@@ -64,9 +65,11 @@ public sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposable
     /// <summary>Raised when a node is confirmed dead or leaves (jobs routed through it repair their route).</summary>
     public event Action<int>? NodeLost;
 
-    public SwarmCoordinator(CoordinatorOptions options, ILogger<SwarmCoordinator> logger, TimeProvider? time = null)
+    /// <param name="source">The model source announced to nodes (<c>--model-url</c>); null when nodes bring their own folders.</param>
+    public SwarmCoordinator(CoordinatorOptions options, ILogger<SwarmCoordinator> logger, TimeProvider? time = null, PublishedModelSource? source = null)
     {
         _options = options;
+        _source = source;
         _logger = logger;
         _time = time ?? TimeProvider.System;
         Config = ModelConfig.Load(options.Model);
@@ -183,7 +186,9 @@ public sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposable
 
     private void OnHello(IPeer peer, Envelope env, Hello hello)
     {
-        string? problem = hello.ModelId != ModelId ? $"model mismatch: the swarm serves {ModelId}, the node has {hello.ModelId}"
+        // A node without a local checkpoint announces no model id; it takes the swarm's source.
+        bool fetches = hello.ModelId.Length == 0 && _source is not null;
+        string? problem = hello.ModelId != ModelId && !fetches ? $"model mismatch: the swarm serves {ModelId}, the node has {hello.ModelId}"
             : hello.ProtocolVersion != ProtocolInfo.Version ? $"protocol version {hello.ProtocolVersion} is not supported (this coordinator speaks {ProtocolInfo.Version})"
             : hello.MemoryBudgetBytes <= 0 ? "memory budget must be positive"
             : !EndPoints.TryParse(hello.DataEndpoint, out _) ? $"data endpoint '{hello.DataEndpoint}' is not host:port"
@@ -211,7 +216,8 @@ public sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposable
         _nodePeers[id] = peer;
         _peerNodes[peer.Id] = id;
         _live[id] = new NodeLive(0, 0, 0, 0, 0, info.Device, info.Threads, info.Name, info.Endpoint);
-        peer.Send(env.CreateReply(new Welcome { NodeId = id, HeartbeatIntervalMs = (int)_options.HeartbeatInterval.TotalMilliseconds }));
+        peer.Send(env.CreateReply(new Welcome { NodeId = id, HeartbeatIntervalMs = (int)_options.HeartbeatInterval.TotalMilliseconds,
+            ModelSource = _source?.Source.Key ?? "" }));
         lock (_placementGate)
         {
             if (hello.HeldRange is { } held)
@@ -238,7 +244,8 @@ public sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposable
         Registry.AssignRange(nodeId, range);
         if (_nodePeers.TryGetValue(nodeId, out var peer))
         {
-            try { peer.Send(Envelope.Create(new AssignRange { Range = range, AssignmentId = Interlocked.Increment(ref _nextAssignment) })); }
+            var assign = new AssignRange { Range = range, AssignmentId = Interlocked.Increment(ref _nextAssignment), Tensors = _source?.DigestsFor(Config, range) ?? [] };
+            try { peer.Send(Envelope.Create(assign)); }
             catch (PeerDisconnectedException) { }
         }
     }

@@ -37,9 +37,13 @@ internal static class ProtocolSamples
             DataEndpoint = "192.168.1.5:7801",
             ModelId = "pythia-160m",
         }, id: 1),
-        ["Welcome"] = Wrap(new Welcome { NodeId = 7, HeartbeatIntervalMs = 1000 }, id: 2, correlation: 1),
+        ["Welcome"] = Wrap(new Welcome { NodeId = 7, HeartbeatIntervalMs = 1000, ModelSource = "https://h/o/n/resolve/main/" }, id: 2, correlation: 1),
         ["Refused"] = Wrap(new Refused { Code = ErrorCode.VersionMismatch, Reason = "protocol 2 != 1" }, id: 3, correlation: 1),
-        ["AssignRange"] = Wrap(new AssignRange { Range = new LayerRange(6, 12), AssignmentId = 42 }, id: 4),
+        ["AssignRange"] = Wrap(new AssignRange
+        {
+            Range = new LayerRange(6, 12), AssignmentId = 42,
+            Tensors = [new TensorDigestEntry { Name = "gpt_neox.layers.6.attention.dense.bias", Sha256 = new string('a', 64), Length = 1536 }],
+        }, id: 4),
         ["RangeReady"] = Wrap(new RangeReady { Range = new LayerRange(6, 12), AssignmentId = 42, KvBytesPerTokenPerLayer = 6144, MaxKvTokens = 100_000 }, id: 5),
         ["Heartbeat"] = Wrap(new Heartbeat
         {
