@@ -25,7 +25,7 @@ public static partial class HttpSecurityLog
     [LoggerMessage(132, LogLevel.Information, "HTTP API requires one of {Count} API keys; /healthz and the dashboard page are open, /metrics is {Metrics}")]
     private static partial void LogKeys(ILogger logger, int count, string metrics);
 
-    [LoggerMessage(133, LogLevel.Warning, "no API key: the HTTP API answers anyone who can reach it (loopback only)")]
+    [LoggerMessage(133, LogLevel.Information, "no API key: the HTTP API answers anyone who can reach it (allowed on loopback only)")]
     private static partial void LogNoKeys(ILogger logger);
 
     [LoggerMessage(134, LogLevel.Warning, "HTTP on {Address} without TLS: API keys cross the network in the clear; use --tls-cert/--tls-key or a TLS-terminating proxy")]
