@@ -142,6 +142,20 @@ public sealed class HttpsSwarmTests(HttpsSwarmFixture swarm, ITestOutputHelper o
         Assert.Contains("http_response_status_code=\"401\"", body);
     }
 
+    [Fact]
+    public async Task OfficialOpenAiJsClient_SendsItsApiKey_OverHttpsWithTheTestCa()
+    {
+        var checks = await OpenAiClientScript.RunAsync("auth.mjs",
+            [Url, "checkpoint", HttpsSwarmFixture.ApiKeys[0], $"[{PromptIds}]"],
+            new Dictionary<string, string> { ["NODE_EXTRA_CA_CERTS"] = swarm.Pki.CaCertFile }, output);
+
+        Assert.All(checks.Values, c => Assert.True((bool)c["ok"]!, c.ToJsonString()));
+        Assert.Equal(["checkpoint"], checks["auth.models.list"]["ids"]!.AsArray().Select(i => (string)i!));
+        Assert.Equal(Greedy(4), checks["auth.completions"]["token_ids"]!.AsArray().Select(t => (long)t!));
+        Assert.Equal(401, (int)checks["auth.wrong_key"]["status"]!);
+        Assert.Equal("invalid_api_key", (string?)checks["auth.wrong_key"]["code"]);
+    }
+
     private async Task<(int Exit, string Output)> CurlAsync(params string[] args)
     {
         var psi = new ProcessStartInfo("curl") { RedirectStandardOutput = true, RedirectStandardError = true };
