@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Text.Json.Nodes;
+using Swarm.Coordinator.Security;
 using Swarm.Coordinator.Service;
 
 namespace Swarm.Cli;
@@ -36,6 +37,16 @@ internal sealed record LocalSwarmOptions
     public IReadOnlyDictionary<string, string> Environment { get; init; } = new Dictionary<string, string>();
     /// <summary>Prometheus <c>--metrics-port</c> per node (0 or missing = off).</summary>
     public IReadOnlyList<int>? NodeMetricsPorts { get; init; }
+    /// <summary>The coordinator's <c>--api-key</c>s (none by default); the launcher's own requests send the first.</summary>
+    public IReadOnlyList<string> ApiKeys { get; init; } = [];
+    /// <summary>The coordinator's <c>--metrics-key</c> (none by default).</summary>
+    public string? MetricsKey { get; init; }
+    /// <summary>The coordinator's <c>--tls-cert</c> PEM file (with <see cref="TlsKey"/>: HTTPS); null = plain HTTP.</summary>
+    public string? TlsCert { get; init; }
+    /// <summary>The coordinator's <c>--tls-key</c> PEM file.</summary>
+    public string? TlsKey { get; init; }
+    /// <summary>PEM file of the CA the launcher trusts for the coordinator's HTTPS (as <c>--cacert</c>), besides the system store.</summary>
+    public string? CaCert { get; init; }
 }
 
 /// <summary>
@@ -50,10 +61,13 @@ internal sealed class LocalSwarm : IAsyncDisposable
     private readonly LocalSwarmOptions _options;
     private readonly Action<string> _log;
     private readonly List<Process?> _nodes = [];
+    private readonly CoordinatorHttpClient _http;
     private Process? _coordinator;
 
     /// <summary>Base URL of the coordinator's HTTP API, e.g. <c>http://127.0.0.1:41234</c> (no trailing slash).</summary>
     public string HttpUrl { get; private set; } = "";
+    /// <summary>What a client needs to use the coordinator's HTTP API: its first API key and the CA to trust.</summary>
+    public CoordinatorClientCredentials ClientCredentials => new(_options.ApiKeys.FirstOrDefault(), _options.CaCert);
     /// <summary>UDP port nodes connect to on 127.0.0.1.</summary>
     public int ControlPort { get; private set; }
     public string LogDir { get; }
@@ -67,6 +81,7 @@ internal sealed class LocalSwarm : IAsyncDisposable
         _log = log;
         LogDir = options.LogDir ?? Path.Combine(Path.GetTempPath(), $"swarm-{Environment.ProcessId}-{Guid.NewGuid().ToString("N")[..8]}");
         Directory.CreateDirectory(LogDir);
+        _http = CoordinatorHttpClient.Create(ClientCredentials, TimeSpan.FromSeconds(5));
     }
 
     public static async Task<LocalSwarm> StartAsync(LocalSwarmOptions options, Action<string>? log = null, TimeSpan? timeout = null, CancellationToken ct = default)
@@ -90,11 +105,9 @@ internal sealed class LocalSwarm : IAsyncDisposable
     public Task WaitCoveredAsync(TimeSpan timeout, CancellationToken ct = default) =>
         WaitAsync(j => j?["covered"]?.GetValue<bool>() == true, timeout, "the swarm did not cover every layer", ct);
 
-    public async Task<JsonNode?> GetJsonAsync(string path, CancellationToken ct = default)
-    {
-        using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(5) };
-        return JsonNode.Parse(await http.GetStringAsync(HttpUrl + path, ct));
-    }
+    /// <summary>GET <paramref name="path"/> from the coordinator (with its API key and CA) as JSON.</summary>
+    public async Task<JsonNode?> GetJsonAsync(string path, CancellationToken ct = default) =>
+        JsonNode.Parse(await _http.Http.GetStringAsync(HttpUrl + path, ct));
 
     private async Task WaitAsync(Func<JsonNode?, bool> ok, TimeSpan timeout, string what, CancellationToken ct)
     {
@@ -127,6 +140,10 @@ internal sealed class LocalSwarm : IAsyncDisposable
         var args = new List<string> { _options.ModelUrl is null ? "--model" : "--model-url", _options.ModelUrl ?? _options.Model, "--listen", $"127.0.0.1:{listenPort}",
             "--http", $"127.0.0.1:{httpPort}", "--ready-file", ReadyFile, "--wire-dtype", _options.WireDtype };
         if (_options.Secret is not null) { args.Add("--secret"); args.Add(_options.Secret); }
+        foreach (string key in _options.ApiKeys) { args.Add("--api-key"); args.Add(key); }
+        if (_options.MetricsKey is not null) { args.Add("--metrics-key"); args.Add(_options.MetricsKey); }
+        if (_options.TlsCert is not null) { args.Add("--tls-cert"); args.Add(_options.TlsCert); }
+        if (_options.TlsKey is not null) { args.Add("--tls-key"); args.Add(_options.TlsKey); }
         args.AddRange(_options.CoordinatorArgs);
         _coordinator = Launch("coordinator", args, CoordinatorCommandLine());
         var sw = Stopwatch.StartNew();
@@ -270,5 +287,6 @@ internal sealed class LocalSwarm : IAsyncDisposable
             catch (OperationCanceledException) { p.Kill(entireProcessTree: true); }
         }
         foreach (var p in _nodes.Append(_coordinator)) p?.Dispose();
+        _http.Dispose();
     }
 }

@@ -7,7 +7,8 @@ namespace Swarm.Hosting;
 /// Layers a daemon's settings: a JSON configuration file (<c>--config</c>, section "Node" or "Coordinator"),
 /// then environment variables (<c>SWARM_NODE__MODEL</c>, <c>SWARM_COORDINATOR__HTTP</c>, and <c>SWARM_SECRET</c>
 /// for the secret), then the flags given on the command line — later sources win. Flags are declared once
-/// here with the configuration key they set, so help text, binding and validation agree.
+/// here with the configuration key they set, so help text, binding and validation agree. A list setting
+/// (<see cref="ListFlag"/>) is a repeatable flag, a JSON array in the file, or one comma-separated string.
 /// </summary>
 public sealed class DaemonConfig
 {
@@ -23,6 +24,21 @@ public sealed class DaemonConfig
         _flags.Add((o, key));
         return o;
     }
+
+    /// <summary>
+    /// A repeatable flag bound to a list property (<c>List&lt;string&gt;</c>) of the options. Its value comes, first
+    /// found wins, from the flag given once or more; the environment variable <c>SWARM_</c><paramref name="shorthandEnv"/>
+    /// (comma-separated); the section's key as one comma-separated string (<c>SWARM_COORDINATOR__APIKEYS=a,b</c>) or as a
+    /// JSON array in the file. Empty entries are dropped.
+    /// </summary>
+    public Option<string[]> ListFlag(string name, string key, string description, string? shorthandEnv = null)
+    {
+        var o = new Option<string[]>(name) { Description = description, Arity = ArgumentArity.OneOrMore };
+        _lists.Add((o, key, shorthandEnv));
+        return o;
+    }
+
+    private readonly List<(Option<string[]> Option, string Key, string? ShorthandEnv)> _lists = [];
 
     /// <summary>A duration flag: "30s", "500ms", "2m" or a plain number of seconds (config files use "00:00:30").</summary>
     public Option<string> Duration(string name, string key, string description)
@@ -51,6 +67,7 @@ public sealed class DaemonConfig
     {
         c.Options.Add(ConfigFile);
         foreach (var (o, _) in _flags) c.Options.Add(o);
+        foreach (var (o, _, _) in _lists) c.Options.Add(o);
     }
 
     /// <summary>Builds the layered configuration and binds the section onto a new <typeparamref name="T"/>.</summary>
@@ -87,6 +104,24 @@ public sealed class DaemonConfig
         // SWARM_SECRET is the documented shorthand for the secret.
         var secretProp = typeof(T).GetProperty("Secret");
         if (secretProp is not null && secretProp.GetValue(options) is null && cfg["SECRET"] is { Length: > 0 } s) secretProp.SetValue(options, s);
+        foreach (var (o, key, shorthand) in _lists)
+        {
+            var prop = typeof(T).GetProperty(key) ?? throw new InvalidOperationException($"{typeof(T).Name} has no property {key} for {o.Name}");
+            prop.SetValue(options, ListValue(r, o, cfg, $"{_section}:{key}", shorthand));
+        }
         return options;
     }
+
+    private static List<string> ListValue(ParseResult r, Option<string[]> flag, IConfiguration cfg, string key, string? shorthandEnv)
+    {
+        if (r.GetResult(flag) is { Implicit: false } given) return Entries(given.GetValueOrDefault<string[]>() ?? []);
+        if (shorthandEnv is not null && cfg[shorthandEnv] is { Length: > 0 } env) return Entries([env]);
+        var section = cfg.GetSection(key);
+        // A scalar (an environment variable, or a string in the file) is one comma-separated list; children are an array.
+        if (section.Value is { Length: > 0 } one) return Entries([one]);
+        return Entries(section.GetChildren().Select(c => c.Value ?? ""));
+    }
+
+    private static List<string> Entries(IEnumerable<string> values) =>
+        values.SelectMany(v => v.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries)).ToList();
 }

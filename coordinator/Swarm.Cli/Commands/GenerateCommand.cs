@@ -4,6 +4,7 @@ using System.Net.Http.Headers;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using Swarm.Coordinator.Security;
 
 namespace Swarm.Cli.Commands;
 
@@ -18,9 +19,11 @@ internal static class GenerateCommand
         var stream = new Option<bool>("--stream") { Description = "Print tokens as they arrive" };
         var json = new Option<bool>("--json") { Description = "Print one JSON object" };
         var sampling = new CliCommon.SamplingFlags();
+        var access = new CoordinatorClientFlags();
         var cmd = new Command("generate", "Generate through a running swarm (HTTP)");
         cmd.Options.Add(url); cmd.Options.Add(prompt); cmd.Options.Add(promptIds); cmd.Options.Add(stream); cmd.Options.Add(json);
         sampling.AddTo(cmd);
+        access.AddTo(cmd);
         cmd.SetAction(async (r, ct) =>
         {
             var s = sampling.Read(r);
@@ -37,7 +40,8 @@ internal static class GenerateCommand
             };
             if (s.Seed is long seed) body["seed"] = seed;
             if (s.StopTokenIds.Count > 0) body["stop_token_ids"] = new JsonArray(s.StopTokenIds.Select(i => (JsonNode)i).ToArray());
-            var result = await Client.CompleteAsync(r.GetValue(url)!, body, r.GetValue(stream) && !r.GetValue(json), ct);
+            using var coordinator = CoordinatorHttpClient.Create(access.Read(r));
+            var result = await Client.CompleteAsync(r.GetValue(url)!, body, r.GetValue(stream) && !r.GetValue(json), ct, coordinator: coordinator);
             if (r.GetValue(json))
                 Console.WriteLine(JsonSerializer.Serialize(new
                 {
@@ -64,7 +68,9 @@ internal static class GenerateCommand
         private static readonly HttpClient Http = new() { Timeout = Timeout.InfiniteTimeSpan };
 
         /// <param name="onToken">Called with each streamed token as it arrives (streaming requests only).</param>
-        public static async Task<Completion> CompleteAsync(string baseUrl, JsonObject body, bool echo, CancellationToken ct, Action<int>? onToken = null)
+        /// <param name="coordinator">Client with the API key and CA trust to use (default: none, the system trust store).</param>
+        public static async Task<Completion> CompleteAsync(string baseUrl, JsonObject body, bool echo, CancellationToken ct, Action<int>? onToken = null,
+            CoordinatorHttpClient? coordinator = null)
         {
             var sw = Stopwatch.StartNew();
             using var req = new HttpRequestMessage(HttpMethod.Post, baseUrl.TrimEnd('/') + "/v1/completions")
@@ -72,7 +78,8 @@ internal static class GenerateCommand
                 Content = new StringContent(body.ToJsonString(), Encoding.UTF8, "application/json"),
             };
             HttpResponseMessage resp;
-            try { resp = await Http.SendAsync(req, HttpCompletionOption.ResponseHeadersRead, ct); }
+            try { resp = await (coordinator?.Http ?? Http).SendAsync(req, HttpCompletionOption.ResponseHeadersRead, ct); }
+            catch (HttpRequestException e) when (coordinator is not null) { throw new CommandFailedException(coordinator.Describe(e, baseUrl)); }
             catch (HttpRequestException e) { throw new CommandFailedException($"cannot reach the coordinator at {baseUrl}: {e.Message}"); }
             using (resp)
             {
@@ -81,6 +88,7 @@ internal static class GenerateCommand
                 {
                     string err = await resp.Content.ReadAsStringAsync(ct);
                     string msg = JsonNode.Parse(err)?["error"]?["message"]?.GetValue<string>() ?? err;
+                    if (resp.StatusCode == System.Net.HttpStatusCode.Unauthorized && coordinator is not null) msg = $"{msg.TrimEnd('.')}; {coordinator.UnauthorizedHint}";
                     throw new InvalidOperationException($"HTTP {(int)resp.StatusCode}: {msg}");
                 }
                 if (!isStream)

@@ -47,7 +47,7 @@ public static class DashboardEndpoints
             if (context.Request.Headers.IfNoneMatch == s_etag.Value)
                 return Results.StatusCode(StatusCodes.Status304NotModified);
             return Results.Bytes(s_page.Value, "text/html; charset=utf-8");
-        }).WithDisplayName("Swarm dashboard");
+        }).WithDisplayName("Swarm dashboard").AllowAnonymous(); // the page holds no data; it asks for a key when api/swarm needs one
     }
 
     /// <summary>

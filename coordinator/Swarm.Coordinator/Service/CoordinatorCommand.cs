@@ -4,6 +4,7 @@ using Microsoft.AspNetCore.Hosting;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using OpenTelemetry.Metrics;
+using Swarm.Coordinator.Security;
 using Swarm.Coordinator.Telemetry;
 using Swarm.Hosting;
 using Swarm.Transport;
@@ -36,6 +37,11 @@ public static class CoordinatorCommand
         cfg.Duration("--suspect-after", "SuspectAfter", "Heartbeat silence before a node is suspect (default 1.25s)");
         cfg.Duration("--dead-after", "DeadAfter", "Heartbeat silence before a node is confirmed dead (default 2.5s)");
         cfg.Flag<string>("--otlp-endpoint", "OtlpEndpoint", "OTLP endpoint for traces and metrics");
+        cfg.ListFlag("--api-key", "ApiKeys", "Key HTTP clients send as Authorization: Bearer KEY on /v1/* and /api/* (repeatable, "
+            + "or SWARM_API_KEYS=k1,k2); required when --http is not loopback", shorthandEnv: "API_KEYS");
+        cfg.Flag<string>("--metrics-key", "MetricsKey", "Bearer key /metrics requires (default: /metrics is open)");
+        cfg.Flag<string>("--tls-cert", "TlsCert", "PEM certificate (leaf, then intermediates) to serve HTTPS with; needs --tls-key");
+        cfg.Flag<string>("--tls-key", "TlsKey", "PEM private key of --tls-cert");
         // A launcher's concern, not a setting of the swarm: a flag only, not in the configuration file.
         var readyFile = new Option<string?>("--ready-file")
         {
@@ -53,11 +59,16 @@ public static class CoordinatorCommand
             EndPoints.TryParse(options.Http, out var http);
             EndPoints.TryParse(options.Listen, out var listen);
             ListenAddressCheck.EnsureBindable(listen!, http!);
+            var tls = options.UsesTls ? TlsServerCertificate.Load(options.TlsCert!, options.TlsKey!) : null;
             var published = await PublishSourceAsync(options, ct);
             var builder = WebApplication.CreateSlimBuilder();
             DaemonLogging.Configure(builder.Logging);
             if (published is not null) builder.Services.AddSingleton(published);
-            builder.WebHost.ConfigureKestrel(k => k.Listen(http!));
+            builder.WebHost.UseKestrelHttpsConfiguration();
+            builder.WebHost.ConfigureKestrel(k => k.Listen(http!, l =>
+            {
+                if (tls is not null) l.UseHttps(tls.ToKestrelOptions());
+            }));
             builder.Services.AddSingleton(options);
             builder.Services.AddSingleton<SwarmCoordinator>();
             builder.Services.AddHostedService(sp => sp.GetRequiredService<SwarmCoordinator>());
@@ -69,8 +80,10 @@ public static class CoordinatorCommand
             var swarm = app.Services.GetRequiredService<SwarmCoordinator>();
             var jobs = app.Services.GetRequiredService<JobRunner>();
             app.UseOpenAiErrorBodies();
+            app.UseBearerKeys(HttpAccessKeys.From(options));
             HttpApi.Map(app, swarm, jobs);
-            app.MapPrometheusScrapingEndpoint("/metrics");
+            app.MapPrometheusScrapingEndpoint("/metrics").RequireMetricsKey();
+            HttpSecurityLog.Report(app.Logger, options, http!, tls);
             try
             {
                 await app.StartAsync();

@@ -46,6 +46,23 @@ public sealed class CoordinatorOptions
     public TimeSpan DeadAfter { get; set; } = TimeSpan.FromMilliseconds(2500);
     /// <summary>OTLP endpoint for traces and metrics (e.g. http://127.0.0.1:4317); unset = no OTLP export.</summary>
     public string? OtlpEndpoint { get; set; }
+    /// <summary>
+    /// Keys HTTP clients must send as <c>Authorization: Bearer KEY</c> on <c>/v1/*</c> and <c>/api/*</c> (every endpoint but
+    /// <c>/healthz</c>, the dashboard page and <c>/metrics</c>). Empty (default) = no key asked, allowed on loopback only.
+    /// </summary>
+    public List<string> ApiKeys { get; set; } = [];
+    /// <summary>Bearer key that <c>/metrics</c> requires; unset (default) = <c>/metrics</c> is open.</summary>
+    public string? MetricsKey { get; set; }
+    /// <summary>PEM certificate (the leaf first, then any intermediates) to serve HTTPS with; unset (default) = plain HTTP.</summary>
+    public string? TlsCert { get; set; }
+    /// <summary>PEM private key of <see cref="TlsCert"/> (PKCS#8, or PKCS#1/SEC1); required with it.</summary>
+    public string? TlsKey { get; set; }
+
+    /// <summary>Shortest API or metrics key accepted: a guessable key is no protection on an open port.</summary>
+    public const int MinKeyLength = 16;
+
+    /// <summary>True when HTTPS is configured (<see cref="TlsCert"/> and <see cref="TlsKey"/> both set).</summary>
+    public bool UsesTls => !string.IsNullOrEmpty(TlsCert) && !string.IsNullOrEmpty(TlsKey);
 
     public WireDType Wire => WireDtype == "f32" ? WireDType.F32 : WireDType.F16;
 
@@ -65,9 +82,22 @@ public sealed class CoordinatorOptions
         if (!Swarm.Transport.EndPoints.TryParse(Listen, out var listen)) errors.Add($"--listen: '{Listen}' is not HOST:PORT");
         else loopback &= IPAddress.IsLoopback(listen!.Address);
         if (!Swarm.Transport.EndPoints.TryParse(Http, out var http)) errors.Add($"--http: '{Http}' is not HOST:PORT");
-        else loopback &= IPAddress.IsLoopback(http!.Address);
+        else
+        {
+            loopback &= IPAddress.IsLoopback(http!.Address);
+            if (!IPAddress.IsLoopback(http.Address) && ApiKeys.Count == 0)
+                errors.Add($"--http {Http} is not a loopback address: an API key is required (--api-key KEY or SWARM_API_KEYS)");
+        }
         if (!loopback && string.IsNullOrEmpty(Secret))
             errors.Add("bound to a non-loopback address: a swarm secret is required (--secret or SWARM_SECRET)");
+        // The keys themselves never appear in a message: this one may end up in a log.
+        int shortKeys = ApiKeys.Count(k => k.Length < MinKeyLength);
+        if (shortKeys > 0) errors.Add($"--api-key: {shortKeys} of {ApiKeys.Count} keys are shorter than {MinKeyLength} characters (make one with `openssl rand -hex 32`)");
+        if (ApiKeys.Any(k => k.Any(c => c is <= ' ' or > '~'))) errors.Add("--api-key: keys must be printable ASCII without spaces (they travel in an HTTP header)");
+        if (!string.IsNullOrEmpty(MetricsKey) && (MetricsKey.Length < MinKeyLength || MetricsKey.Any(c => c is <= ' ' or > '~')))
+            errors.Add($"--metrics-key: must be at least {MinKeyLength} printable ASCII characters without spaces");
+        if (string.IsNullOrEmpty(TlsCert) != string.IsNullOrEmpty(TlsKey))
+            errors.Add("--tls-cert FILE and --tls-key FILE go together: give both for HTTPS, or neither");
         if (WireDtype is not ("f16" or "f32")) errors.Add($"--wire-dtype: '{WireDtype}' (use f16 or f32)");
         if (MaxConcurrentJobs < 1) errors.Add("max concurrent jobs must be ≥ 1");
         if (MaxQueueLength < 0) errors.Add("max queue length must be ≥ 0");

@@ -35,7 +35,7 @@ public static class HttpApi
         {
             var cov = swarm.Registry.ServingCoverage(swarm.Config.NumLayers);
             return Results.Json(new { status = "ok", covered = cov.IsCovered, uncovered = cov.IsCovered ? null : cov.DescribeUncovered(), queued = jobs.Queued, running = jobs.Running });
-        });
+        }).AllowAnonymous(); // liveness probes carry no key
     }
 
     private static async Task CompletionsAsync(HttpContext ctx, SwarmCoordinator swarm, JobRunner jobs, RequestBodyReader bodies)

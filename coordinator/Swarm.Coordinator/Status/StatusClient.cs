@@ -2,6 +2,7 @@ using System.Net.Http.Headers;
 using System.Net.Sockets;
 using System.Text.Json;
 using Swarm.Coordinator.Api;
+using Swarm.Coordinator.Security;
 
 using Swarm.Hosting;
 
@@ -16,13 +17,18 @@ internal sealed record FetchedStatus(SwarmStatus Status, string Json);
 /// <summary>Fetches <c>/api/swarm</c> from a coordinator.</summary>
 internal sealed class StatusClient : IDisposable
 {
+    private readonly CoordinatorHttpClient _client;
     private readonly HttpClient _http;
 
-    /// <summary>Creates a client for the coordinator at <paramref name="endpoint"/> (see <see cref="ResolveEndpoint"/>).</summary>
-    public StatusClient(Uri endpoint, TimeSpan timeout)
+    /// <summary>
+    /// Creates a client for the coordinator at <paramref name="endpoint"/> (see <see cref="ResolveEndpoint"/>), sending the
+    /// API key and trusting the CA of <paramref name="credentials"/> (none by default).
+    /// </summary>
+    public StatusClient(Uri endpoint, TimeSpan timeout, CoordinatorClientCredentials? credentials = null)
     {
         Endpoint = endpoint;
-        _http = new HttpClient { Timeout = Timeout.InfiniteTimeSpan };
+        _client = CoordinatorHttpClient.Create(credentials ?? CoordinatorClientCredentials.None);
+        _http = _client.Http;
         _http.DefaultRequestHeaders.Accept.Add(new MediaTypeWithQualityHeaderValue("application/json"));
         RequestTimeout = timeout;
     }
@@ -59,6 +65,8 @@ internal sealed class StatusClient : IDisposable
         try
         {
             using var response = await _http.GetAsync(Endpoint, HttpCompletionOption.ResponseContentRead, cts.Token).ConfigureAwait(false);
+            if (response.StatusCode == System.Net.HttpStatusCode.Unauthorized)
+                throw new StatusFetchException($"the coordinator at {Endpoint} answered HTTP 401 Unauthorized: {_client.UnauthorizedHint}");
             if (!response.IsSuccessStatusCode)
                 throw new StatusFetchException($"the coordinator at {Endpoint} answered HTTP {(int)response.StatusCode} {response.ReasonPhrase}".TrimEnd());
             json = await response.Content.ReadAsStringAsync(cts.Token).ConfigureAwait(false);
@@ -69,8 +77,7 @@ internal sealed class StatusClient : IDisposable
         }
         catch (HttpRequestException e)
         {
-            string reason = e.InnerException is SocketException se ? se.Message : e.HttpRequestError != HttpRequestError.Unknown ? e.HttpRequestError.ToString() : e.Message;
-            throw new StatusFetchException($"cannot reach the coordinator at {Endpoint} ({OneLine(reason)}); is `swarm coordinator` running and --url right?", e);
+            throw new StatusFetchException(_client.Describe(e, Endpoint.ToString()), e);
         }
         try
         {
@@ -85,5 +92,5 @@ internal sealed class StatusClient : IDisposable
     private static string OneLine(string text) => text.ReplaceLineEndings(" ").Trim();
 
     /// <inheritdoc />
-    public void Dispose() => _http.Dispose();
+    public void Dispose() => _client.Dispose();
 }

@@ -45,9 +45,14 @@ internal sealed class CliProcess : IAsyncDisposable
     public bool HasExited => _process.HasExited;
 
     /// <summary>Runs <paramref name="program"/> with <paramref name="args"/> to its exit; fails the test after <paramref name="timeout"/>.</summary>
-    public static async Task<(int Exit, string Stdout, string Stderr)> RunAsync(SwarmProgram program, TimeSpan timeout, params string[] args)
+    public static Task<(int Exit, string Stdout, string Stderr)> RunAsync(SwarmProgram program, TimeSpan timeout, params string[] args) =>
+        RunAsync(program, timeout, new Dictionary<string, string>(), args);
+
+    /// <summary>As <see cref="RunAsync(SwarmProgram, TimeSpan, string[])"/>, with extra environment variables.</summary>
+    public static async Task<(int Exit, string Stdout, string Stderr)> RunAsync(SwarmProgram program, TimeSpan timeout,
+        IReadOnlyDictionary<string, string> environment, params string[] args)
     {
-        using var p = Process.Start(StartInfo(program, args))!;
+        using var p = Process.Start(StartInfo(program, args, environment))!;
         var stdout = p.StandardOutput.ReadToEndAsync();
         var stderr = p.StandardError.ReadToEndAsync();
         using var cts = new CancellationTokenSource(timeout);
@@ -61,7 +66,11 @@ internal sealed class CliProcess : IAsyncDisposable
     }
 
     /// <summary>Starts <paramref name="program"/> and leaves it running.</summary>
-    public static CliProcess Start(SwarmProgram program, params string[] args) => new(Process.Start(StartInfo(program, args))!);
+    public static CliProcess Start(SwarmProgram program, params string[] args) => Start(program, new Dictionary<string, string>(), args);
+
+    /// <summary>Starts <paramref name="program"/> with extra environment variables and leaves it running.</summary>
+    public static CliProcess Start(SwarmProgram program, IReadOnlyDictionary<string, string> environment, params string[] args) =>
+        new(Process.Start(StartInfo(program, args, environment))!);
 
     /// <summary>Waits until <c>GET {url}/healthz</c> answers; fails the test if the process exits first or time runs out.</summary>
     public async Task WaitHealthyAsync(string url, TimeSpan timeout)
@@ -100,12 +109,13 @@ internal sealed class CliProcess : IAsyncDisposable
         return port;
     }
 
-    private static ProcessStartInfo StartInfo(SwarmProgram program, string[] args)
+    private static ProcessStartInfo StartInfo(SwarmProgram program, string[] args, IReadOnlyDictionary<string, string> environment)
     {
         var (exe, prefix) = program == SwarmProgram.Cli ? LocalSwarm.SelfCommand() : LocalSwarm.CoordinatorCommandLine();
         var psi = new ProcessStartInfo(exe) { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
         foreach (var a in prefix.Concat(args)) psi.ArgumentList.Add(a);
         psi.Environment["OMP_WAIT_POLICY"] = "PASSIVE";
+        foreach (var (key, value) in environment) psi.Environment[key] = value;
         return psi;
     }
 

@@ -16,7 +16,12 @@ internal static class OpenAiClientScript
     private static string Folder => Path.Combine(TestArtifacts.RepoRoot(), "tests", "openai-client");
 
     /// <summary>Runs the script against <paramref name="url"/> and returns its checks by name.</summary>
-    public static async Task<IReadOnlyDictionary<string, JsonNode>> RunAsync(string url, string model, ITestOutputHelper output)
+    public static Task<IReadOnlyDictionary<string, JsonNode>> RunAsync(string url, string model, ITestOutputHelper output) =>
+        RunAsync("check.mjs", [url, model], new Dictionary<string, string>(), output);
+
+    /// <summary>Runs <paramref name="script"/> of the folder with <paramref name="args"/> and extra environment variables; returns its checks by name.</summary>
+    public static async Task<IReadOnlyDictionary<string, JsonNode>> RunAsync(string script, IReadOnlyList<string> args,
+        IReadOnlyDictionary<string, string> environment, ITestOutputHelper output)
     {
         string node = Find("node") ?? throw new Xunit.Sdk.XunitException(
             "node was not found on PATH: install Node.js and npm (apt-get install nodejs npm) and run `npm ci --prefix tests/openai-client`, as .ci/run does");
@@ -28,9 +33,9 @@ internal static class OpenAiClientScript
                 $"the openai npm package {pinned} is not installed in {Folder} (found: {installed ?? "none"}): run `npm ci --prefix tests/openai-client`, as .ci/run does");
 
         var psi = new ProcessStartInfo(node) { WorkingDirectory = Folder, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        psi.ArgumentList.Add("check.mjs");
-        psi.ArgumentList.Add(url);
-        psi.ArgumentList.Add(model);
+        psi.ArgumentList.Add(script);
+        foreach (string a in args) psi.ArgumentList.Add(a);
+        foreach (var (key, value) in environment) psi.Environment[key] = value;
         using var p = Process.Start(psi)!;
         var stdout = p.StandardOutput.ReadToEndAsync();
         var stderr = p.StandardError.ReadToEndAsync();
@@ -39,11 +44,11 @@ internal static class OpenAiClientScript
         catch (OperationCanceledException)
         {
             p.Kill(entireProcessTree: true);
-            throw new Xunit.Sdk.XunitException($"node check.mjs did not finish within 3 minutes; it printed:\n{await stdout}\n{await stderr}");
+            throw new Xunit.Sdk.XunitException($"node {script} did not finish within 3 minutes; it printed:\n{await stdout}\n{await stderr}");
         }
         string printed = await stdout, errors = await stderr;
-        output.WriteLine($"node check.mjs (openai {installed}) → exit {p.ExitCode}\n{printed}{errors}");
-        Assert.True(p.ExitCode == 0, $"node check.mjs exited with {p.ExitCode}:\n{printed}\n{errors}");
+        output.WriteLine($"node {script} (openai {installed}) → exit {p.ExitCode}\n{printed}{errors}");
+        Assert.True(p.ExitCode == 0, $"node {script} exited with {p.ExitCode}:\n{printed}\n{errors}");
         var checks = new Dictionary<string, JsonNode>();
         foreach (string line in printed.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
         {

@@ -3,6 +3,7 @@ using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Swarm.Coordinator.Api;
 using Swarm.Coordinator.Dashboard;
+using Swarm.Coordinator.Security;
 using Xunit;
 using Xunit.Abstractions;
 
@@ -41,6 +42,44 @@ public sealed class DashboardTests(ITestOutputHelper output)
         Assert.Contains("cmpl-failed01", dom);
         Assert.Contains("layers 10-11 are not served by any node", dom);
         Assert.True(DashboardDom.IsHidden(dom, "banner-disconnected"), "the disconnected banner shows although polling works");
+    }
+
+    private const string ApiKey = "dashboard-key-0123456789abcdef";
+
+    private static Task<OpsTestHost> ServeWithKeyAsync(SwarmStatus status) => OpsTestHost.StartAsync(app =>
+    {
+        app.MapSwarmDashboard();
+        app.MapSwarmStatus(() => status);
+    }, new HttpAccessKeys(new BearerKeySet([ApiKey]), BearerKeySet.None));
+
+    [Fact]
+    public async Task Dashboard_CoordinatorWithApiKey_AsksForTheKeyInsteadOfFailingSilently()
+    {
+        await using var host = await ServeWithKeyAsync(OpsTestData.TwoNodes());
+
+        string dom = await ChromiumRenderer.DumpDomAsync(host.BaseUrl, virtualTimeBudgetMs: 3000);
+
+        Assert.Equal("locked", DashboardDom.ConnectionState(dom));
+        Assert.False(DashboardDom.IsHidden(dom, "key-prompt"), "the API key prompt is hidden although /api/swarm answered 401");
+        Assert.Contains("API key required", DashboardDom.TextOfId(dom, "key-prompt"));
+        Assert.Equal("", DashboardDom.TextOfId(dom, "key-message"));
+        Assert.True(DashboardDom.IsHidden(dom, "banner-disconnected"), "a 401 is not a lost connection");
+        Assert.Empty(DashboardDom.NodeNames(dom));
+    }
+
+    [Fact]
+    public async Task Dashboard_KeyHandedOverInTheFragment_ShowsTheSwarm_AndAWrongOneIsRefused()
+    {
+        await using var host = await ServeWithKeyAsync(OpsTestData.TwoNodes());
+
+        string dom = await ChromiumRenderer.DumpDomAsync(host.BaseUrl + "#key=" + ApiKey);
+        DashboardDom.AssertShowsNodes(dom, [("node-alpha", "0:8"), ("node-beta", "6:10")]);
+        Assert.True(DashboardDom.IsHidden(dom, "key-prompt"), "the key prompt shows although the key was accepted");
+        Assert.False(DashboardDom.IsHidden(dom, "key-forget"), "no way to forget the key");
+
+        dom = await ChromiumRenderer.DumpDomAsync(host.BaseUrl + "#key=not-the-key", virtualTimeBudgetMs: 3000);
+        Assert.Equal("locked", DashboardDom.ConnectionState(dom));
+        Assert.Equal("The coordinator refused this key.", DashboardDom.TextOfId(dom, "key-message"));
     }
 
     [Fact]

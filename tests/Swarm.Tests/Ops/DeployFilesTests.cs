@@ -447,6 +447,9 @@ public sealed partial class DeployFilesTests(ITestOutputHelper output)
         Assert.True(leaves["Node:Threads"].GetInt32() >= 0);
         Assert.True(leaves["Coordinator:MaxConcurrentJobs"].GetInt32() >= 1);
         Assert.Equal("", S("Secret")); // never ship a usable secret
+        Assert.Equal(JsonValueKind.Array, leaves["Coordinator:ApiKeys"].ValueKind);
+        Assert.Equal(0, leaves["Coordinator:ApiKeys"].GetArrayLength()); // nor a usable API key
+        Assert.Equal("", S("Coordinator:MetricsKey"));
     }
 }
 

@@ -5,6 +5,7 @@ using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
+using Swarm.Coordinator.Security;
 
 namespace Swarm.Tests.Ops;
 
@@ -22,13 +23,14 @@ public sealed class OpsTestHost : IAsyncDisposable
     /// <summary>Base URL with a trailing slash, e.g. <c>http://127.0.0.1:41234/</c>.</summary>
     public string BaseUrl { get; }
 
-    /// <summary>Starts a server whose endpoints <paramref name="map"/> adds.</summary>
-    public static async Task<OpsTestHost> StartAsync(Action<IEndpointRouteBuilder> map)
+    /// <summary>Starts a server whose endpoints <paramref name="map"/> adds, guarded by <paramref name="keys"/> when given.</summary>
+    public static async Task<OpsTestHost> StartAsync(Action<IEndpointRouteBuilder> map, HttpAccessKeys? keys = null)
     {
         var builder = WebApplication.CreateSlimBuilder();
         builder.WebHost.UseKestrel(k => k.Listen(System.Net.IPAddress.Loopback, 0));
         builder.Logging.ClearProviders();
         var app = builder.Build();
+        if (keys is not null) app.UseBearerKeys(keys);
         map(app);
         await app.StartAsync().ConfigureAwait(false);
         string address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.Single();
