@@ -68,7 +68,7 @@ public sealed class SwarmStatusJsonTests
                         "recent": [ { "id": "cmpl-1", "state": "done", "prompt_tokens": 5, "completion_tokens": 24, "ttft_ms": 12.3,
                                       "tokens_per_s": 40.1, "recoveries": 0, "error": null, "finished_ago_s": 3.2 },
                                     { "id": "cmpl-2", "state": "cancelled", "prompt_tokens": 5, "completion_tokens": 3, "ttft_ms": 11.5,
-                                      "tokens_per_s": 38.5, "recoveries": 0, "error": "the client went away", "finished_ago_s": 4.0 } ] },
+                                      "tokens_per_s": 38.5, "recoveries": 0, "error": "the client went away", "finished_ago_s": 4.5 } ] },
               "recoveries": 0, "uptime_s": 12.3, "wire_dtype": "f16" }
             """;
         var s = SwarmStatus.FromJson(json);
