@@ -70,7 +70,7 @@ internal sealed partial class JobStepLoop
         Progress = new JobProgress(_time, startedAt);
         var s = spec.Sampling;
         long seed = s.Seed ?? Random.Shared.NextInt64();
-        _sampling = new SamplingParams { Temperature = (float)s.Temperature, TopK = s.TopK, TopP = (float)s.TopP, Seed = unchecked((ulong)seed) };
+        _sampling = new SamplingParams { Temperature = s.Temperature, TopK = s.TopK, TopP = s.TopP, Seed = unchecked((ulong)seed) };
         _stop = new StopDetector(s.StopTokenIds, spec.StopSequences);
         _decoder = services.Tokenizer is null ? null : new IncrementalDecoder(services.Tokenizer);
     }
