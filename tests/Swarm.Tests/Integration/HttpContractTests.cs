@@ -245,7 +245,13 @@ public class HttpContractTests(CodeSwarmFixture swarm, ITestOutputHelper output)
             var error = AssertOpenAiError("application/json", body);
             Assert.Equal("request_timeout", (string?)error["code"]);
         }
+        // The coordinator's output reaches its log file a moment after the responses reach the clients.
         string log = swarm.CoordinatorLog();
+        for (int wait = 0; wait < 50 && !log.Contains("too slowly", StringComparison.Ordinal); wait++)
+        {
+            await Task.Delay(100);
+            log = swarm.CoordinatorLog();
+        }
         var slowLines = log.Split('\n').Where(l => l.Contains("too slowly", StringComparison.Ordinal)).ToList();
         output.WriteLine(string.Join('\n', slowLines));
         Assert.Single(slowLines);
