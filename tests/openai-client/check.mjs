@@ -73,6 +73,23 @@ await check('completions.stream_stop', async () => {
   };
 });
 
+await check('completions.stream_usage', async () => {
+  const stream = await client.completions.create({
+    model, prompt: textPrompt, max_tokens: 8, temperature: 0, stream: true, stream_options: { include_usage: true },
+  });
+  let text = '';
+  let chunks = 0;
+  let usage = null;
+  let last = null;
+  for await (const chunk of stream) {
+    chunks++;
+    text += chunk.choices[0]?.text ?? '';
+    usage = chunk.usage ?? usage;
+    last = chunk;
+  }
+  return { text, chunks, usage, last_choices: last?.choices.length ?? null, last_swarm_stages: last?.swarm?.stages?.length ?? null };
+});
+
 await check('error.400', () => expectError(OpenAI.BadRequestError,
   () => client.completions.create({ model, prompt: [1, 2], max_tokens: 0 })));
 

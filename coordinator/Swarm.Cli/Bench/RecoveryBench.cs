@@ -76,10 +76,13 @@ internal static class RecoveryBench
         clock ??= Stopwatch.StartNew();
         var arrivals = new List<double>();
         var body = new JsonObject { ["prompt"] = new JsonArray(prompt.Select(t => (JsonNode)t).ToArray()), ["max_tokens"] = max, ["temperature"] = 0, ["stream"] = true };
-        var result = await Commands.GenerateCommand.Client.CompleteAsync(url, body, echo: false, ct, _ =>
+        var result = await Commands.GenerateCommand.Client.CompleteAsync(url, body, ct, (tokens, _) =>
         {
-            arrivals.Add(clock.Elapsed.TotalMilliseconds);
-            onCount?.Invoke(arrivals.Count);
+            for (int i = 0; i < tokens.Count; i++)
+            {
+                arrivals.Add(clock.Elapsed.TotalMilliseconds);
+                onCount?.Invoke(arrivals.Count);
+            }
         });
         return (result.TokenIds, arrivals);
     }

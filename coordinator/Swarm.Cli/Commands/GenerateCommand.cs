@@ -41,7 +41,15 @@ internal static class GenerateCommand
             if (s.Seed is long seed) body["seed"] = seed;
             if (s.StopTokenIds.Count > 0) body["stop_token_ids"] = new JsonArray(s.StopTokenIds.Select(i => (JsonNode)i).ToArray());
             using var coordinator = CoordinatorHttpClient.Create(access.Read(r));
-            var result = await Client.CompleteAsync(r.GetValue(url)!, body, r.GetValue(stream) && !r.GetValue(json), ct, coordinator: coordinator);
+            if (r.GetValue(stream)) body["stream_options"] = new JsonObject { ["include_usage"] = true };
+            // Streaming prints the text as it arrives; token ids only ever appear with --json (or for a model without a
+            // tokenizer, whose completion has no text: then the ids are printed at the end, as without --stream).
+            Action<IReadOnlyList<int>, string>? print = r.GetValue(stream) && !r.GetValue(json) ? (_, piece) =>
+            {
+                Console.Write(piece);
+                Console.Out.Flush();
+            } : null;
+            var result = await Client.CompleteAsync(r.GetValue(url)!, body, ct, print, coordinator);
             if (r.GetValue(json))
                 Console.WriteLine(JsonSerializer.Serialize(new
                 {
@@ -51,7 +59,7 @@ internal static class GenerateCommand
                     finish_reason = result.FinishReason,
                     timings = new { total_ms = Math.Round(result.TotalMs, 3), time_to_first_token_ms = Math.Round(result.TtftMs, 3) },
                 }));
-            else if (!r.GetValue(stream))
+            else if (!r.GetValue(stream) || result.Text.Length == 0)
                 Console.WriteLine(result.Text.Length > 0 ? result.Text : string.Join(' ', result.TokenIds));
             else Console.WriteLine();
             return 0;
@@ -59,17 +67,17 @@ internal static class GenerateCommand
         return cmd;
     }
 
-    /// <summary>What a completion returned, as the CLI reports it.</summary>
-    internal sealed record Completion(List<int> TokenIds, string Text, int PromptTokens, string FinishReason, double TotalMs, double TtftMs);
+    /// <summary>What a completion returned, as the CLI reports it; <paramref name="Swarm"/> is the response's <c>swarm</c> object.</summary>
+    internal sealed record Completion(List<int> TokenIds, string Text, int PromptTokens, string FinishReason, double TotalMs, double TtftMs, JsonNode? Swarm);
 
     /// <summary>Minimal client of POST /v1/completions (JSON and SSE), shared by generate, demo and benches.</summary>
     internal static class Client
     {
         private static readonly HttpClient Http = new() { Timeout = Timeout.InfiniteTimeSpan };
 
-        /// <param name="onToken">Called with each streamed token as it arrives (streaming requests only).</param>
+        /// <param name="onChunk">Called with each streamed chunk's token ids and text as it arrives (streaming requests only).</param>
         /// <param name="coordinator">Client with the API key and CA trust to use (default: none, the system trust store).</param>
-        public static async Task<Completion> CompleteAsync(string baseUrl, JsonObject body, bool echo, CancellationToken ct, Action<int>? onToken = null,
+        public static async Task<Completion> CompleteAsync(string baseUrl, JsonObject body, CancellationToken ct, Action<IReadOnlyList<int>, string>? onChunk = null,
             CoordinatorHttpClient? coordinator = null)
         {
             var sw = Stopwatch.StartNew();
@@ -96,12 +104,15 @@ internal static class GenerateCommand
                     var j = JsonNode.Parse(await resp.Content.ReadAsStringAsync(ct))!;
                     var choice = j["choices"]![0]!;
                     return new Completion(choice["token_ids"]!.AsArray().Select(x => (int)x!).ToList(), (string?)choice["text"] ?? "",
-                        (int?)j["usage"]?["prompt_tokens"] ?? 0, (string?)choice["finish_reason"] ?? "", sw.Elapsed.TotalMilliseconds, sw.Elapsed.TotalMilliseconds);
+                        (int?)j["usage"]?["prompt_tokens"] ?? 0, (string?)choice["finish_reason"] ?? "", sw.Elapsed.TotalMilliseconds, sw.Elapsed.TotalMilliseconds,
+                        j["swarm"]);
                 }
                 var ids = new List<int>();
                 var text = new StringBuilder();
                 string finish = "";
+                int promptTokens = 0;
                 double ttft = 0;
+                JsonNode? swarm = null;
                 using var reader = new StreamReader(await resp.Content.ReadAsStreamAsync(ct));
                 while (await reader.ReadLineAsync(ct) is { } line)
                 {
@@ -110,19 +121,18 @@ internal static class GenerateCommand
                     if (data == "[DONE]") break;
                     var j = JsonNode.Parse(data)!;
                     if (j["error"] is { } e) throw new InvalidOperationException($"stream failed: {(string?)e["message"]}");
-                    var choice = j["choices"]![0]!;
-                    foreach (var t in choice["token_ids"]!.AsArray())
-                    {
-                        if (ids.Count == 0) ttft = sw.Elapsed.TotalMilliseconds;
-                        ids.Add((int)t!);
-                        onToken?.Invoke((int)t!);
-                        if (echo) Console.Write(((string?)choice["text"]) is { Length: > 0 } piece ? piece : $"{(int)t!} ");
-                    }
+                    swarm = j["swarm"] ?? swarm;
+                    promptTokens = (int?)j["usage"]?["prompt_tokens"] ?? promptTokens;
+                    if (j["choices"]!.AsArray() is not [{ } choice, ..]) continue; // the usage chunk
+                    var chunkIds = choice["token_ids"]!.AsArray().Select(t => (int)t!).ToList();
+                    if (ids.Count == 0 && chunkIds.Count > 0) ttft = sw.Elapsed.TotalMilliseconds;
+                    ids.AddRange(chunkIds);
+                    string piece = (string?)choice["text"] ?? "";
+                    text.Append(piece);
                     if ((string?)choice["finish_reason"] is { } f) finish = f;
-                    text.Append((string?)choice["text"]);
-                    if (echo) Console.Out.Flush();
+                    onChunk?.Invoke(chunkIds, piece);
                 }
-                return new Completion(ids, text.ToString(), 0, finish, sw.Elapsed.TotalMilliseconds, ttft);
+                return new Completion(ids, text.ToString(), promptTokens, finish, sw.Elapsed.TotalMilliseconds, ttft, swarm);
             }
         }
     }

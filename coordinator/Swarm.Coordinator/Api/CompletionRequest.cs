@@ -42,6 +42,12 @@ public sealed record CompletionRequest
 
     /// <summary>Stream tokens as server-sent events. Default false.</summary>
     public bool Stream { get; init; }
+
+    /// <summary>
+    /// <c>stream_options.include_usage</c>: end the stream with a chunk whose <c>choices</c> is empty and whose
+    /// <c>usage</c> gives the token counts, as OpenAI does. Only with <see cref="Stream"/>. Default false.
+    /// </summary>
+    public bool IncludeUsage { get; init; }
 }
 
 /// <summary>What validation needs to know about the served model.</summary>

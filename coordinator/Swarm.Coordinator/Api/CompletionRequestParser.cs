@@ -174,6 +174,21 @@ public static class CompletionRequestParser
             else Error("stream", $"must be true or false, not {Kind(sm)}", "invalid_type");
         }
 
+        bool includeUsage = false;
+        if (Get("stream_options") is JsonElement so)
+        {
+            if (so.ValueKind != JsonValueKind.Object) Error("stream_options", $"must be an object, not {Kind(so)}", "invalid_type");
+            else
+            {
+                if (!stream) Error("stream_options", "is only allowed when stream is true");
+                if (so.TryGetProperty("include_usage", out var iu) && iu.ValueKind != JsonValueKind.Null)
+                {
+                    if (iu.ValueKind is JsonValueKind.True or JsonValueKind.False) includeUsage = iu.GetBoolean();
+                    else Error("stream_options.include_usage", $"must be true or false, not {Kind(iu)}", "invalid_type");
+                }
+            }
+        }
+
         UnsupportedParameters.Check(root, Error);
 
         if (errors.Count > 0) return new CompletionParseResult(null, errors);
@@ -191,6 +206,7 @@ public static class CompletionRequestParser
             Stop = stop,
             StopTokenIds = stopIds,
             Stream = stream,
+            IncludeUsage = includeUsage,
         }, []);
     }
 

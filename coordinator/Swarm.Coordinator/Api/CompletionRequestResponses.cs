@@ -82,7 +82,9 @@ public sealed record CompletionUsage(
 
 /// <summary>
 /// One server-sent event of a streaming completion: the same shape as <see cref="CompletionResponse"/>, with the new
-/// text and token ids in the choice; <c>finish_reason</c> and <c>usage</c> are set only on the last chunk.
+/// text and token ids in the choice; <c>finish_reason</c> is set on the last chunk with a choice. With
+/// <c>stream_options.include_usage</c> a final chunk follows with no choice and the <c>usage</c>. The last chunk of a
+/// stream carries the <c>swarm</c> object.
 /// </summary>
 public sealed record CompletionChunk
 {
@@ -98,13 +100,18 @@ public sealed record CompletionChunk
     /// <summary>Model name.</summary>
     [JsonPropertyName("model")] public required string Model { get; init; }
 
-    /// <summary>One choice with the increment.</summary>
+    /// <summary>One choice with the increment; empty in the usage chunk.</summary>
     [JsonPropertyName("choices")] public required IReadOnlyList<CompletionChoice> Choices { get; init; }
 
-    /// <summary>Token counts, on the last chunk only.</summary>
+    /// <summary>Token counts, on the usage chunk only.</summary>
     [JsonPropertyName("usage")]
     [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
     public CompletionUsage? Usage { get; init; }
+
+    /// <summary>Swarm extension (stages, timings, recoveries), on the last chunk of the stream only.</summary>
+    [JsonPropertyName("swarm")]
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public SwarmJobInfo? Swarm { get; init; }
 
     /// <summary>A chunk carrying new text/tokens; pass <paramref name="finishReason"/> and <paramref name="usage"/> on the last one.</summary>
     public static CompletionChunk Create(string id, string model, DateTimeOffset created, string text, IReadOnlyList<int> tokenIds,
@@ -114,6 +121,16 @@ public sealed record CompletionChunk
         Model = model,
         Created = created.ToUnixTimeSeconds(),
         Choices = [new CompletionChoice { Text = text, Index = 0, FinishReason = finishReason, TokenIds = tokenIds }],
+        Usage = usage,
+    };
+
+    /// <summary>The usage chunk that ends a stream with <c>stream_options.include_usage</c>: no choice, the token counts.</summary>
+    public static CompletionChunk UsageOnly(string id, string model, DateTimeOffset created, CompletionUsage usage) => new()
+    {
+        Id = id,
+        Model = model,
+        Created = created.ToUnixTimeSeconds(),
+        Choices = [],
         Usage = usage,
     };
 }

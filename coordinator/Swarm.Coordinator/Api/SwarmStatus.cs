@@ -140,8 +140,14 @@ public sealed record SwarmJobsStatus
     /// <summary>Jobs finished successfully since start.</summary>
     [JsonPropertyName("completed")] public long Completed { get; init; }
 
-    /// <summary>Jobs that failed since start.</summary>
+    /// <summary>Admitted jobs that failed since start (not those whose client went away: <see cref="Cancelled"/>).</summary>
     [JsonPropertyName("failed")] public long Failed { get; init; }
+
+    /// <summary>Jobs whose client went away (while queued or running) since start.</summary>
+    [JsonPropertyName("cancelled")] public long Cancelled { get; init; }
+
+    /// <summary>Jobs refused at admission (queue full, or the queue timeout passed) since start; they are not listed in <see cref="Recent"/>.</summary>
+    [JsonPropertyName("rejected")] public long Rejected { get; init; }
 
     /// <summary>The most recent jobs, newest first (the coordinator keeps a bounded number).</summary>
     [JsonPropertyName("recent")] public IReadOnlyList<SwarmJobStatus> Recent { get; init; } = [];
@@ -158,6 +164,8 @@ public enum SwarmJobState
     Done,
     /// <summary>Ended with an error (see <see cref="SwarmJobStatus.Error"/>).</summary>
     Failed,
+    /// <summary>Ended because its client went away.</summary>
+    Cancelled,
 }
 
 /// <summary>One recent job in <see cref="SwarmJobsStatus.Recent"/>.</summary>
@@ -166,7 +174,7 @@ public sealed record SwarmJobStatus
     /// <summary>Job id, e.g. <c>cmpl-…</c>.</summary>
     [JsonPropertyName("id")] public required string Id { get; init; }
 
-    /// <summary>State (lowercase in JSON: <c>queued</c>, <c>running</c>, <c>done</c>, <c>failed</c>).</summary>
+    /// <summary>State (lowercase in JSON: <c>queued</c>, <c>running</c>, <c>done</c>, <c>failed</c>, <c>cancelled</c>).</summary>
     [JsonPropertyName("state")]
     [JsonConverter(typeof(SnakeCaseEnumConverter<SwarmJobState>))]
     public required SwarmJobState State { get; init; }
@@ -174,19 +182,19 @@ public sealed record SwarmJobStatus
     /// <summary>Tokens in the prompt.</summary>
     [JsonPropertyName("prompt_tokens")] public int PromptTokens { get; init; }
 
-    /// <summary>Tokens generated so far.</summary>
+    /// <summary>Tokens generated (so far, while running).</summary>
     [JsonPropertyName("completion_tokens")] public int CompletionTokens { get; init; }
 
-    /// <summary>Time to first token in milliseconds; null before the first token.</summary>
+    /// <summary>Time to first token in milliseconds (shown as soon as it is known); null before the first token.</summary>
     [JsonPropertyName("ttft_ms")] public double? TtftMs { get; init; }
 
-    /// <summary>Decode rate in tokens per second; null before it can be measured.</summary>
+    /// <summary>Decode rate in tokens per second, between the first and the latest token; null before the second token.</summary>
     [JsonPropertyName("tokens_per_s")] public double? TokensPerS { get; init; }
 
     /// <summary>Times the job's route was repaired after a node failure.</summary>
     [JsonPropertyName("recoveries")] public int Recoveries { get; init; }
 
-    /// <summary>Why the job failed; null unless <see cref="State"/> is <see cref="SwarmJobState.Failed"/>.</summary>
+    /// <summary>Why the job failed or was cancelled; null otherwise.</summary>
     [JsonPropertyName("error")] public string? Error { get; init; }
 
     /// <summary>Seconds since the job finished; null while queued or running.</summary>

@@ -13,7 +13,7 @@ internal static class UnsupportedParameters
     /// <summary>The JSON kind a field must have; anything else is <c>invalid_type</c>.</summary>
     private enum Kind { Integer, Number, Boolean, String, Object }
 
-    /// <param name="Field">Dotted path of the field (<c>stream_options.include_usage</c> for a nested one).</param>
+    /// <param name="Field">Dotted path of the field (<c>a.b</c> for field b of object a).</param>
     /// <param name="Type">The kind its value must have.</param>
     /// <param name="IsNoOp">True for the value(s) that change nothing, which are accepted.</param>
     /// <param name="NoOp">The accepted value(s), for the message.</param>
@@ -29,7 +29,6 @@ internal static class UnsupportedParameters
         new("presence_penalty", Kind.Number, e => e.GetDouble() == 0, "presence_penalty = 0"),
         new("frequency_penalty", Kind.Number, e => e.GetDouble() == 0, "frequency_penalty = 0"),
         new("logit_bias", Kind.Object, e => !e.EnumerateObject().Any(), "an empty logit_bias"),
-        new("stream_options.include_usage", Kind.Boolean, e => !e.GetBoolean(), "include_usage = false"),
     ];
 
     /// <summary>Reports every unsupported field of <paramref name="root"/> that is set to more than its no-op value.</summary>

@@ -5,7 +5,35 @@ namespace Swarm.Coordinator.Jobs;
 /// <summary>What a job asks for, in token ids.</summary>
 public sealed record JobSpec(IReadOnlyList<int> Prompt, SamplingOptions Sampling, IReadOnlyList<string> StopSequences);
 
-/// <summary>How a job ended.</summary>
+/// <summary>
+/// What a job adds to its output as it runs, for streaming: the token ids generated since the last delta and the text
+/// that became safe to show. Text that could begin a stop sequence is held back until it cannot, so a delta may carry
+/// ids without text (or, at the end, text without ids); concatenated, a job's deltas give exactly
+/// <see cref="JobResult.TokenIds"/> and <see cref="JobResult.Text"/>.
+/// </summary>
+/// <param name="JobId">The job (<see cref="JobResult.Id"/>).</param>
+/// <param name="TokenIds">New token ids: one per generated token, also those of a stop sequence or a stop token.</param>
+/// <param name="Text">New text of the completion (possibly empty).</param>
+public sealed record JobDelta(string JobId, IReadOnlyList<int> TokenIds, string Text);
+
+/// <summary>How a job ended, as every view counts it (<c>/api/swarm</c>, the dashboard, <c>swarm status</c>, <c>swarm_jobs_total</c>).</summary>
+public enum JobOutcome
+{
+    /// <summary>It finished with a result (length or stop).</summary>
+    Completed,
+    /// <summary>It was admitted and then failed (no route, too many repairs, a stage rejected a step).</summary>
+    Failed,
+    /// <summary>Its client went away, while it was queued or running.</summary>
+    Cancelled,
+    /// <summary>It never ran: the queue was full or it waited the queue timeout.</summary>
+    Rejected,
+}
+
+/// <summary>
+/// How a job ended. <see cref="Text"/> is the UTF-8 of the generated tokens' bytes (an invalid or incomplete sequence,
+/// such as a character cut off by the token limit, is U+FFFD), without the text of a final stop token and cut before
+/// the first stop sequence; <see cref="TokenIds"/> holds every generated token, including those of the stop.
+/// </summary>
 public sealed record JobResult(string Id, IReadOnlyList<int> TokenIds, string Text, string FinishReason, int PromptTokens,
     double TimeToFirstTokenMs, double TotalMs, int Recoveries, IReadOnlyList<StageMean> Stages);
 
@@ -22,6 +50,6 @@ public sealed class JobFailedException(string message, int httpStatus, string co
     public string Code { get; } = code;
 }
 
-/// <summary>Summary of a finished or running job, for status views.</summary>
+/// <summary>Summary of a finished or running job, for status views; <see cref="State"/> is queued, running, done, failed or cancelled.</summary>
 public sealed record JobRecord(string Id, string State, int PromptTokens, int CompletionTokens, double? TtftMs, double? TokensPerSecond,
     int Recoveries, string? Error, DateTimeOffset? FinishedAt);

@@ -12,7 +12,7 @@ namespace Swarm.Coordinator.Jobs;
 /// <param name="Sessions">Opens route sessions (routing, session ids, in-flight accounting).</param>
 /// <param name="Time">Clock of step timeouts, patience, back-off and latency figures.</param>
 /// <param name="Options">Limits and timing.</param>
-/// <param name="Tokenizer">Decodes tokens to text for streaming and stop sequences; null when the model has none.</param>
+/// <param name="Tokenizer">Decodes tokens to the completion's text (streaming, stop sequences); null when the model has none.</param>
 /// <param name="Logger">Where recoveries and slow steps are logged.</param>
 /// <param name="OnRecovery">Called once per route repair (the coordinator's recovery count).</param>
 internal sealed record StepLoopServices(RouteSessionFactory Sessions, TimeProvider Time, JobRunnerOptions Options,
@@ -39,8 +39,8 @@ internal sealed partial class JobStepLoop
     private readonly ILogger _logger;
     private readonly Action? _onRecovery;
     private readonly long _job;
+    private readonly string _id;
     private readonly JobSpec _spec;
-    private readonly long _startedAt;
     private readonly SamplingParams _sampling;
     private readonly StopDetector _stop;
     private readonly IncrementalDecoder? _decoder;
@@ -49,15 +49,15 @@ internal sealed partial class JobStepLoop
     private RouteSession? _session;
     private int _cached;            // positions the current session's caches hold
     private double _recentStepMs;   // smoothed duration of a decode step
-    private double _lastTokenAt;    // seconds since the job started
 
     private readonly record struct StepFailure(int? Node, string Reason, string Code, bool Overloaded);
 
     /// <param name="services">What all step loops share.</param>
     /// <param name="job">The job's number (<see cref="ForwardRequest.JobId"/>).</param>
+    /// <param name="id">The job's id (<see cref="JobDelta.JobId"/>).</param>
     /// <param name="spec">Prompt, sampling and stop sequences.</param>
     /// <param name="startedAt">Timestamp (of <see cref="StepLoopServices.Time"/>) the job was submitted at: latencies count from it.</param>
-    public JobStepLoop(StepLoopServices services, long job, JobSpec spec, long startedAt)
+    public JobStepLoop(StepLoopServices services, long job, string id, JobSpec spec, long startedAt)
     {
         _sessions = services.Sessions;
         _time = services.Time;
@@ -65,8 +65,9 @@ internal sealed partial class JobStepLoop
         _logger = services.Logger;
         _onRecovery = services.OnRecovery;
         _job = job;
+        _id = id;
         _spec = spec;
-        _startedAt = startedAt;
+        Progress = new JobProgress(_time, startedAt);
         var s = spec.Sampling;
         long seed = s.Seed ?? Random.Shared.NextInt64();
         _sampling = new SamplingParams { Temperature = s.Temperature, TopK = s.TopK, TopP = s.TopP, Seed = unchecked((ulong)seed) };
@@ -74,22 +75,22 @@ internal sealed partial class JobStepLoop
         _decoder = services.Tokenizer is null ? null : new IncrementalDecoder(services.Tokenizer);
     }
 
-    /// <summary>Tokens generated so far.</summary>
+    /// <summary>Tokens generated so far (read them on the loop's thread; other threads read <see cref="Progress"/>).</summary>
     public IReadOnlyList<int> Tokens => _tokens;
 
-    /// <summary>Route repairs so far.</summary>
-    public int Recoveries { get; private set; }
+    /// <summary>The completion's text so far: what was released to <c>onDelta</c> (see <see cref="JobResult.Text"/>).</summary>
+    public string Text => _stop.Text;
 
-    /// <summary>Milliseconds from submission to the first token; null before it.</summary>
-    public double? TimeToFirstTokenMs { get; private set; }
+    /// <summary>Live figures: tokens so far, time to first token, decode rate, route repairs.</summary>
+    public JobProgress Progress { get; }
 
-    /// <summary><paramref name="text"/> cut before the first stop sequence.</summary>
-    public string TrimAtStopSequence(string text) => _stop.TrimAtStopSequence(text);
-
-    /// <summary>Runs the job to its end, calling <paramref name="onToken"/> with each token and the text it completes.</summary>
+    /// <summary>
+    /// Runs the job to its end, calling <paramref name="onDelta"/> once per generated token (its id and the text it
+    /// releases) and, when the token limit ends a job with text still held back, once more with that text.
+    /// </summary>
     /// <exception cref="JobFailedException">No route (503), too many route repairs (503), or a stage rejected a step (500).</exception>
     /// <exception cref="OperationCanceledException">Cancelled; the route is released.</exception>
-    public async Task<StepLoopResult> RunAsync(Func<int, string, ValueTask>? onToken, Activity? jobSpan, CancellationToken ct)
+    public async Task<StepLoopResult> RunAsync(Func<JobDelta, ValueTask>? onDelta, Activity? jobSpan, CancellationToken ct)
     {
         int maxNew = Math.Min(_spec.Sampling.MaxNewTokens, _options.ContextLength - _spec.Prompt.Count);
         using var inbox = _sessions.OpenInbox(_job);
@@ -104,12 +105,14 @@ internal sealed partial class JobStepLoop
                     var (token, failure) = await StepAsync(_session, step, ct).ConfigureAwait(false);
                     if (token is int t)
                     {
-                        if (await AcceptAsync(step, t, onToken).ConfigureAwait(false)) return new StepLoopResult("stop", _timings.MeansOver(_session.Route));
+                        if (await AcceptAsync(t, onDelta).ConfigureAwait(false)) return new StepLoopResult("stop", _timings.MeansOver(_session.Route));
                         break;
                     }
                     await RecoverAsync(step, failure, jobSpan, ct).ConfigureAwait(false);
                 }
             }
+            string rest = _stop.Finish(_decoder?.Flush() ?? "");
+            if (rest.Length > 0 && onDelta is not null) await onDelta(new JobDelta(_id, [], rest)).ConfigureAwait(false);
             return new StepLoopResult("length", _timings.MeansOver(_session?.Route));
         }
         finally
@@ -169,28 +172,26 @@ internal sealed partial class JobStepLoop
         return f;
     }
 
-    /// <summary>Records and streams a new token; true when it ends the job (a stop token or stop sequence).</summary>
-    private async Task<bool> AcceptAsync(int step, int token, Func<int, string, ValueTask>? onToken)
+    /// <summary>Records a new token and streams it with the text it releases; true when it ends the job (a stop token or stop sequence).</summary>
+    private async Task<bool> AcceptAsync(int token, Func<JobDelta, ValueTask>? onDelta)
     {
         _tokens.Add(token);
-        double now = _time.GetElapsedTime(_startedAt).TotalSeconds;
+        bool first = _tokens.Count == 1;
+        double gapMs = Progress.TokenGenerated();
         CoordinatorInstrumentation.TokensGenerated.Add(1);
-        if (step == 0)
-        {
-            TimeToFirstTokenMs = now * 1000;
-            CoordinatorInstrumentation.TimeToFirstToken.Record(now);
-        }
-        else CoordinatorInstrumentation.TimePerOutputToken.Record(now - _lastTokenAt);
-        _lastTokenAt = now;
-        string piece = _decoder?.Push(token) ?? "";
-        if (onToken is not null) await onToken(token, piece).ConfigureAwait(false);
-        return _stop.Push(token, piece);
+        (first ? CoordinatorInstrumentation.TimeToFirstToken : CoordinatorInstrumentation.TimePerOutputToken).Record(gapMs / 1000);
+        // A stop token's own text is not part of the completion; a character its predecessors left incomplete is U+FFFD.
+        var (released, stop) = _stop.IsStopToken(token)
+            ? (_stop.Finish(_decoder?.Flush() ?? ""), true)
+            : _stop.Push(_decoder?.Push(token) ?? "");
+        if (onDelta is not null) await onDelta(new JobDelta(_id, [token], released)).ConfigureAwait(false);
+        return stop;
     }
 
     /// <summary>Forgets the failed route (reporting the culprit unless it was only overloaded); fails the job past the limit.</summary>
     private async Task RecoverAsync(int step, StepFailure f, Activity? jobSpan, CancellationToken ct)
     {
-        Recoveries++;
+        int recoveries = Progress.Recovered();
         _onRecovery?.Invoke();
         CoordinatorInstrumentation.Recovered(f.Code);
         jobSpan?.AddEvent(SwarmTelemetry.FailureEvent(CoordinatorInstrumentation.RecoveryEvent, f.Node, f.Reason, f.Code, step));
@@ -200,9 +201,9 @@ internal sealed partial class JobStepLoop
         _session!.Release();
         _session = null;
         _cached = 0;
-        if (Recoveries > _options.MaxRecoveriesPerJob)
-            throw new JobFailedException($"gave up after {Recoveries - 1} route repairs at step {step}: {f.Reason}", 503, "recovery_failed");
-        if (f.Overloaded) await Task.Delay(_options.OverloadBackoff * Recoveries, _time, ct).ConfigureAwait(false);
+        if (recoveries > _options.MaxRecoveriesPerJob)
+            throw new JobFailedException($"gave up after {recoveries - 1} route repairs at step {step}: {f.Reason}", 503, "recovery_failed");
+        if (f.Overloaded) await Task.Delay(_options.OverloadBackoff * recoveries, _time, ct).ConfigureAwait(false);
     }
 
     [LoggerMessage(200, LogLevel.Warning, "job {Job} step {Step}: route failed at node {Node} ({Reason}); re-routing and replaying")]

@@ -80,41 +80,20 @@ public static class HttpApi
             StopTokenIds = req.StopTokenIds,
         }, req.Stop);
         var created = DateTimeOffset.UtcNow;
-        if (!req.Stream)
+        if (req.Stream)
         {
-            try
-            {
-                var r = await jobs.RunAsync(spec, null, ct);
-                var resp = CompletionResponse.Create(r.Id, swarm.ModelName, created, r.Text, r.TokenIds, r.FinishReason, r.PromptTokens)
-                    with { Swarm = JobInfo(swarm, r) };
-                ctx.Response.ContentType = "application/json";
-                await ctx.Response.WriteAsync(CompletionWire.ToJson(resp), ct);
-            }
-            catch (JobFailedException e) { await WriteErrorAsync(ctx, e.HttpStatus, Error(e)); }
-            catch (OperationCanceledException) when (ct.IsCancellationRequested) { }
+            await new CompletionStream(ctx, swarm.ModelName, created, req.IncludeUsage).RunAsync(jobs, spec, r => JobInfo(swarm, r), ct);
             return;
         }
-        // Server-sent events: one chunk per token, a final chunk with the finish reason, then [DONE].
-        ctx.Response.ContentType = "text/event-stream";
-        ctx.Response.Headers.CacheControl = "no-cache";
-        string id = $"cmpl-{Guid.NewGuid():N}"[..21];
-        bool started = false;
         try
         {
-            var r = await jobs.RunAsync(spec, async (token, text) =>
-            {
-                if (!started) { started = true; await ctx.Response.StartAsync(ct); }
-                await ctx.Response.WriteAsync(CompletionWire.ToEvent(CompletionChunk.Create(id, swarm.ModelName, created, text, [token])), ct);
-                await ctx.Response.Body.FlushAsync(ct);
-            }, ct, id);
-            await ctx.Response.WriteAsync(CompletionWire.ToEvent(CompletionChunk.Create(r.Id, swarm.ModelName, created, "", [], r.FinishReason)), ct);
-            await ctx.Response.WriteAsync("data: [DONE]\n\n", ct);
+            var r = await jobs.RunAsync(spec, null, ct);
+            var resp = CompletionResponse.Create(r.Id, swarm.ModelName, created, r.Text, r.TokenIds, r.FinishReason, r.PromptTokens)
+                with { Swarm = JobInfo(swarm, r) };
+            ctx.Response.ContentType = "application/json";
+            await ctx.Response.WriteAsync(CompletionWire.ToJson(resp), ct);
         }
-        catch (JobFailedException e)
-        {
-            if (!started) await WriteErrorAsync(ctx, e.HttpStatus, Error(e));
-            else await ctx.Response.WriteAsync(CompletionWire.ToEvent(Error(e)), CancellationToken.None);
-        }
+        catch (JobFailedException e) { await WriteErrorAsync(ctx, e.HttpStatus, ErrorOf(e)); }
         catch (OperationCanceledException) when (ct.IsCancellationRequested) { }
     }
 
@@ -134,7 +113,8 @@ public static class HttpApi
         DecodeMsPerToken = r.TokenIds.Count > 1 ? Math.Round((r.TotalMs - r.TimeToFirstTokenMs) / (r.TokenIds.Count - 1), 3) : 0,
     };
 
-    private static OpenAiErrorResponse Error(JobFailedException e) => e.HttpStatus switch
+    /// <summary>The error body of a job that could not run or finish: 503, 429, or a server error.</summary>
+    internal static OpenAiErrorResponse ErrorOf(JobFailedException e) => e.HttpStatus switch
     {
         503 => OpenAiErrorResponse.ServiceUnavailable(e.Message, e.Code),
         429 => OpenAiErrorResponse.Overloaded(e.Message),

@@ -1,4 +1,6 @@
 using System.Diagnostics;
+using System.Globalization;
+using System.Security.Cryptography;
 using Microsoft.Extensions.Logging;
 using Swarm.Coordinator.Jobs;
 using Swarm.Coordinator.Membership;
@@ -22,6 +24,7 @@ public sealed class JobRunner : IDisposable
     private readonly StepLoopServices _loop;
     private readonly TimeProvider _time;
     private readonly IDisposable _observed;
+    private readonly string _idPrefix = CompletionIdPrefix();
     private long _nextJob;
 
     /// <summary>The coordinator's job runner: its registry, router and node connections, on the system clock.</summary>
@@ -67,80 +70,89 @@ public sealed class JobRunner : IDisposable
     public int Running => _admission.Running;
 
     /// <summary>Jobs that finished with a result.</summary>
-    public long Completed => _history.Completed;
+    public long Completed => _history.Count(JobOutcome.Completed);
 
-    /// <summary>Admitted jobs that failed or were cancelled.</summary>
-    public long Failed => _history.Failed;
+    /// <summary>Admitted jobs that failed (not counting those whose client went away: <see cref="Cancelled"/>).</summary>
+    public long Failed => _history.Count(JobOutcome.Failed);
 
-    /// <summary>Waiting and running jobs, then the last finished ones (at most 20).</summary>
+    /// <summary>Jobs whose client went away, while queued or running.</summary>
+    public long Cancelled => _history.Count(JobOutcome.Cancelled);
+
+    /// <summary>Jobs refused at admission: the queue was full, or they waited the queue timeout.</summary>
+    public long Rejected => _history.Count(JobOutcome.Rejected);
+
+    /// <summary>Waiting and running jobs (running ones with their progress so far), then the last finished ones (at most 20).</summary>
     public IEnumerable<JobRecord> Recent => _history.Recent;
 
-    /// <summary>Raised for every finished job (metrics).</summary>
-    public event Action<JobResult>? JobFinished;
-
-    /// <summary>Raised with "failed" or "cancelled" for every admitted job that did not finish.</summary>
-    public event Action<string>? JobFailed;
-
-    /// <summary>Runs a job to completion, calling <paramref name="onToken"/> for each new token (streaming).</summary>
+    /// <summary>
+    /// Runs a job to completion, calling <paramref name="onDelta"/> with its new token ids and text as they are
+    /// generated (streaming). The job's id is <c>cmpl-</c>, a random prefix drawn when this runner was created (so ids
+    /// stay unique across restarts) and the job's number: <c>cmpl-k3x9q2mz-17</c>.
+    /// </summary>
     /// <exception cref="JobFailedException">Queue full (429), layers uncovered past the wait (503), or the job failed (500, 503).</exception>
     /// <param name="spec">Prompt, sampling and stop sequences.</param>
-    /// <param name="onToken">Called with each token and the text it completes.</param>
+    /// <param name="onDelta">Called with each token and the text it releases (see <see cref="JobDelta"/>).</param>
     /// <param name="ct">Cancels the job (the client went away); its route is released.</param>
-    /// <param name="id">Name of the job in responses and status (default cmpl-N).</param>
-    public async Task<JobResult> RunAsync(JobSpec spec, Func<int, string, ValueTask>? onToken, CancellationToken ct, string? id = null)
+    public async Task<JobResult> RunAsync(JobSpec spec, Func<JobDelta, ValueTask>? onDelta, CancellationToken ct)
     {
+        ArgumentNullException.ThrowIfNull(spec);
         long jobNumber = Interlocked.Increment(ref _nextJob);
-        id ??= $"cmpl-{jobNumber}";
+        string id = string.Create(CultureInfo.InvariantCulture, $"cmpl-{_idPrefix}-{jobNumber}");
         using var activity = CoordinatorInstrumentation.StartJob(id, spec.Prompt.Count, spec.Sampling.MaxNewTokens);
         long started = _time.GetTimestamp();
         _history.RecordQueued(id, spec.Prompt.Count);
         try { await _admission.AdmitAsync(id, ct).ConfigureAwait(false); }
         catch (Exception e)
         {
-            _history.Forget(id);
-            string outcome = e is OperationCanceledException ? "cancelled" : "rejected";
-            CoordinatorInstrumentation.JobEnded(outcome);
-            SwarmTelemetry.RecordFailure(activity, outcome, null, e.Message, (e as JobFailedException)?.Code);
+            var outcome = e is OperationCanceledException ? JobOutcome.Cancelled : JobOutcome.Rejected;
+            _history.RecordNeverRan(id, outcome);
+            SwarmTelemetry.RecordFailure(activity, outcome.ToString().ToLowerInvariant(), null, e.Message, (e as JobFailedException)?.Code);
             throw;
         }
         activity?.AddEvent(new ActivityEvent(CoordinatorInstrumentation.AdmittedEvent,
             tags: new ActivityTagsCollection { ["swarm.queue_ms"] = _time.GetElapsedTime(started).TotalMilliseconds }));
-        var loop = new JobStepLoop(_loop, jobNumber, spec, started);
+        var loop = new JobStepLoop(_loop, jobNumber, id, spec, started);
         try
         {
-            _history.RecordRunning(id);
-            var (finish, stages) = await loop.RunAsync(onToken, activity, ct).ConfigureAwait(false);
+            _history.RecordRunning(id, loop.Progress);
+            var (finish, stages) = await loop.RunAsync(onDelta, activity, ct).ConfigureAwait(false);
             var tokens = loop.Tokens.ToList();
-            string text = _loop.Tokenizer?.Decode(tokens) ?? "";
-            if (finish == "stop") text = loop.TrimAtStopSequence(text);
+            var progress = loop.Progress.Read();
             double totalMs = _time.GetElapsedTime(started).TotalMilliseconds;
-            double ttft = loop.TimeToFirstTokenMs ?? 0;
-            var result = new JobResult(id, tokens, text, finish, spec.Prompt.Count, ttft, totalMs, loop.Recoveries, stages);
+            double ttft = progress.TimeToFirstTokenMs ?? 0;
+            var result = new JobResult(id, tokens, loop.Text, finish, spec.Prompt.Count, ttft, totalMs, progress.Recoveries, stages);
             double? rate = tokens.Count > 1 ? (tokens.Count - 1) / ((totalMs - ttft) / 1000) : null;
-            _history.RecordDone(id, spec.Prompt.Count, tokens.Count, ttft, rate, loop.Recoveries);
-            CoordinatorInstrumentation.JobEnded("completed");
+            _history.RecordDone(id, spec.Prompt.Count, tokens.Count, ttft, rate, progress.Recoveries);
             activity?.SetTag("swarm.finish_reason", finish);
             activity?.SetTag("swarm.completion_tokens", tokens.Count);
-            activity?.SetTag("swarm.recoveries", loop.Recoveries);
-            JobFinished?.Invoke(result);
+            activity?.SetTag("swarm.recoveries", progress.Recoveries);
             return result;
         }
         catch (Exception e)
         {
-            bool cancelled = e is OperationCanceledException;
-            string message = cancelled ? "cancelled (client went away)" : e.Message;
-            _history.RecordFailed(id, spec.Prompt.Count, loop.Tokens.Count, loop.TimeToFirstTokenMs, loop.Recoveries, message);
-            JobFailed?.Invoke(cancelled ? "cancelled" : "failed");
-            CoordinatorInstrumentation.JobEnded(cancelled ? "cancelled" : "failed");
-            activity?.SetTag("swarm.completion_tokens", loop.Tokens.Count);
-            activity?.SetTag("swarm.recoveries", loop.Recoveries);
-            SwarmTelemetry.RecordFailure(activity, "job.failed", null, message, (e as JobFailedException)?.Code);
+            var outcome = e is OperationCanceledException ? JobOutcome.Cancelled : JobOutcome.Failed;
+            var progress = loop.Progress.Read();
+            _history.RecordEnded(id, outcome, spec.Prompt.Count, progress, e.Message);
+            activity?.SetTag("swarm.completion_tokens", progress.Tokens);
+            activity?.SetTag("swarm.recoveries", progress.Recoveries);
+            SwarmTelemetry.RecordFailure(activity, "job.failed", null, outcome == JobOutcome.Cancelled ? JobHistory.ClientWentAway : e.Message,
+                (e as JobFailedException)?.Code);
             throw;
         }
         finally
         {
             _admission.Complete(id);
         }
+    }
+
+    /// <summary>Eight random characters of [a-z0-9], drawn once per runner (per coordinator start).</summary>
+    private static string CompletionIdPrefix()
+    {
+        const string alphabet = "abcdefghijklmnopqrstuvwxyz0123456789";
+        return string.Create(8, 0, (chars, _) =>
+        {
+            for (int i = 0; i < chars.Length; i++) chars[i] = alphabet[RandomNumberGenerator.GetInt32(alphabet.Length)];
+        });
     }
 
     /// <summary>Stops the admission tick and the metrics observation.</summary>

@@ -7,6 +7,7 @@ namespace Swarm.Coordinator.Service;
 /// <summary>Builds the <c>/api/swarm</c> snapshot (also the dashboard's and <c>swarm status</c>'s data).</summary>
 public static class StatusSnapshot
 {
+    /// <summary>The swarm now: nodes with their live figures, coverage, and jobs (running ones with their progress so far).</summary>
     public static SwarmStatus Build(SwarmCoordinator swarm, JobRunner jobs)
     {
         int layers = swarm.Config.NumLayers;
@@ -50,10 +51,16 @@ public static class StatusSnapshot
                 Running = jobs.Running,
                 Completed = jobs.Completed,
                 Failed = jobs.Failed,
+                Cancelled = jobs.Cancelled,
+                Rejected = jobs.Rejected,
                 Recent = jobs.Recent.Select(j => new SwarmJobStatus
                 {
                     Id = j.Id,
-                    State = j.State switch { "done" => SwarmJobState.Done, "failed" => SwarmJobState.Failed, "queued" => SwarmJobState.Queued, _ => SwarmJobState.Running },
+                    State = j.State switch
+                    {
+                        "done" => SwarmJobState.Done, "failed" => SwarmJobState.Failed, "cancelled" => SwarmJobState.Cancelled,
+                        "queued" => SwarmJobState.Queued, _ => SwarmJobState.Running,
+                    },
                     PromptTokens = j.PromptTokens,
                     CompletionTokens = j.CompletionTokens,
                     TtftMs = j.TtftMs is double t ? Math.Round(t, 2) : null,

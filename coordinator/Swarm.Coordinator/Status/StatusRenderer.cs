@@ -200,7 +200,7 @@ internal static class StatusRenderer
     {
         var j = s.Jobs;
         var counters = new Markup(string.Create(CultureInfo.InvariantCulture,
-            $"[bold]Jobs[/]: {j.Queued} queued · {j.Running} running · {j.Completed} completed · {(j.Failed > 0 ? "[red]" : "[default]")}{j.Failed} failed[/]"));
+            $"[bold]Jobs[/]: {j.Queued} queued · {j.Running} running · {j.Completed} completed · {(j.Failed > 0 ? "[red]" : "[default]")}{j.Failed} failed[/] · {j.Cancelled} cancelled · {(j.Rejected > 0 ? "[yellow]" : "[default]")}{j.Rejected} rejected[/]"));
         if (j.Recent.Count == 0) return new Rows(counters, new Markup("[dim]no recent jobs[/]"));
         Column<SwarmJobStatus>[] columns =
         [
@@ -239,6 +239,7 @@ internal static class StatusRenderer
         SwarmJobState.Done => "green",
         SwarmJobState.Running => "deepskyblue1",
         SwarmJobState.Failed => "red",
+        SwarmJobState.Cancelled => "yellow",
         _ => "grey",
     };
 

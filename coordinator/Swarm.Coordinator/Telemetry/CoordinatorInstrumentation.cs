@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Diagnostics.Metrics;
+using Swarm.Coordinator.Jobs;
 using Swarm.Coordinator.Membership;
 using Swarm.Coordinator.Service;
 using Swarm.Telemetry;
@@ -77,8 +78,11 @@ public static class CoordinatorInstrumentation
     /// <summary>Makes <paramref name="jobs"/>' queue depth and running jobs observable; dispose to stop.</summary>
     public static IDisposable Observe(JobRunner jobs) => Runners.Add(jobs);
 
-    /// <summary>Counts a job that ended with <paramref name="outcome"/> (completed, failed, cancelled, rejected).</summary>
-    internal static void JobEnded(string outcome) => Jobs.Add(1, new KeyValuePair<string, object?>(OutcomeTag, outcome));
+    /// <summary>Counts a job that ended with <paramref name="outcome"/> (tag: completed, failed, cancelled, rejected).</summary>
+    internal static void JobEnded(JobOutcome outcome) =>
+        Jobs.Add(1, new KeyValuePair<string, object?>(OutcomeTag, OutcomeTags[(int)outcome]));
+
+    private static readonly string[] OutcomeTags = [.. Enum.GetNames<JobOutcome>().Select(n => n.ToLowerInvariant())];
 
     /// <summary>Counts a route repair.</summary>
     internal static void Recovered(string reason) => Recoveries.Add(1, new KeyValuePair<string, object?>(ReasonTag, reason));

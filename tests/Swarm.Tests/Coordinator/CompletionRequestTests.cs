@@ -241,12 +241,15 @@ public class CompletionRequestTests
     }
 
     [Fact]
-    public void Parse_StreamOptionsIncludeUsage_Is400NamingIt()
+    public void Parse_StreamOptionsIncludeUsage_IsReadOnlyWithStream()
     {
-        var e = Assert.Single(Invalid("""{"prompt":[1,2],"stream":true,"stream_options":{"include_usage":true}}"""));
-        Assert.Equal("stream_options.include_usage", e.Field);
-        Assert.Equal("unsupported_parameter", e.Code);
-        Assert.Equal("invalid_type", Assert.Single(Invalid("""{"prompt":[1,2],"stream_options":{"include_usage":1}}""")).Code);
+        Assert.True(Valid("""{"prompt":[1,2],"stream":true,"stream_options":{"include_usage":true}}""").IncludeUsage);
+        Assert.False(Valid("""{"prompt":[1,2],"stream":true,"stream_options":{}}""").IncludeUsage);
+        Assert.False(Valid("""{"prompt":[1,2],"stream":true}""").IncludeUsage);
+        var notStreamed = Assert.Single(Invalid("""{"prompt":[1,2],"stream_options":{"include_usage":true}}"""));
+        Assert.Equal(("stream_options", "invalid_value"), (notStreamed.Field, notStreamed.Code));
+        var wrongType = Assert.Single(Invalid("""{"prompt":[1,2],"stream":true,"stream_options":{"include_usage":1}}"""));
+        Assert.Equal(("stream_options.include_usage", "invalid_type"), (wrongType.Field, wrongType.Code));
         Assert.Equal("invalid_type", Assert.Single(Invalid("""{"prompt":[1,2],"stream_options":true}""")).Code);
     }
 

@@ -1,5 +1,4 @@
 using Swarm.Cli;
-using Swarm.Tests.Model;
 using Xunit;
 
 namespace Swarm.Tests.Integration;
@@ -13,8 +12,8 @@ public sealed class CodeSwarmFixture : IAsyncLifetime
     /// <summary>The name the coordinator serves the model as.</summary>
     public const string ModelName = "codelm-tiny";
 
-    /// <summary>The checkpoint folder (config.json, model.safetensors, tokenizer.json).</summary>
-    public static string ModelDir => Path.Combine(Fixture.Root, "codelm-tiny", "target");
+    /// <summary>The checkpoint folder (config.json, model.safetensors, tokenizer.json): the copy the CLI ships for <c>swarm demo</c>.</summary>
+    public static string ModelDir => BuiltInModels.CodeLmTiny;
 
     internal LocalSwarm Swarm { get; private set; } = null!;
 

@@ -54,7 +54,7 @@ public class HttpContractTests(CodeSwarmFixture swarm, ITestOutputHelper output)
         Assert.All(checks.Values, c => Assert.True((bool)c["ok"]!, c.ToJsonString()));
         Assert.Equal(
             ["models.list", "models.retrieve", "completions.token_ids", "completions.text", "completions.stream_stop",
-             "error.400", "error.404", "error.chat", "error.embeddings"],
+             "completions.stream_usage", "error.400", "error.404", "error.chat", "error.embeddings"],
             checks.Keys);
 
         Assert.Equal([CodeSwarmFixture.ModelName], checks["models.list"]["ids"]!.AsArray().Select(i => (string)i!));
@@ -83,8 +83,19 @@ public class HttpContractTests(CodeSwarmFixture swarm, ITestOutputHelper output)
         Assert.Equal("stop", (string?)stream["finish_reason"]);
         Assert.DoesNotContain("\n", unstreamed);
         Assert.True((int)stream["chunks"]! >= 2, stream.ToJsonString());
-        // Bug 1 of issue 11 (stop text sent before the stop check) is fixed in the job loop; then this becomes Assert.Equal.
-        Assert.StartsWith(unstreamed, (string)stream["text"]!);
+        Assert.Equal(unstreamed, (string)stream["text"]!);
+
+        // stream_options.include_usage: the stream ends with a chunk without choices whose usage the client reads,
+        // carrying the swarm object; the text is what the same request unstreamed returns.
+        var usage = checks["completions.stream_usage"];
+        var (plainStatus, plain) = await SwarmClient.PostAsync(swarm.Url,
+            """{"prompt":"def add(a, b):\n","max_tokens":8,"temperature":0}""");
+        Assert.Equal(200, plainStatus);
+        Assert.Equal((string?)plain!["choices"]![0]!["text"], (string?)usage["text"]);
+        Assert.Equal(plain["usage"]!.ToJsonString(), usage["usage"]!.ToJsonString());
+        Assert.Equal(8, (int)usage["usage"]!["completion_tokens"]!);
+        Assert.Equal(0, (int)usage["last_choices"]!);
+        Assert.Equal(2, (int)usage["last_swarm_stages"]!);
 
         Assert.Equal(400, (int)checks["error.400"]["status"]!);
         Assert.Equal("max_tokens", (string?)checks["error.400"]["param"]);

@@ -199,9 +199,15 @@ public class CancellationTests(ITestOutputHelper output)
         }
         output.WriteLine(status.ToJsonString());
         Assert.Equal(0, (long)status["jobs"]!["running"]!);
-        Assert.Equal(1, (long)status["jobs"]!["failed"]!);
         Assert.All(status["nodes"]!.AsArray(), n => Assert.Equal(0, (long)n!["sessions"]!));
-        Assert.Contains(status["jobs"]!["recent"]!.AsArray(), j => ((string?)j!["error"] ?? "").Contains("cancelled"));
+        // One outcome everywhere: cancelled in /api/swarm (what the dashboard and swarm status show) and in swarm_jobs_total.
+        Assert.Equal((1L, 0L), ((long?)status["jobs"]!["cancelled"], (long)status["jobs"]!["failed"]!));
+        var job = Assert.Single(status["jobs"]!["recent"]!.AsArray())!;
+        Assert.Equal(("cancelled", "the client went away"), ((string?)job["state"], (string?)job["error"]));
+        string metrics = await http.GetStringAsync(swarm.HttpUrl + "/metrics");
+        var outcomes = Regex.Matches(metrics, "^swarm_jobs_total\\{[^}]*outcome=\"([a-z]+)\"[^}]*\\} ([0-9]+)", RegexOptions.Multiline)
+            .ToDictionary(m => m.Groups[1].Value, m => long.Parse(m.Groups[2].Value, System.Globalization.CultureInfo.InvariantCulture));
+        Assert.Equal(new Dictionary<string, long> { ["cancelled"] = 1 }, outcomes);
         // The swarm is not disturbed: the next job runs.
         Assert.Equal(fx.Ids("greedy.0")[..3], await SwarmClient.CompleteAsync(swarm.HttpUrl, fx.Ids("prompt.0"), 3));
     }

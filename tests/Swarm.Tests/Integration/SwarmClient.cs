@@ -65,4 +65,26 @@ internal static class SwarmClient
         }
         return (tokens.ToArray(), finish, arrivals);
     }
+
+    /// <summary>Posts a streaming request and returns every event's JSON in order; fails unless the stream ends with [DONE].</summary>
+    public static async Task<List<JsonNode>> StreamEventsAsync(string url, string body)
+    {
+        using var req = new HttpRequestMessage(HttpMethod.Post, url + "/v1/completions")
+        {
+            Content = new StringContent(body, Encoding.UTF8, "application/json"),
+        };
+        using var resp = await Http.SendAsync(req, HttpCompletionOption.ResponseHeadersRead);
+        if (!resp.IsSuccessStatusCode) Assert.Fail($"HTTP {(int)resp.StatusCode}: {await resp.Content.ReadAsStringAsync()}");
+        Assert.Equal("text/event-stream", resp.Content.Headers.ContentType?.MediaType);
+        var events = new List<JsonNode>();
+        using var reader = new StreamReader(await resp.Content.ReadAsStreamAsync());
+        while (await reader.ReadLineAsync() is { } line)
+        {
+            if (!line.StartsWith("data: ")) continue;
+            if (line == "data: [DONE]") return events;
+            events.Add(JsonNode.Parse(line[6..])!);
+        }
+        Assert.Fail($"the stream ended without [DONE] after {events.Count} events");
+        return events;
+    }
 }

@@ -40,6 +40,9 @@ public sealed class DashboardTests(ITestOutputHelper output)
         Assert.Equal("4", DashboardDom.TextOfId(dom, "stat-recoveries"));
         Assert.Equal("1h 02m", DashboardDom.TextOfId(dom, "stat-uptime"));
         Assert.Contains("cmpl-failed01", dom);
+        // One set of outcomes: the counters and the cancelled job's state as /api/swarm gives them.
+        Assert.Equal(("1", "2", "3"), (DashboardDom.TextOfId(dom, "jobs-failed"), DashboardDom.TextOfId(dom, "jobs-cancelled"), DashboardDom.TextOfId(dom, "jobs-rejected")));
+        Assert.Matches("data-job-id=\"cmpl-cancel01\" data-state=\"cancelled\"", dom);
         Assert.Contains("layers 10-11 are not served by any node", dom);
         Assert.True(DashboardDom.IsHidden(dom, "banner-disconnected"), "the disconnected banner shows although polling works");
     }

@@ -8,7 +8,7 @@ internal static class OpsTestData
 {
     /// <summary>
     /// pythia-160m (12 layers) on two nodes: alpha serves 0:8, beta is suspect on 6:10, so layers 10-11 are
-    /// uncovered; three recent jobs (done, running, failed).
+    /// uncovered; four recent jobs (running, done, failed, cancelled).
     /// </summary>
     public static SwarmStatus TwoNodes()
     {
@@ -37,12 +37,13 @@ internal static class OpsTestData
             ],
             Jobs = new SwarmJobsStatus
             {
-                Queued = 1, Running = 1, Completed = 10, Failed = 1,
+                Queued = 1, Running = 1, Completed = 10, Failed = 1, Cancelled = 2, Rejected = 3,
                 Recent =
                 [
                     new SwarmJobStatus { Id = "cmpl-running1", State = SwarmJobState.Running, PromptTokens = 7, CompletionTokens = 3, TtftMs = 15.5 },
                     new SwarmJobStatus { Id = "cmpl-done0001", State = SwarmJobState.Done, PromptTokens = 5, CompletionTokens = 24, TtftMs = 12.3, TokensPerS = 40.1, Recoveries = 1, FinishedAgoS = 3.2 },
                     new SwarmJobStatus { Id = "cmpl-failed01", State = SwarmJobState.Failed, PromptTokens = 9, CompletionTokens = 2, TtftMs = 20.0, TokensPerS = 10.0, Error = "layers 10-11 are not served by any node", FinishedAgoS = 8.0 },
+                    new SwarmJobStatus { Id = "cmpl-cancel01", State = SwarmJobState.Cancelled, PromptTokens = 4, CompletionTokens = 6, TtftMs = 9.5, TokensPerS = 30.0, Error = "the client went away", FinishedAgoS = 9.0 },
                 ],
             },
             Recoveries = 4,

@@ -45,8 +45,13 @@ public sealed class StatusRendererTests
             Assert.Contains(cell, betaRow);
         Assert.Contains("Nodes (1/2 serving)", text);
 
-        Assert.Contains("Jobs: 1 queued · 1 running · 10 completed · 1 failed", text);
-        foreach (string id in new[] { "cmpl-running1", "cmpl-done0001", "cmpl-failed01" }) Assert.Contains(id, text);
+        Assert.Contains("Jobs: 1 queued · 1 running · 10 completed · 1 failed · 2 cancelled · 3 rejected", text);
+        foreach (string id in new[] { "cmpl-running1", "cmpl-done0001", "cmpl-failed01", "cmpl-cancel01" }) Assert.Contains(id, text);
+        Assert.Contains("cancelled", lines.Single(l => l.Contains("cmpl-cancel01", StringComparison.Ordinal)));
+        // A running job shows its progress so far: 3 tokens, first after 15.5 ms.
+        string runningRow = lines.Single(l => l.Contains("cmpl-running1", StringComparison.Ordinal));
+        Assert.Contains("running", runningRow);
+        Assert.Contains("15.5 ms", runningRow);
         Assert.Contains("3.2 s ago", text);
         Assert.DoesNotContain("\u001b[", text);
     }

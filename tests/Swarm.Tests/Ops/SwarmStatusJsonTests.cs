@@ -21,7 +21,8 @@ public sealed class SwarmStatusJsonTests
         Assert.Equal(Sorted("model", "num_layers", "covered", "coverage", "uncovered", "nodes", "jobs", "recoveries", "uptime_s", "wire_dtype"), Keys(root));
         Assert.Equal(Sorted("id", "name", "address", "layers", "state", "in_flight", "device", "threads", "tokens_per_s",
             "kv_tokens_used", "kv_tokens_capacity", "sessions", "kv_blocks_used", "kv_blocks_total", "waiting_sessions", "last_heartbeat_ms_ago"), Keys(root.GetProperty("nodes")[0]));
-        Assert.Equal(Sorted("queued", "running", "completed", "failed", "recent"), Keys(root.GetProperty("jobs")));
+        Assert.Equal(Sorted("queued", "running", "completed", "failed", "cancelled", "rejected", "recent"), Keys(root.GetProperty("jobs")));
+        Assert.Equal("cancelled", root.GetProperty("jobs").GetProperty("recent")[3].GetProperty("state").GetString());
         Assert.Equal(Sorted("id", "state", "prompt_tokens", "completion_tokens", "ttft_ms", "tokens_per_s", "recoveries", "error", "finished_ago_s"),
             Keys(root.GetProperty("jobs").GetProperty("recent")[0]));
 
@@ -63,9 +64,11 @@ public sealed class SwarmStatusJsonTests
                          { "id": 2, "name": "node-2", "address": "127.0.0.1:41235", "layers": null, "state": "draining", "in_flight": 1,
                            "device": "cuda:0", "threads": 8, "tokens_per_s": 0, "kv_tokens_used": 10, "kv_tokens_capacity": 100,
                            "sessions": 1, "kv_blocks_used": 1, "kv_blocks_total": 7, "waiting_sessions": 0, "last_heartbeat_ms_ago": 5 } ],
-              "jobs": { "queued": 0, "running": 1, "completed": 10, "failed": 0,
+              "jobs": { "queued": 0, "running": 1, "completed": 10, "failed": 0, "cancelled": 2, "rejected": 1,
                         "recent": [ { "id": "cmpl-1", "state": "done", "prompt_tokens": 5, "completion_tokens": 24, "ttft_ms": 12.3,
-                                      "tokens_per_s": 40.1, "recoveries": 0, "error": null, "finished_ago_s": 3.2 } ] },
+                                      "tokens_per_s": 40.1, "recoveries": 0, "error": null, "finished_ago_s": 3.2 },
+                                    { "id": "cmpl-2", "state": "cancelled", "prompt_tokens": 5, "completion_tokens": 3, "ttft_ms": 11.5,
+                                      "tokens_per_s": 38.5, "recoveries": 0, "error": "the client went away", "finished_ago_s": 4.5 } ] },
               "recoveries": 0, "uptime_s": 12.3, "wire_dtype": "f16" }
             """;
         var s = SwarmStatus.FromJson(json);
@@ -76,6 +79,8 @@ public sealed class SwarmStatusJsonTests
         Assert.Equal(NodeStatus.Draining, s.Nodes[1].State);
         Assert.Equal(SwarmJobState.Done, s.Jobs.Recent[0].State);
         Assert.Equal(3.2, s.Jobs.Recent[0].FinishedAgoS);
+        Assert.Equal(SwarmJobState.Cancelled, s.Jobs.Recent[1].State);
+        Assert.Equal((2L, 1L), (s.Jobs.Cancelled, s.Jobs.Rejected));
         using var minified = JsonDocument.Parse(json);
         Assert.Equal(JsonSerializer.Serialize(minified.RootElement), s.ToJson());
     }

@@ -6,38 +6,65 @@ namespace Swarm.Tests.Coordinator.Jobs;
 public sealed class StopDetectorTests
 {
     [Fact]
-    public void Push_StopTokenId_StopsOnThatToken()
+    public void IsStopToken_OnlyTheGivenIds()
     {
         var stop = new StopDetector([7], []);
-        Assert.False(stop.Push(5, "x"));
-        Assert.True(stop.Push(7, ""));
+        Assert.False(stop.IsStopToken(5));
+        Assert.True(stop.IsStopToken(7));
     }
 
     [Fact]
-    public void Push_StopSequenceArrivesOverSeveralPieces_StopsWhenItCompletes()
+    public void Push_StopSequenceArrivesOverSeveralPieces_NoPartOfItIsReleased()
     {
         var stop = new StopDetector([], ["\n\nQ:"]);
-        Assert.False(stop.Push(1, "Answer: 42"));
-        Assert.False(stop.Push(2, "\n"));
-        Assert.False(stop.Push(3, ""));     // a token that completes no character yet
-        Assert.False(stop.Push(4, "\nQ"));
-        Assert.True(stop.Push(5, ":"));
-        Assert.Equal("Answer: 42\n\nQ:", stop.Text);
+        Assert.Equal(("Answer: 42", false), stop.Push("Answer: 42"));
+        Assert.Equal(("", false), stop.Push("\n"));
+        Assert.Equal(("", false), stop.Push(""));     // a token that completes no character yet
+        Assert.Equal(("", false), stop.Push("\nQ"));
+        Assert.Equal(("", true), stop.Push(":"));
+        Assert.Equal("Answer: 42", stop.Text);
     }
 
     [Fact]
-    public void Push_SequenceSplitAtAPieceBoundary_IsFound()
+    public void Push_HeldTextThatTurnsOutNotToBeAStop_IsReleasedWithTheNextPiece()
     {
         var stop = new StopDetector([], ["end"]);
-        Assert.False(stop.Push(1, "the e"));
-        Assert.True(stop.Push(2, "nding"));
+        Assert.Equal(("the ", false), stop.Push("the e"));
+        Assert.Equal(("enter", false), stop.Push("nter"));
+        Assert.Equal("the enter", stop.Text);
     }
 
     [Fact]
-    public void TrimAtStopSequence_CutsBeforeTheEarliestSequence_LeavesTextWithoutOne()
+    public void Push_SequenceSplitAtAPieceBoundary_CutsBeforeIt()
+    {
+        var stop = new StopDetector([], ["end"]);
+        Assert.Equal(("the ", false), stop.Push("the e"));
+        Assert.Equal(("", true), stop.Push("nding"));
+        Assert.Equal("the ", stop.Text);
+    }
+
+    [Fact]
+    public void Push_TwoSequences_TheEarliestInTheTextWins()
     {
         var stop = new StopDetector([], ["b", "cd"]);
-        Assert.Equal("xx", stop.TrimAtStopSequence("xxcdyyb"));
-        Assert.Equal("plain", stop.TrimAtStopSequence("plain"));
+        Assert.Equal(("xx", true), stop.Push("xxcdyyb"));
+    }
+
+    [Fact]
+    public void Push_AfterTheStop_Throws()
+    {
+        var stop = new StopDetector([], ["x"]);
+        stop.Push("x");
+        Assert.Throws<InvalidOperationException>(() => stop.Push("y"));
+    }
+
+    [Fact]
+    public void Finish_ReleasesHeldTextThenTheTail_OnceOnly()
+    {
+        var stop = new StopDetector([], ["\n\n"]);
+        Assert.Equal(("x = 1", false), stop.Push("x = 1\n"));
+        Assert.Equal("\n\uFFFD", stop.Finish("\uFFFD"));
+        Assert.Equal("", stop.Finish(""));
+        Assert.Equal("x = 1\n\uFFFD", stop.Text);
     }
 }

@@ -1,0 +1,54 @@
+using Microsoft.AspNetCore.Http;
+using Swarm.Coordinator.Api;
+using Swarm.Coordinator.Jobs;
+
+namespace Swarm.Coordinator.Service;
+
+/// <summary>
+/// The server-sent events of one streaming completion: a chunk per <see cref="JobDelta"/> (the token ids generated and
+/// the text released — never any part of a stop sequence), a chunk with the finish reason, with
+/// <c>stream_options.include_usage</c> OpenAI's usage chunk (no choice, the token counts), then <c>[DONE]</c>. The last
+/// chunk before <c>[DONE]</c> carries the <c>swarm</c> object. A job that fails before its first chunk answers with its
+/// HTTP status and error body; after it, with an error event.
+/// </summary>
+internal sealed class CompletionStream(HttpContext ctx, string model, DateTimeOffset created, bool includeUsage)
+{
+    private bool _started;
+
+    /// <summary>Runs <paramref name="spec"/> on <paramref name="jobs"/> and streams it; <paramref name="describe"/> gives the swarm object of the result.</summary>
+    public async Task RunAsync(JobRunner jobs, JobSpec spec, Func<JobResult, SwarmJobInfo> describe, CancellationToken ct)
+    {
+        ctx.Response.ContentType = CompletionWire.EventStreamContentType;
+        ctx.Response.Headers.CacheControl = "no-cache";
+        try
+        {
+            var r = await jobs.RunAsync(spec, d => WriteAsync(CompletionChunk.Create(d.JobId, model, created, d.Text, d.TokenIds), ct), ct);
+            var finish = CompletionChunk.Create(r.Id, model, created, "", [], r.FinishReason);
+            if (includeUsage)
+            {
+                await WriteAsync(finish, ct);
+                var usage = new CompletionUsage(r.PromptTokens, r.TokenIds.Count, r.PromptTokens + r.TokenIds.Count);
+                await WriteAsync(CompletionChunk.UsageOnly(r.Id, model, created, usage) with { Swarm = describe(r) }, ct);
+            }
+            else await WriteAsync(finish with { Swarm = describe(r) }, ct);
+            await ctx.Response.WriteAsync(CompletionWire.DoneEvent, ct);
+        }
+        catch (JobFailedException e)
+        {
+            if (!_started) await HttpApi.WriteErrorAsync(ctx, e.HttpStatus, HttpApi.ErrorOf(e));
+            else await ctx.Response.WriteAsync(CompletionWire.ToEvent(HttpApi.ErrorOf(e)), CancellationToken.None);
+        }
+        catch (OperationCanceledException) when (ct.IsCancellationRequested) { }
+    }
+
+    private async ValueTask WriteAsync(CompletionChunk chunk, CancellationToken ct)
+    {
+        if (!_started)
+        {
+            _started = true;
+            await ctx.Response.StartAsync(ct);
+        }
+        await ctx.Response.WriteAsync(CompletionWire.ToEvent(chunk), ct);
+        await ctx.Response.Body.FlushAsync(ct);
+    }
+}
