@@ -2,7 +2,6 @@ using System.CommandLine;
 using Swarm.Cli.Commands;
 using Swarm.Coordinator.Service;
 using Swarm.Engine;
-using Swarm.Hosting;
 using Swarm.Model;
 using Swarm.Node;
 

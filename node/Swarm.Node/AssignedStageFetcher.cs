@@ -17,7 +17,7 @@ internal sealed class AssignedStageFetcher(WeightCache cache, ILogger logger)
 
     /// <summary>Fetches (or finds in the cache) the tensors of <paramref name="assign"/>'s range and opens them as a checkpoint.</summary>
     /// <exception cref="WeightFetchException">A tensor could not be fetched or did not match its digest (the message names it).</exception>
-    /// <exception cref="CheckpointException">The source's config, index or a header is malformed.</exception>
+    /// <exception cref="Swarm.Model.CheckpointException">The source's config, index or a header is malformed.</exception>
     /// <exception cref="ArgumentException">The source URL or the range is not valid for the source.</exception>
     public async Task<Checkpoint> FetchAsync(string sourceUrl, AssignRange assign, CancellationToken ct)
     {

@@ -2,7 +2,6 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
 using OpenTelemetry;
-using OpenTelemetry.Resources;
 
 namespace Swarm.Hosting;
 

@@ -45,7 +45,7 @@ public sealed record TelemetrySettings
 /// <summary>
 /// Wires OpenTelemetry exporters into a daemon's host: the instrumentation lives in the libraries
 /// (<c>CoordinatorInstrumentation</c>, <c>NodeInstrumentation</c>), only hosts know about exporters.
-/// Metrics: whatever <paramref name="addScrapeExporter"/> adds (Prometheus), OTLP when an endpoint is set,
+/// Metrics: whatever <c>addScrapeExporter</c> adds (Prometheus), OTLP when an endpoint is set,
 /// the console when <c>SWARM_TELEMETRY_CONSOLE=1</c>. Traces: OTLP, console, and the JSON-lines file of
 /// <c>SWARM_TRACE_FILE</c> — tracing is off (no spans are even created) when none of them is configured.
 /// </summary>

@@ -86,7 +86,7 @@ internal sealed class UdpDelayProxy : IDisposable
             if (!line.TryTakeDue(out var datagram, out long waitTicks))
             {
                 if (waitTicks < 0) line.Wait(TimeSpan.FromMilliseconds(50)); // empty: sleep until a datagram arrives
-                else Thread.Sleep(Math.Max(1, (int)(waitTicks * 1000 / Stopwatch.Frequency))); // not due yet
+                else line.Wait(TimeSpan.FromTicks(Math.Max(TimeSpan.TicksPerMillisecond, waitTicks * TimeSpan.TicksPerSecond / Stopwatch.Frequency))); // not due yet: until it is, or a datagram arrives
                 continue;
             }
             var to = target();

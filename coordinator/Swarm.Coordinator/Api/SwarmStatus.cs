@@ -1,7 +1,6 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using Swarm.Coordinator.Membership;
-using Swarm.Coordinator.Placement;
 using Swarm.Protocol;
 
 namespace Swarm.Coordinator.Api;

@@ -1,4 +1,3 @@
-using System.Globalization;
 using Swarm.Coordinator.Routing;
 using Swarm.Protocol;
 

@@ -1,4 +1,3 @@
-using Swarm.Coordinator.Placement;
 using Swarm.Protocol;
 
 namespace Swarm.Coordinator.Routing;

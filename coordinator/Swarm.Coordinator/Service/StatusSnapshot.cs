@@ -1,5 +1,4 @@
 using Swarm.Coordinator.Api;
-using Swarm.Coordinator.Jobs;
 using Swarm.Coordinator.Membership;
 
 namespace Swarm.Coordinator.Service;

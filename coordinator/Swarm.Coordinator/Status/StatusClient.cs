@@ -1,5 +1,4 @@
 using System.Net.Http.Headers;
-using System.Net.Sockets;
 using System.Text.Json;
 using Swarm.Coordinator.Api;
 using Swarm.Coordinator.Security;

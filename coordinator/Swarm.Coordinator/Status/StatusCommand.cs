@@ -1,6 +1,5 @@
 using System.CommandLine;
 using System.Globalization;
-using Spectre.Console;
 using Swarm.Coordinator.Security;
 
 using Swarm.Hosting;

@@ -2,7 +2,6 @@ using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Swarm.Model;
-using TorchSharp;
 using static TorchSharp.torch;
 
 namespace Swarm.Checkpoints;

@@ -2,7 +2,7 @@ namespace Swarm.Sampling;
 
 /// <summary>
 /// How a generation job picks its next tokens. Immutable; travels with the job so any node can
-/// re-create the job's <see cref="Sampler"/> at any step.
+/// re-create the job's <c>Sampler</c> at any step.
 /// </summary>
 public sealed record SamplingOptions
 {
@@ -22,8 +22,8 @@ public sealed record SamplingOptions
     public double TopP { get; init; } = 1.0;
 
     /// <summary>
-    /// Seed of the job's random stream. Null (the default) lets <see cref="Sampler"/> pick one at
-    /// random; it is exposed as <see cref="Sampler.Seed"/> so the job can still be moved and replayed.
+    /// Seed of the job's random stream. Null (the default) lets <c>Sampler</c> pick one at
+    /// random; it is exposed as <c>Sampler.Seed</c> so the job can still be moved and replayed.
     /// </summary>
     public long? Seed { get; init; }
 

@@ -4,7 +4,6 @@ using Swarm.Checkpoints;
 using Swarm.Model;
 using Swarm.Tests.Engine;
 using Swarm.Tests.Presets;
-using TorchSharp;
 using Xunit;
 using static TorchSharp.torch;
 

@@ -1,5 +1,4 @@
 using Swarm.Coordinator.Jobs;
-using Swarm.Coordinator.Placement;
 using Swarm.Protocol;
 using Xunit;
 

@@ -1,5 +1,4 @@
 using Swarm.Coordinator.Membership;
-using Swarm.Coordinator.Placement;
 using Swarm.Protocol;
 using Xunit;
 
@@ -21,7 +20,7 @@ public class NodeRegistryTests
         return (new NodeRegistry(options ?? new FailureDetectorOptions(), clock), clock);
     }
 
-    /// <summary>Drives heartbeats every 500 ms and evaluations every 250 ms until <paramref name="until"/>.</summary>
+    /// <summary>Drives heartbeats every 500 ms and evaluations every 250 ms until <paramref name="untilMs"/>.</summary>
     private static List<(double AtMs, NodeTransition T)> Run(NodeRegistry reg, ManualTimeProvider clock, double untilMs,
         Func<double, bool> beats, int id = A)
     {

@@ -1,5 +1,4 @@
 using Swarm.Coordinator.Placement;
-using Swarm.Model;
 using Swarm.Protocol;
 using Xunit;
 

@@ -1,5 +1,4 @@
 using Swarm.Coordinator.Membership;
-using Swarm.Coordinator.Placement;
 using Swarm.Coordinator.Routing;
 using Swarm.Protocol;
 using Xunit;

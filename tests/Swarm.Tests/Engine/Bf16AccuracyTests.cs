@@ -1,7 +1,6 @@
 using Swarm.Checkpoints;
 using Swarm.Model;
 using Swarm.Tests.Model;
-using TorchSharp;
 using Xunit;
 using Xunit.Abstractions;
 using static TorchSharp.torch;

@@ -2,7 +2,6 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using Swarm.Checkpoints;
 using Swarm.Model;
-using TorchSharp;
 using static TorchSharp.torch;
 
 namespace Swarm.Tests.Engine;

@@ -2,7 +2,6 @@ using Swarm.Checkpoints;
 using Swarm.Model;
 using Swarm.Tests.Model;
 using Swarm.Tests.Presets;
-using TorchSharp;
 using Xunit;
 using static TorchSharp.torch;
 

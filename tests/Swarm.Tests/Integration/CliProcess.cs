@@ -18,8 +18,8 @@ public enum SwarmProgram
 }
 
 /// <summary>
-/// One of the swarm programs as a child process of a test: <see cref="RunAsync"/> runs it to its exit;
-/// <see cref="Start"/> leaves it running (output captured) until the test disposes it (SIGTERM, then kill).
+/// One of the swarm programs as a child process of a test: <c>RunAsync</c> runs it to its exit;
+/// <c>Start</c> leaves it running (output captured) until the test disposes it (SIGTERM, then kill).
 /// </summary>
 internal sealed class CliProcess : IAsyncDisposable
 {

@@ -2,7 +2,6 @@ using Swarm.Checkpoints;
 using Swarm.Engine;
 using Swarm.Model;
 using Swarm.Sampling;
-using TorchSharp;
 using Xunit;
 using static TorchSharp.torch;
 

@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using System.Net;
-using System.Threading.Channels;
 using Microsoft.Extensions.Logging.Abstractions;
 using Swarm.Node;
 using Swarm.Protocol;

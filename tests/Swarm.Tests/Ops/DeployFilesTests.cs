@@ -5,7 +5,6 @@ using System.Text.Json;
 using System.Text.RegularExpressions;
 using Swarm.Cli.Commands;
 using Swarm.Coordinator.Status;
-using Swarm.Coordinator.Placement;
 using Swarm.Coordinator.Service;
 using Swarm.Protocol;
 using Xunit;

@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using Swarm.Checkpoints;
-using TorchSharp;
 using Xunit;
 using Xunit.Abstractions;
 using static TorchSharp.torch;

@@ -3,7 +3,6 @@ using System.Text.Json.Nodes;
 using Swarm.Checkpoints;
 using Swarm.Model;
 using ModelPresets = Swarm.Model.Presets;
-using TorchSharp;
 using Xunit;
 using static TorchSharp.torch;
 

@@ -1,5 +1,4 @@
 using Swarm.Checkpoints;
-using TorchSharp;
 using Xunit;
 using static TorchSharp.torch;
 

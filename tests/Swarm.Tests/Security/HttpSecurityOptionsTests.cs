@@ -1,6 +1,5 @@
 using System.CommandLine;
 using Swarm.Coordinator.Service;
-using Swarm.Hosting;
 using Swarm.Tests.Presets;
 using Xunit;
 

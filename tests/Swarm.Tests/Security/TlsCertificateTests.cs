@@ -7,7 +7,6 @@ using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Swarm.Coordinator.Security;
-using Swarm.Hosting;
 using Xunit;
 
 namespace Swarm.Tests.Security;

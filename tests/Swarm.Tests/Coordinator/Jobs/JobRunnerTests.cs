@@ -2,7 +2,6 @@ using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Time.Testing;
 using Swarm.Coordinator.Jobs;
 using Swarm.Coordinator.Membership;
-using Swarm.Coordinator.Placement;
 using Swarm.Coordinator.Routing;
 using Swarm.Coordinator.Service;
 using Swarm.Protocol;
