@@ -31,7 +31,7 @@ namespace Swarm.Transport;
 /// dropped, logged, counted, and answered with <see cref="ErrorReply"/>/<see cref="ErrorCode.Overloaded"/>). The poll
 /// thread never blocks on a consumer. Outbound data is queued inside LiteNetLib; callers bound it themselves.</para>
 /// </remarks>
-public sealed class LiteNetTransport : ITransport
+public sealed partial class LiteNetTransport : ITransport
 {
     private readonly TransportOptions _options;
     private readonly ILogger _logger;
@@ -354,91 +354,6 @@ public sealed class LiteNetTransport : ITransport
         }
     }
 
-    // ---- sending ------------------------------------------------------------------------------
-
-    private long NextMessageId() => Interlocked.Increment(ref _nextMessageId);
-
-    private long Send(PeerState peer, Envelope envelope)
-    {
-        if (!peer.IsConnected)
-            throw new PeerDisconnectedException($"peer {peer.RemoteEndPoint} is not connected ({peer.DisconnectReason ?? "still connecting"})");
-        if (envelope.MessageId == 0) envelope = envelope with { MessageId = NextMessageId() };
-        var bytes = _codec.Serialize(envelope);
-        SendPayload(peer, bytes);
-        Interlocked.Increment(ref _counters._messagesSent);
-        Interlocked.Add(ref _counters._bytesSent, bytes.Length);
-        return envelope.MessageId;
-    }
-
-    /// <summary>Frames and queues raw payload bytes (no codec) — the tests use it to inject malformed messages.</summary>
-    internal void SendPayload(PeerState peer, ReadOnlySpan<byte> payload)
-    {
-        var net = peer.Net;
-        int maxPacket = net.GetMaxSinglePacketSize(DeliveryMethod.ReliableUnordered);
-        var buffer = ArrayPool<byte>.Shared.Rent(maxPacket);
-        try
-        {
-            if (payload.Length + 1 <= maxPacket)
-            {
-                buffer[0] = Framing.Single;
-                payload.CopyTo(buffer.AsSpan(1));
-                net.Send(buffer.AsSpan(0, payload.Length + 1), 0, DeliveryMethod.ReliableOrdered);
-            }
-            else
-            {
-                int chunkSize = maxPacket - Framing.ChunkHeaderSize;
-                int count = (payload.Length + chunkSize - 1) / chunkSize;
-                uint transfer = peer.NextTransfer();
-                int channels = _options.Channels;
-                int first = peer.NextChannelOffset(count);
-                for (int i = 0; i < count; i++)
-                {
-                    int offset = i * chunkSize;
-                    int len = Math.Min(chunkSize, payload.Length - offset);
-                    Framing.WriteChunkHeader(buffer, transfer, i, count, payload.Length, chunkSize);
-                    payload.Slice(offset, len).CopyTo(buffer.AsSpan(Framing.ChunkHeaderSize));
-                    net.Send(buffer.AsSpan(0, Framing.ChunkHeaderSize + len), (byte)((first + i) % channels), DeliveryMethod.ReliableUnordered);
-                }
-            }
-        }
-        finally
-        {
-            ArrayPool<byte>.Shared.Return(buffer);
-        }
-        _manager.TriggerUpdate();
-    }
-
-    private async Task<Envelope> RequestAsync(PeerState peer, Envelope request, TimeSpan timeout, CancellationToken cancellationToken)
-    {
-        ArgumentNullException.ThrowIfNull(request);
-        ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(timeout, TimeSpan.Zero);
-        if (request.MessageId == 0) request = request with { MessageId = NextMessageId() };
-        long id = request.MessageId;
-        string what = $"{request.Body.GetType().Name} #{id} to {peer.RemoteEndPoint}";
-        var tcs = new TaskCompletionSource<Envelope>(TaskCreationOptions.RunContinuationsAsynchronously);
-        if (!peer.Pending.TryAdd(id, tcs)) throw new ArgumentException($"message id {id} is already awaiting a reply", nameof(request));
-        using var timeoutCts = new CancellationTokenSource(timeout);
-        using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeoutCts.Token, cancellationToken);
-        using var reg = linked.Token.Register(() =>
-        {
-            if (!peer.Pending.TryRemove(id, out _)) return;
-            if (cancellationToken.IsCancellationRequested) tcs.TrySetCanceled(cancellationToken);
-            else tcs.TrySetException(new TimeoutException($"no reply to {what} within {timeout.TotalMilliseconds:0} ms"));
-        });
-        try
-        {
-            Send(peer, request);
-        }
-        catch
-        {
-            peer.Pending.TryRemove(id, out _);
-            throw;
-        }
-        if (!peer.IsConnected && peer.Pending.TryRemove(id, out _))
-            throw new PeerDisconnectedException($"peer {peer.RemoteEndPoint} disconnected before replying to {what}: {peer.DisconnectReason}");
-        return await tcs.Task.ConfigureAwait(false);
-    }
-
     // ---- disposal -----------------------------------------------------------------------------
 
     /// <summary>Disconnects every peer (they see a close), stops the threads, releases the port, fails pending requests and completes <see cref="Inbound"/>.</summary>
@@ -469,81 +384,4 @@ public sealed class LiteNetTransport : ITransport
         _wake.Dispose();
     }
 
-    // ---- peer ---------------------------------------------------------------------------------
-
-    internal sealed class PeerState : IPeer
-    {
-        private readonly LiteNetTransport _owner;
-        private readonly CancellationTokenSource _disconnected = new();
-        private volatile int _state; // 0 connecting, 1 connected, 2 closed
-        private volatile string? _reason;
-        private int _nextTransfer;
-        private int _channelOffset;
-
-        public PeerState(LiteNetTransport owner, NetPeer net)
-        {
-            _owner = owner;
-            Net = net;
-            RemoteEndPoint = new IPEndPoint(net.Address, net.Port);
-        }
-
-        public NetPeer Net { get; }
-        public ConcurrentDictionary<long, TaskCompletionSource<Envelope>> Pending { get; } = new();
-        public List<TaskCompletionSource<IPeer>> ConnectWaiters { get; } = []; // poll thread only
-        public string? LocalCloseReason { get; private set; }
-
-        public int Id => Net.Id;
-        public IPEndPoint RemoteEndPoint { get; }
-        public bool IsConnected => _state == 1;
-        public bool IsClosed => _state == 2;
-        public TimeSpan RoundTripTime => TimeSpan.FromMilliseconds(Net.RoundTripTime);
-        public CancellationToken Disconnected => _disconnected.Token;
-        public string? DisconnectReason => _reason;
-
-        public long Send(Envelope envelope)
-        {
-            ArgumentNullException.ThrowIfNull(envelope);
-            return _owner.Send(this, envelope);
-        }
-
-        public Task<Envelope> RequestAsync(Envelope request, TimeSpan timeout, CancellationToken cancellationToken = default) =>
-            _owner.RequestAsync(this, request, timeout, cancellationToken);
-
-        public void Disconnect(string reason)
-        {
-            LocalCloseReason = $"closed locally: {reason}";
-            _owner.Enqueue(() => _owner._manager.DisconnectPeer(Net));
-        }
-
-        internal uint NextTransfer() => (uint)Interlocked.Increment(ref _nextTransfer);
-
-        internal int NextChannelOffset(int chunks) => (int)((uint)Interlocked.Add(ref _channelOffset, chunks) % 64u);
-
-        internal bool TryCompleteRequest(Envelope reply) =>
-            Pending.TryRemove(reply.CorrelationId, out var tcs) && tcs.TrySetResult(reply);
-
-        internal void MarkConnected()
-        {
-            if (_state != 0) return;
-            _state = 1;
-            foreach (var w in ConnectWaiters) w.TrySetResult(this);
-            ConnectWaiters.Clear();
-        }
-
-        internal void MarkClosed(string reason, bool refused)
-        {
-            if (_state == 2) return;
-            _reason = reason;
-            _state = 2;
-            foreach (var w in ConnectWaiters)
-                w.TrySetException(refused ? new PeerRefusedException(reason) : new PeerDisconnectedException(reason));
-            ConnectWaiters.Clear();
-            foreach (var id in Pending.Keys.ToList())
-                if (Pending.TryRemove(id, out var tcs))
-                    tcs.TrySetException(new PeerDisconnectedException($"peer {RemoteEndPoint} disconnected before replying to message #{id}: {reason}"));
-            try { _disconnected.Cancel(); } catch (AggregateException) { /* callbacks' exceptions are theirs */ }
-        }
-
-        public override string ToString() => $"peer #{Id} {RemoteEndPoint}";
-    }
 }
