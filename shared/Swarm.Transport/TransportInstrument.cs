@@ -8,12 +8,14 @@ public static class TransportInstrument
 {
     /// <summary>
     /// Creates <c>swarm.transport.io</c> (bytes, observable counter, <c>direction</c> = transmit | receive) on
-    /// <paramref name="meter"/>, summing the payload byte counters of whatever transports <paramref name="counters"/> yields.
+    /// <paramref name="meter"/>, summing the payload byte counters of whatever transports <paramref name="counters"/> yields,
+    /// and the secure channel's instruments (<see cref="TransportSecurityInstrument"/>).
     /// </summary>
     public static ObservableCounter<long> Create(Meter meter, Func<IEnumerable<TransportCounters>> counters)
     {
         ArgumentNullException.ThrowIfNull(meter);
         ArgumentNullException.ThrowIfNull(counters);
+        TransportSecurityInstrument.Create(meter, counters);
         return meter.CreateObservableCounter("swarm.transport.io", () =>
         {
             long sent = 0, received = 0;
