@@ -161,3 +161,20 @@ public sealed record Drain : IMessage
     /// <summary>Why, for the log.</summary>
     [Key(0)] public string Reason { get; init; } = "";
 }
+
+/// <summary>
+/// Coordinator → node: the static public keys of the swarm's current members. A node accepts a connection from
+/// another node (a hop handing on a step) only when that node proves one of these keys: the coordinator vouches for
+/// its members. Sent to every node whenever membership changes; a node keeps the list with the highest
+/// <see cref="Version"/> (lists travel unordered when large).
+/// </summary>
+/// <remarks>Keys 0–1, append-only.</remarks>
+[MessagePackObject]
+public sealed record PeerKeys : IMessage
+{
+    /// <summary>Increases with every list the coordinator sends; older lists are ignored.</summary>
+    [Key(0)] public long Version { get; init; }
+
+    /// <summary>The members' 32-byte X25519 public keys.</summary>
+    [Key(1)] public byte[][] Keys { get; init; } = [];
+}
