@@ -16,4 +16,4 @@ root.Subcommands.Add(CoordinatorCommand.Create());
 root.Subcommands.Add(NodeCommand.Create());
 root.Subcommands.Add(GenerateCommand.Create());
 root.Subcommands.Add(Swarm.Coordinator.Status.StatusCommand.Create());
-return await CommandLineRunner.RunAsync(root, args, typeof(CheckpointException), typeof(TorchLoadException));
+return await CommandLineRunner.RunAsync(root, args, typeof(CheckpointException), typeof(Swarm.Transport.Security.IdentityException), typeof(TorchLoadException));

@@ -35,4 +35,6 @@ internal static partial class NodeLog
     public static partial void ForwarderError(this ILogger logger, string type, string message);
     [LoggerMessage(15, LogLevel.Warning, "stopping: {Part} did not finish within {Seconds} s")]
     public static partial void StopTimedOut(this ILogger logger, string part, double seconds);
+    [LoggerMessage(16, LogLevel.Information, "node identity {Fingerprint} ({What} {Path})")]
+    public static partial void Identity(this ILogger logger, string fingerprint, string path, string what);
 }

@@ -49,7 +49,7 @@ public sealed record Hello : IMessage
 }
 
 /// <summary>Coordinator's positive reply to <see cref="Hello"/>.</summary>
-/// <remarks>Keys 0–1, append-only.</remarks>
+/// <remarks>Keys 0–2, append-only.</remarks>
 [MessagePackObject]
 public sealed record Welcome : IMessage
 {
@@ -58,6 +58,12 @@ public sealed record Welcome : IMessage
 
     /// <summary>How often the coordinator expects a <see cref="Heartbeat"/>, in milliseconds.</summary>
     [Key(1)] public int HeartbeatIntervalMs { get; init; }
+
+    /// <summary>
+    /// The member keys the coordinator vouches for as of this registration (this node's included), so the node accepts
+    /// hops from them before any later <see cref="PeerKeys"/> arrives; null from a coordinator that vouches for none.
+    /// </summary>
+    [Key(2)] public PeerKeys? Members { get; init; }
 }
 
 /// <summary>Coordinator's negative reply to <see cref="Hello"/>; the node should log it and stop.</summary>

@@ -32,7 +32,8 @@ public static class MessageValidator
             ?? OptionalRange(m.HeldRange, "held range")
             ?? Text(m.DataEndpoint, "data endpoint", allowEmpty: false)
             ?? Text(m.ModelId, "model id", allowEmpty: true),
-        Welcome m => NonNegative(m.NodeId, "node id") ?? NonNegative(m.HeartbeatIntervalMs, "heartbeat interval"),
+        Welcome m => NonNegative(m.NodeId, "node id") ?? NonNegative(m.HeartbeatIntervalMs, "heartbeat interval")
+            ?? (m.Members is { } members ? NonNegative(members.Version, "members version") ?? Keys(members.Keys) : null),
         Refused m => Defined(m.Code) ?? Text(m.Reason, "reason", allowEmpty: true),
         AssignRange m => Range(m.Range, "range"),
         RangeReady m => Range(m.Range, "range")

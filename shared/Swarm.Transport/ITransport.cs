@@ -148,8 +148,9 @@ public sealed class TransportCounters
     /// <summary>Partial messages dropped (reassembly memory budget exceeded or stalled past the timeout).</summary>
     public long DroppedReassembly => Interlocked.Read(ref _droppedReassembly);
     /// <summary>
-    /// Connection attempts refused, for any reason: malformed or wrong-version requests, attempts over the per-address
-    /// rate limit or the pending-handshake cap, and handshakes that failed or timed out.
+    /// Connection attempts made to us that did not succeed, for any reason: malformed or wrong-version requests, attempts
+    /// over the per-address rate limit or the pending-handshake cap, and handshakes that failed, timed out or were
+    /// abandoned by the initiator.
     /// </summary>
     public long RefusedConnections => Interlocked.Read(ref _refusedConnections);
     /// <summary>Connection attempts dropped unanswered because their source address exceeded its rate, or too many handshakes were pending (part of <see cref="RefusedConnections"/>).</summary>

@@ -53,9 +53,13 @@ internal sealed class TransportDiagnostics(ILogger logger, TransportCounters cou
         if (_repeated.ShouldLog(logger, "inbound queue full")) TransportLog.InboundFull(logger, capacity, kind, messageId, from);
     }
 
-    /// <summary>A connection that ended before it was usable: one we opened, or (<paramref name="inbound"/>) one whose initiator gave up during the handshake.</summary>
+    /// <summary>
+    /// A connection that ended before it was usable: one we opened, or (<paramref name="inbound"/>) one whose initiator
+    /// went away or refused us during the handshake — a connection attempt that did not succeed, counted as refused.
+    /// </summary>
     public void ConnectFailed(IPEndPoint remote, bool inbound, string reason)
     {
+        if (inbound) Interlocked.Increment(ref counters._refusedConnections);
         if (!_repeated.ShouldLog(logger, inbound ? "aborted handshake" : "failed connect")) return;
         if (inbound) TransportLog.HandshakeAborted(logger, remote, reason);
         else TransportLog.ConnectFailed(logger, remote, reason);

@@ -251,7 +251,7 @@ public sealed partial class JobRunner
                     {
                         JobId = job, SessionId = session, Step = step, Kind = kind, StartPosition = cached,
                         Input = WireTensor.FromTokenIds(input.Select(t => (long)t).ToArray()),
-                        Route = route.Hops.Select(h => new Hop { NodeId = h.NodeId, Endpoint = _swarm.EndpointOf(h.NodeId), Layers = h.Layers }).ToArray(),
+                        Route = route.Hops.Select(h => new Hop { NodeId = h.NodeId, Endpoint = _swarm.EndpointOf(h.NodeId), Layers = h.Layers, Key = _swarm.KeyOf(h.NodeId) }).ToArray(),
                         WireDType = _swarm.Wire, Sampling = wireSampling,
                     };
                     using var stepSpan = CoordinatorInstrumentation.Source.StartActivity(CoordinatorInstrumentation.StepSpan, ActivityKind.Client);
