@@ -19,13 +19,15 @@ public sealed record TransferFigure(int Channels, double Megabytes, double Secon
 /// <param name="PlainStepRoundTripMicroseconds">The same without encryption.</param>
 /// <param name="Transfer">The large transfer on loopback (all channels), encrypted.</param>
 /// <param name="PlainTransfer">The same without encryption.</param>
+/// <param name="PskDerivationMs">Time to derive the PSK from a swarm secret (Argon2id, once per process and secret).</param>
 public sealed record EncryptionCost(
     double HandshakeMs,
     double PlainConnectMs,
     double StepRoundTripMicroseconds,
     double PlainStepRoundTripMicroseconds,
     TransferFigure Transfer,
-    TransferFigure PlainTransfer)
+    TransferFigure PlainTransfer,
+    double PskDerivationMs)
 {
     /// <summary>What encryption adds to one message of a decode step (half the round-trip difference).</summary>
     public double PerMessageMicroseconds => (StepRoundTripMicroseconds - PlainStepRoundTripMicroseconds) / 2;
@@ -92,8 +94,17 @@ public static class TransportBench
             await MeasureRoundTripAsync(step, encrypt: true, logger, cancellationToken).ConfigureAwait(false),
             await MeasureRoundTripAsync(step, encrypt: false, logger, cancellationToken).ConfigureAwait(false),
             loopback,
-            await MeasureTransferAsync(payload, 64, TimeSpan.Zero, encrypt: false, logger, cancellationToken).ConfigureAwait(false));
+            await MeasureTransferAsync(payload, 64, TimeSpan.Zero, encrypt: false, logger, cancellationToken).ConfigureAwait(false),
+            MeasurePskDerivation());
         return new TransportBenchResult(rttMs, LatencyMethodDescription, figures, rttUs, loopback, encryption);
+    }
+
+    /// <summary>One Argon2id derivation of a secret not derived before in this process (the memo would hide it).</summary>
+    private static double MeasurePskDerivation()
+    {
+        long start = Stopwatch.GetTimestamp();
+        Security.SwarmPsk.Derive($"bench-{Guid.NewGuid():N}");
+        return Stopwatch.GetElapsedTime(start).TotalMilliseconds;
     }
 
     private static TransportOptions Options(bool encrypt, int channels = 64) => new()
