@@ -23,7 +23,17 @@ internal sealed class TransportDiagnostics(ILogger logger, TransportCounters cou
     {
         Interlocked.Increment(ref counters._refusedConnections);
         if (dropped) Interlocked.Increment(ref counters._rateLimited);
-        if (_repeated.ShouldLog(logger, "refused connection: " + kind)) TransportLog.Refused(logger, from, reason);
+        if (_repeated.ShouldLog(logger, $"refused connection: {kind}: {Shape(reason)}")) TransportLog.Refused(logger, from, reason);
+    }
+
+    /// <summary>
+    /// The reason without what varies between occurrences of one cause (fingerprints, numbers), cut short: refusals of
+    /// different causes — a wrong secret, a key nobody vouched for — each get their first line; the limiter caps kinds.
+    /// </summary>
+    internal static string Shape(string reason)
+    {
+        var text = System.Text.RegularExpressions.Regex.Replace(reason, @"swarm:[a-z2-7]+|[0-9]+", "#");
+        return text.Length <= 48 ? text : text[..48];
     }
 
     /// <summary>A frame or message that is not what the protocol allows.</summary>

@@ -93,4 +93,15 @@ public class ConnectAdmissionTests
         Assert.Equal(AdmissionVerdict.Refuse, admission.Decide(third, "junk"u8, 0, out reason));
         Assert.Equal("malformed connection request (not a Swarm peer?)", reason);
     }
+
+    [Fact]
+    public void RefusalShape_OneKindPerCause_WhateverTheKeysAndNumbers()
+    {
+        string a = TransportDiagnostics.Shape("the peer's key swarm:abcdefghijklmnop is not accepted: the coordinator has not vouched for swarm:abcdefghijklmnop");
+        string b = TransportDiagnostics.Shape("the peer's key swarm:qrstuvwxyz234567 is not accepted: the coordinator has not vouched for swarm:qrstuvwxyz234567");
+        string c = TransportDiagnostics.Shape("the swarm secrets differ: decryption failed (or the message was altered in transit)");
+        Assert.Equal(a, b);
+        Assert.NotEqual(a, c);
+        Assert.Equal(TransportDiagnostics.Shape("the handshake did not complete within 300 ms"), TransportDiagnostics.Shape("the handshake did not complete within 5000 ms"));
+    }
 }
