@@ -151,7 +151,7 @@ internal sealed class HopForwarder
         try
         {
             if (_simulateLatencyMs > 0) await Task.Delay(_simulateLatencyMs, _stopping).ConfigureAwait(false);
-            var peer = await PeerAsync(next).ConfigureAwait(false);
+            var peer = await NextHopAsync(next).ConfigureAwait(false);
             peer.Send(new Envelope { Body = forward, SessionId = received.SessionId, TraceParent = traceParent, TraceState = traceState });
         }
         catch (Exception e) when (e is PeerDisconnectedException or TimeoutException or OperationCanceledException or FormatException)
@@ -167,6 +167,25 @@ internal sealed class HopForwarder
             _coordinator.ReportStepFailed(forward, ErrorCode.Internal, $"could not send the step to node {next.NodeId}: {e.Message}");
         }
     }
+
+    /// <summary>
+    /// <see cref="PeerAsync"/>, again after a short wait when the next hop refuses us: a node that joined a moment ago
+    /// may reach a hop before that hop has processed the coordinator's new member list (it is sent before the newcomer
+    /// is routable, but travels separately). A refusal that persists is reported after about 1.5 s.
+    /// </summary>
+    private async ValueTask<IPeer> NextHopAsync(Hop next)
+    {
+        for (int attempt = 0; ; attempt++)
+        {
+            try { return await PeerAsync(next).ConfigureAwait(false); }
+            catch (PeerRefusedException) when (attempt < RefusalRetryDelaysMs.Length)
+            {
+                await Task.Delay(RefusalRetryDelaysMs[attempt], _stopping).ConfigureAwait(false);
+            }
+        }
+    }
+
+    private static readonly int[] RefusalRetryDelaysMs = [100, 200, 400, 800];
 
     /// <summary>
     /// The connection to the hop's endpoint: the cached one while it is up and proves the hop's key, else one connection
