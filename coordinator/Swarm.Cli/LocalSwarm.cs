@@ -47,6 +47,13 @@ internal sealed record LocalSwarmOptions
     public string? TlsKey { get; init; }
     /// <summary>PEM file of the CA the launcher trusts for the coordinator's HTTPS (as <c>--cacert</c>), besides the system store.</summary>
     public string? CaCert { get; init; }
+    /// <summary>Start nodes with <c>--coordinator-key</c> set to the key the coordinator reports (default true).</summary>
+    public bool PinCoordinatorKey { get; init; } = true;
+    /// <summary>
+    /// The coordinator address node i is given, from i and the coordinator's UDP port, when it should not go straight
+    /// to the coordinator (a test's relay in between). Null: 127.0.0.1 and the port.
+    /// </summary>
+    public Func<int, int, string>? CoordinatorAddressForNode { get; init; }
 }
 
 /// <summary>
@@ -54,7 +61,8 @@ internal sealed record LocalSwarmOptions
 /// <c>swarm demo</c>, the swarm benchmarks and the integration tests run. Each process logs to a file;
 /// disposing stops every process (SIGTERM, then kill) so nothing is left behind. The coordinator binds port 0
 /// for both its node listener and its HTTP API and reports the ports it got in its <c>--ready-file</c>: no port
-/// is chosen here and released for another process to take first.
+/// is chosen here and released for another process to take first. Every process gets its own identity file in the log
+/// folder (a restarted process keeps its key), and nodes pin the key the coordinator reports.
 /// </summary>
 internal sealed class LocalSwarm : IAsyncDisposable
 {
@@ -70,6 +78,8 @@ internal sealed class LocalSwarm : IAsyncDisposable
     public CoordinatorClientCredentials ClientCredentials => new(_options.ApiKeys.FirstOrDefault(), _options.CaCert);
     /// <summary>UDP port nodes connect to on 127.0.0.1.</summary>
     public int ControlPort { get; private set; }
+    /// <summary>The coordinator's public key as 64 hex digits (what nodes pin).</summary>
+    public string CoordinatorKey { get; private set; } = "";
     public string LogDir { get; }
     public IReadOnlyList<Process?> NodeProcesses => _nodes;
     /// <summary>Process id of the running coordinator (swarm-coordinator).</summary>
@@ -129,6 +139,9 @@ internal sealed class LocalSwarm : IAsyncDisposable
 
     private string ReadyFile => Path.Combine(LogDir, "coordinator.ready.json");
 
+    /// <summary>The identity file of process <paramref name="name"/> (coordinator, node-1, …), in the log folder.</summary>
+    public string IdentityFile(string name) => Path.Combine(LogDir, $"{name}.identity");
+
     /// <summary>
     /// Starts the coordinator on the given ports (0 = the operating system picks) and waits until it has written
     /// the ports it bound to its ready file and answers on HTTP.
@@ -138,7 +151,8 @@ internal sealed class LocalSwarm : IAsyncDisposable
         File.Delete(ReadyFile);
         // The coordinator runs as its own torch-free program (swarm-coordinator), as in its container image.
         var args = new List<string> { _options.ModelUrl is null ? "--model" : "--model-url", _options.ModelUrl ?? _options.Model, "--listen", $"127.0.0.1:{listenPort}",
-            "--http", $"127.0.0.1:{httpPort}", "--ready-file", ReadyFile, "--wire-dtype", _options.WireDtype };
+            "--http", $"127.0.0.1:{httpPort}", "--ready-file", ReadyFile, "--wire-dtype", _options.WireDtype,
+            "--identity", IdentityFile("coordinator") };
         if (_options.Secret is not null) { args.Add("--secret"); args.Add(_options.Secret); }
         foreach (string key in _options.ApiKeys) { args.Add("--api-key"); args.Add(key); }
         if (_options.MetricsKey is not null) { args.Add("--metrics-key"); args.Add(_options.MetricsKey); }
@@ -156,6 +170,7 @@ internal sealed class LocalSwarm : IAsyncDisposable
         var bound = CoordinatorEndpoints.Read(ReadyFile);
         ControlPort = System.Net.IPEndPoint.Parse(bound.Listen).Port;
         HttpUrl = bound.Http;
+        CoordinatorKey = bound.Key ?? "";
         await WaitAsync(j => j is not null, timeout, "the coordinator did not answer on HTTP", ct);
     }
 
@@ -179,8 +194,10 @@ internal sealed class LocalSwarm : IAsyncDisposable
 
     private Process StartNode(int i, string? layers, string? memory)
     {
-        var args = new List<string> { "node", "--coordinator", $"127.0.0.1:{ControlPort}", "--name", $"node-{i + 1}" };
+        string coordinator = _options.CoordinatorAddressForNode?.Invoke(i, ControlPort) ?? $"127.0.0.1:{ControlPort}";
+        var args = new List<string> { "node", "--coordinator", coordinator, "--name", $"node-{i + 1}", "--identity", IdentityFile($"node-{i + 1}") };
         if (!_options.NodesFetchWeights) { args.Add("--model"); args.Add(_options.Model); }
+        if (_options.PinCoordinatorKey && CoordinatorKey.Length > 0) { args.Add("--coordinator-key"); args.Add(CoordinatorKey); }
         if (layers is not null) { args.Add("--layers"); args.Add(layers); }
         if (memory is not null) { args.Add("--memory"); args.Add(memory); }
         if (_options.ThreadsPerNode > 0) { args.Add("--threads"); args.Add(_options.ThreadsPerNode.ToString()); }

@@ -15,4 +15,5 @@ root.Subcommands.Add(CoordinatorCommand.Create());
 root.Subcommands.Add(NodeCommand.Create());
 root.Subcommands.Add(GenerateCommand.Create());
 root.Subcommands.Add(Swarm.Coordinator.Status.StatusCommand.Create());
-return await CommandLineRunner.RunAsync(root, args, typeof(CheckpointException), typeof(TorchLoadException), typeof(Swarm.Weights.WeightFetchException));
+return await CommandLineRunner.RunAsync(root, args, typeof(CheckpointException), typeof(TorchLoadException), typeof(Swarm.Weights.WeightFetchException),
+    typeof(Swarm.Transport.Security.IdentityException));

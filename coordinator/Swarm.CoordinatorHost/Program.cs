@@ -11,4 +11,4 @@ var coordinator = CoordinatorCommand.Create();
 foreach (var option in coordinator.Options) root.Options.Add(option);
 root.Action = coordinator.Action;
 root.Subcommands.Add(StatusCommand.Create()); // for health checks in the image: swarm-coordinator status --url …
-return await CommandLineRunner.RunAsync(root, args, typeof(CheckpointException));
+return await CommandLineRunner.RunAsync(root, args, typeof(CheckpointException), typeof(Swarm.Transport.Security.IdentityException));

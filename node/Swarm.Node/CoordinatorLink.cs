@@ -41,6 +41,7 @@ internal sealed class CoordinatorLink : IDisposable
     private readonly IStageView _stage;
     private readonly NodeStatus _status;
     private readonly ILogger _logger;
+    private readonly ReadOnlyMemory<byte> _coordinatorKey;
     private readonly CancellationTokenSource _stop = new();
     private volatile IPeer? _peer;
     private volatile Heartbeat? _lastHeartbeat;
@@ -48,9 +49,12 @@ internal sealed class CoordinatorLink : IDisposable
     private bool _disposed;
     private long _heartbeatMs = 500;
 
-    public CoordinatorLink(ITransport transport, IPEndPoint coordinator, NodeProfile profile, IStageView stage, NodeStatus status, ILogger logger)
+    /// <param name="coordinatorKey">The coordinator's pinned public key (<c>--coordinator-key</c>); empty accepts any.</param>
+    public CoordinatorLink(ITransport transport, IPEndPoint coordinator, NodeProfile profile, IStageView stage, NodeStatus status, ILogger logger,
+        ReadOnlyMemory<byte> coordinatorKey = default)
     {
         _transport = transport; _coordinator = coordinator; _profile = profile; _stage = stage; _status = status; _logger = logger;
+        _coordinatorKey = coordinatorKey;
     }
 
     /// <summary>The model source the coordinator announced at the last registration (<see cref="Welcome.ModelSource"/>; empty: none).</summary>
@@ -59,8 +63,17 @@ internal sealed class CoordinatorLink : IDisposable
     /// <summary>True while registered over a live connection.</summary>
     public bool IsConnected => _peer is { IsConnected: true };
 
+    /// <summary>
+    /// True when <paramref name="peer"/> is our connection to the coordinator (also while a re-registration is still
+    /// waiting for its Welcome): only the coordinator may tell this node which peers it vouches for.
+    /// </summary>
+    public bool IsCoordinator(IPeer peer) => ReferenceEquals(peer, _peer) || peer.RemoteEndPoint.Equals(_coordinator);
+
     /// <summary>The last heartbeat sent (read by the node's gauges).</summary>
     public Heartbeat? LastHeartbeat => _lastHeartbeat;
+
+    /// <summary>Raised with the member keys a <see cref="Welcome"/> carries, before the registration completes.</summary>
+    public event Action<PeerKeys>? MembersVouched;
 
     /// <summary>Heartbeat period; the coordinator's <see cref="Welcome"/> may set it (default 500 ms).</summary>
     public TimeSpan HeartbeatInterval => TimeSpan.FromMilliseconds(Interlocked.Read(ref _heartbeatMs));
@@ -80,7 +93,7 @@ internal sealed class CoordinatorLink : IDisposable
     };
 
     /// <summary>Connects to the coordinator and registers; retries with exponential back-off (capped at 5 s).</summary>
-    /// <exception cref="PeerRefusedException">The coordinator refused this node (fatal: wrong secret, wrong model).</exception>
+    /// <exception cref="PeerRefusedException">The coordinator refused this node, or failed to prove the pinned key (fatal: wrong secret, wrong model, an impostor).</exception>
     public async Task RegisterAsync(CancellationToken ct)
     {
         var delay = FirstRetry;
@@ -89,11 +102,12 @@ internal sealed class CoordinatorLink : IDisposable
             ct.ThrowIfCancellationRequested();
             try
             {
-                var peer = await _transport.ConnectAsync(_coordinator, ct).ConfigureAwait(false);
+                var peer = await _transport.ConnectAsync(_coordinator, _coordinatorKey, ct).ConfigureAwait(false);
                 var reply = await peer.RequestAsync(Envelope.Create(Hello()), HelloTimeout, ct).ConfigureAwait(false);
                 switch (reply.Body)
                 {
                     case Welcome w:
+                        if (w.Members is { } members) MembersVouched?.Invoke(members);
                         _status.NodeId = w.NodeId;
                         ModelSource = w.ModelSource;
                         if (w.HeartbeatIntervalMs > 0) Interlocked.Exchange(ref _heartbeatMs, w.HeartbeatIntervalMs);

@@ -5,6 +5,7 @@ using Swarm.Node.Telemetry;
 using Swarm.Protocol;
 using Swarm.Telemetry;
 using Swarm.Transport;
+using Swarm.Transport.Security;
 
 namespace Swarm.Node;
 
@@ -150,7 +151,7 @@ internal sealed class HopForwarder
         try
         {
             if (_simulateLatencyMs > 0) await Task.Delay(_simulateLatencyMs, _stopping).ConfigureAwait(false);
-            var peer = await PeerAsync(next.Endpoint).ConfigureAwait(false);
+            var peer = await NextHopAsync(next).ConfigureAwait(false);
             peer.Send(new Envelope { Body = forward, SessionId = received.SessionId, TraceParent = traceParent, TraceState = traceState });
         }
         catch (Exception e) when (e is PeerDisconnectedException or TimeoutException or OperationCanceledException or FormatException)
@@ -167,11 +168,36 @@ internal sealed class HopForwarder
         }
     }
 
-    /// <summary>The connection to <paramref name="endpoint"/>: the cached one while it is up, else one connection attempt shared by all callers.</summary>
-    private async ValueTask<IPeer> PeerAsync(string endpoint)
+    /// <summary>
+    /// <see cref="PeerAsync"/>, again after a short wait when the next hop refuses us: a node that joined a moment ago
+    /// may reach a hop before that hop has processed the coordinator's new member list (it is sent before the newcomer
+    /// is routable, but travels separately). A refusal that persists is reported after about 1.5 s.
+    /// </summary>
+    private async ValueTask<IPeer> NextHopAsync(Hop next)
     {
-        if (_connected.TryGetValue(endpoint, out var known) && known.IsConnected) return known;
-        var connecting = _connecting.GetOrAdd(endpoint, Connect);
+        for (int attempt = 0; ; attempt++)
+        {
+            try { return await PeerAsync(next).ConfigureAwait(false); }
+            catch (PeerRefusedException) when (attempt < RefusalRetryDelaysMs.Length)
+            {
+                await Task.Delay(RefusalRetryDelaysMs[attempt], _stopping).ConfigureAwait(false);
+            }
+        }
+    }
+
+    private static readonly int[] RefusalRetryDelaysMs = [100, 200, 400, 800];
+
+    /// <summary>
+    /// The connection to the hop's endpoint: the cached one while it is up and proves the hop's key, else one connection
+    /// attempt shared by all callers. The key the coordinator vouched for in the route is pinned, so a step never goes
+    /// to whoever else answers at that endpoint.
+    /// </summary>
+    private async ValueTask<IPeer> PeerAsync(Hop next)
+    {
+        string endpoint = next.Endpoint;
+        if (_connected.TryGetValue(endpoint, out var known) && known.IsConnected
+            && (next.Key is null || PeerKey.AreEqual(known.RemoteKey.Span, next.Key))) return known;
+        var connecting = _connecting.GetOrAdd(endpoint, _ => Connect(next));
         try
         {
             var peer = await connecting.ConfigureAwait(false);
@@ -185,7 +211,7 @@ internal sealed class HopForwarder
         }
     }
 
-    private Task<IPeer> Connect(string endpoint) => NodeOptions.TryParseEndPoint(endpoint, out var remote)
-        ? _transport.ConnectAsync(remote!, _stopping)
-        : Task.FromException<IPeer>(new FormatException($"bad endpoint '{endpoint}'"));
+    private Task<IPeer> Connect(Hop next) => NodeOptions.TryParseEndPoint(next.Endpoint, out var remote)
+        ? _transport.ConnectAsync(remote!, next.Key ?? ReadOnlyMemory<byte>.Empty, _stopping)
+        : Task.FromException<IPeer>(new FormatException($"bad endpoint '{next.Endpoint}'"));
 }

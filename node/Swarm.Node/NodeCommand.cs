@@ -23,6 +23,8 @@ public static class NodeCommand
         cfg.Flag<string>("--listen", "Listen", "Node-to-node address HOST:PORT (default 127.0.0.1:0)");
         cfg.Flag<string>("--advertise", "Advertise", "Address other nodes use to reach this one (default: --listen)");
         cfg.Flag<string>("--secret", "Secret", "Swarm secret (or SWARM_SECRET); optional on loopback only");
+        cfg.Flag<string>("--identity", "Identity", "Identity file (key pair, created 0600 at first start; default $SWARM_HOME/node.identity or ~/.local/share/swarm/node.identity)");
+        cfg.Flag<string>("--coordinator-key", "CoordinatorKey", "Pin the coordinator's public key (64 hex digits, from its log): refuse any other");
         cfg.Flag<string>("--dtype", "Dtype", "Compute dtype f32 (default) or bf16");
         cfg.Flag<int>("--metrics-port", "MetricsPort", "Serve Prometheus /metrics on this TCP port (default off)", "--metrics");
         cfg.Flag<string>("--otlp-endpoint", "OtlpEndpoint", "OTLP collector for this node's traces and metrics");

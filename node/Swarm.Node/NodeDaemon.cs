@@ -7,6 +7,7 @@ using Swarm.Model;
 using Swarm.Node.Telemetry;
 using Swarm.Protocol;
 using Swarm.Transport;
+using Swarm.Transport.Security;
 using static TorchSharp.torch;
 
 namespace Swarm.Node;
@@ -29,6 +30,8 @@ public sealed class NodeDaemon : BackgroundService
     private readonly IHostApplicationLifetime _lifetime;
     private readonly NodeStatus _status = new();
     private readonly CancellationTokenSource _stopping = new(), _abandon = new();
+    private readonly VouchedPeers _vouched = new();
+    private NodeIdentity? _identity;
     private ITransport? _transport;
     private Checkpoint? _checkpoint;
     private CoordinatorLink? _link;
@@ -62,7 +65,7 @@ public sealed class NodeDaemon : BackgroundService
             await RunAsync(stoppingToken);
         }
         catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested) { }
-        catch (Exception e) when (e is CheckpointException or TorchLoadException or PeerRefusedException or ArgumentException)
+        catch (Exception e) when (e is CheckpointException or TorchLoadException or PeerRefusedException or ArgumentException or IdentityException)
         {
             _logger.Fatal(e.Message);
             Environment.ExitCode = 1;
@@ -87,7 +90,12 @@ public sealed class NodeDaemon : BackgroundService
             pinned = layers;
         }
         if (string.IsNullOrEmpty(_options.Secret)) _logger.NoSecret();
-        var transport = LiteNetTransport.Start(new TransportOptions { BindAddress = listen!.Address, Port = listen.Port, Secret = _options.Secret }, _logger);
+        _identity = NodeIdentity.LoadOrCreate(_options.IdentityPath);
+        _logger.Identity(_identity.Fingerprint, _identity.FilePath ?? "", _identity.Created ? "created" : "loaded");
+        var transport = LiteNetTransport.Start(new TransportOptions
+        {
+            BindAddress = listen!.Address, Port = listen.Port, Secret = _options.Secret, Identity = _identity, AuthorizeInbound = _vouched.Authorize,
+        }, _logger);
         _transport = transport;
 
         var outbox = new BoundedHandoff<Outgoing>(OutboxCapacity);
@@ -102,7 +110,7 @@ public sealed class NodeDaemon : BackgroundService
         if (pinned is { } range && _checkpoint is not null) worker.Load(range, 0);
 
         var link = new CoordinatorLink(transport, coordinator!, NodeProfile.From(_options, transport.LocalEndPoint, config, layerTokensPerSecond),
-            worker, _status, _logger);
+            worker, _status, _logger, _options.PinnedCoordinatorKey);
         _link = link;
         var forwarder = new HopForwarder(transport, link, _status, outbox, _options.SimulateLatencyMs, _logger, _stopping.Token);
         _forwarder = forwarder;
@@ -113,6 +121,7 @@ public sealed class NodeDaemon : BackgroundService
             link.OnPeerDisconnected(peer, reason);
         };
 
+        link.MembersVouched += keys => _vouched.Update(keys);
         await link.RegisterAsync(ct);
         if (_options.FetchesWeights && link.ModelSource.Length == 0)
             throw new ArgumentException("this node has no --model and the coordinator announces no model source (it was started with " +
@@ -152,6 +161,9 @@ public sealed class NodeDaemon : BackgroundService
                 break;
             case Drain d:
                 link.OnDrain(d);
+                break;
+            case PeerKeys k when link.IsCoordinator(msg.Peer):
+                _vouched.Update(k);
                 break;
             case Welcome or Ack:
                 break;
@@ -201,6 +213,7 @@ public sealed class NodeDaemon : BackgroundService
             _abandon.Cancel(); // the compute thread may be blocked on a full outbox: let it drop what is left
         if (_forwarder is not null) await WaitAsync(_forwarder.Completion, PartStopTimeout, "the hop forwarder");
         if (_transport is not null) await _transport.DisposeAsync();
+        _identity?.Dispose();
         _checkpoint?.Dispose();
     }
 

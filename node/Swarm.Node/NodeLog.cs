@@ -39,4 +39,6 @@ internal static partial class NodeLog
     public static partial void Fetching(this ILogger logger, string range, string source, int tensors);
     [LoggerMessage(17, LogLevel.Information, "fetched layers {Range} into {Directory}: {MB:F1} MB, {DownloadedMB:F1} MB downloaded, every tensor verified")]
     public static partial void Fetched(this ILogger logger, string range, string directory, double mb, double downloadedMB);
+    [LoggerMessage(18, LogLevel.Information, "node identity {Fingerprint} ({What} {Path})")]
+    public static partial void Identity(this ILogger logger, string fingerprint, string path, string what);
 }

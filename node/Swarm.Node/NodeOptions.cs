@@ -7,6 +7,9 @@ namespace Swarm.Node;
 /// <summary>Settings of a worker node (<c>swarm node</c>); bound from flags, SWARM_NODE__* env vars or a config file.</summary>
 public sealed class NodeOptions
 {
+    /// <summary>File name of the default identity, apart from a coordinator's on the same machine.</summary>
+    public const string DefaultIdentityFile = "node.identity";
+
     /// <summary>Coordinator control address, host:port. Required.</summary>
     public string Coordinator { get; set; } = "";
     /// <summary>
@@ -26,8 +29,18 @@ public sealed class NodeOptions
     public string Listen { get; set; } = "127.0.0.1:0";
     /// <summary>Address other nodes should use to reach this one, when it differs from Listen (NAT, containers).</summary>
     public string? Advertise { get; set; }
-    /// <summary>Shared swarm secret; may be omitted only on loopback.</summary>
+    /// <summary>Shared swarm secret (the PSK of every handshake); may be omitted only on loopback.</summary>
     public string? Secret { get; set; }
+    /// <summary>
+    /// Identity file: this node's X25519 key pair, created 0600 at first start. Default
+    /// <c>$SWARM_HOME/node.identity</c>, else <c>~/.local/share/swarm/node.identity</c>. Two nodes on one machine need two files.
+    /// </summary>
+    public string? Identity { get; set; }
+    /// <summary>
+    /// The coordinator's public key (64 hex digits, logged by the coordinator at start): the node refuses a coordinator
+    /// that cannot prove it. Unset: any coordinator that completes the handshake (with the swarm secret, if any) is accepted.
+    /// </summary>
+    public string? CoordinatorKey { get; set; }
     /// <summary>Compute dtype: f32 (default) or bf16.</summary>
     public string Dtype { get; set; } = "f32";
     /// <summary>Tensor-parallel shards per layer (default 1).</summary>
@@ -48,6 +61,13 @@ public sealed class NodeOptions
 
     /// <summary>True when the node has no local checkpoint and fetches its layers from the swarm's model source.</summary>
     public bool FetchesWeights => string.IsNullOrWhiteSpace(Model);
+
+    /// <summary>The identity file to load or create: <see cref="Identity"/>, or the default.</summary>
+    public string IdentityPath => string.IsNullOrWhiteSpace(Identity) ? Swarm.Transport.Security.NodeIdentity.DefaultPath(DefaultIdentityFile) : Identity;
+
+    /// <summary>The pinned coordinator key (<see cref="CoordinatorKey"/>) as bytes; empty when unset or invalid.</summary>
+    public ReadOnlyMemory<byte> PinnedCoordinatorKey =>
+        Swarm.Transport.Security.PeerKey.TryParse(CoordinatorKey, out var key, out _) ? key : ReadOnlyMemory<byte>.Empty;
 
     /// <summary>
     /// The compute device of each tensor-parallel shard, comma-separated, as this node announces it to the coordinator:
@@ -97,6 +117,8 @@ public sealed class NodeOptions
         if (!TryParseEndPoint(Listen, out var listen)) errors.Add($"--listen: '{Listen}' is not HOST:PORT");
         else if (string.IsNullOrEmpty(Secret) && !IPAddress.IsLoopback(listen!.Address))
             errors.Add($"--listen {Listen} is not loopback: a swarm secret is required (--secret or SWARM_SECRET)");
+        if (!string.IsNullOrWhiteSpace(CoordinatorKey) && !Swarm.Transport.Security.PeerKey.TryParse(CoordinatorKey, out _, out var keyError))
+            errors.Add($"--coordinator-key: {keyError}");
         if (Dtype is not ("f32" or "bf16")) errors.Add($"--dtype: '{Dtype}' (use f32 or bf16)");
         if (SessionTtlSeconds <= 0) errors.Add("session TTL must be > 0");
         if (MetricsPort is < 0 or > 65535) errors.Add("--metrics port out of range");

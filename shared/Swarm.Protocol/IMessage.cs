@@ -24,6 +24,7 @@ namespace Swarm.Protocol;
 /// <item><term>11</term><description><see cref="CloseSession"/> (coordinator → every stage of a route)</description></item>
 /// <item><term>12</term><description><see cref="Ack"/> (reply)</description></item>
 /// <item><term>13</term><description><see cref="ErrorReply"/> (reply)</description></item>
+/// <item><term>14</term><description><see cref="PeerKeys"/> (coordinator → node)</description></item>
 /// </list>
 /// </remarks>
 [Union(0, typeof(Hello))]
@@ -40,4 +41,5 @@ namespace Swarm.Protocol;
 [Union(11, typeof(CloseSession))]
 [Union(12, typeof(Ack))]
 [Union(13, typeof(ErrorReply))]
+[Union(14, typeof(PeerKeys))]
 public interface IMessage;

@@ -49,7 +49,7 @@ public sealed record Hello : IMessage
 }
 
 /// <summary>Coordinator's positive reply to <see cref="Hello"/>.</summary>
-/// <remarks>Keys 0–2, append-only.</remarks>
+/// <remarks>Keys 0–3, append-only.</remarks>
 [MessagePackObject]
 public sealed record Welcome : IMessage
 {
@@ -66,6 +66,12 @@ public sealed record Welcome : IMessage
     /// serves a local folder.
     /// </summary>
     [Key(2)] public string ModelSource { get; init; } = "";
+
+    /// <summary>
+    /// The member keys the coordinator vouches for as of this registration (this node's included), so the node accepts
+    /// hops from them before any later <see cref="PeerKeys"/> arrives; null from a coordinator that vouches for none.
+    /// </summary>
+    [Key(3)] public PeerKeys? Members { get; init; }
 }
 
 /// <summary>Coordinator's negative reply to <see cref="Hello"/>; the node should log it and stop.</summary>
@@ -191,4 +197,21 @@ public sealed record Drain : IMessage
 {
     /// <summary>Why, for the log.</summary>
     [Key(0)] public string Reason { get; init; } = "";
+}
+
+/// <summary>
+/// Coordinator → node: the static public keys of the swarm's current members. A node accepts a connection from
+/// another node (a hop handing on a step) only when that node proves one of these keys: the coordinator vouches for
+/// its members. Sent to every node whenever membership changes; a node keeps the list with the highest
+/// <see cref="Version"/> (lists travel unordered when large).
+/// </summary>
+/// <remarks>Keys 0–1, append-only.</remarks>
+[MessagePackObject]
+public sealed record PeerKeys : IMessage
+{
+    /// <summary>Increases with every list the coordinator sends; older lists are ignored.</summary>
+    [Key(0)] public long Version { get; init; }
+
+    /// <summary>The members' 32-byte X25519 public keys.</summary>
+    [Key(1)] public byte[][] Keys { get; init; } = [];
 }

@@ -33,7 +33,8 @@ public static class MessageValidator
             ?? Text(m.DataEndpoint, "data endpoint", allowEmpty: false)
             ?? Text(m.ModelId, "model id", allowEmpty: true),
         Welcome m => NonNegative(m.NodeId, "node id") ?? NonNegative(m.HeartbeatIntervalMs, "heartbeat interval")
-            ?? Text(m.ModelSource, "model source", allowEmpty: true),
+            ?? Text(m.ModelSource, "model source", allowEmpty: true)
+            ?? (m.Members is { } members ? NonNegative(members.Version, "members version") ?? Keys(members.Keys) : null),
         Refused m => Defined(m.Code) ?? Text(m.Reason, "reason", allowEmpty: true),
         AssignRange m => Range(m.Range, "range") ?? ValidateDigests(m.Tensors),
         RangeReady m => Range(m.Range, "range")
@@ -54,6 +55,7 @@ public static class MessageValidator
         CloseSession => null,
         Ack => null,
         ErrorReply m => Defined(m.Code) ?? Text(m.Message, "message", allowEmpty: true),
+        PeerKeys m => NonNegative(m.Version, "version") ?? Keys(m.Keys),
         null => "message is null",
         _ => $"unsupported message type {message.GetType().Name}",
     };
@@ -88,6 +90,7 @@ public static class MessageValidator
             var hop = m.Route[i];
             if (hop is null) return $"route hop {i} is null";
             if ((NonNegative(hop.NodeId, $"hop {i} node id") ?? Text(hop.Endpoint, $"hop {i} endpoint", allowEmpty: false) ?? Range(hop.Layers, $"hop {i} layers")) is { } he) return he;
+            if (hop.Key is { Length: not PublicKeyLength }) return $"hop {i} key is {hop.Key.Length} bytes, not {PublicKeyLength}";
             if (i > 0 && m.Route[i - 1] is { } prev && prev.Layers.End != hop.Layers.Start)
                 return $"route hops {i - 1} {prev.Layers} and {i} {hop.Layers} are not contiguous";
         }
@@ -96,6 +99,21 @@ public static class MessageValidator
         if (m.Sampling.TopK < 0) return $"top_k {m.Sampling.TopK} must be ≥ 0";
         if (!double.IsFinite(m.Sampling.TopP) || m.Sampling.TopP <= 0 || m.Sampling.TopP > 1) return $"top_p {m.Sampling.TopP} must be in (0, 1]";
         return Timings(m.Timings);
+    }
+
+    /// <summary>Length of a static public key (X25519).</summary>
+    private const int PublicKeyLength = 32;
+
+    /// <summary>Most keys one <see cref="PeerKeys"/> may carry.</summary>
+    private const int MaxPeerKeys = 65_536;
+
+    private static string? Keys(byte[][]? keys)
+    {
+        if (keys is null) return "keys are missing";
+        if (keys.Length > MaxPeerKeys) return $"{keys.Length} keys, limit {MaxPeerKeys}";
+        for (int i = 0; i < keys.Length; i++)
+            if (keys[i] is not { Length: PublicKeyLength }) return $"key {i} is not {PublicKeyLength} bytes";
+        return null;
     }
 
     private static string? Timings(StageTiming[]? timings)

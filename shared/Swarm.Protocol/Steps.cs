@@ -17,8 +17,8 @@ public enum StepKind
     Replay = 2,
 }
 
-/// <summary>One stage of a route: which node runs which layers, and where to reach it.</summary>
-/// <remarks>Keys 0–2, append-only.</remarks>
+/// <summary>One stage of a route: which node runs which layers, where to reach it, and the key it must prove.</summary>
+/// <remarks>Keys 0–3, append-only.</remarks>
 [MessagePackObject]
 public sealed record Hop
 {
@@ -30,6 +30,13 @@ public sealed record Hop
 
     /// <summary>Layers this hop runs.</summary>
     [Key(2)] public LayerRange Layers { get; init; }
+
+    /// <summary>
+    /// The node's static public key (32 bytes), as the coordinator saw it proven when the node registered: the node
+    /// that hands a step on to this hop pins it when it connects, so a step never goes to an impostor at the endpoint.
+    /// Null when the coordinator knows no key (a transport without encryption).
+    /// </summary>
+    [Key(3)] public byte[]? Key { get; init; }
 }
 
 /// <summary>

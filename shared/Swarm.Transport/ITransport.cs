@@ -1,6 +1,7 @@
 using System.Net;
 using System.Threading.Channels;
 using Swarm.Protocol;
+using Swarm.Transport.Security;
 
 namespace Swarm.Transport;
 
@@ -8,6 +9,12 @@ namespace Swarm.Transport;
 /// A message endpoint: listens on one UDP port, connects to peers, authenticates them, and moves
 /// <see cref="Envelope"/>s of up to <see cref="TransportOptions.MaxMessageBytes"/> in both directions.
 /// </summary>
+/// <remarks>
+/// Every connection runs a Noise handshake before it is surfaced (<see cref="PeerConnected"/>, the result of
+/// <see cref="ConnectAsync(IPEndPoint, CancellationToken)"/>): both sides prove their static key, and with a swarm
+/// secret only holders of the same secret complete it. Every message after that is encrypted and authenticated;
+/// replayed, reordered-beyond-window and altered ones are dropped and counted (<see cref="TransportCounters.Records"/>).
+/// </remarks>
 /// <remarks>
 /// Delivery is reliable but <b>unordered across messages</b>: a small message sent after a large one may
 /// arrive first. Replies to <see cref="IPeer.RequestAsync"/> are routed to the waiting caller; every other
@@ -25,6 +32,9 @@ public interface ITransport : IAsyncDisposable
     /// </summary>
     ChannelReader<InboundMessage> Inbound { get; }
 
+    /// <summary>The public key this transport proves in its handshakes (its identity).</summary>
+    ReadOnlyMemory<byte> LocalKey { get; }
+
     /// <summary>Raised on the transport's poll thread when a peer (either direction) completes authentication. Keep handlers short.</summary>
     event Action<IPeer>? PeerConnected;
 
@@ -37,11 +47,20 @@ public interface ITransport : IAsyncDisposable
     /// <summary>Counters, for logs and tests.</summary>
     TransportCounters Counters { get; }
 
-    /// <summary>Connects to, and authenticates with, a remote transport (or returns the existing connection to it).</summary>
-    /// <exception cref="PeerRefusedException">The remote refused us (wrong secret, protocol version); the message carries its reason.</exception>
-    /// <exception cref="PeerDisconnectedException">The remote could not be reached.</exception>
+    /// <summary>Connects to, and authenticates with, a remote transport (or returns the existing connection to it), accepting whatever key it proves.</summary>
+    /// <exception cref="PeerRefusedException">The remote refused us (wrong secret, protocol version), or the handshake failed; the message carries the reason.</exception>
+    /// <exception cref="PeerDisconnectedException">The remote could not be reached, or the handshake did not complete in time.</exception>
     /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> fired.</exception>
     Task<IPeer> ConnectAsync(IPEndPoint remote, CancellationToken cancellationToken = default);
+
+    /// <summary>
+    /// Connects to, and authenticates with, a remote transport that must prove <paramref name="expectedKey"/> (pinning);
+    /// an empty key accepts any. An existing connection to <paramref name="remote"/> is returned when its key matches.
+    /// </summary>
+    /// <exception cref="PeerRefusedException">The remote proved another key, refused us, or the handshake failed; the message says which.</exception>
+    /// <exception cref="PeerDisconnectedException">The remote could not be reached, or the handshake did not complete in time.</exception>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> fired.</exception>
+    Task<IPeer> ConnectAsync(IPEndPoint remote, ReadOnlyMemory<byte> expectedKey, CancellationToken cancellationToken = default);
 }
 
 /// <summary>A connected, authenticated remote transport.</summary>
@@ -52,6 +71,12 @@ public interface IPeer
 
     /// <summary>The remote's address.</summary>
     IPEndPoint RemoteEndPoint { get; }
+
+    /// <summary>The static public key the remote proved in the handshake: its identity (empty only when encryption is off, in benchmarks).</summary>
+    ReadOnlyMemory<byte> RemoteKey { get; }
+
+    /// <summary>The short name of <see cref="RemoteKey"/> for logs (<see cref="PeerKey.Fingerprint"/>), or <c>unauthenticated</c>.</summary>
+    string RemoteFingerprint { get; }
 
     /// <summary>True until the connection ends.</summary>
     bool IsConnected { get; }
@@ -110,6 +135,7 @@ public sealed class PeerRefusedException : PeerDisconnectedException
 public sealed class TransportCounters
 {
     internal long _messagesReceived, _messagesSent, _malformed, _droppedFull, _droppedReassembly, _refusedConnections, _bytesReceived, _bytesSent;
+    internal long _rateLimited, _handshakesEstablished, _handshakesFailed, _handshakesTimedOut;
 
     /// <summary>Valid messages received.</summary>
     public long MessagesReceived => Interlocked.Read(ref _messagesReceived);
@@ -121,8 +147,22 @@ public sealed class TransportCounters
     public long DroppedInboundFull => Interlocked.Read(ref _droppedFull);
     /// <summary>Partial messages dropped (reassembly memory budget exceeded or stalled past the timeout).</summary>
     public long DroppedReassembly => Interlocked.Read(ref _droppedReassembly);
-    /// <summary>Connection requests refused (wrong key or version, malformed).</summary>
+    /// <summary>
+    /// Connection attempts made to us that did not succeed, for any reason: malformed or wrong-version requests, attempts
+    /// over the per-address rate limit or the pending-handshake cap, and handshakes that failed, timed out or were
+    /// abandoned by the initiator.
+    /// </summary>
     public long RefusedConnections => Interlocked.Read(ref _refusedConnections);
+    /// <summary>Connection attempts dropped unanswered because their source address exceeded its rate, or too many handshakes were pending (part of <see cref="RefusedConnections"/>).</summary>
+    public long RateLimitedConnections => Interlocked.Read(ref _rateLimited);
+    /// <summary>Handshakes completed (either direction).</summary>
+    public long HandshakesEstablished => Interlocked.Read(ref _handshakesEstablished);
+    /// <summary>Handshakes that failed: wrong or missing secret, a key not pinned or not vouched for, altered or replayed handshake messages (either direction).</summary>
+    public long HandshakesFailed => Interlocked.Read(ref _handshakesFailed);
+    /// <summary>Handshakes that did not complete within <see cref="TransportOptions.HandshakeTimeout"/> (either direction).</summary>
+    public long HandshakesTimedOut => Interlocked.Read(ref _handshakesTimedOut);
+    /// <summary>The record layer's counters over every channel of the transport: records sealed, opened, and dropped by reason.</summary>
+    public SecureChannelCounters Records { get; } = new();
     /// <summary>Payload bytes of complete messages received.</summary>
     public long BytesReceived => Interlocked.Read(ref _bytesReceived);
     /// <summary>Payload bytes of messages sent.</summary>

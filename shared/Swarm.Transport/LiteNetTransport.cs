@@ -8,46 +8,52 @@ using LiteNetLib;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Swarm.Protocol;
+using Swarm.Transport.Security;
 
 namespace Swarm.Transport;
 
 /// <summary>
-/// <see cref="ITransport"/> over LiteNetLib (reliable UDP).
+/// <see cref="ITransport"/> over LiteNetLib (reliable UDP), with a Noise secure channel on every connection.
 /// </summary>
 /// <remarks>
-/// <para>Threads: LiteNetLib's own receive and logic threads, plus one poll thread of ours that runs
-/// <c>NetManager.PollEvents</c> (connection requests, connects, disconnects — <c>UnsyncedEvents</c> is false), decodes
-/// complete messages, completes pending requests and feeds <see cref="Inbound"/>. Packet payloads are copied out of the
-/// <c>NetPacketReader</c> on LiteNetLib's receive thread (<c>UnsyncedReceiveEvent</c>) straight into the reassembly
-/// buffer, so the reader is never used after it is recycled and no per-packet queue exists; the poll thread is woken
-/// at once when a message completes, which keeps a hop on loopback well under a millisecond.</para>
-/// <para>Large messages: LiteNetLib keeps at most 64 packets in flight per reliable channel, so a single channel
-/// moves ~64 × MTU per round trip. Messages larger than one packet are cut into packet-sized chunks spread
-/// round-robin over <see cref="TransportOptions.Channels"/> ReliableUnordered channels and reassembled by
-/// (sender, transfer, chunk index).</para>
-/// <para>Back-pressure policy: inbound memory is bounded by <see cref="TransportOptions.MaxPendingInboundBytes"/>
-/// (partial and undecoded messages; a message that does not fit is dropped and logged — its sender's request times
-/// out) and by <see cref="TransportOptions.InboundCapacity"/> (decoded messages; when full the newest message is
-/// dropped, logged, counted, and answered with <see cref="ErrorReply"/>/<see cref="ErrorCode.Overloaded"/>). The poll
-/// thread never blocks on a consumer. Outbound data is queued inside LiteNetLib; callers bound it themselves.</para>
+/// <para>Threads: LiteNetLib's receive and logic threads, plus one poll thread of ours that runs
+/// <c>NetManager.PollEvents</c> (requests, connects, disconnects), drives the handshakes, opens records, decodes
+/// messages, completes pending requests and feeds <see cref="Inbound"/>. Payloads are copied out of LiteNetLib's
+/// reader on its receive thread straight into the reassembly buffer; the poll thread is woken at once when a message
+/// completes, which keeps a hop on loopback well under a millisecond.</para>
+/// <para>Connecting: the request carries only the protocol version (<see cref="ConnectRequest"/>); requests over the
+/// per-address rate are dropped unanswered (<see cref="ConnectionAdmission"/>). Then the Noise handshake runs over the
+/// connection (<see cref="PeerAuthenticator"/>), bounded by <see cref="TransportOptions.HandshakeTimeout"/>; only then is
+/// the peer surfaced.</para>
+/// <para>Messages: each is sealed whole into one record of the peer's <see cref="SecureChannel"/>, then framed
+/// (<see cref="Framing"/>: one packet, or chunks over up to 64 ReliableUnordered channels) and opened once
+/// reassembled. One AEAD per message keeps the overhead at 29 bytes per message, not per packet, the replay window
+/// counting messages, and the application never sees part of a message. Records that fail to open are dropped and
+/// counted. LiteNetLib has acknowledged a record's packets before it is opened, so an altered record is lost, not
+/// resent: the layer above recovers as from any lost message (the coordinator's step timeout).</para>
+/// <para>Back-pressure: inbound memory is bounded by <see cref="TransportOptions.MaxPendingInboundBytes"/> (partial and
+/// undecoded messages; one that does not fit is dropped and logged) and by <see cref="TransportOptions.InboundCapacity"/>
+/// (decoded messages; when full the newest is dropped, counted, and answered with <see cref="ErrorCode.Overloaded"/>).
+/// The poll thread never blocks on a consumer. Outbound data is queued inside LiteNetLib.</para>
 /// </remarks>
-public sealed partial class LiteNetTransport : ITransport
+public sealed class LiteNetTransport : ITransport
 {
     private readonly TransportOptions _options;
     private readonly ILogger _logger;
     private readonly MessageCodec _codec;
-    private readonly byte[] _key;
     private readonly EventBasedNetListener _listener = new();
     private readonly NetManager _manager;
     private readonly Thread _pollThread;
     private readonly AutoResetEvent _wake = new(false);
     private readonly ConcurrentQueue<Action> _commands = new();
-    private readonly ConcurrentQueue<(PeerState Peer, byte[] Bytes)> _completed = new();
-    private readonly ConcurrentDictionary<NetPeer, PeerState> _peers = new(ReferenceEqualityComparer.Instance);
+    private readonly ConcurrentDictionary<NetPeer, TransportPeer> _peers = new(ReferenceEqualityComparer.Instance);
     private readonly Channel<InboundMessage> _inbound;
     private readonly Reassembler _reassembly;
     private readonly TransportCounters _counters = new();
-    private readonly RepeatedLogLimiter _repeated = new(); // warnings a peer can provoke at will: counted always, logged per interval
+    private readonly ConnectionAdmission _admission;
+    private readonly TransportDiagnostics _diagnostics;
+    private readonly PeerAuthenticator? _auth; // null: encryption off (benchmarks and tests only)
+    private readonly InboundDispatcher _dispatcher;
     private long _nextMessageId;
     private volatile bool _stopping;
     private int _disposed;
@@ -57,7 +63,8 @@ public sealed partial class LiteNetTransport : ITransport
         _options = options;
         _logger = logger;
         _codec = new MessageCodec(options.MaxMessageBytes);
-        _key = SwarmKey.Derive(options.Secret);
+        _admission = new ConnectionAdmission(options);
+        _diagnostics = new TransportDiagnostics(logger, _counters);
         _reassembly = new Reassembler(options.MaxPendingInboundBytes, options.MaxMessageBytes, options.ReassemblyTimeout);
         _inbound = Channel.CreateBounded<InboundMessage>(new BoundedChannelOptions(options.InboundCapacity)
         {
@@ -77,6 +84,11 @@ public sealed partial class LiteNetTransport : ITransport
             ReconnectDelay = 250,
             MaxConnectAttempts = Math.Max(1, (int)Math.Ceiling(options.ConnectTimeout.TotalMilliseconds / 250)),
         };
+        _auth = options.Encrypt
+            ? new PeerAuthenticator(options, _counters, _diagnostics, (peer, reason) => _manager.DisconnectPeer(peer.Net, reason), EnsureConnected)
+            : null;
+        _dispatcher = new InboundDispatcher(options, _codec, _reassembly, _counters, _diagnostics, _auth, _inbound.Writer,
+            peer => EnsureConnected(peer, channel: null), () => LocalEndPoint);
         _listener.ConnectionRequestEvent += OnConnectionRequest;
         _listener.PeerConnectedEvent += OnPeerConnected;
         _listener.PeerDisconnectedEvent += OnPeerDisconnected;
@@ -100,17 +112,22 @@ public sealed partial class LiteNetTransport : ITransport
         if (!LiteNetLibLog.WhileBinding(() => t._manager.Start(v4, v6, options.Port)))
         {
             t._wake.Dispose();
+            t._auth?.Dispose();
             throw new SocketException((int)SocketError.AddressAlreadyInUse, $"could not bind UDP {options.BindAddress}:{options.Port}");
         }
         t.LocalEndPoint = new IPEndPoint(options.BindAddress, t._manager.LocalPort);
         t._pollThread.Name = $"swarm-transport:{t._manager.LocalPort}";
         t._pollThread.Start();
         TransportLog.Listening(t._logger, t.LocalEndPoint, options.Channels);
+        if (t._auth is { } auth) TransportLog.Identity(t._logger, auth.LocalFingerprint, auth.ProtocolName);
         return t;
     }
 
     /// <inheritdoc/>
     public IPEndPoint LocalEndPoint { get; private set; } = new(IPAddress.None, 0);
+
+    /// <inheritdoc/>
+    public ReadOnlyMemory<byte> LocalKey => _auth?.LocalKey ?? ReadOnlyMemory<byte>.Empty;
 
     /// <inheritdoc/>
     public ChannelReader<InboundMessage> Inbound => _inbound.Reader;
@@ -131,12 +148,18 @@ public sealed partial class LiteNetTransport : ITransport
     internal long PendingInboundBytes => _reassembly.PendingBytes;
 
     /// <inheritdoc/>
-    public async Task<IPeer> ConnectAsync(IPEndPoint remote, CancellationToken cancellationToken = default)
+    public Task<IPeer> ConnectAsync(IPEndPoint remote, CancellationToken cancellationToken = default) =>
+        ConnectAsync(remote, ReadOnlyMemory<byte>.Empty, cancellationToken);
+
+    /// <inheritdoc/>
+    public async Task<IPeer> ConnectAsync(IPEndPoint remote, ReadOnlyMemory<byte> expectedKey, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(remote);
         ObjectDisposedException.ThrowIf(_disposed != 0, this);
+        if (!expectedKey.IsEmpty && expectedKey.Length != PeerKey.Length)
+            throw new ArgumentException($"a public key is {PeerKey.Length} bytes, not {expectedKey.Length}", nameof(expectedKey));
         var tcs = new TaskCompletionSource<IPeer>(TaskCreationOptions.RunContinuationsAsynchronously);
-        Enqueue(() => StartConnect(remote, tcs));
+        Enqueue(() => StartConnect(remote, expectedKey, tcs));
         using var reg = cancellationToken.Register(() =>
         {
             if (tcs.TrySetCanceled(cancellationToken))
@@ -145,30 +168,31 @@ public sealed partial class LiteNetTransport : ITransport
         return await tcs.Task.ConfigureAwait(false);
     }
 
-    private void StartConnect(IPEndPoint remote, TaskCompletionSource<IPeer> tcs)
+    private void StartConnect(IPEndPoint remote, ReadOnlyMemory<byte> expectedKey, TaskCompletionSource<IPeer> tcs)
     {
         foreach (var p in _peers.Values)
         {
             if (!p.RemoteEndPoint.Equals(remote) || p.IsClosed) continue;
-            if (p.IsConnected) tcs.TrySetResult(p);
-            else p.ConnectWaiters.Add(tcs);
+            if (!p.IsConnected) p.ConnectWaiters.Add((tcs, expectedKey));
+            else if (p.Mismatch(expectedKey) is { } refusal) tcs.TrySetException(new PeerRefusedException(refusal));
+            else tcs.TrySetResult(p);
             return;
         }
-        var net = _manager.Connect(remote, SwarmKey.BuildRequest(_key, _options.ProtocolVersion).AsSpan());
+        var net = _manager.Connect(remote, ConnectRequest.Build(_options.ProtocolVersion, _options.Encrypt).AsSpan());
         if (net is null)
         {
             tcs.TrySetException(new PeerDisconnectedException($"could not start a connection to {remote} (a connection attempt is already in progress)"));
             return;
         }
-        var state = _peers.GetOrAdd(net, n => new PeerState(this, n));
-        if (state.IsConnected) tcs.TrySetResult(state);
-        else state.ConnectWaiters.Add(tcs);
+        var state = _peers.GetOrAdd(net, n => new TransportPeer(this, n, inbound: false));
+        if (state.Handshake is null && !state.IsConnected) _auth?.BeginOutbound(state, expectedKey);
+        state.ConnectWaiters.Add((tcs, expectedKey));
     }
 
     private void AbandonConnect(IPEndPoint remote)
     {
         foreach (var p in _peers.Values)
-            if (p.RemoteEndPoint.Equals(remote) && !p.IsConnected && !p.IsClosed && p.ConnectWaiters.All(w => w.Task.IsCompleted))
+            if (p.RemoteEndPoint.Equals(remote) && !p.IsConnected && !p.IsClosed && p.ConnectWaiters.All(w => w.Waiter.Task.IsCompleted))
                 _manager.DisconnectPeer(p.Net);
     }
 
@@ -179,74 +203,64 @@ public sealed partial class LiteNetTransport : ITransport
         _wake.Set();
     }
 
-    // ---- LiteNetLib events -------------------------------------------------------------------
+    /// <summary>Closes <paramref name="peer"/>'s connection from the poll thread.</summary>
+    internal void DisconnectLater(TransportPeer peer) => Enqueue(() => _manager.DisconnectPeer(peer.Net));
+
+    // ---- LiteNetLib events (poll thread, but OnNetworkReceive) ----------------------------------
 
     private void OnConnectionRequest(ConnectionRequest request)
     {
-        var reason = SwarmKey.Check(request.Data.GetRemainingBytesSpan(), _key, _options.ProtocolVersion);
-        if (reason is not null)
+        int pending = _peers.Values.Count(p => p.IsAuthenticating);
+        var verdict = _admission.Decide(request.RemoteEndPoint, request.Data.GetRemainingBytesSpan(), pending, out var reason);
+        if (verdict != AdmissionVerdict.Accept)
         {
-            Interlocked.Increment(ref _counters._refusedConnections);
-            if (_repeated.ShouldLog(_logger, "refused connection")) TransportLog.Refused(_logger, request.RemoteEndPoint, reason);
-            request.Reject(Encoding.UTF8.GetBytes(reason));
+            bool drop = verdict == AdmissionVerdict.Drop;
+            _diagnostics.Refused(request.RemoteEndPoint, drop, drop ? "dropped unanswered" : "request", reason);
+            if (drop) request.RejectForce();
+            else request.Reject(Encoding.UTF8.GetBytes(reason));
             return;
         }
         var net = request.Accept();
-        if (net is not null) _peers.GetOrAdd(net, n => new PeerState(this, n));
+        if (net is null) return;
+        var state = _peers.GetOrAdd(net, n => new TransportPeer(this, n, inbound: true));
+        _auth?.BeginInbound(state);
     }
 
-    private void OnPeerConnected(NetPeer net) => EnsureConnected(_peers.GetOrAdd(net, n => new PeerState(this, n)));
+    private void OnPeerConnected(NetPeer net)
+    {
+        var state = _peers.GetOrAdd(net, n => new TransportPeer(this, n, inbound: true));
+        if (_auth is null) EnsureConnected(state, channel: null);
+        else if (!state.IsInbound) _auth.StartOutbound(state);
+    }
 
-    /// <summary>Poll thread: marks a peer connected once and raises <see cref="PeerConnected"/> once.</summary>
-    private void EnsureConnected(PeerState state)
+    /// <summary>Poll thread: marks a peer connected once, raises <see cref="PeerConnected"/> once, then delivers records that overtook the handshake.</summary>
+    private void EnsureConnected(TransportPeer state, SecureChannel? channel)
     {
         if (state.IsConnected || state.IsClosed) return;
-        state.MarkConnected();
-        TransportLog.PeerConnected(_logger, state.RemoteEndPoint, state.Id);
+        state.MarkConnected(channel);
+        if (channel is null) TransportLog.PeerConnected(_logger, state.RemoteEndPoint, state.Id);
+        else TransportLog.PeerAuthenticated(_logger, state.RemoteEndPoint, channel.RemoteFingerprint, channel.ProtocolName, state.Id);
         PeerConnected?.Invoke(state);
+        _dispatcher.DeliverEarlyRecords(state);
     }
 
     private void OnPeerDisconnected(NetPeer net, DisconnectInfo info)
     {
         if (!_peers.TryRemove(net, out var state)) return;
-        var ep = state.RemoteEndPoint;
-        string reason;
-        bool refused = false;
-        switch (info.Reason)
-        {
-            case LiteNetLib.DisconnectReason.ConnectionRejected:
-                refused = true;
-                var why = info.AdditionalData is { AvailableBytes: > 0 } data ? Encoding.UTF8.GetString(data.GetRemainingBytesSpan()) : "no reason given";
-                reason = $"{ep} refused the connection: {why}";
-                break;
-            case LiteNetLib.DisconnectReason.ConnectionFailed:
-                reason = $"no answer from {ep} within {_options.ConnectTimeout.TotalMilliseconds:0} ms";
-                break;
-            case LiteNetLib.DisconnectReason.Timeout:
-                reason = $"no packets from {ep} for {_options.DisconnectTimeout.TotalMilliseconds:0} ms";
-                break;
-            case LiteNetLib.DisconnectReason.RemoteConnectionClose:
-                reason = $"{ep} closed the connection";
-                break;
-            case LiteNetLib.DisconnectReason.DisconnectPeerCalled:
-                reason = state.LocalCloseReason ?? "closed locally";
-                break;
-            default:
-                reason = $"{info.Reason} ({info.SocketErrorCode})";
-                break;
-        }
-        bool wasConnected = state.IsConnected;
-        state.MarkClosed(reason, refused);
         _reassembly.RemovePeer(state);
+        _dispatcher.ReleaseEarlyRecords(state);
+        if (state.IsClosed) return; // we closed it (a failed handshake) and have said why
+        var (reason, refused) = DisconnectReasons.Describe(state, info, _options);
+        bool wasConnected = state.IsConnected, authenticating = state.IsAuthenticating;
+        state.MarkClosed(reason, refused);
         if (wasConnected)
         {
-            TransportLog.PeerDisconnected(_logger, ep, reason);
+            TransportLog.PeerDisconnected(_logger, state.RemoteEndPoint, reason);
             PeerDisconnected?.Invoke(state, reason);
+            return;
         }
-        else
-        {
-            if (_repeated.ShouldLog(_logger, "failed connect")) TransportLog.ConnectFailed(_logger, ep, reason);
-        }
+        if (authenticating) Interlocked.Increment(ref _counters._handshakesFailed);
+        _diagnostics.ConnectFailed(state.RemoteEndPoint, state.IsInbound && authenticating, reason);
     }
 
     // Runs on LiteNetLib's receive thread: copy the payload out before the reader is recycled.
@@ -257,22 +271,25 @@ public sealed partial class LiteNetTransport : ITransport
         if (!_peers.TryGetValue(net, out var state))
         {
             if (net.ConnectionState != ConnectionState.Connected) return;
-            state = _peers.GetOrAdd(net, n => new PeerState(this, n));
+            state = _peers.GetOrAdd(net, n => new TransportPeer(this, n, inbound: true));
         }
-        var result = _reassembly.Accept(state, reader.GetRemainingBytesSpan(), out var message, out var error);
-        switch (result)
+        var frame = reader.GetRemainingBytesSpan();
+        if (!frame.IsEmpty && frame[0] == Framing.Handshake)
+        {
+            if (frame.Length - 1 > Framing.MaxHandshakeFrame) _diagnostics.Malformed(state.RemoteEndPoint, $"handshake frame of {frame.Length - 1} bytes (limit {Framing.MaxHandshakeFrame})");
+            else { _dispatcher.AddHandshakeFrame(state, frame[1..].ToArray()); _wake.Set(); }
+        }
+        else switch (_reassembly.Accept(state, frame, out var message, out var error))
         {
             case FrameResult.Complete:
-                _completed.Enqueue((state, message!));
+                _dispatcher.AddMessage(state, message!);
                 _wake.Set();
                 break;
             case FrameResult.Malformed:
-                Interlocked.Increment(ref _counters._malformed);
-                if (_repeated.ShouldLog(_logger, "malformed message")) TransportLog.Malformed(_logger, state.RemoteEndPoint, error!);
+                _diagnostics.Malformed(state.RemoteEndPoint, error!);
                 break;
             case FrameResult.Dropped:
-                Interlocked.Increment(ref _counters._droppedReassembly);
-                if (_repeated.ShouldLog(_logger, "dropped message")) TransportLog.ReassemblyDropped(_logger, state.RemoteEndPoint, error!);
+                _diagnostics.ReassemblyDropped(state.RemoteEndPoint, error!);
                 break;
         }
         _manager.TriggerUpdate(); // acknowledge promptly: the sender's window depends on it
@@ -289,17 +306,13 @@ public sealed partial class LiteNetTransport : ITransport
             {
                 _wake.WaitOne(5);
                 while (_commands.TryDequeue(out var command)) command();
-                DrainCompleted();
+                _dispatcher.Drain();
                 _manager.PollEvents();
-                DrainCompleted();
-                if (Environment.TickCount64 - lastSweep > 250)
+                _dispatcher.Drain();
+                if (Environment.TickCount64 - lastSweep > 100)
                 {
                     lastSweep = Environment.TickCount64;
-                    foreach (var dropped in _reassembly.Sweep())
-                    {
-                        Interlocked.Increment(ref _counters._droppedReassembly);
-                        if (_repeated.ShouldLog(_logger, "dropped message")) TransportLog.ReassemblyDropped(_logger, LocalEndPoint, "stalled " + dropped);
-                    }
+                    Sweep();
                 }
             }
             catch (Exception ex)
@@ -309,79 +322,79 @@ public sealed partial class LiteNetTransport : ITransport
         }
     }
 
-    private void DrainCompleted()
+    private void Sweep()
     {
-        while (_completed.TryDequeue(out var item))
+        foreach (var dropped in _reassembly.Sweep()) _diagnostics.ReassemblyDropped(LocalEndPoint, "stalled " + dropped);
+        _admission.Sweep();
+        _auth?.EndExpired(_peers.Values);
+    }
+
+    // ---- sending ------------------------------------------------------------------------------
+
+    internal long NextMessageId() => Interlocked.Increment(ref _nextMessageId);
+
+    internal long Send(TransportPeer peer, Envelope envelope)
+    {
+        if (!peer.IsConnected)
+            throw new PeerDisconnectedException($"peer {peer.RemoteEndPoint} is not connected ({peer.DisconnectReason ?? "still connecting"})");
+        if (envelope.MessageId == 0) envelope = envelope with { MessageId = NextMessageId() };
+        var bytes = _codec.Serialize(envelope);
+        if (peer.Channel is not { } channel) SendPayload(peer, bytes);
+        else
         {
-            var (peer, bytes) = item;
+            int length = bytes.Length + SecureChannel.Overhead;
+            var record = ArrayPool<byte>.Shared.Rent(length);
             try
             {
-                Dispatch(peer, bytes);
+                channel.Seal(bytes, record.AsSpan(0, length));
+                SendPayload(peer, record.AsSpan(0, length));
+            }
+            catch (ObjectDisposedException) // closed meanwhile: the channel's keys are gone
+            {
+                throw new PeerDisconnectedException($"peer {peer.RemoteEndPoint} is not connected ({peer.DisconnectReason ?? "closed"})");
             }
             finally
             {
-                _reassembly.Release(bytes.Length);
+                ArrayPool<byte>.Shared.Return(record);
             }
         }
+        Interlocked.Increment(ref _counters._messagesSent);
+        Interlocked.Add(ref _counters._bytesSent, bytes.Length);
+        return envelope.MessageId;
     }
 
-    private void Dispatch(PeerState peer, byte[] bytes)
+    /// <summary>Frames and queues raw payload bytes (no codec, no record) — the tests use it to inject malformed messages.</summary>
+    internal void SendPayload(TransportPeer peer, ReadOnlySpan<byte> payload)
     {
-        if (!peer.IsConnected && !peer.IsClosed && peer.Net.ConnectionState == ConnectionState.Connected) EnsureConnected(peer); // its Connected event is still queued
-        if (!_codec.TryDeserialize(bytes, out var envelope, out var error))
-        {
-            Interlocked.Increment(ref _counters._malformed);
-            if (_repeated.ShouldLog(_logger, "malformed message")) TransportLog.Malformed(_logger, peer.RemoteEndPoint, error);
-            return;
-        }
-        Interlocked.Increment(ref _counters._messagesReceived);
-        Interlocked.Add(ref _counters._bytesReceived, bytes.Length);
-        if (envelope.CorrelationId != 0 && peer.TryCompleteRequest(envelope)) return;
-        if (_inbound.Writer.TryWrite(new InboundMessage(peer, envelope))) return;
-
-        Interlocked.Increment(ref _counters._droppedFull);
-        if (_repeated.ShouldLog(_logger, "inbound queue full")) TransportLog.InboundFull(_logger, _options.InboundCapacity, envelope.Body.GetType().Name, envelope.MessageId, peer.RemoteEndPoint);
-        if (envelope.Body is not ErrorReply && peer.IsConnected)
-        {
-            try
-            {
-                Send(peer, envelope.CreateReply(new ErrorReply { Code = ErrorCode.Overloaded, Message = $"{LocalEndPoint} is overloaded: inbound queue full, {envelope.Body.GetType().Name} #{envelope.MessageId} dropped" }));
-            }
-            catch (PeerDisconnectedException)
-            {
-                // gone meanwhile; nothing to tell
-            }
-        }
+        Framing.SendMessage(peer, payload, _options.Channels);
+        _manager.TriggerUpdate();
     }
-
-    // ---- disposal -----------------------------------------------------------------------------
 
     /// <summary>Disconnects every peer (they see a close), stops the threads, releases the port, fails pending requests and completes <see cref="Inbound"/>.</summary>
     public async ValueTask DisposeAsync()
     {
         if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
-        _stopping = true;
-        _wake.Set();
-        await Task.Run(() => _pollThread.Join()).ConfigureAwait(false);
-        await Task.Run(() => _manager.Stop(sendDisconnectMessages: true)).ConfigureAwait(false);
-        foreach (var state in _peers.Values) state.MarkClosed("transport disposed", refused: false);
-        _peers.Clear();
-        while (_completed.TryDequeue(out var item)) _reassembly.Release(item.Bytes.Length);
-        _inbound.Writer.TryComplete();
-        _wake.Dispose();
+        await StopAsync(sendDisconnectMessages: true, "transport disposed").ConfigureAwait(false);
     }
 
     /// <summary>Stops without telling peers (they notice only by timeout) — simulates a crash in tests.</summary>
     internal async Task CrashAsync()
     {
         if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
+        await StopAsync(sendDisconnectMessages: false, "transport crashed").ConfigureAwait(false);
+    }
+
+    private async Task StopAsync(bool sendDisconnectMessages, string reason)
+    {
         _stopping = true;
         _wake.Set();
         await Task.Run(() => _pollThread.Join()).ConfigureAwait(false);
-        await Task.Run(() => _manager.Stop(sendDisconnectMessages: false)).ConfigureAwait(false);
-        foreach (var state in _peers.Values) state.MarkClosed("transport crashed", refused: false);
+        await Task.Run(() => _manager.Stop(sendDisconnectMessages)).ConfigureAwait(false);
+        foreach (var state in _peers.Values) state.MarkClosed(reason, refused: false);
+        _peers.Clear();
+        _dispatcher.Clear();
         _inbound.Writer.TryComplete();
         _wake.Dispose();
+        _auth?.Dispose();
     }
-
 }

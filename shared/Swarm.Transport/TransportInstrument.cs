@@ -11,10 +11,11 @@ public static class TransportInstrument
 
     /// <summary>
     /// Creates on <paramref name="meter"/>, summing whatever transports <paramref name="counters"/> yields:
-    /// <c>swarm.transport.io</c> (bytes, observable counter, <c>direction</c> = transmit | receive) and
+    /// <c>swarm.transport.io</c> (bytes, observable counter, <c>direction</c> = transmit | receive),
     /// <c>swarm.transport.dropped</c> (observable counter, <c>reason</c> = invalid_datagram | refused_connection |
     /// malformed_message | reassembly_dropped | inbound_full) — input dropped before it reached the process, each one
-    /// counted although repeated warnings are logged once per interval.
+    /// counted although repeated warnings are logged once per interval — and the secure channel's instruments
+    /// (<see cref="TransportSecurityInstrument"/>).
     /// </summary>
     /// <returns>The <c>swarm.transport.io</c> instrument.</returns>
     public static ObservableCounter<long> Create(Meter meter, Func<IEnumerable<TransportCounters>> counters)
@@ -24,6 +25,7 @@ public static class TransportInstrument
         meter.CreateObservableCounter("swarm.transport.dropped", () => Dropped(counters()), "{event}",
             "Input the transport dropped, by reason: invalid datagrams, refused connection requests, malformed messages, " +
             "partial messages dropped by reassembly, messages dropped because the inbound queue was full.");
+        TransportSecurityInstrument.Create(meter, counters);
         return meter.CreateObservableCounter("swarm.transport.io", () =>
         {
             long sent = 0, received = 0;

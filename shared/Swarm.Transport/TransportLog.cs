@@ -38,4 +38,16 @@ internal static partial class TransportLog
 
     [LoggerMessage(EventId = 3009, Level = LogLevel.Debug, Message = "Network error from {EndPoint}: {Error}")]
     public static partial void NetworkError(ILogger logger, IPEndPoint endPoint, System.Net.Sockets.SocketError error);
+
+    [LoggerMessage(EventId = 3020, Level = LogLevel.Information, Message = "Transport identity {Fingerprint}; every connection runs {Protocol}")]
+    public static partial void Identity(ILogger logger, string fingerprint, string protocol);
+
+    [LoggerMessage(EventId = 3021, Level = LogLevel.Information, Message = "Peer {EndPoint} connected and authenticated as {Fingerprint} ({Protocol}, #{PeerId})")]
+    public static partial void PeerAuthenticated(ILogger logger, IPEndPoint endPoint, string fingerprint, string protocol, int peerId);
+
+    [LoggerMessage(EventId = 3022, Level = LogLevel.Warning, Message = "Dropped a record from {EndPoint} ({Fingerprint}): {Reason}")]
+    public static partial void RecordDropped(ILogger logger, IPEndPoint endPoint, string fingerprint, string reason);
+
+    [LoggerMessage(EventId = 3023, Level = LogLevel.Warning, Message = "Handshake with {EndPoint}, which connected to us, failed: {Reason}")]
+    public static partial void HandshakeAborted(ILogger logger, IPEndPoint endPoint, string reason);
 }

@@ -1,5 +1,6 @@
 using System.Net;
 using Swarm.Protocol;
+using Swarm.Transport.Security;
 
 namespace Swarm.Transport;
 
@@ -12,8 +13,53 @@ public sealed class TransportOptions
     /// <summary>UDP port to bind; 0 picks a free one (read it back from <see cref="ITransport.LocalEndPoint"/>). Default: 0.</summary>
     public int Port { get; set; }
 
-    /// <summary>Shared swarm secret; peers must have the same one. Null or empty is allowed (loopback use). Default: null.</summary>
+    /// <summary>
+    /// Shared swarm secret. Set, it becomes the pre-shared key of the <c>Noise_XXpsk3</c> handshake every connection
+    /// runs (<see cref="SwarmPsk"/>) and only peers with the same secret complete it; the secret is never sent, not
+    /// even hashed. Null or empty runs <c>Noise_XX</c>: an open swarm where anyone may connect, identities are still
+    /// proven and all traffic is still encrypted. Default: null.
+    /// </summary>
     public string? Secret { get; set; }
+
+    /// <summary>
+    /// The static key pair this transport proves in every handshake (its identity; <see cref="IPeer.RemoteKey"/> on the
+    /// other side). Null creates a fresh in-memory identity that the transport owns (tests, throw-away swarms); a given
+    /// identity stays the caller's to dispose. Default: null.
+    /// </summary>
+    public NodeIdentity? Identity { get; set; }
+
+    /// <summary>
+    /// Decides on the proven static key of a peer that connected to us (not of peers we connect to — those are pinned
+    /// per call of <see cref="ITransport.ConnectAsync(IPEndPoint, ReadOnlyMemory{byte}, CancellationToken)"/>): null to
+    /// accept, else the reason for refusing, which both sides log. Called on the transport's poll thread; keep it fast.
+    /// Default: null (accept every key that completes the handshake).
+    /// </summary>
+    public Func<ReadOnlyMemory<byte>, string?>? AuthorizeInbound { get; set; }
+
+    /// <summary>How long the Noise handshake may take once the UDP connection is up before the connection is dropped. Default: 5 s.</summary>
+    public TimeSpan HandshakeTimeout { get; set; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>Connection attempts accepted per second from one source address, on average (token bucket refill). Default: 10.</summary>
+    public double ConnectRatePerSecond { get; set; } = 10;
+
+    /// <summary>Connection attempts one source address may make at once before <see cref="ConnectRatePerSecond"/> applies (bucket size). Default: 20.</summary>
+    public int ConnectBurst { get; set; } = 20;
+
+    /// <summary>Handshakes in progress at once; further connection attempts are dropped unanswered until one ends. Default: 256.</summary>
+    public int MaxPendingHandshakes { get; set; } = 256;
+
+    /// <summary>Settings of the record layer that protects every message after the handshake (key rotation, replay window).</summary>
+    public RecordCipherOptions Records { get; set; } = new();
+
+    /// <summary>
+    /// False turns the handshake and the record layer off: messages travel in plaintext and peers are not
+    /// authenticated. Exists only so <see cref="TransportBench"/> and tests can measure what encryption costs; no
+    /// command-line flag or configuration key reaches it. Default: true.
+    /// </summary>
+    internal bool Encrypt { get; set; } = true;
+
+    /// <summary>Clock of the connection rate limiter and handshake deadlines (tests). Default: <see cref="TimeProvider.System"/>.</summary>
+    internal TimeProvider Time { get; set; } = TimeProvider.System;
 
     /// <summary>Protocol version announced and required at connect time. Default: <see cref="ProtocolInfo.Version"/>; change only in tests.</summary>
     public int ProtocolVersion { get; set; } = ProtocolInfo.Version;
@@ -42,7 +88,7 @@ public sealed class TransportOptions
     /// <summary>A peer silent for this long (no packets, not even pings) is declared disconnected. Default: 5 s.</summary>
     public TimeSpan DisconnectTimeout { get; set; } = TimeSpan.FromSeconds(5);
 
-    /// <summary>How long <see cref="ITransport.ConnectAsync"/> keeps trying to reach a silent peer (in 250 ms attempts). Default: 5 s.</summary>
+    /// <summary>How long <see cref="ITransport.ConnectAsync(System.Net.IPEndPoint, System.Threading.CancellationToken)"/> keeps trying to reach a silent peer (in 250 ms attempts). Default: 5 s.</summary>
     public TimeSpan ConnectTimeout { get; set; } = TimeSpan.FromSeconds(5);
 
     /// <summary>LiteNetLib logic tick (resends, pings, acks) in milliseconds; sends and receipts also trigger a tick at once. Default: 5.</summary>
@@ -66,6 +112,12 @@ public sealed class TransportOptions
         if (ConnectTimeout < TimeSpan.FromMilliseconds(250)) errors.Add("ConnectTimeout must be ≥ 250 ms");
         if (UpdateTimeMs is < 1 or > 100) errors.Add($"UpdateTimeMs {UpdateTimeMs} is outside 1–100");
         if (Mtu != 0 && Mtu is < 576 or > 1500) errors.Add($"Mtu {Mtu} must be 0 or within 576–1500");
+        if (HandshakeTimeout < TimeSpan.FromMilliseconds(100)) errors.Add("HandshakeTimeout must be ≥ 100 ms");
+        if (!(ConnectRatePerSecond > 0)) errors.Add($"ConnectRatePerSecond {ConnectRatePerSecond} must be positive");
+        if (ConnectBurst < 1) errors.Add($"ConnectBurst {ConnectBurst} must be ≥ 1");
+        if (MaxPendingHandshakes < 1) errors.Add($"MaxPendingHandshakes {MaxPendingHandshakes} must be ≥ 1");
+        if (Records is null) errors.Add("Records is required");
+        else errors.AddRange(Records.Validate());
         return errors;
     }
 }

@@ -5,10 +5,20 @@ using System.Net.Sockets;
 
 namespace Swarm.Transport;
 
+/// <summary>Which way a datagram crosses a <see cref="UdpDelayProxy"/>.</summary>
+internal enum RelayDirection
+{
+    /// <summary>From the client to the server.</summary>
+    ToServer,
+    /// <summary>From the server back to the client.</summary>
+    ToClient,
+}
+
 /// <summary>
 /// A user-space UDP relay on loopback that delays every datagram by a fixed one-way time in each direction
 /// (RTT = 2 × one-way), without loss, reordering or a rate limit — a stand-in for <c>tc netem delay</c>, which this
 /// kernel lacks, and for LiteNetLib's <c>SimulateLatency</c>, which the NuGet build compiles out. Relays one client.
+/// An optional hook sees every datagram first and may record, alter or drop it: the tests' man in the middle.
 /// </summary>
 internal sealed class UdpDelayProxy : IDisposable
 {
@@ -19,11 +29,19 @@ internal sealed class UdpDelayProxy : IDisposable
     private readonly DelayLine _toServer;
     private readonly DelayLine _toClient;
     private readonly Thread[] _threads;
+    private readonly Func<byte[], RelayDirection, byte[]?>? _inspect;
     private volatile bool _stopping;
     private EndPoint? _client;
 
-    public UdpDelayProxy(IPEndPoint server, TimeSpan oneWayDelay)
+    /// <param name="server">Where datagrams from the client go.</param>
+    /// <param name="oneWayDelay">Delay added in each direction.</param>
+    /// <param name="inspect">
+    /// Called on the relay's receive thread with every datagram (a copy) before it is queued; returns what to forward
+    /// (the same array, an altered one) or null to drop it. Null forwards everything unchanged.
+    /// </param>
+    public UdpDelayProxy(IPEndPoint server, TimeSpan oneWayDelay, Func<byte[], RelayDirection, byte[]?>? inspect = null)
     {
+        _inspect = inspect;
         _server = server;
         _delayTicks = (long)(oneWayDelay.TotalSeconds * Stopwatch.Frequency);
         _front = NewSocket();
@@ -75,7 +93,14 @@ internal sealed class UdpDelayProxy : IDisposable
                 return;
             }
             if (fromClient) _client ??= new IPEndPoint(((IPEndPoint)from).Address, ((IPEndPoint)from).Port);
-            line.Add(Stopwatch.GetTimestamp() + _delayTicks, buffer.AsSpan(0, n).ToArray());
+            var datagram = buffer.AsSpan(0, n).ToArray();
+            if (_inspect is not null)
+            {
+                var forward = _inspect(datagram, fromClient ? RelayDirection.ToServer : RelayDirection.ToClient);
+                if (forward is null) continue;
+                datagram = forward;
+            }
+            line.Add(Stopwatch.GetTimestamp() + _delayTicks, datagram);
         }
     }
 

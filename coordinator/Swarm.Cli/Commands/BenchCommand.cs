@@ -50,6 +50,7 @@ internal static class BenchCommand
                     transfer_20mb_50ms_rtt = report.Transport.Transfers.Select(t => new { channels = t.Channels, mb_per_s = Math.Round(t.MegabytesPerSecond, 2), seconds = Math.Round(t.Seconds, 3) }),
                     loopback_round_trip_us = Math.Round(report.Transport.LoopbackRoundTripMicroseconds, 1),
                     latency_method = report.Transport.LatencyMethod,
+                    encryption = Encryption(report),
                 }));
                 return 0;
             }
@@ -62,9 +63,43 @@ internal static class BenchCommand
             foreach (var t in report.Transport.Transfers)
                 Console.WriteLine($"20 MB at {report.Transport.RttMs} ms RTT over {t.Channels} channel(s): {t.MegabytesPerSecond:F1} MB/s ({t.Seconds:F2} s)");
             Console.WriteLine($"  ({report.Transport.LatencyMethod}); loopback small request/reply: {report.Transport.LoopbackRoundTripMicroseconds:F0} µs");
+            var enc = report.Transport.Encryption;
+            Console.WriteLine($"encryption: PSK derivation {enc.PskDerivationMs:F0} ms once per process; handshake {enc.HandshakeMs:F2} ms (connect without it {enc.PlainConnectMs:F2} ms); decode-step round trip {enc.StepRoundTripMicroseconds:F0} µs vs {enc.PlainStepRoundTripMicroseconds:F0} µs plain");
+            foreach (var f in report.Swarm)
+                Console.WriteLine($"  {f.Stages} stage(s): +{report.EncryptionPerToken(f).Ms:F3} ms/token = {report.EncryptionPerToken(f).Percent:F2} % of decode latency");
+            Console.WriteLine($"  20 MB on loopback: {enc.Transfer.MegabytesPerSecond:F1} MB/s encrypted vs {enc.PlainTransfer.MegabytesPerSecond:F1} MB/s plain");
             return 0;
         });
         return cmd;
+    }
+
+    /// <summary>The encryption figures of <c>bench swarm --json</c>.</summary>
+    private static object Encryption(SwarmBench.Report report)
+    {
+        var enc = report.Transport.Encryption;
+        return new
+        {
+            handshake_ms = Math.Round(enc.HandshakeMs, 3),
+            psk_derivation_ms = Math.Round(enc.PskDerivationMs, 1),
+            connect_without_handshake_ms = Math.Round(enc.PlainConnectMs, 3),
+            step_round_trip_us = new { encrypted = Math.Round(enc.StepRoundTripMicroseconds, 1), plain = Math.Round(enc.PlainStepRoundTripMicroseconds, 1) },
+            per_message_us = Math.Round(enc.PerMessageMicroseconds, 2),
+            per_token = report.Swarm.Select(f => new
+            {
+                stages = f.Stages,
+                added_ms = Math.Round(report.EncryptionPerToken(f).Ms, 4),
+                percent_of_decode = Math.Round(report.EncryptionPerToken(f).Percent, 3),
+            }),
+            transfer_20mb_loopback = new
+            {
+                encrypted_mb_per_s = Math.Round(enc.Transfer.MegabytesPerSecond, 2),
+                plain_mb_per_s = Math.Round(enc.PlainTransfer.MegabytesPerSecond, 2),
+                encrypted_s = Math.Round(enc.Transfer.Seconds, 3),
+                plain_s = Math.Round(enc.PlainTransfer.Seconds, 3),
+            },
+            method = "per_token = (stages + 1) messages × per-message cost (half the difference of a decode step's round trip with and "
+                + "without encryption, measured on the transport), against the swarm's measured decode ms/token (which runs encrypted)",
+        };
     }
 
     private static Command Recovery()

@@ -74,6 +74,15 @@ public sealed record SwarmNodeStatus
     /// <summary>Address peers use to reach the node, <c>host:port</c>.</summary>
     [JsonPropertyName("address")] public required string Address { get; init; }
 
+    /// <summary>Fingerprint of the public key the node proved (<c>swarm:…</c>): its identity. Null only without encryption.</summary>
+    [JsonPropertyName("key")] public string? Key { get; init; }
+
+    /// <summary>
+    /// The fingerprint this node's name was first seen with, when the node now proves another key (another machine
+    /// uses the name, or the node has a new identity file); null when name and key agree.
+    /// </summary>
+    [JsonPropertyName("key_changed_from")] public string? KeyChangedFrom { get; init; }
+
     /// <summary>The layer range held or being loaded as <c>[start, end)</c> (two numbers); null while it holds none.</summary>
     [JsonPropertyName("layers")] public IReadOnlyList<int>? Layers { get; init; }
 

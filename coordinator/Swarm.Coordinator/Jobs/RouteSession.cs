@@ -38,6 +38,7 @@ internal sealed class RouteSession
             NodeId = h.NodeId,
             Endpoint = registry.Get(h.NodeId)?.Info.Endpoint ?? "",
             Layers = new WireLayerRange(h.Layers.Start, h.Layers.End),
+            Key = registry.Get(h.NodeId)?.Info.Key,
         })];
         foreach (var n in route.NodeIds) _registry.AdjustInFlight(n, +1);
         inbox.Watch(id, route);

@@ -32,4 +32,19 @@ public sealed record NodeInfo
 
     /// <summary>Range fixed by the operator (<c>--layers A:B</c>); the planner never moves a pinned node.</summary>
     public LayerRange? PinnedRange { get; init; }
+
+    /// <summary>
+    /// The static public key the node proved in the handshake of its control connection: its identity. Routes carry
+    /// it so the previous hop pins it; null only when the transport runs without encryption (benchmarks).
+    /// </summary>
+    public byte[]? Key { get; init; }
+
+    /// <summary>The short name of <see cref="Key"/> (<c>swarm:…</c>) that names the node in logs, <c>/api/swarm</c> and traces.</summary>
+    public string? KeyFingerprint => Key is null ? null : Swarm.Transport.Security.PeerKey.Fingerprint(Key);
+
+    /// <summary>
+    /// The fingerprint this node's <see cref="Name"/> was first seen with, when it differs from <see cref="Key"/>'s:
+    /// another machine uses the name, or the node has a new identity file. Null when the name and key agree.
+    /// </summary>
+    public string? KeyChangedFrom { get; init; }
 }

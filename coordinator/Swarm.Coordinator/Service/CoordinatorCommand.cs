@@ -8,6 +8,7 @@ using Swarm.Coordinator.Security;
 using Swarm.Coordinator.Telemetry;
 using Swarm.Hosting;
 using Swarm.Transport;
+using Swarm.Transport.Security;
 
 namespace Swarm.Coordinator.Service;
 
@@ -28,6 +29,7 @@ public static class CoordinatorCommand
         cfg.Flag<string>("--model-name", "ModelName", "Name served in /v1/models (default: folder name)");
         cfg.Flag<string>("--wire-dtype", "WireDtype", "Activations between stages: f16 (default) or f32");
         cfg.Flag<string>("--secret", "Secret", "Swarm secret (or SWARM_SECRET); optional on loopback only");
+        cfg.Flag<string>("--identity", "Identity", "Identity file (key pair, created 0600 at first start; default $SWARM_HOME/coordinator.identity or ~/.local/share/swarm/coordinator.identity)");
         cfg.Flag<int>("--max-concurrent-jobs", "MaxConcurrentJobs", "Jobs generating at once (default 16)");
         cfg.Flag<int>("--max-queue-length", "MaxQueueLength", "Most queued jobs (default 256); beyond it HTTP 429");
         cfg.Duration("--queue-timeout", "QueueTimeout", "How long a job waits for a slot or full coverage (default 30s)");
@@ -46,7 +48,7 @@ public static class CoordinatorCommand
         var readyFile = new Option<string?>("--ready-file")
         {
             Description = "Once the node listener and the HTTP API are bound, write their addresses to this file as JSON "
-                + "{\"listen\":\"HOST:PORT\",\"http\":\"http://HOST:PORT\"} (for --listen/--http with port 0)",
+                + "{\"listen\":\"HOST:PORT\",\"http\":\"http://HOST:PORT\",\"key\":\"HEX\"} (for --listen/--http with port 0; key = what nodes pin)",
         };
         var cmd = new Command("coordinator", "Run the coordinator: placement, routing, jobs, HTTP API");
         cfg.AddTo(cmd);
@@ -61,6 +63,7 @@ public static class CoordinatorCommand
             ListenAddressCheck.EnsureBindable(listen!, http!);
             var tls = options.UsesTls ? TlsServerCertificate.Load(options.TlsCert!, options.TlsKey!) : null;
             var published = await PublishSourceAsync(options, ct);
+            using var identity = NodeIdentity.LoadOrCreate(options.IdentityPath);
             var builder = WebApplication.CreateSlimBuilder();
             DaemonLogging.Configure(builder.Logging);
             if (published is not null) builder.Services.AddSingleton(published);
@@ -70,6 +73,7 @@ public static class CoordinatorCommand
                 if (tls is not null) l.UseHttps(tls.ToKestrelOptions());
             }));
             builder.Services.AddSingleton(options);
+            builder.Services.AddSingleton(identity);
             builder.Services.AddSingleton<SwarmCoordinator>();
             builder.Services.AddHostedService(sp => sp.GetRequiredService<SwarmCoordinator>());
             builder.Services.AddSingleton<JobRunner>();
@@ -125,6 +129,6 @@ public static class CoordinatorCommand
     private static CoordinatorEndpoints BoundEndpoints(WebApplication app, SwarmCoordinator swarm)
     {
         var listen = swarm.ControlEndPoint ?? throw new InvalidOperationException("the node listener is not bound");
-        return new CoordinatorEndpoints(listen.ToString(), app.Urls.Single().TrimEnd('/'));
+        return new CoordinatorEndpoints(listen.ToString(), app.Urls.Single().TrimEnd('/'), PeerKey.Format(swarm.PublicKey.Span));
     }
 }

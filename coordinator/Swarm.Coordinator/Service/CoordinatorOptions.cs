@@ -6,6 +6,9 @@ namespace Swarm.Coordinator.Service;
 /// <summary>Settings of <c>swarm coordinator</c>; bound from flags, SWARM_COORDINATOR__* env vars or a config file.</summary>
 public sealed class CoordinatorOptions
 {
+    /// <summary>File name of the default identity, apart from a node's on the same machine.</summary>
+    public const string DefaultIdentityFile = "coordinator.identity";
+
     /// <summary>Control/data address nodes connect to (default 127.0.0.1:7700).</summary>
     public string Listen { get; set; } = "127.0.0.1:7700";
     /// <summary>HTTP API address (default 127.0.0.1:8080).</summary>
@@ -26,8 +29,13 @@ public sealed class CoordinatorOptions
     public string? ModelName { get; set; }
     /// <summary>Dtype of activations between stages: f16 (default) or f32.</summary>
     public string WireDtype { get; set; } = "f16";
-    /// <summary>Shared swarm secret; may be omitted only when bound to loopback.</summary>
+    /// <summary>Shared swarm secret (the PSK of every node's handshake); may be omitted only when bound to loopback.</summary>
     public string? Secret { get; set; }
+    /// <summary>
+    /// Identity file: the coordinator's X25519 key pair, created 0600 at first start. Default
+    /// <c>$SWARM_HOME/coordinator.identity</c>, else <c>~/.local/share/swarm/coordinator.identity</c>.
+    /// </summary>
+    public string? Identity { get; set; }
     /// <summary>Jobs generating at once (default 16); more wait in the queue.</summary>
     public int MaxConcurrentJobs { get; set; } = 16;
     /// <summary>Most queued jobs (default 256); beyond it requests get HTTP 429.</summary>
@@ -65,6 +73,9 @@ public sealed class CoordinatorOptions
     public bool UsesTls => !string.IsNullOrEmpty(TlsCert) && !string.IsNullOrEmpty(TlsKey);
 
     public WireDType Wire => WireDtype == "f32" ? WireDType.F32 : WireDType.F16;
+
+    /// <summary>The identity file to load or create: <see cref="Identity"/>, or the default.</summary>
+    public string IdentityPath => string.IsNullOrWhiteSpace(Identity) ? Swarm.Transport.Security.NodeIdentity.DefaultPath(DefaultIdentityFile) : Identity;
 
     public List<string> Validate()
     {

@@ -20,6 +20,8 @@ public static class StatusSnapshot
                 Id = n.Id,
                 Name = n.Info.Name,
                 Address = n.Info.Endpoint,
+                Key = n.Info.KeyFingerprint,
+                KeyChangedFrom = n.Info.KeyChangedFrom,
                 Layers = SwarmNodeStatus.LayersOf(n.Range),
                 State = n.State,
                 InFlight = Math.Max(n.InFlight, live?.InFlightSteps ?? 0),

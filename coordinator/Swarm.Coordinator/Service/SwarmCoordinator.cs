@@ -10,6 +10,7 @@ using Swarm.Model;
 using Swarm.Protocol;
 using Swarm.Tokenization;
 using Swarm.Transport;
+using Swarm.Transport.Security;
 
 namespace Swarm.Coordinator.Service;
 
@@ -30,6 +31,8 @@ public sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposable
     private readonly ConcurrentDictionary<long, Action<IMessage>> _jobInboxes = new();
     private readonly CancellationTokenSource _stop = new();
     private readonly object _placementGate = new();
+    private readonly NodeKeys _keys = new();
+    private readonly NodeIdentity? _identity;
     private ITransport? _transport;
     private Task? _inboundLoop, _evaluateLoop;
     private int _nextNodeId;
@@ -57,6 +60,8 @@ public sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposable
     public IReadOnlyDictionary<int, NodeLive> Live => _live;
     /// <summary>Where nodes reach this coordinator.</summary>
     public IPEndPoint? ControlEndPoint => _transport?.LocalEndPoint;
+    /// <summary>The static public key nodes must see the coordinator prove (empty before start): what <c>--coordinator-key</c> pins.</summary>
+    public ReadOnlyMemory<byte> PublicKey => _transport?.LocalKey ?? ReadOnlyMemory<byte>.Empty;
     /// <summary>Byte and message counters of the transport (null before start).</summary>
     public TransportCounters? TransportCounters => _transport?.Counters;
     public DateTimeOffset StartedAt { get; } = DateTimeOffset.UtcNow;
@@ -64,11 +69,17 @@ public sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposable
     /// <summary>Raised when a node is confirmed dead or leaves (jobs routed through it repair their route).</summary>
     public event Action<int>? NodeLost;
 
+    /// <param name="options">Settings.</param>
+    /// <param name="logger">Log.</param>
+    /// <param name="time">Clock (a fake one in tests).</param>
     /// <param name="source">The model source announced to nodes (<c>--model-url</c>); null when nodes bring their own folders.</param>
-    public SwarmCoordinator(CoordinatorOptions options, ILogger<SwarmCoordinator> logger, TimeProvider? time = null, PublishedModelSource? source = null)
+    /// <param name="identity">The key pair the coordinator proves to nodes; null uses a throw-away one (tests).</param>
+    public SwarmCoordinator(CoordinatorOptions options, ILogger<SwarmCoordinator> logger, TimeProvider? time = null,
+        PublishedModelSource? source = null, NodeIdentity? identity = null)
     {
         _options = options;
         _source = source;
+        _identity = identity;
         _logger = logger;
         _time = time ?? TimeProvider.System;
         Config = ModelConfig.Load(options.Model);
@@ -93,8 +104,9 @@ public sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposable
     {
         EndPoints.TryParse(_options.Listen, out var listen);
         if (string.IsNullOrEmpty(_options.Secret)) LogNoSecret();
-        _transport = LiteNetTransport.Start(new TransportOptions { BindAddress = listen!.Address, Port = listen.Port, Secret = _options.Secret }, _logger);
+        _transport = LiteNetTransport.Start(new TransportOptions { BindAddress = listen!.Address, Port = listen.Port, Secret = _options.Secret, Identity = _identity }, _logger);
         _transport.PeerDisconnected += OnPeerDisconnected;
+        LogIdentity(PeerKey.Fingerprint(PublicKey.Span), PeerKey.Format(PublicKey.Span));
         _inboundLoop = Task.Run(() => InboundLoopAsync(_stop.Token));
         _evaluateLoop = Task.Run(() => EvaluateLoopAsync(_stop.Token));
         _observed = CoordinatorInstrumentation.Observe(this);
@@ -141,6 +153,9 @@ public sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposable
 
     /// <summary>Data-plane endpoint of a node (where other nodes send it hidden states).</summary>
     public string EndpointOf(int nodeId) => Registry.Get(nodeId)?.Info.Endpoint ?? "";
+
+    /// <summary>The key a node proved when it registered (what the previous hop pins); null when unknown.</summary>
+    public byte[]? KeyOf(int nodeId) => Registry.Get(nodeId)?.Info.Key;
 
     public void CountRecovery() => Interlocked.Increment(ref _recoveries);
 
@@ -201,10 +216,16 @@ public sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposable
             return;
         }
         int id = Interlocked.Increment(ref _nextNodeId);
+        string name = string.IsNullOrWhiteSpace(hello.NodeName) ? $"node-{id}" : hello.NodeName;
+        byte[]? key = peer.RemoteKey.IsEmpty ? null : peer.RemoteKey.ToArray();
+        string? keyChangedFrom = key is null ? null : _keys.Observe(name, peer.RemoteFingerprint);
+        if (keyChangedFrom is not null) LogKeyChanged(name, keyChangedFrom, id, peer.RemoteEndPoint.ToString(), peer.RemoteFingerprint);
         var info = new NodeInfo
         {
             Id = id,
-            Name = string.IsNullOrWhiteSpace(hello.NodeName) ? $"node-{id}" : hello.NodeName,
+            Name = name,
+            Key = key,
+            KeyChangedFrom = keyChangedFrom,
             Endpoint = hello.DataEndpoint,
             MemoryBudgetBytes = hello.MemoryBudgetBytes,
             Device = hello.Device,
@@ -215,27 +236,42 @@ public sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposable
         _nodePeers[id] = peer;
         _peerNodes[peer.Id] = id;
         _live[id] = new NodeLive(0, 0, 0, 0, 0, info.Device, info.Threads, info.Name, info.Endpoint);
+        var members = _keys.Vouch(_nodePeers.Values.Select(p => p.RemoteKey.ToArray())); // the keys their control connections proved
         peer.Send(env.CreateReply(new Welcome { NodeId = id, HeartbeatIntervalMs = (int)_options.HeartbeatInterval.TotalMilliseconds,
-            ModelSource = _source?.Source.Key ?? "" }));
+            ModelSource = _source?.Source.Key ?? "", Members = members }));
+        VouchForMembers(members);
         lock (_placementGate)
         {
             if (hello.HeldRange is { } held)
             {
                 // A node that already holds layers (coordinator restart, reconnect) keeps serving them.
                 Registry.Register(info, held);
-                LogJoined(info.Name, id, info.Endpoint, $"holds {held}");
+                LogJoined(info.Name, id, info.Endpoint, peer.RemoteFingerprint, $"holds {held}");
                 return;
             }
             Registry.Register(info);
             LayerRange? range = info.PinnedRange ?? Placement.ChooseJoinRange(Registry.PlacementView(), Registry.Get(id)!.ToPlacementNode());
             if (range is not { } r)
             {
-                LogJoined(info.Name, id, info.Endpoint, "no range fits its memory budget; standing by");
+                LogJoined(info.Name, id, info.Endpoint, peer.RemoteFingerprint, "no range fits its memory budget; standing by");
                 return;
             }
-            LogJoined(info.Name, id, info.Endpoint, $"assigned layers {r}");
+            LogJoined(info.Name, id, info.Endpoint, peer.RemoteFingerprint, $"assigned layers {r}");
             Assign(id, r);
         }
+    }
+
+    /// <summary>
+    /// Sends every connected node the keys of the current members (<paramref name="keys"/>, or the list now): a node
+    /// accepts hop connections only from these. Called whenever membership changes; each list has a higher version,
+    /// so a node ignores lists that arrive late. A joining node gets the list in its Welcome as well.
+    /// </summary>
+    private void VouchForMembers(PeerKeys? keys = null)
+    {
+        keys ??= _keys.Vouch(_nodePeers.Values.Select(p => p.RemoteKey.ToArray()));
+        foreach (var peer in _nodePeers.Values)
+            try { peer.Send(Envelope.Create(keys)); }
+            catch (PeerDisconnectedException) { } // gone: it is about to be forgotten
     }
 
     private void Assign(int nodeId, LayerRange range)
@@ -304,6 +340,7 @@ public sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposable
     private void Lost(int id)
     {
         _live.TryRemove(id, out _);
+        VouchForMembers();
         Recover();
         NodeLost?.Invoke(id);
     }
@@ -365,27 +402,4 @@ public sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposable
         }
         catch (OperationCanceledException) { }
     }
-
-    [LoggerMessage(100, LogLevel.Information, "coordinator listening on {Endpoint} for nodes; model {Model} ({Layers} layers)")]
-    private partial void LogListening(string endpoint, string model, int layers);
-    [LoggerMessage(101, LogLevel.Warning, "no swarm secret: accepting unauthenticated nodes (loopback only)")]
-    private partial void LogNoSecret();
-    [LoggerMessage(102, LogLevel.Information, "node {Name} (id {Id}, {Endpoint}) joined: {What}")]
-    private partial void LogJoined(string name, int id, string endpoint, string what);
-    [LoggerMessage(103, LogLevel.Warning, "refused node at {Peer}: {Reason}")]
-    private partial void LogRefused(string peer, string reason);
-    [LoggerMessage(104, LogLevel.Information, "node {Id} serving layers {Range} (KV capacity {KvTokens} tokens)")]
-    private partial void LogServing(int id, string range, long kvTokens);
-    [LoggerMessage(105, LogLevel.Information, "node {Id} is leaving: {Reason}")]
-    private partial void LogLeaving(int id, string reason);
-    [LoggerMessage(106, LogLevel.Warning, "node {Id} disconnected: {Reason}")]
-    private partial void LogDisconnected(int id, string reason);
-    [LoggerMessage(107, LogLevel.Warning, "node {Id} ({Name}) confirmed dead")]
-    private partial void LogDead(int id, string name);
-    [LoggerMessage(108, LogLevel.Information, "placement: node {Id} {From} → {To} ({Reason})")]
-    private partial void LogRecoveryMove(int id, string from, string to, string reason);
-    [LoggerMessage(109, LogLevel.Warning, "dropped unexpected {Kind} from {Peer}")]
-    private partial void LogUnexpected(string kind, string peer);
-    [LoggerMessage(110, LogLevel.Error, "error handling {Kind}: {Message}")]
-    private partial void LogHandlerError(string kind, string message);
 }

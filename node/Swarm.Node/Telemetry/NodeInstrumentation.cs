@@ -75,6 +75,7 @@ public static class NodeInstrumentation
         if (activity is null) return null;
         activity.SetTag(NodeIdTag, nodeId);
         if (req.Route.Length > 0) activity.SetTag(LayersTag, req.Route[0].Layers.ToString());
+        if (req.Route is [{ Key: { Length: Swarm.Transport.Security.PeerKey.Length } key }, ..]) activity.SetTag(NodeKeyTag, Swarm.Transport.Security.PeerKey.Fingerprint(key));
         activity.SetTag(StepTag, req.Step);
         activity.SetTag(StepKindTag, req.Kind.ToString().ToLowerInvariant());
         activity.SetTag(SessionTag, req.SessionId);

@@ -15,6 +15,9 @@ public static class SwarmTelemetry
 
     // Span attributes and metric tags. Metric tags take only bounded values (states, kinds, error codes, layer indices).
     public const string NodeIdTag = "swarm.node.id";
+
+    /// <summary>Span attribute: the fingerprint of a node's public key (<c>swarm:…</c>), its identity across restarts and ids.</summary>
+    public const string NodeKeyTag = "swarm.node.key";
     public const string LayersTag = "swarm.layers";
     public const string StepTag = "swarm.step";
     public const string StepKindTag = "swarm.step.kind";

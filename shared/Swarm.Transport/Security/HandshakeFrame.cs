@@ -54,7 +54,8 @@ internal static class HandshakeFrame
 
     public static string Describe(ReadOnlySpan<byte> frame) => frame.IsEmpty ? "an empty frame" : $"a frame of kind 0x{frame[0]:x2}";
 
-    private static string Sanitize(string text)
+    /// <summary>A peer-supplied reason made safe for a log line: at most <see cref="MaxReasonChars"/> characters, no control characters.</summary>
+    public static string Sanitize(string text)
     {
         var chars = text.Take(MaxReasonChars).Select(c => char.IsControl(c) ? '?' : c).ToArray();
         return new string(chars);

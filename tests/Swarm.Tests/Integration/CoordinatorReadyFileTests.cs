@@ -6,6 +6,7 @@ using Swarm.Cli;
 using Swarm.Tests.Model;
 using Swarm.Tests.Presets;
 using Swarm.Transport;
+using Swarm.Transport.Security;
 using Xunit;
 
 namespace Swarm.Tests.Integration;
@@ -25,7 +26,8 @@ public sealed class CoordinatorReadyFileTests
         string readyFile = tmp.Sub("ready.json");
         var (exe, prefix) = LocalSwarm.CoordinatorCommandLine();
         var psi = new ProcessStartInfo(exe) { RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (var a in prefix.Concat(["--model", fx.CheckpointDir, "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--ready-file", readyFile]))
+        string identity = tmp.Sub("keys/coordinator.identity");
+        foreach (var a in prefix.Concat(["--model", fx.CheckpointDir, "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--ready-file", readyFile, "--identity", identity]))
             psi.ArgumentList.Add(a);
         using var coordinator = Process.Start(psi)!;
         var stdout = coordinator.StandardOutput.ReadToEndAsync();
@@ -37,7 +39,7 @@ public sealed class CoordinatorReadyFileTests
             Assert.True(File.Exists(readyFile), $"no ready file (exited: {coordinator.HasExited}):\n{await OutputIfExited(coordinator, stdout, stderr)}");
 
             var ready = JsonNode.Parse(await File.ReadAllTextAsync(readyFile))!.AsObject();
-            Assert.Equal(["http", "listen"], ready.Select(p => p.Key).Order());
+            Assert.Equal(["http", "key", "listen"], ready.Select(p => p.Key).Order());
             var listen = Regex.Match((string)ready["listen"]!, @"^127\.0\.0\.1:([0-9]+)$");
             var http = Regex.Match((string)ready["http"]!, @"^http://127\.0\.0\.1:([0-9]+)$");
             Assert.True(listen.Success && http.Success, ready.ToJsonString());
@@ -50,9 +52,14 @@ public sealed class CoordinatorReadyFileTests
             var health = JsonNode.Parse(await client.GetStringAsync($"http://127.0.0.1:{httpPort}/healthz"))!;
             Assert.Equal("ok", (string?)health["status"]);
             Assert.False((bool)health["covered"]!); // no node yet
-            // …and the node listener accepts a Swarm peer at the reported endpoint.
+            // …the identity was created 0600 where --identity said, and the reported key is its public key…
+            using (var loaded = NodeIdentity.Load(identity))
+                Assert.Equal(PeerKey.Format(loaded.PublicKey.Span), (string)ready["key"]!);
+            if (!OperatingSystem.IsWindows()) Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(identity));
+            // …and the node listener accepts a Swarm peer at the reported endpoint, proving that key.
             await using var peer = LiteNetTransport.Start(new TransportOptions());
-            await peer.ConnectAsync(new IPEndPoint(IPAddress.Loopback, udpPort)).WaitAsync(TimeSpan.FromSeconds(20));
+            Assert.True(PeerKey.TryParse((string)ready["key"]!, out var key, out _));
+            await peer.ConnectAsync(new IPEndPoint(IPAddress.Loopback, udpPort), key).WaitAsync(TimeSpan.FromSeconds(20));
         }
         finally
         {

@@ -56,8 +56,11 @@ public class CoordinatorLinkTests
     [Fact]
     public async Task CoordinatorRestarts_LinkRegistersAgain_AnnouncingTheRangeItHolds()
     {
-        var first = FakeCoordinator.Start(firstNodeId: 1);
-        int port = first.EndPoint.Port;
+        // The coordinator comes back on its port: a port outside the ephemeral range, which no port-0 bind of a test
+        // running in parallel can take while the first coordinator is gone.
+        using var reserved = Swarm.Tests.Integration.ReservedPort.Take();
+        int port = reserved.Port;
+        var first = FakeCoordinator.Start(port, firstNodeId: 1);
         await using var transport = LiteNetTransport.Start(new TransportOptions { BindAddress = IPAddress.Loopback });
         var status = new NodeStatus();
         var link = new CoordinatorLink(transport, first.EndPoint, Profile(new NodeOptions()), new FixedStage(new LayerRange(2, 4)), status, NullLogger.Instance);

@@ -86,6 +86,40 @@ public sealed class HopForwarderTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task NextHopProvingAnotherKeyThanTheRoutes_GetsNothing_AndIsReportedUnreachable()
+    {
+        await StartAsync();
+        using var expected = Swarm.Transport.Security.NodeIdentity.CreateEphemeral();
+        var request = Request(_next.LocalEndPoint.ToString());
+        request = request with { Route = [request.Route[0], request.Route[1] with { Key = expected.PublicKey.ToArray() }] };
+        Hand(request, new StepOutput(new WireTensor { DType = WireDType.F32, Shape = [1, 1, 1], Data = new byte[4] }, null, 1));
+        var failed = await _coordinator.NextAsync<StepFailed>(TimeSpan.FromSeconds(20));
+        Assert.Equal(ErrorCode.NextHopUnreachable, failed.Code);
+        Assert.Equal(8, failed.NodeId);
+        Assert.Contains($"is not the pinned key {expected.Fingerprint}", failed.Message);
+        Assert.False(_next.Inbound.TryRead(out _));
+    }
+
+    [Fact]
+    public async Task NextHopThatRefusesUsAtFirst_GetsTheStepOnceItKnowsUs()
+    {
+        await StartAsync();
+        bool vouched = false;
+        await using var next = LiteNetTransport.Start(new TransportOptions
+        {
+            BindAddress = IPAddress.Loopback, AuthorizeInbound = _ => Volatile.Read(ref vouched) ? null : "not vouched for yet",
+        });
+        _ = Task.Delay(250).ContinueWith(_ => Volatile.Write(ref vouched, true), TaskScheduler.Default);
+        var request = Request(next.LocalEndPoint.ToString());
+        request = request with { Route = [request.Route[0], request.Route[1] with { Key = next.LocalKey.ToArray() }] };
+        Hand(request, new StepOutput(new WireTensor { DType = WireDType.F32, Shape = [1, 1, 1], Data = new byte[4] }, null, 1));
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(20));
+        var received = await next.Inbound.ReadAsync(timeout.Token);
+        Assert.IsType<ForwardRequest>(received.Envelope.Body);
+        Assert.True(next.Counters.HandshakesFailed >= 1, "the first attempt was refused");
+    }
+
+    [Fact]
     public async Task TokensAndErrors_GoToTheCoordinator()
     {
         await StartAsync();

@@ -19,7 +19,7 @@ public sealed class SwarmStatusJsonTests
         var root = doc.RootElement;
 
         Assert.Equal(Sorted("model", "num_layers", "covered", "coverage", "uncovered", "nodes", "jobs", "recoveries", "uptime_s", "wire_dtype"), Keys(root));
-        Assert.Equal(Sorted("id", "name", "address", "layers", "state", "in_flight", "device", "threads", "tokens_per_s",
+        Assert.Equal(Sorted("id", "name", "address", "key", "key_changed_from", "layers", "state", "in_flight", "device", "threads", "tokens_per_s",
             "kv_tokens_used", "kv_tokens_capacity", "sessions", "kv_blocks_used", "kv_blocks_total", "waiting_sessions", "last_heartbeat_ms_ago"), Keys(root.GetProperty("nodes")[0]));
         Assert.Equal(Sorted("queued", "running", "completed", "failed", "cancelled", "rejected", "recent"), Keys(root.GetProperty("jobs")));
         Assert.Equal("cancelled", root.GetProperty("jobs").GetProperty("recent")[3].GetProperty("state").GetString());
@@ -58,10 +58,10 @@ public sealed class SwarmStatusJsonTests
     {
         const string json = """
             { "model": "pythia-160m", "num_layers": 4, "covered": false, "coverage": [2,2,1,0], "uncovered": "layer 3",
-              "nodes": [ { "id": 1, "name": "node-1", "address": "127.0.0.1:41234", "layers": [0, 4], "state": "serving", "in_flight": 0,
+              "nodes": [ { "id": 1, "name": "node-1", "address": "127.0.0.1:41234", "key": "swarm:q3k7abcdefghijkl", "key_changed_from": null, "layers": [0, 4], "state": "serving", "in_flight": 0,
                            "device": "cpu", "threads": 2, "tokens_per_s": 123.4, "kv_tokens_used": 0, "kv_tokens_capacity": 8192,
                            "sessions": 0, "kv_blocks_used": 0, "kv_blocks_total": 512, "waiting_sessions": 0, "last_heartbeat_ms_ago": 120 },
-                         { "id": 2, "name": "node-2", "address": "127.0.0.1:41235", "layers": null, "state": "draining", "in_flight": 1,
+                         { "id": 2, "name": "node-2", "address": "127.0.0.1:41235", "key": "swarm:mnopqrstuvwxyz23", "key_changed_from": "swarm:q3k7abcdefghijkl", "layers": null, "state": "draining", "in_flight": 1,
                            "device": "cuda:0", "threads": 8, "tokens_per_s": 0, "kv_tokens_used": 10, "kv_tokens_capacity": 100,
                            "sessions": 1, "kv_blocks_used": 1, "kv_blocks_total": 7, "waiting_sessions": 0, "last_heartbeat_ms_ago": 5 } ],
               "jobs": { "queued": 0, "running": 1, "completed": 10, "failed": 0, "cancelled": 2, "rejected": 1,
@@ -77,6 +77,8 @@ public sealed class SwarmStatusJsonTests
         Assert.Null(s.Nodes[1].Range);
         Assert.Equal("-", s.Nodes[1].RangeText);
         Assert.Equal(NodeStatus.Draining, s.Nodes[1].State);
+        Assert.Equal("swarm:q3k7abcdefghijkl", s.Nodes[0].Key);
+        Assert.Equal(s.Nodes[0].Key, s.Nodes[1].KeyChangedFrom);
         Assert.Equal(SwarmJobState.Done, s.Jobs.Recent[0].State);
         Assert.Equal(3.2, s.Jobs.Recent[0].FinishedAgoS);
         Assert.Equal(SwarmJobState.Cancelled, s.Jobs.Recent[1].State);

@@ -19,7 +19,7 @@ internal static class ProtocolSamples
 
     public static readonly Hop[] Route =
     [
-        new Hop { NodeId = 2, Endpoint = "127.0.0.1:7801", Layers = new LayerRange(2, 4) },
+        new Hop { NodeId = 2, Endpoint = "127.0.0.1:7801", Layers = new LayerRange(2, 4), Key = Enumerable.Repeat((byte)0x22, 32).ToArray() },
         new Hop { NodeId = 3, Endpoint = "10.0.0.3:7802", Layers = new LayerRange(4, 6) },
     ];
 
@@ -85,5 +85,6 @@ internal static class ProtocolSamples
         ["CloseSession"] = Wrap(new CloseSession { SessionId = 200 }, id: 12, session: 200),
         ["Ack"] = Wrap(new Ack(), id: 13, correlation: 12),
         ["ErrorReply"] = Wrap(new ErrorReply { Code = ErrorCode.Overloaded, Message = "inbound queue full" }, id: 14, correlation: 9),
+        ["PeerKeys"] = Wrap(new PeerKeys { Version = 7, Keys = [Enumerable.Repeat((byte)0x22, 32).ToArray(), Enumerable.Repeat((byte)0x33, 32).ToArray()] }, id: 15),
     };
 }

@@ -160,6 +160,13 @@ public sealed class SwarmTelemetryIntegrationTests(TwoNodeSwarmWithOneJob swarm)
             Assert.Equal("node-1", Parent(s).Instance);
             Assert.Equal((int)Parent(s).Tags["swarm.step"]!, (int)s.Tags["swarm.step"]!);
         });
+        // Each node's spans name it by its key's fingerprint, the one /api/swarm shows for it.
+        var status = (await swarm.Swarm.GetJsonAsync("/api/swarm"))!;
+        string KeyOf(string name) => (string)status["nodes"]!.AsArray().Single(x => (string)x!["name"]! == name)!["key"]!;
+        Assert.StartsWith("swarm:", KeyOf("node-1"));
+        Assert.NotEqual(KeyOf("node-1"), KeyOf("node-2"));
+        Assert.All(first, s => Assert.Equal(KeyOf("node-1"), (string?)s.Tags["swarm.node.key"]));
+        Assert.All(second, s => Assert.Equal(KeyOf("node-2"), (string?)s.Tags["swarm.node.key"]));
         var samples = spans.Where(s => s.Name == NodeInstrumentation.SampleSpan).ToList();
         Assert.Equal(n, samples.Count);
         Assert.All(samples, s => Assert.Equal("node-2", Parent(s).Instance));
@@ -182,6 +189,9 @@ public sealed class SwarmTelemetryIntegrationTests(TwoNodeSwarmWithOneJob swarm)
         Assert.Equal(0, Value(text, "swarm_nodes", "state=\"dead\""));
         Assert.Equal(1, Value(text, "swarm_layers_min_replicas"));
         Assert.True(Value(text, "swarm_transport_io_bytes_total", "direction=\"transmit\"") > 0, $"no bytes sent:\n{text}");
+        // Both nodes authenticated over the secure channel; nothing was refused or dropped.
+        Assert.True(Value(text, "swarm_transport_handshakes_total", "outcome=\"established\"") >= 2, $"handshakes:\n{text}");
+        Assert.Equal(0, Value(text, "swarm_transport_records_rejected_total", "reason=\"unauthenticated\""));
     }
 
     [Fact]

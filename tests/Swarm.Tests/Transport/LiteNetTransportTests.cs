@@ -117,10 +117,14 @@ public class LiteNetTransportTests
         await using var server = Start("right", logger: serverLog);
         await using var client = Start("wrong");
         var ex = await Assert.ThrowsAsync<PeerRefusedException>(() => client.ConnectAsync(server.LocalEndPoint).WaitAsync(Long));
-        Assert.Contains("refused the connection: wrong swarm key (the swarm secrets differ)", ex.Message);
+        Assert.Equal($"{server.LocalEndPoint} refused the connection: the swarm secrets differ", ex.Message);
         Assert.True(serverLog.Contains(LogLevel.Warning, "Refused connection from 127.0.0.1:"), serverLog.Dump());
+        Assert.True(serverLog.Contains(LogLevel.Warning, ": the swarm secrets differ"), serverLog.Dump());
         Assert.Equal(1, server.Counters.RefusedConnections);
+        Assert.Equal(1, server.Counters.HandshakesFailed);
+        Assert.Equal(0, server.Counters.HandshakesEstablished);
         Assert.Empty(server.Peers);
+        Assert.Empty(client.Peers);
     }
 
     [Fact]
@@ -193,15 +197,20 @@ public class LiteNetTransportTests
         await using var bad = Start();
         await using var good = Start();
         var echo = Echo(server);
-        var badPeer = (LiteNetTransport.PeerState)await bad.ConnectAsync(server.LocalEndPoint).WaitAsync(Long);
+        var badPeer = (TransportPeer)await bad.ConnectAsync(server.LocalEndPoint).WaitAsync(Long);
         var goodPeer = await good.ConnectAsync(server.LocalEndPoint).WaitAsync(Long);
 
-        // Garbage that frames fine but does not decode (small and chunked), an unknown kind, a bad frame type.
+        // Garbage that frames fine but is no record (small and chunked), a bad frame type, and a record that opens
+        // but does not decode.
         bad.SendPayload(badPeer, new byte[] { 0x97, 0x01, 0xFF });
         var big = new byte[100_000];
         new Random(1).NextBytes(big);
+        big[0] = 0x10; // a record's header (epoch 0, counter 1000): refused only by its tag
+        Array.Clear(big, 1, 12);
+        BitConverter.TryWriteBytes(big.AsSpan(5), 1000UL);
         bad.SendPayload(badPeer, big);
         badPeer.Net.Send(new byte[] { 0x7F, 1, 2, 3 }, 0, LiteNetLib.DeliveryMethod.ReliableOrdered);
+        bad.SendPayload(badPeer, badPeer.Channel!.Seal(new byte[] { 0x97, 0x01, 0xFF }));
         // Raw datagrams from an unconnected socket.
         using (var udp = new UdpClient())
         {
@@ -214,10 +223,12 @@ public class LiteNetTransportTests
         var reply2 = await badPeer.RequestAsync(Heartbeat(), Long); // the sender of garbage is not disconnected either
         Assert.IsType<Ack>(reply2.Body);
 
-        await WaitUntil(() => server.Counters.Malformed >= 3);
-        // Each is counted; the first is logged, the others within the interval only counted (a peer can send garbage at will).
-        Assert.Equal(3, server.Counters.Malformed);
-        Assert.Single(serverLog.Entries, e => e.Level == LogLevel.Warning && e.Message.StartsWith("Dropped malformed message from 127.0.0.1:", StringComparison.Ordinal));
+        await WaitUntil(() => server.Counters.Malformed >= 2 && server.Counters.Records.Rejected >= 2);
+        Assert.Equal(1, server.Counters.Records.RejectedMalformed);
+        Assert.Equal(1, server.Counters.Records.RejectedUnauthenticated);
+        Assert.True(serverLog.Contains(LogLevel.Warning, "Dropped malformed message from 127.0.0.1:"), serverLog.Dump());
+        Assert.True(serverLog.Contains(LogLevel.Warning, "unknown frame type 0x7F"), serverLog.Dump());
+        Assert.True(serverLog.Contains(LogLevel.Warning, "Dropped a record from 127.0.0.1:"), serverLog.Dump());
         Assert.Equal(0, server.PendingInboundBytes);
     }
 

@@ -45,5 +45,11 @@ public class TransportBenchTests
         Assert.All(result.Transfers, t => Assert.True(t.MegabytesPerSecond > 0 && t.Seconds >= 0.02, $"{t.Channels} channel(s): {t.Seconds:0.000} s"));
         Assert.True(result.LoopbackRoundTripMicroseconds > 0);
         Assert.True(result.LoopbackTransfer.MegabytesPerSecond > 0);
+        // The encryption figures were measured on both sides of the switch (values are the bench's business).
+        var enc = result.Encryption;
+        Assert.True(enc.HandshakeMs > 0 && enc.PlainConnectMs > 0 && enc.PskDerivationMs > 0);
+        Assert.True(enc.StepRoundTripMicroseconds > 0 && enc.PlainStepRoundTripMicroseconds > 0);
+        Assert.Equal(enc.Transfer.Megabytes, enc.PlainTransfer.Megabytes);
+        Assert.True(enc.Transfer.MegabytesPerSecond > 0 && enc.PlainTransfer.MegabytesPerSecond > 0);
     }
 }
