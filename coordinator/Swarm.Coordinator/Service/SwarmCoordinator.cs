@@ -151,12 +151,6 @@ public sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposable
         peer.Send(envelope);
     }
 
-    /// <summary>Data-plane endpoint of a node (where other nodes send it hidden states).</summary>
-    public string EndpointOf(int nodeId) => Registry.Get(nodeId)?.Info.Endpoint ?? "";
-
-    /// <summary>The key a node proved when it registered (what the previous hop pins); null when unknown.</summary>
-    public byte[]? KeyOf(int nodeId) => Registry.Get(nodeId)?.Info.Key;
-
     public void CountRecovery() => Interlocked.Increment(ref _recoveries);
 
     // ---------------------------------------------------------------- inbound
