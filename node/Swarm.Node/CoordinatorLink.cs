@@ -45,14 +45,17 @@ internal sealed class CoordinatorLink : IDisposable
     private readonly CancellationTokenSource _stop = new();
     private volatile IPeer? _peer;
     private volatile Heartbeat? _lastHeartbeat;
+    private readonly HopLinks _links;
     private volatile bool _leaving;
     private bool _disposed;
     private long _heartbeatMs = 500;
 
     /// <param name="coordinatorKey">The coordinator's pinned public key (<c>--coordinator-key</c>); empty accepts any.</param>
+    /// <param name="links">The links the hop forwarder records; heartbeats report them (default: a table nothing records into).</param>
     public CoordinatorLink(ITransport transport, IPEndPoint coordinator, NodeProfile profile, IStageView stage, NodeStatus status, ILogger logger,
-        ReadOnlyMemory<byte> coordinatorKey = default)
+        ReadOnlyMemory<byte> coordinatorKey = default, HopLinks? links = null)
     {
+        _links = links ?? new HopLinks();
         _transport = transport; _coordinator = coordinator; _profile = profile; _stage = stage; _status = status; _logger = logger;
         _coordinatorKey = coordinatorKey;
     }
@@ -217,6 +220,7 @@ internal sealed class CoordinatorLink : IDisposable
                 KvBlocksUsed = stats?.KvBlocksUsed ?? 0,
                 KvBlocksTotal = stats?.KvBlocksTotal ?? 0,
                 WaitingSessions = stats?.WaitingSessions ?? 0,
+                Links = _links.Report(),
             };
             _lastHeartbeat = heartbeat;
             Send(heartbeat);

@@ -27,14 +27,16 @@ internal sealed class HopForwarder
     private readonly CancellationToken _stopping;
     private readonly ConcurrentDictionary<string, IPeer> _connected = new();
     private readonly ConcurrentDictionary<string, Task<IPeer>> _connecting = new();
+    private readonly HopLinks _links;
     private Task _run = Task.CompletedTask;
 
+    /// <param name="links">Where every link used to a next hop is recorded (heartbeats report them).</param>
     /// <param name="simulateLatencyMs">Delay before each output leaves (emulates a WAN hop on loopback; 0 = none).</param>
     /// <param name="stopping">Cancels connections in progress when the node stops.</param>
     public HopForwarder(ITransport transport, CoordinatorLink coordinator, NodeStatus status, BoundedHandoff<Outgoing> outbox,
-        int simulateLatencyMs, ILogger logger, CancellationToken stopping)
+        HopLinks links, int simulateLatencyMs, ILogger logger, CancellationToken stopping)
     {
-        _transport = transport; _coordinator = coordinator; _status = status; _outbox = outbox;
+        _transport = transport; _coordinator = coordinator; _status = status; _outbox = outbox; _links = links;
         _simulateLatencyMs = simulateLatencyMs; _logger = logger; _stopping = stopping;
     }
 
@@ -152,6 +154,7 @@ internal sealed class HopForwarder
         {
             if (_simulateLatencyMs > 0) await Task.Delay(_simulateLatencyMs, _stopping).ConfigureAwait(false);
             var peer = await NextHopAsync(next).ConfigureAwait(false);
+            _links.Used(next.NodeId, peer);
             peer.Send(new Envelope { Body = forward, SessionId = received.SessionId, TraceParent = traceParent, TraceState = traceState });
         }
         catch (Exception e) when (e is PeerDisconnectedException or TimeoutException or OperationCanceledException or FormatException)

@@ -109,10 +109,11 @@ public sealed class NodeDaemon : BackgroundService
         _logger.Started(transport.LocalEndPoint.ToString(), layerTokensPerSecond);
         if (pinned is { } range && _checkpoint is not null) worker.Load(range, 0);
 
+        var hopLinks = new HopLinks();
         var link = new CoordinatorLink(transport, coordinator!, NodeProfile.From(_options, transport.LocalEndPoint, config, layerTokensPerSecond),
-            worker, _status, _logger, _options.PinnedCoordinatorKey);
+            worker, _status, _logger, _options.PinnedCoordinatorKey, hopLinks);
         _link = link;
-        var forwarder = new HopForwarder(transport, link, _status, outbox, _options.SimulateLatencyMs, _logger, _stopping.Token);
+        var forwarder = new HopForwarder(transport, link, _status, outbox, hopLinks, _options.SimulateLatencyMs, _logger, _stopping.Token);
         _forwarder = forwarder;
         forwarder.Start();
         transport.PeerDisconnected += (peer, reason) =>

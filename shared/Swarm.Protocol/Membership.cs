@@ -140,7 +140,7 @@ public sealed record RangeReady : IMessage
 }
 
 /// <summary>Node → coordinator, periodically: liveness and load.</summary>
-/// <remarks>Keys 0–9, append-only.</remarks>
+/// <remarks>Keys 0–10, append-only.</remarks>
 [MessagePackObject]
 public sealed record Heartbeat : IMessage
 {
@@ -173,6 +173,30 @@ public sealed record Heartbeat : IMessage
 
     /// <summary>New sessions waiting for KV blocks (admission control) on this node.</summary>
     [Key(9)] public int WaitingSessions { get; init; }
+
+    /// <summary>
+    /// The node's links to the next hops it handed steps to, each with its round-trip time as measured over that
+    /// link; null (an older node) or empty when it handed none on. At most <see cref="MaxLinks"/>.
+    /// </summary>
+    [Key(10)] public LinkReport[]? Links { get; init; }
+
+    /// <summary>Most links one heartbeat may carry (a node reports its most recently used ones).</summary>
+    public const int MaxLinks = 256;
+}
+
+/// <summary>One node-to-node link a node measured: to whom, how the packets travel, and the round-trip time.</summary>
+/// <remarks>Keys 0–2, append-only.</remarks>
+[MessagePackObject]
+public sealed record LinkReport
+{
+    /// <summary>The node at the other end (the next hop).</summary>
+    [Key(0)] public int ToNodeId { get; init; }
+
+    /// <summary>How the link's packets travel.</summary>
+    [Key(1)] public LinkPath Path { get; init; }
+
+    /// <summary>Round-trip time over the link in milliseconds, as the transport's pings measure it.</summary>
+    [Key(2)] public double RttMs { get; init; }
 }
 
 /// <summary>Node → coordinator: the node is leaving gracefully (SIGTERM); route no new work to it.</summary>

@@ -46,7 +46,8 @@ public static class MessageValidator
             ?? NonNegative(m.KvTokensUsed, "KV tokens used")
             ?? NonNegative(m.KvTokensCapacity, "KV capacity")
             ?? Finite(m.TokensPerSecond, "tokens/s")
-            ?? OptionalRange(m.Range, "range"),
+            ?? OptionalRange(m.Range, "range")
+            ?? Links(m.Links),
         Leave m => Text(m.Reason, "reason", allowEmpty: true) ?? NonNegative(m.GraceMs, "grace"),
         Drain m => Text(m.Reason, "reason", allowEmpty: true),
         ForwardRequest m => ValidateForward(m),
@@ -113,6 +114,19 @@ public static class MessageValidator
         if (keys.Length > MaxPeerKeys) return $"{keys.Length} keys, limit {MaxPeerKeys}";
         for (int i = 0; i < keys.Length; i++)
             if (keys[i] is not { Length: PublicKeyLength }) return $"key {i} is not {PublicKeyLength} bytes";
+        return null;
+    }
+
+    private static string? Links(LinkReport[]? links)
+    {
+        if (links is null) return null;
+        if (links.Length > Heartbeat.MaxLinks) return $"{links.Length} links, limit {Heartbeat.MaxLinks}";
+        foreach (var l in links)
+        {
+            if (l is null) return "null link";
+            string? error = NonNegative(l.ToNodeId, "link node id") ?? Defined(l.Path) ?? Finite(l.RttMs, "link RTT");
+            if (error is not null) return error;
+        }
         return null;
     }
 

@@ -32,6 +32,12 @@ public sealed record SwarmStatus
     /// <summary>Job counters and the most recent jobs.</summary>
     [JsonPropertyName("jobs")] public required SwarmJobsStatus Jobs { get; init; }
 
+    /// <summary>
+    /// The links jobs travel over: each live node's to the coordinator, and each node-to-node link a node measured
+    /// to the next hops it handed steps to (reported in heartbeats; routing costs hops by them).
+    /// </summary>
+    [JsonPropertyName("links")] public IReadOnlyList<SwarmLinkStatus> Links { get; init; } = [];
+
     /// <summary>Jobs whose route was repaired after a node failed, since start.</summary>
     [JsonPropertyName("recoveries")] public long Recoveries { get; init; }
 
@@ -134,6 +140,24 @@ public sealed record SwarmNodeStatus
     /// <summary>The range in the CLI's notation (<c>0:6</c>), or <c>-</c> when the node holds none.</summary>
     [JsonIgnore]
     public string RangeText => Range?.ToCliNotation() ?? "-";
+}
+
+/// <summary>One link in <see cref="SwarmStatus.Links"/>.</summary>
+public sealed record SwarmLinkStatus
+{
+    /// <summary>The name of the node the link starts at.</summary>
+    [JsonPropertyName("from")] public required string From { get; init; }
+
+    /// <summary>The name of the node at the other end, or <c>coordinator</c>.</summary>
+    [JsonPropertyName("to")] public required string To { get; init; }
+
+    /// <summary>How the packets travel: <c>direct</c>, <c>punched</c> or <c>relayed</c>.</summary>
+    [JsonPropertyName("path")]
+    [JsonConverter(typeof(SnakeCaseEnumConverter<LinkPath>))]
+    public required LinkPath Path { get; init; }
+
+    /// <summary>Round-trip time in milliseconds; null when not measured yet.</summary>
+    [JsonPropertyName("rtt_ms")] public double? RttMs { get; init; }
 }
 
 /// <summary>Job counters of <see cref="SwarmStatus.Jobs"/>.</summary>

@@ -109,7 +109,8 @@ public sealed class NodeRegistry
     /// <summary>Records a heartbeat; a suspect node becomes alive again. Dead and unknown nodes must register.</summary>
     /// <param name="id">Node id.</param>
     /// <param name="rttMs">A fresh round-trip measurement, folded into the smoothed RTT.</param>
-    public HeartbeatResult Heartbeat(int id, double? rttMs = null)
+    /// <param name="links">The node's measured links to its next hops (<see cref="Swarm.Protocol.Heartbeat.Links"/>); null keeps the last ones.</param>
+    public HeartbeatResult Heartbeat(int id, double? rttMs = null, IReadOnlyList<LinkReport>? links = null)
     {
         var now = _time.GetUtcNow();
         lock (_gate)
@@ -119,7 +120,7 @@ public sealed class NodeRegistry
             double? rtt = n.RttMs;
             if (rttMs is double sample && sample >= 0)
                 rtt = rtt is double old ? old + _options.RttSmoothing * (sample - old) : sample;
-            var updated = n with { LastHeartbeat = now, RttMs = rtt };
+            var updated = n with { LastHeartbeat = now, RttMs = rtt, Links = links ?? n.Links };
             updated = updated with { Health = _detector.Evaluate(Liveness(updated, now), now) };
             _nodes = _nodes.SetItem(id, updated);
             return new HeartbeatResult(HeartbeatOutcome.Accepted, updated.Health != n.Health ? new NodeTransition(n, updated) : null);

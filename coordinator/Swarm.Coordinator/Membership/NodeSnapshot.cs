@@ -30,6 +30,9 @@ public sealed record NodeSnapshot
     /// <summary>Smoothed coordinator↔node round-trip time in milliseconds, if measured.</summary>
     public double? RttMs { get; init; }
 
+    /// <summary>The node's links to the next hops it handed steps to, as its last heartbeat reported them.</summary>
+    public IReadOnlyList<LinkReport> Links { get; init; } = [];
+
     /// <summary>Times of failed requests reported since the last success, oldest first.</summary>
     public IReadOnlyList<DateTimeOffset> RecentFailures { get; init; } = [];
 

@@ -24,6 +24,12 @@ public sealed record RouteCandidate
     /// <summary>True when the failure detector suspects the node: used only if nothing else serves those layers cheaply.</summary>
     public bool Suspect { get; init; }
 
+    /// <summary>
+    /// The links this node measured to the nodes it handed steps to, by the receiving node's id (its heartbeats'
+    /// <see cref="LinkReport"/>s); a hop from this node to one of them costs the link's round trip.
+    /// </summary>
+    public IReadOnlyDictionary<int, LinkReport> Links { get; init; } = new Dictionary<int, LinkReport>();
+
     /// <summary>The routable view of a registry node; null when it cannot take jobs (not serving, dead, no range).</summary>
     public static RouteCandidate? From(NodeSnapshot node)
     {
@@ -37,6 +43,7 @@ public sealed record RouteCandidate
             RttMs = node.RttMs,
             InFlight = node.InFlight,
             Suspect = node.Health == NodeHealth.Suspect,
+            Links = node.Links.ToDictionary(l => l.ToNodeId),
         };
     }
 

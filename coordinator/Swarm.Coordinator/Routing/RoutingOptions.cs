@@ -4,7 +4,7 @@ namespace Swarm.Coordinator.Routing;
 public sealed class RoutingOptions
 {
     /// <summary>
-    /// Each in-flight job on a node stretches its compute time by this fraction: cost = rtt + layers/throughput ×
+    /// Each in-flight job on a node stretches its compute time by this fraction: cost = link + layers/throughput ×
     /// (1 + <c>LoadPenaltyPerInFlight</c> × in-flight). Default 0.5.
     /// </summary>
     public double LoadPenaltyPerInFlight { get; set; } = 0.5;
@@ -14,6 +14,12 @@ public sealed class RoutingOptions
 
     /// <summary>RTT assumed for a node not yet measured, in ms. Default 1 ms.</summary>
     public double DefaultRttMs { get; set; } = 1;
+
+    /// <summary>
+    /// Extra cost, in ms, of a hop over a relayed link on top of its measured round trip: the relay's own load and the
+    /// risk that it goes away. Default 5 ms.
+    /// </summary>
+    public double RelayPenaltyMs { get; set; } = 5;
 
     /// <summary>
     /// Replicas whose unloaded hop cost is within this fraction of the best replica's are interchangeable, and
@@ -28,6 +34,7 @@ public sealed class RoutingOptions
         if (!(LoadPenaltyPerInFlight >= 0)) errors.Add($"{nameof(LoadPenaltyPerInFlight)} must not be negative");
         if (!(SuspectPenaltyMs >= 0)) errors.Add($"{nameof(SuspectPenaltyMs)} must not be negative");
         if (!(DefaultRttMs >= 0)) errors.Add($"{nameof(DefaultRttMs)} must not be negative");
+        if (!(RelayPenaltyMs >= 0)) errors.Add($"{nameof(RelayPenaltyMs)} must not be negative");
         if (!(ReplicaCostTolerance >= 0)) errors.Add($"{nameof(ReplicaCostTolerance)} must not be negative");
         return errors;
     }

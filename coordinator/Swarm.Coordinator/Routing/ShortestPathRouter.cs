@@ -3,13 +3,18 @@ using Swarm.Protocol;
 namespace Swarm.Coordinator.Routing;
 
 /// <summary>
-/// Shortest path over layer boundaries. Boundary <c>a</c> connects to <c>b &gt; a</c> through every node holding
-/// <c>[a, b)</c>, at cost <c>rtt + (b − a)/throughput × (1 + penalty × in-flight)</c> (+ a penalty for suspects);
-/// a forward-only dynamic programme finds the cheapest chain (ties: fewer hops). Then, per hop, the
-/// <see cref="ILoadBalancingPolicy"/> picks among interchangeable replicas by in-flight work.
+/// Shortest path over (layer boundary, node that ended there). Entering node <c>c</c> costs the link into it — the
+/// round trip the previous node measured on its link to <c>c</c> (+ a penalty when relayed), or, where none was
+/// measured (and for the first hop), <c>c</c>'s round trip to the coordinator — and running <c>[a, b)</c> on it costs
+/// <c>(b − a)/throughput × (1 + penalty × in-flight)</c> (+ a penalty for suspects). A forward-only dynamic programme
+/// finds the cheapest chain (ties: fewer hops): per boundary, the unmeasured entries share one minimum and only the
+/// measured links are visited one by one, so a step stays linear in nodes plus reported links. Then, hop by hop,
+/// the <see cref="ILoadBalancingPolicy"/> picks among interchangeable replicas by in-flight work.
 /// </summary>
 public sealed class ShortestPathRouter : IRouter
 {
+    private const int Coordinator = -1; // the "node" a route starts from
+    private const double Epsilon = 1e-12;
     private readonly RoutingOptions _options;
     private readonly ILoadBalancingPolicy _balancer;
 
@@ -31,17 +36,34 @@ public sealed class ShortestPathRouter : IRouter
     /// <summary>The load-balancing policy in use.</summary>
     public ILoadBalancingPolicy Balancer => _balancer;
 
-    /// <summary>Expected milliseconds for <paramref name="c"/> to run <paramref name="layers"/> layers of one decode step.</summary>
-    public double HopCost(RouteCandidate c, int layers, bool includeLoad = true)
+    /// <summary>Expected milliseconds for <paramref name="c"/> to run <paramref name="layers"/> layers of one decode step, reached from the coordinator.</summary>
+    public double HopCost(RouteCandidate c, int layers, bool includeLoad = true) => LinkCost(null, c) + NodeCost(c, layers, includeLoad);
+
+    /// <summary>
+    /// Expected milliseconds to hand a step from <paramref name="from"/> (null: the coordinator) to <paramref name="to"/>:
+    /// the round trip <paramref name="from"/> measured on that link (+ <see cref="RoutingOptions.RelayPenaltyMs"/> when
+    /// relayed), else <paramref name="to"/>'s round trip to the coordinator.
+    /// </summary>
+    public double LinkCost(RouteCandidate? from, RouteCandidate to)
+    {
+        ArgumentNullException.ThrowIfNull(to);
+        if (from is not null && from.Links.TryGetValue(to.NodeId, out var link))
+            return link.RttMs + (link.Path == LinkPath.Relayed ? _options.RelayPenaltyMs : 0);
+        return to.RttMs ?? _options.DefaultRttMs;
+    }
+
+    private double NodeCost(RouteCandidate c, int layers, bool includeLoad = true)
     {
         double compute = layers * 1000.0 / Math.Max(c.LayerThroughput, 1e-9);
         if (includeLoad) compute *= 1 + _options.LoadPenaltyPerInFlight * Math.Max(0, c.InFlight);
-        return (c.RttMs ?? _options.DefaultRttMs) + compute + (c.Suspect ? _options.SuspectPenaltyMs : 0);
+        return compute + (c.Suspect ? _options.SuspectPenaltyMs : 0);
     }
 
     /// <inheritdoc/>
     public RoutingResult Route(int numLayers, IReadOnlyList<RouteCandidate> candidates) =>
         Route(new LayerRange(0, numLayers), candidates);
+
+    private readonly record struct Reached(double Cost, int Hops, int From, int PrevNode);
 
     /// <inheritdoc/>
     public RoutingResult Route(LayerRange span, IReadOnlyList<RouteCandidate> candidates)
@@ -55,63 +77,90 @@ public sealed class ShortestPathRouter : IRouter
         var uncovered = LayerRange.FromMask(span.End, l => l >= span.Start && !usable.Any(c => c.Range.Contains(l)));
         if (uncovered.Count > 0) return new RoutingResult(null, uncovered);
 
+        var byId = usable.ToDictionary(c => c.NodeId);
         int n = span.End - span.Start;
-        var dist = new double[n + 1];
-        var hops = new int[n + 1];
-        var via = new (int From, RouteCandidate Node)?[n + 1];
-        Array.Fill(dist, double.PositiveInfinity);
-        dist[0] = 0;
+        // reached[a]: the nodes whose hop ends at boundary a, each with its cheapest way there (a = 0: the coordinator).
+        var reached = new Dictionary<int, Reached>[n + 1];
+        for (int i = 0; i <= n; i++) reached[i] = [];
+        reached[0][Coordinator] = new Reached(0, 0, -1, Coordinator);
         for (int a = 0; a < n; a++)
         {
-            if (double.IsPositiveInfinity(dist[a])) continue;
+            if (reached[a].Count == 0) continue;
+            var (cheapest, cheapestNode) = reached[a].Select(kv => (kv.Value, kv.Key)).MinBy(r => (r.Value.Cost, r.Value.Hops));
+            // Entering a node over a link someone measured to it: visit the reported links of the nodes ending here.
+            var overLinks = new Dictionary<int, (double Cost, int Hops, int Prev)>();
+            foreach (var (prev, state) in reached[a])
+            {
+                if (prev == Coordinator) continue;
+                foreach (int to in byId[prev].Links.Keys)
+                {
+                    if (!byId.TryGetValue(to, out var target)) continue;
+                    double cost = state.Cost + LinkCost(byId[prev], target);
+                    if (!overLinks.TryGetValue(to, out var known) || Better(cost, state.Hops, known.Cost, known.Hops))
+                        overLinks[to] = (cost, state.Hops, prev);
+                }
+            }
             int layerA = span.Start + a;
             foreach (var c in usable)
             {
                 if (!c.Range.Contains(layerA)) continue;
+                // Else at c's distance to the coordinator, from the cheapest state.
+                var entry = (Cost: cheapest.Cost + LinkCost(null, c), cheapest.Hops, Prev: cheapestNode);
+                if (overLinks.TryGetValue(c.NodeId, out var linked) && Better(linked.Cost, linked.Hops, entry.Cost, entry.Hops)) entry = linked;
                 int maxB = Math.Min(c.Range.End, span.End) - span.Start;
                 for (int b = a + 1; b <= maxB; b++)
                 {
-                    double cost = dist[a] + HopCost(c, b - a);
-                    if (cost < dist[b] - 1e-12 || (Math.Abs(cost - dist[b]) <= 1e-12 && hops[a] + 1 < hops[b]))
-                    {
-                        dist[b] = cost;
-                        hops[b] = hops[a] + 1;
-                        via[b] = (a, c);
-                    }
+                    double cost = entry.Cost + NodeCost(c, b - a);
+                    if (!reached[b].TryGetValue(c.NodeId, out var old) || Better(cost, entry.Hops + 1, old.Cost, old.Hops))
+                        reached[b][c.NodeId] = new Reached(cost, entry.Hops + 1, a, entry.Prev);
                 }
             }
         }
 
-        var chosen = new List<RouteHop>();
+        var chain = new List<(int NodeId, LayerRange Layers)>();
+        int node = reached[n].MinBy(kv => (kv.Value.Cost, kv.Value.Hops)).Key;
         for (int b = n; b > 0;)
         {
-            var (a, node) = via[b]!.Value;
-            var layers = new LayerRange(span.Start + a, span.Start + b);
-            chosen.Add(new RouteHop(Balance(node, layers, usable).NodeId, layers));
-            b = a;
+            var r = reached[b][node];
+            chain.Add((node, new LayerRange(span.Start + r.From, span.Start + b)));
+            (b, node) = (r.From, r.PrevNode);
         }
-        chosen.Reverse();
-        return new RoutingResult(new Route(chosen, Cost(chosen, usable)), []);
+        chain.Reverse();
+        return new RoutingResult(Balanced(chain, byId, usable), []);
     }
 
-    private RouteCandidate Balance(RouteCandidate chosen, LayerRange layers, List<RouteCandidate> usable)
+    private static bool Better(double cost, int hops, double than, int thanHops) =>
+        cost < than - Epsilon || (Math.Abs(cost - than) <= Epsilon && hops < thanHops);
+
+    /// <summary>The chain with each hop's node possibly swapped for an interchangeable replica, and its expected cost.</summary>
+    private Route Balanced(List<(int NodeId, LayerRange Layers)> chain, Dictionary<int, RouteCandidate> byId, List<RouteCandidate> usable)
+    {
+        var hops = new List<RouteHop>(chain.Count);
+        RouteCandidate? previous = null;
+        double total = 0;
+        foreach (var (nodeId, layers) in chain)
+        {
+            var chosen = Balance(previous, byId[nodeId], layers, usable);
+            total += LinkCost(previous, chosen) + NodeCost(chosen, layers.Count);
+            hops.Add(new RouteHop(chosen.NodeId, layers));
+            previous = chosen;
+        }
+        return new Route(hops, total);
+    }
+
+    private RouteCandidate Balance(RouteCandidate? previous, RouteCandidate chosen, LayerRange layers, List<RouteCandidate> usable)
     {
         var holders = usable.Where(c => c.Range.Contains(layers)).ToList();
         if (holders.Count <= 1) return chosen;
-        double best = holders.Min(c => HopCost(c, layers.Count, includeLoad: false));
+        double Unloaded(RouteCandidate c) => LinkCost(previous, c) + NodeCost(c, layers.Count, includeLoad: false);
+        double best = holders.Min(Unloaded);
         double limit = best * (1 + _options.ReplicaCostTolerance) + 1e-9;
         var peers = holders
-            .Where(c => HopCost(c, layers.Count, includeLoad: false) <= limit)
-            .OrderBy(c => HopCost(c, layers.Count, includeLoad: false))
+            .Where(c => Unloaded(c) <= limit)
+            .OrderBy(Unloaded)
             .ThenBy(c => c.NodeId)
             .ToList();
         // The DP's own pick may be a slower replica chosen because the fast ones are loaded; only rebalance among peers.
         return peers.Any(p => p.NodeId == chosen.NodeId) ? _balancer.Pick(peers) : chosen;
     }
-
-    private double Cost(IReadOnlyList<RouteHop> hops, List<RouteCandidate> distinct) =>
-        Cost(hops, distinct.ToDictionary(c => c.NodeId));
-
-    private double Cost(IReadOnlyList<RouteHop> hops, Dictionary<int, RouteCandidate> byId) =>
-        hops.Sum(h => byId.TryGetValue(h.NodeId, out var c) ? HopCost(c, h.Layers.Count) : 0);
 }

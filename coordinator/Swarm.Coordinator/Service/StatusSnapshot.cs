@@ -12,7 +12,8 @@ public static class StatusSnapshot
         int layers = swarm.Config.NumLayers;
         var coverage = swarm.Registry.ServingCoverage(layers);
         var now = DateTimeOffset.UtcNow;
-        var nodes = swarm.Registry.Snapshot().Where(n => n.State != NodeStatus.Left).OrderBy(n => n.Id).Select(n =>
+        var members = swarm.Registry.Snapshot().Where(n => n.State != NodeStatus.Left).OrderBy(n => n.Id).ToList();
+        var nodes = members.Select(n =>
         {
             swarm.Live.TryGetValue(n.Id, out var live);
             return new SwarmNodeStatus
@@ -46,6 +47,7 @@ public static class StatusSnapshot
             Coverage = replicas,
             Uncovered = SwarmStatus.DescribeUncovered(replicas),
             Nodes = nodes,
+            Links = Links(members),
             Jobs = new SwarmJobsStatus
             {
                 Queued = jobs.Queued,
@@ -75,5 +77,22 @@ public static class StatusSnapshot
             UptimeS = Math.Round((now - swarm.StartedAt).TotalSeconds, 1),
             WireDtype = swarm.Wire == Protocol.WireDType.F32 ? "f32" : "f16",
         };
+    }
+
+    /// <summary>Each live node's link to the coordinator, then the node-to-node links it reported (to live members only).</summary>
+    private static List<SwarmLinkStatus> Links(IReadOnlyList<NodeSnapshot> members)
+    {
+        var alive = members.Where(n => n.State != NodeStatus.Dead).ToList();
+        var names = alive.ToDictionary(n => n.Id, n => n.Info.Name);
+        var links = alive.Select(n => new SwarmLinkStatus
+        {
+            From = n.Info.Name, To = "coordinator", Path = Protocol.LinkPath.Direct,
+            RttMs = n.RttMs is double rtt ? Math.Round(rtt, 2) : null,
+        }).ToList();
+        foreach (var n in alive)
+            foreach (var l in n.Links.OrderBy(l => l.ToNodeId))
+                if (names.TryGetValue(l.ToNodeId, out string? to))
+                    links.Add(new SwarmLinkStatus { From = n.Info.Name, To = to, Path = l.Path, RttMs = Math.Round(l.RttMs, 2) });
+        return links;
     }
 }

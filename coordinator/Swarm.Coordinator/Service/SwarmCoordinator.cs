@@ -295,7 +295,7 @@ public sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposable
     private void OnHeartbeat(IPeer peer, Heartbeat hb)
     {
         if (NodeOf(peer) is not { } id) return;
-        var result = Registry.Heartbeat(id, peer.RoundTripTime.TotalMilliseconds);
+        var result = Registry.Heartbeat(id, peer.RoundTripTime.TotalMilliseconds, hb.Links);
         if (_live.TryGetValue(id, out var old))
             _live[id] = old with { InFlightSteps = hb.InFlightSteps, Sessions = hb.Sessions, KvTokensUsed = hb.KvTokensUsed, KvTokensCapacity = hb.KvTokensCapacity, TokensPerSecond = hb.TokensPerSecond,
                 KvBlocksUsed = hb.KvBlocksUsed, KvBlocksTotal = hb.KvBlocksTotal, WaitingSessions = hb.WaitingSessions };

@@ -31,6 +31,7 @@ internal static class StatusRenderer
             Coverage(status, width),
             Text.Empty,
             Nodes(status, layout),
+            Links(status),
             Text.Empty,
             Jobs(status, layout, maxRecentJobs));
     }
@@ -185,6 +186,16 @@ internal static class StatusRenderer
                 new Markup($"[{(n.LastHeartbeatMsAgo > 5000 ? "red" : n.LastHeartbeatMsAgo > 1500 ? "yellow" : "default")}]{Ago(n.LastHeartbeatMsAgo)}[/]")),
         ];
         return BuildTable(layout, $"[bold]Nodes[/] ({serving}/{s.Nodes.Count} serving)", columns, s.Nodes);
+    }
+
+    /// <summary>The node-to-node links with their path and round trip, on one line; nothing when no node handed steps on yet.</summary>
+    private static IRenderable Links(SwarmStatus s)
+    {
+        var hops = s.Links.Where(l => l.To != "coordinator").ToList();
+        if (hops.Count == 0) return Text.Empty;
+        var parts = hops.Select(l => Markup.Escape(
+            $"{l.From} → {l.To} {l.Path.ToString().ToLowerInvariant()} {(l.RttMs is double rtt ? rtt.ToString("0.0", CultureInfo.InvariantCulture) + " ms" : "–")}"));
+        return new Markup("[bold]Links[/]: " + string.Join(" · ", parts) + "\n");
     }
 
     private static Markup KvCell(SwarmNodeStatus n, Layout layout)

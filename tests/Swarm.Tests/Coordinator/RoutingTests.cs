@@ -27,6 +27,55 @@ public class RoutingTests
         Assert.Equal(end, route.Hops[^1].Layers.End);
     }
 
+    private static RouteCandidate WithLinks(RouteCandidate c, params (int To, LinkPath Path, double RttMs)[] links) => c with
+    {
+        Links = links.ToDictionary(l => l.To, l => new LinkReport { ToNodeId = l.To, Path = l.Path, RttMs = l.RttMs }),
+    };
+
+    [Fact]
+    public void Route_MeasuredLinks_ChooseTheReplicaTheFirstStageReachesFastest()
+    {
+        // B and B2 hold the second half; both are 20 ms from the coordinator, so unmeasured they tie (lower id wins).
+        RouteCandidate[] unmeasured = [Cand(A, 0, 6, rtt: 2), Cand(B, 6, 12, rtt: 20), Cand(B2, 6, 12, rtt: 20)];
+        var plain = Router(new LeastInFlightPolicy()).Route(12, unmeasured);
+        Assert.Equal($"{A}[0:6) → {B}[6:12)", Describe(plain));
+
+        // A measured its links: B is 40 ms away from it, B2 1 ms (same LAN). The hop's own latency decides.
+        RouteCandidate[] measured = [WithLinks(unmeasured[0], (B, LinkPath.Direct, 40), (B2, LinkPath.Direct, 1)), unmeasured[1], unmeasured[2]];
+        var r = Router(new LeastInFlightPolicy()).Route(12, measured);
+        Assert.Equal($"{A}[0:6) → {B2}[6:12)", Describe(r));
+        // Cost: 2 ms to A + 6 ms of layers + the 1 ms link + 6 ms of layers.
+        Assert.Equal(15, r.Route!.ExpectedCostMs, 6);
+    }
+
+    [Fact]
+    public void Route_RelayedLink_CostsItsRoundTripPlusTheRelayPenalty()
+    {
+        // From A, B is reached through a relay (10 ms measured), B2 directly at 14 ms: with the 5 ms relay penalty B2 wins.
+        RouteCandidate[] candidates =
+        [
+            WithLinks(Cand(A, 0, 6), (B, LinkPath.Relayed, 10), (B2, LinkPath.Direct, 14)),
+            Cand(B, 6, 12, rtt: 30), Cand(B2, 6, 12, rtt: 30),
+        ];
+        var router = Router(new LeastInFlightPolicy());
+        Assert.Equal($"{A}[0:6) → {B2}[6:12)", Describe(router.Route(12, candidates)));
+        var cheapRelay = Router(new LeastInFlightPolicy(), new RoutingOptions { RelayPenaltyMs = 0 });
+        Assert.Equal($"{A}[0:6) → {B}[6:12)", Describe(cheapRelay.Route(12, candidates)));
+        Assert.Equal(15, router.LinkCost(candidates[0], candidates[1]), 6);
+        Assert.Equal(30, router.LinkCost(null, candidates[1]), 6); // from the coordinator: the node's own round trip
+    }
+
+    [Fact]
+    public void Route_MeasuredLinkThroughAMiddleStage_CanMakeALongerChainCheaper()
+    {
+        // One node Y holds everything but is 50 ms away; the chain X → Z is reachable quickly and X measured X→Z at 1 ms.
+        const int Z = Zzz;
+        RouteCandidate[] candidates = [Cand(Y, 0, 12, rtt: 50), WithLinks(Cand(X, 0, 6, rtt: 2), (Z, LinkPath.Punched, 1)), Cand(Z, 6, 12, rtt: 60)];
+        var r = Router().Route(12, candidates);
+        Assert.Equal($"{X}[0:6) → {Z}[6:12)", Describe(r));
+        Assert.Equal(2 + 6 + 1 + 6, r.Route!.ExpectedCostMs, 6);
+    }
+
     [Fact]
     public void Route_SingleNodeHoldingAll_OneHop()
     {

@@ -20,12 +20,16 @@ public sealed class HopForwarderTests : IAsyncLifetime
     private readonly BoundedHandoff<Outgoing> _outbox = new(4);
     private readonly NodeStatus _status = new();
     private readonly CancellationTokenSource _stop = new();
+    private readonly HopLinks _links = new();
+    private CoordinatorLink? _link;
 
     private async Task<HopForwarder> StartAsync()
     {
-        var link = new CoordinatorLink(_node, _coordinator.EndPoint, CoordinatorLinkTests.Profile(new NodeOptions()), new NoStage(), _status, NullLogger.Instance);
+        var link = new CoordinatorLink(_node, _coordinator.EndPoint, CoordinatorLinkTests.Profile(new NodeOptions()), new NoStage(), _status, NullLogger.Instance,
+            links: _links);
+        _link = link;
         await link.RegisterAsync(CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(20));
-        var forwarder = new HopForwarder(_node, link, _status, _outbox, simulateLatencyMs: 0, NullLogger.Instance, _stop.Token);
+        var forwarder = new HopForwarder(_node, link, _status, _outbox, _links, simulateLatencyMs: 0, NullLogger.Instance, _stop.Token);
         forwarder.Start();
         return forwarder;
     }
@@ -71,6 +75,32 @@ public sealed class HopForwarderTests : IAsyncLifetime
         Assert.Equal((3, 2.5), (timing.NodeId, timing.Milliseconds));         // this node's id from its Welcome
         await _status.WhenIdleAsync().WaitAsync(TimeSpan.FromSeconds(5));      // handed on: nothing in flight
         Assert.Equal(1, _status.TokensServed);
+    }
+
+    [Fact]
+    public async Task TheLinkToTheNextHop_IsReportedInHeartbeats_WithItsMeasuredRoundTrip()
+    {
+        await StartAsync();
+        var heartbeats = _link!.RunHeartbeatsAsync(_stop.Token);
+        Assert.Null(_link.LastHeartbeat?.Links?.FirstOrDefault()); // nothing handed on yet: no link to report
+        var hidden = new WireTensor { DType = WireDType.F32, Shape = [1, 1, 1], Data = new byte[4] };
+        Hand(Request(_next.LocalEndPoint.ToString()), new StepOutput(hidden, null, 1.0));
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(20));
+        await _next.Inbound.ReadAsync(timeout.Token);
+
+        // The transport's pings measure the link's round trip (about once a second); then heartbeats carry it.
+        LinkReport? reported = null;
+        while (reported is null)
+        {
+            await Task.Delay(100, timeout.Token);
+            reported = _link.LastHeartbeat?.Links?.SingleOrDefault();
+        }
+        Assert.Equal(8, reported.ToNodeId);                  // the next hop's node id, from the route
+        Assert.Equal(LinkPath.Direct, reported.Path);
+        Assert.InRange(reported.RttMs, 0.001, 1000);        // loopback: measured, and well under a second
+        Assert.Null(MessageValidator.Validate(new Heartbeat { Links = [reported] }));
+        await _stop.CancelAsync();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => heartbeats);
     }
 
     [Fact]

@@ -27,6 +27,16 @@ public static partial class DashboardDom
         return end < 0 ? null : Text(dom[start..end]);
     }
 
+    /// <summary>The visible text of the links table's row from <paramref name="from"/> to <paramref name="to"/>, cells separated by " | "; null when absent.</summary>
+    public static string? LinkRowText(string dom, string from, string to)
+    {
+        string marker = $"<tr data-link-from=\"{WebUtility.HtmlEncode(from)}\" data-link-to=\"{WebUtility.HtmlEncode(to)}\"";
+        int start = dom.IndexOf(marker, StringComparison.Ordinal);
+        if (start < 0) return null;
+        int end = dom.IndexOf("</tr>", start, StringComparison.Ordinal);
+        return end < 0 ? null : Text(dom[start..end]);
+    }
+
     /// <summary>Replicas shown per layer in the coverage strip (<c>data-replicas</c> of each <c>.layer-cell</c>), by layer.</summary>
     public static IReadOnlyDictionary<int, int> CoverageCells(string dom) =>
         LayerCell().Matches(dom).ToDictionary(m => int.Parse(m.Groups["layer"].Value), m => int.Parse(m.Groups["replicas"].Value));

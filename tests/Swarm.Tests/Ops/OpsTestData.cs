@@ -8,7 +8,7 @@ internal static class OpsTestData
 {
     /// <summary>
     /// pythia-160m (12 layers) on two nodes: alpha serves 0:8, beta is suspect on 6:10, so layers 10-11 are
-    /// uncovered; four recent jobs (running, done, failed, cancelled).
+    /// uncovered; alpha hands steps to beta over a relayed link; four recent jobs (running, done, failed, cancelled).
     /// </summary>
     public static SwarmStatus TwoNodes()
     {
@@ -46,6 +46,12 @@ internal static class OpsTestData
                     new SwarmJobStatus { Id = "cmpl-cancel01", State = SwarmJobState.Cancelled, PromptTokens = 4, CompletionTokens = 6, TtftMs = 9.5, TokensPerS = 30.0, Error = "the client went away", FinishedAgoS = 9.0 },
                 ],
             },
+            Links =
+            [
+                new SwarmLinkStatus { From = "node-alpha", To = "coordinator", Path = Swarm.Protocol.LinkPath.Direct, RttMs = 0.42 },
+                new SwarmLinkStatus { From = "node-beta", To = "coordinator", Path = Swarm.Protocol.LinkPath.Direct },
+                new SwarmLinkStatus { From = "node-alpha", To = "node-beta", Path = Swarm.Protocol.LinkPath.Relayed, RttMs = 61.5 },
+            ],
             Recoveries = 4,
             UptimeS = 3723.4,
             WireDtype = "f16",

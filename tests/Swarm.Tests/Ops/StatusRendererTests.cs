@@ -36,6 +36,9 @@ public sealed class StatusRendererTests
         Assert.Equal(new string(' ', 6 * 3) + new string('▒', 4 * 3) + new string(' ', 2 * 3), betaBar.Substring(14, 36));
         Assert.EndsWith("6:10 suspect", betaBar.TrimEnd());
 
+        // Node-to-node links on one line (the links to the coordinator are left out here).
+        Assert.Contains("Links: node-alpha → node-beta relayed 61.5 ms", lines);
+
         // Node table rows: name, address, range, device, state, load, tokens/s, KV.
         string alphaRow = lines.Single(l => l.Contains("node-alpha", StringComparison.Ordinal) && l.Contains("127.0.0.1:41234", StringComparison.Ordinal));
         foreach (string cell in new[] { "0:8", "cpu ×2", "serving", "123.4", "19%", "120 ms" })

@@ -18,7 +18,9 @@ public sealed class SwarmStatusJsonTests
         using var doc = JsonDocument.Parse(OpsTestData.TwoNodes().ToJson());
         var root = doc.RootElement;
 
-        Assert.Equal(Sorted("model", "num_layers", "covered", "coverage", "uncovered", "nodes", "jobs", "recoveries", "uptime_s", "wire_dtype"), Keys(root));
+        Assert.Equal(Sorted("model", "num_layers", "covered", "coverage", "uncovered", "nodes", "links", "jobs", "recoveries", "uptime_s", "wire_dtype"), Keys(root));
+        Assert.Equal(Sorted("from", "to", "path", "rtt_ms"), Keys(root.GetProperty("links")[0]));
+        Assert.Equal("relayed", root.GetProperty("links")[2].GetProperty("path").GetString());
         Assert.Equal(Sorted("id", "name", "address", "key", "key_changed_from", "layers", "state", "in_flight", "device", "threads", "tokens_per_s",
             "kv_tokens_used", "kv_tokens_capacity", "sessions", "kv_blocks_used", "kv_blocks_total", "waiting_sessions", "last_heartbeat_ms_ago"), Keys(root.GetProperty("nodes")[0]));
         Assert.Equal(Sorted("queued", "running", "completed", "failed", "cancelled", "rejected", "recent"), Keys(root.GetProperty("jobs")));
@@ -69,6 +71,9 @@ public sealed class SwarmStatusJsonTests
                                       "tokens_per_s": 40.1, "recoveries": 0, "error": null, "finished_ago_s": 3.2 },
                                     { "id": "cmpl-2", "state": "cancelled", "prompt_tokens": 5, "completion_tokens": 3, "ttft_ms": 11.5,
                                       "tokens_per_s": 38.5, "recoveries": 0, "error": "the client went away", "finished_ago_s": 4.5 } ] },
+              "links": [ { "from": "node-1", "to": "coordinator", "path": "direct", "rtt_ms": 0.4 },
+                         { "from": "node-1", "to": "node-2", "path": "punched", "rtt_ms": 12.5 },
+                         { "from": "node-2", "to": "coordinator", "path": "direct", "rtt_ms": null } ],
               "recoveries": 0, "uptime_s": 12.3, "wire_dtype": "f16" }
             """;
         var s = SwarmStatus.FromJson(json);
@@ -83,6 +88,8 @@ public sealed class SwarmStatusJsonTests
         Assert.Equal(3.2, s.Jobs.Recent[0].FinishedAgoS);
         Assert.Equal(SwarmJobState.Cancelled, s.Jobs.Recent[1].State);
         Assert.Equal((2L, 1L), (s.Jobs.Cancelled, s.Jobs.Rejected));
+        Assert.Equal(("node-2", Swarm.Protocol.LinkPath.Punched, 12.5), (s.Links[1].To, s.Links[1].Path, s.Links[1].RttMs));
+        Assert.Null(s.Links[2].RttMs);
         using var minified = JsonDocument.Parse(json);
         Assert.Equal(JsonSerializer.Serialize(minified.RootElement), s.ToJson());
     }

@@ -57,6 +57,7 @@ internal static class ProtocolSamples
             KvBlocksUsed = 256,
             KvBlocksTotal = 6250,
             WaitingSessions = 2,
+            Links = [new LinkReport { ToNodeId = 4, Path = LinkPath.Punched, RttMs = 12.5 }],
         }, id: 6),
         ["Leave"] = Wrap(new Leave { Reason = "SIGTERM", GraceMs = 5000 }, id: 7),
         ["Drain"] = Wrap(new Drain { Reason = "rebalance" }, id: 8),
