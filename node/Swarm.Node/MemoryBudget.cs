@@ -9,7 +9,7 @@ namespace Swarm.Node;
 /// least one layer as placement counts it (<see cref="LayerMemory.MinimumNodeBudgetBytes"/>), or it would register
 /// and idle with no range. A node with pinned <c>--layers</c> loads its range whatever the budget, so it is not checked.
 /// </summary>
-public static class MemoryBudget
+internal static class MemoryBudget
 {
     /// <summary>What is wrong with the budget of <paramref name="options"/> for <paramref name="config"/>, or null when nothing is.</summary>
     public static string? Problem(NodeOptions options, ModelConfig config)

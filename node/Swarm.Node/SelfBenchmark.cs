@@ -9,7 +9,7 @@ namespace Swarm.Node;
 /// the four GEMVs of a GPT-NeoX layer with random weights of the model's shape (they dominate a decode
 /// step). The result, in layer·tokens per second, is what the node announces for placement and routing.
 /// </summary>
-public static class SelfBenchmark
+internal static class SelfBenchmark
 {
     public static double LayerTokensPerSecond(ModelConfig c, ScalarType dtype, int steps = 12)
     {

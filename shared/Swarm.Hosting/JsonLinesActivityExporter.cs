@@ -12,7 +12,7 @@ namespace Swarm.Hosting;
 /// <c>events</c> (<c>name</c>, <c>time</c>, <c>tags</c>). Lets you (and the cross-process tests) see a job's trace
 /// without a collector; use a file per process. Not meant for production volumes: it writes synchronously.
 /// </summary>
-public sealed class JsonLinesActivityExporter : BaseExporter<Activity>
+internal sealed class JsonLinesActivityExporter : BaseExporter<Activity>
 {
     private readonly string _path;
     private readonly object _gate = new();

@@ -3,7 +3,7 @@ using System.Diagnostics.Metrics;
 namespace Swarm.Transport;
 
 /// <summary>The secure channel's counters as OpenTelemetry-readable instruments (created by <see cref="TransportInstrument.Create"/>).</summary>
-public static class TransportSecurityInstrument
+internal static class TransportSecurityInstrument
 {
     /// <summary>Tag of the handshake counter: <c>established</c>, <c>failed</c>, <c>timed_out</c>.</summary>
     public const string OutcomeTag = "outcome";

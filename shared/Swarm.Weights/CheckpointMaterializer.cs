@@ -9,7 +9,7 @@ namespace Swarm.Weights;
 /// those tensors, under a valid header. Each blob is hashed again while it is copied, so a blob damaged on disk is
 /// caught before use. Files appear under their real names only when complete.
 /// </summary>
-public static class CheckpointMaterializer
+internal static class CheckpointMaterializer
 {
     /// <summary>Writes the folder; returns the path of its <c>model.safetensors</c>.</summary>
     /// <param name="outDir">Target folder (created if missing); it must not hold a sharded checkpoint.</param>

@@ -4,7 +4,7 @@ namespace Swarm.Weights;
 /// Somewhere a tensor's bytes can be fetched from: the model's URL, a mirror of it, later a peer. What a source sends
 /// is never trusted: the fetcher checks every tensor against the manifest before it is used.
 /// </summary>
-public interface ITensorSource
+internal interface ITensorSource
 {
     /// <summary>Names the source in progress and error messages, e.g. its URL.</summary>
     string Name { get; }
@@ -18,7 +18,7 @@ public interface ITensorSource
 }
 
 /// <summary>A repository revision served over HTTP with range support (the model's URL or a mirror with the same files).</summary>
-public sealed class HttpTensorSource(ModelSource source, HttpRangeReader http) : ITensorSource
+internal sealed class HttpTensorSource(ModelSource source, HttpRangeReader http) : ITensorSource
 {
     /// <summary>The repository revision's URL.</summary>
     public string Name => source.Key;

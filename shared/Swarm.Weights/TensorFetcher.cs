@@ -6,7 +6,7 @@ namespace Swarm.Weights;
 /// manifest before it becomes a blob. On a mismatch or a failing source the tensor is fetched from the next source;
 /// when none is left the error names the tensor and what each source did.
 /// </summary>
-public sealed class TensorFetcher
+internal sealed class TensorFetcher
 {
     private readonly WeightCache _cache;
     private readonly IReadOnlyList<ITensorSource> _sources;

@@ -5,7 +5,7 @@ namespace Swarm.Coordinator.Api;
 /// <c>stop_token_ids</c>). Produce it with <see cref="CompletionRequestParser.Parse(string, CompletionValidationContext)"/>;
 /// every field is already within range.
 /// </summary>
-public sealed record CompletionRequest
+internal sealed record CompletionRequest
 {
     /// <summary>The served model's name (a request without <c>model</c> gets it too).</summary>
     public required string Model { get; init; }
@@ -51,7 +51,7 @@ public sealed record CompletionRequest
 }
 
 /// <summary>What validation needs to know about the served model.</summary>
-public sealed record CompletionValidationContext
+internal sealed record CompletionValidationContext
 {
     /// <summary>The one model name this coordinator serves.</summary>
     public required string ModelName { get; init; }
@@ -74,12 +74,12 @@ public sealed record CompletionValidationContext
 /// <param name="Message">What is wrong, for people.</param>
 /// <param name="Code">Machine code: <c>invalid_json</c>, <c>invalid_encoding</c>, <c>invalid_type</c>, <c>invalid_value</c>, <c>missing_required_parameter</c>,
 /// <c>model_not_found</c>, <c>context_length_exceeded</c> or <c>unsupported_parameter</c>.</param>
-public sealed record ValidationError(string Field, string Message, string Code);
+internal sealed record ValidationError(string Field, string Message, string Code);
 
 /// <summary>Outcome of parsing: a request, or every problem found.</summary>
 /// <param name="Request">The request when valid; null otherwise.</param>
 /// <param name="Errors">All problems (empty when valid).</param>
-public sealed record CompletionParseResult(CompletionRequest? Request, IReadOnlyList<ValidationError> Errors)
+internal sealed record CompletionParseResult(CompletionRequest? Request, IReadOnlyList<ValidationError> Errors)
 {
     /// <summary>True when <see cref="Request"/> is set.</summary>
     public bool IsValid => Request is not null;

@@ -4,7 +4,7 @@ namespace Swarm.Coordinator.Api;
 
 /// <summary>An error body in OpenAI's shape: <c>{"error":{"message":…,"type":…,"param":…,"code":…}}</c>.</summary>
 /// <param name="Error">The error.</param>
-public sealed record OpenAiErrorResponse([property: JsonPropertyName("error")] OpenAiError Error)
+internal sealed record OpenAiErrorResponse([property: JsonPropertyName("error")] OpenAiError Error)
 {
     /// <summary>
     /// HTTP 400 body for a request that failed validation: the message lists every problem, <c>param</c> and
@@ -46,7 +46,7 @@ public sealed record OpenAiErrorResponse([property: JsonPropertyName("error")] O
 }
 
 /// <summary>The inner error object.</summary>
-public sealed record OpenAiError
+internal sealed record OpenAiError
 {
     /// <summary>Human-readable description.</summary>
     [JsonPropertyName("message")] public required string Message { get; init; }
@@ -70,7 +70,7 @@ public sealed record OpenAiError
 /// <param name="Field">Request field.</param>
 /// <param name="Message">What is wrong.</param>
 /// <param name="Code">Machine code (see <see cref="ValidationError.Code"/>).</param>
-public sealed record OpenAiErrorDetail(
+internal sealed record OpenAiErrorDetail(
     [property: JsonPropertyName("field")] string Field,
     [property: JsonPropertyName("message")] string Message,
     [property: JsonPropertyName("code")] string Code);

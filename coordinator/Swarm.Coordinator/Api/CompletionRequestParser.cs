@@ -9,7 +9,7 @@ namespace Swarm.Coordinator.Api;
 /// every problem is reported at once (a typed deserializer stops at the first). Unknown fields are ignored, and
 /// <c>null</c> means "use the default", as OpenAI does.
 /// </summary>
-public static class CompletionRequestParser
+internal static class CompletionRequestParser
 {
     /// <summary><c>max_tokens</c> when the request leaves it out (OpenAI's default).</summary>
     public const int DefaultMaxTokens = 16;

@@ -5,7 +5,7 @@ using System.Text.Json.Serialization;
 namespace Swarm.Coordinator.Api;
 
 /// <summary>Why generation stopped, as OpenAI spells it.</summary>
-public static class FinishReasons
+internal static class FinishReasons
 {
     /// <summary><c>max_tokens</c> reached.</summary>
     public const string Length = "length";
@@ -15,7 +15,7 @@ public static class FinishReasons
 }
 
 /// <summary>Response of a non-streaming <c>POST /v1/completions</c>.</summary>
-public sealed record CompletionResponse
+internal sealed record CompletionResponse
 {
     /// <summary>Job id, e.g. <c>cmpl-…</c>.</summary>
     [JsonPropertyName("id")] public required string Id { get; init; }
@@ -53,7 +53,7 @@ public sealed record CompletionResponse
 }
 
 /// <summary>One generated continuation.</summary>
-public sealed record CompletionChoice
+internal sealed record CompletionChoice
 {
     /// <summary>Generated text (in a stream chunk: the new piece only).</summary>
     [JsonPropertyName("text")] public required string Text { get; init; }
@@ -75,7 +75,7 @@ public sealed record CompletionChoice
 /// <param name="PromptTokens">Tokens in the prompt.</param>
 /// <param name="CompletionTokens">Tokens generated.</param>
 /// <param name="TotalTokens">Their sum.</param>
-public sealed record CompletionUsage(
+internal sealed record CompletionUsage(
     [property: JsonPropertyName("prompt_tokens")] int PromptTokens,
     [property: JsonPropertyName("completion_tokens")] int CompletionTokens,
     [property: JsonPropertyName("total_tokens")] int TotalTokens);
@@ -86,7 +86,7 @@ public sealed record CompletionUsage(
 /// <c>stream_options.include_usage</c> a final chunk follows with no choice and the <c>usage</c>. The last chunk of a
 /// stream carries the <c>swarm</c> object.
 /// </summary>
-public sealed record CompletionChunk
+internal sealed record CompletionChunk
 {
     /// <summary>Job id, the same on every chunk.</summary>
     [JsonPropertyName("id")] public required string Id { get; init; }
@@ -136,7 +136,7 @@ public sealed record CompletionChunk
 }
 
 /// <summary>JSON and server-sent-event framing of the completion models (source-generated serializers).</summary>
-public static class CompletionWire
+internal static class CompletionWire
 {
     /// <summary>The terminating event of a stream.</summary>
     public const string DoneEvent = "data: [DONE]\n\n";
@@ -168,10 +168,10 @@ public static class CompletionWire
 [JsonSerializable(typeof(CompletionResponse))]
 [JsonSerializable(typeof(CompletionChunk))]
 [JsonSerializable(typeof(OpenAiErrorResponse))]
-public sealed partial class CompletionJsonContext : JsonSerializerContext;
+internal sealed partial class CompletionJsonContext : JsonSerializerContext;
 
 /// <summary>Swarm extension of a completion: per-stage mean forward time per token, and the job's recoveries.</summary>
-public sealed record SwarmJobInfo
+internal sealed record SwarmJobInfo
 {
     [JsonPropertyName("stages")] public required IReadOnlyList<SwarmStageInfo> Stages { get; init; }
     [JsonPropertyName("recoveries")] public int Recoveries { get; init; }
@@ -181,7 +181,7 @@ public sealed record SwarmJobInfo
 }
 
 /// <summary>One stage of the route a job took.</summary>
-public sealed record SwarmStageInfo
+internal sealed record SwarmStageInfo
 {
     [JsonPropertyName("node_id")] public int NodeId { get; init; }
     [JsonPropertyName("node")] public string Node { get; init; } = "";

@@ -9,7 +9,7 @@ namespace Swarm.Coordinator.Api;
 /// The swarm at one moment, as served by <c>GET /api/swarm</c> and read by <c>swarm status</c> and the
 /// web dashboard. The JSON names (snake_case) are the contract; add fields, never rename or remove them.
 /// </summary>
-public sealed record SwarmStatus
+internal sealed record SwarmStatus
 {
     /// <summary>Model name, e.g. <c>pythia-160m</c>.</summary>
     [JsonPropertyName("model")] public required string Model { get; init; }
@@ -69,7 +69,7 @@ public sealed record SwarmStatus
 }
 
 /// <summary>One node in <see cref="SwarmStatus.Nodes"/>.</summary>
-public sealed record SwarmNodeStatus
+internal sealed record SwarmNodeStatus
 {
     /// <summary>Numeric id the coordinator gave the node (stable for the node's lifetime).</summary>
     [JsonPropertyName("id")] public required int Id { get; init; }
@@ -161,7 +161,7 @@ public sealed record SwarmLinkStatus
 }
 
 /// <summary>Job counters of <see cref="SwarmStatus.Jobs"/>.</summary>
-public sealed record SwarmJobsStatus
+internal sealed record SwarmJobsStatus
 {
     /// <summary>Jobs waiting for admission.</summary>
     [JsonPropertyName("queued")] public int Queued { get; init; }
@@ -186,7 +186,7 @@ public sealed record SwarmJobsStatus
 }
 
 /// <summary>Where a job is, as shown to operators.</summary>
-public enum SwarmJobState
+internal enum SwarmJobState
 {
     /// <summary>Waiting for admission.</summary>
     Queued,
@@ -201,7 +201,7 @@ public enum SwarmJobState
 }
 
 /// <summary>One recent job in <see cref="SwarmJobsStatus.Recent"/>.</summary>
-public sealed record SwarmJobStatus
+internal sealed record SwarmJobStatus
 {
     /// <summary>Job id, e.g. <c>cmpl-…</c>.</summary>
     [JsonPropertyName("id")] public required string Id { get; init; }
@@ -235,7 +235,7 @@ public sealed record SwarmJobStatus
 
 /// <summary>Writes and reads an enum as snake_case strings (<c>Serving</c> ↔ <c>"serving"</c>); numbers are refused.</summary>
 /// <typeparam name="TEnum">The enum.</typeparam>
-public sealed class SnakeCaseEnumConverter<TEnum> : JsonStringEnumConverter<TEnum> where TEnum : struct, Enum
+internal sealed class SnakeCaseEnumConverter<TEnum> : JsonStringEnumConverter<TEnum> where TEnum : struct, Enum
 {
     /// <summary>Creates the converter.</summary>
     public SnakeCaseEnumConverter() : base(JsonNamingPolicy.SnakeCaseLower, allowIntegerValues: false) { }
@@ -244,4 +244,4 @@ public sealed class SnakeCaseEnumConverter<TEnum> : JsonStringEnumConverter<TEnu
 /// <summary>Source-generated serializers for <see cref="SwarmStatus"/> (names come from the attributes).</summary>
 [JsonSourceGenerationOptions(WriteIndented = false, NumberHandling = JsonNumberHandling.Strict)]
 [JsonSerializable(typeof(SwarmStatus))]
-public sealed partial class SwarmStatusJson : JsonSerializerContext;
+internal sealed partial class SwarmStatusJson : JsonSerializerContext;

@@ -10,7 +10,7 @@ namespace Swarm.Coordinator.Dashboard;
 /// Serves the operator's web dashboard: one self-contained HTML page (inline CSS and script, no CDN, no web
 /// fonts) that polls <c>api/swarm</c> every second, relative to where the page is mapped.
 /// </summary>
-public static class DashboardEndpoints
+internal static class DashboardEndpoints
 {
     /// <summary>Manifest name of the embedded page.</summary>
     public const string ResourceName = "Swarm.Coordinator.Dashboard.dashboard.html";

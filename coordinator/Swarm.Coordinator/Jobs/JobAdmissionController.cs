@@ -5,7 +5,7 @@ using Swarm.Protocol;
 namespace Swarm.Coordinator.Jobs;
 
 /// <summary>What happened to a job at the admission gate.</summary>
-public enum AdmissionOutcome
+internal enum AdmissionOutcome
 {
     /// <summary>The job may run now (it holds a slot until <see cref="JobAdmissionController.Complete"/>).</summary>
     Started,
@@ -22,7 +22,7 @@ public enum AdmissionOutcome
 /// <param name="Outcome">What happened.</param>
 /// <param name="Error">For refusals and time-outs, a message for the client; otherwise null.</param>
 /// <param name="Uncovered">For time-outs caused by missing layers, those layers; otherwise empty.</param>
-public sealed record AdmissionEvent(string JobId, AdmissionOutcome Outcome, string? Error, IReadOnlyList<LayerRange> Uncovered)
+internal sealed record AdmissionEvent(string JobId, AdmissionOutcome Outcome, string? Error, IReadOnlyList<LayerRange> Uncovered)
 {
     /// <summary>HTTP status to answer with: 429 when the queue is full, 503 on time-out, 200 otherwise.</summary>
     public int SuggestedHttpStatus => Outcome switch
@@ -39,7 +39,7 @@ public sealed record AdmissionEvent(string JobId, AdmissionOutcome Outcome, stri
 /// completions and coverage changes, calls <see cref="Tick"/> at <see cref="NextDeadline"/>, and acts on the returned
 /// events. Thread-safe; no I/O.
 /// </summary>
-public sealed class JobAdmissionController
+internal sealed class JobAdmissionController
 {
     private readonly Lock _gate = new();
     private readonly JobAdmissionOptions _options;

@@ -1,7 +1,7 @@
 namespace Swarm.Coordinator.Jobs;
 
 /// <summary>Limits of the job queue.</summary>
-public sealed class JobAdmissionOptions
+internal sealed class JobAdmissionOptions
 {
     /// <summary>Jobs generating at once. Default 16.</summary>
     public int MaxConcurrentJobs { get; set; } = 16;

@@ -17,7 +17,7 @@ public sealed record JobSpec(IReadOnlyList<int> Prompt, SamplingOptions Sampling
 public sealed record JobDelta(string JobId, IReadOnlyList<int> TokenIds, string Text);
 
 /// <summary>How a job ended, as every view counts it (<c>/api/swarm</c>, the dashboard, <c>swarm status</c>, <c>swarm_jobs_total</c>).</summary>
-public enum JobOutcome
+internal enum JobOutcome
 {
     /// <summary>It finished with a result (length or stop).</summary>
     Completed,
@@ -41,7 +41,7 @@ public sealed record JobResult(string Id, IReadOnlyList<int> TokenIds, string Te
 public sealed record StageMean(int NodeId, int LayerStart, int LayerEnd, double ForwardMs);
 
 /// <summary>A job could not run or finish; <see cref="HttpStatus"/> is what the API answers.</summary>
-public sealed class JobFailedException(string message, int httpStatus, string code) : Exception(message)
+internal sealed class JobFailedException(string message, int httpStatus, string code) : Exception(message)
 {
     /// <summary>HTTP status the API answers with: 429 queue full, 503 swarm cannot serve the job now, 500 otherwise.</summary>
     public int HttpStatus { get; } = httpStatus;

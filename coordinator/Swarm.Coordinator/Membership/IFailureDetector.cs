@@ -22,7 +22,7 @@ public interface IFailureDetector
 /// after <see cref="FailureDetectorOptions.DeadAfterWhenFailing"/> of silence when a request failed since the last
 /// beat, or after <see cref="FailureDetectorOptions.FailuresToDead"/> failures in the window.
 /// </summary>
-public sealed class MissedHeartbeatFailureDetector : IFailureDetector
+internal sealed class MissedHeartbeatFailureDetector : IFailureDetector
 {
     private readonly FailureDetectorOptions _options;
 

@@ -9,7 +9,7 @@ namespace Swarm.Coordinator.Membership;
 /// of member keys it vouches for to every node (<see cref="PeerKeys"/>). Kept in memory: a restarted coordinator
 /// starts over. Thread-safe.
 /// </summary>
-public sealed class NodeKeys
+internal sealed class NodeKeys
 {
     /// <summary>Most names remembered; further new names are not remembered (and so never flagged).</summary>
     public const int MaxNames = 100_000;

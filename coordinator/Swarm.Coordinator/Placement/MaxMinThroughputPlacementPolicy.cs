@@ -8,7 +8,7 @@ namespace Swarm.Coordinator.Placement;
 /// that makes the swarm's per-layer throughput vector, sorted ascending, lexicographically largest — i.e. it
 /// first fills uncovered layers, then lifts the weakest layer (ties: fewer uncovered fragments, lower start).
 /// </summary>
-public sealed class MaxMinThroughputPlacementPolicy : IPlacementPolicy
+internal sealed class MaxMinThroughputPlacementPolicy : IPlacementPolicy
 {
     private readonly PlacementOptions _options;
 

@@ -14,7 +14,7 @@ public interface ILoadBalancingPolicy
 /// Power of two choices (as in YARP): sample two distinct replicas at random, take the one with less in-flight
 /// work (the cheaper on a tie). Seeded, so tests are deterministic; thread-safe.
 /// </summary>
-public sealed class PowerOfTwoChoicesPolicy(Random random) : ILoadBalancingPolicy
+internal sealed class PowerOfTwoChoicesPolicy(Random random) : ILoadBalancingPolicy
 {
     private readonly Lock _gate = new();
 
@@ -42,7 +42,7 @@ public sealed class PowerOfTwoChoicesPolicy(Random random) : ILoadBalancingPolic
 }
 
 /// <summary>Always the replica with the least in-flight work (the cheapest on a tie).</summary>
-public sealed class LeastInFlightPolicy : ILoadBalancingPolicy
+internal sealed class LeastInFlightPolicy : ILoadBalancingPolicy
 {
     /// <inheritdoc/>
     public string Name => "least-in-flight";

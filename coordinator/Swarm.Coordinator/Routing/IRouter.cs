@@ -3,7 +3,7 @@ using Swarm.Protocol;
 namespace Swarm.Coordinator.Routing;
 
 /// <summary>Chooses, per job, the chain of (node, layer range) hops a generation runs through.</summary>
-public interface IRouter
+internal interface IRouter
 {
     /// <summary>Name used in configuration and logs.</summary>
     string Name { get; }

@@ -14,7 +14,7 @@ namespace Swarm.Coordinator.Security;
 /// error shape and <c>WWW-Authenticate: Bearer</c> (RFC 6750), before the endpoint runs. Refusals are logged at most
 /// once per interval with a count of the rest (anyone can send them); the key presented is never logged or echoed.
 /// </summary>
-public static partial class BearerKeyMiddleware
+internal static partial class BearerKeyMiddleware
 {
     private enum Outcome { Accepted, Missing, Malformed, Wrong }
 

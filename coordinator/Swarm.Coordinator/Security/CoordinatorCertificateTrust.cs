@@ -11,7 +11,7 @@ namespace Swarm.Coordinator.Security;
 /// The host name is always checked, so is the validity period; nothing else is ever accepted. The reason of the last
 /// refusal is kept for the one-line error the CLI prints.
 /// </summary>
-public sealed class CoordinatorCertificateTrust
+internal sealed class CoordinatorCertificateTrust
 {
     private static readonly Oid s_serverAuth = new("1.3.6.1.5.5.7.3.1");
     private readonly X509Certificate2Collection _anchors;

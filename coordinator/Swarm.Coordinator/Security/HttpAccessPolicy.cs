@@ -5,7 +5,7 @@ using Microsoft.AspNetCore.Http;
 namespace Swarm.Coordinator.Security;
 
 /// <summary>Which bearer key an HTTP endpoint asks for.</summary>
-public enum EndpointKey
+internal enum EndpointKey
 {
     /// <summary>None: the endpoint is open (marked <c>AllowAnonymous()</c>: <c>/healthz</c>, the dashboard page).</summary>
     None,
@@ -22,7 +22,7 @@ public enum EndpointKey
 /// URL (case, slashes, encoding) reaches a guarded endpoint without its key. What is not marked needs an API key:
 /// a new endpoint is guarded until someone opens it on purpose.
 /// </summary>
-public static class HttpAccessPolicy
+internal static class HttpAccessPolicy
 {
     /// <summary>Endpoint metadata: guarded by the metrics key instead of the API keys.</summary>
     public sealed class MetricsKeyMetadata

@@ -5,7 +5,7 @@ using Swarm.Coordinator.Service;
 namespace Swarm.Coordinator.Security;
 
 /// <summary>Says at start how the HTTP API is protected, and warns where that protection is weak.</summary>
-public static partial class HttpSecurityLog
+internal static partial class HttpSecurityLog
 {
     /// <summary>Logs the API's keys (how many, never which), TLS certificate and metrics protection.</summary>
     public static void Report(ILogger logger, CoordinatorOptions options, IPEndPoint http, TlsServerCertificate? tls)

@@ -10,7 +10,7 @@ namespace Swarm.Coordinator.Security;
 /// intermediates; <c>--tls-key</c>: its private key). Every problem — a missing or unreadable file, no PEM in it, a key
 /// that is not the certificate's, a certificate outside its validity — ends start-up with one line naming the flag.
 /// </summary>
-public sealed class TlsServerCertificate
+internal sealed class TlsServerCertificate
 {
     private TlsServerCertificate(X509Certificate2 certificate, X509Certificate2Collection chain)
     {

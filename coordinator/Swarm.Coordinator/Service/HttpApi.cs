@@ -17,7 +17,7 @@ namespace Swarm.Coordinator.Service;
 /// malformed requests get 400 listing every problem, an uncovered swarm 503 naming the layers, a full queue 429,
 /// unknown URLs and methods 404/405 (<see cref="HttpErrorBodies"/>).
 /// </summary>
-public static class HttpApi
+internal static class HttpApi
 {
     /// <summary>Largest request body accepted (a prompt of token ids for the longest context fits easily).</summary>
     public const int MaxBodyBytes = 4 << 20;

@@ -9,7 +9,7 @@ namespace Swarm.Coordinator.Service;
 /// Gives every error that the framework answers without a body — 404 for an unknown URL (such as
 /// <c>/v1/embeddings</c>), 405 for a method a route does not take — OpenAI's error shape, as the endpoints give their own.
 /// </summary>
-public static class HttpErrorBodies
+internal static class HttpErrorBodies
 {
     /// <summary>Adds the middleware; call it before the endpoints are mapped.</summary>
     public static IApplicationBuilder UseOpenAiErrorBodies(this IApplicationBuilder app) =>

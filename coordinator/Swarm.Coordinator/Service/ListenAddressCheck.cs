@@ -10,7 +10,7 @@ namespace Swarm.Coordinator.Service;
 /// so that a port in use ends the program with one line naming the address and its flag — the host would log a
 /// stack trace first. Each probe socket is closed at once; the real listeners bind a moment later.
 /// </summary>
-public static class ListenAddressCheck
+internal static class ListenAddressCheck
 {
     /// <summary>Throws <see cref="CommandFailedException"/> naming the first address that cannot be bound.</summary>
     public static void EnsureBindable(IPEndPoint udp, IPEndPoint http)

@@ -10,7 +10,7 @@ namespace Swarm.Coordinator.Service;
 /// <c>GET /v1/models/{model}</c> (404 <c>model_not_found</c> for any other id) — and <c>POST /v1/chat/completions</c>,
 /// which answers 400: Pythia models are base models without a chat template (as vLLM answers for them).
 /// </summary>
-public static class ModelEndpoints
+internal static class ModelEndpoints
 {
     /// <summary>Maps the endpoints for <paramref name="swarm"/>'s model.</summary>
     public static void Map(IEndpointRouteBuilder app, SwarmCoordinator swarm)

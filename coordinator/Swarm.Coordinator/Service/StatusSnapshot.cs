@@ -4,7 +4,7 @@ using Swarm.Coordinator.Membership;
 namespace Swarm.Coordinator.Service;
 
 /// <summary>Builds the <c>/api/swarm</c> snapshot (also the dashboard's and <c>swarm status</c>'s data).</summary>
-public static class StatusSnapshot
+internal static class StatusSnapshot
 {
     /// <summary>The swarm now: nodes with their live figures, coverage, and jobs (running ones with their progress so far).</summary>
     public static SwarmStatus Build(SwarmCoordinator swarm, JobRunner jobs)

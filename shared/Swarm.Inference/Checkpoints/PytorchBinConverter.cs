@@ -15,7 +15,7 @@ namespace Swarm.Checkpoints;
 /// largest .bin file. Non-parameter buffers of old GPT-NeoX checkpoints (<c>attention.bias</c>,
 /// <c>attention.masked_bias</c>, <c>rotary_emb.inv_freq</c>) are dropped. Dtypes are kept.
 /// </summary>
-public static class PytorchBinConverter
+internal static class PytorchBinConverter
 {
     public const string SingleFile = "pytorch_model.bin";
     public const string IndexFile = "pytorch_model.bin.index.json";

@@ -10,7 +10,7 @@ namespace Swarm.Checkpoints;
 /// The header is parsed and validated by the torch-free <see cref="SafetensorsHeader"/> when opened; tensors are
 /// read one at a time, on demand, so a pipeline stage touches only its own bytes.
 /// </summary>
-public sealed class SafetensorsFile : IDisposable
+internal sealed class SafetensorsFile : IDisposable
 {
     /// <summary>Headers above this size are refused as corrupt (real ones are well under 1 MB).</summary>
     public const long MaxHeaderBytes = SafetensorsHeader.MaxHeaderBytes;

@@ -4,7 +4,7 @@ using static TorchSharp.torch;
 namespace Swarm.Checkpoints;
 
 /// <summary>One tensor declared up front to a <see cref="SafetensorsWriter"/>.</summary>
-public sealed record SafetensorsTensorInfo(string Name, ScalarType DType, long[] Shape)
+internal sealed record SafetensorsTensorInfo(string Name, ScalarType DType, long[] Shape)
 {
     public long ElementCount => Shape.Aggregate(1L, (a, b) => a * b);
     public long ByteCount => ElementCount * SafetensorsFile.DtypeSize(SafetensorsFile.FromScalarType(DType));
@@ -17,7 +17,7 @@ public sealed record SafetensorsTensorInfo(string Name, ScalarType DType, long[]
 /// row chunks. The file is written as <c>PATH.partial</c> and renamed by <see cref="Complete"/>, so a
 /// crash never leaves a truncated file under the real name.
 /// </summary>
-public sealed class SafetensorsWriter : IDisposable
+internal sealed class SafetensorsWriter : IDisposable
 {
     private readonly FileStream _stream;
     private readonly string _partialPath;

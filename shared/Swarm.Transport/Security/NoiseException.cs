@@ -6,7 +6,7 @@ namespace Swarm.Transport.Security;
 /// A Noise handshake or transport operation failed: a message did not authenticate, was malformed, or the state
 /// machine was used out of order. The message says which, in words meant for an operator's log.
 /// </summary>
-public sealed class NoiseException : CryptographicException
+internal sealed class NoiseException : CryptographicException
 {
     /// <summary>Creates the exception with an operator-readable message.</summary>
     public NoiseException(string message) : base(message) { }

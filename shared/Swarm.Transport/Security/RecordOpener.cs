@@ -1,7 +1,7 @@
 namespace Swarm.Transport.Security;
 
 /// <summary>The outcome of opening a record; everything but <see cref="Opened"/> means it was dropped.</summary>
-public enum OpenResult
+internal enum OpenResult
 {
     /// <summary>Authenticated and decrypted.</summary>
     Opened,

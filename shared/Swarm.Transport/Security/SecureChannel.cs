@@ -12,7 +12,7 @@ namespace Swarm.Transport.Security;
 /// the layer above (LiteNetLib's reliability) handles that. The peer itself is only as trustworthy as
 /// <see cref="RemoteStaticKey"/>: the channel proves who it is, not that it behaves.
 /// </remarks>
-public sealed class SecureChannel : IDisposable
+internal sealed class SecureChannel : IDisposable
 {
     private readonly RecordSealer _sealer;
     private readonly RecordOpener _opener;

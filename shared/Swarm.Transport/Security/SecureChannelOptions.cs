@@ -1,7 +1,7 @@
 namespace Swarm.Transport.Security;
 
 /// <summary>How a <see cref="SecureHandshake"/> authenticates its peer and sets up the channel.</summary>
-public sealed class SecureChannelOptions
+internal sealed class SecureChannelOptions
 {
     /// <summary>Length of a pre-shared key.</summary>
     public const int PskLength = 32;

@@ -1,7 +1,7 @@
 namespace Swarm.Transport.Security;
 
 /// <summary>Where a <see cref="SecureHandshake"/> stands.</summary>
-public enum HandshakeStatus
+internal enum HandshakeStatus
 {
     /// <summary>Waiting for the peer's next frame.</summary>
     InProgress,
@@ -15,7 +15,7 @@ public enum HandshakeStatus
 /// <param name="Status">The handshake's status afterwards.</param>
 /// <param name="Reply">A frame to send to the peer, or null.</param>
 /// <param name="Error">Why it failed (for the log), when <paramref name="Status"/> is Failed.</param>
-public readonly record struct HandshakeStep(HandshakeStatus Status, byte[]? Reply, string? Error);
+internal readonly record struct HandshakeStep(HandshakeStatus Status, byte[]? Reply, string? Error);
 
 /// <summary>
 /// Runs the Noise handshake between two peers as opaque frames (<see cref="HandshakeFrame"/>) over any reliable,
@@ -32,7 +32,7 @@ public readonly record struct HandshakeStep(HandshakeStatus Status, byte[]? Repl
 /// Identity hiding is Noise XX's: the initiator's static key is encrypted to the responder's, which an active
 /// attacker can learn. Peer input never throws out of <see cref="Receive"/>. Not thread-safe.
 /// </remarks>
-public sealed class SecureHandshake : IDisposable
+internal sealed class SecureHandshake : IDisposable
 {
     private enum Stage { NotStarted, AwaitHello, AwaitMessage2, AwaitMessage3, AwaitConfirmation, Done }
 

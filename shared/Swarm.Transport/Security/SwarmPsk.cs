@@ -22,7 +22,7 @@ namespace Swarm.Transport.Security;
 /// Swarm deployment — so use a random secret (e.g. <c>openssl rand -base64 32</c>); the KDF only slows guessing.</para>
 /// <para>Derived keys are memoised per process (an in-process test starts many transports with one secret).</para>
 /// </remarks>
-public static class SwarmPsk
+internal static class SwarmPsk
 {
     /// <summary>Argon2id memory in KiB (64 MiB).</summary>
     public const long MemoryKiB = 64 * 1024;
