@@ -143,7 +143,7 @@ internal sealed record SwarmNodeStatus
 }
 
 /// <summary>One link in <see cref="SwarmStatus.Links"/>.</summary>
-public sealed record SwarmLinkStatus
+internal sealed record SwarmLinkStatus
 {
     /// <summary>The name of the node the link starts at.</summary>
     [JsonPropertyName("from")] public required string From { get; init; }
