@@ -152,8 +152,10 @@ public sealed class StagePullTests(ITestOutputHelper output) : IDisposable
         var result = await new StageCheckpointPuller(Reader, cache).PullAsync(request);
         // Finished tensors and the persisted part of the interrupted one are never fetched again; what was in flight when
         // the first pull was cancelled — at most one 64 KiB copy buffer not yet on disk — may be (seen: once, 65,536 bytes).
-        Assert.InRange(server.DataBytesServed, total - cut, total - cut + (1 << 16));
-        Assert.Equal(server.DataBytesServed, result.BytesDownloaded);
+        Assert.InRange(result.BytesDownloaded, total - cut, total - cut + (1 << 16));
+        // The server may also count what its paused response to the cancelled pull still wrote once the pause was lifted
+        // (at most one 64 KiB buffer, into a closed connection; seen once under load: 65,536 bytes more than downloaded).
+        Assert.InRange(server.DataBytesServed - result.BytesDownloaded, 0, 1 << 16);
         // At least one tensor continued from the middle.
         Assert.Contains(server.Log, r => r.Status == 206
                                          && stage.Any(t => t.File == Path.GetFileName(r.Path) && r.Begin > t.Offset && r.Begin < t.Offset + t.Length));
