@@ -39,4 +39,12 @@ internal static partial class NodeLog
     public static partial void Fetching(this ILogger logger, string range, string source, int tensors);
     [LoggerMessage(17, LogLevel.Information, "fetched layers {Range} into {Directory}: {MB:F1} MB, {DownloadedMB:F1} MB downloaded, every tensor verified")]
     public static partial void Fetched(this ILogger logger, string range, string directory, double mb, double downloadedMB);
+    [LoggerMessage(18, LogLevel.Warning, "could not serve tensor {Digest}… to a peer: {Reason}")]
+    public static partial void ShareFailed(this ILogger logger, string digest, string reason);
+    [LoggerMessage(19, LogLevel.Information, "fetching layers {Range}: asking {Peers} peer(s) first ({PeerList}), then {Source}")]
+    public static partial void FetchingFromPeers(this ILogger logger, string range, int peers, string peerList, string source);
+    [LoggerMessage(20, LogLevel.Information, "the swarm's model has {Layers} layers of width {Hidden}; self-benchmark {LayerTokensPerSecond:F0} layer·tokens/s")]
+    public static partial void Benchmarked(this ILogger logger, int layers, int hidden, double layerTokensPerSecond);
+    [LoggerMessage(21, LogLevel.Information, "moving to layers {Range}: still serving layers {Serving} while their tensors are fetched")]
+    public static partial void Moving(this ILogger logger, string range, string serving);
 }

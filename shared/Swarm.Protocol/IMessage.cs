@@ -24,6 +24,9 @@ namespace Swarm.Protocol;
 /// <item><term>11</term><description><see cref="CloseSession"/> (coordinator → every stage of a route)</description></item>
 /// <item><term>12</term><description><see cref="Ack"/> (reply)</description></item>
 /// <item><term>13</term><description><see cref="ErrorReply"/> (reply)</description></item>
+/// <item><term>14</term><description>reserved (PeerKeys, branch <c>secure</c>)</description></item>
+/// <item><term>15</term><description><see cref="TensorRequest"/> (node → node)</description></item>
+/// <item><term>16</term><description><see cref="TensorChunk"/> (node → node, reply to TensorRequest)</description></item>
 /// </list>
 /// </remarks>
 [Union(0, typeof(Hello))]
@@ -40,4 +43,6 @@ namespace Swarm.Protocol;
 [Union(11, typeof(CloseSession))]
 [Union(12, typeof(Ack))]
 [Union(13, typeof(ErrorReply))]
+[Union(15, typeof(TensorRequest))]
+[Union(16, typeof(TensorChunk))]
 public interface IMessage;

@@ -32,4 +32,7 @@ public sealed record NodeInfo
 
     /// <summary>Range fixed by the operator (<c>--layers A:B</c>); the planner never moves a pinned node.</summary>
     public LayerRange? PinnedRange { get; init; }
+
+    /// <summary>True when the node serves the tensors it fetched to other nodes (it fetches its weights and was not started with <c>--no-share</c>).</summary>
+    public bool SharesWeights { get; init; }
 }
