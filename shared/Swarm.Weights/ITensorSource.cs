@@ -1,7 +1,7 @@
 namespace Swarm.Weights;
 
 /// <summary>
-/// Somewhere a tensor's bytes can be fetched from: the model's URL, a mirror of it, later a peer. What a source sends
+/// Somewhere a tensor's bytes can be fetched from: the model's URL, a mirror of it, another node of the swarm. What a source sends
 /// is never trusted: the fetcher checks every tensor against the manifest before it is used.
 /// </summary>
 public interface ITensorSource

@@ -7,7 +7,7 @@ namespace Swarm.Node.Sharing;
 
 /// <summary>
 /// Another node of the swarm as a source of tensors: asks it over the swarm transport for each tensor by its manifest
-/// digest, one chunk of <see cref="ProtocolInfo.MaxTensorChunkBytes"/> at a time. A peer that cannot be reached or
+/// digest, one chunk (at most <see cref="ProtocolInfo.MaxTensorChunkBytes"/>) at a time. A peer that cannot be reached or
 /// does not share is not asked again; one that does not hold a tensor yet, is over its rate limit or is slow fails
 /// that tensor transiently (the fetcher asks it once more after the other sources). The bytes are checked against the
 /// manifest by the fetcher, like every source's.
@@ -20,12 +20,17 @@ internal sealed class PeerTensorSource : ITensorSource
     private readonly ITransport _transport;
     private readonly IPEndPoint _peer;
     private readonly IReadOnlyDictionary<string, string> _digests;
+    private readonly int _chunkBytes;
     private volatile string? _givenUp;
 
     /// <param name="digests">The manifest digest of each tensor that may be asked for, by name.</param>
-    public PeerTensorSource(ITransport transport, IPEndPoint peer, IReadOnlyDictionary<string, string> digests)
+    /// <param name="chunkBytes">Bytes asked for per request; default (and at most) <see cref="ProtocolInfo.MaxTensorChunkBytes"/>.</param>
+    public PeerTensorSource(ITransport transport, IPEndPoint peer, IReadOnlyDictionary<string, string> digests,
+        int chunkBytes = ProtocolInfo.MaxTensorChunkBytes)
     {
-        _transport = transport; _peer = peer; _digests = digests;
+        ArgumentOutOfRangeException.ThrowIfLessThan(chunkBytes, 1);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(chunkBytes, ProtocolInfo.MaxTensorChunkBytes);
+        _transport = transport; _peer = peer; _digests = digests; _chunkBytes = chunkBytes;
     }
 
     /// <inheritdoc />
@@ -41,7 +46,7 @@ internal sealed class PeerTensorSource : ITensorSource
         catch (PeerDisconnectedException e) { throw GiveUp($"unreachable ({e.Message})"); }
         for (long position = offset; position < tensor.Length;)
         {
-            int want = (int)Math.Min(ProtocolInfo.MaxTensorChunkBytes, tensor.Length - position);
+            int want = (int)Math.Min(_chunkBytes, tensor.Length - position);
             var request = new TensorRequest { Sha256 = sha, Offset = position, Length = want };
             Envelope reply;
             try { reply = await peer.RequestAsync(Envelope.Create(request), ChunkTimeout, ct).ConfigureAwait(false); }

@@ -12,7 +12,7 @@ internal sealed class UploadRateLimiter
     private readonly TimeProvider _time;
     private readonly Lock _gate = new();
     private double _tokens;
-    private long _last;
+    private DateTimeOffset _last;
 
     /// <param name="bytesPerSecond">Sustained upload rate; also the burst size.</param>
     /// <param name="time">Clock (a fake one in tests).</param>
@@ -22,7 +22,7 @@ internal sealed class UploadRateLimiter
         BytesPerSecond = bytesPerSecond;
         _time = time ?? TimeProvider.System;
         _tokens = bytesPerSecond;
-        _last = _time.GetTimestamp();
+        _last = _time.GetUtcNow();
     }
 
     /// <summary>The sustained rate, in bytes per second.</summary>
@@ -36,8 +36,8 @@ internal sealed class UploadRateLimiter
     {
         lock (_gate)
         {
-            long now = _time.GetTimestamp();
-            _tokens = Math.Min(BytesPerSecond, _tokens + _time.GetElapsedTime(_last, now).TotalSeconds * BytesPerSecond);
+            var now = _time.GetUtcNow();
+            _tokens = Math.Min(BytesPerSecond, _tokens + Math.Max(0, (now - _last).TotalSeconds) * BytesPerSecond);
             _last = now;
             double after = _tokens - bytes;
             var wait = after >= 0 ? TimeSpan.Zero : TimeSpan.FromSeconds(-after / BytesPerSecond);
