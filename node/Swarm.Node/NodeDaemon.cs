@@ -103,7 +103,8 @@ public sealed class NodeDaemon : BackgroundService
 
         // Without a local checkpoint the model's shape is unknown until registration: no throughput is announced.
         double layerTokensPerSecond = config is null ? 0 : SelfBenchmark.LayerTokensPerSecond(config, dtype);
-        _logger.Started(transport.LocalEndPoint.ToString(), layerTokensPerSecond);
+        if (config is null) _logger.StartedWithoutModel(transport.LocalEndPoint.ToString());
+        else _logger.Started(transport.LocalEndPoint.ToString(), layerTokensPerSecond);
         if (pinned is { } range && _checkpoint is not null) worker.Load(range, 0);
 
         var link = new CoordinatorLink(transport, coordinator!, NodeProfile.From(_options, transport.LocalEndPoint, config, layerTokensPerSecond),

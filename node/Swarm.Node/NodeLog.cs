@@ -47,4 +47,6 @@ internal static partial class NodeLog
     public static partial void Benchmarked(this ILogger logger, int layers, int hidden, double layerTokensPerSecond);
     [LoggerMessage(21, LogLevel.Information, "moving to layers {Range}: still serving layers {Serving} while their tensors are fetched")]
     public static partial void Moving(this ILogger logger, string range, string serving);
+    [LoggerMessage(22, LogLevel.Information, "node listening on {Endpoint}; no local model: it benchmarks once the coordinator names the model source")]
+    public static partial void StartedWithoutModel(this ILogger logger, string endpoint);
 }

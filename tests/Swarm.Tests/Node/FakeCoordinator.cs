@@ -13,7 +13,8 @@ internal sealed class FakeCoordinator : IAsyncDisposable
 {
     private readonly LiteNetTransport _transport;
     private readonly Channel<Envelope> _received = Channel.CreateUnbounded<Envelope>();
-    private readonly Channel<InboundMessage> _tensorRequests = Channel.CreateUnbounded<InboundMessage>();
+    private readonly List<InboundMessage> _heldTensorRequests = [];
+    private readonly TaskCompletionSource _firstTensorRequest = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly Lock _answerGate = new();
     private readonly Task _loop;
     private readonly string _modelSource;
@@ -37,14 +38,10 @@ internal sealed class FakeCoordinator : IAsyncDisposable
     public void SendToNode(IMessage body) => (_node ?? throw new InvalidOperationException("no node registered yet")).Send(Envelope.Create(body));
 
     /// <summary>
-    /// The next <see cref="TensorRequest"/> sent to it (posing as a peer): such requests are kept apart from other
-    /// messages and go unanswered until <see cref="AnswerTensorRequests"/>.
+    /// Completes when a first <see cref="TensorRequest"/> was sent to it (posing as a peer): such requests are kept
+    /// apart from other messages and held, unanswered, until <see cref="AnswerTensorRequests"/>.
     /// </summary>
-    public async Task<TensorRequest> NextTensorRequestAsync(TimeSpan timeout)
-    {
-        using var cts = new CancellationTokenSource(timeout);
-        return (TensorRequest)(await _tensorRequests.Reader.ReadAsync(cts.Token)).Envelope.Body;
-    }
+    public Task WaitForTensorRequestAsync(TimeSpan timeout) => _firstTensorRequest.Task.WaitAsync(timeout);
 
     /// <summary>Answers every held and every later <see cref="TensorRequest"/> with <paramref name="answer"/>.</summary>
     public void AnswerTensorRequests(IMessage answer)
@@ -52,7 +49,8 @@ internal sealed class FakeCoordinator : IAsyncDisposable
         lock (_answerGate)
         {
             _tensorAnswer = answer;
-            while (_tensorRequests.Reader.TryRead(out var held)) held.Peer.Send(held.Envelope.CreateReply(answer));
+            foreach (var held in _heldTensorRequests) held.Peer.Send(held.Envelope.CreateReply(answer));
+            _heldTensorRequests.Clear();
         }
     }
 
@@ -67,7 +65,11 @@ internal sealed class FakeCoordinator : IAsyncDisposable
                 lock (_answerGate)
                 {
                     if (_tensorAnswer is { } answer) msg.Peer.Send(msg.Envelope.CreateReply(answer));
-                    else _tensorRequests.Writer.TryWrite(msg);
+                    else
+                    {
+                        _heldTensorRequests.Add(msg);
+                        _firstTensorRequest.TrySetResult();
+                    }
                 }
                 continue;
             }

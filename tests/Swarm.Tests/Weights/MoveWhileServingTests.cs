@@ -1,4 +1,5 @@
 using Swarm.Model;
+using Swarm.Node.Sharing;
 using Swarm.Protocol;
 using Swarm.Tests.Integration;
 using Swarm.Tests.Model;
@@ -51,7 +52,7 @@ public sealed class MoveWhileServingTests(ITestOutputHelper output) : IDisposabl
             // node's fetch of the new range stays in flight for as long as the test likes.
             server.ResetCounters();
             coordinator.SendToNode(new AssignRange { Range = new LayerRange(3, 6), AssignmentId = 2, Tensors = Digests(3, 6), Peers = [self] });
-            await coordinator.NextTensorRequestAsync(TimeSpan.FromSeconds(30));
+            await coordinator.WaitForTensorRequestAsync(TimeSpan.FromSeconds(30));
 
             var route = new[]
             {
@@ -75,9 +76,10 @@ public sealed class MoveWhileServingTests(ITestOutputHelper output) : IDisposabl
             Assert.Equal((NodeReadiness.Ready, (LayerRange?)new LayerRange(0, 3)), (beat.State, beat.Range));
             Assert.Equal(0, server.DataBytesServed); // nothing of 3:6 arrived yet: the steps above ran on the old range
 
-            // The "peer" turns out not to hold the tensors: the node takes them from the URL, verifies them and switches.
+            // The "peer" turns out not to hold the tensors: the node takes them from the URL, verifies them and switches
+            // (well before a held request would have timed out).
             coordinator.AnswerTensorRequests(new ErrorReply { Code = ErrorCode.RangeNotLoaded, Message = "not held here" });
-            var ready = await coordinator.NextAsync<RangeReady>(TimeSpan.FromSeconds(90));
+            var ready = await coordinator.NextAsync<RangeReady>(PeerTensorSource.ChunkTimeout / 2);
             Assert.Equal((new LayerRange(3, 6), 2L), (ready.Range, ready.AssignmentId));
 
             // The hidden states it produced on 0:3 during the move, run through 3:6 on the same node: the golden first token.
