@@ -55,7 +55,7 @@ internal sealed class TensorShareServer
         IMessage reply;
         try { reply = await ChunkAsync(body, ct).ConfigureAwait(false); }
         catch (OperationCanceledException) { return; }
-        catch (IOException e)
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
             _logger.ShareFailed(body.Sha256[..16], e.Message);
             reply = new ErrorReply { Code = ErrorCode.RangeNotLoaded, Message = "this node cannot read that tensor now" };
@@ -67,7 +67,7 @@ internal sealed class TensorShareServer
     /// <summary>The reply to a request: a chunk, or why not.</summary>
     internal async Task<IMessage> ChunkAsync(TensorRequest body, CancellationToken ct)
     {
-        if (_limiter is null) return new ErrorReply { Code = ErrorCode.Unauthorized, Message = "this node does not share weights (--no-share)" };
+        if (_limiter is null) return new ErrorReply { Code = ErrorCode.Unauthorized, Message = "this node does not share weights (--no-share, or it serves a local --model folder)" };
         if (!_shared.TryGetValue(body.Sha256, out long length) || !_cache.HasBlob(body.Sha256, length))
             return new ErrorReply { Code = ErrorCode.RangeNotLoaded, Message = $"this node does not hold tensor {body.Sha256[..16]}…" };
         if (body.Offset >= length && length > 0)
