@@ -168,11 +168,14 @@ internal sealed class CoordinatorLink : IDisposable
         _status.State = NodeReadiness.Draining;
     }
 
-    /// <summary>Announces that the node leaves within <paramref name="grace"/>; from now on a lost connection is not re-registered.</summary>
+    /// <summary>
+    /// Announces that the node leaves within <paramref name="grace"/> (a reason longer than the protocol allows is cut);
+    /// from now on a lost connection is not re-registered.
+    /// </summary>
     public void Leave(string reason, TimeSpan grace)
     {
         _leaving = true;
-        Send(new Leave { Reason = reason, GraceMs = (int)grace.TotalMilliseconds });
+        Send(new Leave { Reason = reason.Length > ProtocolInfo.MaxTextLength ? reason[..ProtocolInfo.MaxTextLength] : reason, GraceMs = (int)grace.TotalMilliseconds });
     }
 
     /// <summary>Cancels a registration in progress (shutdown).</summary>

@@ -101,7 +101,8 @@ public sealed class NodeDaemon : BackgroundService
         _observed = NodeInstrumentation.Observe(this);
         worker.Start();
 
-        // Without a local checkpoint the model's shape is unknown until registration: no throughput is announced.
+        // Without a local checkpoint the model's shape is unknown until registration: the Hello announces no throughput,
+        // the benchmark runs once the coordinator names the source (MeasureAgainstSourceAsync) and goes out in heartbeats.
         double layerTokensPerSecond = config is null ? 0 : SelfBenchmark.LayerTokensPerSecond(config, dtype);
         if (config is null) _logger.StartedWithoutModel(transport.LocalEndPoint.ToString());
         else _logger.Started(transport.LocalEndPoint.ToString(), layerTokensPerSecond);
@@ -207,11 +208,19 @@ public sealed class NodeDaemon : BackgroundService
     /// </summary>
     private async Task MeasureAgainstSourceAsync(CoordinatorLink link, ScalarType dtype, CancellationToken ct)
     {
-        var source = ModelSource.Parse(link.ModelSource);
-        using var client = HttpRangeReader.CreateHttpClient();
-        var configUri = source.FileUri("config.json");
-        byte[] json = (await new HttpRangeReader(client).GetFileAsync(configUri, 1 << 20, optional: false, ct))!;
-        var config = ModelConfig.Parse(json, configUri.AbsoluteUri);
+        var configUri = ModelSource.Parse(link.ModelSource).FileUri("config.json");
+        ModelConfig config;
+        try
+        {
+            using var client = HttpRangeReader.CreateHttpClient();
+            byte[] json = (await new HttpRangeReader(client).GetFileAsync(configUri, 1 << 20, optional: false, ct))!;
+            config = ModelConfig.Parse(json, configUri.AbsoluteUri);
+        }
+        catch (Exception e) when (e is WeightFetchException or CheckpointException)
+        {
+            link.Leave($"cannot read the swarm's model: {e.Message}", TimeSpan.Zero);
+            throw;
+        }
         if (MemoryBudget.Problem(_options, config) is { } problem)
         {
             link.Leave(problem, TimeSpan.Zero);
