@@ -10,7 +10,7 @@ namespace Swarm.Node;
 /// <summary>What a node announces about itself in <see cref="Hello"/>, fixed for the life of the process.</summary>
 /// <param name="Devices">The compute devices, one per tensor-parallel shard, comma-separated (<see cref="NodeOptions.DeviceList"/>).</param>
 internal sealed record NodeProfile(string Name, long MemoryBudgetBytes, string Devices, int Threads, double LayerTokensPerSecond,
-    LayerRange? PinnedRange, string DataEndpoint, string ModelId)
+    LayerRange? PinnedRange, string DataEndpoint, string ModelId, bool SharesWeights)
 {
     /// <summary>The profile of a node started with <paramref name="options"/>, listening on <paramref name="listening"/>.</summary>
     /// <param name="model">The local checkpoint's configuration; null for a node that fetches the swarm's model (no model id).</param>
@@ -22,7 +22,8 @@ internal sealed record NodeProfile(string Name, long MemoryBudgetBytes, string D
         LayerTokensPerSecond: layerTokensPerSecond,
         PinnedRange: LayerRange.TryParse(options.Layers, out var layers) ? layers : null,
         DataEndpoint: options.Advertise ?? listening.ToString(),
-        ModelId: model is null ? "" : $"gpt_neox:{model.NumLayers}x{model.HiddenSize}x{model.VocabSize}");
+        ModelId: model is null ? "" : $"gpt_neox:{model.NumLayers}x{model.HiddenSize}x{model.VocabSize}",
+        SharesWeights: options.SharesWeights);
 }
 
 /// <summary>
@@ -49,6 +50,7 @@ internal sealed class CoordinatorLink : IDisposable
     private volatile bool _leaving;
     private bool _disposed;
     private long _heartbeatMs = 500;
+    private double _benchmarked;
 
     /// <param name="coordinatorKey">The coordinator's pinned public key (<c>--coordinator-key</c>); empty accepts any.</param>
     /// <param name="links">The links the hop forwarder records; heartbeats report them (default: a table nothing records into).</param>
@@ -81,6 +83,16 @@ internal sealed class CoordinatorLink : IDisposable
     /// <summary>Heartbeat period; the coordinator's <see cref="Welcome"/> may set it (default 500 ms).</summary>
     public TimeSpan HeartbeatInterval => TimeSpan.FromMilliseconds(Interlocked.Read(ref _heartbeatMs));
 
+    /// <summary>
+    /// The self-benchmark measured after registration (a node without a local checkpoint learns the model's shape from
+    /// the model source only then); sent in every heartbeat and in later registrations. 0 until measured.
+    /// </summary>
+    public double BenchmarkedLayerTokensPerSecond
+    {
+        get => Volatile.Read(ref _benchmarked);
+        set => Volatile.Write(ref _benchmarked, value);
+    }
+
     /// <summary>The registration message as it would be sent now (the held range changes as ranges load).</summary>
     public Hello Hello() => new()
     {
@@ -88,11 +100,12 @@ internal sealed class CoordinatorLink : IDisposable
         MemoryBudgetBytes = _profile.MemoryBudgetBytes,
         Device = _profile.Devices,
         Threads = _profile.Threads,
-        LayerTokensPerSecond = _profile.LayerTokensPerSecond,
+        LayerTokensPerSecond = BenchmarkedLayerTokensPerSecond > 0 ? BenchmarkedLayerTokensPerSecond : _profile.LayerTokensPerSecond,
         PinnedRange = _profile.PinnedRange,
         HeldRange = _stage.Range,
         DataEndpoint = _profile.DataEndpoint,
         ModelId = _profile.ModelId,
+        SharesWeights = _profile.SharesWeights,
     };
 
     /// <summary>Connects to the coordinator and registers; retries with exponential back-off (capped at 5 s).</summary>
@@ -172,11 +185,14 @@ internal sealed class CoordinatorLink : IDisposable
         _status.State = NodeReadiness.Draining;
     }
 
-    /// <summary>Announces that the node leaves within <paramref name="grace"/>; from now on a lost connection is not re-registered.</summary>
+    /// <summary>
+    /// Announces that the node leaves within <paramref name="grace"/> (a reason longer than the protocol allows is cut);
+    /// from now on a lost connection is not re-registered.
+    /// </summary>
     public void Leave(string reason, TimeSpan grace)
     {
         _leaving = true;
-        Send(new Leave { Reason = reason, GraceMs = (int)grace.TotalMilliseconds });
+        Send(new Leave { Reason = reason.Length > ProtocolInfo.MaxTextLength ? reason[..ProtocolInfo.MaxTextLength] : reason, GraceMs = (int)grace.TotalMilliseconds });
     }
 
     /// <summary>Cancels a registration in progress (shutdown).</summary>
@@ -221,6 +237,7 @@ internal sealed class CoordinatorLink : IDisposable
                 KvBlocksTotal = stats?.KvBlocksTotal ?? 0,
                 WaitingSessions = stats?.WaitingSessions ?? 0,
                 Links = _links.Report(),
+                LayerTokensPerSecond = BenchmarkedLayerTokensPerSecond,
             };
             _lastHeartbeat = heartbeat;
             Send(heartbeat);

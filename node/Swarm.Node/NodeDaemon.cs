@@ -4,10 +4,12 @@ using Microsoft.Extensions.Logging;
 using Swarm.Checkpoints;
 using Swarm.Engine;
 using Swarm.Model;
+using Swarm.Node.Sharing;
 using Swarm.Node.Telemetry;
 using Swarm.Protocol;
 using Swarm.Transport;
 using Swarm.Transport.Security;
+using Swarm.Weights;
 using static TorchSharp.torch;
 
 namespace Swarm.Node;
@@ -38,12 +40,14 @@ public sealed class NodeDaemon : BackgroundService
     private StageWorker? _worker;
     private HopForwarder? _forwarder;
     private IDisposable? _observed;
-    private readonly AssignedStageFetcher _fetcher;
+    private readonly WeightCache _cache = new();
+    private readonly TensorShareServer _share;
+    private AssignedStageFetcher? _fetcher;
 
     public NodeDaemon(NodeOptions options, ILogger<NodeDaemon> logger, IHostApplicationLifetime lifetime)
     {
         _options = options; _logger = logger; _lifetime = lifetime;
-        _fetcher = new AssignedStageFetcher(new Swarm.Weights.WeightCache(), logger);
+        _share = new TensorShareServer(_cache, options.SharesWeights ? new UploadRateLimiter(options.ShareBytesPerSecond) : null, logger);
     }
 
     /// <summary>Id the coordinator gave this node (0 before registration).</summary>
@@ -65,7 +69,7 @@ public sealed class NodeDaemon : BackgroundService
             await RunAsync(stoppingToken);
         }
         catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested) { }
-        catch (Exception e) when (e is CheckpointException or TorchLoadException or PeerRefusedException or ArgumentException or IdentityException)
+        catch (Exception e) when (e is CheckpointException or TorchLoadException or PeerRefusedException or ArgumentException or IdentityException or WeightFetchException)
         {
             _logger.Fatal(e.Message);
             Environment.ExitCode = 1;
@@ -97,6 +101,7 @@ public sealed class NodeDaemon : BackgroundService
             BindAddress = listen!.Address, Port = listen.Port, Secret = _options.Secret, Identity = _identity, AuthorizeInbound = _vouched.Authorize,
         }, _logger);
         _transport = transport;
+        _fetcher = new AssignedStageFetcher(_cache, _share, transport, _options.Advertise ?? transport.LocalEndPoint.ToString(), _logger);
 
         var outbox = new BoundedHandoff<Outgoing>(OutboxCapacity);
         var worker = new StageWorker(_checkpoint, _options, dtype, outbox, _status, _logger, _abandon.Token);
@@ -104,9 +109,11 @@ public sealed class NodeDaemon : BackgroundService
         _observed = NodeInstrumentation.Observe(this);
         worker.Start();
 
-        // Without a local checkpoint the model's shape is unknown until registration: no throughput is announced.
+        // Without a local checkpoint the model's shape is unknown until registration: the Hello announces no throughput,
+        // the benchmark runs once the coordinator names the source (MeasureAgainstSourceAsync) and goes out in heartbeats.
         double layerTokensPerSecond = config is null ? 0 : SelfBenchmark.LayerTokensPerSecond(config, dtype);
-        _logger.Started(transport.LocalEndPoint.ToString(), layerTokensPerSecond);
+        if (config is null) _logger.StartedWithoutModel(transport.LocalEndPoint.ToString());
+        else _logger.Started(transport.LocalEndPoint.ToString(), layerTokensPerSecond);
         if (pinned is { } range && _checkpoint is not null) worker.Load(range, 0);
 
         var hopLinks = new HopLinks();
@@ -127,6 +134,7 @@ public sealed class NodeDaemon : BackgroundService
         if (_options.FetchesWeights && link.ModelSource.Length == 0)
             throw new ArgumentException("this node has no --model and the coordinator announces no model source (it was started with " +
                                         "--model DIR, not --model-url): start the node with --model DIR");
+        if (_options.FetchesWeights) await MeasureAgainstSourceAsync(link, dtype, ct);
         var heartbeats = link.RunHeartbeatsAsync(ct);
         var expiry = worker.ExpireIdleSessionsAsync(ct);
         await foreach (var msg in transport.Inbound.ReadAllAsync(ct))
@@ -154,6 +162,9 @@ public sealed class NodeDaemon : BackgroundService
             case AssignRange a when _checkpoint is null:
                 _ = FetchAndLoadAsync(a, link, worker);
                 break;
+            case TensorRequest r:
+                _share.Handle(msg.Peer, msg.Envelope, r, _stopping.Token);
+                break;
             case AssignRange a:
                 worker.Load(a.Range, a.AssignmentId);
                 break;
@@ -166,7 +177,7 @@ public sealed class NodeDaemon : BackgroundService
             case PeerKeys k when link.IsCoordinator(msg.Peer):
                 _vouched.Update(k);
                 break;
-            case Welcome or Ack:
+            case Welcome or Ack or TensorChunk:
                 break;
             default:
                 _logger.Unexpected(msg.Envelope.Body.GetType().Name, msg.Peer.RemoteEndPoint.ToString());
@@ -179,16 +190,21 @@ public sealed class NodeDaemon : BackgroundService
     /// A tensor that cannot be fetched or verified means the node cannot serve: it says why, tells the coordinator
     /// (in its <see cref="Leave"/>) and exits 1 — it never serves weights that did not verify.
     /// </summary>
+    /// <remarks>
+    /// A node that already serves a range (a move) keeps serving it while the new range's tensors arrive; the worker
+    /// switches once they are all verified.
+    /// </remarks>
     private async Task FetchAndLoadAsync(AssignRange assign, CoordinatorLink link, StageWorker worker)
     {
-        _status.State = NodeReadiness.Loading;
+        if (worker.Range is { } serving) _logger.Moving(assign.Range.ToString(), serving.ToString());
+        else _status.State = NodeReadiness.Loading;
         try
         {
-            var checkpoint = await _fetcher.FetchAsync(link.ModelSource, assign, _stopping.Token);
+            var checkpoint = await _fetcher!.FetchAsync(link.ModelSource, assign, _stopping.Token);
             worker.Load(assign.Range, assign.AssignmentId, checkpoint);
         }
         catch (OperationCanceledException) when (_stopping.IsCancellationRequested) { }
-        catch (Exception e) when (e is Swarm.Weights.WeightFetchException or CheckpointException or ArgumentException or IOException)
+        catch (Exception e) when (e is WeightFetchException or CheckpointException or ArgumentException or IOException)
         {
             string reason = $"refusing to serve layers {assign.Range}: {e.Message}";
             _logger.Fatal(reason);
@@ -196,6 +212,36 @@ public sealed class NodeDaemon : BackgroundService
             Environment.ExitCode = 1;
             _lifetime.StopApplication();
         }
+    }
+
+    /// <summary>
+    /// For a node without a local checkpoint, once the coordinator named the model source: reads the model's
+    /// <c>config.json</c> from it, checks that <c>--memory</c> holds one layer (else the node leaves, saying why) and
+    /// runs the self-benchmark the coordinator then hears in heartbeats (placement and routing use it).
+    /// </summary>
+    private async Task MeasureAgainstSourceAsync(CoordinatorLink link, ScalarType dtype, CancellationToken ct)
+    {
+        var configUri = ModelSource.Parse(link.ModelSource).FileUri("config.json");
+        ModelConfig config;
+        try
+        {
+            using var client = HttpRangeReader.CreateHttpClient();
+            byte[] json = (await new HttpRangeReader(client).GetFileAsync(configUri, 1 << 20, optional: false, ct))!;
+            config = ModelConfig.Parse(json, configUri.AbsoluteUri);
+        }
+        catch (Exception e) when (e is WeightFetchException or CheckpointException)
+        {
+            link.Leave($"cannot read the swarm's model: {e.Message}", TimeSpan.Zero);
+            throw;
+        }
+        if (MemoryBudget.Problem(_options, config) is { } problem)
+        {
+            link.Leave(problem, TimeSpan.Zero);
+            throw new ArgumentException(problem);
+        }
+        double measured = SelfBenchmark.LayerTokensPerSecond(config, dtype);
+        link.BenchmarkedLayerTokensPerSecond = measured;
+        _logger.Benchmarked(config.NumLayers, config.HiddenSize, measured);
     }
 
     /// <summary>Graceful stop (SIGTERM): announce the leave, stop taking new sessions, finish accepted steps.</summary>

@@ -41,4 +41,14 @@ internal static partial class NodeLog
     public static partial void Fetched(this ILogger logger, string range, string directory, double mb, double downloadedMB);
     [LoggerMessage(18, LogLevel.Information, "node identity {Fingerprint} ({What} {Path})")]
     public static partial void Identity(this ILogger logger, string fingerprint, string path, string what);
+    [LoggerMessage(19, LogLevel.Warning, "could not serve tensor {Digest}… to a peer: {Reason}")]
+    public static partial void ShareFailed(this ILogger logger, string digest, string reason);
+    [LoggerMessage(20, LogLevel.Information, "fetching layers {Range}: asking {Peers} peer(s) first ({PeerList}), then {Source}")]
+    public static partial void FetchingFromPeers(this ILogger logger, string range, int peers, string peerList, string source);
+    [LoggerMessage(21, LogLevel.Information, "the swarm's model has {Layers} layers of width {Hidden}; self-benchmark {LayerTokensPerSecond:F0} layer·tokens/s")]
+    public static partial void Benchmarked(this ILogger logger, int layers, int hidden, double layerTokensPerSecond);
+    [LoggerMessage(22, LogLevel.Information, "moving to layers {Range}: still serving layers {Serving} while their tensors are fetched")]
+    public static partial void Moving(this ILogger logger, string range, string serving);
+    [LoggerMessage(23, LogLevel.Information, "node listening on {Endpoint}; no local model: it benchmarks once the coordinator names the model source")]
+    public static partial void StartedWithoutModel(this ILogger logger, string endpoint);
 }

@@ -54,10 +54,23 @@ public sealed class NodeOptions
     public int SimulateLatencyMs { get; set; }
     /// <summary>Optional port for Prometheus /metrics on this node (0 = off).</summary>
     public int MetricsPort { get; set; }
+    /// <summary>
+    /// True: this node does not serve the tensors it fetched to other nodes (<c>--no-share</c>). Default false: a node
+    /// that fetched its layers serves them to joining nodes, within <see cref="ShareRate"/>.
+    /// </summary>
+    public bool NoShare { get; set; }
+    /// <summary>Upload budget for serving tensors to other nodes, per second, e.g. "32MB" (the default).</summary>
+    public string ShareRate { get; set; } = "32MB";
     /// <summary>OTLP collector for this node's traces and metrics (e.g. http://127.0.0.1:4317; port 4318 means OTLP/HTTP); unset = off.</summary>
     public string? OtlpEndpoint { get; set; }
 
     public long MemoryBytes => ParseBytes(Memory) ?? 0;
+
+    /// <summary><see cref="ShareRate"/> in bytes per second (0 when it does not parse).</summary>
+    public long ShareBytesPerSecond => ParseBytes(ShareRate) ?? 0;
+
+    /// <summary>True when the node serves fetched tensors to peers: it fetches its weights and was not started with --no-share.</summary>
+    public bool SharesWeights => FetchesWeights && !NoShare;
 
     /// <summary>True when the node has no local checkpoint and fetches its layers from the swarm's model source.</summary>
     public bool FetchesWeights => string.IsNullOrWhiteSpace(Model);
@@ -100,6 +113,7 @@ public sealed class NodeOptions
         if (!string.IsNullOrWhiteSpace(Model) && !Directory.Exists(Model)) errors.Add($"--model: folder not found: {Model}");
         if (Layers is not null && !LayerRange.TryParse(Layers, out _)) errors.Add($"--layers: '{Layers}' is not A:B with 0 ≤ A < B");
         if (ParseBytes(Memory) is not > 0) errors.Add($"--memory: '{Memory}' is not a size like 8GB or 512MB");
+        if (ParseBytes(ShareRate) is not > 0) errors.Add($"--share-rate: '{ShareRate}' is not a size per second like 32MB");
         if (Threads < 0) errors.Add("--threads must be ≥ 0");
         if (Tp < 1) errors.Add("--tp must be ≥ 1");
         else

@@ -25,6 +25,8 @@ namespace Swarm.Protocol;
 /// <item><term>12</term><description><see cref="Ack"/> (reply)</description></item>
 /// <item><term>13</term><description><see cref="ErrorReply"/> (reply)</description></item>
 /// <item><term>14</term><description><see cref="PeerKeys"/> (coordinator → node)</description></item>
+/// <item><term>15</term><description><see cref="TensorRequest"/> (node → node)</description></item>
+/// <item><term>16</term><description><see cref="TensorChunk"/> (node → node, reply to TensorRequest)</description></item>
 /// </list>
 /// </remarks>
 [Union(0, typeof(Hello))]
@@ -42,4 +44,6 @@ namespace Swarm.Protocol;
 [Union(12, typeof(Ack))]
 [Union(13, typeof(ErrorReply))]
 [Union(14, typeof(PeerKeys))]
+[Union(15, typeof(TensorRequest))]
+[Union(16, typeof(TensorChunk))]
 public interface IMessage;

@@ -5,7 +5,7 @@ namespace Swarm.Protocol;
 /// <summary>
 /// First message of a node after it connects to the coordinator. Answered with <see cref="Welcome"/> or <see cref="Refused"/>.
 /// </summary>
-/// <remarks>Keys 0–9, append-only.</remarks>
+/// <remarks>Keys 0–10, append-only.</remarks>
 [MessagePackObject]
 public sealed record Hello : IMessage
 {
@@ -46,6 +46,13 @@ public sealed record Hello : IMessage
     /// coordinator refuses a node whose model differs from the swarm's. Empty if unknown.
     /// </summary>
     [Key(9)] public string ModelId { get; init; } = "";
+
+    /// <summary>
+    /// True when the node serves the tensors it fetched to other nodes (<see cref="TensorRequest"/>); false when it
+    /// was started with <c>--no-share</c> (or predates weight sharing). Only sharing nodes are named in
+    /// <see cref="AssignRange.Peers"/>.
+    /// </summary>
+    [Key(10)] public bool SharesWeights { get; init; }
 }
 
 /// <summary>Coordinator's positive reply to <see cref="Hello"/>.</summary>
@@ -87,7 +94,7 @@ public sealed record Refused : IMessage
 }
 
 /// <summary>Coordinator → node: load layers [Start, End) and report <see cref="RangeReady"/> when done.</summary>
-/// <remarks>Keys 0–2, append-only.</remarks>
+/// <remarks>Keys 0–3, append-only.</remarks>
 [MessagePackObject]
 public sealed record AssignRange : IMessage
 {
@@ -104,6 +111,12 @@ public sealed record AssignRange : IMessage
     /// Empty for a swarm served from local folders. At most <see cref="ProtocolInfo.MaxAssignedTensors"/>.
     /// </summary>
     [Key(2)] public TensorDigestEntry[] Tensors { get; init; } = [];
+
+    /// <summary>
+    /// Data endpoints ("host:port") of sharing nodes that serve some of <see cref="Tensors"/>, best first: the node
+    /// asks them (<see cref="TensorRequest"/>) before the model source's URL. At most <see cref="ProtocolInfo.MaxWeightPeers"/>.
+    /// </summary>
+    [Key(3)] public string[] Peers { get; init; } = [];
 }
 
 /// <summary>The SHA-256 and length of one tensor's bytes in the swarm's model source.</summary>
@@ -140,7 +153,7 @@ public sealed record RangeReady : IMessage
 }
 
 /// <summary>Node → coordinator, periodically: liveness and load.</summary>
-/// <remarks>Keys 0–10, append-only.</remarks>
+/// <remarks>Keys 0–11, append-only.</remarks>
 [MessagePackObject]
 public sealed record Heartbeat : IMessage
 {
@@ -179,6 +192,13 @@ public sealed record Heartbeat : IMessage
     /// link; null (an older node) or empty when it handed none on. At most <see cref="MaxLinks"/>.
     /// </summary>
     [Key(10)] public LinkReport[]? Links { get; init; }
+
+    /// <summary>
+    /// The node's self-benchmark in layer·tokens per second (as <see cref="Hello.LayerTokensPerSecond"/>) when it was
+    /// measured after registration — a node without a local checkpoint learns the model's shape only then; 0 when
+    /// nothing changed since the <see cref="Hello"/>.
+    /// </summary>
+    [Key(11)] public double LayerTokensPerSecond { get; init; }
 
     /// <summary>Most links one heartbeat may carry (a node reports its most recently used ones).</summary>
     public const int MaxLinks = 256;

@@ -36,7 +36,7 @@ public static class MessageValidator
             ?? Text(m.ModelSource, "model source", allowEmpty: true)
             ?? (m.Members is { } members ? NonNegative(members.Version, "members version") ?? Keys(members.Keys) : null),
         Refused m => Defined(m.Code) ?? Text(m.Reason, "reason", allowEmpty: true),
-        AssignRange m => Range(m.Range, "range") ?? ValidateDigests(m.Tensors),
+        AssignRange m => Range(m.Range, "range") ?? ValidateDigests(m.Tensors) ?? ValidatePeers(m.Peers),
         RangeReady m => Range(m.Range, "range")
             ?? NonNegative(m.KvBytesPerTokenPerLayer, "KV bytes per token")
             ?? NonNegative(m.MaxKvTokens, "max KV tokens"),
@@ -47,7 +47,8 @@ public static class MessageValidator
             ?? NonNegative(m.KvTokensCapacity, "KV capacity")
             ?? Finite(m.TokensPerSecond, "tokens/s")
             ?? OptionalRange(m.Range, "range")
-            ?? Links(m.Links),
+            ?? Links(m.Links)
+            ?? Finite(m.LayerTokensPerSecond, "benchmarked throughput"),
         Leave m => Text(m.Reason, "reason", allowEmpty: true) ?? NonNegative(m.GraceMs, "grace"),
         Drain m => Text(m.Reason, "reason", allowEmpty: true),
         ForwardRequest m => ValidateForward(m),
@@ -57,6 +58,13 @@ public static class MessageValidator
         Ack => null,
         ErrorReply m => Defined(m.Code) ?? Text(m.Message, "message", allowEmpty: true),
         PeerKeys m => NonNegative(m.Version, "version") ?? Keys(m.Keys),
+        TensorRequest m => Digest(m.Sha256) ?? NonNegative(m.Offset, "offset")
+            ?? (m.Length is < 1 or > ProtocolInfo.MaxTensorChunkBytes ? $"length {m.Length} is not in [1, {ProtocolInfo.MaxTensorChunkBytes}]" : null),
+        TensorChunk m => Digest(m.Sha256) ?? NonNegative(m.Offset, "offset") ?? NonNegative(m.TotalLength, "total length")
+            ?? (m.Data is null ? "data is missing"
+                : m.Data.Length > ProtocolInfo.MaxTensorChunkBytes ? $"{m.Data.Length} bytes of data, limit {ProtocolInfo.MaxTensorChunkBytes}"
+                : m.Offset + m.Data.Length > m.TotalLength ? $"bytes [{m.Offset}, {m.Offset + m.Data.Length}) run past the tensor's {m.TotalLength}"
+                : null),
         null => "message is null",
         _ => $"unsupported message type {message.GetType().Name}",
     };
@@ -74,6 +82,18 @@ public static class MessageValidator
         }
         return null;
     }
+
+    private static string? ValidatePeers(string[]? peers)
+    {
+        if (peers is null) return "peers are missing";
+        if (peers.Length > ProtocolInfo.MaxWeightPeers) return $"{peers.Length} peers, limit {ProtocolInfo.MaxWeightPeers}";
+        foreach (var p in peers)
+            if (Text(p, "peer endpoint", allowEmpty: false) is { } e) return e;
+        return null;
+    }
+
+    private static string? Digest(string? sha256) =>
+        sha256 is { Length: 64 } && sha256.All(char.IsAsciiHexDigitLower) ? null : "SHA-256 is not 64 lower-case hex digits";
 
     private static string? ValidateForward(ForwardRequest m)
     {

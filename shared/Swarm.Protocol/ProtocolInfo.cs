@@ -32,6 +32,15 @@ public static class ProtocolInfo
     /// <summary>Most tensor digests one <see cref="AssignRange"/> may carry (a whole Pythia-12B has ~440 tensors).</summary>
     public const int MaxAssignedTensors = 16384;
 
+    /// <summary>
+    /// Most bytes one <see cref="TensorChunk"/> carries: 1 MiB, far below the transport's message limit, so a peer
+    /// serving a large tensor never holds more than a chunk per request in memory.
+    /// </summary>
+    public const int MaxTensorChunkBytes = 1 << 20;
+
+    /// <summary>Most peers one <see cref="AssignRange"/> names as sources of its tensors.</summary>
+    public const int MaxWeightPeers = 16;
+
     /// <summary>Upper bound of a tensor's rank.</summary>
     public const int MaxTensorRank = 8;
 }

@@ -1,10 +1,10 @@
 namespace Swarm.Weights;
 
 /// <summary>
-/// Somewhere a tensor's bytes can be fetched from: the model's URL, a mirror of it, later a peer. What a source sends
+/// Somewhere a tensor's bytes can be fetched from: the model's URL, a mirror of it, another node of the swarm. What a source sends
 /// is never trusted: the fetcher checks every tensor against the manifest before it is used.
 /// </summary>
-internal interface ITensorSource
+public interface ITensorSource
 {
     /// <summary>Names the source in progress and error messages, e.g. its URL.</summary>
     string Name { get; }

@@ -15,6 +15,11 @@ public sealed record StagePullRequest
     public required string OutDir { get; init; }
     /// <summary>Other servers with the same files, tried in order when the source fails or sends bad bytes; default none.</summary>
     public IReadOnlyList<ModelSource> Mirrors { get; init; } = [];
+    /// <summary>
+    /// Other nodes of the swarm that may hold the stage's tensors, asked before the source and its mirrors; default
+    /// none. Whatever they send is verified against the manifest like any other source's bytes.
+    /// </summary>
+    public IReadOnlyList<ITensorSource> Peers { get; init; } = [];
     /// <summary>The manifest to verify against; default: the one cached for the source, if any.</summary>
     public TensorManifest? Manifest { get; init; }
     /// <summary>Tensors downloaded at once; default 4.</summary>
@@ -27,7 +32,11 @@ public sealed record StagePullRequest
 /// <param name="TensorBytes">Bytes of those tensors.</param>
 /// <param name="BytesDownloaded">Bytes received for them in this pull (the rest came from the cache).</param>
 /// <param name="Verified">True when every tensor was checked against a manifest; false when none was available.</param>
-public sealed record StagePullResult(string Directory, int TensorCount, long TensorBytes, long BytesDownloaded, bool Verified);
+public sealed record StagePullResult(string Directory, int TensorCount, long TensorBytes, long BytesDownloaded, bool Verified)
+{
+    /// <summary>The blob digest of each tensor pulled, by name (what a node then shares with its peers).</summary>
+    public IReadOnlyDictionary<string, string> Digests { get; init; } = new Dictionary<string, string>();
+}
 
 /// <summary>
 /// Pulls one pipeline stage's weights: reads the source's metadata and the headers of the files that hold the stage's
@@ -51,10 +60,13 @@ public sealed class StageCheckpointPuller(HttpRangeReader http, WeightCache cach
         var manifest = request.Manifest ?? cache.LoadManifest(request.Source.Key);
         if (manifest is not null && manifest.Source != request.Source.Key)
             throw new WeightFetchException($"the manifest was computed for {manifest.Source}, not for {request.Source.Key}");
-        ITensorSource[] sources = [new HttpTensorSource(request.Source, http), .. request.Mirrors.Select(m => new HttpTensorSource(m, http))];
+        ITensorSource[] sources = [.. request.Peers, new HttpTensorSource(request.Source, http), .. request.Mirrors.Select(m => new HttpTensorSource(m, http))];
         var fetcher = new TensorFetcher(cache, sources, request.Parallelism);
         var digests = await fetcher.FetchAsync(request.Source.Key, tensors, manifest, progress, ct).ConfigureAwait(false);
         string weights = await CheckpointMaterializer.WriteAsync(request.OutDir, remote, tensors, digests, cache, ct).ConfigureAwait(false);
-        return new StagePullResult(Path.GetDirectoryName(weights)!, tensors.Count, tensors.Sum(t => t.Length), fetcher.BytesDownloaded, manifest is not null);
+        return new StagePullResult(Path.GetDirectoryName(weights)!, tensors.Count, tensors.Sum(t => t.Length), fetcher.BytesDownloaded, manifest is not null)
+        {
+            Digests = digests,
+        };
     }
 }

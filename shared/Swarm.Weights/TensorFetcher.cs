@@ -4,6 +4,7 @@ namespace Swarm.Weights;
 /// Brings tensors into the <see cref="WeightCache"/>, several at a time: a tensor already in the cache is not fetched
 /// again; a partial download continues where it stopped; a completed download is hashed and checked against the
 /// manifest before it becomes a blob. On a mismatch or a failing source the tensor is fetched from the next source;
+/// a source that failed transiently (<see cref="WeightFetchException.IsTransient"/>) is asked once more at the end;
 /// when none is left the error names the tensor and what each source did.
 /// </summary>
 internal sealed class TensorFetcher
@@ -83,32 +84,56 @@ internal sealed class TensorFetcher
         ProgressCounter counter, CancellationToken ct)
     {
         var failures = new List<string>();
+        var later = new List<ITensorSource>();
+        // First every source in order; then, once, the sources that failed in a way that may pass (a peer still
+        // fetching the tensor itself, or over its rate limit), after a pause.
         foreach (var source in _sources)
         {
-            // A partial may hold bytes of an earlier source: if the result does not verify, this source gets one clean try.
-            for (int attempt = 0; attempt < 2; attempt++)
-            {
-                long resumedFrom;
-                try { resumedFrom = await DownloadAsync(source, t, partial, counter, ct).ConfigureAwait(false); }
-                catch (WeightFetchException e)
-                {
-                    failures.Add($"{source.Name}: {e.Message}");
-                    break;
-                }
-                string sha = await WeightCache.HashFileAsync(partial, ct).ConfigureAwait(false);
-                if (expected is null || sha == expected)
-                {
-                    Commit(partial, sha, t, sourceKey, expected is null);
-                    return sha;
-                }
-                File.Delete(partial);
-                counter.Add(-t.Length);
-                if (resumedFrom > 0) continue;
-                failures.Add($"{source.Name}: SHA-256 mismatch (received {sha[..16]}…, the manifest says {expected[..16]}…)");
-                break;
-            }
+            var outcome = await TryOneSourceAsync(source, sourceKey, t, expected, partial, counter, failures, ct).ConfigureAwait(false);
+            if (outcome.Sha is { } sha) return sha;
+            if (outcome.Transient) later.Add(source);
+        }
+        foreach (var source in later)
+        {
+            await Task.Delay(RetryPause, ct).ConfigureAwait(false);
+            if ((await TryOneSourceAsync(source, sourceKey, t, expected, partial, counter, failures, ct).ConfigureAwait(false)).Sha is { } sha) return sha;
         }
         throw new WeightFetchException($"tensor '{t.Name}' ({t.Length} bytes of {t.File}) could not be fetched and verified: {string.Join("; ", failures)}");
+    }
+
+    /// <summary>How long the fetcher waits before it asks a source that failed transiently once more (1 s).</summary>
+    public static readonly TimeSpan RetryPause = TimeSpan.FromSeconds(1);
+
+    /// <summary>
+    /// Fetches the tensor from one source and verifies it: its digest when it verified (and is committed), else null
+    /// with the failure added to <paramref name="failures"/> and whether it may pass later.
+    /// </summary>
+    private async Task<(string? Sha, bool Transient)> TryOneSourceAsync(ITensorSource source, string sourceKey, RemoteTensor t, string? expected,
+        string partial, ProgressCounter counter, List<string> failures, CancellationToken ct)
+    {
+        // A partial may hold bytes of an earlier source: if the result does not verify, this source gets one clean try.
+        for (int attempt = 0; attempt < 2; attempt++)
+        {
+            long resumedFrom;
+            try { resumedFrom = await DownloadAsync(source, t, partial, counter, ct).ConfigureAwait(false); }
+            catch (WeightFetchException e)
+            {
+                failures.Add($"{source.Name}: {e.Message}");
+                return (null, e.IsTransient);
+            }
+            string sha = await WeightCache.HashFileAsync(partial, ct).ConfigureAwait(false);
+            if (expected is null || sha == expected)
+            {
+                Commit(partial, sha, t, sourceKey, expected is null);
+                return (sha, false);
+            }
+            File.Delete(partial);
+            counter.Add(-t.Length);
+            if (resumedFrom > 0) continue;
+            failures.Add($"{source.Name}: SHA-256 mismatch (received {sha[..16]}…, the manifest says {expected[..16]}…)");
+            break;
+        }
+        return (null, false);
     }
 
     /// <summary>Downloads the rest of the tensor into its partial file; returns how many bytes were already there.</summary>

@@ -47,4 +47,7 @@ public sealed record NodeInfo
     /// another machine uses the name, or the node has a new identity file. Null when the name and key agree.
     /// </summary>
     public string? KeyChangedFrom { get; init; }
+
+    /// <summary>True when the node serves the tensors it fetched to other nodes (it fetches its weights and was not started with <c>--no-share</c>).</summary>
+    public bool SharesWeights { get; init; }
 }

@@ -59,7 +59,7 @@ public sealed class NodeRegistry
     /// 503 message use. Loading nodes do not count yet.
     /// </summary>
     public CoverageReport ServingCoverage(int numLayers) =>
-        CoverageReport.Of(numLayers, Snapshot().Where(n => n.IsRoutable).Select(n => n.ToPlacementNode()));
+        CoverageReport.Of(numLayers, Snapshot().Where(n => n.IsRoutable).Select(n => n.ToPlacementNode() with { Range = n.RoutableRange }));
 
     /// <summary>The node with this id, or null.</summary>
     public NodeSnapshot? Get(int id) => Volatile.Read(ref _nodes).GetValueOrDefault(id);
@@ -127,17 +127,26 @@ public sealed class NodeRegistry
         }
     }
 
-    /// <summary>Gives a node a range to load (phase Loading). Returns the updated node, or null if unknown.</summary>
+    /// <summary>
+    /// Gives a node a range to load (phase Loading). A node moved away from a range it serves keeps serving that range
+    /// (<see cref="NodeSnapshot.ServedRange"/>) until it reports the new one ready. Returns the updated node, or null if unknown.
+    /// </summary>
     public NodeSnapshot? AssignRange(int id, LayerRange range) =>
         Update(id, n => n.Health == NodeHealth.Dead || n.Phase is NodePhase.Left or NodePhase.Draining
             ? n
-            : n with { Range = range, Phase = NodePhase.Loading });
+            : n with { Range = range, Phase = NodePhase.Loading, ServedRange = n.RoutableRange is { } old && old != range ? old : null });
 
-    /// <summary>The node finished loading its range (phase Serving).</summary>
+    /// <summary>The node finished loading its range (phase Serving); the range it served during a move is dropped.</summary>
     public NodeSnapshot? MarkServing(int id) =>
         Update(id, n => n.Phase == NodePhase.Loading || (n.Phase == NodePhase.Joining && n.Range is not null)
-            ? n with { Phase = NodePhase.Serving }
+            ? n with { Phase = NodePhase.Serving, ServedRange = null }
             : n);
+
+    /// <summary>Records a node's self-benchmark measured after registration (a node that learned the model's shape only then).</summary>
+    public NodeSnapshot? UpdateThroughput(int id, double layerThroughput) =>
+        layerThroughput > 0 && double.IsFinite(layerThroughput)
+            ? Update(id, n => n.Info.LayerThroughput == layerThroughput ? n : n with { Info = n.Info with { LayerThroughput = layerThroughput } })
+            : Get(id);
 
     /// <summary>The node asked to leave: it receives no new jobs but still counts as alive.</summary>
     public NodeSnapshot? BeginDrain(int id) =>

@@ -18,6 +18,18 @@ public sealed record NodeSnapshot
     /// <summary>Range the node holds or is loading; null while it holds none.</summary>
     public LayerRange? Range { get; init; }
 
+    /// <summary>
+    /// While a serving node loads another range (a move): the range it still serves until the new one is ready, so
+    /// its layers stay routable without a gap. Null otherwise.
+    /// </summary>
+    public LayerRange? ServedRange { get; init; }
+
+    /// <summary>The range jobs may be routed through now: <see cref="Range"/> when serving, <see cref="ServedRange"/> during a move, else null.</summary>
+    public LayerRange? RoutableRange => Health == NodeHealth.Dead ? null
+        : Phase == NodePhase.Serving ? Range
+        : Phase == NodePhase.Loading ? ServedRange
+        : null;
+
     /// <summary>Jobs currently routed through this node (maintained by the coordinator).</summary>
     public int InFlight { get; init; }
 
@@ -60,8 +72,11 @@ public sealed record NodeSnapshot
     /// </summary>
     public bool CountsForPlacement => Health != NodeHealth.Dead && Phase is NodePhase.Loading or NodePhase.Serving;
 
-    /// <summary>True when jobs may be routed through the node: serving and not dead (suspects at a penalty).</summary>
-    public bool IsRoutable => Health != NodeHealth.Dead && Phase == NodePhase.Serving && Range is not null;
+    /// <summary>
+    /// True when jobs may be routed through the node (through its <see cref="RoutableRange"/>): serving, or loading a
+    /// new range while still serving its old one, and not dead (suspects at a penalty).
+    /// </summary>
+    public bool IsRoutable => RoutableRange is not null;
 
     /// <summary>
     /// True when the planner may give the node a range or count the one it has: not dead, and joining, loading or

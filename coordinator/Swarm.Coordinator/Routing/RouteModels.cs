@@ -34,7 +34,7 @@ public sealed record RouteCandidate
     public static RouteCandidate? From(NodeSnapshot node)
     {
         ArgumentNullException.ThrowIfNull(node);
-        if (!node.IsRoutable || node.Range is not LayerRange r) return null;
+        if (node.RoutableRange is not LayerRange r) return null;
         return new RouteCandidate
         {
             NodeId = node.Id,

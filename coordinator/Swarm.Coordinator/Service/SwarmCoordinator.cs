@@ -226,6 +226,7 @@ public sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposable
             Threads = hello.Threads,
             LayerThroughput = Math.Max(1e-3, hello.LayerTokensPerSecond),
             PinnedRange = hello.PinnedRange is { } pr ? pr : null,
+            SharesWeights = hello.SharesWeights,
         };
         _nodePeers[id] = peer;
         _peerNodes[peer.Id] = id;
@@ -273,7 +274,8 @@ public sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposable
         Registry.AssignRange(nodeId, range);
         if (_nodePeers.TryGetValue(nodeId, out var peer))
         {
-            var assign = new AssignRange { Range = range, AssignmentId = Interlocked.Increment(ref _nextAssignment), Tensors = _source?.DigestsFor(Config, range) ?? [] };
+            var assign = new AssignRange { Range = range, AssignmentId = Interlocked.Increment(ref _nextAssignment), Tensors = _source?.DigestsFor(Config, range) ?? [],
+                Peers = _source is null ? [] : WeightPeers.For(Registry.Snapshot(), nodeId, range) };
             try { peer.Send(Envelope.Create(assign)); }
             catch (PeerDisconnectedException) { }
         }
@@ -296,6 +298,7 @@ public sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposable
     {
         if (NodeOf(peer) is not { } id) return;
         var result = Registry.Heartbeat(id, peer.RoundTripTime.TotalMilliseconds, hb.Links);
+        if (hb.LayerTokensPerSecond > 0) Registry.UpdateThroughput(id, hb.LayerTokensPerSecond);
         if (_live.TryGetValue(id, out var old))
             _live[id] = old with { InFlightSteps = hb.InFlightSteps, Sessions = hb.Sessions, KvTokensUsed = hb.KvTokensUsed, KvTokensCapacity = hb.KvTokensCapacity, TokensPerSecond = hb.TokensPerSecond,
                 KvBlocksUsed = hb.KvBlocksUsed, KvBlocksTotal = hb.KvBlocksTotal, WaitingSessions = hb.WaitingSessions };

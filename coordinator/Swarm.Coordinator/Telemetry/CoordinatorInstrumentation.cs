@@ -123,7 +123,7 @@ public static class CoordinatorInstrumentation
         var perLayer = new int[swarm.Config.NumLayers];
         foreach (var n in swarm.Registry.Snapshot())
         {
-            if (!n.IsRoutable || n.Range is not { } r) continue;
+            if (n.RoutableRange is not { } r) continue;
             for (int l = Math.Max(0, r.Start); l < Math.Min(perLayer.Length, r.End); l++) perLayer[l]++;
         }
         return perLayer;

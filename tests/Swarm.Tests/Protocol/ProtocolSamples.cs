@@ -36,6 +36,7 @@ internal static class ProtocolSamples
             HeldRange = null,
             DataEndpoint = "192.168.1.5:7801",
             ModelId = "pythia-160m",
+            SharesWeights = true,
         }, id: 1),
         ["Welcome"] = Wrap(new Welcome { NodeId = 7, HeartbeatIntervalMs = 1000, ModelSource = "https://h/o/n/resolve/main/" }, id: 2, correlation: 1),
         ["Refused"] = Wrap(new Refused { Code = ErrorCode.VersionMismatch, Reason = "protocol 2 != 1" }, id: 3, correlation: 1),
@@ -43,6 +44,7 @@ internal static class ProtocolSamples
         {
             Range = new LayerRange(6, 12), AssignmentId = 42,
             Tensors = [new TensorDigestEntry { Name = "gpt_neox.layers.6.attention.dense.bias", Sha256 = new string('a', 64), Length = 1536 }],
+            Peers = ["10.0.0.3:7802"],
         }, id: 4),
         ["RangeReady"] = Wrap(new RangeReady { Range = new LayerRange(6, 12), AssignmentId = 42, KvBytesPerTokenPerLayer = 6144, MaxKvTokens = 100_000 }, id: 5),
         ["Heartbeat"] = Wrap(new Heartbeat
@@ -58,6 +60,7 @@ internal static class ProtocolSamples
             KvBlocksTotal = 6250,
             WaitingSessions = 2,
             Links = [new LinkReport { ToNodeId = 4, Path = LinkPath.Punched, RttMs = 12.5 }],
+            LayerTokensPerSecond = 2000.5,
         }, id: 6),
         ["Leave"] = Wrap(new Leave { Reason = "SIGTERM", GraceMs = 5000 }, id: 7),
         ["Drain"] = Wrap(new Drain { Reason = "rebalance" }, id: 8),
@@ -87,5 +90,7 @@ internal static class ProtocolSamples
         ["Ack"] = Wrap(new Ack(), id: 13, correlation: 12),
         ["ErrorReply"] = Wrap(new ErrorReply { Code = ErrorCode.Overloaded, Message = "inbound queue full" }, id: 14, correlation: 9),
         ["PeerKeys"] = Wrap(new PeerKeys { Version = 7, Keys = [Enumerable.Repeat((byte)0x22, 32).ToArray(), Enumerable.Repeat((byte)0x33, 32).ToArray()] }, id: 15),
+        ["TensorRequest"] = Wrap(new TensorRequest { Sha256 = new string('b', 64), Offset = 1 << 20, Length = 4096 }, id: 15),
+        ["TensorChunk"] = Wrap(new TensorChunk { Sha256 = new string('b', 64), Offset = 1 << 20, TotalLength = (1 << 20) + 4, Data = [1, 2, 3, 4] }, id: 16, correlation: 15),
     };
 }
