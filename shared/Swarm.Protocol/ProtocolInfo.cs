@@ -32,6 +32,12 @@ public static class ProtocolInfo
     /// <summary>Most tensor digests one <see cref="AssignRange"/> may carry (a whole Pythia-12B has ~440 tensors).</summary>
     public const int MaxAssignedTensors = 16384;
 
+    /// <summary>Most alternatives a <see cref="LogprobsRequest"/> may ask for per position.</summary>
+    public const int MaxTopLogprobs = 20;
+
+    /// <summary>Most layers a <see cref="HiddenStatesRequest"/> may name (and hidden-state tensors a message may carry).</summary>
+    public const int MaxCapturedLayers = 1024;
+
     /// <summary>Upper bound of a tensor's rank.</summary>
     public const int MaxTensorRank = 8;
 }
