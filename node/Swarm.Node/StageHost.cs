@@ -193,7 +193,12 @@ public sealed class StageHost : IDisposable
                 // All positions' logits [count, V]: score the input, keep the last row for sampling when the step completes.
                 var all = r;
                 step.ScoreChunk(all, chunk.Offset);
-                r = chunk.Completes ? all.select(0, chunk.Count - 1).clone() : null;
+                if (chunk.Completes)
+                {
+                    using var lastRow = all.select(0, chunk.Count - 1);
+                    r = lastRow.clone();
+                }
+                else r = null;
                 all.Dispose();
             }
             if (chunk.Completes) done.Add(Finish(step, last ? r : null, now));

@@ -85,6 +85,45 @@ public class StageHostReadoutTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void ScoredAndCapturedPrefills_LeaveNoLiveTensorsBehind()
+    {
+        // Tensor statistics are per thread: a fresh thread counts only this test's tensors.
+        long after10 = 0, after40 = 0;
+        Exception? error = null;
+        var thread = new Thread(() =>
+        {
+            try
+            {
+                using var fx = new Fixture(Fixture.Tiny);
+                using var ckpt = Checkpoint.Open(fx.CheckpointDir);
+                using var host = new StageHost(StageModel.Load(ckpt, 0, ckpt.Config.NumLayers), 64L << 20,
+                    batching: new BatchingOptions { PrefillChunk = 7, MaxBatchTokens = 14 });
+                long[] prompt = fx.Ids("prompt.2");
+                var stats = TorchSharp.DisposeScopeManager.Statistics;
+                for (int i = 0; i < 40; i++)
+                {
+                    host.Run(new ForwardRequest
+                    {
+                        JobId = 1, SessionId = i + 1, Kind = StepKind.Prefill, Input = WireTensor.FromTokenIds(prompt),
+                        Route = [new Hop { NodeId = 1, Endpoint = "a:1", Layers = new LayerRange(0, ckpt.Config.NumLayers) }],
+                        Sampling = new SamplingParams { Temperature = 0.8, Seed = 3 },
+                        Logprobs = new LogprobsRequest { Top = 3, ScoredTokenIds = [.. prompt.Skip(1).Select(t => (int)t)] },
+                        HiddenStates = new HiddenStatesRequest { Layers = [0, 2], AllPositions = i % 2 == 0 },
+                    });
+                    host.Close(i + 1);
+                    if (i == 9) after10 = stats.ThreadTotalLiveCount;
+                    if (i == 39) after40 = stats.ThreadTotalLiveCount;
+                }
+            }
+            catch (Exception e) { error = e; }
+        });
+        thread.Start();
+        thread.Join();
+        Assert.Null(error);
+        Assert.Equal(after10, after40);
+    }
+
+    [Fact]
     public void LastPositionOnly_CapturesOneRowPerLayer_TheLastPromptPosition()
     {
         using var fx = new Fixture(Fixture.Tiny);
