@@ -116,7 +116,7 @@ public sealed class StageHost : IDisposable
         if (first && input.FirstTokenIdOutside(Model.Config.VocabSize) is { } bad)
             throw new StepException(ErrorCode.BadRequest, $"token id {bad} is outside the vocabulary [0, {Model.Config.VocabSize})");
         if (hop.End == Model.Config.NumLayers && req.Logprobs is { } lp
-            && (lp.Top > Model.Config.VocabSize || lp.ScoredTokenIds.FirstOrDefault(id => id >= Model.Config.VocabSize, -1) is var outside and >= 0))
+            && (lp.Top > Model.Config.VocabSize || lp.ScoredTokenIds.Any(id => id >= Model.Config.VocabSize)))
             throw new StepException(ErrorCode.BadRequest, $"logprobs ask for {lp.Top} top tokens or score a token id outside the vocabulary [0, {Model.Config.VocabSize})");
         if (req.StartPosition < 0 || (long)req.StartPosition + t > Model.MaxTokens)
             throw new StepException(ErrorCode.BadRequest, $"position {(long)req.StartPosition + t} exceeds the model's context of {Model.MaxTokens}");
@@ -165,8 +165,10 @@ public sealed class StageHost : IDisposable
                 var step = c.Step.Payload;
                 // A step that scores its input (echo) needs every position's logits, chunk by chunk.
                 bool scores = last && step.ScoresInput;
+                // Hidden states of the last position only come from the step's last chunk.
+                var capture = step.Request.HiddenStates is { AllPositions: false } && !c.Completes ? null : step.CaptureLayers;
                 items.Add(new BatchItem(step.Input.narrow(0, c.Offset, c.Count), _kv[c.Step.SessionId],
-                    WantLogits: last && (c.Completes || scores), AllPositions: scores, CaptureLayers: step.CaptureLayers));
+                    WantLogits: last && (c.Completes || scores), AllPositions: scores, CaptureLayers: capture));
             }
             results = Model.ForwardBatchCapturing(items, _pool, plan.Range.Start, plan.Range.End, out captured);
         }

@@ -100,7 +100,8 @@ internal sealed partial class JobStepLoop
 
     /// <summary>
     /// Runs the job to its end, calling <paramref name="onDelta"/> once per generated token (its id and the text it
-    /// releases) and, when the token limit ends a job with text still held back, once more with that text.
+    /// releases) and, when the token limit ends a job with text still held back, once more with that text; with
+    /// <see cref="JobSpec.Echo"/> first once with the prompt (after the prefill when its logprobs are wanted).
     /// </summary>
     /// <exception cref="JobFailedException">No route (503), too many route repairs (503), or a stage rejected a step (500).</exception>
     /// <exception cref="OperationCanceledException">Cancelled; the route is released.</exception>
