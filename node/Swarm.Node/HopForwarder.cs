@@ -106,7 +106,11 @@ internal sealed class HopForwarder
                     sample?.SetTag("swarm.sampling.greedy", req.Sampling.Temperature <= 0);
                     sample?.SetTag("swarm.token.position", req.StartPosition + positions);
                 }
-                var result = new TokenResult { JobId = req.JobId, SessionId = req.SessionId, Step = req.Step, TokenId = token, Timings = timings };
+                var result = new TokenResult
+                {
+                    JobId = req.JobId, SessionId = req.SessionId, Step = req.Step, TokenId = token, Timings = timings,
+                    Logprobs = output.Logprobs, InputLogprobs = output.InputLogprobs, HiddenStates = [.. req.CapturedHiddenStates, .. output.HiddenStates],
+                };
                 if (_simulateLatencyMs > 0) _ = SendLaterAsync(result, req.SessionId);
                 else _coordinator.Send(result, req.SessionId);
                 return;
@@ -117,6 +121,8 @@ internal sealed class HopForwarder
                 Route = req.Route[1..],
                 Input = WireDTypeConversion.Convert(output.Hidden!, req.WireDType),
                 Timings = timings,
+                // Each stage adds the layer outputs it captured; the last one hands them all to the coordinator.
+                CapturedHiddenStates = [.. req.CapturedHiddenStates, .. output.HiddenStates],
             };
             span?.SetTag("swarm.next_node.id", next.NodeId);
             _ = ForwardAsync(next, forward, arrival.Envelope, span);

@@ -20,24 +20,7 @@ namespace Swarm.Node;
 /// </summary>
 public sealed class StageHost : IDisposable
 {
-    /// <summary>The executor's side of a queued step: its request, its input tensor and the hidden states of its finished chunks.</summary>
-    private sealed class StepInput(ForwardRequest request, object? state, Tensor input, long submitted) : IDisposable
-    {
-        public ForwardRequest Request { get; } = request;
-        public object? State { get; } = state;
-        public Tensor Input { get; } = input;   // ids [t] or hidden [t, H], detached, owned
-        public long Submitted { get; } = submitted;
-        public List<Tensor> Outputs { get; } = [];
-
-        public void Dispose()
-        {
-            Input.Dispose();
-            foreach (var o in Outputs) o.Dispose();
-            Outputs.Clear();
-        }
-    }
-
-    private readonly BatchScheduler<StepInput> _scheduler;
+    private readonly BatchScheduler<QueuedStep> _scheduler;
     private readonly KvBlockPool _pool;
     private readonly Dictionary<long, KvSequence> _kv = new();
     private readonly List<StepCompletion> _ready = [];
@@ -89,7 +72,7 @@ public sealed class StageHost : IDisposable
         long tokens = Math.Max(model.MaxTokens, kvBudgetBytes / perToken);
         int blocks = (int)Math.Min(int.MaxValue / batching.BlockSize, (tokens + batching.BlockSize - 1) / batching.BlockSize);
         _pool = model.NewBlockPool(blocks, batching.BlockSize);
-        _scheduler = new BatchScheduler<StepInput>(blocks, batching, _time, ApplyKv);
+        _scheduler = new BatchScheduler<QueuedStep>(blocks, batching, _time, ApplyKv);
         Publish();
     }
 
@@ -104,7 +87,7 @@ public sealed class StageHost : IDisposable
         {
             var (hop, t, first) = CheckShape(req);
             if (_scheduler.Check(req.SessionId, hop, req.StartPosition, t) is { } refused) throw refused;
-            var input = new StepInput(req, state, ToInput(req.Input, first, t), now);
+            var input = new QueuedStep(req, state, ToInput(req.Input, first, t), now);
             try { _scheduler.Enqueue(req.SessionId, hop, req.StartPosition, t, input); }
             catch { input.Dispose(); throw; }
         }
@@ -132,6 +115,9 @@ public sealed class StageHost : IDisposable
         // one bad step must not fail the others it would be batched with.
         if (first && input.FirstTokenIdOutside(Model.Config.VocabSize) is { } bad)
             throw new StepException(ErrorCode.BadRequest, $"token id {bad} is outside the vocabulary [0, {Model.Config.VocabSize})");
+        if (hop.End == Model.Config.NumLayers && req.Logprobs is { } lp
+            && (lp.Top > Model.Config.VocabSize || lp.ScoredTokenIds.Any(id => id >= Model.Config.VocabSize)))
+            throw new StepException(ErrorCode.BadRequest, $"logprobs ask for {lp.Top} top tokens or score a token id outside the vocabulary [0, {Model.Config.VocabSize})");
         if (req.StartPosition < 0 || (long)req.StartPosition + t > Model.MaxTokens)
             throw new StepException(ErrorCode.BadRequest, $"position {(long)req.StartPosition + t} exceeds the model's context of {Model.MaxTokens}");
         return (hop, t, first);
@@ -166,16 +152,25 @@ public sealed class StageHost : IDisposable
         finally { Publish(); }
     }
 
-    private void Execute(IterationPlan<StepInput> plan, List<StepCompletion> done)
+    private void Execute(IterationPlan<QueuedStep> plan, List<StepCompletion> done)
     {
         bool last = plan.Range.End == Model.Config.NumLayers;
         var items = new List<BatchItem>(plan.Chunks.Count);
         Tensor?[] results;
+        CapturedLayer[][] captured;
         try
         {
             foreach (var c in plan.Chunks)
-                items.Add(new BatchItem(c.Step.Payload.Input.narrow(0, c.Offset, c.Count), _kv[c.Step.SessionId], WantLogits: last && c.Completes));
-            results = Model.ForwardBatch(items, _pool, plan.Range.Start, plan.Range.End);
+            {
+                var step = c.Step.Payload;
+                // A step that scores its input (echo) needs every position's logits, chunk by chunk.
+                bool scores = last && step.ScoresInput;
+                // Hidden states of the last position only come from the step's last chunk.
+                var capture = step.Request.HiddenStates is { AllPositions: false } && !c.Completes ? null : step.CaptureLayers;
+                items.Add(new BatchItem(step.Input.narrow(0, c.Offset, c.Count), _kv[c.Step.SessionId],
+                    WantLogits: last && (c.Completes || scores), AllPositions: scores, CaptureLayers: capture));
+            }
+            results = Model.ForwardBatchCapturing(items, _pool, plan.Range.Start, plan.Range.End, out captured);
         }
         catch (Exception e)
         {
@@ -192,29 +187,46 @@ public sealed class StageHost : IDisposable
         for (int i = 0; i < plan.Chunks.Count; i++)
         {
             var chunk = plan.Chunks[i];
+            var step = chunk.Step.Payload;
             var r = results[i];
-            if (!last && r is not null) chunk.Step.Payload.Outputs.Add(r.DetachFromDisposeScope());
-            if (chunk.Completes) done.Add(Finish(chunk.Step.Payload, last ? r : null, now));
+            step.AddChunk(last ? null : r, captured[i]);
+            if (last && r is not null && step.ScoresInput)
+            {
+                // All positions' logits [count, V]: score the input, keep the last row for sampling when the step completes.
+                var all = r;
+                step.ScoreChunk(all, chunk.Offset);
+                if (chunk.Completes)
+                {
+                    using var lastRow = all.select(0, chunk.Count - 1);
+                    r = lastRow.clone();
+                }
+                else r = null;
+                all.Dispose();
+            }
+            if (chunk.Completes) done.Add(Finish(step, last ? r : null, now));
         }
     }
 
     /// <summary>Turns a finished step into its output — the sampled token, or its hidden states as bytes — and frees its tensors.</summary>
-    private StepCompletion Finish(StepInput step, Tensor? logits, long now)
+    private StepCompletion Finish(QueuedStep step, Tensor? logits, long now)
     {
         try
         {
             double ms = _time.GetElapsedTime(step.Submitted, now).TotalMilliseconds;
+            var captured = step.CapturedHiddenStates();
             if (logits is not null)
             {
                 long t0 = _time.GetTimestamp();
                 int token = Sample(step.Request, logits);
-                return new StepCompletion(step.Request, step.State, new StepOutput(null, token, ms, _time.GetElapsedTime(t0).TotalMilliseconds), null);
+                var logprobs = step.Request.Logprobs is { } lp ? LogprobScorer.Score(logits, [token], lp.Top)[0] : null;
+                return new StepCompletion(step.Request, step.State, new StepOutput(null, token, ms, _time.GetElapsedTime(t0).TotalMilliseconds)
+                {
+                    Logprobs = logprobs, InputLogprobs = step.InputLogprobs, HiddenStates = captured,
+                }, null);
             }
-            using var scope = NewDisposeScope();
-            var hidden = step.Outputs.Count == 1 ? step.Outputs[0] : cat(step.Outputs, 0);
             // One copy in the compute dtype; the conversion to the wire dtype happens on the forwarder, off this thread.
-            var bytes = WireTensorConversion.FromTensor(hidden.unsqueeze(0), ComputeWireDType);
-            return new StepCompletion(step.Request, step.State, new StepOutput(bytes, null, ms), null);
+            var bytes = step.Hidden(ComputeWireDType);
+            return new StepCompletion(step.Request, step.State, new StepOutput(bytes, null, ms) { HiddenStates = captured }, null);
         }
         catch (Exception e) when (e is InvalidOperationException or ArgumentException)
         {
@@ -298,7 +310,7 @@ public sealed class StageHost : IDisposable
         return done;
     }
 
-    private static void Report(IReadOnlyList<FailedStep<StepInput>> failed, List<StepCompletion> sink)
+    private static void Report(IReadOnlyList<FailedStep<QueuedStep>> failed, List<StepCompletion> sink)
     {
         foreach (var (step, error) in failed)
         {

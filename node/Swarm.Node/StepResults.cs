@@ -9,7 +9,17 @@ namespace Swarm.Node;
 /// </param>
 /// <param name="Milliseconds">From submission to completion (queueing, batched forward passes, sampling).</param>
 /// <param name="SampleMilliseconds">Time spent sampling the token (last stage).</param>
-public sealed record StepOutput(WireTensor? Hidden, int? Token, double Milliseconds, double SampleMilliseconds = 0);
+public sealed record StepOutput(WireTensor? Hidden, int? Token, double Milliseconds, double SampleMilliseconds = 0)
+{
+    /// <summary>The sampled token's log-probabilities when the step asked for them (last stage); else null.</summary>
+    public TokenLogprobs? Logprobs { get; init; }
+
+    /// <summary>The scored input tokens' log-probabilities (last stage, echo); else empty.</summary>
+    public TokenLogprobs[] InputLogprobs { get; init; } = [];
+
+    /// <summary>The outputs of this stage's layers the step asked to capture (f32), in layer order; else empty.</summary>
+    public LayerHiddenStates[] HiddenStates { get; init; } = [];
+}
 
 /// <summary>A step could not run; the code and message go back to the coordinator in a <see cref="StepFailed"/>.</summary>
 public sealed class StepException(ErrorCode code, string message) : Exception(message)

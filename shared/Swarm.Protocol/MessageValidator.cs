@@ -52,7 +52,10 @@ public static class MessageValidator
         Leave m => Text(m.Reason, "reason", allowEmpty: true) ?? NonNegative(m.GraceMs, "grace"),
         Drain m => Text(m.Reason, "reason", allowEmpty: true),
         ForwardRequest m => ValidateForward(m),
-        TokenResult m => NonNegative(m.Step, "step") ?? NonNegative(m.TokenId, "token id") ?? Timings(m.Timings),
+        TokenResult m => NonNegative(m.Step, "step") ?? NonNegative(m.TokenId, "token id") ?? Timings(m.Timings)
+            ?? (m.Logprobs is { } lp ? Logprobs(lp, "token logprobs") : null)
+            ?? InputLogprobs(m.InputLogprobs)
+            ?? HiddenStates(m.HiddenStates, "hidden states"),
         StepFailed m => NonNegative(m.Step, "step") ?? Defined(m.Code) ?? Text(m.Message, "message", allowEmpty: true),
         CloseSession => null,
         Ack => null,
@@ -119,7 +122,57 @@ public static class MessageValidator
         if (!double.IsFinite(m.Sampling.Temperature) || m.Sampling.Temperature < 0) return $"temperature {m.Sampling.Temperature} must be finite and ≥ 0";
         if (m.Sampling.TopK < 0) return $"top_k {m.Sampling.TopK} must be ≥ 0";
         if (!double.IsFinite(m.Sampling.TopP) || m.Sampling.TopP <= 0 || m.Sampling.TopP > 1) return $"top_p {m.Sampling.TopP} must be in (0, 1]";
-        return Timings(m.Timings);
+        if (m.Logprobs is { } lp)
+        {
+            if (lp.Top < 0 || lp.Top > ProtocolInfo.MaxTopLogprobs) return $"top logprobs {lp.Top} must be in [0, {ProtocolInfo.MaxTopLogprobs}]";
+            if (lp.ScoredTokenIds is null) return "scored token ids are missing";
+            long positions = m.Input.Shape[1];
+            if (lp.ScoredTokenIds.Length != 0 && lp.ScoredTokenIds.Length != positions - 1)
+                return $"{lp.ScoredTokenIds.Length} scored token ids for {positions} positions (expected none or {positions - 1})";
+            if (lp.ScoredTokenIds.Any(t => t < 0)) return "a scored token id is negative";
+        }
+        if (m.HiddenStates is { } hs)
+        {
+            if (hs.Layers is null || hs.Layers.Length == 0) return "hidden states: no layers";
+            if (hs.Layers.Length > ProtocolInfo.MaxCapturedLayers) return $"hidden states: {hs.Layers.Length} layers, limit {ProtocolInfo.MaxCapturedLayers}";
+            for (int i = 0; i < hs.Layers.Length; i++)
+                if (hs.Layers[i] < 0 || (i > 0 && hs.Layers[i] <= hs.Layers[i - 1])) return "hidden states: layers must be ≥ 0 and strictly increasing";
+        }
+        return Timings(m.Timings) ?? HiddenStates(m.CapturedHiddenStates, "captured hidden states");
+    }
+
+    private static string? Logprobs(TokenLogprobs? lp, string what)
+    {
+        if (lp is null) return $"{what} are null";
+        if (lp.TopIds is null || lp.TopLogprobs is null) return $"{what}: top tokens are missing";
+        if (lp.TopIds.Length != lp.TopLogprobs.Length) return $"{what}: {lp.TopIds.Length} top ids but {lp.TopLogprobs.Length} logprobs";
+        if (lp.TopIds.Length > ProtocolInfo.MaxTopLogprobs) return $"{what}: {lp.TopIds.Length} top tokens, limit {ProtocolInfo.MaxTopLogprobs}";
+        if (lp.TopIds.Any(t => t < 0)) return $"{what}: a top token id is negative";
+        if (float.IsNaN(lp.Logprob) || lp.Logprob > 0 || lp.TopLogprobs.Any(v => float.IsNaN(v) || v > 0)) return $"{what}: a log-probability is NaN or positive";
+        return null;
+    }
+
+    private static string? InputLogprobs(TokenLogprobs[]? all)
+    {
+        if (all is null) return "input logprobs are missing";
+        foreach (var lp in all)
+            if (Logprobs(lp, "input logprobs") is { } e) return e;
+        return null;
+    }
+
+    private static string? HiddenStates(LayerHiddenStates[]? states, string what)
+    {
+        if (states is null) return $"{what} are missing";
+        if (states.Length > ProtocolInfo.MaxCapturedLayers) return $"{what}: {states.Length} layers, limit {ProtocolInfo.MaxCapturedLayers}";
+        foreach (var s in states)
+        {
+            if (s is null) return $"{what}: a layer is null";
+            if (s.Layer < 0) return $"{what}: layer {s.Layer} is negative";
+            if (s.Data is null) return $"{what}: layer {s.Layer} has no data";
+            if (s.Data.Validate() is { } te) return $"{what}: layer {s.Layer}: {te}";
+            if (s.Data.DType != WireDType.F32 || s.Data.Shape.Length != 2) return $"{what}: layer {s.Layer} must be F32 [positions, hidden]";
+        }
+        return null;
     }
 
     /// <summary>Length of a static public key (X25519).</summary>

@@ -41,6 +41,12 @@ public static class ProtocolInfo
     /// <summary>Most peers one <see cref="AssignRange"/> names as sources of its tensors.</summary>
     public const int MaxWeightPeers = 16;
 
+    /// <summary>Most alternatives a <see cref="LogprobsRequest"/> may ask for per position.</summary>
+    public const int MaxTopLogprobs = 20;
+
+    /// <summary>Most layers a <see cref="HiddenStatesRequest"/> may name (and hidden-state tensors a message may carry).</summary>
+    public const int MaxCapturedLayers = 1024;
+
     /// <summary>Upper bound of a tensor's rank.</summary>
     public const int MaxTensorRank = 8;
 }

@@ -85,7 +85,7 @@ public sealed record StageTiming
 /// Every step first truncates the session's KV cache on the stage to <see cref="StartPosition"/>, then appends.
 /// </summary>
 /// <remarks>
-/// Keys 0–8 and 10, append-only. Key 9 is retired (a reply-to endpoint in protocol version 1 that no node read:
+/// Keys 0–8 and 10–13, append-only. Key 9 is retired (a reply-to endpoint in protocol version 1 that no node read:
 /// replies go over the node's coordinator connection): never reuse it.
 /// </remarks>
 [MessagePackObject]
@@ -123,10 +123,78 @@ public sealed record ForwardRequest : IMessage
 
     /// <summary>Timings of the stages already run, in route order; each stage appends its own.</summary>
     [Key(10)] public StageTiming[] Timings { get; init; } = [];
+
+    /// <summary>Log-probabilities the last stage reports with the token; null for none.</summary>
+    [Key(11)] public LogprobsRequest? Logprobs { get; init; }
+
+    /// <summary>Hidden states to capture on the way (each stage captures the layers inside its own hop); null for none.</summary>
+    [Key(12)] public HiddenStatesRequest? HiddenStates { get; init; }
+
+    /// <summary>Hidden states captured by the stages already run (f32), in layer order; each stage appends its own.</summary>
+    [Key(13)] public LayerHiddenStates[] CapturedHiddenStates { get; init; } = [];
+}
+
+/// <summary>
+/// What the last stage reports besides the sampled token: the log-softmax of the model's raw logits (before
+/// temperature, top-k and top-p) at the sampled token, the <see cref="Top"/> most likely tokens, and for a scored
+/// input (echo) the same at every input position but the last.
+/// </summary>
+/// <remarks>Keys 0–1, append-only.</remarks>
+[MessagePackObject]
+public sealed record LogprobsRequest
+{
+    /// <summary>How many of the most likely tokens to report per position (0 … <see cref="ProtocolInfo.MaxTopLogprobs"/>).</summary>
+    [Key(0)] public int Top { get; init; }
+
+    /// <summary>
+    /// The token that follows each input position but the last (input position i is followed by element i), whose
+    /// log-probability is reported in <see cref="TokenResult.InputLogprobs"/>; empty for none. Otherwise exactly one
+    /// fewer than the step's positions.
+    /// </summary>
+    [Key(1)] public int[] ScoredTokenIds { get; init; } = [];
+}
+
+/// <summary>The log-probabilities of one position: the chosen (sampled or scored) token's and the most likely tokens'.</summary>
+/// <remarks>Keys 0–2, append-only.</remarks>
+[MessagePackObject]
+public sealed record TokenLogprobs
+{
+    /// <summary>Log-probability of the chosen token.</summary>
+    [Key(0)] public float Logprob { get; init; }
+
+    /// <summary>The most likely tokens, most likely first.</summary>
+    [Key(1)] public int[] TopIds { get; init; } = [];
+
+    /// <summary>Their log-probabilities, element for element.</summary>
+    [Key(2)] public float[] TopLogprobs { get; init; } = [];
+}
+
+/// <summary>Which transformer layers' outputs a step captures, and at which of its positions.</summary>
+/// <remarks>Keys 0–1, append-only.</remarks>
+[MessagePackObject]
+public sealed record HiddenStatesRequest
+{
+    /// <summary>Layers (0-based, strictly increasing) whose output — before the final LayerNorm — is captured.</summary>
+    [Key(0)] public int[] Layers { get; init; } = [];
+
+    /// <summary>True: every position of the step; false: its last position only.</summary>
+    [Key(1)] public bool AllPositions { get; init; }
+}
+
+/// <summary>The output of one transformer layer for a step's positions: f32 [positions, hidden].</summary>
+/// <remarks>Keys 0–1, append-only.</remarks>
+[MessagePackObject]
+public sealed record LayerHiddenStates
+{
+    /// <summary>The layer (0-based).</summary>
+    [Key(0)] public int Layer { get; init; }
+
+    /// <summary>Its output, <see cref="WireDType.F32"/> [positions, hidden].</summary>
+    [Key(1)] public WireTensor Data { get; init; } = WireTensor.Empty;
 }
 
 /// <summary>Last stage → coordinator: the token a step produced.</summary>
-/// <remarks>Keys 0–4, append-only.</remarks>
+/// <remarks>Keys 0–7, append-only.</remarks>
 [MessagePackObject]
 public sealed record TokenResult : IMessage
 {
@@ -144,6 +212,15 @@ public sealed record TokenResult : IMessage
 
     /// <summary>Per-stage timings in route order, the last stage's included.</summary>
     [Key(4)] public StageTiming[] Timings { get; init; } = [];
+
+    /// <summary>The sampled token's log-probabilities, when <see cref="ForwardRequest.Logprobs"/> asked for them; else null.</summary>
+    [Key(5)] public TokenLogprobs? Logprobs { get; init; }
+
+    /// <summary>One per <see cref="LogprobsRequest.ScoredTokenIds"/>, in order (empty when none were scored).</summary>
+    [Key(6)] public TokenLogprobs[] InputLogprobs { get; init; } = [];
+
+    /// <summary>Every layer <see cref="ForwardRequest.HiddenStates"/> asked for, in layer order (empty when none).</summary>
+    [Key(7)] public LayerHiddenStates[] HiddenStates { get; init; } = [];
 }
 
 /// <summary>Any stage → coordinator: a step could not be completed (the stage that failed, or could not reach the next hop, reports it).</summary>

@@ -90,6 +90,36 @@ await check('completions.stream_usage', async () => {
   return { text, chunks, usage, last_choices: last?.choices.length ?? null, last_swarm_stages: last?.swarm?.stages?.length ?? null };
 });
 
+await check('completions.logprobs_echo', async () => {
+  // lm-evaluation-harness's loglikelihood request: the prompt echoed with its tokens' logprobs, one new token.
+  const r = await client.completions.create({ model, prompt: textPrompt, max_tokens: 1, temperature: 0, echo: true, logprobs: 1 });
+  const c = r.choices[0];
+  return { text: c.text, finish_reason: c.finish_reason, usage: r.usage, logprobs: c.logprobs };
+});
+
+await check('completions.stream_logprobs', async () => {
+  const body = { model, prompt: textPrompt, max_tokens: 24, temperature: 0, stop: ['\n'], logprobs: 2 };
+  const unstreamed = (await client.completions.create(body)).choices[0];
+  const stream = await client.completions.create({ ...body, stream: true });
+  let text = '';
+  const tokens = [];
+  const tokenLogprobs = [];
+  let chunksMatchTheirTokens = true;
+  for await (const chunk of stream) {
+    const c = chunk.choices[0];
+    if (!c) continue;
+    text += c.text;
+    const lp = c.logprobs ?? { tokens: [], token_logprobs: [] };
+    if (lp.tokens.join('') !== c.text) chunksMatchTheirTokens = false;
+    tokens.push(...lp.tokens);
+    tokenLogprobs.push(...lp.token_logprobs);
+  }
+  return {
+    text, tokens, token_logprobs: tokenLogprobs, chunks_match_their_tokens: chunksMatchTheirTokens,
+    unstreamed_text: unstreamed.text, unstreamed_tokens: unstreamed.logprobs.tokens, unstreamed_token_logprobs: unstreamed.logprobs.token_logprobs,
+  };
+});
+
 await check('error.400', () => expectError(OpenAI.BadRequestError,
   () => client.completions.create({ model, prompt: [1, 2], max_tokens: 0 })));
 

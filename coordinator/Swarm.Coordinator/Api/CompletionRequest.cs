@@ -19,7 +19,7 @@ internal sealed record CompletionRequest
     /// <summary>Prompt length in tokens when known (always for ids; for text when the context could count tokens).</summary>
     public int? PromptTokenCount { get; init; }
 
-    /// <summary>New tokens to generate at most, 1 … context length. Default 16 (OpenAI's).</summary>
+    /// <summary>New tokens to generate at most, 1 … context length (0 with <see cref="Echo"/> or <see cref="HiddenStates"/>). Default 16 (OpenAI's).</summary>
     public int MaxTokens { get; init; } = CompletionRequestParser.DefaultMaxTokens;
 
     /// <summary>Sampling temperature, 0 … 2; 0 means greedy. Default 1.</summary>
@@ -48,7 +48,24 @@ internal sealed record CompletionRequest
     /// <c>usage</c> gives the token counts, as OpenAI does. Only with <see cref="Stream"/>. Default false.
     /// </summary>
     public bool IncludeUsage { get; init; }
+
+    /// <summary>
+    /// <c>logprobs</c>: return each token's log-probability and this many most likely alternatives per position (0 … 5);
+    /// null for none (the default).
+    /// </summary>
+    public int? Logprobs { get; init; }
+
+    /// <summary><c>echo</c>: return the prompt before the completion (with <see cref="Logprobs"/>: its tokens' log-probabilities). Default false.</summary>
+    public bool Echo { get; init; }
+
+    /// <summary>Extension <c>swarm.hidden_states</c>: transformer layer outputs to return for the prompt; null for none.</summary>
+    public HiddenStatesSelection? HiddenStates { get; init; }
 }
+
+/// <summary>Which layers' outputs a request asks for (<c>swarm.hidden_states</c>), and at which prompt positions.</summary>
+/// <param name="Layers">Layer indices, 0-based, ascending, distinct: the output of transformer layer L before the final LayerNorm (HF's <c>hidden_states[L + 1]</c>).</param>
+/// <param name="AllPositions">True for every prompt position (<c>"all"</c>, the default), false for the last (<c>"last"</c>).</param>
+public sealed record HiddenStatesSelection(IReadOnlyList<int> Layers, bool AllPositions);
 
 /// <summary>What validation needs to know about the served model.</summary>
 internal sealed record CompletionValidationContext
@@ -64,6 +81,12 @@ internal sealed record CompletionValidationContext
 
     /// <summary>Counts the tokens of a text prompt; when null, text prompts are not length-checked here.</summary>
     public Func<string, int>? CountTokens { get; init; }
+
+    /// <summary>Transformer layers of the model (for <c>swarm.hidden_states</c>); 0 when hidden states are not offered. Default 0.</summary>
+    public int NumLayers { get; init; }
+
+    /// <summary>Hidden size of the model (the size limit of <c>swarm.hidden_states</c>). Default 0.</summary>
+    public int HiddenSize { get; init; }
 
     /// <summary>Most stop sequences accepted. Default 16 (OpenAI allows 4).</summary>
     public int MaxStopSequences { get; init; } = 16;

@@ -14,6 +14,9 @@ internal static class CompletionRequestParser
     /// <summary><c>max_tokens</c> when the request leaves it out (OpenAI's default).</summary>
     public const int DefaultMaxTokens = 16;
 
+    /// <summary>Most alternatives <c>logprobs</c> may ask for per position (OpenAI's limit).</summary>
+    public const int MaxLogprobs = 5;
+
     /// <summary>Requests are nearly flat (a prompt array may hold one nested array), so deep nesting is refused early.</summary>
     private static readonly JsonDocumentOptions DocumentOptions = new() { MaxDepth = 8 };
 
@@ -114,13 +117,30 @@ internal static class CompletionRequestParser
                 "context_length_exceeded");
         }
 
-        // max_tokens
+        bool echo = false;
+        if (Get("echo") is JsonElement ec)
+        {
+            if (ec.ValueKind is JsonValueKind.True or JsonValueKind.False) echo = ec.GetBoolean();
+            else Error("echo", $"must be true or false, not {Kind(ec)}", "invalid_type");
+        }
+        int? logprobs = null;
+        if (Get("logprobs") is JsonElement lp)
+        {
+            if (Integer(lp) is not long v) Error("logprobs", $"must be an integer, not {Kind(lp)}", "invalid_type");
+            else if (v < 0 || v > MaxLogprobs) Error("logprobs", string.Create(CultureInfo.InvariantCulture, $"must be between 0 and {MaxLogprobs}, got {v}"));
+            else logprobs = (int)v;
+        }
+        var hiddenStates = SwarmExtensionParser.Parse(root, ctx, promptTokens, Error);
+
+        // max_tokens: 0 only when the prompt itself is the answer (echo, hidden states), as lm-evaluation-harness scores loglikelihoods
         int maxTokens = DefaultMaxTokens;
+        int minTokens = echo || hiddenStates is not null ? 0 : 1;
         if (Get("max_tokens") is JsonElement mt)
         {
             if (Integer(mt) is not long v) Error("max_tokens", $"must be an integer, not {Kind(mt)}", "invalid_type");
-            else if (v < 1 || v > ctx.ContextLength)
-                Error("max_tokens", string.Create(CultureInfo.InvariantCulture, $"must be between 1 and {ctx.ContextLength}, got {v}"));
+            else if (v < minTokens || v > ctx.ContextLength)
+                Error("max_tokens", string.Create(CultureInfo.InvariantCulture, $"must be between {minTokens} and {ctx.ContextLength}, got {v}")
+                    + (v == 0 ? " (0 is allowed with echo or swarm.hidden_states)" : ""));
             else maxTokens = (int)v;
         }
         if (!promptTooLong && promptTokens is int used && maxTokens <= ctx.ContextLength && used + maxTokens > ctx.ContextLength)
@@ -207,6 +227,9 @@ internal static class CompletionRequestParser
             StopTokenIds = stopIds,
             Stream = stream,
             IncludeUsage = includeUsage,
+            Logprobs = logprobs,
+            Echo = echo,
+            HiddenStates = hiddenStates,
         }, []);
     }
 

@@ -61,8 +61,8 @@ internal sealed record CompletionChoice
     /// <summary>Choice index (0).</summary>
     [JsonPropertyName("index")] public int Index { get; init; }
 
-    /// <summary>Always null: log-probabilities are not returned.</summary>
-    [JsonPropertyName("logprobs")] public object? Logprobs { get; init; }
+    /// <summary>With <c>logprobs</c> in the request: the tokens of <see cref="Text"/> and their log-probabilities; else null.</summary>
+    [JsonPropertyName("logprobs")] public CompletionLogprobs? Logprobs { get; init; }
 
     /// <summary><c>length</c> or <c>stop</c>; null in stream chunks before the last.</summary>
     [JsonPropertyName("finish_reason")] public string? FinishReason { get; init; }
@@ -178,6 +178,27 @@ internal sealed record SwarmJobInfo
     [JsonPropertyName("time_to_first_token_ms")] public double TimeToFirstTokenMs { get; init; }
     [JsonPropertyName("total_ms")] public double TotalMs { get; init; }
     [JsonPropertyName("decode_ms_per_token")] public double DecodeMsPerToken { get; init; }
+
+    /// <summary>With the request extension <c>swarm.hidden_states</c>: the layers' outputs for the prompt, in layer order.</summary>
+    [JsonPropertyName("hidden_states")]
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public IReadOnlyList<HiddenStateInfo>? HiddenStates { get; init; }
+}
+
+/// <summary>One layer's output for the prompt's positions: float32 [T, H] as base64 of its little-endian bytes, row-major.</summary>
+public sealed record HiddenStateInfo
+{
+    /// <summary>The layer L (0-based): its output before the final LayerNorm, HF's <c>hidden_states[L + 1]</c>.</summary>
+    [JsonPropertyName("layer")] public int Layer { get; init; }
+
+    /// <summary>[positions, hidden size]: every prompt position, or 1 for <c>"positions": "last"</c>.</summary>
+    [JsonPropertyName("shape")] public required IReadOnlyList<long> Shape { get; init; }
+
+    /// <summary>Always <c>float32</c>.</summary>
+    [JsonPropertyName("dtype")] public string DType { get; init; } = "float32";
+
+    /// <summary>Base64 of the little-endian float32 values, row-major.</summary>
+    [JsonPropertyName("data")] public required string Data { get; init; }
 }
 
 /// <summary>One stage of the route a job took.</summary>

@@ -22,8 +22,6 @@ internal static class UnsupportedParameters
     private static readonly Rule[] Rules =
     [
         new("n", Kind.Integer, e => e.GetInt64() == 1, "n = 1"),
-        new("echo", Kind.Boolean, e => !e.GetBoolean(), "echo = false"),
-        new("logprobs", Kind.Integer, _ => false, "logprobs = null"),
         new("best_of", Kind.Integer, e => e.GetInt64() == 1, "best_of = 1"),
         new("suffix", Kind.String, e => e.ValueEquals(""u8), "an empty suffix"),
         new("presence_penalty", Kind.Number, e => e.GetDouble() == 0, "presence_penalty = 0"),

@@ -1,9 +1,23 @@
+using Swarm.Protocol;
 using Swarm.Sampling;
 
 namespace Swarm.Coordinator.Jobs;
 
 /// <summary>What a job asks for, in token ids.</summary>
-public sealed record JobSpec(IReadOnlyList<int> Prompt, SamplingOptions Sampling, IReadOnlyList<string> StopSequences);
+public sealed record JobSpec(IReadOnlyList<int> Prompt, SamplingOptions Sampling, IReadOnlyList<string> StopSequences)
+{
+    /// <summary>
+    /// Log-probabilities with each token: the number of most likely alternatives per position (0 … 5), or null for none.
+    /// Computed on the last stage from the raw logits (before temperature, top-k and top-p).
+    /// </summary>
+    public int? Logprobs { get; init; }
+
+    /// <summary>Echo the prompt before the completion (with <see cref="Logprobs"/>: its tokens scored, the first with none).</summary>
+    public bool Echo { get; init; }
+
+    /// <summary>Transformer layer outputs to return for the prompt's positions; null for none.</summary>
+    public HiddenStatesRequest? HiddenStates { get; init; }
+}
 
 /// <summary>
 /// What a job adds to its output as it runs, for streaming: the token ids generated since the last delta and the text
@@ -14,7 +28,17 @@ public sealed record JobSpec(IReadOnlyList<int> Prompt, SamplingOptions Sampling
 /// <param name="JobId">The job (<see cref="JobResult.Id"/>).</param>
 /// <param name="TokenIds">New token ids: one per generated token, also those of a stop sequence or a stop token.</param>
 /// <param name="Text">New text of the completion (possibly empty).</param>
-public sealed record JobDelta(string JobId, IReadOnlyList<int> TokenIds, string Text);
+public sealed record JobDelta(string JobId, IReadOnlyList<int> TokenIds, string Text)
+{
+    /// <summary>
+    /// With <see cref="JobSpec.Logprobs"/>: the tokens whose text this delta shows — their texts concatenated are
+    /// <see cref="Text"/>; with <see cref="JobSpec.Echo"/> the first delta holds the prompt's. Null otherwise.
+    /// </summary>
+    public IReadOnlyList<ShownToken>? Logprobs { get; init; }
+
+    /// <summary>True for the delta that echoes the prompt (<see cref="JobSpec.Echo"/>): no token ids, the prompt's text.</summary>
+    public bool IsEcho { get; init; }
+}
 
 /// <summary>How a job ended, as every view counts it (<c>/api/swarm</c>, the dashboard, <c>swarm status</c>, <c>swarm_jobs_total</c>).</summary>
 internal enum JobOutcome
@@ -35,7 +59,17 @@ internal enum JobOutcome
 /// the first stop sequence; <see cref="TokenIds"/> holds every generated token, including those of the stop.
 /// </summary>
 public sealed record JobResult(string Id, IReadOnlyList<int> TokenIds, string Text, string FinishReason, int PromptTokens,
-    double TimeToFirstTokenMs, double TotalMs, int Recoveries, IReadOnlyList<StageMean> Stages);
+    double TimeToFirstTokenMs, double TotalMs, int Recoveries, IReadOnlyList<StageMean> Stages)
+{
+    /// <summary>With <see cref="JobSpec.Echo"/>: the prompt's tokens and their texts (with logprobs when asked for); else null.</summary>
+    public IReadOnlyList<ShownToken>? Echo { get; init; }
+
+    /// <summary>With <see cref="JobSpec.Logprobs"/>: the completion's shown tokens (their texts concatenated are <see cref="Text"/>); else null.</summary>
+    public IReadOnlyList<ShownToken>? Logprobs { get; init; }
+
+    /// <summary>With <see cref="JobSpec.HiddenStates"/>: the layers' outputs, in layer order; else empty.</summary>
+    public IReadOnlyList<LayerHiddenStates> HiddenStates { get; init; } = [];
+}
 
 /// <summary>A stage of the job's (last) route and its mean forward time over decode steps (prefill when there were none).</summary>
 public sealed record StageMean(int NodeId, int LayerStart, int LayerEnd, double ForwardMs);

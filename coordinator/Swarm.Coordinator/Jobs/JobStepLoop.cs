@@ -44,6 +44,9 @@ internal sealed partial class JobStepLoop
     private readonly SamplingParams _sampling;
     private readonly StopDetector _stop;
     private readonly IncrementalDecoder? _decoder;
+    private readonly PromptReadout _prompt;
+    private readonly ShownTokens? _shown;
+    private TokenLogprobs? _lastLogprobs;
     private readonly StageTimings _timings = new();
     private readonly List<int> _tokens = [];
     private RouteSession? _session;
@@ -73,6 +76,8 @@ internal sealed partial class JobStepLoop
         _sampling = new SamplingParams { Temperature = s.Temperature, TopK = s.TopK, TopP = s.TopP, Seed = unchecked((ulong)seed) };
         _stop = new StopDetector(s.StopTokenIds, spec.StopSequences);
         _decoder = services.Tokenizer is null ? null : new IncrementalDecoder(services.Tokenizer);
+        _prompt = new PromptReadout(spec, services.Tokenizer);
+        _shown = spec.Logprobs is null ? null : new ShownTokens();
     }
 
     /// <summary>Tokens generated so far (read them on the loop's thread; other threads read <see cref="Progress"/>).</summary>
@@ -84,35 +89,53 @@ internal sealed partial class JobStepLoop
     /// <summary>Live figures: tokens so far, time to first token, decode rate, route repairs.</summary>
     public JobProgress Progress { get; }
 
+    /// <summary>With <see cref="JobSpec.Echo"/>: the prompt's tokens as shown (see <see cref="PromptReadout.Echo"/>); else null.</summary>
+    public IReadOnlyList<ShownToken>? Echo => _prompt.Echo;
+
+    /// <summary>With <see cref="JobSpec.Logprobs"/>: the completion's tokens shown so far (see <see cref="ShownTokens"/>); else null.</summary>
+    public IReadOnlyList<ShownToken>? Shown => _shown?.All;
+
+    /// <summary>The hidden states the prefill returned (<see cref="JobSpec.HiddenStates"/>).</summary>
+    public IReadOnlyList<LayerHiddenStates> HiddenStates => _prompt.HiddenStates;
+
     /// <summary>
     /// Runs the job to its end, calling <paramref name="onDelta"/> once per generated token (its id and the text it
-    /// releases) and, when the token limit ends a job with text still held back, once more with that text.
+    /// releases) and, when the token limit ends a job with text still held back, once more with that text; with
+    /// <see cref="JobSpec.Echo"/> first once with the prompt (after the prefill when its logprobs are wanted).
     /// </summary>
     /// <exception cref="JobFailedException">No route (503), too many route repairs (503), or a stage rejected a step (500).</exception>
     /// <exception cref="OperationCanceledException">Cancelled; the route is released.</exception>
     public async Task<StepLoopResult> RunAsync(Func<JobDelta, ValueTask>? onDelta, Activity? jobSpan, CancellationToken ct)
     {
         int maxNew = Math.Min(_spec.Sampling.MaxNewTokens, _options.ContextLength - _spec.Prompt.Count);
+        // max_tokens 0 still runs the prefill when the prompt's logprobs or hidden states are wanted; its token is dropped.
+        int steps = Math.Max(maxNew, _prompt.NeedsPrefill ? 1 : 0);
         using var inbox = _sessions.OpenInbox(_job);
         try
         {
-            for (int step = 0; step < maxNew; step++)
+            if (_prompt.Echo is not null) await EchoAsync(onDelta).ConfigureAwait(false);
+            for (int step = 0; step < steps; step++)
             {
+                int token;
                 while (true)
                 {
                     ct.ThrowIfCancellationRequested();
                     _session ??= await _sessions.OpenAsync(inbox, ct).ConfigureAwait(false);
-                    var (token, failure) = await StepAsync(_session, step, ct).ConfigureAwait(false);
-                    if (token is int t)
-                    {
-                        if (await AcceptAsync(t, onDelta).ConfigureAwait(false)) return new StepLoopResult("stop", _timings.MeansOver(_session.Route));
-                        break;
-                    }
+                    var (t, failure) = await StepAsync(_session, step, ct).ConfigureAwait(false);
+                    if (t is int got) { token = got; break; }
                     await RecoverAsync(step, failure, jobSpan, ct).ConfigureAwait(false);
                 }
+                if (step == 0 && _spec.Echo && _spec.Logprobs is not null) await EchoAsync(onDelta).ConfigureAwait(false);
+                if (step >= maxNew) break;
+                if (await AcceptAsync(token, onDelta).ConfigureAwait(false)) return new StepLoopResult("stop", _timings.MeansOver(_session.Route));
             }
-            string rest = _stop.Finish(_decoder?.Flush() ?? "");
-            if (rest.Length > 0 && onDelta is not null) await onDelta(new JobDelta(_id, [], rest)).ConfigureAwait(false);
+            string tail = _decoder?.Flush() ?? "";
+            _shown?.AppendTail(tail);
+            string rest = _stop.Finish(tail);
+            var shown = _shown?.Release(rest, ended: true, newestOpen: false);
+            string last = shown is null ? rest : string.Concat(shown.Select(s => s.Text));   // with logprobs: whole tokens' text
+            if ((last.Length > 0 || shown is { Count: > 0 }) && onDelta is not null)
+                await onDelta(new JobDelta(_id, [], last) { Logprobs = shown }).ConfigureAwait(false);
             return new StepLoopResult("length", _timings.MeansOver(_session?.Route));
         }
         finally
@@ -134,6 +157,7 @@ internal sealed partial class JobStepLoop
             JobId = _job, SessionId = session.Id, Step = step, Kind = kind, StartPosition = _cached,
             Input = WireTensor.FromTokenIds(input.Select(t => (long)t).ToArray()),
             Route = session.WireRoute, WireDType = _options.Wire, Sampling = _sampling,
+            Logprobs = _prompt.LogprobsFor(kind), HiddenStates = _prompt.HiddenStatesFor(kind),
         };
         using var span = CoordinatorInstrumentation.Source.StartActivity(CoordinatorInstrumentation.StepSpan, ActivityKind.Client);
         span?.SetTag(SwarmTelemetry.StepTag, step);
@@ -157,6 +181,10 @@ internal sealed partial class JobStepLoop
                 _recentStepMs = _recentStepMs == 0 ? took.TotalMilliseconds : 0.8 * _recentStepMs + 0.2 * took.TotalMilliseconds;
             _cached = known;
             _timings.Add(kind, tr.Timings);
+            if (kind == StepKind.Prefill) _prompt.Read(tr);
+            _lastLogprobs = tr.Logprobs;
+            if (_shown is not null && tr.Logprobs is null)
+                throw new JobFailedException($"node {session.Route.Hops[^1].NodeId} sent no logprobs with the token", 500, "logprobs_missing");
             return (tr.TokenId, default);
         }
         var sf = (StepFailed)reply;
@@ -181,11 +209,36 @@ internal sealed partial class JobStepLoop
         CoordinatorInstrumentation.TokensGenerated.Add(1);
         (first ? CoordinatorInstrumentation.TimeToFirstToken : CoordinatorInstrumentation.TimePerOutputToken).Record(gapMs / 1000);
         // A stop token's own text is not part of the completion; a character its predecessors left incomplete is U+FFFD.
-        var (released, stop) = _stop.IsStopToken(token)
-            ? (_stop.Finish(_decoder?.Flush() ?? ""), true)
-            : _stop.Push(_decoder?.Push(token) ?? "");
-        if (onDelta is not null) await onDelta(new JobDelta(_id, [token], released)).ConfigureAwait(false);
+        string released;
+        bool stop;
+        if (_stop.IsStopToken(token))
+        {
+            string tail = _decoder?.Flush() ?? "";
+            _shown?.AppendTail(tail);
+            (released, stop) = (_stop.Finish(tail), true);
+        }
+        else
+        {
+            string piece = _decoder?.Push(token) ?? "";
+            _shown?.Add(token, piece, _lastLogprobs!);
+            (released, stop) = _stop.Push(piece);
+        }
+        // With logprobs, a delta shows the text of whole tokens (see ShownTokens): the same text overall, never a stop sequence.
+        var shown = _shown?.Release(released, stop, _decoder?.HoldsBytes ?? false);
+        if (onDelta is not null)
+            await onDelta(new JobDelta(_id, [token], shown is null ? released : string.Concat(shown.Select(s => s.Text))) { Logprobs = shown }).ConfigureAwait(false);
         return stop;
+    }
+
+    /// <summary>Sends the echoed prompt as the first delta (no token ids), once it is known.</summary>
+    private async Task EchoAsync(Func<JobDelta, ValueTask>? onDelta)
+    {
+        var echo = _prompt.Echo!;
+        if (onDelta is null) return;
+        await onDelta(new JobDelta(_id, [], string.Concat(echo.Select(e => e.Text)))
+        {
+            Logprobs = _spec.Logprobs is null ? null : echo, IsEcho = true,
+        }).ConfigureAwait(false);
     }
 
     /// <summary>Forgets the failed route (reporting the culprit unless it was only overloaded); fails the job past the limit.</summary>

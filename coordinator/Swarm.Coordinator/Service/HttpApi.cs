@@ -7,6 +7,7 @@ using Microsoft.Extensions.Logging;
 using Swarm.Coordinator.Api;
 using Swarm.Coordinator.Dashboard;
 using Swarm.Coordinator.Jobs;
+using Swarm.Protocol;
 using Swarm.Sampling;
 
 namespace Swarm.Coordinator.Service;
@@ -47,6 +48,8 @@ internal static class HttpApi
             ModelName = swarm.ModelName,
             ContextLength = swarm.Config.MaxPositionEmbeddings,
             VocabSize = swarm.Config.VocabSize,
+            NumLayers = swarm.Config.NumLayers,
+            HiddenSize = swarm.Config.HiddenSize,
             CountTokens = tokenizer is null ? null : text => tokenizer.Encode(text).Count,
         });
         if (!parse.IsValid)
@@ -77,18 +80,26 @@ internal static class HttpApi
             TopP = req.TopP,
             Seed = req.Seed,
             StopTokenIds = req.StopTokenIds,
-        }, req.Stop);
+        }, req.Stop)
+        {
+            Logprobs = req.Logprobs,
+            Echo = req.Echo,
+            HiddenStates = req.HiddenStates is { } hs ? new HiddenStatesRequest { Layers = [.. hs.Layers], AllPositions = hs.AllPositions } : null,
+        };
         var created = DateTimeOffset.UtcNow;
         if (req.Stream)
         {
-            await new CompletionStream(ctx, swarm.ModelName, created, req.IncludeUsage).RunAsync(jobs, spec, r => JobInfo(swarm, r), ct);
+            await new CompletionStream(ctx, swarm.ModelName, created, req.IncludeUsage, tokenizer).RunAsync(jobs, spec, r => JobInfo(swarm, r), ct);
             return;
         }
         try
         {
             var r = await jobs.RunAsync(spec, null, ct);
-            var resp = CompletionResponse.Create(r.Id, swarm.ModelName, created, r.Text, r.TokenIds, r.FinishReason, r.PromptTokens)
+            string echoed = r.Echo is { } echo ? string.Concat(echo.Select(e => e.Text)) : "";
+            var resp = CompletionResponse.Create(r.Id, swarm.ModelName, created, echoed + r.Text, r.TokenIds, r.FinishReason, r.PromptTokens)
                 with { Swarm = JobInfo(swarm, r) };
+            if (req.Logprobs is not null)
+                resp = resp with { Choices = [resp.Choices[0] with { Logprobs = CompletionLogprobs.Build([.. r.Echo ?? [], .. r.Logprobs ?? []], tokenizer, 0, out _) }] };
             ctx.Response.ContentType = "application/json";
             await ctx.Response.WriteAsync(CompletionWire.ToJson(resp), ct);
         }
@@ -110,6 +121,10 @@ internal static class HttpApi
         TimeToFirstTokenMs = Math.Round(r.TimeToFirstTokenMs, 3),
         TotalMs = Math.Round(r.TotalMs, 3),
         DecodeMsPerToken = r.TokenIds.Count > 1 ? Math.Round((r.TotalMs - r.TimeToFirstTokenMs) / (r.TokenIds.Count - 1), 3) : 0,
+        HiddenStates = r.HiddenStates.Count == 0 ? null : [.. r.HiddenStates.Select(h => new HiddenStateInfo
+        {
+            Layer = h.Layer, Shape = h.Data.Shape, Data = Convert.ToBase64String(h.Data.Data.Span),
+        })],
     };
 
     /// <summary>The error body of a job that could not run or finish: 503, 429, or a server error.</summary>

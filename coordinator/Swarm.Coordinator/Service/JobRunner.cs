@@ -120,7 +120,10 @@ public sealed class JobRunner : IDisposable
             var progress = loop.Progress.Read();
             double totalMs = _time.GetElapsedTime(started).TotalMilliseconds;
             double ttft = progress.TimeToFirstTokenMs ?? 0;
-            var result = new JobResult(id, tokens, loop.Text, finish, spec.Prompt.Count, ttft, totalMs, progress.Recoveries, stages);
+            var result = new JobResult(id, tokens, loop.Text, finish, spec.Prompt.Count, ttft, totalMs, progress.Recoveries, stages)
+            {
+                Echo = loop.Echo, Logprobs = loop.Shown?.ToList(), HiddenStates = loop.HiddenStates,
+            };
             double? rate = tokens.Count > 1 ? (tokens.Count - 1) / ((totalMs - ttft) / 1000) : null;
             _history.RecordDone(id, spec.Prompt.Count, tokens.Count, ttft, rate, progress.Recoveries);
             activity?.SetTag("swarm.finish_reason", finish);

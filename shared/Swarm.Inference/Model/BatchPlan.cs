@@ -12,7 +12,16 @@ namespace Swarm.Model;
 /// last, which needs none).</param>
 /// <param name="AllPositions">On the last stage: the logits of every new position [t, V] rather than of the last [V]
 /// (scoring a prompt, verifying a run of speculative tokens). Ignored on other stages, which return every position.</param>
-public sealed record BatchItem(Tensor Input, KvSequence Kv, bool WantLogits = true, bool AllPositions = false);
+/// <param name="CaptureLayers">Layers (global 0-based indices) whose output — before the final LayerNorm — is returned for
+/// this item's new positions (see <see cref="StageModel.ForwardBatchCapturing"/>);
+/// layers outside the call's range are ignored. Null for none.</param>
+public sealed record BatchItem(Tensor Input, KvSequence Kv, bool WantLogits = true, bool AllPositions = false,
+    IReadOnlyCollection<int>? CaptureLayers = null);
+
+/// <summary>The output of one transformer layer for one batch item's new positions: f32 [t, H] on the CPU, owned by the caller.</summary>
+/// <param name="Layer">The layer (global 0-based index).</param>
+/// <param name="Hidden">Its output, before the final LayerNorm (HF's <c>hidden_states[Layer + 1]</c>).</param>
+public sealed record CapturedLayer(int Layer, Tensor Hidden);
 
 /// <summary>Where a batch's rows go and whom they attend to; built once per batched step, shared by its layers.</summary>
 internal sealed class BatchPlan

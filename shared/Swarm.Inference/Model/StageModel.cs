@@ -173,7 +173,21 @@ public sealed class StageModel : IDisposable
     /// </summary>
     public Tensor?[] ForwardBatch(IReadOnlyList<BatchItem> items, KvBlockPool pool, int from, int to)
     {
+        var results = ForwardBatchCapturing(items, pool, from, to, out var captured);
+        foreach (var c in captured.SelectMany(c => c)) c.Hidden.Dispose();
+        return results;
+    }
+
+    /// <summary>
+    /// <see cref="ForwardBatch"/>, also returning per item the outputs of
+    /// the layers in its <see cref="BatchItem.CaptureLayers"/> that lie in [<paramref name="from"/>, <paramref name="to"/>),
+    /// in layer order (f32 on the CPU; the caller owns them).
+    /// </summary>
+    public Tensor?[] ForwardBatchCapturing(IReadOnlyList<BatchItem> items, KvBlockPool pool, int from, int to, out CapturedLayer[][] captured)
+    {
         var (rows, offsets, total) = Measure(items, pool, from, to);
+        var captures = items.Select(_ => new List<CapturedLayer>()).ToArray();
+        captured = [.. captures.Select(c => Array.Empty<CapturedLayer>())];
         if (items.Count == 0) return [];
         using var scope = NewDisposeScope();
         using var _ = inference_mode();
@@ -188,8 +202,18 @@ public sealed class StageModel : IDisposable
         var plan = BatchPlan.Build(items, rows, offsets, total);
         var plans = _devices.Select(plan.On).ToArray();
         for (int i = from - Start; i < to - Start; i++)
+        {
             x = _layers[i].Forward(x, _ropes, i, pool, plans);
+            for (int k = 0; k < items.Count; k++)
+            {
+                if (items[k].CaptureLayers?.Contains(Start + i) != true) continue;
+                var rowsOut = x.narrow(0, offsets[k], rows[k]).cpu().to_type(ScalarType.Float32, copy: true);
+                captures[k].Add(new CapturedLayer(Start + i, rowsOut));
+            }
+        }
         for (int i = 0; i < items.Count; i++) items[i].Kv.Length += rows[i];
+        // Moved out only now: when a layer throws, the dispose scope frees what was captured so far.
+        captured = [.. captures.Select(c => c.Select(l => l with { Hidden = l.Hidden.MoveToOuterDisposeScope() }).ToArray())];
 
         var results = new Tensor?[items.Count];
         if (to != Config.NumLayers)

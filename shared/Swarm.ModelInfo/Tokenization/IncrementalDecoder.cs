@@ -22,6 +22,9 @@ public sealed class IncrementalDecoder(ITextTokenizer tokenizer)
         return Convert(_tokenizer.DecodeBytes(_one), flush: false);
     }
 
+    /// <summary>True while bytes of an incomplete character are held back (the next token or <see cref="Flush"/> will show them).</summary>
+    public bool HoldsBytes => _utf8.GetCharCount([], 0, 0, flush: true) > 0;
+
     /// <summary>Ends the stream: returns whatever is held back (an incomplete character becomes U+FFFD).</summary>
     public string Flush() => Convert([], flush: true);
 

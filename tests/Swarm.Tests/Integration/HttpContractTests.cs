@@ -54,7 +54,8 @@ public class HttpContractTests(CodeSwarmFixture swarm, ITestOutputHelper output)
         Assert.All(checks.Values, c => Assert.True((bool)c["ok"]!, c.ToJsonString()));
         Assert.Equal(
             ["models.list", "models.retrieve", "completions.token_ids", "completions.text", "completions.stream_stop",
-             "completions.stream_usage", "error.400", "error.404", "error.chat", "error.embeddings"],
+             "completions.stream_usage", "completions.logprobs_echo", "completions.stream_logprobs", "error.400", "error.404", "error.chat",
+             "error.embeddings"],
             checks.Keys);
 
         Assert.Equal([CodeSwarmFixture.ModelName], checks["models.list"]["ids"]!.AsArray().Select(i => (string)i!));
@@ -97,6 +98,8 @@ public class HttpContractTests(CodeSwarmFixture swarm, ITestOutputHelper output)
         Assert.Equal(0, (int)usage["last_choices"]!);
         Assert.Equal(2, (int)usage["last_swarm_stages"]!);
 
+        AssertLogprobChecks(checks["completions.logprobs_echo"], checks["completions.stream_logprobs"]);
+
         Assert.Equal(400, (int)checks["error.400"]["status"]!);
         Assert.Equal("max_tokens", (string?)checks["error.400"]["param"]);
         Assert.Equal("invalid_request_error", (string?)checks["error.400"]["type"]);
@@ -105,6 +108,56 @@ public class HttpContractTests(CodeSwarmFixture swarm, ITestOutputHelper output)
         Assert.Equal(400, (int)checks["error.chat"]["status"]!);
         Assert.Contains("chat template", (string?)checks["error.chat"]["message"]);
         Assert.Equal(404, (int)checks["error.embeddings"]["status"]!);
+    }
+
+    /// <summary>
+    /// echo + logprobs as lm-evaluation-harness sends them, and a stream with logprobs and a stop sequence, as the OpenAI
+    /// client parsed them: the prompt's tokens then the new one, each token's text in order making up the text, the first
+    /// prompt token unscored; every chunk's tokens are its text, and the stream's tokens and logprobs are the unstreamed ones.
+    /// </summary>
+    private static void AssertLogprobChecks(JsonNode echo, JsonNode stream)
+    {
+        string text = (string)echo["text"]!;
+        var lp = echo["logprobs"]!;
+        var tokens = lp["tokens"]!.AsArray().Select(t => (string)t!).ToList();
+        var values = lp["token_logprobs"]!.AsArray();
+        var tops = lp["top_logprobs"]!.AsArray();
+        var offsets = lp["text_offset"]!.AsArray().Select(o => (int)o!).ToList();
+        Assert.StartsWith("def add(a, b):\n", text);
+        Assert.Equal(text, string.Concat(tokens));
+        Assert.Equal((int)echo["usage"]!["prompt_tokens"]! + 1, tokens.Count);
+        Assert.Equal(1, (int)echo["usage"]!["completion_tokens"]!);
+        Assert.Null(values[0]);
+        Assert.Null(tops[0]);
+        Assert.Equal(0, offsets[0]);
+        for (int i = 1; i < tokens.Count; i++)
+        {
+            double v = (double)values[i]!;
+            Assert.InRange(v, -100, 0);
+            var top = tops[i]!.AsObject();
+            Assert.InRange(top.Count, 1, 2);   // the most likely token and the token itself (one entry when they are the same)
+            Assert.True(top.Select(p => (double)p.Value!).Max() >= v - 1e-6, $"position {i}: {v} is above the top logprob {top.ToJsonString()}");
+            Assert.Equal(offsets[i - 1] + tokens[i - 1].Length, offsets[i]);   // ASCII: code points = UTF-16 units
+        }
+        // The new token is the greedy one: it is the most likely token at the last position.
+        Assert.Equal((double)values[^1]!, tops[^1]!.AsObject().Select(p => (double)p.Value!).Max(), 6);
+
+        Assert.True((bool)stream["chunks_match_their_tokens"]!, stream.ToJsonString());
+        Assert.Equal((string)stream["unstreamed_text"]!, (string)stream["text"]!);
+        Assert.Equal(stream["unstreamed_tokens"]!.ToJsonString(), stream["tokens"]!.ToJsonString());
+        Assert.Equal(stream["unstreamed_token_logprobs"]!.ToJsonString(), stream["token_logprobs"]!.ToJsonString());
+        Assert.Equal((string)stream["text"]!, string.Concat(stream["tokens"]!.AsArray().Select(t => (string)t!)));
+        Assert.DoesNotContain("\n", (string)stream["text"]!);
+    }
+
+    [Fact]
+    public async Task HiddenStatesOfALayerTheModelLacks_Gets400InOpenAiShape()
+    {
+        var (response, error) = await SendAsync(HttpMethod.Post, "/v1/completions",
+            """{"prompt":"def f():","max_tokens":0,"swarm":{"hidden_states":{"layers":[1,4]}}}"""u8.ToArray());
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Equal(("swarm.hidden_states.layers", "invalid_value"), ((string?)error["param"], (string?)error["code"]));
+        Assert.Contains("layer 4 does not exist: the model's layers are 0 … 3", (string?)error["message"]);
     }
 
     [Fact]

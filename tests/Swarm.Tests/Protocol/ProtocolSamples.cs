@@ -23,6 +23,13 @@ internal static class ProtocolSamples
         new Hop { NodeId = 3, Endpoint = "10.0.0.3:7802", Layers = new LayerRange(4, 6) },
     ];
 
+    /// <summary>Layer 5's output at one position of hidden size 2: f32 [1, 2] = (1.0, -2.0).</summary>
+    public static readonly LayerHiddenStates Captured = new()
+    {
+        Layer = 5,
+        Data = new WireTensor { DType = WireDType.F32, Shape = [1, 2], Data = new byte[] { 0x00, 0x00, 0x80, 0x3F, 0x00, 0x00, 0x00, 0xC0 } },
+    };
+
     public static readonly IReadOnlyDictionary<string, Envelope> All = new Dictionary<string, Envelope>
     {
         ["Hello"] = Wrap(new Hello
@@ -76,6 +83,9 @@ internal static class ProtocolSamples
             WireDType = WireDType.F16,
             Sampling = new SamplingParams { Temperature = 0.7, TopK = 40, TopP = 0.9, Seed = 1234 },
             Timings = [new StageTiming { NodeId = 1, Milliseconds = 1.5 }],
+            Logprobs = new LogprobsRequest { Top = 2 },
+            HiddenStates = new HiddenStatesRequest { Layers = [5, 7], AllPositions = true },
+            CapturedHiddenStates = [Captured],
         }, id: 9, session: 200),
         ["TokenResult"] = Wrap(new TokenResult
         {
@@ -84,6 +94,9 @@ internal static class ProtocolSamples
             Step = 3,
             TokenId = 50_000,
             Timings = [new StageTiming { NodeId = 1, Milliseconds = 1.5 }, new StageTiming { NodeId = 2, Milliseconds = 2.25 }],
+            Logprobs = new TokenLogprobs { Logprob = -0.5f, TopIds = [7, 9], TopLogprobs = [-0.25f, -1.5f] },
+            InputLogprobs = [new TokenLogprobs { Logprob = -2f }],
+            HiddenStates = [Captured],
         }, id: 10, session: 200),
         ["StepFailed"] = Wrap(new StepFailed { JobId = 100, SessionId = 200, Step = 3, NodeId = 2, Code = ErrorCode.NextHopUnreachable, Message = "node 3 unreachable" }, id: 11, session: 200),
         ["CloseSession"] = Wrap(new CloseSession { SessionId = 200 }, id: 12, session: 200),

@@ -1,0 +1,100 @@
+using Swarm.Engine;
+using Swarm.Model;
+using Swarm.Protocol;
+using Swarm.Sampling;
+using static TorchSharp.torch;
+
+namespace Swarm.Node;
+
+/// <summary>
+/// The executor's side of a queued step (<see cref="StageHost"/>): its request, its input tensor, and what its chunks
+/// produced so far — hidden states for the next hop, the layer outputs it was asked to capture, and on the last stage the
+/// log-probabilities of its scored input tokens. Owns every tensor it holds.
+/// </summary>
+internal sealed class QueuedStep(ForwardRequest request, object? state, Tensor input, long submitted) : IDisposable
+{
+    private readonly List<Tensor> _outputs = [];
+    private readonly SortedDictionary<int, List<Tensor>> _captured = [];
+    private readonly List<TokenLogprobs> _inputLogprobs = [];
+
+    /// <summary>The step as it arrived.</summary>
+    public ForwardRequest Request { get; } = request;
+    /// <summary>The submitter's state, handed back with the completion.</summary>
+    public object? State { get; } = state;
+    /// <summary>Token ids [t] or hidden states [t, H], detached, owned.</summary>
+    public Tensor Input { get; } = input;
+    /// <summary>Timestamp of submission.</summary>
+    public long Submitted { get; } = submitted;
+
+    /// <summary>Layers of this hop whose outputs the step captures (null for none).</summary>
+    public IReadOnlyCollection<int>? CaptureLayers { get; } = CaptureLayersOf(request);
+
+    /// <summary>True when the last stage reports the log-probabilities of the input's tokens (echo): every chunk then needs all its positions' logits.</summary>
+    public bool ScoresInput => Request.Logprobs is { ScoredTokenIds.Length: > 0 };
+
+    private static int[]? CaptureLayersOf(ForwardRequest request)
+    {
+        if (request.HiddenStates is not { } hs || request.Route.Length == 0) return null;
+        var hop = request.Route[0].Layers;
+        int[] mine = [.. hs.Layers.Where(l => l >= hop.Start && l < hop.End)];
+        return mine.Length > 0 ? mine : null;
+    }
+
+    /// <summary>Keeps a chunk's hidden states (a middle stage) and captured layer outputs; takes ownership.</summary>
+    public void AddChunk(Tensor? hidden, IEnumerable<CapturedLayer> captured)
+    {
+        if (hidden is not null) _outputs.Add(hidden.DetachFromDisposeScope());
+        foreach (var c in captured)
+        {
+            if (!_captured.TryGetValue(c.Layer, out var chunks)) _captured[c.Layer] = chunks = [];
+            chunks.Add(c.Hidden.DetachFromDisposeScope());
+        }
+    }
+
+    /// <summary>
+    /// Scores a chunk's positions (rows of <paramref name="logits"/> [count, V], input rows offset … offset + count - 1)
+    /// against the scored token ids; the step's last position has no scored token (it is sampled).
+    /// </summary>
+    public void ScoreChunk(Tensor logits, int offset)
+    {
+        var scored = Request.Logprobs!.ScoredTokenIds;
+        int count = (int)Math.Min(logits.shape[0], scored.Length - offset);
+        if (count <= 0) return;
+        using var rows = logits.narrow(0, 0, count);
+        _inputLogprobs.AddRange(LogprobScorer.Score(rows, new ArraySegment<int>(scored, offset, count), Request.Logprobs.Top));
+    }
+
+    /// <summary>The scored input tokens' log-probabilities so far, in input order.</summary>
+    public TokenLogprobs[] InputLogprobs => [.. _inputLogprobs];
+
+    /// <summary>The step's hidden states [1, t, H] in the compute dtype, as bytes.</summary>
+    public WireTensor Hidden(WireDType computeDType)
+    {
+        using var scope = NewDisposeScope();
+        var hidden = _outputs.Count == 1 ? _outputs[0] : cat(_outputs, 0);
+        return WireTensorConversion.FromTensor(hidden.unsqueeze(0), computeDType);
+    }
+
+    /// <summary>The captured layer outputs (f32 [t, H], or [1, H] when only the last position was asked for), in layer order.</summary>
+    public LayerHiddenStates[] CapturedHiddenStates()
+    {
+        using var scope = NewDisposeScope();
+        bool all = Request.HiddenStates?.AllPositions ?? true;
+        return [.. _captured.Select(kv =>
+        {
+            var rows = kv.Value.Count == 1 ? kv.Value[0] : cat(kv.Value, 0);
+            if (!all) rows = rows.narrow(0, rows.shape[0] - 1, 1);
+            return new LayerHiddenStates { Layer = kv.Key, Data = WireTensorConversion.FromTensor(rows, WireDType.F32) };
+        })];
+    }
+
+    /// <summary>Frees the input and everything kept.</summary>
+    public void Dispose()
+    {
+        Input.Dispose();
+        foreach (var o in _outputs) o.Dispose();
+        _outputs.Clear();
+        foreach (var t in _captured.Values.SelectMany(c => c)) t.Dispose();
+        _captured.Clear();
+    }
+}
