@@ -24,6 +24,7 @@ public static class NodeCommand
         cfg.Flag<string>("--advertise", "Advertise", "Address other nodes use to reach this one (default: --listen)");
         cfg.Flag<string>("--secret", "Secret", "Swarm secret (or SWARM_SECRET); optional on loopback only");
         cfg.Flag<string>("--dtype", "Dtype", "Compute dtype f32 (default) or bf16");
+        cfg.Flag<string>("--weights", "Weights", "Weight storage f32, bf16, f16 or int8 (default: --dtype); half and int8 compute in bf16");
         cfg.Flag<int>("--metrics-port", "MetricsPort", "Serve Prometheus /metrics on this TCP port (default off)", "--metrics");
         cfg.Flag<string>("--otlp-endpoint", "OtlpEndpoint", "OTLP collector for this node's traces and metrics");
         cfg.Flag<double>("--session-ttl", "SessionTtlSeconds", "Seconds after which an idle session is freed (default 300)");

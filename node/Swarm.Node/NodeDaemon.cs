@@ -7,7 +7,6 @@ using Swarm.Model;
 using Swarm.Node.Telemetry;
 using Swarm.Protocol;
 using Swarm.Transport;
-using static TorchSharp.torch;
 
 namespace Swarm.Node;
 
@@ -74,7 +73,7 @@ public sealed class NodeDaemon : BackgroundService
     {
         NodeOptions.TryParseEndPoint(_options.Coordinator, out var coordinator);
         NodeOptions.TryParseEndPoint(_options.Listen, out var listen);
-        var dtype = _options.Dtype == "bf16" ? ScalarType.BFloat16 : ScalarType.Float32;
+        var weights = _options.WeightFormat;
         TorchRuntime.Initialize(_options.Threads);
         _checkpoint = _options.FetchesWeights ? null : Checkpoint.Open(_options.Model);
         var config = _checkpoint?.Config;
@@ -91,13 +90,13 @@ public sealed class NodeDaemon : BackgroundService
         _transport = transport;
 
         var outbox = new BoundedHandoff<Outgoing>(OutboxCapacity);
-        var worker = new StageWorker(_checkpoint, _options, dtype, outbox, _status, _logger, _abandon.Token);
+        var worker = new StageWorker(_checkpoint, _options, weights, outbox, _status, _logger, _abandon.Token);
         _worker = worker;
         _observed = NodeInstrumentation.Observe(this);
         worker.Start();
 
         // Without a local checkpoint the model's shape is unknown until registration: no throughput is announced.
-        double layerTokensPerSecond = config is null ? 0 : SelfBenchmark.LayerTokensPerSecond(config, dtype);
+        double layerTokensPerSecond = config is null ? 0 : SelfBenchmark.LayerTokensPerSecond(config, weights);
         _logger.Started(transport.LocalEndPoint.ToString(), layerTokensPerSecond);
         if (pinned is { } range && _checkpoint is not null) worker.Load(range, 0);
 
