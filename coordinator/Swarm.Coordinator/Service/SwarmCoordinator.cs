@@ -207,6 +207,8 @@ public sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposable
             Name = string.IsNullOrWhiteSpace(hello.NodeName) ? $"node-{id}" : hello.NodeName,
             Endpoint = hello.DataEndpoint,
             MemoryBudgetBytes = hello.MemoryBudgetBytes,
+            LayerWeightBytes = hello.LayerWeightBytes,
+            KvBytesPerTokenPerLayer = hello.KvBytesPerTokenPerLayer,
             Device = hello.Device,
             Threads = hello.Threads,
             LayerThroughput = Math.Max(1e-3, hello.LayerTokensPerSecond),
