@@ -30,11 +30,11 @@ public sealed class NodeOptions
     public string? Secret { get; set; }
     /// <summary>Compute dtype: f32 (default) or bf16 — the same as <see cref="Weights"/> f32 or bf16, which wins when set.</summary>
     public string Dtype { get; set; } = "f32";
-    /// <summary>How layers are stored: f32, bf16, f16 or int8 (default: <see cref="Dtype"/>).</summary>
+    /// <summary>How layers are stored: f32, bf16, f16 or int8 (default, or empty: <see cref="Dtype"/>).</summary>
     public string? Weights { get; set; }
 
     /// <summary>The weight format <see cref="Weights"/> (or else <see cref="Dtype"/>) names; F32 when neither parses.</summary>
-    public WeightFormat WeightFormat => WeightFormats.TryParse(Weights ?? Dtype) ?? WeightFormat.F32;
+    public WeightFormat WeightFormat => WeightFormats.TryParse(string.IsNullOrWhiteSpace(Weights) ? Dtype : Weights) ?? WeightFormat.F32;
     /// <summary>Tensor-parallel shards per layer (default 1).</summary>
     public int Tp { get; set; } = 1;
     /// <summary>Device of each tensor-parallel shard: "cpu" (default, all shards) or a comma list such as "cuda:0,cuda:1".</summary>
@@ -103,7 +103,7 @@ public sealed class NodeOptions
         else if (string.IsNullOrEmpty(Secret) && !IPAddress.IsLoopback(listen!.Address))
             errors.Add($"--listen {Listen} is not loopback: a swarm secret is required (--secret or SWARM_SECRET)");
         if (Dtype is not ("f32" or "bf16")) errors.Add($"--dtype: '{Dtype}' (use f32 or bf16)");
-        if (Weights is not null && WeightFormats.TryParse(Weights) is null) errors.Add($"--weights: '{Weights}' (use f32, bf16, f16 or int8)");
+        if (!string.IsNullOrWhiteSpace(Weights) && WeightFormats.TryParse(Weights) is null) errors.Add($"--weights: '{Weights}' (use f32, bf16, f16 or int8)");
         if (SessionTtlSeconds <= 0) errors.Add("session TTL must be > 0");
         if (MetricsPort is < 0 or > 65535) errors.Add("--metrics port out of range");
         if (!string.IsNullOrEmpty(OtlpEndpoint) && !Uri.TryCreate(OtlpEndpoint, UriKind.Absolute, out _)) errors.Add($"--otlp-endpoint: '{OtlpEndpoint}' is not a URL");
