@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using Swarm.Model;
 using Swarm.Sampling;
 using static TorchSharp.torch;
 
@@ -53,6 +54,10 @@ internal static class CliCommon
                 throw new UsageException($"{flag}: '{parts[i]}' is not a token id (expected comma-separated non-negative integers)");
         return ids;
     }
+
+    /// <summary>Parses a weight format (f32, bf16, f16, int8); throws <see cref="UsageException"/> on anything else.</summary>
+    public static WeightFormat ParseWeights(string name, string flag) =>
+        WeightFormats.TryParse(name) ?? throw new UsageException($"{flag}: unknown weight format '{name.Trim()}' (use f32, bf16, f16 or int8)");
 
     public static ScalarType ParseDtype(string name, string flag) => name.ToLowerInvariant() switch
     {

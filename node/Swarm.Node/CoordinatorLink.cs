@@ -9,8 +9,10 @@ namespace Swarm.Node;
 
 /// <summary>What a node announces about itself in <see cref="Hello"/>, fixed for the life of the process.</summary>
 /// <param name="Devices">The compute devices, one per tensor-parallel shard, comma-separated (<see cref="NodeOptions.DeviceList"/>).</param>
+/// <param name="LayerWeightBytes">One layer's weights in the node's weight format (0 when the model is not known yet).</param>
+/// <param name="KvBytesPerTokenPerLayer">KV bytes per token per layer in the node's compute dtype (0 when the model is not known yet).</param>
 internal sealed record NodeProfile(string Name, long MemoryBudgetBytes, string Devices, int Threads, double LayerTokensPerSecond,
-    LayerRange? PinnedRange, string DataEndpoint, string ModelId, bool SharesWeights)
+    LayerRange? PinnedRange, string DataEndpoint, string ModelId, bool SharesWeights, long LayerWeightBytes = 0, long KvBytesPerTokenPerLayer = 0)
 {
     /// <summary>The profile of a node started with <paramref name="options"/>, listening on <paramref name="listening"/>.</summary>
     /// <param name="model">The local checkpoint's configuration; null for a node that fetches the swarm's model (no model id).</param>
@@ -23,7 +25,9 @@ internal sealed record NodeProfile(string Name, long MemoryBudgetBytes, string D
         PinnedRange: LayerRange.TryParse(options.Layers, out var layers) ? layers : null,
         DataEndpoint: options.Advertise ?? listening.ToString(),
         ModelId: model is null ? "" : $"gpt_neox:{model.NumLayers}x{model.HiddenSize}x{model.VocabSize}",
-        SharesWeights: options.SharesWeights);
+        SharesWeights: options.SharesWeights,
+        LayerWeightBytes: model is null ? 0 : LayerMemory.WeightBytesPerLayer(model, options.WeightFormat),
+        KvBytesPerTokenPerLayer: model is null ? 0 : LayerMemory.KvBytesPerTokenPerLayer(model, options.WeightFormat.BytesPerActivation()));
 }
 
 /// <summary>
@@ -106,6 +110,8 @@ internal sealed class CoordinatorLink : IDisposable
         DataEndpoint = _profile.DataEndpoint,
         ModelId = _profile.ModelId,
         SharesWeights = _profile.SharesWeights,
+        LayerWeightBytes = _profile.LayerWeightBytes,
+        KvBytesPerTokenPerLayer = _profile.KvBytesPerTokenPerLayer,
     };
 
     /// <summary>Connects to the coordinator and registers; retries with exponential back-off (capped at 5 s).</summary>

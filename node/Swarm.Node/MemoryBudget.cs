@@ -6,7 +6,7 @@ namespace Swarm.Node;
 
 /// <summary>
 /// Start-up check of <c>--memory</c>: a node that the coordinator places by memory budget must be able to hold at
-/// least one layer as placement counts it (<see cref="LayerMemory.MinimumNodeBudgetBytes"/>), or it would register
+/// least one layer as placement counts it for its weight format (<see cref="LayerMemory.MinimumNodeBudgetBytes(ModelConfig, WeightFormat)"/>), or it would register
 /// and idle with no range. A node with pinned <c>--layers</c> loads its range whatever the budget, so it is not checked.
 /// </summary>
 internal static class MemoryBudget
@@ -17,13 +17,14 @@ internal static class MemoryBudget
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(config);
         if (options.Layers is not null) return null;
-        long minimum = LayerMemory.MinimumNodeBudgetBytes(config);
+        var format = options.WeightFormat;
+        long minimum = LayerMemory.MinimumNodeBudgetBytes(config, format);
         if (options.MemoryBytes >= minimum) return null;
-        long weights = LayerMemory.WeightBytesPerLayer(config, LayerMemory.PlacementBytesPerElement);
+        long weights = LayerMemory.WeightBytesPerLayer(config, format);
         long suggestMb = (minimum + (1 << 20) - 1) >> 20;
         return string.Create(CultureInfo.InvariantCulture,
             $"--memory {options.Memory} cannot hold one layer of this model: a node needs at least {minimum:N0} bytes " +
-            $"(one layer's weights, {weights:N0} bytes at f32, plus KV cache for {LayerMemory.KvReserveTokens:N0} tokens); " +
+            $"(one layer's weights, {weights:N0} bytes in {format.Name()}, plus KV cache for {LayerMemory.KvReserveTokens:N0} tokens); " +
             $"give --memory {suggestMb}MB or more, or pin layers with --layers A:B");
     }
 

@@ -28,6 +28,7 @@ public static class NodeCommand
         cfg.Flag<string>("--identity", "Identity", "Identity file (key pair, created 0600 at first start; default $SWARM_HOME/node.identity or ~/.local/share/swarm/node.identity)");
         cfg.Flag<string>("--coordinator-key", "CoordinatorKey", "Pin the coordinator's public key (64 hex digits, from its log): refuse any other");
         cfg.Flag<string>("--dtype", "Dtype", "Compute dtype f32 (default) or bf16");
+        cfg.Flag<string>("--weights", "Weights", "Weight storage f32, bf16, f16 or int8 (default: --dtype); half and int8 compute in bf16");
         cfg.Flag<int>("--metrics-port", "MetricsPort", "Serve Prometheus /metrics on this TCP port (default off)", "--metrics");
         cfg.Flag<string>("--otlp-endpoint", "OtlpEndpoint", "OTLP collector for this node's traces and metrics");
         cfg.Flag<double>("--session-ttl", "SessionTtlSeconds", "Seconds after which an idle session is freed (default 300)");

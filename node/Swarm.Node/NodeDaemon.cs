@@ -10,7 +10,6 @@ using Swarm.Protocol;
 using Swarm.Transport;
 using Swarm.Transport.Security;
 using Swarm.Weights;
-using static TorchSharp.torch;
 
 namespace Swarm.Node;
 
@@ -81,7 +80,7 @@ public sealed class NodeDaemon : BackgroundService
     {
         NodeOptions.TryParseEndPoint(_options.Coordinator, out var coordinator);
         NodeOptions.TryParseEndPoint(_options.Listen, out var listen);
-        var dtype = _options.Dtype == "bf16" ? ScalarType.BFloat16 : ScalarType.Float32;
+        var weights = _options.WeightFormat;
         TorchRuntime.Initialize(_options.Threads);
         _checkpoint = _options.FetchesWeights ? null : Checkpoint.Open(_options.Model);
         var config = _checkpoint?.Config;
@@ -104,14 +103,14 @@ public sealed class NodeDaemon : BackgroundService
         _fetcher = new AssignedStageFetcher(_cache, _share, transport, _options.Advertise ?? transport.LocalEndPoint.ToString(), _logger);
 
         var outbox = new BoundedHandoff<Outgoing>(OutboxCapacity);
-        var worker = new StageWorker(_checkpoint, _options, dtype, outbox, _status, _logger, _abandon.Token);
+        var worker = new StageWorker(_checkpoint, _options, weights, outbox, _status, _logger, _abandon.Token);
         _worker = worker;
         _observed = NodeInstrumentation.Observe(this);
         worker.Start();
 
         // Without a local checkpoint the model's shape is unknown until registration: the Hello announces no throughput,
         // the benchmark runs once the coordinator names the source (MeasureAgainstSourceAsync) and goes out in heartbeats.
-        double layerTokensPerSecond = config is null ? 0 : SelfBenchmark.LayerTokensPerSecond(config, dtype);
+        double layerTokensPerSecond = config is null ? 0 : SelfBenchmark.LayerTokensPerSecond(config, weights);
         if (config is null) _logger.StartedWithoutModel(transport.LocalEndPoint.ToString());
         else _logger.Started(transport.LocalEndPoint.ToString(), layerTokensPerSecond);
         if (pinned is { } range && _checkpoint is not null) worker.Load(range, 0);
@@ -134,7 +133,7 @@ public sealed class NodeDaemon : BackgroundService
         if (_options.FetchesWeights && link.ModelSource.Length == 0)
             throw new ArgumentException("this node has no --model and the coordinator announces no model source (it was started with " +
                                         "--model DIR, not --model-url): start the node with --model DIR");
-        if (_options.FetchesWeights) await MeasureAgainstSourceAsync(link, dtype, ct);
+        if (_options.FetchesWeights) await MeasureAgainstSourceAsync(link, weights, ct);
         var heartbeats = link.RunHeartbeatsAsync(ct);
         var expiry = worker.ExpireIdleSessionsAsync(ct);
         await foreach (var msg in transport.Inbound.ReadAllAsync(ct))
@@ -219,7 +218,7 @@ public sealed class NodeDaemon : BackgroundService
     /// <c>config.json</c> from it, checks that <c>--memory</c> holds one layer (else the node leaves, saying why) and
     /// runs the self-benchmark the coordinator then hears in heartbeats (placement and routing use it).
     /// </summary>
-    private async Task MeasureAgainstSourceAsync(CoordinatorLink link, ScalarType dtype, CancellationToken ct)
+    private async Task MeasureAgainstSourceAsync(CoordinatorLink link, WeightFormat weights, CancellationToken ct)
     {
         var configUri = ModelSource.Parse(link.ModelSource).FileUri("config.json");
         ModelConfig config;
@@ -239,7 +238,7 @@ public sealed class NodeDaemon : BackgroundService
             link.Leave(problem, TimeSpan.Zero);
             throw new ArgumentException(problem);
         }
-        double measured = SelfBenchmark.LayerTokensPerSecond(config, dtype);
+        double measured = SelfBenchmark.LayerTokensPerSecond(config, weights);
         link.BenchmarkedLayerTokensPerSecond = measured;
         _logger.Benchmarked(config.NumLayers, config.HiddenSize, measured);
     }

@@ -41,8 +41,13 @@ public sealed class NodeOptions
     /// that cannot prove it. Unset: any coordinator that completes the handshake (with the swarm secret, if any) is accepted.
     /// </summary>
     public string? CoordinatorKey { get; set; }
-    /// <summary>Compute dtype: f32 (default) or bf16.</summary>
+    /// <summary>Compute dtype: f32 (default) or bf16 — the same as <see cref="Weights"/> f32 or bf16, which wins when set.</summary>
     public string Dtype { get; set; } = "f32";
+    /// <summary>How layers are stored: f32, bf16, f16 or int8 (default, or empty: <see cref="Dtype"/>).</summary>
+    public string? Weights { get; set; }
+
+    /// <summary>The weight format <see cref="Weights"/> (or else <see cref="Dtype"/>) names; F32 when neither parses.</summary>
+    public WeightFormat WeightFormat => WeightFormats.TryParse(string.IsNullOrWhiteSpace(Weights) ? Dtype : Weights) ?? WeightFormat.F32;
     /// <summary>Tensor-parallel shards per layer (default 1).</summary>
     public int Tp { get; set; } = 1;
     /// <summary>Device of each tensor-parallel shard: "cpu" (default, all shards) or a comma list such as "cuda:0,cuda:1".</summary>
@@ -134,6 +139,7 @@ public sealed class NodeOptions
         if (!string.IsNullOrWhiteSpace(CoordinatorKey) && !Swarm.Transport.Security.PeerKey.TryParse(CoordinatorKey, out _, out var keyError))
             errors.Add($"--coordinator-key: {keyError}");
         if (Dtype is not ("f32" or "bf16")) errors.Add($"--dtype: '{Dtype}' (use f32 or bf16)");
+        if (!string.IsNullOrWhiteSpace(Weights) && WeightFormats.TryParse(Weights) is null) errors.Add($"--weights: '{Weights}' (use f32, bf16, f16 or int8)");
         if (SessionTtlSeconds <= 0) errors.Add("session TTL must be > 0");
         if (MetricsPort is < 0 or > 65535) errors.Add("--metrics port out of range");
         if (!string.IsNullOrEmpty(OtlpEndpoint) && !Uri.TryCreate(OtlpEndpoint, UriKind.Absolute, out _)) errors.Add($"--otlp-endpoint: '{OtlpEndpoint}' is not a URL");

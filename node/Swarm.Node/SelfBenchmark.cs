@@ -11,17 +11,19 @@ namespace Swarm.Node;
 /// </summary>
 internal static class SelfBenchmark
 {
-    public static double LayerTokensPerSecond(ModelConfig c, ScalarType dtype, int steps = 12)
+    public static double LayerTokensPerSecond(ModelConfig c, WeightFormat weights, int steps = 12)
     {
         using var scope = NewDisposeScope();
         using var _ = inference_mode();
         long h = c.HiddenSize, i = c.IntermediateSize;
+        var dtype = weights.ComputeDtype();
+        int parallelism = ComputePool.Shared.Workers + 1;
         var layers = new[]
         {
-            new Dense(randn(3 * h, h).to_type(dtype), null, ComputePool.Shared.Workers + 1),
-            new Dense(randn(h, h).to_type(dtype), null, ComputePool.Shared.Workers + 1),
-            new Dense(randn(i, h).to_type(dtype), null, ComputePool.Shared.Workers + 1),
-            new Dense(randn(h, i).to_type(dtype), null, ComputePool.Shared.Workers + 1),
+            LinearWeights.Create(randn(3 * h, h), null, weights, parallelism),
+            LinearWeights.Create(randn(h, h), null, weights, parallelism),
+            LinearWeights.Create(randn(i, h), null, weights, parallelism),
+            LinearWeights.Create(randn(h, i), null, weights, parallelism),
         };
         try
         {

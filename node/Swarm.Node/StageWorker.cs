@@ -54,7 +54,7 @@ internal sealed class StageWorker : IStageView
     private readonly TaskCompletionSource _done = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly Checkpoint? _checkpoint;
     private readonly NodeOptions _options;
-    private readonly ScalarType _dtype;
+    private readonly WeightFormat _weights;
     private readonly BoundedHandoff<Outgoing> _outbox;
     private readonly NodeStatus _status;
     private readonly ILogger _logger;
@@ -63,10 +63,10 @@ internal sealed class StageWorker : IStageView
 
     /// <param name="checkpoint">The node's whole local checkpoint; null when each range comes with its own (fetched) folder.</param>
     /// <param name="abandon">Fires when the node stops waiting for the forwarder: outputs that cannot be queued are dropped.</param>
-    public StageWorker(Checkpoint? checkpoint, NodeOptions options, ScalarType dtype, BoundedHandoff<Outgoing> outbox, NodeStatus status,
+    public StageWorker(Checkpoint? checkpoint, NodeOptions options, WeightFormat weights, BoundedHandoff<Outgoing> outbox, NodeStatus status,
         ILogger logger, CancellationToken abandon)
     {
-        _checkpoint = checkpoint; _options = options; _dtype = dtype; _outbox = outbox; _status = status; _logger = logger; _abandon = abandon;
+        _checkpoint = checkpoint; _options = options; _weights = weights; _outbox = outbox; _status = status; _logger = logger; _abandon = abandon;
     }
 
     /// <inheritdoc />
@@ -208,7 +208,7 @@ internal sealed class StageWorker : IStageView
             foreach (var c in old.Abort(ErrorCode.RangeNotLoaded, $"this node now loads layers {w.Range}")) Hand(c);
             old.Dispose();
         }
-        var model = StageModel.Load(checkpoint, w.Range.Start, w.Range.End, _dtype,
+        var model = StageModel.Load(checkpoint, w.Range.Start, w.Range.End, _weights,
             Console.IsErrorRedirected ? null : new ConsoleProgress($"loading layers {w.Range}"),
             tensorParallel: _options.Tp == 1 && _options.Devices is null ? null : _options.TensorParallel());
         long kvBudget = Math.Max(0, _options.MemoryBytes - model.WeightBytes);

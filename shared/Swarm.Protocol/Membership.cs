@@ -5,7 +5,7 @@ namespace Swarm.Protocol;
 /// <summary>
 /// First message of a node after it connects to the coordinator. Answered with <see cref="Welcome"/> or <see cref="Refused"/>.
 /// </summary>
-/// <remarks>Keys 0–10, append-only.</remarks>
+/// <remarks>Keys 0–12, append-only.</remarks>
 [MessagePackObject]
 public sealed record Hello : IMessage
 {
@@ -53,6 +53,15 @@ public sealed record Hello : IMessage
     /// <see cref="AssignRange.Peers"/>.
     /// </summary>
     [Key(10)] public bool SharesWeights { get; init; }
+
+    /// <summary>
+    /// Bytes one transformer layer takes on this node as it stores it (its <c>--weights</c> format: an int8 node about half
+    /// a bf16 one); placement counts these. 0 from a node that does not say: placement then assumes f32.
+    /// </summary>
+    [Key(11)] public long LayerWeightBytes { get; init; }
+
+    /// <summary>KV-cache bytes one token costs in one layer on this node (its compute dtype); 0 when not said (f32 assumed).</summary>
+    [Key(12)] public long KvBytesPerTokenPerLayer { get; init; }
 }
 
 /// <summary>Coordinator's positive reply to <see cref="Hello"/>.</summary>

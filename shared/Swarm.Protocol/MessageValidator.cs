@@ -31,7 +31,9 @@ public static class MessageValidator
             ?? OptionalRange(m.PinnedRange, "pinned range")
             ?? OptionalRange(m.HeldRange, "held range")
             ?? Text(m.DataEndpoint, "data endpoint", allowEmpty: false)
-            ?? Text(m.ModelId, "model id", allowEmpty: true),
+            ?? Text(m.ModelId, "model id", allowEmpty: true)
+            ?? NonNegative(m.LayerWeightBytes, "layer weight bytes")
+            ?? NonNegative(m.KvBytesPerTokenPerLayer, "KV bytes per token"),
         Welcome m => NonNegative(m.NodeId, "node id") ?? NonNegative(m.HeartbeatIntervalMs, "heartbeat interval")
             ?? Text(m.ModelSource, "model source", allowEmpty: true)
             ?? (m.Members is { } members ? NonNegative(members.Version, "members version") ?? Keys(members.Keys) : null),

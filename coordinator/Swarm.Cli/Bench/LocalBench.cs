@@ -17,7 +17,7 @@ internal static class LocalBench
 
     public sealed record Report(double MemoryBandwidthGBps, double MatmulGflopsF32, double MatmulGflopsBf16, List<Variant> Variants);
 
-    public static Report Run(IReadOnlyList<string> presets, IReadOnlyList<ScalarType> dtypes, Action<string> log)
+    public static Report Run(IReadOnlyList<string> presets, IReadOnlyList<WeightFormat> formats, Action<string> log)
     {
         log("measuring memory bandwidth and matmul throughput…");
         double bw = Roofline.MeasureReadBandwidthGBps();
@@ -31,13 +31,14 @@ internal static class LocalBench
                 mmF32 = Roofline.MeasureMatmulGflops(512, cfg.HiddenSize, 4 * cfg.HiddenSize, ScalarType.Float32);
                 mmBf16 = Roofline.MeasureMatmulGflops(512, cfg.HiddenSize, 4 * cfg.HiddenSize, ScalarType.BFloat16);
             }
-            foreach (var dtype in dtypes)
+            foreach (var format in formats)
             {
-                string dir = PresetCache.Ensure(preset, dtype == ScalarType.BFloat16 ? ScalarType.BFloat16 : ScalarType.Float32, 1,
-                    new ConsoleProgress($"creating {preset}"));
+                // Half formats load from a checkpoint of their own dtype; int8 is quantized at load from the f32 one.
+                var stored = format switch { WeightFormat.BF16 => ScalarType.BFloat16, WeightFormat.F16 => ScalarType.Float16, _ => ScalarType.Float32 };
+                string dir = PresetCache.Ensure(preset, stored, 1, new ConsoleProgress($"creating {preset}"));
                 using var ckpt = Checkpoint.Open(dir);
-                using var model = StageModel.Load(ckpt, 0, cfg.NumLayers, dtype);
-                string dt = dtype == ScalarType.BFloat16 ? "bf16" : "f32";
+                using var model = StageModel.Load(ckpt, 0, cfg.NumLayers, format);
+                string dt = format.Name();
                 log($"{preset} {dt}: prefill…");
                 double p128 = Prefill(model, 128, out _), p512 = Prefill(model, 512, out double secs512);
                 double flops512 = PrefillFlops(cfg, 512);

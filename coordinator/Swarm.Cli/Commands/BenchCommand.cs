@@ -3,7 +3,6 @@ using System.Text.Json;
 using Swarm.Cli.Bench;
 using Swarm.Engine;
 using Swarm.Model;
-using static TorchSharp.torch;
 
 namespace Swarm.Cli.Commands;
 
@@ -138,7 +137,11 @@ internal static class BenchCommand
     private static Command Local()
     {
         var preset = new Option<string?>("--preset") { Description = "One preset (default: pythia-160m and pythia-410m)" };
-        var dtypes = new Option<string>("--dtypes") { Description = "Comma-separated compute dtypes: f32,bf16", DefaultValueFactory = _ => "f32,bf16" };
+        var dtypes = new Option<string>("--dtypes", "--weights")
+        {
+            Description = "Comma-separated weight formats: f32, f16, bf16, int8 (half and int8 compute in bf16)",
+            DefaultValueFactory = _ => "f32,bf16",
+        };
         var json = new Option<bool>("--json") { Description = "Print JSON" };
         var threads = new Option<int>("--threads") { Description = "CPU threads (0 = all cores)", DefaultValueFactory = _ => 0 };
         var tp = new Option<int>("--tp") { Description = "Compare tensor parallelism 1, 2, 4, … up to this many shards (f32, CPU; default preset pythia-160m)", DefaultValueFactory = _ => 0 };
@@ -160,8 +163,7 @@ internal static class BenchCommand
             }
             var presets = one is null ? new[] { "pythia-160m", "pythia-410m" } : new[] { one };
             var dts = r.GetValue(dtypes)!.Split(',', StringSplitOptions.RemoveEmptyEntries)
-                .Select(d => CliCommon.ParseDtype(d.Trim(), "--dtypes")).ToArray();
-            if (dts.Contains(ScalarType.Float16)) throw new UsageException("--dtypes: f16 compute is not supported on CPU (f16 weights are computed in f32)");
+                .Select(d => CliCommon.ParseWeights(d, "--dtypes")).ToArray();
             bool asJson = r.GetValue(json);
             var report = LocalBench.Run(presets, dts, msg => Console.Error.WriteLine(msg));
             if (asJson) Console.WriteLine(ToJson(report));

@@ -18,19 +18,21 @@ internal static class RunCommand
         var promptIds = new Option<string?>("--prompt-ids") { Description = "Prompt as comma-separated token ids" };
         var json = new Option<bool>("--json") { Description = "Print one JSON object" };
         var dtype = new Option<string>("--dtype") { Description = "Compute dtype: f32 (default) or bf16", DefaultValueFactory = _ => "f32" };
+        var weights = new Option<string?>("--weights") { Description = "Weight storage: f32, bf16, f16 or int8 (default: --dtype); half and int8 compute in bf16" };
         var threads = new Option<int>("--threads") { Description = "CPU threads (0 = all cores)", DefaultValueFactory = _ => 0 };
         var tp = new Option<int>("--tp") { Description = "Tensor-parallel shards per layer (default 1)", DefaultValueFactory = _ => 1 };
         var devices = new Option<string?>("--devices") { Description = "Device per tensor-parallel shard: cpu (default) or cuda:0,cuda:1,…" };
         var sampling = new CliCommon.SamplingFlags();
         var cmd = new Command("run", "Generate in one process from a checkpoint folder (no network)");
         cmd.Options.Add(model); cmd.Options.Add(prompt); cmd.Options.Add(promptIds); cmd.Options.Add(json);
-        cmd.Options.Add(dtype); cmd.Options.Add(threads); cmd.Options.Add(tp); cmd.Options.Add(devices);
+        cmd.Options.Add(dtype); cmd.Options.Add(weights); cmd.Options.Add(threads); cmd.Options.Add(tp); cmd.Options.Add(devices);
         sampling.AddTo(cmd);
         cmd.SetAction((r, ct) =>
         {
             var opts = sampling.Read(r);
             var computeDtype = CliCommon.ParseDtype(r.GetValue(dtype)!, "--dtype");
-            if (computeDtype == ScalarType.Float16) throw new UsageException("--dtype: f16 compute is not supported on CPU; use f32 or bf16");
+            if (computeDtype == ScalarType.Float16) throw new UsageException("--dtype: f16 compute is not supported on CPU; use f32 or bf16 (or --weights f16)");
+            var format = r.GetValue(weights) is { } w ? CliCommon.ParseWeights(w, "--weights") : WeightFormatDtypes.FromDtype(computeDtype);
             TensorParallelOptions? tensorParallel = null;
             try
             {
@@ -45,7 +47,7 @@ internal static class RunCommand
             var tokenizer = TokenizerLoader.TryLoad(dir);
             var ids = PromptIds(r.GetValue(prompt), r.GetValue(promptIds), tokenizer);
             bool asJson = r.GetValue(json);
-            using var stage = StageModel.Load(ckpt, 0, ckpt.Config.NumLayers, computeDtype,
+            using var stage = StageModel.Load(ckpt, 0, ckpt.Config.NumLayers, format,
                 Console.IsErrorRedirected ? null : new ConsoleProgress("loading model"), tensorParallel: tensorParallel);
             var gen = new LocalGenerator([stage]);
             var decoder = tokenizer is null ? null : new IncrementalDecoder(tokenizer);

@@ -17,6 +17,12 @@ public sealed record NodeInfo
     /// <summary>Bytes the node may use for weights plus KV caches (<c>--memory</c>).</summary>
     public required long MemoryBudgetBytes { get; init; }
 
+    /// <summary>Bytes of one layer's weights as the node stores them (<see cref="Swarm.Protocol.Hello.LayerWeightBytes"/>; 0: not said).</summary>
+    public long LayerWeightBytes { get; init; }
+
+    /// <summary>KV-cache bytes per token per layer on the node (<see cref="Swarm.Protocol.Hello.KvBytesPerTokenPerLayer"/>; 0: not said).</summary>
+    public long KvBytesPerTokenPerLayer { get; init; }
+
     /// <summary>Device description, e.g. <c>cpu</c> or <c>cuda:0</c>.</summary>
     public string Device { get; init; } = "cpu";
 

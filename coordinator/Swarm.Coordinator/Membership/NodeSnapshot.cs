@@ -89,6 +89,8 @@ public sealed record NodeSnapshot
     {
         Id = Info.Id,
         MemoryBudgetBytes = Info.MemoryBudgetBytes,
+        LayerWeightBytes = Info.LayerWeightBytes,
+        KvBytesPerTokenPerLayer = Info.KvBytesPerTokenPerLayer,
         LayerThroughput = Info.LayerThroughput,
         PinnedRange = Info.PinnedRange,
         Range = CountsForPlacement ? Range : null,

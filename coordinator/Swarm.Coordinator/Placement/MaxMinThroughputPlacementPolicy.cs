@@ -36,7 +36,10 @@ internal sealed class MaxMinThroughputPlacementPolicy : IPlacementPolicy
     public int Capacity(PlacementNode node)
     {
         if (node.PinnedRange is LayerRange pinned) return pinned.Count;
-        long perLayer = Shape.BytesPerLayer + Shape.KvBytesPerTokenPerLayer * (long)_options.KvReserveTokens;
+        // What the node said one layer costs it (its weight format), else the model shape's f32 figures.
+        long weights = node.LayerWeightBytes > 0 ? node.LayerWeightBytes : Shape.BytesPerLayer;
+        long kv = node.KvBytesPerTokenPerLayer > 0 ? node.KvBytesPerTokenPerLayer : Shape.KvBytesPerTokenPerLayer;
+        long perLayer = weights + kv * (long)_options.KvReserveTokens;
         long usable = node.MemoryBudgetBytes - Shape.ReservedBytesPerNode;
         if (usable <= 0) return 0;
         return (int)Math.Min(L, usable / perLayer);

@@ -11,6 +11,12 @@ public sealed record PlacementNode
     /// <summary>Memory budget for weights and KV caches.</summary>
     public required long MemoryBudgetBytes { get; init; }
 
+    /// <summary>Bytes of one layer's weights on this node (its weight format); 0: the model shape's (f32).</summary>
+    public long LayerWeightBytes { get; init; }
+
+    /// <summary>KV-cache bytes per token per layer on this node; 0: the model shape's (f32).</summary>
+    public long KvBytesPerTokenPerLayer { get; init; }
+
     /// <summary>Tokens per second through one layer (see <c>NodeInfo.LayerThroughput</c>).</summary>
     public required double LayerThroughput { get; init; }
 

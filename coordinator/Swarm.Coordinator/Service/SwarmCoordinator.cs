@@ -222,6 +222,8 @@ public sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposable
             KeyChangedFrom = keyChangedFrom,
             Endpoint = hello.DataEndpoint,
             MemoryBudgetBytes = hello.MemoryBudgetBytes,
+            LayerWeightBytes = hello.LayerWeightBytes,
+            KvBytesPerTokenPerLayer = hello.KvBytesPerTokenPerLayer,
             Device = hello.Device,
             Threads = hello.Threads,
             LayerThroughput = Math.Max(1e-3, hello.LayerTokensPerSecond),

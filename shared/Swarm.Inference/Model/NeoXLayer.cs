@@ -29,10 +29,12 @@ public sealed class NeoXLayer : IDisposable
     public Device Device { get; }
 
     /// <param name="devices">One device per shard.</param>
-    /// <param name="parallelism">Column blocks of a single CPU shard's GEMVs (see <see cref="Dense"/>).</param>
+    /// <param name="weights">How the layer's matrices are stored (see <see cref="LinearWeights"/>).</param>
+    /// <param name="parallelism">Output-row blocks of a single CPU shard's GEMVs (see <see cref="LinearWeights"/>).</param>
     /// <param name="workers">The shard threads; required when there are several devices.</param>
-    internal NeoXLayer(Checkpoint ckpt, int index, ScalarType dtype, IReadOnlyList<Device> devices, int parallelism, ShardWorkers? workers)
+    internal NeoXLayer(Checkpoint ckpt, int index, WeightFormat weights, IReadOnlyList<Device> devices, int parallelism, ShardWorkers? workers)
     {
+        var dtype = weights.ComputeDtype();
         _c = ckpt.Config; Index = index;
         int n = devices.Count;
         if (n > 1 && workers?.Count != n) throw new ArgumentException($"{n} shards need {n} shard workers", nameof(workers));
@@ -43,7 +45,7 @@ public sealed class NeoXLayer : IDisposable
         var shards = new List<NeoXLayerShard>();
         try
         {
-            for (int s = 0; s < n; s++) shards.Add(new NeoXLayerShard(ckpt, index, dtype, s, n, devices[s], blocks));
+            for (int s = 0; s < n; s++) shards.Add(new NeoXLayerShard(ckpt, index, weights, s, n, devices[s], blocks));
             if (n > 1)
             {
                 using (var b = ckpt.Read(p + "attention.dense.bias", [_c.HiddenSize], dtype)) _denseBias = b.to(Device).DetachFromDisposeScope();

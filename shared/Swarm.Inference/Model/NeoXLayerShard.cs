@@ -17,17 +17,20 @@ internal sealed class NeoXLayerShard : IDisposable
 {
     private readonly ModelConfig _c;
     private readonly Tensor _ln1W, _ln1B, _ln2W, _ln2B;
-    private readonly Dense _qkv, _dense, _up, _down;
+    private readonly LinearWeights _qkv, _dense, _up, _down;
     private readonly long[] _normShape;
     private readonly int _heads; // heads of this shard
 
     public int Shard { get; }
     public Device Device { get; }
 
-    /// <param name="parallelism">Column blocks of each <see cref="Dense"/> (the batch-1 GEMV split across cores; 1 for a
-    /// shard of a split layer, whose own thread budget does the work).</param>
-    public NeoXLayerShard(Checkpoint ckpt, int index, ScalarType dtype, int shard, int shards, Device device, int parallelism)
+    /// <param name="weights">How the four matrices are stored; biases and LayerNorms are in its compute dtype.</param>
+    /// <param name="parallelism">Output-row blocks of each <see cref="LinearWeights"/> (the batch-1 GEMV split across cores;
+    /// 1 for a shard of a split layer, whose own thread budget does the work).</param>
+    public NeoXLayerShard(Checkpoint ckpt, int index, WeightFormat weights, int shard, int shards, Device device, int parallelism)
     {
+        var dtype = weights.ComputeDtype();
+        var read = weights.ReadDtype();
         _c = ckpt.Config; Shard = shard; Device = device;
         long h = _c.HiddenSize, inter = _c.IntermediateSize, hd = _c.HeadDim;
         _heads = _c.NumHeads / shards;
@@ -46,13 +49,13 @@ internal sealed class NeoXLayerShard : IDisposable
             }
         }
         Tensor Full(string name) => On(ckpt.Read(p + name, [h], dtype));
-        Tensor Rows(string name, long[] shape, long start, long count) => On(ckpt.ReadRows(p + name, shape, start, count, dtype));
+        Tensor Rows(string name, long[] shape, long start, long count, ScalarType as_) => On(ckpt.ReadRows(p + name, shape, start, count, as_));
         Tensor Cols(string name, long[] shape, long start, long count) =>
-            On(count == shape[1] ? ckpt.Read(p + name, shape, dtype) : ckpt.ReadColumns(p + name, shape, start, count, dtype));
-        Dense D(Tensor w, Tensor? b)
+            On(count == shape[1] ? ckpt.Read(p + name, shape, read) : ckpt.ReadColumns(p + name, shape, start, count, read));
+        LinearWeights D(Tensor w, Tensor? b)
         {
             owned.Remove(w); if (b is not null) owned.Remove(b);
-            var d = new Dense(w, b, parallelism);
+            var d = LinearWeights.Create(w, b, weights, parallelism);
             owned.Add(d);
             return d;
         }
@@ -61,10 +64,10 @@ internal sealed class NeoXLayerShard : IDisposable
             _ln1W = Full("input_layernorm.weight"); _ln1B = Full("input_layernorm.bias");
             _ln2W = Full("post_attention_layernorm.weight"); _ln2B = Full("post_attention_layernorm.bias");
             long qkvRows = 3 * hd * _heads;
-            _qkv = D(Rows("attention.query_key_value.weight", [3 * h, h], h0 * 3 * hd, qkvRows),
-                     Rows("attention.query_key_value.bias", [3 * h], h0 * 3 * hd, qkvRows));
+            _qkv = D(Rows("attention.query_key_value.weight", [3 * h, h], h0 * 3 * hd, qkvRows, read),
+                     Rows("attention.query_key_value.bias", [3 * h], h0 * 3 * hd, qkvRows, dtype));
             _dense = D(Cols("attention.dense.weight", [h, h], h0 * hd, _heads * hd), whole ? Full("attention.dense.bias") : null);
-            _up = D(Rows("mlp.dense_h_to_4h.weight", [inter, h], i0, iPer), Rows("mlp.dense_h_to_4h.bias", [inter], i0, iPer));
+            _up = D(Rows("mlp.dense_h_to_4h.weight", [inter, h], i0, iPer, read), Rows("mlp.dense_h_to_4h.bias", [inter], i0, iPer, dtype));
             _down = D(Cols("mlp.dense_4h_to_h.weight", [h, inter], i0, iPer), whole ? Full("mlp.dense_4h_to_h.bias") : null);
         }
         catch

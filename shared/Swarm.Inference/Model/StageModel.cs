@@ -18,13 +18,16 @@ public sealed class StageModel : IDisposable
     private readonly Rotary[] _ropes;          // one per shard, on its device (shards on one device share a table)
     private readonly ShardWorkers? _workers;   // tensor parallelism: one thread per shard
     private readonly Tensor? _embedIn, _finalW, _finalB;
-    private readonly Dense? _embedOut;
+    private readonly LinearWeights? _embedOut;
     private readonly long[] _normShape;
 
     public ModelConfig Config { get; }
     public int Start { get; }
     public int End { get; }
+    /// <summary>Dtype of activations, the embedding and the KV cache (<see cref="WeightFormatDtypes.ComputeDtype"/> of <see cref="Weights"/>).</summary>
     public ScalarType ComputeDtype { get; }
+    /// <summary>How the layers' and the head's matrices are stored.</summary>
+    public WeightFormat Weights { get; }
     public bool IsFirst => Start == 0;
     public bool IsLast => End == Config.NumLayers;
     public int LayerCount => End - Start;
@@ -35,10 +38,10 @@ public sealed class StageModel : IDisposable
     /// <summary>Device of the embedding, the head and the all-reduce (the first shard's device; the CPU without TP).</summary>
     public Device HomeDevice { get; }
 
-    private StageModel(ModelConfig c, int start, int end, ScalarType dtype, IReadOnlyList<Device> devices, NeoXLayer[] layers, Rotary[] ropes, ShardWorkers? workers,
-        Tensor? embedIn, Tensor? finalW, Tensor? finalB, Dense? embedOut, TensorParallelOptions? tp)
+    private StageModel(ModelConfig c, int start, int end, WeightFormat weights, IReadOnlyList<Device> devices, NeoXLayer[] layers, Rotary[] ropes, ShardWorkers? workers,
+        Tensor? embedIn, Tensor? finalW, Tensor? finalB, LinearWeights? embedOut, TensorParallelOptions? tp)
     {
-        Config = c; Start = start; End = end; ComputeDtype = dtype; _devices = devices; _layers = layers; _ropes = ropes; _workers = workers;
+        Config = c; Start = start; End = end; Weights = weights; ComputeDtype = weights.ComputeDtype(); _devices = devices; _layers = layers; _ropes = ropes; _workers = workers;
         _embedIn = embedIn; _finalW = finalW; _finalB = finalB; _embedOut = embedOut;
         _normShape = [c.HiddenSize];
         TensorParallel = tp;
@@ -51,7 +54,7 @@ public sealed class StageModel : IDisposable
     /// <summary>The layers of this stage, [Start, End) (each split into <see cref="NeoXLayer.Shards"/> shards).</summary>
     public IReadOnlyList<NeoXLayer> Layers => _layers;
 
-    /// <summary>Loads layers [start, end) in <paramref name="dtype"/> (f32 default; bf16 where the CPU supports it).</summary>
+    /// <summary>Loads layers [start, end) with weights stored in <paramref name="dtype"/> (f32 default, bf16 or f16).</summary>
     /// <param name="parallelism">Threads that split a batch-1 GEMV (default: all cores).</param>
     /// <param name="tensorParallel">
     /// Splits every layer across shards on their devices (null or one CPU shard: the ordinary single-device layer).
@@ -59,11 +62,23 @@ public sealed class StageModel : IDisposable
     public static StageModel Load(Checkpoint ckpt, int start, int end, ScalarType dtype = ScalarType.Float32,
         IProgress<(long Done, long Total)>? progress = null, int parallelism = 0, TensorParallelOptions? tensorParallel = null)
     {
+        if (dtype is not (ScalarType.Float32 or ScalarType.BFloat16 or ScalarType.Float16))
+            throw new ArgumentException($"unsupported weight dtype {dtype}");
+        return Load(ckpt, start, end, WeightFormatDtypes.FromDtype(dtype), progress, parallelism, tensorParallel);
+    }
+
+    /// <summary>Loads layers [start, end) with the matrices of the layers and the head stored in <paramref name="weights"/>.</summary>
+    /// <param name="parallelism">Threads that split a batch-1 GEMV (default: all cores).</param>
+    /// <param name="tensorParallel">
+    /// Splits every layer across shards on their devices (null or one CPU shard: the ordinary single-device layer).
+    /// </param>
+    public static StageModel Load(Checkpoint ckpt, int start, int end, WeightFormat weights,
+        IProgress<(long Done, long Total)>? progress = null, int parallelism = 0, TensorParallelOptions? tensorParallel = null)
+    {
         var c = ckpt.Config;
         if (start < 0 || end > c.NumLayers || start > end || (start == end && start != 0 && end != c.NumLayers))
             throw new ArgumentException($"invalid layer range [{start}, {end}) for a model of {c.NumLayers} layers");
-        if (dtype is not (ScalarType.Float32 or ScalarType.BFloat16 or ScalarType.Float16))
-            throw new ArgumentException($"unsupported compute dtype {dtype}");
+        var dtype = weights.ComputeDtype();
         if (parallelism <= 0) parallelism = ComputePool.Shared.Workers + 1;
         var tp = tensorParallel is { Shards: 1 } one && one.Devices[0].type == DeviceType.CPU ? null : tensorParallel;
         tp?.Validate(c);
@@ -74,7 +89,7 @@ public sealed class StageModel : IDisposable
         {
             long h = c.HiddenSize, v = c.VocabSize;
             Tensor? embedIn = null, finalW = null, finalB = null;
-            Dense? embedOut = null;
+            LinearWeights? embedOut = null;
             // Progress in bytes read from the checkpoint (what a terminal progress bar shows).
             long total = StageTensorNames(c, start, end).Sum(n => ckpt.Has(n) ? ckpt.Entry(n).End - ckpt.Entry(n).Begin : 0);
             long baseline = ckpt.BytesRead;
@@ -95,7 +110,7 @@ public sealed class StageModel : IDisposable
             var layers = new NeoXLayer[end - start];
             for (int i = start; i < end; i++)
             {
-                layers[i - start] = new NeoXLayer(ckpt, i, dtype, devices, parallelism, workers);
+                layers[i - start] = new NeoXLayer(ckpt, i, weights, devices, parallelism, workers);
                 owned.Add(layers[i - start]);
                 progress?.Report((Done(), total));
             }
@@ -103,7 +118,8 @@ public sealed class StageModel : IDisposable
             {
                 finalW = ckpt.Read("gpt_neox.final_layer_norm.weight", [h], dtype).to(home, disposeAfter: true).DetachFromDisposeScope(); owned.Add(finalW);
                 finalB = ckpt.Read("gpt_neox.final_layer_norm.bias", [h], dtype).to(home, disposeAfter: true).DetachFromDisposeScope(); owned.Add(finalB);
-                embedOut = new Dense(ckpt.Read("embed_out.weight", [v, h], dtype).to(home, disposeAfter: true), null, parallelism); owned.Add(embedOut);
+                embedOut = LinearWeights.Create(ckpt.Read("embed_out.weight", [v, h], weights.ReadDtype()).to(home, disposeAfter: true), null, weights, parallelism);
+                owned.Add(embedOut);
                 progress?.Report((Done(), total));
             }
             var ropes = new Rotary[devices.Count];
@@ -114,7 +130,7 @@ public sealed class StageModel : IDisposable
                 ropes[s] = new Rotary(c, c.MaxPositionEmbeddings, dtype, devices[s]);
                 owned.Add(ropes[s]);
             }
-            return new StageModel(c, start, end, dtype, devices, layers, ropes, workers, embedIn, finalW, finalB, embedOut, tp);
+            return new StageModel(c, start, end, weights, devices, layers, ropes, workers, embedIn, finalW, finalB, embedOut, tp);
         }
         catch
         {
@@ -278,7 +294,7 @@ public sealed class StageModel : IDisposable
         if (_embedOut is null) throw new InvalidOperationException("only the last stage has the unembedding");
         using var scope = NewDisposeScope();
         var x = F.layer_norm(hidden.to_type(ComputeDtype), _normShape, _finalW!, _finalB!, Config.LayerNormEps);
-        return _embedOut.Forward(x).to_type(ScalarType.Float32).MoveToOuterDisposeScope();
+        return _embedOut.Forward(x, ScalarType.Float32).MoveToOuterDisposeScope();
     }
 
     public void Dispose()

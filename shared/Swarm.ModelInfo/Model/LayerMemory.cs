@@ -21,6 +21,20 @@ public static class LayerMemory
         return (4 * h * h + 2 * h * i + 9 * h + i) * bytesPerElement;
     }
 
+    /// <summary>
+    /// Weight bytes of one GPT-NeoX layer as a node stores it in <paramref name="format"/>: the matrices (4h² + 2h·i) at
+    /// <see cref="WeightFormats.BytesPerWeight"/>, the two LayerNorms (4h) at the activation size, the biases of the four
+    /// matrices (one per output row: 5h + i) in f32, and for int8 one f32 scale per output row as well.
+    /// </summary>
+    public static long WeightBytesPerLayer(ModelConfig config, WeightFormat format)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        long h = config.HiddenSize, i = config.IntermediateSize;
+        long rows = 5 * h + i;
+        long scales = format == WeightFormat.Int8 ? rows * sizeof(float) : 0;
+        return (4 * h * h + 2 * h * i) * format.BytesPerWeight() + 4 * h * format.BytesPerActivation() + rows * sizeof(float) + scales;
+    }
+
     /// <summary>KV-cache bytes one token occupies in one layer (keys and values, 2h elements).</summary>
     public static long KvBytesPerTokenPerLayer(ModelConfig config, int bytesPerElement)
     {
@@ -34,4 +48,11 @@ public static class LayerMemory
     /// </summary>
     public static long MinimumNodeBudgetBytes(ModelConfig config) =>
         WeightBytesPerLayer(config, PlacementBytesPerElement) + KvBytesPerTokenPerLayer(config, PlacementBytesPerElement) * KvReserveTokens;
+
+    /// <summary>
+    /// The smallest memory budget placement gives a layer to on a node that stores <paramref name="format"/>: one layer's
+    /// weights in that format plus KV cache for <see cref="KvReserveTokens"/> tokens at its activation size.
+    /// </summary>
+    public static long MinimumNodeBudgetBytes(ModelConfig config, WeightFormat format) =>
+        WeightBytesPerLayer(config, format) + KvBytesPerTokenPerLayer(config, format.BytesPerActivation()) * KvReserveTokens;
 }

@@ -317,14 +317,14 @@ public class BatchingTests(ITestOutputHelper output)
     [InlineData(5)]
     [InlineData(16)]
     [InlineData(40)]
-    public void Dense_WideOutput_AnyRowCount_MatchesPlainMatmul(int rows)
+    public void LinearF32_WideOutput_AnyRowCount_MatchesPlainMatmul(int rows)
     {
         using var scope = NewDisposeScope();
         var w = randn(2048, 64, generator: new Generator(7));
         var b = randn(2048, generator: new Generator(8));
         var x = randn(rows, 64, generator: new Generator(9));
         var expected = x.matmul(w.t()) + b;
-        using var dense = new Dense(w.clone(), b.clone(), parallelism: 2);
+        using var dense = LinearWeights.Create(w.clone(), b.clone(), WeightFormat.F32, parallelism: 2);
         var y = dense.Forward(x);
         Assert.Equal(expected.shape, y.shape);
         Assert.True((y - expected).abs().max().item<float>() < 1e-4f);

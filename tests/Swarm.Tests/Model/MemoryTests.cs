@@ -8,8 +8,11 @@ namespace Swarm.Tests.Model;
 
 public class MemoryTests
 {
-    [Fact]
-    public void Decode_200Steps_OneSession_LiveTensorCountStaysFlat()
+    public static TheoryData<WeightFormat> Formats => [.. WeightFormats.All];
+
+    [Theory]
+    [MemberData(nameof(Formats))]
+    public void Decode_200Steps_OneSession_LiveTensorCountStaysFlat(WeightFormat format)
     {
         // Tensor statistics are per thread: run on a fresh thread so no other test's tensors are counted.
         long after10 = 0, after100 = 0, after200 = 0;
@@ -21,7 +24,7 @@ public class MemoryTests
             {
                 using var fx = new Fixture(Fixture.Small);
                 using var ckpt = Checkpoint.Open(fx.CheckpointDir);
-                using var model = StageModel.Load(ckpt, 0, ckpt.Config.NumLayers);
+                using var model = StageModel.Load(ckpt, 0, ckpt.Config.NumLayers, format);
                 using var session = new StageSession(model, fragmented: true);
                 var stats = DisposeScopeManager.Statistics;
                 long[] next = [1, 2, 3];

@@ -44,6 +44,8 @@ internal static class ProtocolSamples
             DataEndpoint = "192.168.1.5:7801",
             ModelId = "pythia-160m",
             SharesWeights = true,
+            LayerWeightBytes = 7_137_792,
+            KvBytesPerTokenPerLayer = 3072,
         }, id: 1),
         ["Welcome"] = Wrap(new Welcome { NodeId = 7, HeartbeatIntervalMs = 1000, ModelSource = "https://h/o/n/resolve/main/" }, id: 2, correlation: 1),
         ["Refused"] = Wrap(new Refused { Code = ErrorCode.VersionMismatch, Reason = "protocol 2 != 1" }, id: 3, correlation: 1),

@@ -1,0 +1,155 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace Swarm.Model;
+
+/// <summary>
+/// Reads 8 consecutive weights of one stored type as f32 (AVX2), or one of them (the tail of a row).
+/// Implemented by structs so the JIT compiles one specialised loop per format.
+/// </summary>
+internal unsafe interface IWeightLoader<TWeight> where TWeight : unmanaged
+{
+    static abstract Vector256<float> Load8(TWeight* p);
+    static abstract float Load1(TWeight* p);
+}
+
+/// <summary>f32 weights.</summary>
+internal readonly unsafe struct F32Loader : IWeightLoader<float>
+{
+    public static Vector256<float> Load8(float* p) => Avx.LoadVector256(p);
+    public static float Load1(float* p) => *p;
+}
+
+/// <summary>bf16 weights: the upper half of an f32, so widening is a zero-extend and a shift.</summary>
+internal readonly unsafe struct Bf16Loader : IWeightLoader<ushort>
+{
+    public static Vector256<float> Load8(ushort* p) => Avx2.ShiftLeftLogical(Avx2.ConvertToVector256Int32(p), 16).AsSingle();
+    public static float Load1(ushort* p) => BitConverter.Int32BitsToSingle(*p << 16);
+}
+
+/// <summary>
+/// f16 weights. The exponent and mantissa shifted into f32 position and multiplied by 2¹¹² re-bias the exponent
+/// (15 → 127) and turn f16 subnormals into the right normal f32s; the sign is or-ed back. Infinities and NaNs (never in
+/// a checkpoint's weights) become large finite values.
+/// </summary>
+internal readonly unsafe struct F16Loader : IWeightLoader<ushort>
+{
+    private static readonly Vector256<int> Magnitude = Vector256.Create(0x7fff), Sign = Vector256.Create(0x8000);
+    private static readonly Vector256<float> Rebias = Vector256.Create(BitConverter.Int32BitsToSingle(0x77800000)); // 2^112
+
+    public static Vector256<float> Load8(ushort* p)
+    {
+        var h = Avx2.ConvertToVector256Int32(p);
+        var magnitude = Avx2.ShiftLeftLogical(Avx2.And(h, Magnitude), 13).AsSingle();
+        var sign = Avx2.ShiftLeftLogical(Avx2.And(h, Sign), 16).AsSingle();
+        return Avx.Or(Avx.Multiply(magnitude, Rebias), sign);
+    }
+
+    public static float Load1(ushort* p) => (float)BitConverter.UInt16BitsToHalf(*p);
+}
+
+/// <summary>int8 weights (the per-row scale is applied to the finished dot product).</summary>
+internal readonly unsafe struct Int8Loader : IWeightLoader<sbyte>
+{
+    public static Vector256<float> Load8(sbyte* p) => Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(p));
+    public static float Load1(sbyte* p) => *p;
+}
+
+/// <summary>
+/// Matrix-vector products for batch-1 (and small-batch) decode: y[b, r] = scale[r]·(x[b] · w[r]) + bias[r] over weight rows
+/// [r0, r1) of a row-major [out, in] matrix, with f32 activations and f32 accumulation. Decode is bound by the bytes of
+/// weights it streams; these loops widen each stored weight to f32 in registers as it streams past, so a half or int8
+/// matrix is read at its own size (libtorch 2.10's bf16 GEMV on this CPU class runs at a third of the bandwidth; its
+/// int8 kernel, <c>_weight_int8pack_mm</c>, is vectorised only for bf16 activations and is slower still — measured
+/// side by side in one process). Requires AVX2 and FMA (<see cref="IsSupported"/>); callers fall back to libtorch.
+/// </summary>
+internal static unsafe class GemvKernels
+{
+    /// <summary>True when the CPU has the instructions these loops use.</summary>
+    public static bool IsSupported => Avx2.IsSupported && Fma.IsSupported;
+
+    /// <summary>
+    /// Rows [r0, r1) of y = x·Wᵀ for <paramref name="rows"/> input rows. x: [rows, k] f32; w: [out, k]; y: [rows, ldy] f32.
+    /// <paramref name="scales"/> (per output row) and <paramref name="bias"/> may be null.
+    /// </summary>
+    public static void Run<TWeight, TLoader>(float* x, int rows, TWeight* w, int k, int r0, int r1, float* scales, float* bias, float* y, int ldy)
+        where TWeight : unmanaged where TLoader : struct, IWeightLoader<TWeight>
+    {
+        for (int b = 0; b < rows; b += 4)
+        {
+            int n = Math.Min(4, rows - b);
+            float* x0 = x + (long)b * k;
+            if (n == 1) SingleRow<TWeight, TLoader>(x0, w, k, r0, r1, scales, bias, y + (long)b * ldy);
+            else FourRows<TWeight, TLoader>(x0, n, w, k, r0, r1, scales, bias, y + (long)b * ldy, ldy);
+        }
+    }
+
+    /// <summary>One input row: four independent accumulators keep the FMA pipes busy.</summary>
+    private static void SingleRow<TWeight, TLoader>(float* x, TWeight* w, int k, int r0, int r1, float* scales, float* bias, float* y)
+        where TWeight : unmanaged where TLoader : struct, IWeightLoader<TWeight>
+    {
+        for (int r = r0; r < r1; r++)
+        {
+            TWeight* wr = w + (long)r * k;
+            var a0 = Vector256<float>.Zero; var a1 = a0; var a2 = a0; var a3 = a0;
+            int i = 0;
+            for (; i + 32 <= k; i += 32)
+            {
+                a0 = Fma.MultiplyAdd(TLoader.Load8(wr + i), Avx.LoadVector256(x + i), a0);
+                a1 = Fma.MultiplyAdd(TLoader.Load8(wr + i + 8), Avx.LoadVector256(x + i + 8), a1);
+                a2 = Fma.MultiplyAdd(TLoader.Load8(wr + i + 16), Avx.LoadVector256(x + i + 16), a2);
+                a3 = Fma.MultiplyAdd(TLoader.Load8(wr + i + 24), Avx.LoadVector256(x + i + 24), a3);
+            }
+            for (; i + 8 <= k; i += 8) a0 = Fma.MultiplyAdd(TLoader.Load8(wr + i), Avx.LoadVector256(x + i), a0);
+            float s = Sum(Avx.Add(Avx.Add(a0, a1), Avx.Add(a2, a3)));
+            for (; i < k; i++) s += TLoader.Load1(wr + i) * x[i];
+            y[r] = Finish(s, r, scales, bias);
+        }
+    }
+
+    /// <summary>Two to four input rows: each weight vector is widened once and multiplied into every row.</summary>
+    private static void FourRows<TWeight, TLoader>(float* x, int n, TWeight* w, int k, int r0, int r1, float* scales, float* bias, float* y, int ldy)
+        where TWeight : unmanaged where TLoader : struct, IWeightLoader<TWeight>
+    {
+        // Missing rows (n < 4) read row 0 again and their sums are dropped: cheaper than four loop variants.
+        float* x1 = x + (n > 1 ? k : 0), x2 = x + (n > 2 ? 2L * k : 0), x3 = x + (n > 3 ? 3L * k : 0);
+        for (int r = r0; r < r1; r++)
+        {
+            TWeight* wr = w + (long)r * k;
+            var a0 = Vector256<float>.Zero; var a1 = a0; var a2 = a0; var a3 = a0;
+            int i = 0;
+            for (; i + 8 <= k; i += 8)
+            {
+                var wv = TLoader.Load8(wr + i);
+                a0 = Fma.MultiplyAdd(wv, Avx.LoadVector256(x + i), a0);
+                a1 = Fma.MultiplyAdd(wv, Avx.LoadVector256(x1 + i), a1);
+                a2 = Fma.MultiplyAdd(wv, Avx.LoadVector256(x2 + i), a2);
+                a3 = Fma.MultiplyAdd(wv, Avx.LoadVector256(x3 + i), a3);
+            }
+            float s0 = Sum(a0), s1 = Sum(a1), s2 = Sum(a2), s3 = Sum(a3);
+            for (; i < k; i++)
+            {
+                float wi = TLoader.Load1(wr + i);
+                s0 += wi * x[i]; s1 += wi * x1[i]; s2 += wi * x2[i]; s3 += wi * x3[i];
+            }
+            y[r] = Finish(s0, r, scales, bias);
+            if (n > 1) y[ldy + r] = Finish(s1, r, scales, bias);
+            if (n > 2) y[2L * ldy + r] = Finish(s2, r, scales, bias);
+            if (n > 3) y[3L * ldy + r] = Finish(s3, r, scales, bias);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float Finish(float dot, int r, float* scales, float* bias) =>
+        (scales == null ? dot : dot * scales[r]) + (bias == null ? 0f : bias[r]);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float Sum(Vector256<float> v)
+    {
+        var s = Sse.Add(v.GetLower(), v.GetUpper());
+        s = Sse.Add(s, Sse.MoveHighToLow(s, s));
+        s = Sse.AddScalar(s, Sse.Shuffle(s, s, 1));
+        return s.ToScalar();
+    }
+}
