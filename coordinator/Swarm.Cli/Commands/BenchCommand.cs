@@ -24,7 +24,7 @@ internal static class BenchCommand
     {
         var preset = new Option<string>("--preset") { Description = "Preset", DefaultValueFactory = _ => "pythia-160m" };
         var json = new Option<bool>("--json") { Description = "Print JSON" };
-        var threads = new Option<int>("--threads") { Description = "CPU threads per node process (0 = all cores)", DefaultValueFactory = _ => 0 };
+        var threads = new Option<int>("--threads") { Description = "CPU threads per node process (0 = the cores shared equally among the node processes)", DefaultValueFactory = _ => 0 };
         var cmd = new Command("swarm", "Latency through 1, 2 and 4 stages on loopback vs one process; per-hop overhead; WAN transfer");
         cmd.Options.Add(preset); cmd.Options.Add(json); cmd.Options.Add(threads);
         cmd.SetAction(async (r, ct) =>
@@ -72,7 +72,7 @@ internal static class BenchCommand
         var preset = new Option<string>("--preset") { Description = "Preset", DefaultValueFactory = _ => "pythia-160m" };
         var deadAfter = new Option<string>("--dead-after") { Description = "Coordinator failure-detection threshold", DefaultValueFactory = _ => "2.5s" };
         var json = new Option<bool>("--json") { Description = "Print JSON" };
-        var threads = new Option<int>("--threads") { Description = "CPU threads per node process (0 = all cores)", DefaultValueFactory = _ => 0 };
+        var threads = new Option<int>("--threads") { Description = "CPU threads per node process (0 = the cores shared equally among the node processes)", DefaultValueFactory = _ => 0 };
         var cmd = new Command("recovery", "Time from a node's death to the job's next token, and the throughput dip");
         cmd.Options.Add(preset); cmd.Options.Add(deadAfter); cmd.Options.Add(json); cmd.Options.Add(threads);
         cmd.SetAction(async (r, ct) =>
@@ -175,7 +175,7 @@ internal static class BenchCommand
         var preset = new Option<string>("--preset") { Description = "Model preset (default pythia-160m)", DefaultValueFactory = _ => "pythia-160m" };
         var json = new Option<bool>("--json") { Description = "Print JSON" };
         var tokens = new Option<int>("--tokens") { Description = "New tokens per job (default 32)", DefaultValueFactory = _ => 32 };
-        var threads = new Option<int>("--threads") { Description = "CPU threads of the one-node run and of each swarm node (0 = all cores)", DefaultValueFactory = _ => 0 };
+        var threads = new Option<int>("--threads") { Description = "CPU threads of the one-node run and of each swarm node (0: all cores for the one-node run, the cores shared equally among the swarm nodes)", DefaultValueFactory = _ => 0 };
         var noSwarm = new Option<bool>("--no-swarm") { Description = "Skip the 3-node swarm part" };
         var cmd = new Command("batching", "Aggregate decode tokens/s and per-token latency at 1, 4, 16 and 64 concurrent jobs: one node in-process, and a 3-node swarm over HTTP");
         cmd.Options.Add(preset); cmd.Options.Add(json); cmd.Options.Add(tokens); cmd.Options.Add(threads); cmd.Options.Add(noSwarm);
