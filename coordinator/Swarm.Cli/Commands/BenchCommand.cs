@@ -199,6 +199,16 @@ internal static class BenchCommand
                     ["swarm_aggregate_tokens_per_s"] = R(report.SwarmAggregate),
                     ["p50_ms"] = R(report.P50),
                     ["p95_ms"] = R(report.P95),
+                    ["swarm_p50_ms"] = R(report.SwarmP50),
+                    ["swarm_p95_ms"] = R(report.SwarmP95),
+                    ["arrivals"] = new Dictionary<string, object>
+                    {
+                        ["concurrency"] = report.ArrivalSlots,
+                        ["prompt_tokens"] = StaggeredArrivals.PromptTokens,
+                        ["tokens_per_s"] = Math.Round(report.Arrivals.Aggregate, 2),
+                        ["p50_ms"] = Math.Round(report.Arrivals.P50, 2),
+                        ["p95_ms"] = Math.Round(report.Arrivals.P95, 2),
+                    },
                 }));
                 return 0;
             }
@@ -208,6 +218,9 @@ internal static class BenchCommand
                 Console.WriteLine($"{report.Concurrency[i],4} {report.Aggregate[i],15:F1} {report.Aggregate[i] / report.Aggregate[0],8:F2} {report.P50[i],8:F1} {report.P95[i],8:F1} " +
                                   $"{report.PeakBatch[i],10} {report.SwarmAggregate[i],12:F1} {report.SwarmP50[i],10:F1} {report.SwarmP95[i],10:F1}");
             Console.WriteLine("(aggregate decode tokens/s over all jobs; p50/p95 = time between consecutive tokens of a job)");
+            var a = report.Arrivals;
+            Console.WriteLine($"{report.ArrivalSlots} jobs, {StaggeredArrivals.PromptTokens}-token prompts arriving while the others decode ({a.Jobs} jobs): " +
+                              $"{a.Aggregate:F1} tokens/s, gap p50 {a.P50:F1} ms, p95 {a.P95:F1} ms (p95/p50 {(a.P50 > 0 ? a.P95 / a.P50 : 0):F2})");
             return 0;
         });
         return cmd;
