@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Text.Json.Nodes;
 using Swarm.Coordinator.Security;
 using Swarm.Coordinator.Service;
+using Swarm.Engine;
 
 namespace Swarm.Cli;
 
@@ -22,7 +23,13 @@ internal sealed record LocalSwarmOptions
     /// <summary>Memory budget per node (e.g. "2GB"), when not pinned.</summary>
     public string? Memory { get; init; }
     public string WireDtype { get; init; } = "f16";
+    /// <summary>
+    /// Compute threads of each node (<c>--threads</c>); 0 (default): the cores shared equally among the <see cref="Nodes"/>
+    /// node processes (<see cref="ThreadBudget"/>), so processes on one host never oversubscribe it.
+    /// </summary>
     public int ThreadsPerNode { get; init; }
+    /// <summary>Compute threads each node is started with: <see cref="ThreadsPerNode"/>, or its share of this machine's cores.</summary>
+    public int NodeThreads => ThreadsPerNode > 0 ? ThreadsPerNode : ThreadBudget.PerProcess(Math.Max(1, Nodes));
     public string? Secret { get; init; }
     public IReadOnlyList<string> CoordinatorArgs { get; init; } = [];
     public IReadOnlyList<string> NodeArgs { get; init; } = [];
@@ -200,7 +207,7 @@ internal sealed class LocalSwarm : IAsyncDisposable
         if (_options.PinCoordinatorKey && CoordinatorKey.Length > 0) { args.Add("--coordinator-key"); args.Add(CoordinatorKey); }
         if (layers is not null) { args.Add("--layers"); args.Add(layers); }
         if (memory is not null) { args.Add("--memory"); args.Add(memory); }
-        if (_options.ThreadsPerNode > 0) { args.Add("--threads"); args.Add(_options.ThreadsPerNode.ToString()); }
+        args.Add("--threads"); args.Add(_options.NodeThreads.ToString());
         if (_options.Secret is not null) { args.Add("--secret"); args.Add(_options.Secret); }
         if (_options.NodeMetricsPorts?.ElementAtOrDefault(i) is > 0 and var port) { args.Add("--metrics-port"); args.Add(port.ToString()); }
         args.AddRange(_options.NodeArgs);

@@ -16,12 +16,17 @@ namespace Swarm.Cli.Bench;
 /// <c>tokens</c> new tokens greedily; all jobs of a level start together.
 /// Aggregate decode tokens/s = tokens arriving while all N jobs are decoding (after the last job's first token,
 /// up to the first job's last token) ÷ that time; per-token latency = the time between consecutive tokens of one job.
+/// Then, on the same node, <see cref="StaggeredArrivals"/>: 16 concurrent jobs whose long prompts keep arriving while the
+/// others decode, which shows whether prefill chunks stall decodes (p95 gap against p50).
 /// </summary>
 internal static class BatchingBench
 {
     /// <summary>Figures per concurrency level (same order as <see cref="Concurrency"/>).</summary>
     public sealed record Report(string Preset, int Tokens, int[] Concurrency, double[] Aggregate, double[] P50, double[] P95,
-        double[] SwarmAggregate, double[] SwarmP50, double[] SwarmP95, int[] PeakBatch);
+        double[] SwarmAggregate, double[] SwarmP50, double[] SwarmP95, int[] PeakBatch, int ArrivalSlots, StaggeredArrivals.Result Arrivals);
+
+    /// <summary>Concurrent slots of the arrivals run (<see cref="StaggeredArrivals"/>).</summary>
+    public const int ArrivalSlots = 16;
 
     private sealed record Level(double Aggregate, double P50, double P95);
 
@@ -35,6 +40,7 @@ internal static class BatchingBench
         var sAgg = new double[levels.Length]; var sP50 = new double[levels.Length]; var sP95 = new double[levels.Length];
         var peak = new int[levels.Length];
         int vocab;
+        StaggeredArrivals.Result arrivals;
         using (var ckpt = Checkpoint.Open(dir))
         {
             vocab = ckpt.Config.VocabSize;
@@ -48,6 +54,9 @@ internal static class BatchingBench
                 peak[i] = host.Stats.PeakBatch;
                 log($"one node, {levels[i],2} jobs: {l.Aggregate,7:F1} tokens/s   p50 {l.P50,6:F1} ms   p95 {l.P95,6:F1} ms");
             }
+            arrivals = StaggeredArrivals.Run(host, ArrivalSlots, jobsPerSlot: 3, vocab, seed: 7);
+            log($"one node, {ArrivalSlots} jobs with {StaggeredArrivals.PromptTokens}-token prompts arriving while others decode: " +
+                $"{arrivals.Aggregate,7:F1} tokens/s   p50 {arrivals.P50,6:F1} ms   p95 {arrivals.P95,6:F1} ms");
         }
         if (swarm)
         {
@@ -66,7 +75,7 @@ internal static class BatchingBench
                 log($"3-node swarm, {levels[i],2} jobs: {l.Aggregate,7:F1} tokens/s   p50 {l.P50,6:F1} ms   p95 {l.P95,6:F1} ms");
             }
         }
-        return new Report(preset, tokens, levels, agg, p50, p95, sAgg, sP50, sP95, peak);
+        return new Report(preset, tokens, levels, agg, p50, p95, sAgg, sP50, sP95, peak, ArrivalSlots, arrivals);
     }
 
     private static long[] Prompt(int vocab, int seed, int job)

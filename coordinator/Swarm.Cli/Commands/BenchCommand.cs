@@ -23,7 +23,7 @@ internal static class BenchCommand
     {
         var preset = new Option<string>("--preset") { Description = "Preset", DefaultValueFactory = _ => "pythia-160m" };
         var json = new Option<bool>("--json") { Description = "Print JSON" };
-        var threads = new Option<int>("--threads") { Description = "CPU threads per node process (0 = all cores)", DefaultValueFactory = _ => 0 };
+        var threads = new Option<int>("--threads") { Description = "CPU threads per node process (0 = the cores shared equally among the node processes)", DefaultValueFactory = _ => 0 };
         var cmd = new Command("swarm", "Latency through 1, 2 and 4 stages on loopback vs one process; per-hop overhead; WAN transfer");
         cmd.Options.Add(preset); cmd.Options.Add(json); cmd.Options.Add(threads);
         cmd.SetAction(async (r, ct) =>
@@ -106,7 +106,7 @@ internal static class BenchCommand
         var preset = new Option<string>("--preset") { Description = "Preset", DefaultValueFactory = _ => "pythia-160m" };
         var deadAfter = new Option<string>("--dead-after") { Description = "Coordinator failure-detection threshold", DefaultValueFactory = _ => "2.5s" };
         var json = new Option<bool>("--json") { Description = "Print JSON" };
-        var threads = new Option<int>("--threads") { Description = "CPU threads per node process (0 = all cores)", DefaultValueFactory = _ => 0 };
+        var threads = new Option<int>("--threads") { Description = "CPU threads per node process (0 = the cores shared equally among the node processes)", DefaultValueFactory = _ => 0 };
         var cmd = new Command("recovery", "Time from a node's death to the job's next token, and the throughput dip");
         cmd.Options.Add(preset); cmd.Options.Add(deadAfter); cmd.Options.Add(json); cmd.Options.Add(threads);
         cmd.SetAction(async (r, ct) =>
@@ -212,7 +212,7 @@ internal static class BenchCommand
         var preset = new Option<string>("--preset") { Description = "Model preset (default pythia-160m)", DefaultValueFactory = _ => "pythia-160m" };
         var json = new Option<bool>("--json") { Description = "Print JSON" };
         var tokens = new Option<int>("--tokens") { Description = "New tokens per job (default 32)", DefaultValueFactory = _ => 32 };
-        var threads = new Option<int>("--threads") { Description = "CPU threads of the one-node run and of each swarm node (0 = all cores)", DefaultValueFactory = _ => 0 };
+        var threads = new Option<int>("--threads") { Description = "CPU threads of the one-node run and of each swarm node (0: all cores for the one-node run, the cores shared equally among the swarm nodes)", DefaultValueFactory = _ => 0 };
         var noSwarm = new Option<bool>("--no-swarm") { Description = "Skip the 3-node swarm part" };
         var cmd = new Command("batching", "Aggregate decode tokens/s and per-token latency at 1, 4, 16 and 64 concurrent jobs: one node in-process, and a 3-node swarm over HTTP");
         cmd.Options.Add(preset); cmd.Options.Add(json); cmd.Options.Add(tokens); cmd.Options.Add(threads); cmd.Options.Add(noSwarm);
@@ -236,6 +236,16 @@ internal static class BenchCommand
                     ["swarm_aggregate_tokens_per_s"] = R(report.SwarmAggregate),
                     ["p50_ms"] = R(report.P50),
                     ["p95_ms"] = R(report.P95),
+                    ["swarm_p50_ms"] = R(report.SwarmP50),
+                    ["swarm_p95_ms"] = R(report.SwarmP95),
+                    ["arrivals"] = new Dictionary<string, object>
+                    {
+                        ["concurrency"] = report.ArrivalSlots,
+                        ["prompt_tokens"] = StaggeredArrivals.PromptTokens,
+                        ["tokens_per_s"] = Math.Round(report.Arrivals.Aggregate, 2),
+                        ["p50_ms"] = Math.Round(report.Arrivals.P50, 2),
+                        ["p95_ms"] = Math.Round(report.Arrivals.P95, 2),
+                    },
                 }));
                 return 0;
             }
@@ -245,6 +255,9 @@ internal static class BenchCommand
                 Console.WriteLine($"{report.Concurrency[i],4} {report.Aggregate[i],15:F1} {report.Aggregate[i] / report.Aggregate[0],8:F2} {report.P50[i],8:F1} {report.P95[i],8:F1} " +
                                   $"{report.PeakBatch[i],10} {report.SwarmAggregate[i],12:F1} {report.SwarmP50[i],10:F1} {report.SwarmP95[i],10:F1}");
             Console.WriteLine("(aggregate decode tokens/s over all jobs; p50/p95 = time between consecutive tokens of a job)");
+            var a = report.Arrivals;
+            Console.WriteLine($"{report.ArrivalSlots} jobs, {StaggeredArrivals.PromptTokens}-token prompts arriving while the others decode ({a.Jobs} jobs): " +
+                              $"{a.Aggregate:F1} tokens/s, gap p50 {a.P50:F1} ms, p95 {a.P95:F1} ms (p95/p50 {(a.P50 > 0 ? a.P95 / a.P50 : 0):F2})");
             return 0;
         });
         return cmd;

@@ -29,7 +29,7 @@ internal static class DemoCommand
         var preset = new Option<string?>("--preset") { Description = "Run a random-weight preset instead (created and cached on first use), e.g. pythia-160m" };
         var prompt = new Option<string?>("--prompt") { Description = $"Prompt text (needs a tokenizer.json); default: \"{DefaultPrompt}\", or token ids for a model without a tokenizer" };
         var maxNew = new Option<int>("--max-new-tokens") { Description = "Tokens to generate", DefaultValueFactory = _ => 64 };
-        var threads = new Option<int>("--threads") { Description = "CPU threads per node process (0 = all cores)", DefaultValueFactory = _ => 0 };
+        var threads = new Option<int>("--threads") { Description = "CPU threads per node process (0 = the cores shared equally among the node processes)", DefaultValueFactory = _ => 0 };
         var cmd = new Command("demo", "Start a whole swarm on loopback, generate once (streamed), shut it down");
         cmd.Options.Add(nodes); cmd.Options.Add(model); cmd.Options.Add(preset); cmd.Options.Add(prompt); cmd.Options.Add(maxNew); cmd.Options.Add(threads);
         cmd.SetAction(async (r, ct) =>

@@ -12,7 +12,9 @@ namespace Swarm.Node.Scheduling;
 /// <see cref="BatchingOptions.AdmissionHeadroomBlocks"/> per running session are free (no overtaking).</item>
 /// <item>Selection (<see cref="Plan"/>): every admitted session's head step, decodes first, then in arrival order,
 /// prefills in chunks of at most <see cref="BatchingOptions.PrefillChunk"/>, all within
-/// <see cref="BatchingOptions.MaxBatchTokens"/>, on the layer range of the first candidate.</item>
+/// <see cref="BatchingOptions.MaxBatchTokens"/>, on the layer range of the first candidate. Beside decodes, prefills
+/// take a bounded share (<see cref="BatchingOptions.MinPrefillWhileDecoding"/>), so a prompt arriving while others
+/// decode is fed in slices that do not stall them.</item>
 /// <item>Preemption: when nothing can run because sessions cannot grow, the youngest block-holding session is dropped
 /// (its steps fail with <see cref="ErrorCode.Overloaded"/>; the coordinator replays the job) — at once when every
 /// block-holding session is blocked here, otherwise only after <see cref="BatchingOptions.PreemptAfter"/>, since
@@ -165,13 +167,15 @@ internal sealed class BatchScheduler<T>
             .ToList();
         var range = candidates.Count > 0 ? candidates[0].Layers : default;
         int budget = _options.MaxBatchTokens;
+        int prefillBudget = PrefillShare(candidates, range);
         bool blocked = false;
         foreach (var s in candidates)
         {
             if (!s.Layers.Equals(range)) continue; // another layer range runs in a later iteration
             var step = s.Steps.Peek();
-            int count = Math.Min(Math.Min(step.Remaining, _options.PrefillChunk), budget);
-            if (count <= 0) break;
+            bool decode = step.Remaining == 1;
+            int count = Math.Min(Math.Min(step.Remaining, _options.PrefillChunk), decode ? budget : Math.Min(budget, prefillBudget));
+            if (count <= 0) break; // decodes come first: what is left are prefills, and their share is spent
             if (!step.Prepared)
             {
                 if (step.StartPosition > s.Length)
@@ -188,12 +192,33 @@ internal sealed class BatchScheduler<T>
             if (!TryReserve(s, s.Length + count)) { blocked = true; continue; }
             chunks.Add(new PlannedChunk<T>(step, step.Done, count));
             budget -= count;
+            if (!decode) prefillBudget -= count;
         }
         var plan = new IterationPlan<T>(range, chunks, failed);
         if (chunks.Count > 0) { _blockedSince = null; _open = plan; }
         else if (blocked) MaybePreempt(failed);
         else _blockedSince = null;
         return plan;
+    }
+
+    /// <summary>
+    /// Prefill positions an iteration on <paramref name="range"/> may take: unlimited without decodes, else the largest of
+    /// the floor, the decode count and the queued prefill positions spread over <see cref="BatchingOptions.PrefillSpread"/>.
+    /// </summary>
+    private int PrefillShare(List<Session> candidates, LayerRange range)
+    {
+        int decodes = 0;
+        long queued = 0;
+        foreach (var s in candidates)
+        {
+            if (!s.Layers.Equals(range)) continue;
+            int remaining = s.Steps.Peek().Remaining;
+            if (remaining == 1) decodes++;
+            else queued += remaining;
+        }
+        if (decodes == 0) return int.MaxValue;
+        long spread = (queued + _options.PrefillSpread - 1) / _options.PrefillSpread;
+        return (int)Math.Min(int.MaxValue, Math.Max(Math.Max(_options.MinPrefillWhileDecoding, decodes), spread));
     }
 
     /// <summary>The plan's forward pass ran: advances its steps and sessions; returns the steps that finished (in batch order).</summary>

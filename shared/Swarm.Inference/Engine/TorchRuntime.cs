@@ -28,12 +28,23 @@ public static class TorchRuntime
                 {
                     throw new TorchLoadException(Explain(e), e);
                 }
+                LimitInterOpThreads();
                 _ready = true;
             }
             int n = threads > 0 ? threads : Environment.ProcessorCount;
             torch.set_num_threads(n);
             Model.ComputePool.Configure(n);
         }
+    }
+
+    /// <summary>
+    /// Inference runs its ops one after another (no TorchScript forks), so libtorch's inter-op pool would only add idle
+    /// threads — one per core by default — to every process. libtorch accepts this once, before any parallel work.
+    /// </summary>
+    private static void LimitInterOpThreads()
+    {
+        try { torch.set_num_interop_threads(1); }
+        catch (System.Runtime.InteropServices.ExternalException) { } // parallel work already started (another initialiser): keep its pool
     }
 
     /// <summary>

@@ -30,22 +30,12 @@ internal sealed class BatchPlan
     public required Tensor Positions { get; init; }
     /// <summary>Pool slot each row's key/value is written to, int64 [N].</summary>
     public required Tensor Slots { get; init; }
-    /// <summary>Rows of the single-position steps (decodes), int64 [m]; null when there are none.</summary>
-    public Tensor? DecodeRows { get; init; }
-    /// <summary>Slots the decodes attend to, padded to <see cref="DecodeLength"/> each, int64 [m · DecodeLength]; null when
-    /// the decodes read strided windows of the storage (<see cref="DecodeStart"/>).</summary>
-    public Tensor? DecodeSlots { get; init; }
     /// <summary>
-    /// Without <see cref="DecodeSlots"/>: decode d attends to the contiguous slots [DecodeStart + d·DecodeStride,
-    /// + DecodeLength) — every decode at the same length over consecutive blocks (a session alone on a node, or equal
-    /// sessions reserved up front), read as one strided view, copying nothing.
+    /// Single-position steps (decodes) in groups that attend together; empty when there are none. Decodes of similar
+    /// lengths share a group (one gather, one attention call); lengths far apart go to separate groups, so a short
+    /// sequence is not padded to a long one's length (see <see cref="Partition"/>).
     /// </summary>
-    public long DecodeStart { get; init; }
-    /// <summary>Slots between the windows of consecutive decodes (see <see cref="DecodeStart"/>).</summary>
-    public long DecodeStride { get; init; }
-    /// <summary>[m, 1, 1, DecodeLength] bool (true = attend); null when no decode needs padding.</summary>
-    public Tensor? DecodeMask { get; init; }
-    public int DecodeLength { get; init; }
+    public IReadOnlyList<DecodeGroup> DecodeGroups { get; init; } = [];
     /// <summary>Multi-position steps (prefill chunks), each with its own causal attention.</summary>
     public required IReadOnlyList<Chunk> Chunks { get; init; }
 
@@ -57,11 +47,23 @@ internal sealed class BatchPlan
     /// <param name="Mask">[Rows, L] causal mask (true = attend).</param>
     internal sealed record Chunk(int Offset, int Rows, int Length, Tensor? Slots, long Start, Tensor Mask);
 
+    /// <summary>Decodes that attend in one call, each over a window of <paramref name="Length"/> positions.</summary>
+    /// <param name="Rows">Their rows in the batch, int64 [n].</param>
+    /// <param name="Count">n.</param>
+    /// <param name="Length">Positions each attends to: the group's longest (Length + 1); shorter ones are padded and masked.</param>
+    /// <param name="Slots">Their slots, n windows of <paramref name="Length"/>, int64 [n · Length]; null when they are read as
+    /// strided windows of the storage: decode d over the slots [Start + d·Stride, + Length) — every decode of the group at the
+    /// same length over consecutive blocks (a session alone on a node, or equal sessions reserved up front), copying nothing.</param>
+    /// <param name="Start">First slot of the first strided window.</param>
+    /// <param name="Stride">Slots between consecutive strided windows.</param>
+    /// <param name="Mask">[n, 1, 1, Length] bool (true = attend); null when no decode of the group is padded.</param>
+    internal sealed record DecodeGroup(Tensor Rows, int Count, int Length, Tensor? Slots, long Start, long Stride, Tensor? Mask);
+
     /// <summary>
     /// The plan of one step: item i brings <paramref name="rows"/>[i] new positions at rows [offsets[i], +rows[i]) of the
-    /// batch. Tensors are made in the caller's dispose scope, on the CPU.
+    /// batch. Tensors are made in the caller's dispose scope, on the CPU. <paramref name="maxPadding"/>: see <see cref="Partition"/>.
     /// </summary>
-    public static BatchPlan Build(IReadOnlyList<BatchItem> items, int[] rows, int[] offsets, int total)
+    public static BatchPlan Build(IReadOnlyList<BatchItem> items, int[] rows, int[] offsets, int total, long maxPadding)
     {
         var positions = new long[total];
         var slots = new long[total];
@@ -88,24 +90,41 @@ internal sealed class BatchPlan
             // query j (absolute position Length + j) sees keys ≤ its position
             chunks.Add(new Chunk(offsets[i], rows[i], len, seqSlots, start, ones([rows[i], len], ScalarType.Bool).tril(kv.Length)));
         }
-        var plan = new BatchPlan
+        return new BatchPlan
         {
             Positions = tensor(positions, ScalarType.Int64),
             Slots = tensor(slots, ScalarType.Int64),
             Chunks = chunks,
+            DecodeGroups = decodes.Count == 0 ? [] : Partition(items, decodes, maxPadding).Select(g => Group(items, g, offsets)).ToArray(),
         };
-        return decodes.Count == 0 ? plan : WithDecodes(plan, items, decodes, offsets);
     }
 
-    private static BatchPlan WithDecodes(BatchPlan plan, IReadOnlyList<BatchItem> items, List<int> decodes, int[] offsets)
+    /// <summary>
+    /// Splits decodes (item indices) into groups by length. Sorted by length, a decode joins the current group unless that
+    /// would pad the group's decodes by more than <paramref name="maxPadding"/> positions in all; then it starts a new one.
+    /// A group costs a few extra ops per layer, so splitting pays only once the padding it saves is worth more positions than
+    /// those ops cost. A single group keeps the batch order (its rows then are the whole batch, read without reordering).
+    /// </summary>
+    internal static List<List<int>> Partition(IReadOnlyList<BatchItem> items, List<int> decodes, long maxPadding)
     {
-        var decodeRows = tensor(decodes.Select(i => (long)offsets[i]).ToArray(), ScalarType.Int64);
+        var sorted = decodes.OrderBy(i => items[i].Kv.Length).ToList(); // stable
+        var groups = new List<List<int>> { new() { sorted[0] } };
+        int longest = items[sorted[0]].Kv.Length;
+        foreach (int i in sorted.Skip(1))
+        {
+            int length = items[i].Kv.Length;
+            if ((long)groups[^1].Count * (length - longest) > maxPadding) groups.Add([]);
+            groups[^1].Add(i);
+            longest = length;
+        }
+        return groups.Count == 1 ? [decodes] : groups;
+    }
+
+    private static DecodeGroup Group(IReadOnlyList<BatchItem> items, List<int> decodes, int[] offsets)
+    {
+        var rows = tensor(decodes.Select(i => (long)offsets[i]).ToArray(), ScalarType.Int64);
         if (Windows(items, decodes) is (long start, long stride, int length))
-            return new BatchPlan
-            {
-                Positions = plan.Positions, Slots = plan.Slots, Chunks = plan.Chunks,
-                DecodeRows = decodeRows, DecodeStart = start, DecodeStride = stride, DecodeLength = length,
-            };
+            return new DecodeGroup(rows, decodes.Count, length, null, start, stride, null);
         int decodeLength = decodes.Max(i => items[i].Kv.Length + 1);
         var table = new long[decodes.Count * decodeLength];
         var mask = new bool[decodes.Count * decodeLength];
@@ -122,12 +141,8 @@ internal sealed class BatchPlan
                 mask[d * decodeLength + p] = p < len;
             }
         }
-        return new BatchPlan
-        {
-            Positions = plan.Positions, Slots = plan.Slots, Chunks = plan.Chunks,
-            DecodeRows = decodeRows, DecodeSlots = tensor(table, ScalarType.Int64), DecodeLength = decodeLength,
-            DecodeMask = padded ? tensor(mask, ScalarType.Bool).view(decodes.Count, 1, 1, decodeLength) : null,
-        };
+        return new DecodeGroup(rows, decodes.Count, decodeLength, tensor(table, ScalarType.Int64), 0, 0,
+            padded ? tensor(mask, ScalarType.Bool).view(decodes.Count, 1, 1, decodeLength) : null);
     }
 
     /// <summary>
@@ -156,10 +171,7 @@ internal sealed class BatchPlan
     {
         Positions = Positions.to(device),
         Slots = Slots.to(device),
-        DecodeRows = DecodeRows?.to(device),
-        DecodeSlots = DecodeSlots?.to(device),
-        DecodeStart = DecodeStart, DecodeStride = DecodeStride, DecodeLength = DecodeLength,
-        DecodeMask = DecodeMask?.to(device),
+        DecodeGroups = DecodeGroups.Select(g => g with { Rows = g.Rows.to(device), Slots = g.Slots?.to(device), Mask = g.Mask?.to(device) }).ToArray(),
         Chunks = Chunks.Select(c => c with { Slots = c.Slots?.to(device), Mask = c.Mask.to(device) }).ToArray(),
     };
 }

@@ -105,19 +105,19 @@ internal sealed class NeoXLayerShard : IDisposable
         keyStore.index_copy_(0, plan.Slots, k);
         valueStore.index_copy_(0, plan.Slots, v);
 
-        // Only decodes, or one chunk alone: its attention output is the whole result, not copied into a buffer first.
-        bool alone = plan.Chunks.Count == 0 || (plan.DecodeRows is null && plan.Chunks.Count == 1);
+        // One group of decodes in batch order (every row), or one chunk alone: its attention output is the whole result,
+        // not copied into a buffer first.
+        bool alone = plan.Chunks.Count + plan.DecodeGroups.Count == 1;
         Tensor? attn = alone ? null : empty([n, nh, hd], x.dtype, x.device);
-        if (plan.DecodeRows is { } rows)
+        foreach (var g in plan.DecodeGroups)
         {
-            // Single-position steps: one attention call for all of them, over views of their windows or one padded gather.
-            long m = rows.shape[0];
-            var qd = (attn is null ? q : q.index_select(0, rows)).unsqueeze(2);        // [m, nh, 1, hd]
-            var kd = DecodeWindow(keyStore, plan, m).permute(0, 2, 1, 3);              // [m, nh, len, hd]
-            var vd = DecodeWindow(valueStore, plan, m).permute(0, 2, 1, 3);
-            var od = DecodeAttention(qd, kd, vd, plan.DecodeMask).squeeze(2);         // [m, nh, hd]
+            // Single-position steps of similar lengths: one attention call, over views of their windows or one padded gather.
+            var qd = (attn is null ? q : q.index_select(0, g.Rows)).unsqueeze(2);     // [m, nh, 1, hd]
+            var kd = DecodeWindow(keyStore, g).permute(0, 2, 1, 3);                   // [m, nh, len, hd]
+            var vd = DecodeWindow(valueStore, g).permute(0, 2, 1, 3);
+            var od = DecodeAttention(qd, kd, vd, g.Mask).squeeze(2);                  // [m, nh, hd]
             if (attn is null) return _dense.Forward(od.reshape(n, nh * hd));
-            attn.index_copy_(0, rows, od);
+            attn.index_copy_(0, g.Rows, od);
         }
         foreach (var c in plan.Chunks)
         {
@@ -149,16 +149,16 @@ internal sealed class NeoXLayerShard : IDisposable
     public Tensor Mlp(Tensor h) => _down.Forward(F.gelu(_up.Forward(h)));
 
     /// <summary>
-    /// The positions the decodes attend to, [m, len, heads, hd]: a strided view of the store when every decode's positions
-    /// are one contiguous run (<see cref="BatchPlan.DecodeStart"/>, <see cref="BatchPlan.DecodeStride"/>), else one gather.
+    /// The positions a group of decodes attends to, [m, len, heads, hd]: a strided view of the store when every decode's
+    /// positions are one contiguous run (<see cref="BatchPlan.DecodeGroup.Start"/>, <see cref="BatchPlan.DecodeGroup.Stride"/>),
+    /// else one gather.
     /// </summary>
-    private Tensor DecodeWindow(Tensor store, BatchPlan plan, long m)
+    private Tensor DecodeWindow(Tensor store, BatchPlan.DecodeGroup g)
     {
-        long len = plan.DecodeLength;
-        if (plan.DecodeSlots is { } slots) return store.index_select(0, slots).view(m, len, _heads, _c.HeadDim);
+        if (g.Slots is { } slots) return store.index_select(0, slots).view(g.Count, g.Length, _heads, _c.HeadDim);
         long row = store.stride(0);
-        return store.as_strided([m, len, _heads, _c.HeadDim], [plan.DecodeStride * row, row, store.stride(1), store.stride(2)],
-            store.storage_offset() + plan.DecodeStart * row);
+        return store.as_strided([g.Count, g.Length, _heads, _c.HeadDim], [g.Stride * row, row, store.stride(1), store.stride(2)],
+            store.storage_offset() + g.Start * row);
     }
 
     /// <summary>Rows of a pool's storage: gathered by slot, or a view of the contiguous range [start, start+length).</summary>

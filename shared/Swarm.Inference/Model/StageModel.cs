@@ -46,7 +46,23 @@ public sealed class StageModel : IDisposable
         _normShape = [c.HiddenSize];
         TensorParallel = tp;
         HomeDevice = devices[0];
+        DecodeGroupPadding = Math.Max(KvBlockPool.DefaultBlockSize, DecodeGroupPaddingBytes / KvBlockPool.BytesPerTokenPerLayer(c, ComputeDtype));
     }
+
+    /// <summary>Keys and values of one layer that padding may waste before decodes are split into groups (256 KiB).</summary>
+    /// <remarks>
+    /// A decode position costs its keys and values three times per layer (gathered: read and written; attended: read again),
+    /// about a microsecond per 6 KiB position at the ~20 GB/s of a volunteer's CPU; a separate group costs a few small ops
+    /// per layer (tens of µs). 256 KiB of padding (42 positions of pythia-160m in f32) is where splitting starts to pay.
+    /// </remarks>
+    public const long DecodeGroupPaddingBytes = 256 * 1024;
+
+    /// <summary>
+    /// Padding, in positions summed over a group, beyond which a batch's decodes of different lengths attend in separate
+    /// groups rather than one padded to the longest (default: <see cref="DecodeGroupPaddingBytes"/> of this stage's keys and
+    /// values, at least one block). Results do not depend on it, only the work.
+    /// </summary>
+    public long DecodeGroupPadding { get; set; }
 
     /// <summary>Live-tensor counts of the shard threads (empty without TP); see <see cref="ShardWorkers.LiveTensorCounts"/>.</summary>
     public long[] ShardLiveTensorCounts => _workers?.LiveTensorCounts ?? [];
@@ -177,8 +193,8 @@ public sealed class StageModel : IDisposable
     /// <summary>
     /// Runs layers [<paramref name="from"/>, <paramref name="to"/>) on one step of each of several sequences at
     /// once (continuous batching): the rows of all items go through every dense op together, so each weight is
-    /// read once per call; attention is per sequence against its own cached positions, so results do not depend
-    /// on what else is in the batch. Sequences may be at different lengths and bring any number of new positions
+    /// read once per call; attention is per sequence against its own cached positions (decodes of similar lengths in one call),
+    /// so results do not depend on what else is in the batch. Sequences may be at different lengths and bring any number of new positions
     /// (decode: 1, prefill chunk: many). Embeds when <paramref name="from"/> is 0 and applies the head when
     /// <paramref name="to"/> is the model's last layer; a sequence must use the same sub-range on every step.
     /// Each item's <see cref="BatchItem.Kv"/> must hold blocks for its new positions
@@ -215,7 +231,7 @@ public sealed class StageModel : IDisposable
         }
         else x = cat(items.Select(it => it.Input.reshape(-1, Config.HiddenSize).to_type(ComputeDtype)).ToArray(), 0).to(HomeDevice);
 
-        var plan = BatchPlan.Build(items, rows, offsets, total);
+        var plan = BatchPlan.Build(items, rows, offsets, total, DecodeGroupPadding);
         var plans = _devices.Select(plan.On).ToArray();
         for (int i = from - Start; i < to - Start; i++)
         {

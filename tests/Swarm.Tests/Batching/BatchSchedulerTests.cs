@@ -88,7 +88,8 @@ public class BatchSchedulerTests
     [Fact]
     public void Plan_DecodesFirst_ThenPrefillsInArrivalOrder_WithinTheTokenBudget()
     {
-        var s = Scheduler(blocks: 64, new BatchingOptions { MaxBatchTokens = 40, PrefillChunk = 32 });
+        // Prefills beside decodes unlimited (≥ the batch budget): this is about order and budget only.
+        var s = Scheduler(blocks: 64, new BatchingOptions { MaxBatchTokens = 40, PrefillChunk = 32, MinPrefillWhileDecoding = 40 });
         s.Enqueue(1, Layers, 0, 4, "d1");
         s.Enqueue(2, Layers, 0, 4, "d2");
         Iterate(s);                                // both prompts in
@@ -108,7 +109,7 @@ public class BatchSchedulerTests
     [Fact]
     public void Plan_LongPrefill_IsChunked_AndDecodesOfOtherSessionsRunAlongsideEveryChunk()
     {
-        var s = Scheduler(blocks: 64, new BatchingOptions { PrefillChunk = 128 });
+        var s = Scheduler(blocks: 64, new BatchingOptions { PrefillChunk = 128, MinPrefillWhileDecoding = 128 });
         s.Enqueue(1, Layers, 0, 8, "short");
         Iterate(s);
         s.Enqueue(2, Layers, 0, 300, "long");
@@ -124,6 +125,46 @@ public class BatchSchedulerTests
         Assert.Equal(["decode0:0+1! long:0+128", "decode1:0+1! long:128+128", "decode2:0+1! long:256+44!"], seen);
         Assert.Equal(300, s.Find(2)!.Value.Length);
         Assert.Equal(19, s.Find(2)!.Value.Blocks);  // ⌈300 / 16⌉, reserved at admission
+    }
+
+    [Fact]
+    public void Plan_PromptsArrivingWhileOthersDecode_AreFedInBoundedSlices()
+    {
+        var s = Scheduler(blocks: 256); // defaults: chunks of 128, 256 positions an iteration, ≥ 16 beside decodes, spread 4
+        for (int i = 1; i <= 20; i++) s.Enqueue(i, Layers, 0, 4, $"s{i}");
+        Assert.Equal(20, Iterate(s).Finished.Count);    // no decodes yet: all prompts in one iteration
+        s.Enqueue(100, Layers, 0, 100, "p");
+        s.Enqueue(101, Layers, 0, 30, "q");
+        var seen = new List<string>();
+        for (int step = 0; step < 6; step++)
+        {
+            int decoding = step < 3 ? 20 : 8;          // then twelve sessions finish
+            for (int i = 1; i <= decoding; i++) s.Enqueue(i, Layers, 4 + step, 1, $"d{i}");
+            var (chunks, _, _) = Iterate(s);
+            Assert.Equal(decoding, chunks.Count(c => c.StartsWith('d')));
+            seen.Add(string.Join(" ", chunks.Where(c => !c.StartsWith('d'))));
+            if (step == 2) for (int i = 9; i <= 20; i++) s.Close(i, new StepException(ErrorCode.Cancelled, "done"));
+        }
+        // The share is the largest of: the queued prefill positions ÷ 4 (⌈130/4⌉ = 33, then ⌈97/4⌉ = 25), the decode count
+        // (20 > ⌈72/4⌉), the floor (16, once only 8 decode); prompts take it in arrival order.
+        Assert.Equal(["p:0+33", "p:33+25", "p:58+20", "p:78+16", "p:94+6 q:0+10", "q:10+16"], seen);
+    }
+
+    [Fact]
+    public void Plan_NoDecodes_PrefillsTakeWholeChunksUpToTheBudget()
+    {
+        var s = Scheduler(blocks: 256);
+        s.Enqueue(1, Layers, 0, 200, "a");
+        s.Enqueue(2, Layers, 0, 200, "b");
+        Assert.Equal(["a:0+128", "b:0+128"], Iterate(s).Chunks);
+        Assert.Equal(["a:128+72", "b:128+72"], Iterate(s).Chunks);
+    }
+
+    [Fact]
+    public void Options_NoPrefillBesideDecodesOrNoSpread_IsRejected()
+    {
+        Assert.Throws<ArgumentException>(() => new BatchingOptions { MinPrefillWhileDecoding = 0 }.Validate());
+        Assert.Throws<ArgumentException>(() => new BatchingOptions { PrefillSpread = 0 }.Validate());
     }
 
     /// <summary>Fills a 16-block pool with 16 one-block sessions (prompts of exactly 16 tokens) and runs their prefills.</summary>
