@@ -13,7 +13,8 @@ namespace Swarm.Node;
 /// Hands on what the compute thread finished, off the compute thread: a step's hidden states go to the next hop
 /// (converted to the step's wire dtype and serialized here), a sampled token or an error goes to the coordinator,
 /// and a next hop that cannot be reached is reported as <see cref="ErrorCode.NextHopUnreachable"/>. Keeps one
-/// connection per next-hop endpoint. Each step is recorded as a <c>stage.forward</c> span back-dated to when it
+/// connection per next-hop endpoint: the hop's own endpoint for a direct or punched hop, the relay's for a relayed one
+/// (<see cref="Hop.Path"/>); <see cref="Links"/> says which links are up and how each is made. Each step is recorded as a <c>stage.forward</c> span back-dated to when it
 /// arrived (steps finish out of order, one batched iteration at a time) and, for a sampled token, its <c>sample</c> child.
 /// </summary>
 internal sealed class HopForwarder
@@ -27,6 +28,7 @@ internal sealed class HopForwarder
     private readonly CancellationToken _stopping;
     private readonly ConcurrentDictionary<string, IPeer> _connected = new();
     private readonly ConcurrentDictionary<string, Task<IPeer>> _connecting = new();
+    private readonly ConcurrentDictionary<int, HopLink> _links = new();
     private Task _run = Task.CompletedTask;
 
     /// <param name="simulateLatencyMs">Delay before each output leaves (emulates a WAN hop on loopback; 0 = none).</param>
@@ -44,11 +46,16 @@ internal sealed class HopForwarder
     /// <summary>Starts reading the outbox.</summary>
     public void Start() => _run = Task.Run(RunAsync);
 
+    /// <summary>The links to next hops that are up: to which node, over which connection, and how it is made (direct, punched, relayed).</summary>
+    public IReadOnlyCollection<HopLink> Links => [.. _links.Values.Where(l => l.Peer.IsConnected)];
+
     /// <summary>Forgets a connection that went away (the next step to that endpoint reconnects).</summary>
     public void Forget(IPeer peer)
     {
         foreach (var (endpoint, known) in _connected)
             if (ReferenceEquals(known, peer)) _connected.TryRemove(new KeyValuePair<string, IPeer>(endpoint, known));
+        foreach (var (node, link) in _links)
+            if (ReferenceEquals(link.Peer, peer)) _links.TryRemove(new KeyValuePair<int, HopLink>(node, link));
     }
 
     private async Task RunAsync()
@@ -158,8 +165,9 @@ internal sealed class HopForwarder
         {
             // Recorded only while the span is still open (the connection was already up); the coordinator's step span records it in any case.
             SwarmTelemetry.RecordFailure(span, NodeInstrumentation.StepFailedEvent, next.NodeId, e.Message, nameof(ErrorCode.NextHopUnreachable));
-            _connected.TryRemove(next.Endpoint, out _);
-            _coordinator.ReportStepFailed(forward, ErrorCode.NextHopUnreachable, $"node {next.NodeId} at {next.Endpoint} is unreachable: {e.Message}", next.NodeId);
+            _connected.TryRemove(next.Path == HopPath.Relayed ? next.Via : next.Endpoint, out _);
+            string where = next.Path == HopPath.Relayed ? $"via the relay at {next.Via}" : next.Path == HopPath.Punched ? $"at {next.Endpoint} (punched)" : $"at {next.Endpoint}";
+            _coordinator.ReportStepFailed(forward, ErrorCode.NextHopUnreachable, $"node {next.NodeId} {where} is unreachable: {e.Message}", next.NodeId);
         }
         catch (ArgumentException e)
         {
@@ -194,14 +202,15 @@ internal sealed class HopForwarder
     /// </summary>
     private async ValueTask<IPeer> PeerAsync(Hop next)
     {
-        string endpoint = next.Endpoint;
+        string endpoint = next.Path == HopPath.Relayed ? next.Via : next.Endpoint;
         if (_connected.TryGetValue(endpoint, out var known) && known.IsConnected
             && (next.Key is null || PeerKey.AreEqual(known.RemoteKey.Span, next.Key))) return known;
-        var connecting = _connecting.GetOrAdd(endpoint, _ => Connect(next));
+        var connecting = _connecting.GetOrAdd(endpoint, _ => Connect(endpoint, next.Key));
         try
         {
             var peer = await connecting.ConfigureAwait(false);
             _connected[endpoint] = peer;
+            _links[next.NodeId] = new HopLink(next.NodeId, endpoint, next.Path, peer);
             return peer;
         }
         finally
@@ -211,7 +220,10 @@ internal sealed class HopForwarder
         }
     }
 
-    private Task<IPeer> Connect(Hop next) => NodeOptions.TryParseEndPoint(next.Endpoint, out var remote)
-        ? _transport.ConnectAsync(remote!, next.Key ?? ReadOnlyMemory<byte>.Empty, _stopping)
-        : Task.FromException<IPeer>(new FormatException($"bad endpoint '{next.Endpoint}'"));
+    private Task<IPeer> Connect(string endpoint, byte[]? key) => _coordinator.Resolve(endpoint) is { } remote
+        ? _transport.ConnectAsync(remote, key ?? ReadOnlyMemory<byte>.Empty, _stopping)
+        : Task.FromException<IPeer>(new FormatException($"bad endpoint '{endpoint}'"));
 }
+
+/// <summary>A node's link to a next hop: the hop's node id, the endpoint connected to (the hop's, or a relay's), how the link is made, and the connection.</summary>
+public sealed record HopLink(int NodeId, string Endpoint, HopPath Path, IPeer Peer);

@@ -41,4 +41,10 @@ internal static partial class NodeLog
     public static partial void Fetched(this ILogger logger, string range, string directory, double mb, double downloadedMB);
     [LoggerMessage(18, LogLevel.Information, "node identity {Fingerprint} ({What} {Path})")]
     public static partial void Identity(this ILogger logger, string fingerprint, string path, string what);
+    [LoggerMessage(19, LogLevel.Information, "reachable directly at {Endpoint}")]
+    public static partial void ReachableDirectly(this ILogger logger, string endpoint);
+    [LoggerMessage(20, LogLevel.Information, "behind NAT (seen as {Endpoint}): peers will punch or relay")]
+    public static partial void BehindNat(this ILogger logger, string endpoint);
+    [LoggerMessage(21, LogLevel.Information, "node {PeerNodeId} will connect {How}: opening this node's NAT toward {Target}")]
+    public static partial void Introduced(this ILogger logger, int peerNodeId, string how, string target);
 }

@@ -25,6 +25,7 @@ namespace Swarm.Protocol;
 /// <item><term>12</term><description><see cref="Ack"/> (reply)</description></item>
 /// <item><term>13</term><description><see cref="ErrorReply"/> (reply)</description></item>
 /// <item><term>14</term><description><see cref="PeerKeys"/> (coordinator → node)</description></item>
+/// <item><term>17</term><description><see cref="Introduce"/> (coordinator → node; 15 and 16 are taken by another branch)</description></item>
 /// </list>
 /// </remarks>
 [Union(0, typeof(Hello))]
@@ -42,4 +43,5 @@ namespace Swarm.Protocol;
 [Union(12, typeof(Ack))]
 [Union(13, typeof(ErrorReply))]
 [Union(14, typeof(PeerKeys))]
+[Union(17, typeof(Introduce))]
 public interface IMessage;
