@@ -20,7 +20,7 @@ internal static class ProtocolSamples
     public static readonly Hop[] Route =
     [
         new Hop { NodeId = 2, Endpoint = "127.0.0.1:7801", Layers = new LayerRange(2, 4), Key = Enumerable.Repeat((byte)0x22, 32).ToArray() },
-        new Hop { NodeId = 3, Endpoint = "10.0.0.3:7802", Layers = new LayerRange(4, 6) },
+        new Hop { NodeId = 3, Endpoint = "10.0.0.3:7802", Layers = new LayerRange(4, 6), Path = HopPath.Relayed, Via = "10.0.0.9:40001" },
     ];
 
     public static readonly IReadOnlyDictionary<string, Envelope> All = new Dictionary<string, Envelope>
@@ -37,7 +37,7 @@ internal static class ProtocolSamples
             DataEndpoint = "192.168.1.5:7801",
             ModelId = "pythia-160m",
         }, id: 1),
-        ["Welcome"] = Wrap(new Welcome { NodeId = 7, HeartbeatIntervalMs = 1000, ModelSource = "https://h/o/n/resolve/main/" }, id: 2, correlation: 1),
+        ["Welcome"] = Wrap(new Welcome { NodeId = 7, HeartbeatIntervalMs = 1000, ModelSource = "https://h/o/n/resolve/main/", ObservedEndpoint = "203.0.113.7:40123", Reachable = false }, id: 2, correlation: 1),
         ["Refused"] = Wrap(new Refused { Code = ErrorCode.VersionMismatch, Reason = "protocol 2 != 1" }, id: 3, correlation: 1),
         ["AssignRange"] = Wrap(new AssignRange
         {
@@ -86,5 +86,6 @@ internal static class ProtocolSamples
         ["Ack"] = Wrap(new Ack(), id: 13, correlation: 12),
         ["ErrorReply"] = Wrap(new ErrorReply { Code = ErrorCode.Overloaded, Message = "inbound queue full" }, id: 14, correlation: 9),
         ["PeerKeys"] = Wrap(new PeerKeys { Version = 7, Keys = [Enumerable.Repeat((byte)0x22, 32).ToArray(), Enumerable.Repeat((byte)0x33, 32).ToArray()] }, id: 15),
+        ["Introduce"] = Wrap(new Introduce { PeerNodeId = 2, Target = "198.51.100.4:7801", Path = HopPath.Punched }, id: 16),
     };
 }
