@@ -45,7 +45,8 @@ public sealed partial class NatSwarmTests(ITestOutputHelper output)
                      "--layers", layers, "--threads", "1", "--name", $"node-{site}", .. latency]);
                 processes.Add(nodes[site]);
             }
-            await coordinator.WaitForOutputAsync("serving layers", Startup, times: 3);
+            await coordinator.WaitForOutputAsync(") joined: ", Startup, times: 3);
+            await Task.Delay(500); // a node that loaded its pinned layers before registering serves at once; one assigned them reports ready a moment later
             foreach (var (site, node) in nodes)
             {
                 await node.WaitForOutputAsync("peers will punch or relay", Startup);
