@@ -41,7 +41,7 @@ internal sealed class RouteSessionFactory
     public NodeRegistry Registry => _registry;
 
     /// <summary>Subscribes to the replies of job <paramref name="jobId"/>; the job's sessions deliver their replies there.</summary>
-    public JobReplyInbox OpenInbox(long jobId) => new(_channel, jobId);
+    public JobReplyInbox OpenInbox(long jobId) => new(_channel, jobId, _paths);
 
     /// <summary>Routes the job and opens a session on the route whose replies arrive in <paramref name="inbox"/>.</summary>
     /// <exception cref="JobFailedException">Some layers stayed unserved for the whole queue timeout (503).</exception>

@@ -57,6 +57,9 @@ internal sealed partial class HopPathPlanner : IDisposable
         if (relay is not null) relay.Expired += OnRelayExpired;
     }
 
+    /// <summary>Raised (on a timer thread) with (from, to) when a relayed link went silent: routes over it have lost it.</summary>
+    public event Action<int, int>? LinkLost;
+
     /// <summary>The links planned so far, for the operator's view.</summary>
     public IReadOnlyList<PlannedLink> Links =>
         [.. _pairs.Select(p => new PlannedLink(p.Key.From, p.Key.To, p.Value.Planned, p.Value.Relay is { IsOpen: true } r ? ViaOf(r) : ""))];
@@ -143,6 +146,7 @@ internal sealed partial class HopPathPlanner : IDisposable
                 {
                     state.Relay = null;
                     LogRelayExpired(NameOf(key.From), NameOf(key.To), allocation.UpstreamSide.Port);
+                    LinkLost?.Invoke(key.From, key.To);
                 }
     }
 

@@ -43,7 +43,7 @@ public sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposable
     private IDisposable? _observed;
     private readonly UdpRelay _relay;
     /// <summary>A relayed hop silent this long is closed (its nodes ping every second while connected).</summary>
-    private static readonly TimeSpan RelayIdleTimeout = TimeSpan.FromSeconds(3);
+    private static readonly TimeSpan RelayIdleTimeout = TimeSpan.FromSeconds(4);
 
     /// <summary>Figures a node last reported in its heartbeat.</summary>
     public sealed record NodeLive(int InFlightSteps, int Sessions, long KvTokensUsed, long KvTokensCapacity, double TokensPerSecond, string Device, int Threads, string Name, string DataEndpoint)

@@ -32,7 +32,7 @@ public sealed partial class NatSwarmTests(ITestOutputHelper output)
         {
             var coordinator = CliProcess.StartIn(net.Public, SwarmProgram.Coordinator, new Dictionary<string, string> { ["SWARM_HOME"] = tmp.Sub("coordinator") },
                 "--model", fx.CheckpointDir, "--listen", $"{NatTopology.CoordinatorAddress}:7700", "--http", "127.0.0.1:8080",
-                "--secret", Secret, "--wire-dtype", "f32", "--step-timeout", "8s");
+                "--secret", Secret, "--wire-dtype", "f32");
             processes.Add(coordinator);
             await coordinator.WaitForOutputAsync("coordinator listening on", Startup);
             var nodes = new Dictionary<char, CliProcess>();
@@ -66,8 +66,8 @@ public sealed partial class NatSwarmTests(ITestOutputHelper output)
             Assert.Contains("will connect through a relay", nodes['c'].Output);
             output.WriteLine("first job: golden tokens over a punched and a relayed hop");
 
-            // Second job: the relay path dies mid-job (the public namespace drops the relay's ports); the coordinator
-            // re-routes over a fresh relay allocation and replays: the same tokens.
+            // Second job: the relay path dies mid-job (the public namespace drops the relay's ports); the relay notices the
+            // silence, the coordinator re-routes over a fresh relay allocation and replays: the same tokens.
             var (up, down) = RelayPorts(coordinator.Output).Last();
             int recoveriesBefore = Regex.Matches(coordinator.Output, "re-routing and replaying").Count;
             var second = GenerateAsync(net, fx.Ids("prompt.0"), expected.Length);
@@ -79,6 +79,7 @@ public sealed partial class NatSwarmTests(ITestOutputHelper output)
             var recoveries = Regex.Matches(log, @"job \d+ step (\d+): route failed .* re-routing and replaying").Skip(recoveriesBefore).ToList();
             Assert.NotEmpty(recoveries);
             Assert.Contains(recoveries, m => int.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture) > 0); // in the middle of the job
+            Assert.Contains("went silent", recoveries[0].Value); // noticed by the relay, not by the 30 s step timeout
             Assert.Contains(RelayPorts(log), p => p != (up, down)); // a new allocation carries the hop now
         }
         finally
