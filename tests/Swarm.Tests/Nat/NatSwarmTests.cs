@@ -79,7 +79,7 @@ public sealed partial class NatSwarmTests(ITestOutputHelper output)
             var recoveries = Regex.Matches(log, @"job \d+ step (\d+): route failed .* re-routing and replaying").Skip(recoveriesBefore).ToList();
             Assert.NotEmpty(recoveries);
             Assert.Contains(recoveries, m => int.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture) > 0); // in the middle of the job
-            Assert.Contains("went silent", recoveries[0].Value); // noticed by the relay, not by the 30 s step timeout
+            Assert.Contains(recoveries, m => m.Value.Contains("went silent", StringComparison.Ordinal)); // noticed by the relay, not by the 30 s step timeout
             Assert.Contains(RelayPorts(log), p => p != (up, down)); // a new allocation carries the hop now
         }
         finally
