@@ -23,7 +23,8 @@ internal sealed record NodeProfile(string Name, long MemoryBudgetBytes, string D
         Threads: options.Threads > 0 ? options.Threads : Environment.ProcessorCount,
         LayerTokensPerSecond: layerTokensPerSecond,
         PinnedRange: LayerRange.TryParse(options.Layers, out var layers) ? layers : null,
-        DataEndpoint: options.Advertise ?? listening.ToString(),
+        // A wildcard socket does not know its address: the coordinator fills in the one it sees (after any NAT).
+        DataEndpoint: options.Advertise ?? (listening.Address.Equals(IPAddress.Any) || listening.Address.Equals(IPAddress.IPv6Any) ? "" : listening.ToString()),
         ModelId: model is null ? "" : $"gpt_neox:{model.NumLayers}x{model.HiddenSize}x{model.VocabSize}",
         SharesWeights: options.SharesWeights,
         LayerWeightBytes: model is null ? 0 : LayerMemory.WeightBytesPerLayer(model, options.WeightFormat),
@@ -77,6 +78,16 @@ internal sealed class CoordinatorLink : IDisposable
     /// waiting for its Welcome): only the coordinator may tell this node which peers it vouches for.
     /// </summary>
     public bool IsCoordinator(IPeer peer) => ReferenceEquals(peer, _peer) || peer.RemoteEndPoint.Equals(_coordinator);
+
+    /// <summary>
+    /// An endpoint "host:port" the coordinator sent (a peer's, a relay's) as an address to send to; a wildcard host stands
+    /// for the coordinator's own address as this node knows it. Null when it does not parse.
+    /// </summary>
+    public IPEndPoint? Resolve(string endpoint)
+    {
+        if (!EndPoints.TryParse(endpoint, out var parsed)) return null;
+        return parsed!.Address.Equals(IPAddress.Any) || parsed.Address.Equals(IPAddress.IPv6Any) ? new IPEndPoint(_coordinator.Address, parsed.Port) : parsed;
+    }
 
     /// <summary>The last heartbeat sent (read by the node's gauges).</summary>
     public Heartbeat? LastHeartbeat => _lastHeartbeat;
@@ -135,6 +146,8 @@ internal sealed class CoordinatorLink : IDisposable
                         if (w.HeartbeatIntervalMs > 0) Interlocked.Exchange(ref _heartbeatMs, w.HeartbeatIntervalMs);
                         _peer = peer;
                         _logger.Registered(w.NodeId, _coordinator.ToString());
+                        if (w.ObservedEndpoint.Length > 0 && w.Reachable) _logger.ReachableDirectly(w.ObservedEndpoint);
+                        else if (w.ObservedEndpoint.Length > 0) _logger.BehindNat(w.ObservedEndpoint);
                         return;
                     case Refused r:
                         throw new PeerRefusedException($"the coordinator refused this node: {r.Reason}");

@@ -13,7 +13,8 @@ namespace Swarm.Node;
 /// Hands on what the compute thread finished, off the compute thread: a step's hidden states go to the next hop
 /// (converted to the step's wire dtype and serialized here), a sampled token or an error goes to the coordinator,
 /// and a next hop that cannot be reached is reported as <see cref="ErrorCode.NextHopUnreachable"/>. Keeps one
-/// connection per next-hop endpoint. Each step is recorded as a <c>stage.forward</c> span back-dated to when it
+/// connection per next-hop endpoint: the hop's own endpoint for a direct or punched hop, the relay's for a relayed one
+/// (<see cref="Hop.Path"/>); <see cref="HopLinks"/> records each link and how it is made. Each step is recorded as a <c>stage.forward</c> span back-dated to when it
 /// arrived (steps finish out of order, one batched iteration at a time) and, for a sampled token, its <c>sample</c> child.
 /// </summary>
 internal sealed class HopForwarder
@@ -160,15 +161,16 @@ internal sealed class HopForwarder
         {
             if (_simulateLatencyMs > 0) await Task.Delay(_simulateLatencyMs, _stopping).ConfigureAwait(false);
             var peer = await NextHopAsync(next).ConfigureAwait(false);
-            _links.Used(next.NodeId, peer);
+            _links.Used(next.NodeId, peer, next.Path);
             peer.Send(new Envelope { Body = forward, SessionId = received.SessionId, TraceParent = traceParent, TraceState = traceState });
         }
         catch (Exception e) when (e is PeerDisconnectedException or TimeoutException or OperationCanceledException or FormatException)
         {
             // Recorded only while the span is still open (the connection was already up); the coordinator's step span records it in any case.
             SwarmTelemetry.RecordFailure(span, NodeInstrumentation.StepFailedEvent, next.NodeId, e.Message, nameof(ErrorCode.NextHopUnreachable));
-            _connected.TryRemove(next.Endpoint, out _);
-            _coordinator.ReportStepFailed(forward, ErrorCode.NextHopUnreachable, $"node {next.NodeId} at {next.Endpoint} is unreachable: {e.Message}", next.NodeId);
+            _connected.TryRemove(next.Path == HopPath.Relayed ? next.Via : next.Endpoint, out _);
+            string where = next.Path == HopPath.Relayed ? $"via the relay at {next.Via}" : next.Path == HopPath.Punched ? $"at {next.Endpoint} (punched)" : $"at {next.Endpoint}";
+            _coordinator.ReportStepFailed(forward, ErrorCode.NextHopUnreachable, $"node {next.NodeId} {where} is unreachable: {e.Message}", next.NodeId);
         }
         catch (ArgumentException e)
         {
@@ -203,10 +205,10 @@ internal sealed class HopForwarder
     /// </summary>
     private async ValueTask<IPeer> PeerAsync(Hop next)
     {
-        string endpoint = next.Endpoint;
+        string endpoint = next.Path == HopPath.Relayed ? next.Via : next.Endpoint;
         if (_connected.TryGetValue(endpoint, out var known) && known.IsConnected
             && (next.Key is null || PeerKey.AreEqual(known.RemoteKey.Span, next.Key))) return known;
-        var connecting = _connecting.GetOrAdd(endpoint, _ => Connect(next));
+        var connecting = _connecting.GetOrAdd(endpoint, _ => Connect(endpoint, next.Key));
         try
         {
             var peer = await connecting.ConfigureAwait(false);
@@ -220,7 +222,7 @@ internal sealed class HopForwarder
         }
     }
 
-    private Task<IPeer> Connect(Hop next) => NodeOptions.TryParseEndPoint(next.Endpoint, out var remote)
-        ? _transport.ConnectAsync(remote!, next.Key ?? ReadOnlyMemory<byte>.Empty, _stopping)
-        : Task.FromException<IPeer>(new FormatException($"bad endpoint '{next.Endpoint}'"));
+    private Task<IPeer> Connect(string endpoint, byte[]? key) => _coordinator.Resolve(endpoint) is { } remote
+        ? _transport.ConnectAsync(remote, key ?? ReadOnlyMemory<byte>.Empty, _stopping)
+        : Task.FromException<IPeer>(new FormatException($"bad endpoint '{endpoint}'"));
 }

@@ -24,10 +24,10 @@ internal sealed class HopLinks(TimeProvider? time = null)
     private readonly TimeProvider _time = time ?? TimeProvider.System;
     private readonly ConcurrentDictionary<int, Link> _links = new();
 
-    private sealed record Link(IPeer Peer, LinkPath Path, long UsedAt, long FirstUsedAt);
+    private sealed record Link(IPeer Peer, HopPath Path, long UsedAt, long FirstUsedAt);
 
     /// <summary>Records that a step went to node <paramref name="nodeId"/> over <paramref name="peer"/>.</summary>
-    public void Used(int nodeId, IPeer peer, LinkPath path = LinkPath.Direct)
+    public void Used(int nodeId, IPeer peer, HopPath path = HopPath.Direct)
     {
         ArgumentNullException.ThrowIfNull(peer);
         long now = _time.GetTimestamp();

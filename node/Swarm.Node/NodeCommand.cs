@@ -22,8 +22,8 @@ public static class NodeCommand
         cfg.Flag<string>("--devices", "Devices", "Device per tensor-parallel shard: cpu (default) or cuda:0,cuda:1,…");
         cfg.Flag<int>("--threads", "Threads", "CPU threads (default: all cores)");
         cfg.Flag<string>("--name", "Name", "Name shown in status");
-        cfg.Flag<string>("--listen", "Listen", "Node-to-node address HOST:PORT (default 127.0.0.1:0)");
-        cfg.Flag<string>("--advertise", "Advertise", "Address other nodes use to reach this one (default: --listen)");
+        cfg.Flag<string>("--listen", "Listen", "Address HOST:PORT of the node's socket (default: a free port on 127.0.0.1 for a loopback coordinator, else on 0.0.0.0)");
+        cfg.Flag<string>("--advertise", "Advertise", "Address other nodes use to reach this one (default: a specific --listen, else where the coordinator sees the node)");
         cfg.Flag<string>("--secret", "Secret", "Swarm secret (or SWARM_SECRET); optional on loopback only");
         cfg.Flag<string>("--identity", "Identity", "Identity file (key pair, created 0600 at first start; default $SWARM_HOME/node.identity or ~/.local/share/swarm/node.identity)");
         cfg.Flag<string>("--coordinator-key", "CoordinatorKey", "Pin the coordinator's public key (64 hex digits, from its log): refuse any other");
@@ -44,7 +44,7 @@ public static class NodeCommand
             var builder = Host.CreateApplicationBuilder();
             DaemonLogging.Configure(builder.Logging);
             builder.Services.AddSingleton(options);
-            NodeOptions.TryParseEndPoint(options.Listen, out var listen);
+            var listen = options.ListenEndPoint;
             builder.Services.AddSwarmTelemetry(
                 TelemetrySettings.FromEnvironment("swarm-node", NodeInstrumentation.Name, options.Name, options.OtlpEndpoint),
                 TelemetrySetup.NodeScrapeExporter(options.MetricsPort, listen!.Address));

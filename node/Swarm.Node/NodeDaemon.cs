@@ -79,7 +79,7 @@ public sealed class NodeDaemon : BackgroundService
     private async Task RunAsync(CancellationToken ct)
     {
         NodeOptions.TryParseEndPoint(_options.Coordinator, out var coordinator);
-        NodeOptions.TryParseEndPoint(_options.Listen, out var listen);
+        var listen = _options.ListenEndPoint;
         var weights = _options.WeightFormat;
         TorchRuntime.Initialize(_options.Threads);
         _checkpoint = _options.FetchesWeights ? null : Checkpoint.Open(_options.Model);
@@ -176,12 +176,27 @@ public sealed class NodeDaemon : BackgroundService
             case PeerKeys k when link.IsCoordinator(msg.Peer):
                 _vouched.Update(k);
                 break;
+            case Introduce i when link.IsCoordinator(msg.Peer):
+                _ = PunchAsync(i, link);
+                break;
             case Welcome or Ack or TensorChunk:
                 break;
             default:
                 _logger.Unexpected(msg.Envelope.Body.GetType().Name, msg.Peer.RemoteEndPoint.ToString());
                 break;
         }
+    }
+
+    /// <summary>
+    /// The coordinator introduces a peer that will connect to this node (hole punching) or a relay that will forward its
+    /// connection: a few datagrams from this node's socket open its NAT toward the target.
+    /// </summary>
+    private async Task PunchAsync(Introduce introduce, CoordinatorLink link)
+    {
+        if (link.Resolve(introduce.Target) is not { } target || _transport is not { } transport) return;
+        _logger.Introduced(introduce.PeerNodeId, introduce.Path == HopPath.Relayed ? "through a relay" : "directly (punching)", target.ToString());
+        try { await transport.PunchAsync(target, _stopping.Token); }
+        catch (OperationCanceledException) { }
     }
 
     /// <summary>

@@ -51,4 +51,10 @@ internal static partial class NodeLog
     public static partial void Moving(this ILogger logger, string range, string serving);
     [LoggerMessage(23, LogLevel.Information, "node listening on {Endpoint}; no local model: it benchmarks once the coordinator names the model source")]
     public static partial void StartedWithoutModel(this ILogger logger, string endpoint);
+    [LoggerMessage(24, LogLevel.Information, "reachable directly at {Endpoint}")]
+    public static partial void ReachableDirectly(this ILogger logger, string endpoint);
+    [LoggerMessage(25, LogLevel.Information, "behind NAT (seen as {Endpoint}): peers will punch or relay")]
+    public static partial void BehindNat(this ILogger logger, string endpoint);
+    [LoggerMessage(26, LogLevel.Information, "node {PeerNodeId} will connect {How}: opening this node's NAT toward {Target}")]
+    public static partial void Introduced(this ILogger logger, int peerNodeId, string how, string target);
 }

@@ -25,9 +25,16 @@ public sealed class NodeOptions
     public int Threads { get; set; }
     /// <summary>Node name shown in status (default: host name + port).</summary>
     public string? Name { get; set; }
-    /// <summary>Address this node listens on for node-to-node traffic, host:port (default 127.0.0.1:0 = any free port).</summary>
-    public string Listen { get; set; } = "127.0.0.1:0";
-    /// <summary>Address other nodes should use to reach this one, when it differs from Listen (NAT, containers).</summary>
+    /// <summary>
+    /// Address this node listens on (one UDP socket for the coordinator and node-to-node traffic), host:port. Default
+    /// unset: any free port on 127.0.0.1 when the coordinator is on loopback, else on every address (0.0.0.0), so the
+    /// node reaches a coordinator elsewhere through whatever route and NAT the machine has.
+    /// </summary>
+    public string? Listen { get; set; }
+    /// <summary>
+    /// Address other nodes should use to reach this one (a forwarded port, a container's published port). Default unset:
+    /// the listen address when it is a specific one, else the address the coordinator sees the node at (after any NAT).
+    /// </summary>
     public string? Advertise { get; set; }
     /// <summary>Shared swarm secret (the PSK of every handshake); may be omitted only on loopback.</summary>
     public string? Secret { get; set; }
@@ -76,6 +83,21 @@ public sealed class NodeOptions
 
     /// <summary>True when the node serves fetched tensors to peers: it fetches its weights and was not started with --no-share.</summary>
     public bool SharesWeights => FetchesWeights && !NoShare;
+
+    /// <summary>
+    /// Where the node's socket binds: <see cref="Listen"/>, or by default port 0 on 127.0.0.1 when the coordinator is on
+    /// loopback and on the wildcard address of the coordinator's family otherwise. Null when an address does not parse.
+    /// </summary>
+    public IPEndPoint? ListenEndPoint
+    {
+        get
+        {
+            if (!string.IsNullOrWhiteSpace(Listen)) return TryParseEndPoint(Listen, out var given) ? given : null;
+            if (!TryParseEndPoint(Coordinator, out var coordinator)) return null;
+            if (IPAddress.IsLoopback(coordinator!.Address)) return new IPEndPoint(coordinator.Address, 0);
+            return new IPEndPoint(coordinator.AddressFamily == System.Net.Sockets.AddressFamily.InterNetworkV6 ? IPAddress.IPv6Any : IPAddress.Any, 0);
+        }
+    }
 
     /// <summary>True when the node has no local checkpoint and fetches its layers from the swarm's model source.</summary>
     public bool FetchesWeights => string.IsNullOrWhiteSpace(Model);
@@ -133,9 +155,9 @@ public sealed class NodeOptions
             catch (ArgumentException e) { errors.Add(e.Message); }
             catch (CheckpointException) { } // reported when the node opens the checkpoint
         }
-        if (!TryParseEndPoint(Listen, out var listen)) errors.Add($"--listen: '{Listen}' is not HOST:PORT");
-        else if (string.IsNullOrEmpty(Secret) && !IPAddress.IsLoopback(listen!.Address))
-            errors.Add($"--listen {Listen} is not loopback: a swarm secret is required (--secret or SWARM_SECRET)");
+        if (!string.IsNullOrWhiteSpace(Listen) && !TryParseEndPoint(Listen, out _)) errors.Add($"--listen: '{Listen}' is not HOST:PORT");
+        else if (ListenEndPoint is { } listen && string.IsNullOrEmpty(Secret) && !IPAddress.IsLoopback(listen.Address))
+            errors.Add($"listening on {listen} (not loopback) needs a swarm secret (--secret or SWARM_SECRET)");
         if (!string.IsNullOrWhiteSpace(CoordinatorKey) && !Swarm.Transport.Security.PeerKey.TryParse(CoordinatorKey, out _, out var keyError))
             errors.Add($"--coordinator-key: {keyError}");
         if (Dtype is not ("f32" or "bf16")) errors.Add($"--dtype: '{Dtype}' (use f32 or bf16)");

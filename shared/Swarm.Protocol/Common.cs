@@ -13,17 +13,6 @@ public enum NodeReadiness
     Draining = 3,
 }
 
-/// <summary>How a node-to-node link's packets travel (<see cref="LinkReport"/>). Wire values: append only.</summary>
-public enum LinkPath
-{
-    /// <summary>Straight to the peer's address.</summary>
-    Direct = 0,
-    /// <summary>Straight to the peer, through NAT mappings opened by hole punching.</summary>
-    Punched = 1,
-    /// <summary>Through a relay that forwards the (end-to-end encrypted) traffic.</summary>
-    Relayed = 2,
-}
-
 /// <summary>Error codes carried by <see cref="Refused"/>, <see cref="StepFailed"/> and <see cref="ErrorReply"/>. Wire values: append only.</summary>
 public enum ErrorCode
 {

@@ -27,6 +27,7 @@ namespace Swarm.Protocol;
 /// <item><term>14</term><description><see cref="PeerKeys"/> (coordinator → node)</description></item>
 /// <item><term>15</term><description><see cref="TensorRequest"/> (node → node)</description></item>
 /// <item><term>16</term><description><see cref="TensorChunk"/> (node → node, reply to TensorRequest)</description></item>
+/// <item><term>17</term><description><see cref="Introduce"/> (coordinator → node)</description></item>
 /// </list>
 /// </remarks>
 [Union(0, typeof(Hello))]
@@ -46,4 +47,5 @@ namespace Swarm.Protocol;
 [Union(14, typeof(PeerKeys))]
 [Union(15, typeof(TensorRequest))]
 [Union(16, typeof(TensorChunk))]
+[Union(17, typeof(Introduce))]
 public interface IMessage;

@@ -65,7 +65,7 @@ public sealed record Hello : IMessage
 }
 
 /// <summary>Coordinator's positive reply to <see cref="Hello"/>.</summary>
-/// <remarks>Keys 0–3, append-only.</remarks>
+/// <remarks>Keys 0–5, append-only.</remarks>
 [MessagePackObject]
 public sealed record Welcome : IMessage
 {
@@ -88,6 +88,36 @@ public sealed record Welcome : IMessage
     /// hops from them before any later <see cref="PeerKeys"/> arrives; null from a coordinator that vouches for none.
     /// </summary>
     [Key(3)] public PeerKeys? Members { get; init; }
+
+    /// <summary>The endpoint "host:port" the coordinator sees the node's connection come from (after any NAT); empty from older coordinators.</summary>
+    [Key(4)] public string ObservedEndpoint { get; init; } = "";
+
+    /// <summary>
+    /// True when an unsolicited probe from a fresh socket of the coordinator reached the node at
+    /// <see cref="ObservedEndpoint"/>: peers can connect to it directly. False: it is behind a NAT or firewall, and peers
+    /// reach it through a punched hole or a relay.
+    /// </summary>
+    [Key(5)] public bool Reachable { get; init; }
+}
+
+/// <summary>
+/// Coordinator → node: another node is about to connect to this one (the hop <see cref="PeerNodeId"/> → this node),
+/// and this node is behind NAT. Send a few datagrams from the node's socket to <see cref="Target"/> — the peer's observed
+/// endpoint (hole punching: the NAT then lets the peer's connection in) or, for a relayed hop, the relay's endpoint (the
+/// relay learns where to forward to). Only the coordinator may send it.
+/// </summary>
+/// <remarks>Keys 0–2, append-only.</remarks>
+[MessagePackObject]
+public sealed record Introduce : IMessage
+{
+    /// <summary>The node that will connect.</summary>
+    [Key(0)] public int PeerNodeId { get; init; }
+
+    /// <summary>Where to send the datagrams, "host:port" (a wildcard host means the coordinator's own address).</summary>
+    [Key(1)] public string Target { get; init; } = "";
+
+    /// <summary>How the peer will come: <see cref="HopPath.Punched"/> (Target is the peer) or <see cref="HopPath.Relayed"/> (Target is the relay).</summary>
+    [Key(2)] public HopPath Path { get; init; }
 }
 
 /// <summary>Coordinator's negative reply to <see cref="Hello"/>; the node should log it and stop.</summary>
@@ -222,7 +252,7 @@ public sealed record LinkReport
     [Key(0)] public int ToNodeId { get; init; }
 
     /// <summary>How the link's packets travel.</summary>
-    [Key(1)] public LinkPath Path { get; init; }
+    [Key(1)] public HopPath Path { get; init; }
 
     /// <summary>Round-trip time over the link in milliseconds, as the transport's pings measure it.</summary>
     [Key(2)] public double RttMs { get; init; }

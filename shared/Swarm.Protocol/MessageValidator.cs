@@ -30,13 +30,16 @@ public static class MessageValidator
             ?? Finite(m.LayerTokensPerSecond, "throughput")
             ?? OptionalRange(m.PinnedRange, "pinned range")
             ?? OptionalRange(m.HeldRange, "held range")
-            ?? Text(m.DataEndpoint, "data endpoint", allowEmpty: false)
+            ?? Text(m.DataEndpoint, "data endpoint", allowEmpty: true)
             ?? Text(m.ModelId, "model id", allowEmpty: true)
             ?? NonNegative(m.LayerWeightBytes, "layer weight bytes")
             ?? NonNegative(m.KvBytesPerTokenPerLayer, "KV bytes per token"),
         Welcome m => NonNegative(m.NodeId, "node id") ?? NonNegative(m.HeartbeatIntervalMs, "heartbeat interval")
             ?? Text(m.ModelSource, "model source", allowEmpty: true)
-            ?? (m.Members is { } members ? NonNegative(members.Version, "members version") ?? Keys(members.Keys) : null),
+            ?? (m.Members is { } members ? NonNegative(members.Version, "members version") ?? Keys(members.Keys) : null)
+            ?? Text(m.ObservedEndpoint, "observed endpoint", allowEmpty: true),
+        Introduce m => NonNegative(m.PeerNodeId, "peer node id") ?? Text(m.Target, "target", allowEmpty: false)
+            ?? (m.Path is HopPath.Punched or HopPath.Relayed ? null : $"introduction path {m.Path} is not punched or relayed"),
         Refused m => Defined(m.Code) ?? Text(m.Reason, "reason", allowEmpty: true),
         AssignRange m => Range(m.Range, "range") ?? ValidateDigests(m.Tensors) ?? ValidatePeers(m.Peers),
         RangeReady m => Range(m.Range, "range")
@@ -117,6 +120,8 @@ public static class MessageValidator
             if (hop is null) return $"route hop {i} is null";
             if ((NonNegative(hop.NodeId, $"hop {i} node id") ?? Text(hop.Endpoint, $"hop {i} endpoint", allowEmpty: false) ?? Range(hop.Layers, $"hop {i} layers")) is { } he) return he;
             if (hop.Key is { Length: not PublicKeyLength }) return $"hop {i} key is {hop.Key.Length} bytes, not {PublicKeyLength}";
+            if (!Enum.IsDefined(hop.Path)) return $"hop {i} path {hop.Path} is undefined";
+            if (Text(hop.Via, $"hop {i} relay", allowEmpty: hop.Path != HopPath.Relayed) is { } ve) return ve;
             if (i > 0 && m.Route[i - 1] is { } prev && prev.Layers.End != hop.Layers.Start)
                 return $"route hops {i - 1} {prev.Layers} and {i} {hop.Layers} are not contiguous";
         }

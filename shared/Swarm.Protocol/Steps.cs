@@ -17,8 +17,22 @@ public enum StepKind
     Replay = 2,
 }
 
+/// <summary>How the previous stage reaches a hop (<see cref="Hop.Path"/>). Wire values: append only.</summary>
+public enum HopPath
+{
+    /// <summary>Straight to <see cref="Hop.Endpoint"/>: the hop is reachable from anywhere.</summary>
+    Direct = 0,
+    /// <summary>
+    /// To <see cref="Hop.Endpoint"/> (the endpoint the coordinator sees the hop at) through a hole the hop punches in its
+    /// NAT toward the previous stage, told to by the coordinator (<see cref="Introduce"/>).
+    /// </summary>
+    Punched = 1,
+    /// <summary>Through the relay at <see cref="Hop.Via"/>, which forwards the two nodes' end-to-end encrypted datagrams.</summary>
+    Relayed = 2,
+}
+
 /// <summary>One stage of a route: which node runs which layers, where to reach it, and the key it must prove.</summary>
-/// <remarks>Keys 0–3, append-only.</remarks>
+/// <remarks>Keys 0–5, append-only.</remarks>
 [MessagePackObject]
 public sealed record Hop
 {
@@ -37,6 +51,16 @@ public sealed record Hop
     /// Null when the coordinator knows no key (a transport without encryption).
     /// </summary>
     [Key(3)] public byte[]? Key { get; init; }
+
+    /// <summary>How the previous stage reaches this hop (the first hop is reached over its own control connection).</summary>
+    [Key(4)] public HopPath Path { get; init; }
+
+    /// <summary>
+    /// For a <see cref="HopPath.Relayed"/> hop, the relay endpoint "host:port" the previous stage connects to (a wildcard
+    /// host means the coordinator's own address, as the node knows it); empty otherwise. The previous stage still pins
+    /// <see cref="Key"/>: the relay forwards ciphertext and cannot impersonate the hop.
+    /// </summary>
+    [Key(5)] public string Via { get; init; } = "";
 }
 
 /// <summary>

@@ -61,6 +61,15 @@ public interface ITransport : IAsyncDisposable
     /// <exception cref="PeerDisconnectedException">The remote could not be reached, or the handshake did not complete in time.</exception>
     /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> fired.</exception>
     Task<IPeer> ConnectAsync(IPEndPoint remote, ReadOnlyMemory<byte> expectedKey, CancellationToken cancellationToken = default);
+
+    /// <summary>
+    /// Hole punching: sends a few small datagrams (about one second's worth) from this transport's socket to
+    /// <paramref name="target"/>, so a NAT in front of us maps our socket toward it and lets its packets in — a peer's
+    /// connection (the peer is the target) or a relay's forwarded datagrams (the relay is the target). The datagrams carry
+    /// nothing and are dropped on arrival. Completes when the last one is queued.
+    /// </summary>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> fired.</exception>
+    Task PunchAsync(IPEndPoint target, CancellationToken cancellationToken = default);
 }
 
 /// <summary>A connected, authenticated remote transport.</summary>

@@ -36,7 +36,7 @@ namespace Swarm.Transport;
 /// (decoded messages; when full the newest is dropped, counted, and answered with <see cref="ErrorCode.Overloaded"/>).
 /// The poll thread never blocks on a consumer. Outbound data is queued inside LiteNetLib.</para>
 /// </remarks>
-public sealed class LiteNetTransport : ITransport
+public sealed partial class LiteNetTransport : ITransport
 {
     private readonly TransportOptions _options;
     private readonly ILogger _logger;
@@ -81,7 +81,7 @@ public sealed class LiteNetTransport : ITransport
             DisconnectTimeout = (int)options.DisconnectTimeout.TotalMilliseconds,
             IPv6Enabled = options.BindAddress.AddressFamily == AddressFamily.InterNetworkV6,
             MtuOverride = options.Mtu,
-            ReconnectDelay = 250,
+            ReconnectDelay = 250, UnconnectedMessagesEnabled = true, // NAT probes and punches (LiteNetTransport.Nat.cs)
             MaxConnectAttempts = Math.Max(1, (int)Math.Ceiling(options.ConnectTimeout.TotalMilliseconds / 250)),
         };
         _auth = options.Encrypt
@@ -94,6 +94,7 @@ public sealed class LiteNetTransport : ITransport
         _listener.PeerDisconnectedEvent += OnPeerDisconnected;
         _listener.NetworkReceiveEvent += OnNetworkReceive;
         _listener.NetworkErrorEvent += (ep, err) => TransportLog.NetworkError(_logger, ep, err);
+        _listener.NetworkReceiveUnconnectedEvent += OnNatSignal;
         _pollThread = new Thread(PollLoop) { IsBackground = true };
     }
 
@@ -199,8 +200,7 @@ public sealed class LiteNetTransport : ITransport
     private void Enqueue(Action command)
     {
         if (_disposed != 0) return; // nothing to do on a stopped transport
-        _commands.Enqueue(command);
-        _wake.Set();
+        _commands.Enqueue(command); _wake.Set();
     }
 
     /// <summary>Closes <paramref name="peer"/>'s connection from the poll thread.</summary>

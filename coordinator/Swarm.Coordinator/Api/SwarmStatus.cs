@@ -153,8 +153,8 @@ internal sealed record SwarmLinkStatus
 
     /// <summary>How the packets travel: <c>direct</c>, <c>punched</c> or <c>relayed</c>.</summary>
     [JsonPropertyName("path")]
-    [JsonConverter(typeof(SnakeCaseEnumConverter<LinkPath>))]
-    public required LinkPath Path { get; init; }
+    [JsonConverter(typeof(SnakeCaseEnumConverter<HopPath>))]
+    public required HopPath Path { get; init; }
 
     /// <summary>Round-trip time in milliseconds; null when not measured yet.</summary>
     [JsonPropertyName("rtt_ms")] public double? RttMs { get; init; }

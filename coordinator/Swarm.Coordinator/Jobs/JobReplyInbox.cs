@@ -7,7 +7,8 @@ namespace Swarm.Coordinator.Jobs;
 /// <summary>
 /// One job's incoming replies, in arrival order: the <see cref="TokenResult"/>s and <see cref="StepFailed"/>s of its
 /// steps, and — when a node of the route it currently watches is lost — a <see cref="StepFailed"/> with step −1 and
-/// the watched session's id, so the step waiting on that route fails at once instead of at its timeout.
+/// the watched session's id, so the step waiting on that route fails at once instead of at its timeout; the same when a
+/// relayed link between two consecutive nodes of the route goes silent (<see cref="Nat.HopPathPlanner.LinkLost"/>).
 /// </summary>
 internal sealed class JobReplyInbox : IDisposable
 {
@@ -15,24 +16,27 @@ internal sealed class JobReplyInbox : IDisposable
     private readonly IStepChannel _channel;
     private readonly IDisposable _subscription;
     private readonly long _jobId;
+    private readonly Nat.HopPathPlanner? _paths;
     private volatile Watched? _watched;
 
-    private sealed record Watched(long SessionId, HashSet<int> Nodes);
+    private sealed record Watched(long SessionId, HashSet<int> Nodes, IReadOnlyList<int> Order);
 
-    /// <summary>Subscribes to the replies of <paramref name="jobId"/> and to lost nodes.</summary>
-    public JobReplyInbox(IStepChannel channel, long jobId)
+    /// <summary>Subscribes to the replies of <paramref name="jobId"/>, to lost nodes and (with <paramref name="paths"/>) to lost relayed links.</summary>
+    public JobReplyInbox(IStepChannel channel, long jobId, Nat.HopPathPlanner? paths = null)
     {
         _channel = channel;
         _jobId = jobId;
+        _paths = paths;
         _subscription = channel.Subscribe(jobId, m => _replies.Writer.TryWrite(m));
         channel.NodeLost += OnNodeLost;
+        if (paths is not null) paths.LinkLost += OnLinkLost;
     }
 
     /// <summary>The replies.</summary>
     public ChannelReader<IMessage> Reader => _replies.Reader;
 
     /// <summary>From now on, a lost node of <paramref name="route"/> fails the step of <paramref name="sessionId"/>.</summary>
-    public void Watch(long sessionId, Route route) => _watched = new Watched(sessionId, [.. route.NodeIds]);
+    public void Watch(long sessionId, Route route) => _watched = new Watched(sessionId, [.. route.NodeIds], [.. route.NodeIds]);
 
     /// <summary>Stops watching a route (its session was released).</summary>
     public void Unwatch(long sessionId)
@@ -50,10 +54,21 @@ internal sealed class JobReplyInbox : IDisposable
         });
     }
 
+    private void OnLinkLost(int from, int to)
+    {
+        if (_watched is not { } w || !w.Order.Zip(w.Order.Skip(1)).Contains((from, to))) return;
+        _replies.Writer.TryWrite(new StepFailed
+        {
+            JobId = _jobId, SessionId = w.SessionId, Step = -1, NodeId = to,
+            Code = ErrorCode.NextHopUnreachable, Message = $"the relayed link from node {from} to node {to} went silent",
+        });
+    }
+
     /// <summary>Unsubscribes.</summary>
     public void Dispose()
     {
         _channel.NodeLost -= OnNodeLost;
+        if (_paths is not null) _paths.LinkLost -= OnLinkLost;
         _subscription.Dispose();
         _replies.Writer.TryComplete();
     }

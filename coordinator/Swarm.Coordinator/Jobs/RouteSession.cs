@@ -24,7 +24,9 @@ internal sealed class RouteSession
     private readonly TimeSpan _stepTimeout;
     private int _released;
 
-    internal RouteSession(Route route, long id, NodeRegistry registry, IStepChannel channel, JobReplyInbox inbox, TimeProvider time, TimeSpan stepTimeout)
+    /// <param name="paths">Decides how each node reaches the next (direct, punched, relayed) and introduces them; null: all direct.</param>
+    internal RouteSession(Route route, long id, NodeRegistry registry, IStepChannel channel, JobReplyInbox inbox, TimeProvider time, TimeSpan stepTimeout,
+        Nat.HopPathPlanner? paths = null)
     {
         Route = route;
         Id = id;
@@ -40,6 +42,7 @@ internal sealed class RouteSession
             Layers = new WireLayerRange(h.Layers.Start, h.Layers.End),
             Key = registry.Get(h.NodeId)?.Info.Key,
         })];
+        if (paths is not null) WireRoute = paths.Plan(WireRoute);
         foreach (var n in route.NodeIds) _registry.AdjustInFlight(n, +1);
         inbox.Watch(id, route);
     }

@@ -21,10 +21,14 @@ internal sealed class RouteSessionFactory
     private readonly IStepChannel _channel;
     private readonly TimeProvider _time;
     private readonly JobRunnerOptions _options;
+    private readonly Nat.HopPathPlanner? _paths;
     private long _nextSession;
 
-    public RouteSessionFactory(NodeRegistry registry, IRouter router, IStepChannel channel, TimeProvider time, JobRunnerOptions options)
+    /// <param name="paths">How hops between nodes are made (direct, punched, relayed); null: all direct (unit tests).</param>
+    public RouteSessionFactory(NodeRegistry registry, IRouter router, IStepChannel channel, TimeProvider time, JobRunnerOptions options,
+        Nat.HopPathPlanner? paths = null)
     {
+        _paths = paths;
         _registry = registry;
         _router = router;
         _channel = channel;
@@ -37,7 +41,7 @@ internal sealed class RouteSessionFactory
     public NodeRegistry Registry => _registry;
 
     /// <summary>Subscribes to the replies of job <paramref name="jobId"/>; the job's sessions deliver their replies there.</summary>
-    public JobReplyInbox OpenInbox(long jobId) => new(_channel, jobId);
+    public JobReplyInbox OpenInbox(long jobId) => new(_channel, jobId, _paths);
 
     /// <summary>Routes the job and opens a session on the route whose replies arrive in <paramref name="inbox"/>.</summary>
     /// <exception cref="JobFailedException">Some layers stayed unserved for the whole queue timeout (503).</exception>
@@ -51,7 +55,7 @@ internal sealed class RouteSessionFactory
             span?.SetTag("swarm.route", route.ToString());
             span?.SetTag("swarm.route.hops", route.Hops.Count);
         }
-        return new RouteSession(route, Interlocked.Increment(ref _nextSession), _registry, _channel, inbox, _time, _options.StepTimeout);
+        return new RouteSession(route, Interlocked.Increment(ref _nextSession), _registry, _channel, inbox, _time, _options.StepTimeout, _paths);
     }
 
     private async Task<Route> RouteAsync(CancellationToken ct)

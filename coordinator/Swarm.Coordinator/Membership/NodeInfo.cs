@@ -11,8 +11,17 @@ public sealed record NodeInfo
     /// <summary>Operator-chosen display name (<c>--name</c>).</summary>
     public required string Name { get; init; }
 
-    /// <summary>Address peers use to reach the node, e.g. <c>127.0.0.1:7801</c>.</summary>
+    /// <summary>
+    /// Address peers use to reach the node, e.g. <c>127.0.0.1:7801</c>: the one it advertised, or — when it advertised
+    /// none (it binds a wildcard address) — the one the coordinator sees its connection come from (its NAT's mapping).
+    /// </summary>
     public required string Endpoint { get; init; }
+
+    /// <summary>
+    /// True when the node answered the coordinator's reachability probe at <see cref="Endpoint"/> (or it is on loopback):
+    /// peers connect to it directly. False: it is behind NAT, and the hops to it are punched or relayed. Default: true.
+    /// </summary>
+    public bool Reachable { get; init; } = true;
 
     /// <summary>Bytes the node may use for weights plus KV caches (<c>--memory</c>).</summary>
     public required long MemoryBudgetBytes { get; init; }

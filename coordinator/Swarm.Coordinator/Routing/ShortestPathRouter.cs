@@ -48,7 +48,7 @@ public sealed class ShortestPathRouter : IRouter
     {
         ArgumentNullException.ThrowIfNull(to);
         if (from is not null && from.Links.TryGetValue(to.NodeId, out var link))
-            return link.RttMs + (link.Path == LinkPath.Relayed ? _options.RelayPenaltyMs : 0);
+            return link.RttMs + (link.Path == HopPath.Relayed ? _options.RelayPenaltyMs : 0);
         return to.RttMs ?? _options.DefaultRttMs;
     }
 

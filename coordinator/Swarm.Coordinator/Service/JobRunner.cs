@@ -30,13 +30,13 @@ public sealed class JobRunner : IDisposable
     /// <summary>The coordinator's job runner: its registry, router and node connections, on the system clock.</summary>
     public JobRunner(SwarmCoordinator swarm, ILogger<JobRunner> logger)
         : this(OptionsOf(swarm), swarm.Registry, swarm.Router, new CoordinatorStepChannel(swarm), swarm.Tokenizer,
-            TimeProvider.System, logger, swarm.CountRecovery)
+            TimeProvider.System, logger, swarm.CountRecovery, swarm.HopPaths)
     {
     }
 
     /// <summary>A job runner over any step channel and clock (unit tests use fakes).</summary>
     internal JobRunner(JobRunnerOptions options, NodeRegistry registry, IRouter router, IStepChannel channel, ITextTokenizer? tokenizer,
-        TimeProvider time, ILogger logger, Action? onRecovery = null)
+        TimeProvider time, ILogger logger, Action? onRecovery = null, Nat.HopPathPlanner? hopPaths = null)
     {
         _time = time;
         _history = new JobHistory(time);
@@ -46,7 +46,7 @@ public sealed class JobRunner : IDisposable
             MaxQueueLength = options.MaxQueueLength,
             QueueTimeout = options.QueueTimeout,
         }, () => registry.ServingCoverage(options.NumLayers).Uncovered, time, options.AdmissionTickInterval, logger);
-        var sessions = new RouteSessionFactory(registry, router, channel, time, options);
+        var sessions = new RouteSessionFactory(registry, router, channel, time, options, hopPaths);
         _loop = new StepLoopServices(sessions, time, options, tokenizer, logger, onRecovery);
         _observed = CoordinatorInstrumentation.Observe(this);
     }

@@ -86,7 +86,7 @@ internal static class StatusSnapshot
         var names = alive.ToDictionary(n => n.Id, n => n.Info.Name);
         var links = alive.Select(n => new SwarmLinkStatus
         {
-            From = n.Info.Name, To = "coordinator", Path = Protocol.LinkPath.Direct,
+            From = n.Info.Name, To = "coordinator", Path = Protocol.HopPath.Direct,
             RttMs = n.RttMs is double rtt ? Math.Round(rtt, 2) : null,
         }).ToList();
         foreach (var n in alive)

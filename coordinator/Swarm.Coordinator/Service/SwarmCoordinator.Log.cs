@@ -31,4 +31,6 @@ public sealed partial class SwarmCoordinator
     private partial void LogIdentity(string fingerprint, string publicKey);
     [LoggerMessage(112, LogLevel.Warning, "node name {Name} was first seen with key {Known}, but node {Id} at {Endpoint} proves {Key}: another machine uses the name, or the node has a new identity file")]
     private partial void LogKeyChanged(string name, string known, int id, string endpoint, string key);
+    [LoggerMessage(113, LogLevel.Information, "node {Name} at {Endpoint}: {Reachability}")]
+    private partial void LogReachability(string name, string endpoint, string reachability);
 }

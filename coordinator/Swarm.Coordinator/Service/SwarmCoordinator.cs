@@ -3,6 +3,7 @@ using System.Net;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Swarm.Coordinator.Membership;
+using Swarm.Coordinator.Nat;
 using Swarm.Coordinator.Placement;
 using Swarm.Coordinator.Routing;
 using Swarm.Coordinator.Telemetry;
@@ -10,6 +11,7 @@ using Swarm.Model;
 using Swarm.Protocol;
 using Swarm.Tokenization;
 using Swarm.Transport;
+using Swarm.Transport.Nat;
 using Swarm.Transport.Security;
 
 namespace Swarm.Coordinator.Service;
@@ -39,6 +41,9 @@ public sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposable
     private long _nextAssignment;
     private long _recoveries;
     private IDisposable? _observed;
+    private readonly UdpRelay _relay;
+    /// <summary>A relayed hop silent this long is closed (its nodes ping every second while connected).</summary>
+    private static readonly TimeSpan RelayIdleTimeout = TimeSpan.FromSeconds(4);
 
     /// <summary>Figures a node last reported in its heartbeat.</summary>
     public sealed record NodeLive(int InFlightSteps, int Sessions, long KvTokensUsed, long KvTokensCapacity, double TokensPerSecond, string Device, int Threads, string Name, string DataEndpoint)
@@ -54,6 +59,10 @@ public sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposable
     public NodeRegistry Registry { get; }
     public IPlacementPolicy Placement { get; }
     public ShortestPathRouter Router { get; }
+    /// <summary>How hops between nodes are made (direct, punched, relayed through this coordinator's relay).</summary>
+    internal HopPathPlanner HopPaths { get; }
+    /// <summary>The node-to-node links planned so far and how each is made (direct, punched, relayed).</summary>
+    public IReadOnlyList<PlannedLink> Links => HopPaths.Links;
     public WireDType Wire => _options.Wire;
     public CoordinatorOptions Options => _options;
     public long Recoveries => Interlocked.Read(ref _recoveries);
@@ -95,6 +104,9 @@ public sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposable
         Registry = new NodeRegistry(fd, _time);
         Placement = new MaxMinThroughputPlacementPolicy(ModelShape.FromConfig(Config, LayerMemory.PlacementBytesPerElement), new PlacementOptions());
         Router = new ShortestPathRouter(new RoutingOptions(), new PowerOfTwoChoicesPolicy(new Random()));
+        EndPoints.TryParse(options.Listen, out var listen);
+        _relay = new UdpRelay(listen?.Address ?? IPAddress.Loopback, RelayIdleTimeout);
+        HopPaths = new HopPathPlanner(Registry, new CoordinatorStepChannel(this), _relay, logger);
     }
 
     /// <summary>"gpt_neox:L×H×V": nodes with another model are refused.</summary>
@@ -122,6 +134,8 @@ public sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposable
         _stop.Cancel();
         _observed?.Dispose();
         if (_transport is not null) await _transport.DisposeAsync();
+        HopPaths.Dispose();
+        _relay.Dispose();
         foreach (var t in new[] { _inboundLoop, _evaluateLoop })
             if (t is not null) await Task.WhenAny(t, Task.Delay(2000, CancellationToken.None));
     }
@@ -174,7 +188,10 @@ public sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposable
         {
             case Hello hello: OnHello(msg.Peer, msg.Envelope, hello); break;
             case TokenResult tr: Deliver(tr.JobId, tr); break;
-            case StepFailed sf: Deliver(sf.JobId, sf); break;
+            case StepFailed sf:
+                if (sf.Code == ErrorCode.NextHopUnreachable && NodeOf(msg.Peer) is { } from) HopPaths.ReportUnreachable(from, sf.NodeId);
+                Deliver(sf.JobId, sf);
+                break;
             case Heartbeat hb: OnHeartbeat(msg.Peer, hb); break;
             case RangeReady rr: OnRangeReady(msg.Peer, rr); break;
             case Leave leave: OnLeave(msg.Peer, leave); break;
@@ -191,72 +208,6 @@ public sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposable
     }
 
     private int? NodeOf(IPeer peer) => _peerNodes.TryGetValue(peer.Id, out var id) ? id : null;
-
-    private void OnHello(IPeer peer, Envelope env, Hello hello)
-    {
-        // A node without a local checkpoint announces no model id; it takes the swarm's source.
-        bool fetches = hello.ModelId.Length == 0 && _source is not null;
-        string? problem = hello.ModelId != ModelId && !fetches ? $"model mismatch: the swarm serves {ModelId}, the node has {hello.ModelId}"
-            : hello.ProtocolVersion != ProtocolInfo.Version ? $"protocol version {hello.ProtocolVersion} is not supported (this coordinator speaks {ProtocolInfo.Version})"
-            : hello.MemoryBudgetBytes <= 0 ? "memory budget must be positive"
-            : !EndPoints.TryParse(hello.DataEndpoint, out _) ? $"data endpoint '{hello.DataEndpoint}' is not host:port"
-            : hello.PinnedRange is { } p && (p.Start < 0 || p.End > Config.NumLayers || p.Start >= p.End) ? $"pinned range {p} is outside the model's {Config.NumLayers} layers"
-            : null;
-        if (problem is not null)
-        {
-            LogRefused(peer.RemoteEndPoint.ToString(), problem);
-            peer.Send(env.CreateReply(new Refused { Code = hello.ModelId != ModelId ? ErrorCode.ModelMismatch
-                : hello.ProtocolVersion != ProtocolInfo.Version ? ErrorCode.VersionMismatch : ErrorCode.BadRequest, Reason = problem }));
-            return;
-        }
-        int id = Interlocked.Increment(ref _nextNodeId);
-        string name = string.IsNullOrWhiteSpace(hello.NodeName) ? $"node-{id}" : hello.NodeName;
-        byte[]? key = peer.RemoteKey.IsEmpty ? null : peer.RemoteKey.ToArray();
-        string? keyChangedFrom = key is null ? null : _keys.Observe(name, peer.RemoteFingerprint);
-        if (keyChangedFrom is not null) LogKeyChanged(name, keyChangedFrom, id, peer.RemoteEndPoint.ToString(), peer.RemoteFingerprint);
-        var info = new NodeInfo
-        {
-            Id = id,
-            Name = name,
-            Key = key,
-            KeyChangedFrom = keyChangedFrom,
-            Endpoint = hello.DataEndpoint,
-            MemoryBudgetBytes = hello.MemoryBudgetBytes,
-            LayerWeightBytes = hello.LayerWeightBytes,
-            KvBytesPerTokenPerLayer = hello.KvBytesPerTokenPerLayer,
-            Device = hello.Device,
-            Threads = hello.Threads,
-            LayerThroughput = Math.Max(1e-3, hello.LayerTokensPerSecond),
-            PinnedRange = hello.PinnedRange is { } pr ? pr : null,
-            SharesWeights = hello.SharesWeights,
-        };
-        _nodePeers[id] = peer;
-        _peerNodes[peer.Id] = id;
-        _live[id] = new NodeLive(0, 0, 0, 0, 0, info.Device, info.Threads, info.Name, info.Endpoint);
-        var members = _keys.Vouch(_nodePeers.Values.Select(p => p.RemoteKey.ToArray())); // the keys their control connections proved
-        peer.Send(env.CreateReply(new Welcome { NodeId = id, HeartbeatIntervalMs = (int)_options.HeartbeatInterval.TotalMilliseconds,
-            ModelSource = _source?.Source.Key ?? "", Members = members }));
-        VouchForMembers(members);
-        lock (_placementGate)
-        {
-            if (hello.HeldRange is { } held)
-            {
-                // A node that already holds layers (coordinator restart, reconnect) keeps serving them.
-                Registry.Register(info, held);
-                LogJoined(info.Name, id, info.Endpoint, peer.RemoteFingerprint, $"holds {held}");
-                return;
-            }
-            Registry.Register(info);
-            LayerRange? range = info.PinnedRange ?? Placement.ChooseJoinRange(Registry.PlacementView(), Registry.Get(id)!.ToPlacementNode());
-            if (range is not { } r)
-            {
-                LogJoined(info.Name, id, info.Endpoint, peer.RemoteFingerprint, "no range fits its memory budget; standing by");
-                return;
-            }
-            LogJoined(info.Name, id, info.Endpoint, peer.RemoteFingerprint, $"assigned layers {r}");
-            Assign(id, r);
-        }
-    }
 
     /// <summary>
     /// Sends every connected node the keys of the current members (<paramref name="keys"/>, or the list now): a node
@@ -339,6 +290,7 @@ public sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposable
     private void Lost(int id)
     {
         _live.TryRemove(id, out _);
+        HopPaths.Forget(id);
         VouchForMembers();
         Recover();
         NodeLost?.Invoke(id);

@@ -27,7 +27,7 @@ public class RoutingTests
         Assert.Equal(end, route.Hops[^1].Layers.End);
     }
 
-    private static RouteCandidate WithLinks(RouteCandidate c, params (int To, LinkPath Path, double RttMs)[] links) => c with
+    private static RouteCandidate WithLinks(RouteCandidate c, params (int To, HopPath Path, double RttMs)[] links) => c with
     {
         Links = links.ToDictionary(l => l.To, l => new LinkReport { ToNodeId = l.To, Path = l.Path, RttMs = l.RttMs }),
     };
@@ -41,7 +41,7 @@ public class RoutingTests
         Assert.Equal($"{A}[0:6) → {B}[6:12)", Describe(plain));
 
         // A measured its links: B is 40 ms away from it, B2 1 ms (same LAN). The hop's own latency decides.
-        RouteCandidate[] measured = [WithLinks(unmeasured[0], (B, LinkPath.Direct, 40), (B2, LinkPath.Direct, 1)), unmeasured[1], unmeasured[2]];
+        RouteCandidate[] measured = [WithLinks(unmeasured[0], (B, HopPath.Direct, 40), (B2, HopPath.Direct, 1)), unmeasured[1], unmeasured[2]];
         var r = Router(new LeastInFlightPolicy()).Route(12, measured);
         Assert.Equal($"{A}[0:6) → {B2}[6:12)", Describe(r));
         // Cost: 2 ms to A + 6 ms of layers + the 1 ms link + 6 ms of layers.
@@ -54,7 +54,7 @@ public class RoutingTests
         // From A, B is reached through a relay (10 ms measured), B2 directly at 14 ms: with the 5 ms relay penalty B2 wins.
         RouteCandidate[] candidates =
         [
-            WithLinks(Cand(A, 0, 6), (B, LinkPath.Relayed, 10), (B2, LinkPath.Direct, 14)),
+            WithLinks(Cand(A, 0, 6), (B, HopPath.Relayed, 10), (B2, HopPath.Direct, 14)),
             Cand(B, 6, 12, rtt: 30), Cand(B2, 6, 12, rtt: 30),
         ];
         var router = Router(new LeastInFlightPolicy());
@@ -70,7 +70,7 @@ public class RoutingTests
     {
         // One node Y holds everything but is 50 ms away; the chain X → Z is reachable quickly and X measured X→Z at 1 ms.
         const int Z = Zzz;
-        RouteCandidate[] candidates = [Cand(Y, 0, 12, rtt: 50), WithLinks(Cand(X, 0, 6, rtt: 2), (Z, LinkPath.Punched, 1)), Cand(Z, 6, 12, rtt: 60)];
+        RouteCandidate[] candidates = [Cand(Y, 0, 12, rtt: 50), WithLinks(Cand(X, 0, 6, rtt: 2), (Z, HopPath.Punched, 1)), Cand(Z, 6, 12, rtt: 60)];
         var r = Router().Route(12, candidates);
         Assert.Equal($"{X}[0:6) → {Z}[6:12)", Describe(r));
         Assert.Equal(2 + 6 + 1 + 6, r.Route!.ExpectedCostMs, 6);

@@ -72,6 +72,46 @@ internal sealed class CliProcess : IAsyncDisposable
     public static CliProcess Start(SwarmProgram program, IReadOnlyDictionary<string, string> environment, params string[] args) =>
         new(Process.Start(StartInfo(program, args, environment))!);
 
+    /// <summary>Starts <paramref name="program"/> inside network namespace <paramref name="netns"/> (<c>ip netns exec</c>) and leaves it running.</summary>
+    public static CliProcess StartIn(string netns, SwarmProgram program, IReadOnlyDictionary<string, string> environment, params string[] args) =>
+        new(Process.Start(StartInfo(program, args, environment, netns))!);
+
+    /// <summary>Runs <paramref name="program"/> inside network namespace <paramref name="netns"/> to its exit; fails the test after <paramref name="timeout"/>.</summary>
+    public static async Task<(int Exit, string Stdout, string Stderr)> RunInAsync(string netns, SwarmProgram program, TimeSpan timeout, params string[] args)
+    {
+        using var p = Process.Start(StartInfo(program, args, new Dictionary<string, string>(), netns))!;
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        var stderr = p.StandardError.ReadToEndAsync();
+        using var cts = new CancellationTokenSource(timeout);
+        try { await p.WaitForExitAsync(cts.Token); }
+        catch (OperationCanceledException)
+        {
+            p.Kill(entireProcessTree: true);
+            Assert.Fail($"{program} {string.Join(' ', args)} in {netns} did not exit within {timeout.TotalSeconds:0} s");
+        }
+        return (p.ExitCode, await stdout, await stderr);
+    }
+
+    /// <summary>Waits until the output contains <paramref name="text"/> <paramref name="times"/> times; fails the test if the process exits first or time runs out.</summary>
+    public async Task WaitForOutputAsync(string text, TimeSpan timeout, int times = 1)
+    {
+        var sw = Stopwatch.StartNew();
+        while (CountOf(text) < times)
+        {
+            Assert.False(_process.HasExited, $"the process exited with code {(_process.HasExited ? _process.ExitCode : 0)} before writing '{text}':\n{Output}");
+            if (sw.Elapsed > timeout) Assert.Fail($"'{text}' did not appear {times} time(s) within {timeout.TotalSeconds:0} s:\n{Output}");
+            await Task.Delay(100);
+        }
+    }
+
+    private int CountOf(string text)
+    {
+        string output = Output;
+        int count = 0;
+        for (int at = output.IndexOf(text, StringComparison.Ordinal); at >= 0; at = output.IndexOf(text, at + text.Length, StringComparison.Ordinal)) count++;
+        return count;
+    }
+
     /// <summary>Waits until <c>GET {url}/healthz</c> answers; fails the test if the process exits first or time runs out.</summary>
     public async Task WaitHealthyAsync(string url, TimeSpan timeout)
     {
@@ -109,9 +149,11 @@ internal sealed class CliProcess : IAsyncDisposable
         return port;
     }
 
-    private static ProcessStartInfo StartInfo(SwarmProgram program, string[] args, IReadOnlyDictionary<string, string> environment)
+    private static ProcessStartInfo StartInfo(SwarmProgram program, string[] args, IReadOnlyDictionary<string, string> environment, string? netns = null)
     {
         var (exe, prefix) = program == SwarmProgram.Cli ? LocalSwarm.SelfCommand() : LocalSwarm.CoordinatorCommandLine();
+        // ip netns exec execs the program itself, so the process (and its pid, for SIGTERM) is the program's.
+        if (netns is not null) (exe, prefix) = ("ip", ["netns", "exec", netns, exe, .. prefix]);
         var psi = new ProcessStartInfo(exe) { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
         foreach (var a in prefix.Concat(args)) psi.ArgumentList.Add(a);
         psi.Environment["OMP_WAIT_POLICY"] = "PASSIVE";

@@ -96,7 +96,7 @@ public sealed class HopForwarderTests : IAsyncLifetime
             reported = _link.LastHeartbeat?.Links?.SingleOrDefault();
         }
         Assert.Equal(8, reported.ToNodeId);                  // the next hop's node id, from the route
-        Assert.Equal(LinkPath.Direct, reported.Path);
+        Assert.Equal(HopPath.Direct, reported.Path);
         Assert.InRange(reported.RttMs, 0, 1000);            // loopback: measured (often below the transport's 1 ms resolution)
         Assert.Null(MessageValidator.Validate(new Heartbeat { Links = [reported] }));
         await _stop.CancelAsync();

@@ -88,7 +88,7 @@ public sealed class SwarmStatusJsonTests
         Assert.Equal(3.2, s.Jobs.Recent[0].FinishedAgoS);
         Assert.Equal(SwarmJobState.Cancelled, s.Jobs.Recent[1].State);
         Assert.Equal((2L, 1L), (s.Jobs.Cancelled, s.Jobs.Rejected));
-        Assert.Equal(("node-2", Swarm.Protocol.LinkPath.Punched, 12.5), (s.Links[1].To, s.Links[1].Path, s.Links[1].RttMs));
+        Assert.Equal(("node-2", Swarm.Protocol.HopPath.Punched, 12.5), (s.Links[1].To, s.Links[1].Path, s.Links[1].RttMs));
         Assert.Null(s.Links[2].RttMs);
         using var minified = JsonDocument.Parse(json);
         Assert.Equal(JsonSerializer.Serialize(minified.RootElement), s.ToJson());

@@ -20,7 +20,7 @@ internal static class ProtocolSamples
     public static readonly Hop[] Route =
     [
         new Hop { NodeId = 2, Endpoint = "127.0.0.1:7801", Layers = new LayerRange(2, 4), Key = Enumerable.Repeat((byte)0x22, 32).ToArray() },
-        new Hop { NodeId = 3, Endpoint = "10.0.0.3:7802", Layers = new LayerRange(4, 6) },
+        new Hop { NodeId = 3, Endpoint = "10.0.0.3:7802", Layers = new LayerRange(4, 6), Path = HopPath.Relayed, Via = "10.0.0.9:40001" },
     ];
 
     /// <summary>Layer 5's output at one position of hidden size 2: f32 [1, 2] = (1.0, -2.0).</summary>
@@ -47,7 +47,7 @@ internal static class ProtocolSamples
             LayerWeightBytes = 7_137_792,
             KvBytesPerTokenPerLayer = 3072,
         }, id: 1),
-        ["Welcome"] = Wrap(new Welcome { NodeId = 7, HeartbeatIntervalMs = 1000, ModelSource = "https://h/o/n/resolve/main/" }, id: 2, correlation: 1),
+        ["Welcome"] = Wrap(new Welcome { NodeId = 7, HeartbeatIntervalMs = 1000, ModelSource = "https://h/o/n/resolve/main/", ObservedEndpoint = "203.0.113.7:40123", Reachable = false }, id: 2, correlation: 1),
         ["Refused"] = Wrap(new Refused { Code = ErrorCode.VersionMismatch, Reason = "protocol 2 != 1" }, id: 3, correlation: 1),
         ["AssignRange"] = Wrap(new AssignRange
         {
@@ -68,7 +68,7 @@ internal static class ProtocolSamples
             KvBlocksUsed = 256,
             KvBlocksTotal = 6250,
             WaitingSessions = 2,
-            Links = [new LinkReport { ToNodeId = 4, Path = LinkPath.Punched, RttMs = 12.5 }],
+            Links = [new LinkReport { ToNodeId = 4, Path = HopPath.Punched, RttMs = 12.5 }],
             LayerTokensPerSecond = 2000.5,
         }, id: 6),
         ["Leave"] = Wrap(new Leave { Reason = "SIGTERM", GraceMs = 5000 }, id: 7),
@@ -107,5 +107,6 @@ internal static class ProtocolSamples
         ["PeerKeys"] = Wrap(new PeerKeys { Version = 7, Keys = [Enumerable.Repeat((byte)0x22, 32).ToArray(), Enumerable.Repeat((byte)0x33, 32).ToArray()] }, id: 15),
         ["TensorRequest"] = Wrap(new TensorRequest { Sha256 = new string('b', 64), Offset = 1 << 20, Length = 4096 }, id: 15),
         ["TensorChunk"] = Wrap(new TensorChunk { Sha256 = new string('b', 64), Offset = 1 << 20, TotalLength = (1 << 20) + 4, Data = [1, 2, 3, 4] }, id: 16, correlation: 15),
+        ["Introduce"] = Wrap(new Introduce { PeerNodeId = 2, Target = "198.51.100.4:7801", Path = HopPath.Punched }, id: 17),
     };
 }
