@@ -96,7 +96,8 @@ internal sealed class HopForwarder
             NodeInstrumentation.ForwardDuration.Record(output.Milliseconds / 1000,
                 new KeyValuePair<string, object?>(SwarmTelemetry.StepKindTag, req.Kind.ToString().ToLowerInvariant()));
             var timings = req.Timings.Append(new StageTiming { NodeId = nodeId, Milliseconds = output.Milliseconds }).ToArray();
-            if (output.Token is int token)
+            var fingerprints = req.Fingerprints.Append(output.Fingerprint with { NodeId = nodeId }).ToArray();
+            if (output.Token is int || req.Route.Length == 1)
             {
                 using (var sample = NodeInstrumentation.Source.StartActivity(NodeInstrumentation.SampleSpan))
                 {
@@ -104,7 +105,9 @@ internal sealed class HopForwarder
                     sample?.SetTag("swarm.sampling.greedy", req.Sampling.Temperature <= 0);
                     sample?.SetTag("swarm.token.position", req.StartPosition + positions);
                 }
-                var result = new TokenResult { JobId = req.JobId, SessionId = req.SessionId, Step = req.Step, TokenId = token, Timings = timings };
+                // A one-hop route ending before the last layer is a spot check's shadow session: it answers with its fingerprint.
+                var result = new TokenResult { JobId = req.JobId, SessionId = req.SessionId, Step = req.Step, TokenId = output.Token ?? -1,
+                    Timings = timings, Fingerprints = fingerprints };
                 if (_simulateLatencyMs > 0) _ = SendLaterAsync(result, req.SessionId);
                 else _coordinator.Send(result, req.SessionId);
                 return;
@@ -115,8 +118,16 @@ internal sealed class HopForwarder
                 Route = req.Route[1..],
                 Input = WireDTypeConversion.Convert(output.Hidden!, req.WireDType),
                 Timings = timings,
+                Fingerprints = fingerprints,
             };
             span?.SetTag("swarm.next_node.id", next.NodeId);
+            if (req.Shadow is { } copy && forward.Route.Length == copy.RouteLength)
+            {
+                // The next hop is spot-checked: it gets the step without the order; the shadow gets the same input.
+                forward = forward with { Shadow = null };
+                var shadowed = forward with { SessionId = copy.SessionId, Route = [copy.Shadow], Timings = [], Fingerprints = [] };
+                _ = ForwardAsync(copy.Shadow, shadowed, arrival.Envelope with { SessionId = copy.SessionId }, null);
+            }
             _ = ForwardAsync(next, forward, arrival.Envelope, span);
         }
         catch (ArgumentException e)

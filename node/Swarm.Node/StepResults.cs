@@ -9,7 +9,11 @@ namespace Swarm.Node;
 /// </param>
 /// <param name="Milliseconds">From submission to completion (queueing, batched forward passes, sampling).</param>
 /// <param name="SampleMilliseconds">Time spent sampling the token (last stage).</param>
-public sealed record StepOutput(WireTensor? Hidden, int? Token, double Milliseconds, double SampleMilliseconds = 0);
+public sealed record StepOutput(WireTensor? Hidden, int? Token, double Milliseconds, double SampleMilliseconds = 0)
+{
+    /// <summary>The step's fingerprint (its <see cref="StageFingerprint.NodeId"/> is filled in by whoever sends it).</summary>
+    public StageFingerprint Fingerprint { get; init; } = new();
+}
 
 /// <summary>A step could not run; the code and message go back to the coordinator in a <see cref="StepFailed"/>.</summary>
 public sealed class StepException(ErrorCode code, string message) : Exception(message)

@@ -50,7 +50,7 @@ public static class MessageValidator
         Leave m => Text(m.Reason, "reason", allowEmpty: true) ?? NonNegative(m.GraceMs, "grace"),
         Drain m => Text(m.Reason, "reason", allowEmpty: true),
         ForwardRequest m => ValidateForward(m),
-        TokenResult m => NonNegative(m.Step, "step") ?? NonNegative(m.TokenId, "token id") ?? Timings(m.Timings),
+        TokenResult m => NonNegative(m.Step, "step") ?? (m.TokenId < -1 ? $"token id {m.TokenId} is invalid" : null) ?? Timings(m.Timings) ?? Fingerprints(m.Fingerprints),
         StepFailed m => NonNegative(m.Step, "step") ?? Defined(m.Code) ?? Text(m.Message, "message", allowEmpty: true),
         CloseSession => null,
         Ack => null,
@@ -98,7 +98,27 @@ public static class MessageValidator
         if (!double.IsFinite(m.Sampling.Temperature) || m.Sampling.Temperature < 0) return $"temperature {m.Sampling.Temperature} must be finite and ≥ 0";
         if (m.Sampling.TopK < 0) return $"top_k {m.Sampling.TopK} must be ≥ 0";
         if (!double.IsFinite(m.Sampling.TopP) || m.Sampling.TopP <= 0 || m.Sampling.TopP > 1) return $"top_p {m.Sampling.TopP} must be in (0, 1]";
-        return Timings(m.Timings);
+        if (m.Shadow is { } sc && (sc.Shadow is null || sc.RouteLength < 1 || sc.RouteLength >= m.Route.Length
+            || Text(sc.Shadow.Endpoint, "shadow endpoint", allowEmpty: false) is not null || !sc.Shadow.Layers.IsValid))
+            return "invalid shadow copy order";
+        return Timings(m.Timings) ?? Fingerprints(m.Fingerprints);
+    }
+
+    /// <summary>Most floats one fingerprint may carry (a full context of positions).</summary>
+    private const int MaxFingerprintFloats = 1 << 20;
+
+    private static string? Fingerprints(StageFingerprint[]? fingerprints)
+    {
+        if (fingerprints is null) return "fingerprints are missing";
+        if (fingerprints.Length > ProtocolInfo.MaxRouteHops) return $"{fingerprints.Length} fingerprints, limit {ProtocolInfo.MaxRouteHops}";
+        foreach (var f in fingerprints)
+        {
+            if (f?.Input is null || f.Output is null) return "null stage fingerprint";
+            if (f.Input.Length > MaxFingerprintFloats || f.Output.Length > MaxFingerprintFloats) return "stage fingerprint too long";
+            if (f.Input.Length % StageFingerprint.Width != 0 || f.Output.Length % StageFingerprint.Width != 0)
+                return $"stage fingerprint lengths must be multiples of {StageFingerprint.Width}";
+        }
+        return null;
     }
 
     /// <summary>Length of a static public key (X25519).</summary>

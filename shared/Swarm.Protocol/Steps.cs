@@ -85,7 +85,7 @@ public sealed record StageTiming
 /// Every step first truncates the session's KV cache on the stage to <see cref="StartPosition"/>, then appends.
 /// </summary>
 /// <remarks>
-/// Keys 0–8 and 10, append-only. Key 9 is retired (a reply-to endpoint in protocol version 1 that no node read:
+/// Keys 0–8 and 10–12, append-only. Key 9 is retired (a reply-to endpoint in protocol version 1 that no node read:
 /// replies go over the node's coordinator connection): never reuse it.
 /// </remarks>
 [MessagePackObject]
@@ -123,10 +123,19 @@ public sealed record ForwardRequest : IMessage
 
     /// <summary>Timings of the stages already run, in route order; each stage appends its own.</summary>
     [Key(10)] public StageTiming[] Timings { get; init; } = [];
+
+    /// <summary>Fingerprints of the stages already run, in route order; each stage appends its own (see <see cref="StageFingerprint"/>).</summary>
+    [Key(11)] public StageFingerprint[] Fingerprints { get; init; } = [];
+
+    /// <summary>A spot check's copy order for a later hop, or null (see <see cref="ShadowCopy"/>).</summary>
+    [Key(12)] public ShadowCopy? Shadow { get; init; }
 }
 
-/// <summary>Last stage → coordinator: the token a step produced.</summary>
-/// <remarks>Keys 0–4, append-only.</remarks>
+/// <summary>
+/// Last stage → coordinator: the token a step produced. A one-hop route whose layers end before the model's last layer
+/// (a spot check's shadow session) answers with <see cref="TokenId"/> −1 and its fingerprint.
+/// </summary>
+/// <remarks>Keys 0–5, append-only.</remarks>
 [MessagePackObject]
 public sealed record TokenResult : IMessage
 {
@@ -139,11 +148,14 @@ public sealed record TokenResult : IMessage
     /// <summary>Step index (see <see cref="ForwardRequest.Step"/>).</summary>
     [Key(2)] public int Step { get; init; }
 
-    /// <summary>The sampled token id.</summary>
+    /// <summary>The sampled token id; −1 when the route ended before the last layer (a shadow session).</summary>
     [Key(3)] public int TokenId { get; init; }
 
     /// <summary>Per-stage timings in route order, the last stage's included.</summary>
     [Key(4)] public StageTiming[] Timings { get; init; } = [];
+
+    /// <summary>Per-stage fingerprints in route order, the last stage's included.</summary>
+    [Key(5)] public StageFingerprint[] Fingerprints { get; init; } = [];
 }
 
 /// <summary>Any stage → coordinator: a step could not be completed (the stage that failed, or could not reach the next hop, reports it).</summary>

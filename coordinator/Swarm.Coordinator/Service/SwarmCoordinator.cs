@@ -58,6 +58,8 @@ public sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposable
     public CoordinatorOptions Options => _options;
     public long Recoveries => Interlocked.Read(ref _recoveries);
     public IReadOnlyDictionary<int, NodeLive> Live => _live;
+    /// <summary>Nodes caught by spot checks, and the identities refused for the ban time.</summary>
+    public Verification.BanBoard Bans { get; }
     /// <summary>Where nodes reach this coordinator.</summary>
     public IPEndPoint? ControlEndPoint => _transport?.LocalEndPoint;
     /// <summary>The static public key nodes must see the coordinator prove (empty before start): what <c>--coordinator-key</c> pins.</summary>
@@ -95,6 +97,8 @@ public sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposable
         Registry = new NodeRegistry(fd, _time);
         Placement = new MaxMinThroughputPlacementPolicy(ModelShape.FromConfig(Config, LayerMemory.PlacementBytesPerElement), new PlacementOptions());
         Router = new ShortestPathRouter(new RoutingOptions(), new PowerOfTwoChoicesPolicy(new Random()));
+        Bans = new Verification.BanBoard(Registry, _time, options.BanTime);
+        Bans.Banned += OnBanned;
     }
 
     /// <summary>"gpt_neox:L×H×V": nodes with another model are refused.</summary>
@@ -201,12 +205,12 @@ public sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposable
             : hello.MemoryBudgetBytes <= 0 ? "memory budget must be positive"
             : !EndPoints.TryParse(hello.DataEndpoint, out _) ? $"data endpoint '{hello.DataEndpoint}' is not host:port"
             : hello.PinnedRange is { } p && (p.Start < 0 || p.End > Config.NumLayers || p.Start >= p.End) ? $"pinned range {p} is outside the model's {Config.NumLayers} layers"
-            : null;
+            : Bans.BannedUntil(peer.RemoteFingerprint) is { } until ? $"this identity is banned until {until:u}: a spot check caught it returning wrong results" : null;
         if (problem is not null)
         {
             LogRefused(peer.RemoteEndPoint.ToString(), problem);
             peer.Send(env.CreateReply(new Refused { Code = hello.ModelId != ModelId ? ErrorCode.ModelMismatch
-                : hello.ProtocolVersion != ProtocolInfo.Version ? ErrorCode.VersionMismatch : ErrorCode.BadRequest, Reason = problem }));
+                : hello.ProtocolVersion != ProtocolInfo.Version ? ErrorCode.VersionMismatch : problem.Contains("banned") ? ErrorCode.Banned : ErrorCode.BadRequest, Reason = problem }));
             return;
         }
         int id = Interlocked.Increment(ref _nextNodeId);

@@ -72,6 +72,8 @@ internal static class ProtocolSamples
             WireDType = WireDType.F16,
             Sampling = new SamplingParams { Temperature = 0.7, TopK = 40, TopP = 0.9, Seed = 1234 },
             Timings = [new StageTiming { NodeId = 1, Milliseconds = 1.5 }],
+            Fingerprints = [new StageFingerprint { NodeId = 1, Output = [.. Enumerable.Range(0, StageFingerprint.Width).Select(i => i * 0.5f)] }],
+            Shadow = new ShadowCopy { RouteLength = 1, SessionId = 201, Shadow = new Hop { NodeId = 4, Endpoint = "127.0.0.1:7004", Layers = new LayerRange(2, 4) } },
         }, id: 9, session: 200),
         ["TokenResult"] = Wrap(new TokenResult
         {
@@ -80,6 +82,7 @@ internal static class ProtocolSamples
             Step = 3,
             TokenId = 50_000,
             Timings = [new StageTiming { NodeId = 1, Milliseconds = 1.5 }, new StageTiming { NodeId = 2, Milliseconds = 2.25 }],
+            Fingerprints = [new StageFingerprint { NodeId = 2, Input = new float[StageFingerprint.Width], Output = [.. Enumerable.Range(0, StageFingerprint.Width).Select(i => -i * 0.25f)], RunnerUp = 7, Margin = 0.5f }],
         }, id: 10, session: 200),
         ["StepFailed"] = Wrap(new StepFailed { JobId = 100, SessionId = 200, Step = 3, NodeId = 2, Code = ErrorCode.NextHopUnreachable, Message = "node 3 unreachable" }, id: 11, session: 200),
         ["CloseSession"] = Wrap(new CloseSession { SessionId = 200 }, id: 12, session: 200),

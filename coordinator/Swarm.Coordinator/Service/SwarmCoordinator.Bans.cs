@@ -1,0 +1,24 @@
+using Swarm.Coordinator.Verification;
+
+namespace Swarm.Coordinator.Service;
+
+public sealed partial class SwarmCoordinator
+{
+    /// <summary>
+    /// A spot check banned a node: its control connection is dropped (it re-registers and is refused by its key for the
+    /// ban time) and it is handled as lost — its sessions re-route, its layers are re-covered.
+    /// </summary>
+    private void OnBanned(NodeBan ban)
+    {
+        LogBannedNode(ban.NodeId, ban.Reason);
+        lock (_placementGate)
+        {
+            if (_nodePeers.TryRemove(ban.NodeId, out var peer))
+            {
+                _peerNodes.TryRemove(peer.Id, out _);
+                peer.Disconnect("banned: a spot check caught it returning wrong results");
+            }
+            Lost(ban.NodeId);
+        }
+    }
+}
