@@ -73,7 +73,7 @@ internal sealed partial class SpotChecker(SpotCheckPlanner planner, NodeRegistry
         if (plan.HopIndex > 0 && !FingerprintComparer.SameInput(mine, theirs, options))
         {
             int sender = session.WireRoute[plan.HopIndex - 1].NodeId;
-            return Count(Convict(sender, $"node {sender} sent different inputs to node {plan.CheckedNode} and its shadow {plan.Shadow.NodeId}", onRoute: true));
+            return Convict(sender, $"node {sender} sent different inputs to node {plan.CheckedNode} and its shadow {plan.Shadow.NodeId}", onRoute: true);
         }
         if (FingerprintComparer.Agree(mine, theirs, options))
         {
@@ -91,14 +91,13 @@ internal sealed partial class SpotChecker(SpotCheckPlanner planner, NodeRegistry
             if (withTheirs && !withMine)
             {
                 registry.RecordCheck(theirs.NodeId, passed: true);
-                return Count(Convict(mine.NodeId, $"node {mine.NodeId}: {why} {theirs.NodeId} and {arbiter.NodeId}", onRoute: true));
+                return Convict(mine.NodeId, $"node {mine.NodeId}: {why} {theirs.NodeId} and {arbiter.NodeId}", onRoute: true);
             }
             if (withMine && !withTheirs)
             {
                 registry.RecordCheck(mine.NodeId, passed: true);
                 session.EndCheck();
-                Convict(theirs.NodeId, $"node {theirs.NodeId}: {why} {mine.NodeId} and {arbiter.NodeId}", onRoute: false);
-                return Count(new CheckResult(CheckOutcome.Passed));
+                return Convict(theirs.NodeId, $"node {theirs.NodeId}: {why} {mine.NodeId} and {arbiter.NodeId}", onRoute: false);
             }
         }
         session.EndCheck();
@@ -106,9 +105,11 @@ internal sealed partial class SpotChecker(SpotCheckPlanner planner, NodeRegistry
         return Count(new CheckResult(CheckOutcome.Undecided, Reason: $"nodes {mine.NodeId} and {theirs.NodeId} disagreed and no third replica decided"));
     }
 
+    /// <summary>Bans <paramref name="node"/>; counted once as a failed check (the step's other replica passed).</summary>
     private CheckResult Convict(int node, string reason, bool onRoute)
     {
         registry.RecordCheck(node, passed: false);
+        CoordinatorInstrumentation.Checked("failed");
         LogBanned(node, reason);
         bans.Ban(node, reason);
         return new CheckResult(onRoute ? CheckOutcome.Caught : CheckOutcome.Passed, onRoute ? node : null, reason);
@@ -119,7 +120,6 @@ internal sealed partial class SpotChecker(SpotCheckPlanner planner, NodeRegistry
         CoordinatorInstrumentation.Checked(r.Outcome switch
         {
             CheckOutcome.Passed => "passed",
-            CheckOutcome.Caught => "failed",
             _ => "inconclusive",
         });
         return r;

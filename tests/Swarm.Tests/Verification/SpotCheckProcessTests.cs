@@ -18,21 +18,29 @@ public class SpotCheckProcessTests(ITestOutputHelper output)
 {
     private const int NewTokens = 6;
 
-    private static LocalSwarmOptions ThreeReplicas(Fixture fx, double rate, string? fault) => new()
+    private static LocalSwarmOptions ThreeReplicas(Fixture fx, double rate, string? fault) => Replicas(fx, rate, ["0:4", "0:4", "0:4"], fault);
+
+    /// <summary>Nodes pinned to <paramref name="layers"/>; the last one gets <paramref name="fault"/>.</summary>
+    private static LocalSwarmOptions Replicas(Fixture fx, double rate, string[] layers, string? fault) => new()
     {
-        Model = fx.CheckpointDir, Nodes = 3, Layers = ["0:4", "0:4", "0:4"], WireDtype = "f32", ThreadsPerNode = 1,
+        Model = fx.CheckpointDir, Nodes = layers.Length, Layers = layers, WireDtype = "f32", ThreadsPerNode = 1,
         CoordinatorArgs = ["--verify-rate", rate.ToString(System.Globalization.CultureInfo.InvariantCulture), "--ban-time", "10m"],
-        PerNodeEnvironment = fault is null ? null : [null, null, new Dictionary<string, string> { ["SWARM_FAULT"] = fault }],
+        PerNodeEnvironment = fault is null ? null
+            : [.. Enumerable.Range(0, layers.Length).Select(i => i == layers.Length - 1 ? new Dictionary<string, string> { ["SWARM_FAULT"] = fault } : null)],
     };
 
     [Theory]
-    [InlineData("corrupt:0.2")]
-    [InlineData("token:0.2")]
-    public async Task FaultyReplica_IsBannedWithin30Jobs_AndEveryJobReturnsTheGoldenTokens(string fault)
+    [InlineData("corrupt:0.2", false)]
+    [InlineData("token:0.2", false)]
+    // Two-stage routes: the liar is a second stage, so its input copy is made by the first stage's node (ShadowCopy).
+    [InlineData("corrupt:0.2", true)]
+    public async Task FaultyReplica_IsBannedWithin30Jobs_AndEveryJobReturnsTheGoldenTokens(string fault, bool twoStages)
     {
         using var fx = new Fixture(Fixture.Tiny);
-        await using var swarm = await LocalSwarm.StartAsync(ThreeReplicas(fx, 0.3, fault), output.WriteLine);
-        int liar = await NodeIdAsync(swarm, "node-3");
+        var options = twoStages ? Replicas(fx, 0.3, ["0:2", "2:4", "2:4", "2:4"], fault) : ThreeReplicas(fx, 0.3, fault);
+        await using var swarm = await LocalSwarm.StartAsync(options, output.WriteLine);
+        string liarName = $"node-{options.Nodes}";
+        int liar = await NodeIdAsync(swarm, liarName, options.Nodes);
         int jobs = 0;
         bool banned = false;
         while (jobs < 30 && !banned)
@@ -54,13 +62,15 @@ public class SpotCheckProcessTests(ITestOutputHelper output)
         foreach (var n in status["nodes"]!.AsArray())
             if ((int)n!["id"]! != liar) Assert.Equal(0, (int)n["checks"]!["failed"]!);
         // Disconnected, it registers again with the same identity key and is refused.
-        string log = Path.Combine(swarm.LogDir, "node-3.log");
+        string log = Path.Combine(swarm.LogDir, $"{liarName}.log");
         var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
         while (!(File.Exists(log) && File.ReadAllText(log).Contains("identity is banned")) && DateTime.UtcNow < deadline) await Task.Delay(250);
         Assert.Contains("identity is banned", File.ReadAllText(log));
         using var http = new HttpClient();
         var metrics = await http.GetStringAsync(swarm.HttpUrl + "/metrics");
-        Assert.Contains("swarm_verification_checks_total{outcome=\"failed\"}", metrics);
+        foreach (var line in metrics.Split('\n').Where(l => l.Contains("verification", StringComparison.Ordinal))) output.WriteLine(line);
+        Assert.Contains(metrics.Split('\n'), l => l.StartsWith("swarm_verification_checks_total{", StringComparison.Ordinal)
+            && l.Contains("outcome=\"failed\"", StringComparison.Ordinal) && !l.EndsWith(" 0", StringComparison.Ordinal));
     }
 
     [Fact]
@@ -69,6 +79,7 @@ public class SpotCheckProcessTests(ITestOutputHelper output)
         using var fx = new Fixture(Fixture.Tiny);
         var options = ThreeReplicas(fx, 1.0, fault: null) with { PerNodeArgs = [[], ["--dtype", "bf16"], []] };
         await using var swarm = await LocalSwarm.StartAsync(options, output.WriteLine);
+        await NodeIdAsync(swarm, "node-2"); // every replica serving before the jobs start
         const int total = 200, parallel = 4;
         int next = -1;
         async Task Worker()
@@ -94,10 +105,18 @@ public class SpotCheckProcessTests(ITestOutputHelper output)
         Assert.True(passed >= 2 * total, $"only {passed} passed checks over {total} jobs at rate 1");
     }
 
-    private static async Task<int> NodeIdAsync(LocalSwarm swarm, string name)
+    /// <summary>The id of the node called <paramref name="name"/>, once it serves (the swarm is covered before every replica is).</summary>
+    private static async Task<int> NodeIdAsync(LocalSwarm swarm, string name, int nodes = 3)
     {
-        var status = (await swarm.GetJsonAsync("/api/swarm"))!;
-        return (int)status["nodes"]!.AsArray().First(n => (string?)n!["name"] == name)!["id"]!;
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
+        while (true)
+        {
+            var status = (await swarm.GetJsonAsync("/api/swarm"))!;
+            var list = status["nodes"]!.AsArray();
+            if (list.Count(n => (string?)n!["state"] == "serving") == nodes || DateTime.UtcNow > deadline)
+                return (int)list.First(n => (string?)n!["name"] == name)!["id"]!;
+            await Task.Delay(200);
+        }
     }
 
     private static async Task<JsonNode> NodeAsync(LocalSwarm swarm, int id)
