@@ -14,8 +14,11 @@ internal sealed record SpotCheckPlan(int HopIndex, int CheckedNode, Hop Shadow, 
 /// <summary>
 /// Decides which sessions are spot-checked (pure; seeded randomness): a session is checked with the highest check
 /// rate of its route's nodes — the base rate, or the probation rate for a node that has not yet passed enough checks
-/// (a newcomer, or one that failed one) — and the checked hop is the one with that rate (ties drawn at random). The
-/// shadow is a random routable, alive node outside the route whose range holds the checked hop's layers.
+/// (a newcomer, or one that failed one) — and the checked hop is the one with that rate and, among those, the fewest
+/// passed checks (the newest; further ties drawn at random). One hop per session is checked, so that no node of the
+/// route sees a copy order (see <see cref="ShadowCopy"/>): when two nodes of a route are on probation, one of them runs
+/// that session unchecked. The shadow is a random routable, alive node outside the route whose range holds the checked
+/// hop's layers.
 /// </summary>
 internal sealed class SpotCheckPlanner(VerificationOptions options, Random random)
 {
@@ -33,14 +36,17 @@ internal sealed class SpotCheckPlanner(VerificationOptions options, Random rando
     {
         if (options.Rate <= 0) return null;
         var byId = nodes.ToDictionary(n => n.Id);
-        var rates = route.Hops.Select(h => byId.TryGetValue(h.NodeId, out var n) ? RateOf(n) : 0).ToArray();
+        var hops = route.Hops.Select(h => byId.GetValueOrDefault(h.NodeId)).ToArray();
+        var rates = hops.Select(n => n is null ? 0 : RateOf(n)).ToArray();
         double top = rates.Max();
+        var tied = Enumerable.Range(0, rates.Length).Where(i => rates[i] == top).ToArray();
+        int fewest = tied.Min(i => hops[i]?.ChecksPassed ?? 0);
+        tied = [.. tied.Where(i => (hops[i]?.ChecksPassed ?? 0) == fewest)];
         double draw;
         int pick;
         lock (random)
         {
             draw = random.NextDouble();
-            var tied = Enumerable.Range(0, rates.Length).Where(i => rates[i] == top).ToArray();
             pick = tied[random.Next(tied.Length)];
         }
         if (draw >= top) return null;

@@ -47,7 +47,10 @@ public class SpotCheckProcessTests(ITestOutputHelper output)
         {
             int p = jobs % fx.PromptCount;
             var tokens = await SwarmClient.CompleteAsync(swarm.HttpUrl, fx.Ids($"prompt.{p}"), NewTokens);
-            Assert.Equal(fx.Ids($"greedy.{p}")[..NewTokens], tokens);
+            // With one replica per route, every session through the liar is checked while it is on probation. With two
+            // stages, a session whose both nodes are on probation checks only one of them (SpotCheckPlanner), so an early
+            // job may carry the liar's noise: there only the ban and the jobs after it are asserted.
+            if (!twoStages) Assert.Equal(fx.Ids($"greedy.{p}")[..NewTokens], tokens);
             jobs++;
             banned = (string?)(await NodeAsync(swarm, liar))["state"] == "banned";
         }
