@@ -54,9 +54,9 @@ public sealed class NodeOptions
     public int SimulateLatencyMs { get; set; }
     /// <summary>
     /// An injected fault, a test hook: <c>corrupt:P</c> or <c>token:P</c> (see <see cref="Verification.StepFault"/>), read from
-    /// the <c>SWARM_FAULT</c> environment variable. Default none (an honest node).
+    /// the <c>SWARM_FAULT</c> environment variable only (never from configuration). Default none (an honest node).
     /// </summary>
-    public string? FaultSpec { get; set; } = Environment.GetEnvironmentVariable(Verification.StepFault.Variable);
+    public string? FaultSpec { get; } = Environment.GetEnvironmentVariable(Verification.StepFault.Variable);
     private Verification.StepFault? _fault;
     /// <summary>The parsed <see cref="FaultSpec"/> (one instance, so its draws form one sequence), or null.</summary>
     public Verification.StepFault? Fault => _fault ??= Verification.StepFault.Parse(FaultSpec);

@@ -105,7 +105,10 @@ internal sealed class RouteSession
                     catch (OperationCanceledException) when (check.IsCancellationRequested && !wait.IsCancellationRequested)
                     {
                         while (_inbox.Reader.TryRead(out var waiting))
+                        {
                             if (Answers(waiting, request.Step)) return waiting;
+                            Keep(waiting);
+                        }
                         if (SilentNode() is { } silent)
                             return new StepFailed
                             {

@@ -58,8 +58,6 @@ public sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposable
     public CoordinatorOptions Options => _options;
     public long Recoveries => Interlocked.Read(ref _recoveries);
     public IReadOnlyDictionary<int, NodeLive> Live => _live;
-    /// <summary>Nodes caught by spot checks, and the identities refused for the ban time.</summary>
-    public Verification.BanBoard Bans { get; }
     /// <summary>Where nodes reach this coordinator.</summary>
     public IPEndPoint? ControlEndPoint => _transport?.LocalEndPoint;
     /// <summary>The static public key nodes must see the coordinator prove (empty before start): what <c>--coordinator-key</c> pins.</summary>
@@ -333,14 +331,6 @@ public sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposable
             else Registry.ReportFailure(id);
             if (Registry.Get(id)?.State is NodeStatus.Left or NodeStatus.Dead) Lost(id);
         }
-    }
-
-    private void Lost(int id)
-    {
-        _live.TryRemove(id, out _);
-        VouchForMembers();
-        Recover();
-        NodeLost?.Invoke(id);
     }
 
     /// <summary>Re-covers layers no serving node holds by (re)assigning nodes with spare memory.</summary>
