@@ -36,12 +36,17 @@ internal sealed class SpotCheckPlanner(VerificationOptions options, Random rando
     {
         if (options.Rate <= 0) return null;
         var byId = nodes.ToDictionary(n => n.Id);
+        var onRoute = route.NodeIds.ToHashSet();
+        // Only hops with a second replica can be checked (a range with one replica never is).
+        var shadowsOf = route.Hops.Select(h => nodes.Where(n => n.IsRoutable && n.Health == NodeHealth.Alive && !onRoute.Contains(n.Id)
+            && n.Range is { } r && r.Start <= h.Layers.Start && r.End >= h.Layers.End).ToArray()).ToArray();
+        var checkable = Enumerable.Range(0, route.Hops.Count).Where(i => shadowsOf[i].Length > 0 && byId.ContainsKey(route.Hops[i].NodeId)).ToArray();
+        if (checkable.Length == 0) return null;
         var hops = route.Hops.Select(h => byId.GetValueOrDefault(h.NodeId)).ToArray();
-        var rates = hops.Select(n => n is null ? 0 : RateOf(n)).ToArray();
-        double top = rates.Max();
-        var tied = Enumerable.Range(0, rates.Length).Where(i => rates[i] == top).ToArray();
-        int fewest = tied.Min(i => hops[i]?.ChecksPassed ?? 0);
-        tied = [.. tied.Where(i => (hops[i]?.ChecksPassed ?? 0) == fewest)];
+        double top = checkable.Max(i => RateOf(hops[i]!));
+        var tied = checkable.Where(i => RateOf(hops[i]!) == top).ToArray();
+        int fewest = tied.Min(i => hops[i]!.ChecksPassed);
+        tied = [.. tied.Where(i => hops[i]!.ChecksPassed == fewest)];
         double draw;
         int pick;
         lock (random)
@@ -50,11 +55,7 @@ internal sealed class SpotCheckPlanner(VerificationOptions options, Random rando
             pick = tied[random.Next(tied.Length)];
         }
         if (draw >= top) return null;
-        var layers = route.Hops[pick].Layers;
-        var onRoute = route.NodeIds.ToHashSet();
-        var shadows = nodes.Where(n => n.IsRoutable && n.Health == NodeHealth.Alive && !onRoute.Contains(n.Id)
-            && n.Range is { } r && r.Start <= layers.Start && r.End >= layers.End).ToArray();
-        if (shadows.Length == 0) return null;
+        var shadows = shadowsOf[pick];
         lock (random) return (pick, shadows[random.Next(shadows.Length)]);
     }
 }

@@ -34,6 +34,15 @@ public class SpotCheckPlannerTests
     }
 
     [Fact]
+    public void Choose_HopWithoutASecondReplica_IsSkipped_ForOneThatHasOne()
+    {
+        var planner = new SpotCheckPlanner(new VerificationOptions { Rate = 0.3 }, new Random(5));
+        NodeSnapshot[] nodes = [Node(1, 0, 2), Node(2, 2, 4, passed: 5), Node(3, 2, 4, passed: 5)]; // node 1: the only replica of 0..2
+        for (int i = 0; i < 20; i++)
+            Assert.Equal(1, planner.Choose(Route((1, 0, 2), (2, 2, 4)), nodes)!.Value.HopIndex);
+    }
+
+    [Fact]
     public void Choose_TrustedNodes_AreCheckedAtTheBaseRate()
     {
         var planner = new SpotCheckPlanner(new VerificationOptions { Rate = 0.05 }, new Random(2));

@@ -55,6 +55,8 @@ public class SpotCheckProcessTests(ITestOutputHelper output)
             banned = (string?)(await NodeAsync(swarm, liar))["state"] == "banned";
         }
         output.WriteLine($"{fault}: banned after {jobs} jobs");
+        foreach (var n in (await swarm.GetJsonAsync("/api/swarm"))!["nodes"]!.AsArray())
+            output.WriteLine($"  node {n!["id"]} ({n["name"]}, layers {n["layers"]!.ToJsonString()}): {n["state"]}, checks {n["checks"]!.ToJsonString()}");
         Assert.True(banned, $"the node with {fault} was not banned within 30 jobs");
         var node = await NodeAsync(swarm, liar);
         Assert.True((int)node["checks"]!["failed"]! >= 1);
