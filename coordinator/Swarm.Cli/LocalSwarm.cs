@@ -35,6 +35,8 @@ internal sealed record LocalSwarmOptions
     public IReadOnlyList<string> NodeArgs { get; init; } = [];
     /// <summary>Extra arguments for node i only (after <see cref="NodeArgs"/>), e.g. <c>--tp 2</c> for one node.</summary>
     public IReadOnlyList<IReadOnlyList<string>>? PerNodeArgs { get; init; }
+    /// <summary>Extra environment variables for node i only, e.g. the <c>SWARM_FAULT</c> test hook for one node.</summary>
+    public IReadOnlyList<IReadOnlyDictionary<string, string>?>? PerNodeEnvironment { get; init; }
     /// <summary>Folder for the processes' logs (default: a temp folder).</summary>
     public string? LogDir { get; init; }
     /// <summary>
@@ -212,7 +214,7 @@ internal sealed class LocalSwarm : IAsyncDisposable
         if (_options.NodeMetricsPorts?.ElementAtOrDefault(i) is > 0 and var port) { args.Add("--metrics-port"); args.Add(port.ToString()); }
         args.AddRange(_options.NodeArgs);
         if (_options.PerNodeArgs?.ElementAtOrDefault(i) is { } own) args.AddRange(own);
-        var p = Launch($"node-{i + 1}", args);
+        var p = Launch($"node-{i + 1}", args, environment: _options.PerNodeEnvironment?.ElementAtOrDefault(i));
         if (i < _nodes.Count) _nodes[i] = p;
         return p;
     }
@@ -251,7 +253,8 @@ internal sealed class LocalSwarm : IAsyncDisposable
         if (p is { HasExited: false }) { p.Kill(entireProcessTree: true); p.WaitForExit(5000); }
     }
 
-    private Process Launch(string name, List<string> args, (string Exe, string[] Prefix)? program = null)
+    private Process Launch(string name, List<string> args, (string Exe, string[] Prefix)? program = null,
+        IReadOnlyDictionary<string, string>? environment = null)
     {
         var (exe, prefix) = program ?? SelfCommand();
         var psi = new ProcessStartInfo(exe) { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
@@ -259,6 +262,7 @@ internal sealed class LocalSwarm : IAsyncDisposable
         // Idle OpenMP threads must not spin on cores another process in this swarm needs.
         psi.Environment["OMP_WAIT_POLICY"] = "PASSIVE";
         foreach (var (key, value) in _options.Environment) psi.Environment[key] = value.Replace("{process}", name);
+        foreach (var (key, value) in environment ?? new Dictionary<string, string>()) psi.Environment[key] = value;
         var p = Process.Start(psi) ?? throw new InvalidOperationException($"could not start {name}");
         var log = new StreamWriter(Path.Combine(LogDir, $"{name}.log"), append: true) { AutoFlush = true };
         p.OutputDataReceived += (_, e) => { if (e.Data is not null) lock (log) log.WriteLine(e.Data); };

@@ -99,7 +99,8 @@ internal sealed class HopForwarder
             NodeInstrumentation.ForwardDuration.Record(output.Milliseconds / 1000,
                 new KeyValuePair<string, object?>(SwarmTelemetry.StepKindTag, req.Kind.ToString().ToLowerInvariant()));
             var timings = req.Timings.Append(new StageTiming { NodeId = nodeId, Milliseconds = output.Milliseconds }).ToArray();
-            if (output.Token is int token)
+            var fingerprints = req.Fingerprints.Append(output.Fingerprint with { NodeId = nodeId }).ToArray();
+            if (output.Token is int || req.Route.Length == 1)
             {
                 using (var sample = NodeInstrumentation.Source.StartActivity(NodeInstrumentation.SampleSpan))
                 {
@@ -109,7 +110,7 @@ internal sealed class HopForwarder
                 }
                 var result = new TokenResult
                 {
-                    JobId = req.JobId, SessionId = req.SessionId, Step = req.Step, TokenId = token, Timings = timings,
+                    JobId = req.JobId, SessionId = req.SessionId, Step = req.Step, TokenId = output.Token ?? -1, Timings = timings, Fingerprints = fingerprints,
                     Logprobs = output.Logprobs, InputLogprobs = output.InputLogprobs, HiddenStates = [.. req.CapturedHiddenStates, .. output.HiddenStates],
                 };
                 if (_simulateLatencyMs > 0) _ = SendLaterAsync(result, req.SessionId);
@@ -124,8 +125,16 @@ internal sealed class HopForwarder
                 Timings = timings,
                 // Each stage adds the layer outputs it captured; the last one hands them all to the coordinator.
                 CapturedHiddenStates = [.. req.CapturedHiddenStates, .. output.HiddenStates],
+                Fingerprints = fingerprints,
             };
             span?.SetTag("swarm.next_node.id", next.NodeId);
+            if (req.Shadow is { } copy && forward.Route.Length == copy.RouteLength)
+            {
+                // The next hop is spot-checked: it gets the step without the order; the shadow gets the same input.
+                forward = forward with { Shadow = null };
+                var shadowed = forward with { SessionId = copy.SessionId, Route = [copy.Shadow], Timings = [], Fingerprints = [] };
+                _ = ForwardAsync(copy.Shadow, shadowed, arrival.Envelope with { SessionId = copy.SessionId }, null);
+            }
             _ = ForwardAsync(next, forward, arrival.Envelope, span);
         }
         catch (ArgumentException e)

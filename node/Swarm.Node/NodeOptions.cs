@@ -64,6 +64,14 @@ public sealed class NodeOptions
     /// <summary>Adds this many milliseconds before each step's output leaves the node, to emulate a WAN hop
     /// on loopback (tests, demos). Default 0.</summary>
     public int SimulateLatencyMs { get; set; }
+    /// <summary>
+    /// An injected fault, a test hook: <c>corrupt:P</c> or <c>token:P</c> (see <see cref="Verification.StepFault"/>), read from
+    /// the <c>SWARM_FAULT</c> environment variable only (never from configuration). Default none (an honest node).
+    /// </summary>
+    public string? FaultSpec { get; } = Environment.GetEnvironmentVariable(Verification.StepFault.Variable);
+    private Verification.StepFault? _fault;
+    /// <summary>The parsed <see cref="FaultSpec"/> (one instance, so its draws form one sequence), or null.</summary>
+    public Verification.StepFault? Fault => _fault ??= Verification.StepFault.Parse(FaultSpec);
     /// <summary>Optional port for Prometheus /metrics on this node (0 = off).</summary>
     public int MetricsPort { get; set; }
     /// <summary>
@@ -166,6 +174,8 @@ public sealed class NodeOptions
         if (MetricsPort is < 0 or > 65535) errors.Add("--metrics port out of range");
         if (!string.IsNullOrEmpty(OtlpEndpoint) && !Uri.TryCreate(OtlpEndpoint, UriKind.Absolute, out _)) errors.Add($"--otlp-endpoint: '{OtlpEndpoint}' is not a URL");
         if (SimulateLatencyMs is < 0 or > 60000) errors.Add("--simulate-latency-ms must be between 0 and 60000");
+        try { _ = Fault; }
+        catch (FormatException e) { errors.Add(e.Message); }
         return errors;
     }
 

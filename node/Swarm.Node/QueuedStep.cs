@@ -26,6 +26,9 @@ internal sealed class QueuedStep(ForwardRequest request, object? state, Tensor i
     /// <summary>Timestamp of submission.</summary>
     public long Submitted { get; } = submitted;
 
+    /// <summary>The fingerprint of the hidden states this step received (empty on the first stage, which receives token ids).</summary>
+    public float[] InputFingerprint { get; init; } = [];
+
     /// <summary>Layers of this hop whose outputs the step captures (null for none).</summary>
     public IReadOnlyCollection<int>? CaptureLayers { get; } = CaptureLayersOf(request);
 
@@ -67,13 +70,8 @@ internal sealed class QueuedStep(ForwardRequest request, object? state, Tensor i
     /// <summary>The scored input tokens' log-probabilities so far, in input order.</summary>
     public TokenLogprobs[] InputLogprobs => [.. _inputLogprobs];
 
-    /// <summary>The step's hidden states [1, t, H] in the compute dtype, as bytes.</summary>
-    public WireTensor Hidden(WireDType computeDType)
-    {
-        using var scope = NewDisposeScope();
-        var hidden = _outputs.Count == 1 ? _outputs[0] : cat(_outputs, 0);
-        return WireTensorConversion.FromTensor(hidden.unsqueeze(0), computeDType);
-    }
+    /// <summary>The step's hidden states [t, H] in the compute dtype (a tensor of the caller's dispose scope when cat).</summary>
+    public Tensor HiddenTensor() => _outputs.Count == 1 ? _outputs[0] : cat(_outputs, 0);
 
     /// <summary>The captured layer outputs (f32 [t, H], or [1, H] when only the last position was asked for), in layer order.</summary>
     public LayerHiddenStates[] CapturedHiddenStates()

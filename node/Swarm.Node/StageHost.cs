@@ -1,6 +1,7 @@
 using Swarm.Engine;
 using Swarm.Model;
 using Swarm.Node.Scheduling;
+using Swarm.Node.Verification;
 using Swarm.Protocol;
 using Swarm.Sampling;
 using static TorchSharp.torch;
@@ -25,6 +26,7 @@ public sealed class StageHost : IDisposable
     private readonly Dictionary<long, KvSequence> _kv = new();
     private readonly List<StepCompletion> _ready = [];
     private readonly TimeProvider _time;
+    private readonly StepFault? _fault;
     private StageHostStats _stats = null!;
 
     /// <summary>The layers this host runs.</summary>
@@ -61,9 +63,11 @@ public sealed class StageHost : IDisposable
     /// <param name="kvBudgetBytes">Memory for the KV pool; at least one full context is always allowed.</param>
     /// <param name="time">Clock of the scheduler and of step timings (default the system clock).</param>
     /// <param name="batching">Batching settings (default <see cref="BatchingOptions"/>).</param>
-    public StageHost(StageModel model, long kvBudgetBytes, TimeProvider? time = null, BatchingOptions? batching = null)
+    /// <param name="fault">An injected fault (the <c>SWARM_FAULT</c> test hook); null for an honest stage.</param>
+    public StageHost(StageModel model, long kvBudgetBytes, TimeProvider? time = null, BatchingOptions? batching = null, StepFault? fault = null)
     {
         Model = model;
+        _fault = fault;
         _time = time ?? TimeProvider.System;
         batching ??= new BatchingOptions();
         batching.Validate();
@@ -87,7 +91,8 @@ public sealed class StageHost : IDisposable
         {
             var (hop, t, first) = CheckShape(req);
             if (_scheduler.Check(req.SessionId, hop, req.StartPosition, t) is { } refused) throw refused;
-            var input = new QueuedStep(req, state, ToInput(req.Input, first, t), now);
+            var x = ToInput(req.Input, first, t);
+            var input = new QueuedStep(req, state, x, now) { InputFingerprint = first ? [] : ActivationFingerprint.Project(x) };
             try { _scheduler.Enqueue(req.SessionId, hop, req.StartPosition, t, input); }
             catch { input.Dispose(); throw; }
         }
@@ -214,19 +219,32 @@ public sealed class StageHost : IDisposable
         {
             double ms = _time.GetElapsedTime(step.Submitted, now).TotalMilliseconds;
             var captured = step.CapturedHiddenStates();
+            using var scope = NewDisposeScope();
             if (logits is not null)
             {
                 long t0 = _time.GetTimestamp();
-                int token = Sample(step.Request, logits);
+                var row = logits.reshape(-1, logits.shape[^1])[-1];
+                if (_fault is not null) row = _fault.Corrupt(row);
+                int token = Sample(step.Request, row);
+                if (_fault is not null) token = _fault.Token(token, (int)row.shape[0]);
                 var logprobs = step.Request.Logprobs is { } lp ? LogprobScorer.Score(logits, [token], lp.Top)[0] : null;
+                var (top, ids) = row.to_type(ScalarType.Float32).topk(2);
+                var printed = new StageFingerprint
+                {
+                    Input = step.InputFingerprint, Output = ActivationFingerprint.Project(row),
+                    RunnerUp = (int)ids[1].item<long>(), Margin = top[0].item<float>() - top[1].item<float>(),
+                };
                 return new StepCompletion(step.Request, step.State, new StepOutput(null, token, ms, _time.GetElapsedTime(t0).TotalMilliseconds)
                 {
-                    Logprobs = logprobs, InputLogprobs = step.InputLogprobs, HiddenStates = captured,
+                    Logprobs = logprobs, InputLogprobs = step.InputLogprobs, HiddenStates = captured, Fingerprint = printed,
                 }, null);
             }
+            var hidden = step.HiddenTensor();
+            if (_fault is not null) hidden = _fault.Corrupt(hidden);
+            var fingerprint = new StageFingerprint { Input = step.InputFingerprint, Output = ActivationFingerprint.Project(hidden) };
             // One copy in the compute dtype; the conversion to the wire dtype happens on the forwarder, off this thread.
-            var bytes = step.Hidden(ComputeWireDType);
-            return new StepCompletion(step.Request, step.State, new StepOutput(bytes, null, ms) { HiddenStates = captured }, null);
+            var bytes = WireTensorConversion.FromTensor(hidden.unsqueeze(0), ComputeWireDType);
+            return new StepCompletion(step.Request, step.State, new StepOutput(bytes, null, ms) { HiddenStates = captured, Fingerprint = fingerprint }, null);
         }
         catch (Exception e) when (e is InvalidOperationException or ArgumentException)
         {

@@ -212,7 +212,7 @@ internal sealed class StageWorker : IStageView
             Console.IsErrorRedirected ? null : new ConsoleProgress($"loading layers {w.Range}"),
             tensorParallel: _options.Tp == 1 && _options.Devices is null ? null : _options.TensorParallel());
         long kvBudget = Math.Max(0, _options.MemoryBytes - model.WeightBytes);
-        var host = new StageHost(model, kvBudget);
+        var host = new StageHost(model, kvBudget, fault: _options.Fault);
         _host = host;
         _status.State = NodeReadiness.Ready;
         _logger.Loaded(w.Range.ToString(), model.WeightBytes / 1e6, sw.Elapsed.TotalMilliseconds, host.KvTokenCapacity,

@@ -19,6 +19,9 @@ public sealed record StepOutput(WireTensor? Hidden, int? Token, double Milliseco
 
     /// <summary>The outputs of this stage's layers the step asked to capture (f32), in layer order; else empty.</summary>
     public LayerHiddenStates[] HiddenStates { get; init; } = [];
+
+    /// <summary>The step's fingerprint (its <see cref="StageFingerprint.NodeId"/> is filled in by whoever sends it).</summary>
+    public StageFingerprint Fingerprint { get; init; } = new();
 }
 
 /// <summary>A step could not run; the code and message go back to the coordinator in a <see cref="StepFailed"/>.</summary>

@@ -44,4 +44,6 @@ public enum ErrorCode
     ModelMismatch = 12,
     /// <summary>The next hop of the route could not be reached.</summary>
     NextHopUnreachable = 13,
+    /// <summary>The node's identity is banned: a spot check caught it returning wrong results (<c>--ban-time</c>).</summary>
+    Banned = 14,
 }

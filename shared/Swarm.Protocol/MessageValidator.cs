@@ -57,10 +57,11 @@ public static class MessageValidator
         Leave m => Text(m.Reason, "reason", allowEmpty: true) ?? NonNegative(m.GraceMs, "grace"),
         Drain m => Text(m.Reason, "reason", allowEmpty: true),
         ForwardRequest m => ValidateForward(m),
-        TokenResult m => NonNegative(m.Step, "step") ?? NonNegative(m.TokenId, "token id") ?? Timings(m.Timings)
+        TokenResult m => NonNegative(m.Step, "step") ?? (m.TokenId < -1 ? $"token id {m.TokenId} is invalid" : null) ?? Timings(m.Timings)
             ?? (m.Logprobs is { } lp ? Logprobs(lp, "token logprobs") : null)
             ?? InputLogprobs(m.InputLogprobs)
-            ?? HiddenStates(m.HiddenStates, "hidden states"),
+            ?? HiddenStates(m.HiddenStates, "hidden states")
+            ?? Fingerprints(m.Fingerprints),
         StepFailed m => NonNegative(m.Step, "step") ?? Defined(m.Code) ?? Text(m.Message, "message", allowEmpty: true),
         CloseSession => null,
         Ack => null,
@@ -145,7 +146,10 @@ public static class MessageValidator
             for (int i = 0; i < hs.Layers.Length; i++)
                 if (hs.Layers[i] < 0 || (i > 0 && hs.Layers[i] <= hs.Layers[i - 1])) return "hidden states: layers must be ≥ 0 and strictly increasing";
         }
-        return Timings(m.Timings) ?? HiddenStates(m.CapturedHiddenStates, "captured hidden states");
+        if (m.Shadow is { } sc && (sc.Shadow is null || sc.RouteLength < 1 || sc.RouteLength >= m.Route.Length
+            || Text(sc.Shadow.Endpoint, "shadow endpoint", allowEmpty: false) is not null || !sc.Shadow.Layers.IsValid))
+            return "invalid shadow copy order";
+        return Timings(m.Timings) ?? HiddenStates(m.CapturedHiddenStates, "captured hidden states") ?? Fingerprints(m.Fingerprints);
     }
 
     private static string? Logprobs(TokenLogprobs? lp, string what)
@@ -178,6 +182,23 @@ public static class MessageValidator
             if (s.Data is null) return $"{what}: layer {s.Layer} has no data";
             if (s.Data.Validate() is { } te) return $"{what}: layer {s.Layer}: {te}";
             if (s.Data.DType != WireDType.F32 || s.Data.Shape.Length != 2) return $"{what}: layer {s.Layer} must be F32 [positions, hidden]";
+        }
+        return null;
+    }
+
+    /// <summary>Most floats one fingerprint may carry (a full context of positions).</summary>
+    private const int MaxFingerprintFloats = 1 << 20;
+
+    private static string? Fingerprints(StageFingerprint[]? fingerprints)
+    {
+        if (fingerprints is null) return "fingerprints are missing";
+        if (fingerprints.Length > ProtocolInfo.MaxRouteHops) return $"{fingerprints.Length} fingerprints, limit {ProtocolInfo.MaxRouteHops}";
+        foreach (var f in fingerprints)
+        {
+            if (f?.Input is null || f.Output is null) return "null stage fingerprint";
+            if (f.Input.Length > MaxFingerprintFloats || f.Output.Length > MaxFingerprintFloats) return "stage fingerprint too long";
+            if (f.Input.Length % StageFingerprint.Width != 0 || f.Output.Length % StageFingerprint.Width != 0)
+                return $"stage fingerprint lengths must be multiples of {StageFingerprint.Width}";
         }
         return null;
     }

@@ -109,7 +109,7 @@ public sealed record StageTiming
 /// Every step first truncates the session's KV cache on the stage to <see cref="StartPosition"/>, then appends.
 /// </summary>
 /// <remarks>
-/// Keys 0–8 and 10–13, append-only. Key 9 is retired (a reply-to endpoint in protocol version 1 that no node read:
+/// Keys 0–8 and 10–15, append-only. Key 9 is retired (a reply-to endpoint in protocol version 1 that no node read:
 /// replies go over the node's coordinator connection): never reuse it.
 /// </remarks>
 [MessagePackObject]
@@ -156,6 +156,12 @@ public sealed record ForwardRequest : IMessage
 
     /// <summary>Hidden states captured by the stages already run (f32), in layer order; each stage appends its own.</summary>
     [Key(13)] public LayerHiddenStates[] CapturedHiddenStates { get; init; } = [];
+
+    /// <summary>Fingerprints of the stages already run, in route order; each stage appends its own (see <see cref="StageFingerprint"/>).</summary>
+    [Key(14)] public StageFingerprint[] Fingerprints { get; init; } = [];
+
+    /// <summary>A spot check's copy order for a later hop, or null (see <see cref="ShadowCopy"/>).</summary>
+    [Key(15)] public ShadowCopy? Shadow { get; init; }
 }
 
 /// <summary>
@@ -217,8 +223,11 @@ public sealed record LayerHiddenStates
     [Key(1)] public WireTensor Data { get; init; } = WireTensor.Empty;
 }
 
-/// <summary>Last stage → coordinator: the token a step produced.</summary>
-/// <remarks>Keys 0–7, append-only.</remarks>
+/// <summary>
+/// Last stage → coordinator: the token a step produced. A one-hop route whose layers end before the model's last layer
+/// (a spot check's shadow session) answers with <see cref="TokenId"/> −1 and its fingerprint.
+/// </summary>
+/// <remarks>Keys 0–8, append-only.</remarks>
 [MessagePackObject]
 public sealed record TokenResult : IMessage
 {
@@ -231,7 +240,7 @@ public sealed record TokenResult : IMessage
     /// <summary>Step index (see <see cref="ForwardRequest.Step"/>).</summary>
     [Key(2)] public int Step { get; init; }
 
-    /// <summary>The sampled token id.</summary>
+    /// <summary>The sampled token id; −1 when the route ended before the last layer (a shadow session).</summary>
     [Key(3)] public int TokenId { get; init; }
 
     /// <summary>Per-stage timings in route order, the last stage's included.</summary>
@@ -245,6 +254,9 @@ public sealed record TokenResult : IMessage
 
     /// <summary>Every layer <see cref="ForwardRequest.HiddenStates"/> asked for, in layer order (empty when none).</summary>
     [Key(7)] public LayerHiddenStates[] HiddenStates { get; init; } = [];
+
+    /// <summary>Per-stage fingerprints in route order, the last stage's included.</summary>
+    [Key(8)] public StageFingerprint[] Fingerprints { get; init; } = [];
 }
 
 /// <summary>Any stage → coordinator: a step could not be completed (the stage that failed, or could not reach the next hop, reports it).</summary>

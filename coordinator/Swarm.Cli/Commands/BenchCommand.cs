@@ -16,6 +16,7 @@ internal static class BenchCommand
         cmd.Subcommands.Add(Batching());
         cmd.Subcommands.Add(SwarmCmd());
         cmd.Subcommands.Add(Recovery());
+        cmd.Subcommands.Add(Verify());
         return cmd;
     }
 
@@ -101,6 +102,43 @@ internal static class BenchCommand
             method = "per_token = (stages + 1) messages × per-message cost (half the difference of a decode step's round trip with and "
                 + "without encryption, measured on the transport), against the swarm's measured decode ms/token (which runs encrypted)",
         };
+    }
+
+    private static Command Verify()
+    {
+        var jobs = new Option<int>("--jobs") { Description = "Measured jobs per verify rate", DefaultValueFactory = _ => 24 };
+        var tokens = new Option<int>("--tokens") { Description = "New tokens per job", DefaultValueFactory = _ => 32 };
+        var json = new Option<bool>("--json") { Description = "Print JSON" };
+        var threads = new Option<int>("--threads") { Description = "CPU threads per node process (0 = all cores)", DefaultValueFactory = _ => 1 };
+        var cmd = new Command("verify", "Throughput at verify rates 0, 0.05 and 0.2, and the expected jobs until a liar is caught");
+        cmd.Options.Add(jobs); cmd.Options.Add(tokens); cmd.Options.Add(json); cmd.Options.Add(threads);
+        cmd.SetAction(async (r, ct) =>
+        {
+            var rep = await VerifyBench.RunAsync(r.GetValue(jobs), r.GetValue(tokens), r.GetValue(threads), m => Console.Error.WriteLine(m), ct);
+            double baseline = rep.Throughput[0].TokensPerSecond;
+            if (r.GetValue(json))
+                Console.WriteLine(JsonSerializer.Serialize(new
+                {
+                    model = rep.Model, jobs = rep.Jobs, tokens_per_job = rep.TokensPerJob,
+                    throughput = rep.Throughput.Select(p => new
+                    {
+                        verify_rate = p.Rate, tokens_per_s = Math.Round(p.TokensPerSecond, 2),
+                        cost = Math.Round(1 - p.TokensPerSecond / baseline, 4), checks_passed = p.ChecksPassed, checks_failed = p.ChecksFailed,
+                    }),
+                    expected_jobs_until_caught = rep.Catch.Select(c => new { verify_rate = c.Rate, corrupt_fraction = c.Fraction, jobs = Math.Round(c.ExpectedJobs, 1) }),
+                }));
+            else
+            {
+                Console.WriteLine($"{rep.Model}, 3 replicas of every layer, {rep.Jobs} jobs × {rep.TokensPerJob} tokens (3 at a time) per rate");
+                foreach (var p in rep.Throughput)
+                    Console.WriteLine($"  verify rate {p.Rate,4:0.00}: {p.TokensPerSecond,7:F1} tokens/s (cost {1 - p.TokensPerSecond / baseline,6:P1}); checked steps passed {p.ChecksPassed}, failed {p.ChecksFailed}");
+                Console.WriteLine($"expected jobs through a liar until it is caught (after probation; {rep.TokensPerJob} checked steps per job):");
+                foreach (var c in rep.Catch)
+                    Console.WriteLine($"  verify rate {c.Rate,4:0.00}, corrupting {c.Fraction,4:P0} of outputs: {c.ExpectedJobs,6:F1} jobs");
+            }
+            return 0;
+        });
+        return cmd;
     }
 
     private static Command Recovery()

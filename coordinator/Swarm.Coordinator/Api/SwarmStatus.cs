@@ -68,6 +68,16 @@ internal sealed record SwarmStatus
         ?? throw new JsonException("expected a swarm status object, got null");
 }
 
+/// <summary>A node's spot-check record in <see cref="SwarmNodeStatus.Checks"/>.</summary>
+public sealed record SwarmNodeChecks
+{
+    /// <summary>Spot checks passed.</summary>
+    [JsonPropertyName("passed")] public int Passed { get; init; }
+
+    /// <summary>Spot checks failed (the node disagreed with the majority of the replicas that ran the same step).</summary>
+    [JsonPropertyName("failed")] public int Failed { get; init; }
+}
+
 /// <summary>One node in <see cref="SwarmStatus.Nodes"/>.</summary>
 internal sealed record SwarmNodeStatus
 {
@@ -129,6 +139,9 @@ internal sealed record SwarmNodeStatus
 
     /// <summary>Milliseconds since the last heartbeat (or registration) arrived.</summary>
     [JsonPropertyName("last_heartbeat_ms_ago")] public long LastHeartbeatMsAgo { get; init; }
+
+    /// <summary>Spot checks the node passed and failed (its reputation).</summary>
+    [JsonPropertyName("checks")] public SwarmNodeChecks Checks { get; init; } = new();
 
     /// <summary>The contract's <c>[start, end)</c> pair for <paramref name="range"/>; null for null.</summary>
     public static IReadOnlyList<int>? LayersOf(LayerRange? range) => range is LayerRange r ? [r.Start, r.End] : null;

@@ -41,6 +41,9 @@ internal sealed class JobRunnerOptions
     /// <summary>How often queued jobs are checked against coverage and their deadline. Default 200 ms.</summary>
     public TimeSpan AdmissionTickInterval { get; init; } = TimeSpan.FromMilliseconds(200);
 
+    /// <summary>Spot checks of nodes' results. Default: none (rate 0); the coordinator passes its <c>--verify-rate</c>.</summary>
+    public Verification.VerificationOptions Verification { get; init; } = new();
+
     /// <summary>Steps slower than this are logged with their route. Default 2 s.</summary>
     public TimeSpan SlowStepThreshold { get; init; } = TimeSpan.FromSeconds(2);
 }

@@ -1,6 +1,8 @@
 using System.Diagnostics;
 using Microsoft.Extensions.Logging;
+using System.Collections.Concurrent;
 using Swarm.Coordinator.Telemetry;
+using Swarm.Coordinator.Verification;
 using Swarm.Protocol;
 using Swarm.Telemetry;
 using Swarm.Tokenization;
@@ -15,8 +17,10 @@ namespace Swarm.Coordinator.Jobs;
 /// <param name="Tokenizer">Decodes tokens to the completion's text (streaming, stop sequences); null when the model has none.</param>
 /// <param name="Logger">Where recoveries and slow steps are logged.</param>
 /// <param name="OnRecovery">Called once per route repair (the coordinator's recovery count).</param>
+/// <param name="Checker">Spot checks of sessions' steps; null: none.</param>
+/// <param name="Bans">Bans the loops listen to (to recompute what a banned node touched); null: none.</param>
 internal sealed record StepLoopServices(RouteSessionFactory Sessions, TimeProvider Time, JobRunnerOptions Options,
-    ITextTokenizer? Tokenizer, ILogger Logger, Action? OnRecovery);
+    ITextTokenizer? Tokenizer, ILogger Logger, Action? OnRecovery, SpotChecker? Checker = null, BanBoard? Bans = null);
 
 /// <summary>How a job's generation ended: <c>length</c> or <c>stop</c>, and the stages of its last route.</summary>
 internal sealed record StepLoopResult(string FinishReason, IReadOnlyList<StageMean> Stages);
@@ -30,6 +34,9 @@ internal sealed record StepLoopResult(string FinishReason, IReadOnlyList<StageMe
 /// position 0 (prompt + tokens so far), so every stage recomputes its KV cache from the token ids and generation resumes
 /// at the same step with the same seeded draw. A node that refuses a step as overloaded (its KV pool is full) is under
 /// pressure, not faulty: it is not reported, and the replay waits a back-off first.
+/// A spot-checked step is accepted only once the checker has compared it with a second replica's; when a node is banned
+/// (here or in another job), the tokens this job accepted through it since its last passed check are dropped and
+/// generated again on other nodes — or, when they were already streamed, the job ends with a <c>node_banned</c> error.
 /// </summary>
 internal sealed partial class JobStepLoop
 {
@@ -42,16 +49,22 @@ internal sealed partial class JobStepLoop
     private readonly string _id;
     private readonly JobSpec _spec;
     private readonly SamplingParams _sampling;
-    private readonly StopDetector _stop;
-    private readonly IncrementalDecoder? _decoder;
+    private readonly ITextTokenizer? _tokenizer;
+    private readonly SpotChecker? _checker;
+    private readonly BanBoard? _bans;
+    private readonly ConcurrentQueue<NodeBan> _banned = new();
+    private StopDetector _stop;
+    private IncrementalDecoder? _decoder;
     private readonly PromptReadout _prompt;
     private readonly ShownTokens? _shown;
     private TokenLogprobs? _lastLogprobs;
     private readonly StageTimings _timings = new();
     private readonly List<int> _tokens = [];
+    private readonly List<(DateTimeOffset At, int[] Nodes)> _through = []; // per accepted token: when, and the route's nodes
     private RouteSession? _session;
     private int _cached;            // positions the current session's caches hold
     private double _recentStepMs;   // smoothed duration of a decode step
+    private (DateTimeOffset At, int[] Nodes) _stepAt = (default, []); // the last answered step's arrival and route
 
     private readonly record struct StepFailure(int? Node, string Reason, string Code, bool Overloaded);
 
@@ -75,7 +88,10 @@ internal sealed partial class JobStepLoop
         long seed = s.Seed ?? Random.Shared.NextInt64();
         _sampling = new SamplingParams { Temperature = s.Temperature, TopK = s.TopK, TopP = s.TopP, Seed = unchecked((ulong)seed) };
         _stop = new StopDetector(s.StopTokenIds, spec.StopSequences);
-        _decoder = services.Tokenizer is null ? null : new IncrementalDecoder(services.Tokenizer);
+        _tokenizer = services.Tokenizer;
+        _decoder = _tokenizer is null ? null : new IncrementalDecoder(_tokenizer);
+        _checker = services.Checker is { Enabled: true } c ? c : null;
+        _bans = services.Bans;
         _prompt = new PromptReadout(spec, services.Tokenizer);
         _shown = spec.Logprobs is null ? null : new ShownTokens();
     }
@@ -111,23 +127,32 @@ internal sealed partial class JobStepLoop
         // max_tokens 0 still runs the prefill when the prompt's logprobs or hidden states are wanted; its token is dropped.
         int steps = Math.Max(maxNew, _prompt.NeedsPrefill ? 1 : 0);
         using var inbox = _sessions.OpenInbox(_job);
+        void OnBan(NodeBan ban) => _banned.Enqueue(ban);
+        if (_bans is not null) _bans.Banned += OnBan;
         try
         {
             if (_prompt.Echo is not null) await EchoAsync(onDelta).ConfigureAwait(false);
-            for (int step = 0; step < steps; step++)
+            while (_tokens.Count < steps)
             {
-                int token;
+                int step = _tokens.Count;
+                int? accepted = null;
                 while (true)
                 {
                     ct.ThrowIfCancellationRequested();
-                    _session ??= await _sessions.OpenAsync(inbox, ct).ConfigureAwait(false);
+                    if (Rewind(onDelta is not null)) break;
+                    _session ??= await _sessions.OpenAsync(inbox, ct, _checker).ConfigureAwait(false);
                     var (t, failure) = await StepAsync(_session, step, ct).ConfigureAwait(false);
-                    if (t is int got) { token = got; break; }
+                    if (t is int got)
+                    {
+                        if (!Rewind(onDelta is not null)) accepted = got;
+                        break;
+                    }
                     await RecoverAsync(step, failure, jobSpan, ct).ConfigureAwait(false);
                 }
+                if (accepted is not int token) continue; // tokens were dropped after a ban: generate again from there
                 if (step == 0 && _spec.Echo && _spec.Logprobs is not null) await EchoAsync(onDelta).ConfigureAwait(false);
                 if (step >= maxNew) break;
-                if (await AcceptAsync(token, onDelta).ConfigureAwait(false)) return new StepLoopResult("stop", _timings.MeansOver(_session.Route));
+                if (await AcceptAsync(token, onDelta).ConfigureAwait(false)) return new StepLoopResult("stop", _timings.MeansOver(_session?.Route));
             }
             string tail = _decoder?.Flush() ?? "";
             _shown?.AppendTail(tail);
@@ -140,8 +165,40 @@ internal sealed partial class JobStepLoop
         }
         finally
         {
+            if (_bans is not null) _bans.Banned -= OnBan;
             _session?.Release();
         }
+    }
+
+    /// <summary>
+    /// After a ban: drops the tokens accepted through the banned node since its last passed check (and the route, when the
+    /// node is on it) so they are generated again; true when tokens were dropped. A job whose dropped tokens were already
+    /// streamed cannot take them back: it fails with <c>node_banned</c>.
+    /// </summary>
+    private bool Rewind(bool streamed)
+    {
+        int from = _tokens.Count;
+        while (_banned.TryDequeue(out var ban))
+        {
+            int first = _through.FindIndex(s => s.At >= ban.Since && s.Nodes.Contains(ban.NodeId));
+            if (first >= 0 && (streamed || _shown is not null))
+                throw new JobFailedException($"node {ban.NodeId} was banned ({ban.Reason}); tokens from #{first} on went through it and were already streamed or scored",
+                    502, "node_banned");
+            if (first >= 0) from = Math.Min(from, first);
+            if (_session is { } s && s.Route.NodeIds.Contains(ban.NodeId)) { s.Release(); _session = null; _cached = 0; }
+        }
+        if (from == _tokens.Count) return false;
+        LogRewind(_job, from, _tokens.Count);
+        _tokens.RemoveRange(from, _tokens.Count - from);
+        _through.RemoveRange(from, _through.Count - from);
+        _session?.Release();
+        _session = null;
+        _cached = 0;
+        var s0 = _spec.Sampling;
+        _stop = new StopDetector(s0.StopTokenIds, _spec.StopSequences);
+        _decoder = _tokenizer is null ? null : new IncrementalDecoder(_tokenizer);
+        foreach (int t in _tokens) _stop.Push(_decoder?.Push(t) ?? "");
+        return true;
     }
 
     /// <summary>One attempt at <paramref name="step"/>: the sampled token, or why the route failed.</summary>
@@ -177,6 +234,14 @@ internal sealed partial class JobStepLoop
         if (took > _options.SlowStepThreshold) LogSlowStep(_job, step, session.Route.ToString(), took.TotalMilliseconds, reply.GetType().Name);
         if (reply is TokenResult tr)
         {
+            var receivedAt = _time.GetUtcNow();
+            if (session.Check is not null && _checker is not null)
+            {
+                var verdict = await _checker.VerifyAsync(session, request, tr, took, [.. _spec.Prompt.Concat(_tokens).Select(t => (long)t)], ct).ConfigureAwait(false);
+                if (verdict.Outcome is CheckOutcome.Caught or CheckOutcome.Undecided)
+                    return (null, Failed(span, new StepFailure(verdict.Culprit, verdict.Reason, verdict.Outcome == CheckOutcome.Caught ? "banned" : "unverified", false)));
+            }
+            _stepAt = (receivedAt, [.. session.Route.NodeIds]);
             if (kind == StepKind.Decode)
                 _recentStepMs = _recentStepMs == 0 ? took.TotalMilliseconds : 0.8 * _recentStepMs + 0.2 * took.TotalMilliseconds;
             _cached = known;
@@ -204,6 +269,7 @@ internal sealed partial class JobStepLoop
     private async Task<bool> AcceptAsync(int token, Func<JobDelta, ValueTask>? onDelta)
     {
         _tokens.Add(token);
+        _through.Add(_stepAt);
         bool first = _tokens.Count == 1;
         double gapMs = Progress.TokenGenerated();
         CoordinatorInstrumentation.TokensGenerated.Add(1);
@@ -261,6 +327,8 @@ internal sealed partial class JobStepLoop
 
     [LoggerMessage(200, LogLevel.Warning, "job {Job} step {Step}: route failed at node {Node} ({Reason}); re-routing and replaying")]
     private partial void LogRecovery(long job, int step, string node, string reason);
+    [LoggerMessage(203, LogLevel.Warning, "job {Job}: a node it used was banned; generating tokens {From}..{To} again on other nodes")]
+    private partial void LogRewind(long job, int from, int to);
     [LoggerMessage(202, LogLevel.Warning, "job {Job} step {Step} took {Ms:F0} ms on route {Route} (reply {Reply})")]
     private partial void LogSlowStep(long job, int step, string route, double ms, string reply);
 }

@@ -1,5 +1,6 @@
 using Swarm.Coordinator.Membership;
 using Swarm.Coordinator.Routing;
+using Swarm.Coordinator.Verification;
 using Swarm.Protocol;
 using Swarm.Transport;
 using WireLayerRange = Swarm.Protocol.LayerRange;
@@ -10,7 +11,10 @@ namespace Swarm.Coordinator.Jobs;
 /// A job's session on one route: the id every stage keys the job's KV cache by, the in-flight count the job holds on
 /// each node of the route (so the router spreads other jobs away from it), the step exchange (send to the first hop,
 /// await this step's reply), and the release (in-flight back, <see cref="CloseSession"/> to every hop so the stages
-/// free the cache). Opened by <see cref="RouteSessionFactory"/>; one step at a time.
+/// free the cache). Opened by <see cref="RouteSessionFactory"/>; one step at a time. A spot-checked session also has a
+/// shadow session (<see cref="Check"/>): every step's input to the checked hop is copied to the shadow (by the coordinator
+/// for the first hop, else by the hop before it, told by <see cref="ShadowCopy"/>), and replies of such side sessions
+/// are kept for <see cref="AwaitSideReplyAsync"/> instead of being dropped.
 /// </summary>
 internal sealed class RouteSession
 {
@@ -22,12 +26,14 @@ internal sealed class RouteSession
     private readonly JobReplyInbox _inbox;
     private readonly TimeProvider _time;
     private readonly TimeSpan _stepTimeout;
+    private readonly List<IMessage> _side = [];
     private int _released;
 
     /// <param name="paths">Decides how each node reaches the next (direct, punched, relayed) and introduces them; null: all direct.</param>
     internal RouteSession(Route route, long id, NodeRegistry registry, IStepChannel channel, JobReplyInbox inbox, TimeProvider time, TimeSpan stepTimeout,
-        Nat.HopPathPlanner? paths = null)
+        Nat.HopPathPlanner? paths = null, SpotCheckPlan? check = null)
     {
+        Check = check;
         Route = route;
         Id = id;
         _registry = registry;
@@ -44,8 +50,15 @@ internal sealed class RouteSession
         })];
         if (paths is not null) WireRoute = paths.Plan(WireRoute);
         foreach (var n in route.NodeIds) _registry.AdjustInFlight(n, +1);
+        if (check is not null) _registry.AdjustInFlight(check.Shadow.NodeId, +1);
         inbox.Watch(id, route);
     }
+
+    /// <summary>The session's spot check, or null (not checked, or the check was ended).</summary>
+    public SpotCheckPlan? Check { get; private set; }
+
+    /// <summary>The job's channel to the nodes (spot checks send their side steps through it).</summary>
+    internal IStepChannel Channel => _channel;
 
     /// <summary>The route.</summary>
     public Route Route { get; }
@@ -77,6 +90,11 @@ internal sealed class RouteSession
         var check = patience is { } p ? new CancellationTokenSource(p, _time) : null;
         try
         {
+            if (Check is { } c)
+            {
+                if (c.HopIndex == 0) SendSide(c.Shadow.NodeId, request with { SessionId = c.ShadowSession, Route = [c.Shadow] });
+                else request = request with { Shadow = new ShadowCopy { RouteLength = WireRoute.Length - c.HopIndex, Shadow = c.Shadow, SessionId = c.ShadowSession } };
+            }
             _channel.Send(FirstHop, request, Id);
             while (true)
             {
@@ -89,7 +107,10 @@ internal sealed class RouteSession
                     catch (OperationCanceledException) when (check.IsCancellationRequested && !wait.IsCancellationRequested)
                     {
                         while (_inbox.Reader.TryRead(out var waiting))
+                        {
                             if (Answers(waiting, request.Step)) return waiting;
+                            Keep(waiting);
+                        }
                         if (SilentNode() is { } silent)
                             return new StepFailed
                             {
@@ -103,7 +124,7 @@ internal sealed class RouteSession
                     }
                 }
                 if (Answers(reply, request.Step)) return reply;
-                // Anything else is a late reply from an abandoned session or step.
+                Keep(reply); // a side session's reply; anything else is a late reply from an abandoned session or step
             }
         }
         catch (OperationCanceledException) when (deadline.IsCancellationRequested && !ct.IsCancellationRequested)
@@ -115,6 +136,70 @@ internal sealed class RouteSession
             check?.Dispose();
         }
     }
+
+    /// <summary>Sends a side session's step (a shadow copy, an arbitration replay); a node that is not connected fails it later by timeout.</summary>
+    public void SendSide(int nodeId, ForwardRequest request)
+    {
+        try { _channel.Send(nodeId, request, request.SessionId); }
+        catch (PeerDisconnectedException) { }
+    }
+
+    /// <summary>
+    /// The reply of side session <paramref name="sessionId"/> to <paramref name="step"/> (kept from earlier reads, or read
+    /// now), or null when none arrives within <paramref name="timeout"/>.
+    /// </summary>
+    public async Task<IMessage?> AwaitSideReplyAsync(long sessionId, int step, TimeSpan timeout, CancellationToken ct)
+    {
+        bool Match(IMessage m) => m switch
+        {
+            TokenResult tr => tr.SessionId == sessionId && tr.Step == step,
+            StepFailed sf => sf.SessionId == sessionId && sf.Step == step,
+            _ => false,
+        };
+        int kept = _side.FindIndex(m => Match(m));
+        if (kept >= 0)
+        {
+            var found = _side[kept];
+            _side.RemoveAt(kept);
+            return found;
+        }
+        using var deadline = new CancellationTokenSource(timeout, _time);
+        using var wait = CancellationTokenSource.CreateLinkedTokenSource(ct, deadline.Token);
+        try
+        {
+            while (true)
+            {
+                var reply = await _inbox.Reader.ReadAsync(wait.Token).ConfigureAwait(false);
+                if (Match(reply)) return reply;
+                Keep(reply);
+            }
+        }
+        catch (OperationCanceledException) when (deadline.IsCancellationRequested && !ct.IsCancellationRequested) { return null; }
+    }
+
+    /// <summary>Ends the spot check: the shadow session is closed and later steps are no longer copied.</summary>
+    public void EndCheck()
+    {
+        if (Check is not { } c) return;
+        Check = null;
+        _registry.AdjustInFlight(c.Shadow.NodeId, -1);
+        CloseSide(c.Shadow.NodeId, c.ShadowSession);
+    }
+
+    private void CloseSide(int nodeId, long sessionId)
+    {
+        try { _channel.Send(nodeId, new CloseSession { SessionId = sessionId }, sessionId); }
+        catch (PeerDisconnectedException) { }
+    }
+
+    private void Keep(IMessage reply)
+    {
+        if (reply is not (TokenResult or StepFailed) || SessionOf(reply) == Id) return;
+        _side.Add(reply);
+        if (_side.Count > 64) _side.RemoveAt(0);
+    }
+
+    private static long SessionOf(IMessage m) => m switch { TokenResult tr => tr.SessionId, StepFailed sf => sf.SessionId, _ => 0 };
 
     private bool Answers(IMessage m, int step) => m switch
     {
@@ -135,6 +220,7 @@ internal sealed class RouteSession
     {
         if (Interlocked.Exchange(ref _released, 1) == 1) return;
         _inbox.Unwatch(Id);
+        EndCheck();
         foreach (var n in Route.NodeIds)
         {
             _registry.AdjustInFlight(n, -1);

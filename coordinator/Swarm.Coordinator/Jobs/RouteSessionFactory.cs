@@ -1,6 +1,7 @@
 using Swarm.Coordinator.Membership;
 using Swarm.Coordinator.Routing;
 using Swarm.Coordinator.Telemetry;
+using Swarm.Coordinator.Verification;
 using Swarm.Telemetry;
 using Swarm.Protocol;
 
@@ -43,9 +44,15 @@ internal sealed class RouteSessionFactory
     /// <summary>Subscribes to the replies of job <paramref name="jobId"/>; the job's sessions deliver their replies there.</summary>
     public JobReplyInbox OpenInbox(long jobId) => new(_channel, jobId, _paths);
 
-    /// <summary>Routes the job and opens a session on the route whose replies arrive in <paramref name="inbox"/>.</summary>
+    /// <summary>A fresh session id (for routes, shadow sessions and arbitration replays alike).</summary>
+    public long NextSessionId() => Interlocked.Increment(ref _nextSession);
+
+    /// <summary>
+    /// Routes the job and opens a session on the route whose replies arrive in <paramref name="inbox"/>; with a
+    /// <paramref name="checker"/>, the session may be drawn for a spot check.
+    /// </summary>
     /// <exception cref="JobFailedException">Some layers stayed unserved for the whole queue timeout (503).</exception>
-    public async Task<RouteSession> OpenAsync(JobReplyInbox inbox, CancellationToken ct)
+    public async Task<RouteSession> OpenAsync(JobReplyInbox inbox, CancellationToken ct, SpotChecker? checker = null)
     {
         Route route;
         using (var span = CoordinatorInstrumentation.Source.StartActivity(CoordinatorInstrumentation.RouteSpan))
@@ -55,7 +62,7 @@ internal sealed class RouteSessionFactory
             span?.SetTag("swarm.route", route.ToString());
             span?.SetTag("swarm.route.hops", route.Hops.Count);
         }
-        return new RouteSession(route, Interlocked.Increment(ref _nextSession), _registry, _channel, inbox, _time, _options.StepTimeout, _paths);
+        return new RouteSession(route, NextSessionId(), _registry, _channel, inbox, _time, _options.StepTimeout, _paths, checker?.Plan(route));
     }
 
     private async Task<Route> RouteAsync(CancellationToken ct)

@@ -166,6 +166,18 @@ public sealed class NodeRegistry
         }
     }
 
+    /// <summary>Counts a spot check the node passed or failed.</summary>
+    public NodeSnapshot? RecordCheck(int id, bool passed)
+    {
+        var now = _time.GetUtcNow();
+        return Update(id, n => passed
+            ? n with { ChecksPassed = n.ChecksPassed + 1, LastPassedCheck = now }
+            : n with { ChecksFailed = n.ChecksFailed + 1 });
+    }
+
+    /// <summary>Bans the node (state <see cref="NodeStatus.Banned"/>: no longer routable nor placed); null when unknown.</summary>
+    public NodeSnapshot? Ban(int id) => Update(id, n => n.Banned ? n : n with { Banned = true, InFlight = 0 });
+
     /// <summary>Adds <paramref name="delta"/> to the node's in-flight job count (never below zero).</summary>
     public NodeSnapshot? AdjustInFlight(int id, int delta) =>
         Update(id, n => n with { InFlight = Math.Max(0, n.InFlight + delta) });

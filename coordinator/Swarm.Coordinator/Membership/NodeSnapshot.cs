@@ -48,11 +48,23 @@ public sealed record NodeSnapshot
     /// <summary>Times of failed requests reported since the last success, oldest first.</summary>
     public IReadOnlyList<DateTimeOffset> RecentFailures { get; init; } = [];
 
+    /// <summary>True once a spot check caught the node returning wrong results (terminal for this incarnation).</summary>
+    public bool Banned { get; init; }
+
+    /// <summary>Spot checks the node passed.</summary>
+    public int ChecksPassed { get; init; }
+
+    /// <summary>Spot checks the node failed (it disagreed with the majority of the replicas that ran the same step).</summary>
+    public int ChecksFailed { get; init; }
+
+    /// <summary>When the node last passed a spot check (its join time before any).</summary>
+    public DateTimeOffset? LastPassedCheck { get; init; }
+
     /// <summary>Id shortcut for <c>Info.Id</c>.</summary>
     public int Id => Info.Id;
 
     /// <summary>The combined state shown to operators.</summary>
-    public NodeStatus State => Phase == NodePhase.Left ? NodeStatus.Left
+    public NodeStatus State => Banned ? NodeStatus.Banned : Phase == NodePhase.Left ? NodeStatus.Left
         : Health switch
         {
             NodeHealth.Dead => NodeStatus.Dead,
@@ -70,19 +82,19 @@ public sealed record NodeSnapshot
     /// True when the node's range counts toward coverage for placement decisions: it is loading or
     /// serving and not dead. Draining nodes do not count, so their layers get re-covered before they go.
     /// </summary>
-    public bool CountsForPlacement => Health != NodeHealth.Dead && Phase is NodePhase.Loading or NodePhase.Serving;
+    public bool CountsForPlacement => !Banned && Health != NodeHealth.Dead && Phase is NodePhase.Loading or NodePhase.Serving;
 
     /// <summary>
     /// True when jobs may be routed through the node (through its <see cref="RoutableRange"/>): serving, or loading a
     /// new range while still serving its old one, and not dead (suspects at a penalty).
     /// </summary>
-    public bool IsRoutable => RoutableRange is not null;
+    public bool IsRoutable => !Banned && RoutableRange is not null;
 
     /// <summary>
     /// True when the planner may give the node a range or count the one it has: not dead, and joining, loading or
     /// serving (draining and departed nodes are left out so their layers get re-covered).
     /// </summary>
-    public bool IsPlacementCandidate => Health != NodeHealth.Dead && Phase is NodePhase.Joining or NodePhase.Loading or NodePhase.Serving;
+    public bool IsPlacementCandidate => !Banned && Health != NodeHealth.Dead && Phase is NodePhase.Joining or NodePhase.Loading or NodePhase.Serving;
 
     /// <summary>The node as the placement planner sees it; only serving nodes may be moved by rebalancing.</summary>
     public PlacementNode ToPlacementNode() => new()

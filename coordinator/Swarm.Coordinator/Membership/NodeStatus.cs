@@ -46,4 +46,6 @@ public enum NodeStatus
     Dead,
     /// <summary>See <see cref="NodePhase.Left"/>.</summary>
     Left,
+    /// <summary>A spot check caught it returning wrong results: never routed to again, refused at re-registration for the ban time.</summary>
+    Banned,
 }

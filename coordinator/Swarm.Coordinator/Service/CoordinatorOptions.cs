@@ -46,6 +46,12 @@ public sealed class CoordinatorOptions
     public TimeSpan StepTimeout { get; set; } = TimeSpan.FromSeconds(30);
     /// <summary>Route repairs allowed per job before it fails (default 8).</summary>
     public int MaxRecoveriesPerJob { get; set; } = 8;
+    /// <summary>Fraction of sessions spot-checked on a second replica (default 0.05; 0 = off; see <see cref="Verification.VerificationOptions"/>).</summary>
+    public double VerifyRate { get; set; } = 0.05;
+    /// <summary>How long a node caught by a spot check is refused, by its identity key (default 1 h).</summary>
+    public TimeSpan BanTime { get; set; } = TimeSpan.FromHours(1);
+    /// <summary>The spot-check settings these options give.</summary>
+    public Verification.VerificationOptions Verification => new() { Rate = VerifyRate, BanTime = BanTime };
     /// <summary>How often nodes send heartbeats; told to them at registration (default 500 ms).</summary>
     public TimeSpan HeartbeatInterval { get; set; } = TimeSpan.FromMilliseconds(500);
     /// <summary>Heartbeat silence after which a node is suspect (default 1.25 s).</summary>
@@ -115,6 +121,7 @@ public sealed class CoordinatorOptions
         if (QueueTimeout <= TimeSpan.Zero) errors.Add("--queue-timeout must be > 0");
         if (StepTimeout <= TimeSpan.Zero) errors.Add("--step-timeout must be > 0");
         if (MaxRecoveriesPerJob < 0) errors.Add("max recoveries per job must be ≥ 0");
+        errors.AddRange(Verification.Validate());
         if (HeartbeatInterval <= TimeSpan.Zero) errors.Add("--heartbeat-interval must be > 0");
         if (SuspectAfter <= HeartbeatInterval) errors.Add("--suspect-after must exceed --heartbeat-interval");
         if (DeadAfter <= SuspectAfter) errors.Add("--dead-after must exceed --suspect-after");

@@ -6,6 +6,7 @@ using Swarm.Coordinator.Jobs;
 using Swarm.Coordinator.Membership;
 using Swarm.Coordinator.Routing;
 using Swarm.Coordinator.Telemetry;
+using Swarm.Coordinator.Verification;
 using Swarm.Telemetry;
 using Swarm.Tokenization;
 
@@ -30,13 +31,13 @@ public sealed class JobRunner : IDisposable
     /// <summary>The coordinator's job runner: its registry, router and node connections, on the system clock.</summary>
     public JobRunner(SwarmCoordinator swarm, ILogger<JobRunner> logger)
         : this(OptionsOf(swarm), swarm.Registry, swarm.Router, new CoordinatorStepChannel(swarm), swarm.Tokenizer,
-            TimeProvider.System, logger, swarm.CountRecovery, swarm.HopPaths)
+            TimeProvider.System, logger, swarm.CountRecovery, swarm.HopPaths, swarm.Bans)
     {
     }
 
     /// <summary>A job runner over any step channel and clock (unit tests use fakes).</summary>
     internal JobRunner(JobRunnerOptions options, NodeRegistry registry, IRouter router, IStepChannel channel, ITextTokenizer? tokenizer,
-        TimeProvider time, ILogger logger, Action? onRecovery = null, Nat.HopPathPlanner? hopPaths = null)
+        TimeProvider time, ILogger logger, Action? onRecovery = null, Nat.HopPathPlanner? hopPaths = null, BanBoard? bans = null)
     {
         _time = time;
         _history = new JobHistory(time);
@@ -47,7 +48,10 @@ public sealed class JobRunner : IDisposable
             QueueTimeout = options.QueueTimeout,
         }, () => registry.ServingCoverage(options.NumLayers).Uncovered, time, options.AdmissionTickInterval, logger);
         var sessions = new RouteSessionFactory(registry, router, channel, time, options, hopPaths);
-        _loop = new StepLoopServices(sessions, time, options, tokenizer, logger, onRecovery);
+        bans ??= new BanBoard(registry, time, options.Verification.BanTime);
+        var checker = new SpotChecker(new SpotCheckPlanner(options.Verification, new Random()), registry, bans, sessions.NextSessionId,
+            options.StepTimeout, logger);
+        _loop = new StepLoopServices(sessions, time, options, tokenizer, logger, onRecovery, checker, bans);
         _observed = CoordinatorInstrumentation.Observe(this);
     }
 
@@ -61,6 +65,7 @@ public sealed class JobRunner : IDisposable
         QueueTimeout = swarm.Options.QueueTimeout,
         StepTimeout = swarm.Options.StepTimeout,
         MaxRecoveriesPerJob = swarm.Options.MaxRecoveriesPerJob,
+        Verification = swarm.Options.Verification,
     };
 
     /// <summary>Jobs waiting for admission.</summary>

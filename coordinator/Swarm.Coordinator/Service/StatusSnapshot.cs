@@ -36,6 +36,7 @@ internal static class StatusSnapshot
                 KvBlocksTotal = live?.KvBlocksTotal ?? 0,
                 WaitingSessions = live?.WaitingSessions ?? 0,
                 LastHeartbeatMsAgo = (long)Math.Max(0, (now - n.LastHeartbeat).TotalMilliseconds),
+                Checks = new SwarmNodeChecks { Passed = n.ChecksPassed, Failed = n.ChecksFailed },
             };
         }).ToList();
         var replicas = coverage.Replicas.ToList();

@@ -29,6 +29,9 @@ public sealed partial class SwarmCoordinator
     private partial void LogHandlerError(string kind, string message);
     [LoggerMessage(111, LogLevel.Information, "coordinator identity {Fingerprint}; nodes pin it with --coordinator-key {PublicKey}")]
     private partial void LogIdentity(string fingerprint, string publicKey);
+    [LoggerMessage(113, LogLevel.Warning, "node {Id} banned: {Reason}")]
+    private partial void LogBannedNode(int id, string reason);
+
     [LoggerMessage(112, LogLevel.Warning, "node name {Name} was first seen with key {Known}, but node {Id} at {Endpoint} proves {Key}: another machine uses the name, or the node has a new identity file")]
     private partial void LogKeyChanged(string name, string known, int id, string endpoint, string key);
     [LoggerMessage(113, LogLevel.Information, "node {Name} at {Endpoint}: {Reachability}")]

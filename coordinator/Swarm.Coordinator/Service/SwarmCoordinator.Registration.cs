@@ -21,12 +21,13 @@ public sealed partial class SwarmCoordinator
             : hello.MemoryBudgetBytes <= 0 ? "memory budget must be positive"
             : hello.DataEndpoint.Length > 0 && !EndPoints.TryParse(hello.DataEndpoint, out _) ? $"data endpoint '{hello.DataEndpoint}' is not host:port"
             : hello.PinnedRange is { } p && (p.Start < 0 || p.End > Config.NumLayers || p.Start >= p.End) ? $"pinned range {p} is outside the model's {Config.NumLayers} layers"
-            : null;
+            : Bans.BannedUntil(peer.RemoteFingerprint) is { } until ? $"this identity is banned until {until:u}: a spot check caught it returning wrong results" : null;
         if (problem is not null)
         {
             LogRefused(peer.RemoteEndPoint.ToString(), problem);
             peer.Send(env.CreateReply(new Refused { Code = hello.ModelId != ModelId ? ErrorCode.ModelMismatch
-                : hello.ProtocolVersion != ProtocolInfo.Version ? ErrorCode.VersionMismatch : ErrorCode.BadRequest, Reason = problem }));
+                : hello.ProtocolVersion != ProtocolInfo.Version ? ErrorCode.VersionMismatch : problem.Contains("banned") ? ErrorCode.Banned : ErrorCode.BadRequest,
+                Reason = problem }));
             return;
         }
         // A node that advertises no endpoint (it binds a wildcard address) is reached where its connection comes from.

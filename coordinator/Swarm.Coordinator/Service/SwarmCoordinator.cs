@@ -107,6 +107,8 @@ public sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposable
         EndPoints.TryParse(options.Listen, out var listen);
         _relay = new UdpRelay(listen?.Address ?? IPAddress.Loopback, RelayIdleTimeout);
         HopPaths = new HopPathPlanner(Registry, new CoordinatorStepChannel(this), _relay, logger);
+        Bans = new Verification.BanBoard(Registry, _time, options.BanTime);
+        Bans.Banned += OnBanned;
     }
 
     /// <summary>"gpt_neox:L×H×V": nodes with another model are refused.</summary>
@@ -285,15 +287,6 @@ public sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposable
             else Registry.ReportFailure(id);
             if (Registry.Get(id)?.State is NodeStatus.Left or NodeStatus.Dead) Lost(id);
         }
-    }
-
-    private void Lost(int id)
-    {
-        _live.TryRemove(id, out _);
-        HopPaths.Forget(id);
-        VouchForMembers();
-        Recover();
-        NodeLost?.Invoke(id);
     }
 
     /// <summary>Re-covers layers no serving node holds by (re)assigning nodes with spare memory.</summary>

@@ -182,6 +182,9 @@ internal static class StatusRenderer
             new("Tokens/s", "Tok/s", true, Layout.Narrow, n => Plain(n.TokensPerS.ToString("F1", CultureInfo.InvariantCulture))),
             new("KV cache", "KV", true, Layout.Normal, n => KvCell(n, layout)),
             new("Sessions", "Sess", true, Layout.Normal, n => Plain(n.Sessions.ToString(CultureInfo.InvariantCulture))),
+            new("Checks", "Chk", true, Layout.Normal, n => new Markup(n.Checks.Failed > 0
+                ? string.Create(CultureInfo.InvariantCulture, $"{n.Checks.Passed}/[red]{n.Checks.Failed}✗[/]")
+                : n.Checks.Passed.ToString(CultureInfo.InvariantCulture))),
             new("Last beat", "Beat", true, Layout.Narrow, n =>
                 new Markup($"[{(n.LastHeartbeatMsAgo > 5000 ? "red" : n.LastHeartbeatMsAgo > 1500 ? "yellow" : "default")}]{Ago(n.LastHeartbeatMsAgo)}[/]")),
         ];
@@ -241,7 +244,7 @@ internal static class StatusRenderer
         NodeStatus.Serving => "green",
         NodeStatus.Joining or NodeStatus.Loading => "deepskyblue1",
         NodeStatus.Draining or NodeStatus.Suspect => "yellow",
-        NodeStatus.Dead => "red",
+        NodeStatus.Dead or NodeStatus.Banned => "red",
         _ => "grey",
     };
 

@@ -56,6 +56,16 @@ public static class CoordinatorInstrumentation
     internal static readonly Counter<long> Recoveries =
         Meter.CreateCounter<long>("swarm.recoveries", "{recovery}", "Route repairs after a failed step, by reason (error code, timeout, disconnected).");
 
+    /// <summary>
+    /// <c>swarm.verification.checks</c> (Prometheus <c>swarm_verification_checks_total</c>): spot-checked steps by outcome —
+    /// passed, failed (a node was caught and banned), inconclusive (the shadow or the arbiter did not answer, or no majority).
+    /// </summary>
+    internal static readonly Counter<long> VerificationChecks =
+        Meter.CreateCounter<long>("swarm.verification.checks", "{check}", "Spot-checked steps, by outcome (passed, failed, inconclusive).");
+
+    /// <summary>Counts one spot-checked step's outcome.</summary>
+    internal static void Checked(string outcome) => VerificationChecks.Add(1, new KeyValuePair<string, object?>("outcome", outcome));
+
     static CoordinatorInstrumentation()
     {
         Meter.CreateObservableGauge("swarm.nodes", ObserveNodes, "{node}", "Registered nodes by state (joining, loading, serving, draining, suspect, dead, left).");

@@ -88,6 +88,8 @@ internal static class ProtocolSamples
             Logprobs = new LogprobsRequest { Top = 2 },
             HiddenStates = new HiddenStatesRequest { Layers = [5, 7], AllPositions = true },
             CapturedHiddenStates = [Captured],
+            Fingerprints = [new StageFingerprint { NodeId = 1, Output = [.. Enumerable.Range(0, StageFingerprint.Width).Select(i => i * 0.5f)] }],
+            Shadow = new ShadowCopy { RouteLength = 1, SessionId = 201, Shadow = new Hop { NodeId = 4, Endpoint = "127.0.0.1:7004", Layers = new LayerRange(2, 4) } },
         }, id: 9, session: 200),
         ["TokenResult"] = Wrap(new TokenResult
         {
@@ -99,6 +101,7 @@ internal static class ProtocolSamples
             Logprobs = new TokenLogprobs { Logprob = -0.5f, TopIds = [7, 9], TopLogprobs = [-0.25f, -1.5f] },
             InputLogprobs = [new TokenLogprobs { Logprob = -2f }],
             HiddenStates = [Captured],
+            Fingerprints = [new StageFingerprint { NodeId = 2, Input = new float[StageFingerprint.Width], Output = [.. Enumerable.Range(0, StageFingerprint.Width).Select(i => -i * 0.25f)], RunnerUp = 7, Margin = 0.5f }],
         }, id: 10, session: 200),
         ["StepFailed"] = Wrap(new StepFailed { JobId = 100, SessionId = 200, Step = 3, NodeId = 2, Code = ErrorCode.NextHopUnreachable, Message = "node 3 unreachable" }, id: 11, session: 200),
         ["CloseSession"] = Wrap(new CloseSession { SessionId = 200 }, id: 12, session: 200),

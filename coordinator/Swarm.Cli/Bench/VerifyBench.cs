@@ -1,0 +1,87 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json.Nodes;
+
+namespace Swarm.Cli.Bench;
+
+/// <summary>
+/// <c>swarm bench verify</c>: what spot checks cost and how fast they catch a liar. For each verify rate R a fresh swarm
+/// of three replicas of every layer (codelm-tiny, one process each) runs the same greedy jobs, a few at a time, after a
+/// warm-up that takes every node through probation (its first checked steps run at the probation rate); throughput is
+/// tokens/s over the measured jobs. The expected number of jobs routed through a node until it is caught comes from the
+/// check rates: a job of n steps through a node that corrupts a fraction P of its outputs is caught when its session is
+/// checked (probability R, after probation) and one of its n steps is corrupted: q = R·(1 − (1 − P)ⁿ), expected 1/q jobs.
+/// </summary>
+internal static class VerifyBench
+{
+    public sealed record RatePoint(double Rate, double TokensPerSecond, long ChecksPassed, long ChecksFailed);
+
+    public sealed record CatchPoint(double Rate, double Fraction, double ExpectedJobs);
+
+    public sealed record Report(string Model, int Jobs, int TokensPerJob, IReadOnlyList<RatePoint> Throughput, IReadOnlyList<CatchPoint> Catch);
+
+    public static readonly double[] Rates = [0, 0.05, 0.2];
+    public static readonly double[] Fractions = [0.01, 0.05, 0.2];
+
+    public static async Task<Report> RunAsync(int jobs, int tokens, int threadsPerNode, Action<string> log, CancellationToken ct)
+    {
+        var points = new List<RatePoint>();
+        foreach (double rate in Rates)
+        {
+            await using var swarm = await LocalSwarm.StartAsync(new LocalSwarmOptions
+            {
+                Model = BuiltInModels.CodeLmTiny, Nodes = 3, Layers = ["0:4", "0:4", "0:4"], ThreadsPerNode = threadsPerNode,
+                CoordinatorArgs = ["--verify-rate", rate.ToString(CultureInfo.InvariantCulture)],
+            }, log, ct: ct);
+            await WaitServingAsync(swarm, 3, ct);
+            log($"R = {rate}: warm-up (probation)…");
+            await RunJobsAsync(swarm.HttpUrl, jobs, tokens, ct);
+            log($"R = {rate}: {jobs} jobs of {tokens} tokens…");
+            var sw = Stopwatch.StartNew();
+            int produced = await RunJobsAsync(swarm.HttpUrl, jobs, tokens, ct);
+            double tps = produced / sw.Elapsed.TotalSeconds;
+            var status = await swarm.GetJsonAsync("/api/swarm", ct);
+            long passed = 0, failed = 0;
+            foreach (var n in status!["nodes"]!.AsArray())
+            {
+                passed += (long)n!["checks"]!["passed"]!;
+                failed += (long)n["checks"]!["failed"]!;
+            }
+            points.Add(new RatePoint(rate, tps, passed, failed));
+        }
+        int steps = tokens; // one check per generated token (the prefill is the first step)
+        var catches = Rates.Where(r => r > 0).SelectMany(r => Fractions.Select(p =>
+            new CatchPoint(r, p, 1 / (r * (1 - Math.Pow(1 - p, steps)))))).ToList();
+        return new Report("codelm-tiny", jobs, tokens, points, catches);
+    }
+
+    private static async Task<int> RunJobsAsync(string url, int jobs, int tokens, CancellationToken ct)
+    {
+        const int parallel = 3;
+        int next = -1, produced = 0;
+        async Task Worker()
+        {
+            int i;
+            while ((i = Interlocked.Increment(ref next)) < jobs)
+            {
+                var prompt = Enumerable.Range(0, 8).Select(k => (JsonNode)((i * 31 + k * 7) % 500 + 1)).ToArray();
+                var body = new JsonObject { ["prompt"] = new JsonArray(prompt), ["max_tokens"] = tokens, ["temperature"] = 0 };
+                var result = await Commands.GenerateCommand.Client.CompleteAsync(url, body, ct);
+                Interlocked.Add(ref produced, result.TokenIds.Count);
+            }
+        }
+        await Task.WhenAll(Enumerable.Range(0, parallel).Select(_ => Worker()));
+        return produced;
+    }
+
+    private static async Task WaitServingAsync(LocalSwarm swarm, int nodes, CancellationToken ct)
+    {
+        var wait = Stopwatch.StartNew();
+        while (wait.Elapsed < TimeSpan.FromSeconds(60))
+        {
+            var s = await swarm.GetJsonAsync("/api/swarm", ct);
+            if (s!["nodes"]!.AsArray().Count(n => (string?)n!["state"] == "serving") == nodes) return;
+            await Task.Delay(100, ct);
+        }
+    }
+}
