@@ -24,7 +24,11 @@ internal static class BenchCommand
     {
         var preset = new Option<string>("--preset") { Description = "Preset", DefaultValueFactory = _ => "pythia-160m" };
         var json = new Option<bool>("--json") { Description = "Print JSON" };
-        var threads = new Option<int>("--threads") { Description = "CPU threads per node process (0 = the cores shared equally among the node processes)", DefaultValueFactory = _ => 0 };
+        var threads = new Option<int>("--threads")
+        {
+            // One job's pipeline runs one stage at a time, so each node gets every core, as the single process it is compared with.
+            Description = "CPU threads per node process (0 = every core: one job computes on one stage at a time)", DefaultValueFactory = _ => 0,
+        };
         var nat = new Option<bool>("--nat") { Description = "Only a node-to-node hop made directly vs punched vs relayed: set-up, per-token latency, 20 MB throughput" };
         var cmd = new Command("swarm", "Latency through 1, 2 and 4 stages on loopback vs one process; per-hop overhead; WAN transfer");
         cmd.Options.Add(preset); cmd.Options.Add(json); cmd.Options.Add(threads); cmd.Options.Add(nat);
@@ -32,7 +36,8 @@ internal static class BenchCommand
         {
             if (r.GetValue(nat)) return await NatBench.RunAsync(r.GetValue(json), m => Console.Error.WriteLine(m), ct);
             TorchRuntime.Initialize(r.GetValue(threads));
-            var report = await SwarmBench.RunAsync(r.GetValue(preset)!, [1, 2, 4], r.GetValue(threads), m => Console.Error.WriteLine(m), ct);
+            int perNode = r.GetValue(threads) > 0 ? r.GetValue(threads) : Environment.ProcessorCount;
+            var report = await SwarmBench.RunAsync(r.GetValue(preset)!, [1, 2, 4], perNode, m => Console.Error.WriteLine(m), ct);
             if (r.GetValue(json))
             {
                 Console.WriteLine(JsonSerializer.Serialize(new
