@@ -71,7 +71,11 @@ public sealed class TwoNodeSwarmWithOneJob : IAsyncLifetime
         Assert.True(response.IsSuccessStatusCode, $"HTTP {(int)response.StatusCode}: {body}");
         Completion = JsonNode.Parse(body)!;
         Tokens = SwarmIntegrationTests.Tokens(Completion);
+        Recoveries = (int?)Completion["swarm"]?["recoveries"] ?? 0;
     }
+
+    /// <summary>Route repairs the job needed (a loaded machine can make a step time out); each re-runs steps, counted below.</summary>
+    public int Recoveries { get; private set; }
 
     private async Task CollectAsync(HttpContext ctx)
     {
@@ -140,14 +144,14 @@ public sealed class SwarmTelemetryIntegrationTests(TwoNodeSwarmWithOneJob swarm)
         Span Parent(Span s) => byId[s.ParentId!];
 
         var steps = spans.Where(s => s.Name == CoordinatorInstrumentation.StepSpan).ToList();
-        Assert.Equal(n, steps.Count);
+        Assert.Equal(n + swarm.Recoveries, steps.Count); // a repaired route re-sends the failed step
         Assert.All(steps, s => Assert.Equal(job, Parent(s)));
         Assert.Single(spans, s => s.Name == CoordinatorInstrumentation.RouteSpan && Parent(s) == job);
 
         var first = spans.Where(s => s.Name == NodeInstrumentation.ForwardSpan && s.Instance == "node-1").ToList();
         var second = spans.Where(s => s.Name == NodeInstrumentation.ForwardSpan && s.Instance == "node-2").ToList();
-        Assert.Equal(n, first.Count);
-        Assert.Equal(n, second.Count);
+        Assert.InRange(first.Count, n, n + swarm.Recoveries);
+        Assert.InRange(second.Count, n, n + swarm.Recoveries);
         Assert.All(first, s =>
         {
             Assert.Equal(CoordinatorInstrumentation.StepSpan, Parent(s).Name);
@@ -168,11 +172,12 @@ public sealed class SwarmTelemetryIntegrationTests(TwoNodeSwarmWithOneJob swarm)
         Assert.All(first, s => Assert.Equal(KeyOf("node-1"), (string?)s.Tags["swarm.node.key"]));
         Assert.All(second, s => Assert.Equal(KeyOf("node-2"), (string?)s.Tags["swarm.node.key"]));
         var samples = spans.Where(s => s.Name == NodeInstrumentation.SampleSpan).ToList();
-        Assert.Equal(n, samples.Count);
+        Assert.InRange(samples.Count, n, n + swarm.Recoveries);
         Assert.All(samples, s => Assert.Equal("node-2", Parent(s).Instance));
         Assert.All(samples, s => Assert.Equal(NodeInstrumentation.ForwardSpan, Parent(s).Name));
-        Assert.Equal(["prefill", "decode", "decode", "decode", "decode", "decode"],
-            steps.OrderBy(s => (int)s.Tags["swarm.step"]!).Select(s => (string)s.Tags["swarm.step.kind"]!));
+        if (swarm.Recoveries == 0)
+            Assert.Equal(["prefill", "decode", "decode", "decode", "decode", "decode"],
+                steps.OrderBy(s => (int)s.Tags["swarm.step"]!).Select(s => (string)s.Tags["swarm.step.kind"]!));
     }
 
     [Fact]
@@ -205,11 +210,12 @@ public sealed class SwarmTelemetryIntegrationTests(TwoNodeSwarmWithOneJob swarm)
             for (var until = DateTime.UtcNow.AddSeconds(10); Value(text, "swarm_node_kv_capacity") == 0 && DateTime.UtcNow < until; text = await Http.GetStringAsync(url))
                 await Task.Delay(200);
             await Promtool.AssertValidAsync(text, $"node-{i + 1}'s /metrics");
-            Assert.Equal(n, Value(text, "swarm_node_steps_total", "outcome=\"ok\""));
+            int extra = swarm.Recoveries; // a repaired route re-runs the failed step (as a replay of the tokens so far)
+            Assert.InRange(Value(text, "swarm_node_steps_total", "outcome=\"ok\""), n, n + extra);
             Assert.Equal(1, Value(text, "swarm_node_forward_duration_seconds_count", "swarm_step_kind=\"prefill\""));
-            Assert.Equal(n - 1, Value(text, "swarm_node_forward_duration_seconds_count", "swarm_step_kind=\"decode\""));
-            Assert.Equal(n, Value(text, "swarm_node_batch_size_count"));
-            Assert.Equal(3 + (n - 1), Value(text, "swarm_node_tokens_total"));  // the 3-token prompt, then one per decode step
+            Assert.InRange(Value(text, "swarm_node_forward_duration_seconds_count", "swarm_step_kind=\"decode\""), n - 1 - extra, n - 1);
+            Assert.InRange(Value(text, "swarm_node_batch_size_count"), n, n + extra);
+            if (extra == 0) Assert.Equal(3 + (n - 1), Value(text, "swarm_node_tokens_total"));  // the 3-token prompt, then one per decode step
             Assert.Equal(1, Value(text, "swarm_node_state", "state=\"ready\""));
             Assert.True(Value(text, "swarm_node_kv_capacity") > 0, $"node-{i + 1} reports no KV capacity:\n{text}");
         }
