@@ -287,7 +287,11 @@ public sealed class SecureSwarmTests(ITestOutputHelper output)
         var ex = await Assert.ThrowsAsync<PeerRefusedException>(() => outsider.ConnectAsync(dataEndPoint!).WaitAsync(TimeSpan.FromSeconds(20)));
         string fingerprint = PeerKey.Fingerprint(outsider.LocalKey.Span);
         Assert.Contains($"refused the connection: your key {fingerprint} is not accepted: the coordinator has not vouched for {fingerprint}", ex.Message);
-        string nodeLog = await File.ReadAllTextAsync(Path.Combine(swarm.LogDir, "node-2.log"));
-        Assert.Contains($"is not accepted: the coordinator has not vouched for {fingerprint} (it is not a current member of this swarm)", nodeLog);
+        // The node logs the refusal asynchronously: its line may reach the log file a moment after the outsider saw the refusal.
+        string expected = $"is not accepted: the coordinator has not vouched for {fingerprint} (it is not a current member of this swarm)";
+        string nodeLog = "";
+        for (var until = DateTime.UtcNow.AddSeconds(10); !nodeLog.Contains(expected, StringComparison.Ordinal) && DateTime.UtcNow < until; await Task.Delay(100))
+            nodeLog = await File.ReadAllTextAsync(Path.Combine(swarm.LogDir, "node-2.log"));
+        Assert.Contains(expected, nodeLog);
     }
 }
