@@ -76,6 +76,7 @@ public static class CoordinatorCommand
             }));
             builder.Services.AddSingleton(options);
             builder.Services.AddSingleton(identity);
+            builder.Services.AddSingleton(TimeProvider.System); // the one clock of the coordinator and its jobs
             builder.Services.AddSingleton<SwarmCoordinator>();
             builder.Services.AddHostedService(sp => sp.GetRequiredService<SwarmCoordinator>());
             builder.Services.AddSingleton<JobRunner>();

@@ -28,10 +28,10 @@ public sealed class JobRunner : IDisposable
     private readonly string _idPrefix = CompletionIdPrefix();
     private long _nextJob;
 
-    /// <summary>The coordinator's job runner: its registry, router and node connections, on the system clock.</summary>
+    /// <summary>The coordinator's job runner: its registry, router and node connections, on the coordinator's clock.</summary>
     public JobRunner(SwarmCoordinator swarm, ILogger<JobRunner> logger)
         : this(OptionsOf(swarm), swarm.Registry, swarm.Router, new CoordinatorStepChannel(swarm), swarm.Tokenizer,
-            TimeProvider.System, logger, swarm.CountRecovery, swarm.HopPaths, swarm.Bans)
+            swarm.Time, logger, swarm.CountRecovery, swarm.HopPaths, swarm.Bans)
     {
     }
 

@@ -73,7 +73,9 @@ public sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposable
     public ReadOnlyMemory<byte> PublicKey => _transport?.LocalKey ?? ReadOnlyMemory<byte>.Empty;
     /// <summary>Byte and message counters of the transport (null before start).</summary>
     public TransportCounters? TransportCounters => _transport?.Counters;
-    public DateTimeOffset StartedAt { get; } = DateTimeOffset.UtcNow;
+    public DateTimeOffset StartedAt { get; }
+    /// <summary>The clock of membership, failure detection, bans and (through <see cref="JobRunner"/>) jobs.</summary>
+    internal TimeProvider Time => _time;
 
     /// <summary>Raised when a node is confirmed dead or leaves (jobs routed through it repair their route).</summary>
     public event Action<int>? NodeLost;
@@ -91,6 +93,8 @@ public sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposable
         _identity = identity;
         _logger = logger;
         _time = time ?? TimeProvider.System;
+        StartedAt = _time.GetUtcNow();
+        _lastRebalance = _time.GetTimestamp();
         Config = ModelConfig.Load(options.Model);
         ModelName = options.ModelName ?? Path.GetFileName(Path.GetFullPath(options.Model).TrimEnd('/'));
         Tokenizer = TokenizerLoader.TryLoad(options.Model);
@@ -301,7 +305,7 @@ public sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposable
 
     /// <summary>How often a fully covered swarm is checked for a rebalancing move (10 s).</summary>
     public static readonly TimeSpan RebalanceInterval = TimeSpan.FromSeconds(10);
-    private long _lastRebalance = TimeProvider.System.GetTimestamp();
+    private long _lastRebalance;
 
     /// <summary>
     /// At most one move per call, and only when it raises the swarm's weakest per-layer throughput by the policy's
