@@ -27,6 +27,8 @@ public sealed class StageHost : IDisposable
     private readonly List<StepCompletion> _ready = [];
     private readonly TimeProvider _time;
     private readonly StepFault? _fault;
+    private readonly bool _fingerprints;
+    private readonly bool _leaveModelOpen;
     private StageHostStats _stats = null!;
 
     /// <summary>The layers this host runs.</summary>
@@ -59,15 +61,23 @@ public sealed class StageHost : IDisposable
     /// </summary>
     public TimeSpan? RetryAfter => _scheduler.PreemptionDueIn;
 
-    /// <param name="model">The loaded stage; the host owns (disposes) it.</param>
+    /// <param name="model">The loaded stage; the host disposes it unless <paramref name="leaveModelOpen"/>.</param>
     /// <param name="kvBudgetBytes">Memory for the KV pool; at least one full context is always allowed.</param>
     /// <param name="time">Clock of the scheduler and of step timings (default the system clock).</param>
     /// <param name="batching">Batching settings (default <see cref="BatchingOptions"/>).</param>
     /// <param name="fault">An injected fault (the <c>SWARM_FAULT</c> test hook); null for an honest stage.</param>
-    public StageHost(StageModel model, long kvBudgetBytes, TimeProvider? time = null, BatchingOptions? batching = null, StepFault? fault = null)
+    /// <param name="fingerprints">
+    /// Whether finished steps carry <see cref="StageFingerprint"/>s (default true: a node's outputs can be spot-checked;
+    /// one process generating alone has nobody to show them to and skips their cost).
+    /// </param>
+    /// <param name="leaveModelOpen">True: the caller keeps <paramref name="model"/> and disposes it; default false: the host does.</param>
+    public StageHost(StageModel model, long kvBudgetBytes, TimeProvider? time = null, BatchingOptions? batching = null, StepFault? fault = null,
+        bool fingerprints = true, bool leaveModelOpen = false)
     {
         Model = model;
         _fault = fault;
+        _fingerprints = fingerprints;
+        _leaveModelOpen = leaveModelOpen;
         _time = time ?? TimeProvider.System;
         batching ??= new BatchingOptions();
         batching.Validate();
@@ -92,7 +102,7 @@ public sealed class StageHost : IDisposable
             var (hop, t, first) = CheckShape(req);
             if (_scheduler.Check(req.SessionId, hop, req.StartPosition, t) is { } refused) throw refused;
             var x = ToInput(req.Input, first, t);
-            var input = new QueuedStep(req, state, x, now) { InputFingerprint = first ? [] : ActivationFingerprint.Project(x) };
+            var input = new QueuedStep(req, state, x, now) { InputFingerprint = first || !_fingerprints ? [] : ActivationFingerprint.Project(x) };
             try { _scheduler.Enqueue(req.SessionId, hop, req.StartPosition, t, input); }
             catch { input.Dispose(); throw; }
         }
@@ -228,12 +238,7 @@ public sealed class StageHost : IDisposable
                 int token = Sample(step.Request, row);
                 if (_fault is not null) token = _fault.Token(token, (int)row.shape[0]);
                 var logprobs = step.Request.Logprobs is { } lp ? LogprobScorer.Score(logits, [token], lp.Top)[0] : null;
-                var (top, ids) = row.to_type(ScalarType.Float32).topk(2);
-                var printed = new StageFingerprint
-                {
-                    Input = step.InputFingerprint, Output = ActivationFingerprint.Project(row),
-                    RunnerUp = (int)ids[1].item<long>(), Margin = top[0].item<float>() - top[1].item<float>(),
-                };
+                var printed = _fingerprints ? LogitsFingerprint(step, row) : new StageFingerprint();
                 return new StepCompletion(step.Request, step.State, new StepOutput(null, token, ms, _time.GetElapsedTime(t0).TotalMilliseconds)
                 {
                     Logprobs = logprobs, InputLogprobs = step.InputLogprobs, HiddenStates = captured, Fingerprint = printed,
@@ -241,7 +246,7 @@ public sealed class StageHost : IDisposable
             }
             var hidden = step.HiddenTensor();
             if (_fault is not null) hidden = _fault.Corrupt(hidden);
-            var fingerprint = new StageFingerprint { Input = step.InputFingerprint, Output = ActivationFingerprint.Project(hidden) };
+            var fingerprint = _fingerprints ? new StageFingerprint { Input = step.InputFingerprint, Output = ActivationFingerprint.Project(hidden) } : new StageFingerprint();
             // One copy in the compute dtype; the conversion to the wire dtype happens on the forwarder, off this thread.
             var bytes = WireTensorConversion.FromTensor(hidden.unsqueeze(0), ComputeWireDType);
             return new StepCompletion(step.Request, step.State, new StepOutput(bytes, null, ms) { HiddenStates = captured, Fingerprint = fingerprint }, null);
@@ -255,6 +260,17 @@ public sealed class StageHost : IDisposable
             logits?.Dispose();
             step.Dispose();
         }
+    }
+
+    /// <summary>The last stage's fingerprint: its input's, its logits' and how far the runner-up token trailed.</summary>
+    private static StageFingerprint LogitsFingerprint(QueuedStep step, Tensor row)
+    {
+        var (top, ids) = row.to_type(ScalarType.Float32).topk(2);
+        return new StageFingerprint
+        {
+            Input = step.InputFingerprint, Output = ActivationFingerprint.Project(row),
+            RunnerUp = (int)ids[1].item<long>(), Margin = top[0].item<float>() - top[1].item<float>(),
+        };
     }
 
     private WireDType ComputeWireDType => Model.ComputeDtype switch
@@ -363,13 +379,13 @@ public sealed class StageHost : IDisposable
         _pool.UsedBlocks, _pool.TotalBlocks, _scheduler.StepsServed, _scheduler.TokensServed, _scheduler.Iterations,
         _scheduler.Preemptions, _scheduler.PeakBatch, _scheduler.LastBatch));
 
-    /// <summary>Frees every queued input, the KV pool and the model.</summary>
+    /// <summary>Frees every queued input, the KV pool and (unless it was left open) the model.</summary>
     public void Dispose()
     {
         foreach (var (step, _) in _scheduler.CloseAll(new StepException(ErrorCode.ShuttingDown, "the stage is unloaded")))
             step.Payload.Dispose();
         _ready.Clear();
         _pool.Dispose();
-        Model.Dispose();
+        if (!_leaveModelOpen) Model.Dispose();
     }
 }

@@ -1,7 +1,7 @@
 using System.Text.Json.Nodes;
 using Swarm.Checkpoints;
-using Swarm.Engine;
 using Swarm.Model;
+using Swarm.Node;
 using Swarm.Sampling;
 using Swarm.Transport;
 
@@ -43,9 +43,8 @@ internal static class SwarmBench
         log("single process…");
         double localDecode, localPrefill;
         using (var ckpt = Checkpoint.Open(dir))
-        using (var model = StageModel.Load(ckpt, 0, cfg.NumLayers))
+        using (var gen = LocalPipeline.Load(ckpt))
         {
-            var gen = new LocalGenerator([model]);
             gen.Generate(prompt[..16], SamplingOptions.Greedy(4)); // warm-up
             var runs = Enumerable.Range(0, 3).Select(_ => gen.Generate(prompt, SamplingOptions.Greedy(newTokens), cancellationToken: ct)).ToList();
             localDecode = runs.Min(r => r.Timings.DecodeMs / (r.TokenIds.Count - 1));

@@ -3,12 +3,16 @@ using System.Text.Json;
 using Swarm.Checkpoints;
 using Swarm.Engine;
 using Swarm.Model;
+using Swarm.Node;
 using Swarm.Tokenization;
 using static TorchSharp.torch;
 
 namespace Swarm.Cli.Commands;
 
-/// <summary><c>swarm run</c>: one process, no network — load the model and generate.</summary>
+/// <summary>
+/// <c>swarm run</c>: one process, no network — load the model as one stage and generate through the stage host a node
+/// runs (<see cref="LocalPipeline"/>), streaming tokens to the console or printing one JSON object.
+/// </summary>
 internal static class RunCommand
 {
     public static Command Create()
@@ -47,11 +51,9 @@ internal static class RunCommand
             var tokenizer = TokenizerLoader.TryLoad(dir);
             var ids = PromptIds(r.GetValue(prompt), r.GetValue(promptIds), tokenizer);
             bool asJson = r.GetValue(json);
-            using var stage = StageModel.Load(ckpt, 0, ckpt.Config.NumLayers, format,
-                Console.IsErrorRedirected ? null : new ConsoleProgress("loading model"), tensorParallel: tensorParallel);
-            var gen = new LocalGenerator([stage]);
+            using var pipeline = LocalPipeline.Load(ckpt, format, Console.IsErrorRedirected ? null : new ConsoleProgress("loading model"), tensorParallel);
             var decoder = tokenizer is null ? null : new IncrementalDecoder(tokenizer);
-            var result = gen.Generate(ids, opts, asJson ? null : t =>
+            var result = pipeline.Generate(ids, opts, asJson ? null : t =>
             {
                 Console.Write(decoder is null ? $"{t} " : decoder.Push(t));
                 Console.Out.Flush();

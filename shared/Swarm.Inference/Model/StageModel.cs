@@ -178,8 +178,8 @@ public sealed class StageModel : IDisposable
     /// <summary>Token ids [B, T] (int64) → embeddings [B, T, H]. First stage only.</summary>
     /// <remarks>
     /// Ids are not range-checked here (that would cost device syncs on every first-stage step): they are validated
-    /// once where they enter a process, on CPU data — the coordinator's request parser, a node's <c>StageHost</c>,
-    /// <see cref="Swarm.Engine.LocalGenerator"/>.
+    /// once where they enter a process, on CPU data — the coordinator's request parser, and the <c>StageHost</c> a node and
+    /// <c>swarm run</c> submit steps to.
     /// </remarks>
     public Tensor Embed(Tensor ids)
     {

@@ -54,7 +54,7 @@ public class Bf16AccuracyTests(ITestOutputHelper output)
                 teacherTotal += golden.Length;
             }
 
-            // free-running greedy through LocalGenerator: tokens equal to HF's before the first divergence
+            // free-running greedy through LocalPipeline: tokens equal to HF's before the first divergence
             var got = ModelFixtureTests.GreedyDecode([model], prompt, golden.Length);
             int prefix = got.Zip(golden).TakeWhile(x => x.First == x.Second).Count();
             freeAgree += prefix;

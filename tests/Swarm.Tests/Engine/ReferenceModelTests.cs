@@ -182,7 +182,7 @@ public class ReferenceModelTests
 
     [Theory]
     [MemberData(nameof(SpecNames))]
-    public void GreedyDecode_ThroughLocalGenerator_MatchesReferenceTokens(string name)
+    public void GreedyDecode_ThroughLocalPipeline_MatchesReferenceTokens(string name)
     {
         using var c = new Case(name);
         var prompt = c.Prompt[..5];

@@ -1,8 +1,7 @@
 using System.Diagnostics;
 using Swarm.Checkpoints;
 using Swarm.Cli;
-using Swarm.Engine;
-using Swarm.Model;
+using Swarm.Node;
 using Swarm.Sampling;
 using Swarm.Tests.Model;
 using Xunit;
@@ -41,9 +40,8 @@ public class ChaosTests(ITestOutputHelper output)
         }).ToArray();
         var expected = new long[jobs.Length][];
         using (var ckpt = Checkpoint.Open(fx.CheckpointDir))
-        using (var model = StageModel.Load(ckpt, 0, ckpt.Config.NumLayers))
+        using (var gen = LocalPipeline.Load(ckpt))
         {
-            var gen = new LocalGenerator([model]);
             for (int i = 0; i < jobs.Length; i++)
                 expected[i] = gen.Generate(jobs[i].Prompt.Select(t => (int)t).ToArray(), SamplingOptions.Greedy(jobs[i].Tokens)).TokenIds.Select(t => (long)t).ToArray();
         }

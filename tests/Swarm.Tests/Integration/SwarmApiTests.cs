@@ -2,8 +2,7 @@ using System.Diagnostics;
 using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
 using Swarm.Cli;
-using Swarm.Engine;
-using Swarm.Model;
+using Swarm.Node;
 using Swarm.Sampling;
 using Swarm.Tests.Model;
 using Swarm.Tests.Ops;
@@ -87,9 +86,8 @@ public class SwarmApiTests(TinySwarmFixture swarm, ITestOutputHelper output) : I
         // Alone: the single-process engine on the same checkpoint.
         var expected = new long[16][];
         using (var ckpt = Swarm.Checkpoints.Checkpoint.Open(swarm.Fx.CheckpointDir))
-        using (var model = StageModel.Load(ckpt, 0, ckpt.Config.NumLayers))
+        using (var gen = LocalPipeline.Load(ckpt))
         {
-            var gen = new LocalGenerator([model]);
             for (int i = 0; i < 16; i++)
                 expected[i] = gen.Generate(prompts[i].Select(t => (int)t).ToArray(), SamplingOptions.Greedy(lengths[i])).TokenIds.Select(t => (long)t).ToArray();
         }

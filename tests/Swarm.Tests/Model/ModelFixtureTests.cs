@@ -1,6 +1,6 @@
 using Swarm.Checkpoints;
-using Swarm.Engine;
 using Swarm.Model;
+using Swarm.Node;
 using Swarm.Sampling;
 using Xunit;
 using static TorchSharp.torch;
@@ -32,7 +32,7 @@ public class ModelFixtureTests
 
     [Theory]
     [MemberData(nameof(Fixtures))]
-    public void GreedyDecode_ThroughLocalGenerator_ReproducesGoldenTokens(string name)
+    public void GreedyDecode_ThroughLocalPipeline_ReproducesGoldenTokens(string name)
     {
         using var fx = new Fixture(name);
         using var ckpt = Checkpoint.Open(fx.CheckpointDir);
@@ -132,8 +132,10 @@ public class ModelFixtureTests
         Assert.Equal(fragmented, inc.IsGathered);
     }
 
-    /// <summary>Greedy tokens of <see cref="LocalGenerator"/> (what <c>swarm run</c> runs) through a chain of stages.</summary>
-    internal static long[] GreedyDecode(IReadOnlyList<StageModel> stages, long[] prompt, int newTokens) =>
-        new LocalGenerator(stages).Generate(prompt.Select(t => (int)t).ToArray(), SamplingOptions.Greedy(newTokens))
-            .TokenIds.Select(t => (long)t).ToArray();
+    /// <summary>Greedy tokens of <see cref="LocalPipeline"/> (what <c>swarm run</c> runs) through a chain of stages (left open).</summary>
+    internal static long[] GreedyDecode(IReadOnlyList<StageModel> stages, long[] prompt, int newTokens)
+    {
+        using var pipeline = new LocalPipeline(stages, leaveOpen: true);
+        return [.. pipeline.Generate([.. prompt.Select(t => (int)t)], SamplingOptions.Greedy(newTokens)).TokenIds.Select(t => (long)t)];
+    }
 }
