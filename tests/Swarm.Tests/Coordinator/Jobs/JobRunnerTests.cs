@@ -428,4 +428,27 @@ public sealed class JobRunnerTests
         Assert.Empty(_channel.Sent);
         Assert.Empty(runner.Recent);
     }
+
+    [Fact]
+    public async Task CoordinatorsRunner_RunsJobsOnTheCoordinatorsClock()
+    {
+        // The production constructor (what the coordinator's DI builds): its queue timeout must run on the clock the
+        // coordinator was given. On the system clock the job below would wait 30 real seconds, not 31 fake ones.
+        string checkpoint = Path.Combine(Swarm.Tests.Model.Fixture.Root, Swarm.Tests.Model.Fixture.Tiny, "checkpoint");
+        await using var swarm = new SwarmCoordinator(new CoordinatorOptions { Model = checkpoint, Listen = "127.0.0.1:0", QueueTimeout = TimeSpan.FromSeconds(30) },
+            NullLogger<SwarmCoordinator>.Instance, _time);
+        Assert.Equal(_time.GetUtcNow(), swarm.StartedAt);
+        using var runner = new JobRunner(swarm, NullLogger<JobRunner>.Instance);
+
+        var job = runner.RunAsync(Spec(2), null, CancellationToken.None);
+        for (int s = 0; s < 60 && !job.IsCompleted; s++)
+        {
+            _time.Advance(TimeSpan.FromSeconds(1));
+            await Task.WhenAny(job, Task.Delay(1));
+        }
+
+        Assert.True(job.IsCompleted, "the queue timeout did not follow the coordinator's clock");
+        var e = await Assert.ThrowsAsync<JobFailedException>(() => job);
+        Assert.Equal((503, "layers_uncovered"), (e.HttpStatus, e.Code));
+    }
 }
