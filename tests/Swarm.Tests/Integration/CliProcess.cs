@@ -1,6 +1,4 @@
 using System.Diagnostics;
-using System.Net;
-using System.Net.Sockets;
 using System.Text;
 using Swarm.Cli;
 using Xunit;
@@ -129,24 +127,6 @@ internal sealed class CliProcess : IAsyncDisposable
             await Task.Delay(100);
         }
         Assert.Fail($"{url}/healthz did not answer within {timeout.TotalSeconds:0} s:\n{Output}");
-    }
-
-    /// <summary>A UDP port on 127.0.0.1 that was free a moment ago.</summary>
-    public static int FreeUdpPort()
-    {
-        using var s = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
-        s.Bind(new IPEndPoint(IPAddress.Loopback, 0));
-        return ((IPEndPoint)s.LocalEndPoint!).Port;
-    }
-
-    /// <summary>A TCP port on 127.0.0.1 that was free a moment ago.</summary>
-    public static int FreeTcpPort()
-    {
-        var l = new TcpListener(IPAddress.Loopback, 0);
-        l.Start();
-        int port = ((IPEndPoint)l.LocalEndpoint).Port;
-        l.Stop();
-        return port;
     }
 
     private static ProcessStartInfo StartInfo(SwarmProgram program, string[] args, IReadOnlyDictionary<string, string> environment, string? netns = null)

@@ -4,9 +4,11 @@ using System.Net.Sockets;
 namespace Swarm.Tests.Integration;
 
 /// <summary>
-/// A TCP port on 127.0.0.1 for a child process that must be told its port up front because it cannot bind port 0
-/// and report back (a node's <c>--metrics-port</c>, served by an <see cref="HttpListener"/>). Everything else binds
-/// port 0 itself: in-process sockets read their <c>LocalEndPoint</c>, the coordinator writes its <c>--ready-file</c>.
+/// The tests' one way to pick a port number: a port on 127.0.0.1, free for TCP and UDP, for a child process that must be
+/// told its port up front because it cannot bind port 0 and report back (a node's <c>--metrics-port</c>, served by an
+/// <see cref="HttpListener"/>; a coordinator whose <c>--listen</c>/<c>--http</c> a test names; an address nothing may
+/// answer at). Everything else binds port 0 itself: in-process sockets read their <c>LocalEndPoint</c>, the coordinator
+/// writes its <c>--ready-file</c>.
 /// </summary>
 /// <remarks>
 /// Picking a port by binding port 0 and releasing it races: the kernel may hand the same port to the next process
@@ -27,7 +29,7 @@ internal sealed class ReservedPort : IDisposable
         _lock = lockFile;
     }
 
-    /// <summary>The reserved port; free when reserved, and no other user of this helper gets it until disposal.</summary>
+    /// <summary>The reserved port; free (TCP and UDP) when reserved, and no other user of this helper gets it until disposal.</summary>
     public int Port { get; }
 
     /// <summary>Reserves a port that is free now and that the kernel will not give to anyone else.</summary>
@@ -49,7 +51,7 @@ internal sealed class ReservedPort : IDisposable
             catch (IOException) { } // locked by another test run: try the next port
             held?.Dispose();
         }
-        throw new InvalidOperationException($"no free TCP port on 127.0.0.1 in [{low}, {high})");
+        throw new InvalidOperationException($"no free port on 127.0.0.1 in [{low}, {high})");
     }
 
     /// <summary>Ports below the kernel's ephemeral range: [20000, start of the range) on Linux, [20000, 32768) elsewhere.</summary>
@@ -65,11 +67,13 @@ internal sealed class ReservedPort : IDisposable
 
     private static bool IsFree(int port)
     {
-        using var probe = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        using var tcp = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        using var udp = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
         try
         {
-            probe.Bind(new IPEndPoint(IPAddress.Loopback, port));
-            probe.Listen();
+            tcp.Bind(new IPEndPoint(IPAddress.Loopback, port));
+            tcp.Listen();
+            udp.Bind(new IPEndPoint(IPAddress.Loopback, port));
             return true;
         }
         catch (SocketException) { return false; }

@@ -29,10 +29,11 @@ public class StartupErrorTests(ITestOutputHelper output)
         udp.Bind(new IPEndPoint(IPAddress.Loopback, 0));
         var tcp = new TcpListener(IPAddress.Loopback, 0);
         tcp.Start();
+        using var free = ReservedPort.Take();
         try
         {
-            string listen = $"127.0.0.1:{(busy == "udp" ? ((IPEndPoint)udp.LocalEndPoint!).Port : CliProcess.FreeUdpPort())}";
-            string http = $"127.0.0.1:{(busy == "http" ? ((IPEndPoint)tcp.LocalEndpoint).Port : CliProcess.FreeTcpPort())}";
+            string listen = $"127.0.0.1:{(busy == "udp" ? ((IPEndPoint)udp.LocalEndPoint!).Port : free.Port)}";
+            string http = $"127.0.0.1:{(busy == "http" ? ((IPEndPoint)tcp.LocalEndpoint).Port : free.Port)}";
             string[] args = ["--model", TinyModel, "--listen", listen, "--http", http];
             if (program == SwarmProgram.Cli) args = ["coordinator", .. args];
 
@@ -55,7 +56,8 @@ public class StartupErrorTests(ITestOutputHelper output)
     [Fact]
     public async Task Generate_CoordinatorUnreachable_ExitsOneNotTwo()
     {
-        string url = $"http://127.0.0.1:{CliProcess.FreeTcpPort()}";
+        using var nobody = ReservedPort.Take();
+        string url = $"http://127.0.0.1:{nobody.Port}";
         var (exit, stdout, stderr) = await CliProcess.RunAsync(SwarmProgram.Cli, Timeout, "generate", "--url", url, "--prompt-ids", "1,2,3");
         output.WriteLine($"exit {exit}\nstdout:\n{stdout}\nstderr:\n{stderr}");
         Assert.Equal(1, exit);
@@ -70,7 +72,8 @@ public class StartupErrorTests(ITestOutputHelper output)
     {
         long minimum = LayerMemory.MinimumNodeBudgetBytes(ModelConfig.Load(TinyModel));
         // Nothing listens at the coordinator address: the node must fail before it tries to register.
-        string coordinator = $"127.0.0.1:{CliProcess.FreeUdpPort()}";
+        using var nobody = ReservedPort.Take();
+        string coordinator = $"127.0.0.1:{nobody.Port}";
         var (exit, stdout, stderr) = await CliProcess.RunAsync(SwarmProgram.Cli, Timeout,
             "node", "--coordinator", coordinator, "--model", TinyModel, "--memory", memory);
         output.WriteLine($"exit {exit}\nstdout:\n{stdout}\nstderr:\n{stderr}");

@@ -24,8 +24,10 @@ public class LogFloodTests(ITestOutputHelper output)
     [Fact]
     public async Task GarbageDatagramsAndRefusedConnects_AreAllCounted_AndLogAFewLines()
     {
-        int udpPort = CliProcess.FreeUdpPort();
-        string url = $"http://127.0.0.1:{CliProcess.FreeTcpPort()}";
+        using var udpReserved = ReservedPort.Take();
+        using var httpReserved = ReservedPort.Take();
+        int udpPort = udpReserved.Port;
+        string url = $"http://127.0.0.1:{httpReserved.Port}";
         await using var coordinator = CliProcess.Start(SwarmProgram.Coordinator,
             "--model", Path.Combine(Fixture.Root, Fixture.Tiny, "checkpoint"), "--listen", $"127.0.0.1:{udpPort}",
             "--http", url["http://".Length..], "--secret", "the-swarm-secret");
