@@ -17,7 +17,8 @@ namespace Swarm.Node;
 /// hidden states for the next hop, or on the last stage the token sampled with the step's own sampling parameters.
 /// The pool is sized by the memory budget; the scheduler decides admission, preemption and expiry and the host
 /// applies each of its block changes to the pool. Not thread-safe: one compute thread owns it (TorchSharp dispose
-/// scopes and inference mode are per thread); <see cref="Stats"/> may be read from anywhere.
+/// scopes and inference mode are per thread); <see cref="Stats"/> may be read from anywhere. A node's
+/// <see cref="StageWorker"/> and <c>swarm run</c>'s <see cref="LocalPipeline"/> both run their steps through it.
 /// </summary>
 public sealed class StageHost : IDisposable
 {
