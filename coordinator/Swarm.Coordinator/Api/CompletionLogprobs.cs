@@ -9,7 +9,7 @@ namespace Swarm.Coordinator.Api;
 /// OpenAI's completions <c>logprobs</c> object: per token its text, its log-probability (null for an echoed prompt's
 /// first token), the most likely tokens with theirs, and where its text begins in the choice's text.
 /// </summary>
-public sealed record CompletionLogprobs
+internal sealed record CompletionLogprobs
 {
     /// <summary>Each token's text as the choice shows it; concatenated they are the choice's <c>text</c>.</summary>
     [JsonPropertyName("tokens")] public required IReadOnlyList<string> Tokens { get; init; }

@@ -65,7 +65,7 @@ internal sealed record CompletionRequest
 /// <summary>Which layers' outputs a request asks for (<c>swarm.hidden_states</c>), and at which prompt positions.</summary>
 /// <param name="Layers">Layer indices, 0-based, ascending, distinct: the output of transformer layer L before the final LayerNorm (HF's <c>hidden_states[L + 1]</c>).</param>
 /// <param name="AllPositions">True for every prompt position (<c>"all"</c>, the default), false for the last (<c>"last"</c>).</param>
-public sealed record HiddenStatesSelection(IReadOnlyList<int> Layers, bool AllPositions);
+internal sealed record HiddenStatesSelection(IReadOnlyList<int> Layers, bool AllPositions);
 
 /// <summary>What validation needs to know about the served model.</summary>
 internal sealed record CompletionValidationContext

@@ -186,7 +186,7 @@ internal sealed record SwarmJobInfo
 }
 
 /// <summary>One layer's output for the prompt's positions: float32 [T, H] as base64 of its little-endian bytes, row-major.</summary>
-public sealed record HiddenStateInfo
+internal sealed record HiddenStateInfo
 {
     /// <summary>The layer L (0-based): its output before the final LayerNorm, HF's <c>hidden_states[L + 1]</c>.</summary>
     [JsonPropertyName("layer")] public int Layer { get; init; }

@@ -69,7 +69,7 @@ internal sealed record SwarmStatus
 }
 
 /// <summary>A node's spot-check record in <see cref="SwarmNodeStatus.Checks"/>.</summary>
-public sealed record SwarmNodeChecks
+internal sealed record SwarmNodeChecks
 {
     /// <summary>Spot checks passed.</summary>
     [JsonPropertyName("passed")] public int Passed { get; init; }

@@ -4,7 +4,7 @@ using Swarm.Sampling;
 namespace Swarm.Coordinator.Jobs;
 
 /// <summary>What a job asks for, in token ids.</summary>
-public sealed record JobSpec(IReadOnlyList<int> Prompt, SamplingOptions Sampling, IReadOnlyList<string> StopSequences)
+internal sealed record JobSpec(IReadOnlyList<int> Prompt, SamplingOptions Sampling, IReadOnlyList<string> StopSequences)
 {
     /// <summary>
     /// Log-probabilities with each token: the number of most likely alternatives per position (0 … 5), or null for none.
@@ -28,7 +28,7 @@ public sealed record JobSpec(IReadOnlyList<int> Prompt, SamplingOptions Sampling
 /// <param name="JobId">The job (<see cref="JobResult.Id"/>).</param>
 /// <param name="TokenIds">New token ids: one per generated token, also those of a stop sequence or a stop token.</param>
 /// <param name="Text">New text of the completion (possibly empty).</param>
-public sealed record JobDelta(string JobId, IReadOnlyList<int> TokenIds, string Text)
+internal sealed record JobDelta(string JobId, IReadOnlyList<int> TokenIds, string Text)
 {
     /// <summary>
     /// With <see cref="JobSpec.Logprobs"/>: the tokens whose text this delta shows — their texts concatenated are
@@ -58,7 +58,7 @@ internal enum JobOutcome
 /// such as a character cut off by the token limit, is U+FFFD), without the text of a final stop token and cut before
 /// the first stop sequence; <see cref="TokenIds"/> holds every generated token, including those of the stop.
 /// </summary>
-public sealed record JobResult(string Id, IReadOnlyList<int> TokenIds, string Text, string FinishReason, int PromptTokens,
+internal sealed record JobResult(string Id, IReadOnlyList<int> TokenIds, string Text, string FinishReason, int PromptTokens,
     double TimeToFirstTokenMs, double TotalMs, int Recoveries, IReadOnlyList<StageMean> Stages)
 {
     /// <summary>With <see cref="JobSpec.Echo"/>: the prompt's tokens and their texts (with logprobs when asked for); else null.</summary>
@@ -72,7 +72,7 @@ public sealed record JobResult(string Id, IReadOnlyList<int> TokenIds, string Te
 }
 
 /// <summary>A stage of the job's (last) route and its mean forward time over decode steps (prefill when there were none).</summary>
-public sealed record StageMean(int NodeId, int LayerStart, int LayerEnd, double ForwardMs);
+internal sealed record StageMean(int NodeId, int LayerStart, int LayerEnd, double ForwardMs);
 
 /// <summary>A job could not run or finish; <see cref="HttpStatus"/> is what the API answers.</summary>
 internal sealed class JobFailedException(string message, int httpStatus, string code) : Exception(message)
@@ -85,5 +85,5 @@ internal sealed class JobFailedException(string message, int httpStatus, string 
 }
 
 /// <summary>Summary of a finished or running job, for status views; <see cref="State"/> is queued, running, done, failed or cancelled.</summary>
-public sealed record JobRecord(string Id, string State, int PromptTokens, int CompletionTokens, double? TtftMs, double? TokensPerSecond,
+internal sealed record JobRecord(string Id, string State, int PromptTokens, int CompletionTokens, double? TtftMs, double? TokensPerSecond,
     int Recoveries, string? Error, DateTimeOffset? FinishedAt);

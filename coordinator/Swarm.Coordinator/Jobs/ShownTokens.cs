@@ -8,7 +8,7 @@ namespace Swarm.Coordinator.Jobs;
 /// completion's text (possibly empty: the first bytes of a character the next token completes; cut short when a stop
 /// sequence begins inside it), and its log-probabilities (null for the prompt's first token, which has no context).
 /// </summary>
-public sealed record ShownToken(int TokenId, string Text, TokenLogprobs? Logprobs);
+internal sealed record ShownToken(int TokenId, string Text, TokenLogprobs? Logprobs);
 
 /// <summary>
 /// Keeps a job's log-probabilities in step with the text it shows (the stop contract): a token is shown once all of its

@@ -6,7 +6,7 @@ namespace Swarm.Coordinator.Membership;
 /// <see cref="EvaluationInterval"/>: silence of <see cref="DeadAfter"/> (2.5 s) plus at most one
 /// evaluation period (250 ms).
 /// </summary>
-public sealed class FailureDetectorOptions
+internal sealed class FailureDetectorOptions
 {
     /// <summary>How often nodes send heartbeats. Default 500 ms.</summary>
     public TimeSpan HeartbeatInterval { get; set; } = TimeSpan.FromMilliseconds(500);

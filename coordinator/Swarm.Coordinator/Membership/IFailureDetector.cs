@@ -4,10 +4,10 @@ namespace Swarm.Coordinator.Membership;
 /// <param name="LastHeartbeat">When the node was last heard from.</param>
 /// <param name="FailuresInWindow">Failed requests reported within the failure window since the last success.</param>
 /// <param name="FailuresSinceHeartbeat">Of those, how many were reported after the last heartbeat.</param>
-public readonly record struct NodeLiveness(DateTimeOffset LastHeartbeat, int FailuresInWindow, int FailuresSinceHeartbeat);
+internal readonly record struct NodeLiveness(DateTimeOffset LastHeartbeat, int FailuresInWindow, int FailuresSinceHeartbeat);
 
 /// <summary>Decides a node's health from its liveness record; pure, so tests drive it with a fake clock.</summary>
-public interface IFailureDetector
+internal interface IFailureDetector
 {
     /// <summary>Name used in configuration and logs.</summary>
     string Name { get; }

@@ -3,7 +3,7 @@ using Swarm.Protocol;
 namespace Swarm.Coordinator.Membership;
 
 /// <summary>What a node announces when it registers.</summary>
-public sealed record NodeInfo
+internal sealed record NodeInfo
 {
     /// <summary>Unique id of this node incarnation (a restarted process registers with a new id or re-registers).</summary>
     public required int Id { get; init; }

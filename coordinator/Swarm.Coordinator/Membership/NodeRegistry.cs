@@ -5,7 +5,7 @@ using Swarm.Protocol;
 namespace Swarm.Coordinator.Membership;
 
 /// <summary>Result of a heartbeat.</summary>
-public enum HeartbeatOutcome
+internal enum HeartbeatOutcome
 {
     /// <summary>Recorded.</summary>
     Accepted,
@@ -16,14 +16,14 @@ public enum HeartbeatOutcome
 /// <summary>What a heartbeat did.</summary>
 /// <param name="Outcome">Whether it was recorded.</param>
 /// <param name="Transition">The health change it caused (Suspect → Alive), if any.</param>
-public readonly record struct HeartbeatResult(HeartbeatOutcome Outcome, NodeTransition? Transition);
+internal readonly record struct HeartbeatResult(HeartbeatOutcome Outcome, NodeTransition? Transition);
 
 /// <summary>
 /// The coordinator's membership table: immutable <see cref="NodeSnapshot"/>s swapped under a lock, so
 /// readers get a consistent <see cref="Snapshot"/> without locking. I/O-free: the service feeds it
 /// registrations, heartbeats and request outcomes, and calls <see cref="Evaluate"/> on a timer.
 /// </summary>
-public sealed class NodeRegistry
+internal sealed class NodeRegistry
 {
     private readonly object _gate = new();
     private readonly IFailureDetector _detector;

@@ -4,7 +4,7 @@ using Swarm.Protocol;
 namespace Swarm.Coordinator.Membership;
 
 /// <summary>Immutable view of one node at one moment; the registry swaps in a new one on every change.</summary>
-public sealed record NodeSnapshot
+internal sealed record NodeSnapshot
 {
     /// <summary>What the node announced.</summary>
     public required NodeInfo Info { get; init; }
@@ -114,7 +114,7 @@ public sealed record NodeSnapshot
 /// <summary>A change of a node's state, reported so the service can log it and react (re-cover on death).</summary>
 /// <param name="Before">The node before the change.</param>
 /// <param name="After">The node after the change.</param>
-public sealed record NodeTransition(NodeSnapshot Before, NodeSnapshot After)
+internal sealed record NodeTransition(NodeSnapshot Before, NodeSnapshot After)
 {
     /// <summary>True when this transition confirmed the node dead.</summary>
     public bool BecameDead => Before.Health != NodeHealth.Dead && After.Health == NodeHealth.Dead;

@@ -1,7 +1,7 @@
 namespace Swarm.Coordinator.Membership;
 
 /// <summary>Where a node is in its lifecycle, as the coordinator drives it.</summary>
-public enum NodePhase
+internal enum NodePhase
 {
     /// <summary>Registered, holds no range yet.</summary>
     Joining,
@@ -16,7 +16,7 @@ public enum NodePhase
 }
 
 /// <summary>What the failure detector believes about a node's liveness.</summary>
-public enum NodeHealth
+internal enum NodeHealth
 {
     /// <summary>Heartbeats arrive on time and requests succeed.</summary>
     Alive,
@@ -30,7 +30,7 @@ public enum NodeHealth
 /// The single state shown to operators (<c>/api/swarm</c>, <c>swarm status</c>): the phase, unless the
 /// node has left, is dead, or is suspected.
 /// </summary>
-public enum NodeStatus
+internal enum NodeStatus
 {
     /// <summary>See <see cref="NodePhase.Joining"/>.</summary>
     Joining,

@@ -8,7 +8,7 @@ namespace Swarm.Coordinator.Membership;
 /// embedding when it starts at layer 0 and the head when it ends at the last — which overlapping ranges share too).
 /// Pure: decided from a registry snapshot.
 /// </summary>
-public static class WeightPeers
+internal static class WeightPeers
 {
     /// <summary>
     /// Data endpoints of the nodes that can serve tensors of <paramref name="range"/> to node <paramref name="nodeId"/>:

@@ -13,7 +13,7 @@ namespace Swarm.Coordinator.Nat;
 /// <param name="To">The downstream node.</param>
 /// <param name="Path">Direct, punched or relayed.</param>
 /// <param name="Via">The relay endpoint the upstream connects to (relayed links), else empty.</param>
-public sealed record PlannedLink(int From, int To, HopPath Path, string Via);
+internal sealed record PlannedLink(int From, int To, HopPath Path, string Via);
 
 /// <summary>
 /// Decides how each node-to-node hop of a route is made, with the coordinator as introducer and relay

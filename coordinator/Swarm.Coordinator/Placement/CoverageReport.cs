@@ -4,7 +4,7 @@ using Swarm.Protocol;
 namespace Swarm.Coordinator.Placement;
 
 /// <summary>How well a layout covers the model: replicas and throughput per layer, and the gaps.</summary>
-public sealed record CoverageReport
+internal sealed record CoverageReport
 {
     /// <summary>Layers in the model.</summary>
     public required int NumLayers { get; init; }

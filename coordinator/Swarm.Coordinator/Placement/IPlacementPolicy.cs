@@ -6,7 +6,7 @@ namespace Swarm.Coordinator.Placement;
 /// Decides which contiguous layer range each node holds. Pure: callers pass the current layout (nodes with
 /// their ranges) and apply the returned assignments themselves.
 /// </summary>
-public interface IPlacementPolicy
+internal interface IPlacementPolicy
 {
     /// <summary>Name used in configuration and logs.</summary>
     string Name { get; }

@@ -3,7 +3,7 @@ using Swarm.Protocol;
 namespace Swarm.Coordinator.Placement;
 
 /// <summary>A node as the planner sees it.</summary>
-public sealed record PlacementNode
+internal sealed record PlacementNode
 {
     /// <summary>Node id.</summary>
     public required int Id { get; init; }
@@ -37,7 +37,7 @@ public sealed record PlacementNode
 }
 
 /// <summary>Why an assignment was made.</summary>
-public enum PlacementReason
+internal enum PlacementReason
 {
     /// <summary>A joining node's first range.</summary>
     Join,
@@ -52,7 +52,7 @@ public enum PlacementReason
 /// <param name="From">Range it held before; null if none.</param>
 /// <param name="To">Range it should hold.</param>
 /// <param name="Reason">Why.</param>
-public sealed record RangeAssignment(int NodeId, LayerRange? From, LayerRange To, PlacementReason Reason)
+internal sealed record RangeAssignment(int NodeId, LayerRange? From, LayerRange To, PlacementReason Reason)
 {
     /// <summary>Layers the node has to load that it did not hold before.</summary>
     public int NewLayers => From is LayerRange f

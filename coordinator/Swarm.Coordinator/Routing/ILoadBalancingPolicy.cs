@@ -1,7 +1,7 @@
 namespace Swarm.Coordinator.Routing;
 
 /// <summary>Chooses one replica among interchangeable ones for a hop.</summary>
-public interface ILoadBalancingPolicy
+internal interface ILoadBalancingPolicy
 {
     /// <summary>Name used in configuration and logs.</summary>
     string Name { get; }

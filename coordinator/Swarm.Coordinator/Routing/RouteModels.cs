@@ -4,7 +4,7 @@ using Swarm.Protocol;
 namespace Swarm.Coordinator.Routing;
 
 /// <summary>A serving node the router may send a job through.</summary>
-public sealed record RouteCandidate
+internal sealed record RouteCandidate
 {
     /// <summary>Node id.</summary>
     public required int NodeId { get; init; }
@@ -53,12 +53,12 @@ public sealed record RouteCandidate
 }
 
 /// <summary>One stage of a route: <paramref name="NodeId"/> runs <paramref name="Layers"/>.</summary>
-public sealed record RouteHop(int NodeId, LayerRange Layers);
+internal sealed record RouteHop(int NodeId, LayerRange Layers);
 
 /// <summary>A chain of hops covering a contiguous span of layers in order.</summary>
 /// <param name="Hops">Hops in pipeline order; each starts where the previous ended.</param>
 /// <param name="ExpectedCostMs">Expected latency of one decode step along the route, in milliseconds.</param>
-public sealed record Route(IReadOnlyList<RouteHop> Hops, double ExpectedCostMs)
+internal sealed record Route(IReadOnlyList<RouteHop> Hops, double ExpectedCostMs)
 {
     /// <summary>The layers covered, <c>[first hop start, last hop end)</c>.</summary>
     public LayerRange Span => new(Hops[0].Layers.Start, Hops[^1].Layers.End);
@@ -73,7 +73,7 @@ public sealed record Route(IReadOnlyList<RouteHop> Hops, double ExpectedCostMs)
 /// <summary>Outcome of routing: a route, or the layers nobody serves.</summary>
 /// <param name="Route">The chosen route; null when some layers are not served.</param>
 /// <param name="Uncovered">Layers no candidate holds (empty on success).</param>
-public sealed record RoutingResult(Route? Route, IReadOnlyList<LayerRange> Uncovered)
+internal sealed record RoutingResult(Route? Route, IReadOnlyList<LayerRange> Uncovered)
 {
     /// <summary>True when a route was found.</summary>
     public bool Success => Route is not null;

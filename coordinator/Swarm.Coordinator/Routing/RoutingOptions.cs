@@ -1,7 +1,7 @@
 namespace Swarm.Coordinator.Routing;
 
 /// <summary>Cost model and load balancing of the router.</summary>
-public sealed class RoutingOptions
+internal sealed class RoutingOptions
 {
     /// <summary>
     /// Each in-flight job on a node stretches its compute time by this fraction: cost = link + layers/throughput ×

@@ -11,7 +11,7 @@ namespace Swarm.Coordinator.Routing;
 /// measured links are visited one by one, so a step stays linear in nodes plus reported links. Then, hop by hop,
 /// the <see cref="ILoadBalancingPolicy"/> picks among interchangeable replicas by in-flight work.
 /// </summary>
-public sealed class ShortestPathRouter : IRouter
+internal sealed class ShortestPathRouter : IRouter
 {
     private const int Coordinator = -1; // the "node" a route starts from
     private const double Epsilon = 1e-12;

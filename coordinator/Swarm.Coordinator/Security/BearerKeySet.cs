@@ -9,7 +9,7 @@ namespace Swarm.Coordinator.Security;
 /// every digest by <see cref="CryptographicOperations.FixedTimeEquals"/>, without stopping at a match: how long the
 /// check takes says nothing about how much of a key was right, nor which key matched, nor the keys' lengths.
 /// </summary>
-public sealed class BearerKeySet
+internal sealed class BearerKeySet
 {
     private readonly byte[][] _digests;
 

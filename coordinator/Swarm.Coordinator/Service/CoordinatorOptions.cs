@@ -4,7 +4,7 @@ using Swarm.Protocol;
 namespace Swarm.Coordinator.Service;
 
 /// <summary>Settings of <c>swarm coordinator</c>; bound from flags, SWARM_COORDINATOR__* env vars or a config file.</summary>
-public sealed class CoordinatorOptions
+internal sealed class CoordinatorOptions
 {
     /// <summary>File name of the default identity, apart from a node's on the same machine.</summary>
     public const string DefaultIdentityFile = "coordinator.identity";

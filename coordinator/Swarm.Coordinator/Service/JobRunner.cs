@@ -18,7 +18,7 @@ namespace Swarm.Coordinator.Service;
 /// it over <see cref="RouteSession"/>s, repairing the route when a node fails; <see cref="JobHistory"/> keeps the table of
 /// recent jobs. This class ties them together and records the job's span, metrics and outcome.
 /// </summary>
-public sealed class JobRunner : IDisposable
+internal sealed class JobRunner : IDisposable
 {
     private readonly JobAdmissionGate _admission;
     private readonly JobHistory _history;

@@ -9,7 +9,7 @@ namespace Swarm.Coordinator.Service;
 /// per-tensor SHA-256 manifest (computed once from the source and cached, then loaded from the cache), and a local
 /// folder holding only the source's <c>config.json</c> and <c>tokenizer.json</c> — all the coordinator itself reads.
 /// </summary>
-public sealed class PublishedModelSource
+internal sealed class PublishedModelSource
 {
     /// <summary>The repository revision nodes fetch their tensors from.</summary>
     public ModelSource Source { get; }

@@ -3,7 +3,7 @@ using Microsoft.Extensions.Logging;
 namespace Swarm.Coordinator.Service;
 
 /// <summary>The coordinator's log messages (event ids 100–199).</summary>
-public sealed partial class SwarmCoordinator
+internal sealed partial class SwarmCoordinator
 {
     [LoggerMessage(100, LogLevel.Information, "coordinator listening on {Endpoint} for nodes; model {Model} ({Layers} layers)")]
     private partial void LogListening(string endpoint, string model, int layers);

@@ -3,7 +3,7 @@ using Swarm.Coordinator.Verification;
 namespace Swarm.Coordinator.Service;
 
 /// <summary>Losing a node: confirmed dead, departed, or banned by a spot check.</summary>
-public sealed partial class SwarmCoordinator
+internal sealed partial class SwarmCoordinator
 {
     /// <summary>Nodes caught by spot checks, and the identities refused for the ban time.</summary>
     public BanBoard Bans { get; }

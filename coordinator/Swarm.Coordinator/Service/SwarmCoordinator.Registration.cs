@@ -7,7 +7,7 @@ using Swarm.Transport.Nat;
 namespace Swarm.Coordinator.Service;
 
 /// <summary>The coordinator's registration of nodes: checks, the reachability probe, the Welcome, the first range.</summary>
-public sealed partial class SwarmCoordinator
+internal sealed partial class SwarmCoordinator
 {
     /// <summary>How long a joining node has to answer the reachability probe (a node behind NAT costs its registration this much).</summary>
     private static readonly TimeSpan ProbeTimeout = TimeSpan.FromMilliseconds(800);

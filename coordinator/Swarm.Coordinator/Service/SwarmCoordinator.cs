@@ -21,7 +21,7 @@ namespace Swarm.Coordinator.Service;
 /// tracks heartbeats and failures (membership), re-covers the ranges of dead or departed nodes, and
 /// delivers step replies (<see cref="TokenResult"/>, <see cref="StepFailed"/>) to the jobs waiting for them.
 /// </summary>
-public sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposable
+internal sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposable
 {
     private readonly CoordinatorOptions _options;
     private readonly PublishedModelSource? _source;

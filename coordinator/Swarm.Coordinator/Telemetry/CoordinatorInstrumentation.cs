@@ -17,7 +17,7 @@ namespace Swarm.Coordinator.Telemetry;
 /// Metrics are listed in <c>README.md</c> (Telemetry) and created below; observable ones read the registered
 /// coordinators and job runners.
 /// </summary>
-public static class CoordinatorInstrumentation
+internal static class CoordinatorInstrumentation
 {
     /// <summary>Name of the activity source and the meter.</summary>
     public const string Name = "Swarm.Coordinator";

@@ -9,7 +9,7 @@ namespace Swarm.Coordinator.Verification;
 /// that used it since then recompute from their first step through it.
 /// </param>
 /// <param name="Reason">Why, for logs and error events.</param>
-public sealed record NodeBan(int NodeId, DateTimeOffset Since, string Reason);
+internal sealed record NodeBan(int NodeId, DateTimeOffset Since, string Reason);
 
 /// <summary>
 /// The coordinator's bans: marks a node <see cref="NodeStatus.Banned"/> in the registry, remembers its identity key
@@ -17,7 +17,7 @@ public sealed record NodeBan(int NodeId, DateTimeOffset Since, string Reason);
 /// coordinator (disconnects the node, re-routes its sessions) and the running jobs (recompute what it touched).
 /// Thread-safe.
 /// </summary>
-public sealed class BanBoard
+internal sealed class BanBoard
 {
     private readonly NodeRegistry _registry;
     private readonly TimeProvider _time;

@@ -1,7 +1,7 @@
 namespace Swarm.Coordinator.Verification;
 
 /// <summary>How often the coordinator spot-checks nodes, how it compares their results, and how long a ban lasts.</summary>
-public sealed class VerificationOptions
+internal sealed class VerificationOptions
 {
     /// <summary>
     /// Fraction of sessions whose steps are also run on a second replica of one hop (<c>--verify-rate</c>). The coordinator's

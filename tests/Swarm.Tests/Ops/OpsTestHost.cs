@@ -10,7 +10,7 @@ using Swarm.Coordinator.Security;
 namespace Swarm.Tests.Ops;
 
 /// <summary>A real Kestrel server on 127.0.0.1 with a free port, with the endpoints a test maps; disposed by the test.</summary>
-public sealed class OpsTestHost : IAsyncDisposable
+internal sealed class OpsTestHost : IAsyncDisposable
 {
     private readonly WebApplication _app;
 
