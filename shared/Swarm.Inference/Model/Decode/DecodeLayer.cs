@@ -12,9 +12,10 @@ internal sealed record DecodeLayer(float[] Ln1W, float[] Ln1B, float[] Ln2W, flo
     /// <summary>A CPU copy of a small tensor as a pinned f32 array.</summary>
     public static float[] Host(Tensor t)
     {
-        using var f = t.cpu().to_type(ScalarType.Float32).contiguous();
-        var a = GC.AllocateUninitializedArray<float>((int)f.NumberOfElements, pinned: true);
-        f.data<float>().CopyTo(a);
+        var a = GC.AllocateUninitializedArray<float>((int)t.NumberOfElements, pinned: true);
+        if (a.Length == 0) return a;
+        using var scope = NewDisposeScope(); // the intermediate copies, never t itself
+        t.cpu().to_type(ScalarType.Float32).contiguous().data<float>().CopyTo(a);
         return a;
     }
 }
