@@ -16,8 +16,11 @@ namespace Swarm.Model;
 /// </summary>
 internal sealed unsafe class ManagedDecode
 {
-    /// <summary>Most sequences one managed step takes (the GEMV kernels re-read the weights per four rows).</summary>
-    public const int MaxRows = 8;
+    /// <summary>
+    /// Most sequences one managed step takes: a node's decode batch (the GEMV kernels read each weight from memory once and
+    /// from L2 once per four rows; past this a GEMM would do better).
+    /// </summary>
+    public const int MaxRows = 64;
 
     private readonly ModelConfig _c;
     private readonly DecodeLayer[] _layers;
