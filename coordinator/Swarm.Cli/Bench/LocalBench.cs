@@ -13,7 +13,7 @@ namespace Swarm.Cli.Bench;
 internal static class LocalBench
 {
     public sealed record Variant(string Preset, string Dtype, double Prefill128, double Prefill512, double PrefillGflops512,
-        double Decode1, double Decode8, double WeightMBPerToken, double Roofline, double Fraction);
+        double Decode1, double Decode1Libtorch, double Decode8, double WeightMBPerToken, double Roofline, double Fraction);
 
     public sealed record Report(double MemoryBandwidthGBps, double MatmulGflopsF32, double MatmulGflopsBf16, List<Variant> Variants);
 
@@ -43,11 +43,15 @@ internal static class LocalBench
                 double p128 = Prefill(model, 128, out _), p512 = Prefill(model, 512, out double secs512);
                 double flops512 = PrefillFlops(cfg, 512);
                 log($"{preset} {dt}: decode…");
-                double d1 = Decode(model, 1, preset == "pythia-410m" ? 12 : 24);
+                int steps = preset == "pythia-410m" ? 12 : 24;
+                double d1 = Decode(model, 1, steps);
+                model.ManagedDecodeEnabled = false; // the same decode through libtorch's ops: the managed step's gain, same run
+                double d1Torch = Decode(model, 1, steps);
+                model.ManagedDecodeEnabled = true;
                 double d8 = Decode(model, 8, 16);
                 double mb = model.WeightBytesReadPerToken / 1e6;
                 double roof = bw * 1e9 / model.WeightBytesReadPerToken;
-                variants.Add(new Variant(preset, dt, p128, p512, flops512 / secs512 / 1e9, d1, d8, mb, roof, d1 / roof));
+                variants.Add(new Variant(preset, dt, p128, p512, flops512 / secs512 / 1e9, d1, d1Torch, d8, mb, roof, d1 / roof));
             }
         }
         return new Report(bw, mmF32, mmBf16, variants);

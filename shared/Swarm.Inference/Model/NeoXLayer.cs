@@ -61,6 +61,9 @@ public sealed class NeoXLayer : IDisposable
         _shards = shards.ToArray();
     }
 
+    /// <summary>The weights for <see cref="ManagedDecode"/>: an unsplit layer on the CPU only, else null.</summary>
+    internal DecodeLayer? DecodeWeights() => _workers is null && Device.type == DeviceType.CPU ? _shards[0].DecodeWeights() : null;
+
     /// <summary>Bytes of shard <paramref name="shard"/>'s weights.</summary>
     public long ShardWeightBytes(int shard) => _shards[shard].WeightBytes;
 

@@ -82,6 +82,10 @@ internal sealed class NeoXLayerShard : IDisposable
     public long WeightBytes => new[] { _ln1W, _ln1B, _ln2W, _ln2B }.Sum(t => t.NumberOfElements * t.ElementSize)
         + _qkv.Bytes + _dense.Bytes + _up.Bytes + _down.Bytes;
 
+    /// <summary>This shard's weights for <see cref="ManagedDecode"/> (the LayerNorms copied to f32 arrays).</summary>
+    internal DecodeLayer DecodeWeights() =>
+        new(DecodeLayer.Host(_ln1W), DecodeLayer.Host(_ln1B), DecodeLayer.Host(_ln2W), DecodeLayer.Host(_ln2B), _qkv, _dense, _up, _down);
+
     public Tensor LayerNorm1(Tensor x) => F.layer_norm(x, _normShape, _ln1W, _ln1B, _c.LayerNormEps);
     public Tensor LayerNorm2(Tensor x) => F.layer_norm(x, _normShape, _ln2W, _ln2B, _c.LayerNormEps);
 

@@ -48,5 +48,11 @@ internal sealed class Rotary : IDisposable
         x2.copy_(n2);
     }
 
+    /// <summary>Rotary dims (2 · the rotated half).</summary>
+    public int Dims => _rd;
+
+    /// <summary>The tables as f32 arrays [maxPos · rd] (pinned), for the managed decode step.</summary>
+    public (float[] Cos, float[] Sin) HostTables() => (DecodeLayer.Host(_cos), DecodeLayer.Host(_sin));
+
     public void Dispose() { _cos.Dispose(); _sin.Dispose(); }
 }

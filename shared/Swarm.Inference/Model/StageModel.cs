@@ -20,6 +20,7 @@ public sealed class StageModel : IDisposable
     private readonly Tensor? _embedIn, _finalW, _finalB;
     private readonly LinearWeights? _embedOut;
     private readonly long[] _normShape;
+    private readonly ManagedDecode? _managedDecode;
 
     public ModelConfig Config { get; }
     public int Start { get; }
@@ -46,6 +47,7 @@ public sealed class StageModel : IDisposable
         _normShape = [c.HiddenSize];
         TensorParallel = tp;
         HomeDevice = devices[0];
+        _managedDecode = ManagedDecode.TryCreate(c, start, layers, ropes[0], embedIn, finalW, finalB, embedOut, ComputeDtype);
         DecodeGroupPadding = Math.Max(KvBlockPool.DefaultBlockSize, DecodeGroupPaddingBytes / KvBlockPool.BytesPerTokenPerLayer(c, ComputeDtype));
     }
 
@@ -63,6 +65,13 @@ public sealed class StageModel : IDisposable
     /// values, at least one block). Results do not depend on it, only the work.
     /// </summary>
     public long DecodeGroupPadding { get; set; }
+
+    /// <summary>
+    /// Decode steps of up to <see cref="ManagedDecode.MaxRows"/> sequences (one new position each) run in managed kernels over
+    /// the same weights and KV pool (default, on CPUs with AVX2/FMA, unsplit layers); false sends them through libtorch like
+    /// every other step (for comparisons).
+    /// </summary>
+    public bool ManagedDecodeEnabled { get; set; } = true;
 
     /// <summary>Live-tensor counts of the shard threads (empty without TP); see <see cref="ShardWorkers.LiveTensorCounts"/>.</summary>
     public long[] ShardLiveTensorCounts => _workers?.LiveTensorCounts ?? [];
@@ -221,6 +230,13 @@ public sealed class StageModel : IDisposable
         var captures = items.Select(_ => new List<CapturedLayer>()).ToArray();
         captured = [.. captures.Select(c => Array.Empty<CapturedLayer>())];
         if (items.Count == 0) return [];
+        if (ManagedDecodeEnabled && _managedDecode is not null && ManagedDecode.Takes(items, rows, to == Config.NumLayers))
+        {
+            using var step = NewDisposeScope();
+            var decoded = _managedDecode.Run(items, pool, from, to);
+            foreach (var t in decoded) t?.MoveToOuterDisposeScope();
+            return decoded;
+        }
         using var scope = NewDisposeScope();
         using var _ = inference_mode();
         Tensor x;

@@ -21,6 +21,27 @@ public class LinearWeightsTests
         return data;
     }
 
+    /// <summary>Many input rows over a matrix several L2 blocks tall: the cache-blocked GEMV (weight blocks × row groups).</summary>
+    [Theory]
+    [InlineData(WeightFormat.F32, 13)]
+    [InlineData(WeightFormat.BF16, 40)]
+    [InlineData(WeightFormat.Int8, 64)]
+    public unsafe void Multiply_ManyRowsOverSeveralCacheBlocks_MatchesMatmul(WeightFormat format, int rows)
+    {
+        using var scope = NewDisposeScope();
+        const int outputs = 3001, inputs = 203;
+        Assert.True(GemvKernels.BlockRows(inputs, 1) < outputs / 2, "the matrix must span several cache blocks");
+        var w = randn(outputs, inputs, generator: new Generator(4)) * 0.1f;
+        var b = randn(outputs, generator: new Generator(5));
+        var x = randn(rows, inputs, generator: new Generator(6));
+        var expected = x.matmul(StoredAsF32(w, format).t()) + b;
+        using var linear = LinearWeights.Create(w.clone(), b.clone(), format, parallelism: 2);
+        var y = empty(rows, outputs);
+        linear.Multiply((float*)LinearWeights.DataPointerOf(x), rows, (float*)LinearWeights.DataPointerOf(y));
+        double err = (y - expected).abs().max().item<float>();
+        Assert.True(err < 1e-4 * expected.abs().max().item<float>(), $"{format} rows {rows}: max |Δ| {err}");
+    }
+
     [Theory]
     [MemberData(nameof(Cases))]
     public void Forward_F32Activations_MatchesMatmulOverStoredWeights(WeightFormat format, int rows, int inputs)

@@ -76,14 +76,28 @@ internal static unsafe class GemvKernels
     public static void Run<TWeight, TLoader>(float* x, int rows, TWeight* w, int k, int r0, int r1, float* scales, float* bias, float* y, int ldy)
         where TWeight : unmanaged where TLoader : struct, IWeightLoader<TWeight>
     {
-        for (int b = 0; b < rows; b += 4)
+        // More than four input rows take several passes over the weights: a block of weight rows that stays in the core's
+        // L2 cache goes through every group of four input rows before the next block is read, so memory sees each weight
+        // once whatever the number of rows (decode of many sequences at once).
+        int block = rows <= 4 ? r1 - r0 : BlockRows(k, sizeof(TWeight));
+        for (int rb = r0; rb < r1; rb += block)
         {
-            int n = Math.Min(4, rows - b);
-            float* x0 = x + (long)b * k;
-            if (n == 1) SingleRow<TWeight, TLoader>(x0, w, k, r0, r1, scales, bias, y + (long)b * ldy);
-            else FourRows<TWeight, TLoader>(x0, n, w, k, r0, r1, scales, bias, y + (long)b * ldy, ldy);
+            int re = Math.Min(r1, rb + block);
+            for (int b = 0; b < rows; b += 4)
+            {
+                int n = Math.Min(4, rows - b);
+                float* x0 = x + (long)b * k;
+                if (n == 1) SingleRow<TWeight, TLoader>(x0, w, k, rb, re, scales, bias, y + (long)b * ldy);
+                else FourRows<TWeight, TLoader>(x0, n, w, k, rb, re, scales, bias, y + (long)b * ldy, ldy);
+            }
         }
     }
+
+    /// <summary>Bytes of weights one cache block holds (half a typical 512 KiB–1 MiB L2, leaving room for the activations).</summary>
+    public const int BlockBytes = 256 * 1024;
+
+    /// <summary>Weight rows of <paramref name="k"/> elements of <paramref name="elementSize"/> bytes per cache block (at least 8).</summary>
+    public static int BlockRows(int k, int elementSize) => Math.Max(8, BlockBytes / Math.Max(1, k * elementSize));
 
     /// <summary>One input row: four independent accumulators keep the FMA pipes busy.</summary>
     private static void SingleRow<TWeight, TLoader>(float* x, TWeight* w, int k, int r0, int r1, float* scales, float* bias, float* y)

@@ -86,16 +86,27 @@ public abstract class LinearWeights : IDisposable
     {
         var xf = x2.to_type(ScalarType.Float32).contiguous();
         var y = empty([rows, Out], ScalarType.Float32);
-        nint xp = DataPointerOf(xf), yp = DataPointerOf(y), bp = _bias is null ? 0 : DataPointerOf(_bias);
+        Multiply((float*)DataPointerOf(xf), rows, (float*)DataPointerOf(y));
+        return y;
+    }
+
+    /// <summary>
+    /// y = x·Wᵀ + b with the GEMV kernels (CPU weights, <see cref="GemvKernels.IsSupported"/>), split by output rows across
+    /// the cores. x: f32 [rows, In]; y: f32 [rows, Out]. Rows above a few read the weights again per four rows.
+    /// </summary>
+    internal unsafe void Multiply(float* x, int rows, float* y)
+    {
+        if (WeightData == 0) throw new InvalidOperationException("the GEMV kernels need the weights in CPU memory");
+        float* bias = _bias is null ? null : (float*)DataPointerOf(_bias);
         int outRows = (int)Out;
-        if (_parts == 1) Gemv((float*)xp, rows, 0, outRows, (float*)bp, (float*)yp);
+        if (_parts == 1) Gemv(x, rows, 0, outRows, bias, y);
         else
         {
+            nint xp = (nint)x, yp = (nint)y, bp = (nint)bias;
             int step = (outRows + _parts - 1) / _parts;
             ComputePool.Shared.Run(_parts, i =>
                 Gemv((float*)xp, rows, i * step, Math.Min(outRows, (i + 1) * step), (float*)bp, (float*)yp));
         }
-        return y;
     }
 
     /// <summary>Output rows [r0, r1) of y = x·Wᵀ (+ bias) for f32 x [rows, In] and f32 y [rows, Out].</summary>
@@ -137,7 +148,7 @@ public abstract class LinearWeights : IDisposable
     protected virtual Tensor DenseRows(long start, long count, ScalarType dtype) => Weight.narrow(0, start, count).to_type(dtype);
 
     /// <summary>Address of a contiguous CPU tensor's first element (valid while the tensor lives).</summary>
-    protected static nint DataPointerOf(Tensor t) => THSTensor_data(t.Handle);
+    internal static nint DataPointerOf(Tensor t) => THSTensor_data(t.Handle);
 
     [DllImport("LibTorchSharp")]
     private static extern nint THSTensor_data(nint handle);

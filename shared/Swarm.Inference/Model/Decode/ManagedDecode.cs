@@ -1,0 +1,246 @@
+using System.Runtime.InteropServices;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Swarm.Model;
+
+/// <summary>
+/// Runs a batch of decodes (one new position per sequence, a few sequences) through a stage's layers in managed code on
+/// plain memory: LayerNorms, rotary, attention and GELU by <see cref="DecodeKernels"/>, the matrices by the layers' own
+/// GEMV kernels (<see cref="LinearWeights"/>), keys and values read and written in the stage's <see cref="KvBlockPool"/>.
+/// Same weights, same pool, same arithmetic as the libtorch path of <see cref="StageModel.ForwardBatch"/>, in f32 — but
+/// without its ~40 libtorch calls per layer: on a CPU a decode step streams the weights once, and at batch 1 the
+/// per-call cost of those small ops (≈ 6 ms a token on pythia-160m, whatever the weight format) was as large as reading
+/// the weights. Prefill chunks, tensor-parallel layers, other devices and captured layers stay on the libtorch path.
+/// Used from the stage's compute thread only.
+/// </summary>
+internal sealed unsafe class ManagedDecode
+{
+    /// <summary>
+    /// Most sequences one managed step takes: a node's decode batch (the GEMV kernels read each weight from memory once and
+    /// from L2 once per four rows; past this a GEMM would do better).
+    /// </summary>
+    public const int MaxRows = 64;
+
+    private readonly ModelConfig _c;
+    private readonly DecodeLayer[] _layers;
+    private readonly int _start;
+    private readonly float[] _cos, _sin; // [maxPos, rd]
+    private readonly int _rd;
+    private readonly Tensor? _embedIn;  // [V, H] f32 or bf16
+    private readonly float[]? _finalW, _finalB;
+    private readonly LinearWeights? _head;
+    private readonly ScalarType _dtype;
+
+    private ManagedDecode(ModelConfig c, int start, DecodeLayer[] layers, Rotary rope, Tensor? embedIn, Tensor? finalW, Tensor? finalB,
+        LinearWeights? head, ScalarType dtype)
+    {
+        _c = c; _start = start; _layers = layers; _embedIn = embedIn; _head = head; _dtype = dtype;
+        (_cos, _sin) = rope.HostTables();
+        _rd = rope.Dims;
+        _finalW = finalW is null ? null : DecodeLayer.Host(finalW);
+        _finalB = finalB is null ? null : DecodeLayer.Host(finalB);
+    }
+
+    /// <summary>The managed step for a stage, or null where it does not apply (split layers, other devices, no AVX2/FMA).</summary>
+    public static ManagedDecode? TryCreate(ModelConfig c, int start, IReadOnlyList<NeoXLayer> layers, Rotary rope, Tensor? embedIn,
+        Tensor? finalW, Tensor? finalB, LinearWeights? head, ScalarType dtype)
+    {
+        if (!GemvKernels.IsSupported || dtype is not (ScalarType.Float32 or ScalarType.BFloat16)) return null;
+        if (embedIn is not null && embedIn.device_type != DeviceType.CPU) return null;
+        var views = new DecodeLayer[layers.Count];
+        for (int i = 0; i < views.Length; i++)
+            if ((views[i] = layers[i].DecodeWeights()!) is null) return null;
+        return new ManagedDecode(c, start, views, rope, embedIn, finalW, finalB, head, dtype);
+    }
+
+    /// <summary>True when every item is a single new position that wants what this step returns.</summary>
+    public static bool Takes(IReadOnlyList<BatchItem> items, int[] rows, bool last)
+    {
+        if (items.Count == 0 || items.Count > MaxRows) return false;
+        for (int i = 0; i < items.Count; i++)
+            if (rows[i] != 1 || items[i].CaptureLayers is { Count: > 0 } || (last && !items[i].WantLogits)) return false;
+        return true;
+    }
+
+    /// <summary>
+    /// Layers [<paramref name="from"/>, <paramref name="to"/>) for items that each bring one position (see <see cref="Takes"/>):
+    /// results as <see cref="StageModel.ForwardBatch"/> returns them, made in the caller's dispose scope. Advances each
+    /// item's KV length by one.
+    /// </summary>
+    public Tensor?[] Run(IReadOnlyList<BatchItem> items, KvBlockPool pool, int from, int to)
+    {
+        int n = items.Count, h = _c.HiddenSize;
+        var batch = items.ToArray();
+        using var buffers = new DecodeBuffers(n, h, _c.IntermediateSize, items.Max(it => it.Kv.Length + 1));
+        var slots = items.Select(it => Enumerable.Range(0, it.Kv.Length + 1).Select(it.Kv.Slot).ToArray()).ToArray();
+        for (int r = 0; r < n; r++) LoadInput(items[r].Input, from, buffers.X + (long)r * h);
+        for (int i = from - _start; i < to - _start; i++) Layer(_layers[i], pool, i, batch, slots, buffers);
+        foreach (var it in batch) it.Kv.Length += 1;
+        return to == _c.NumLayers ? Logits(buffers, batch) : Hidden(buffers, n);
+    }
+
+    private void LoadInput(Tensor input, int from, float* x)
+    {
+        int h = _c.HiddenSize;
+        if (from == 0)
+        {
+            long id = input.device_type == DeviceType.CPU && input.is_contiguous() ? input.data<long>()[0] : input.reshape(-1)[0].item<long>();
+            if (id < 0 || id >= _c.VocabSize) throw new ArgumentOutOfRangeException(nameof(input), $"token id {id} is outside the vocabulary of {_c.VocabSize}");
+            Widen(_embedIn!, id * h, x, h);
+            return;
+        }
+        using var f = input.reshape(h).to_type(ScalarType.Float32).cpu().contiguous();
+        new Span<float>((void*)LinearWeights.DataPointerOf(f), h).CopyTo(new Span<float>(x, h));
+    }
+
+    /// <summary>n values of an f32 or bf16 CPU tensor from element <paramref name="offset"/> as f32.</summary>
+    private static void Widen(Tensor t, long offset, float* y, int n)
+    {
+        nint p = LinearWeights.DataPointerOf(t);
+        if (t.dtype == ScalarType.Float32) new Span<float>((float*)p + offset, n).CopyTo(new Span<float>(y, n));
+        else for (int i = 0; i < n; i++) y[i] = DecodeKernels.Bf16ToF32(((ushort*)p)[offset + i]);
+    }
+
+    private void Layer(DecodeLayer w, KvBlockPool pool, int slot, BatchItem[] items, long[][] slots, DecodeBuffers b)
+    {
+        int n = items.Length, h = _c.HiddenSize, inter = _c.IntermediateSize;
+        fixed (float* ln1W = w.Ln1W, ln1B = w.Ln1B, ln2W = w.Ln2W, ln2B = w.Ln2B)
+        {
+            float eps = (float)_c.LayerNormEps;
+            for (int r = 0; r < n; r++) DecodeKernels.LayerNorm(b.X + (long)r * h, h, ln1W, ln1B, eps, b.Norm + (long)r * h);
+            w.Qkv.Multiply(b.Norm, n, b.Qkv);
+            Attention(pool, slot, items, slots, b);
+            w.Dense.Multiply(b.Attn, n, b.AttnOut);
+            if (!_c.UseParallelResidual) DecodeKernels.AddInPlace(b.X, b.AttnOut, n * h);
+            for (int r = 0; r < n; r++) DecodeKernels.LayerNorm(b.X + (long)r * h, h, ln2W, ln2B, eps, b.Norm + (long)r * h);
+            w.Up.Multiply(b.Norm, n, b.Up);
+            DecodeKernels.GeluInPlace(b.Up, n * inter);
+            w.Down.Multiply(b.Up, n, b.MlpOut);
+            if (_c.UseParallelResidual) DecodeKernels.AddInPlace(b.X, b.AttnOut, n * h);
+            DecodeKernels.AddInPlace(b.X, b.MlpOut, n * h);
+        }
+    }
+
+    private void Attention(KvBlockPool pool, int layerSlot, BatchItem[] items, long[][] slots, DecodeBuffers b)
+    {
+        int heads = _c.NumHeads, hd = _c.HeadDim, h = _c.HiddenSize, half = _rd / 2;
+        byte* keys = (byte*)LinearWeights.DataPointerOf(pool.Keys(layerSlot));
+        byte* values = (byte*)LinearWeights.DataPointerOf(pool.Values(layerSlot));
+        int esize = _dtype == ScalarType.Float32 ? 4 : 2;
+        float scale = 1f / MathF.Sqrt(hd);
+        fixed (float* cosT = _cos, sinT = _sin)
+        {
+            for (int r = 0; r < items.Length; r++)
+            {
+                int pos = items[r].Kv.Length;
+                long slot = slots[r][pos];
+                for (int head = 0; head < heads; head++)
+                {
+                    float* q = b.Qkv + (long)r * 3 * h + head * 3 * hd, k = q + hd, v = k + hd;
+                    if (half > 0)
+                    {
+                        DecodeKernels.Rotate(q, cosT + (long)pos * _rd, sinT + (long)pos * _rd, half);
+                        DecodeKernels.Rotate(k, cosT + (long)pos * _rd, sinT + (long)pos * _rd, half);
+                    }
+                    long at = slot * h + head * hd;
+                    if (esize == 4) { F32KvStore.Write(keys, at, k, hd); F32KvStore.Write(values, at, v, hd); }
+                    else { Bf16KvStore.Write(keys, at, k, hd); Bf16KvStore.Write(values, at, v, hd); }
+                }
+            }
+            // Every (sequence, head) pair attends over its own positions; long contexts are split across the cores.
+            int pairs = items.Length * heads;
+            long work = items.Sum(it => (long)it.Kv.Length + 1) * heads;
+            int parts = work >= 16_384 ? Math.Min(pairs, ComputePool.Shared.Workers + 1) : 1;
+            nint kp = (nint)keys, vp = (nint)values, qkvp = (nint)b.Qkv, attnp = (nint)b.Attn, scoresp = (nint)b.Scores;
+            int maxLen = b.MaxLength;
+            void Part(int part)
+            {
+                float* scores = (float*)scoresp + (long)part * maxLen;
+                for (int pair = part; pair < pairs; pair += parts)
+                {
+                    int r = pair / heads, head = pair % heads;
+                    float* q = (float*)qkvp + (long)r * 3 * h + head * 3 * hd;
+                    float* o = (float*)attnp + (long)r * h + head * hd;
+                    fixed (long* s = slots[r])
+                    {
+                        int len = items[r].Kv.Length + 1;
+                        byte* kh = (byte*)kp + (long)head * hd * esize, vh = (byte*)vp + (long)head * hd * esize;
+                        if (esize == 4) DecodeKernels.Attend<F32KvStore>(q, hd, kh, vh, s, len, h, scale, scores, o);
+                        else DecodeKernels.Attend<Bf16KvStore>(q, hd, kh, vh, s, len, h, scale, scores, o);
+                    }
+                }
+            }
+            if (parts == 1) Part(0);
+            else ComputePool.Shared.Run(parts, Part);
+        }
+    }
+
+    private Tensor?[] Logits(DecodeBuffers b, BatchItem[] items)
+    {
+        int h = _c.HiddenSize, n = items.Length;
+        fixed (float* w = _finalW, bias = _finalB)
+            for (int r = 0; r < n; r++) DecodeKernels.LayerNorm(b.X + (long)r * h, h, w, bias, (float)_c.LayerNormEps, b.Norm + (long)r * h);
+        var logits = empty([n, _c.VocabSize], ScalarType.Float32);
+        _head!.Multiply(b.Norm, n, (float*)LinearWeights.DataPointerOf(logits));
+        var results = new Tensor?[n];
+        for (int r = 0; r < n; r++) results[r] = items[r].AllPositions ? logits.narrow(0, r, 1) : logits[r];
+        return results;
+    }
+
+    private Tensor?[] Hidden(DecodeBuffers b, int n)
+    {
+        int h = _c.HiddenSize;
+        var x = empty([n, h], ScalarType.Float32);
+        new Span<float>(b.X, n * h).CopyTo(new Span<float>((void*)LinearWeights.DataPointerOf(x), n * h));
+        if (_dtype != ScalarType.Float32) x = x.to_type(_dtype);
+        var results = new Tensor?[n];
+        for (int r = 0; r < n; r++) results[r] = x.narrow(0, r, 1);
+        return results;
+    }
+}
+
+/// <summary>The f32 scratch rows of one managed decode step, in native memory freed when the step ends.</summary>
+internal sealed unsafe class DecodeBuffers : IDisposable
+{
+    private readonly float* _block;
+
+    public DecodeBuffers(int rows, int hidden, int intermediate, int maxLength)
+    {
+        MaxLength = maxLength;
+        int scoreParts = ComputePool.Shared.Workers + 1;
+        long h = (long)rows * hidden;
+        long total = 6 * h + 3 * h /* qkv */ + (long)rows * intermediate + (long)scoreParts * maxLength;
+        _block = (float*)NativeMemory.AlignedAlloc((nuint)(total * sizeof(float)), 64);
+        float* p = _block;
+        X = p; p += h;
+        Norm = p; p += h;
+        Qkv = p; p += 3 * h;
+        Attn = p; p += h;
+        AttnOut = p; p += h;
+        MlpOut = p; p += h;
+        Up = p; p += (long)rows * intermediate;
+        Scores = p;
+    }
+
+    /// <summary>Longest attention window of the step (positions).</summary>
+    public int MaxLength { get; }
+    /// <summary>The hidden state of each row, [rows, H].</summary>
+    public float* X { get; }
+    /// <summary>LayerNorm output, [rows, H].</summary>
+    public float* Norm { get; }
+    /// <summary>Fused q/k/v projections, [rows, heads, 3, hd].</summary>
+    public float* Qkv { get; }
+    /// <summary>Attention output before the dense projection, [rows, H].</summary>
+    public float* Attn { get; }
+    /// <summary>Dense projection of the attention, [rows, H].</summary>
+    public float* AttnOut { get; }
+    /// <summary>MLP output, [rows, H].</summary>
+    public float* MlpOut { get; }
+    /// <summary>MLP hidden layer, [rows, intermediate].</summary>
+    public float* Up { get; }
+    /// <summary>Attention scores, one window per core.</summary>
+    public float* Scores { get; }
+
+    public void Dispose() => NativeMemory.AlignedFree(_block);
+}
