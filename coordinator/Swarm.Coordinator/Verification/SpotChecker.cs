@@ -35,10 +35,15 @@ internal sealed partial class SpotChecker(SpotCheckPlanner planner, NodeRegistry
     /// <summary>Whether sessions are checked at all.</summary>
     public bool Enabled => planner.Options.Rate > 0;
 
+    /// <summary>True while the node is on probation (see <see cref="SpotCheckPlanner.IsOnProbation"/>).</summary>
+    public bool IsOnProbation(NodeSnapshot node) => planner.IsOnProbation(node);
+
     /// <summary>Picks the hop to check on a new session and its shadow, or null.</summary>
-    public SpotCheckPlan? Plan(Routing.Route route)
+    /// <param name="route">The new session's route.</param>
+    /// <param name="alwaysOnProbation">Check for certain when the chosen hop is on probation (see <see cref="SpotCheckPlanner.Choose"/>).</param>
+    public SpotCheckPlan? Plan(Routing.Route route, bool alwaysOnProbation = false)
     {
-        if (planner.Choose(route, registry.Snapshot()) is not { } choice) return null;
+        if (planner.Choose(route, registry.Snapshot(), alwaysOnProbation) is not { } choice) return null;
         var hop = route.Hops[choice.HopIndex];
         var shadow = new Hop
         {
