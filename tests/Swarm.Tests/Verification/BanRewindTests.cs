@@ -1,3 +1,6 @@
+using System.Text;
+using System.Text.Json.Nodes;
+using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Time.Testing;
 using Swarm.Coordinator.Jobs;
@@ -118,6 +121,31 @@ public sealed class BanRewindTests
         Assert.Contains("node 1 was banned", e.Message);
         Assert.Equal([900, 901, 902], streamed); // what went out before the ban; nothing after
         Assert.Equal(1L, runner.Failed);
+    }
+
+    [Fact]
+    public async Task Streamed_OverHttp_AffectedTokensSent_EndsWithANodeBannedErrorEventAndCloses()
+    {
+        LiarThenBanned();
+        using var runner = Runner(new VerificationOptions());
+        var ctx = new DefaultHttpContext();
+        var body = new MemoryStream();
+        ctx.Response.Body = body;
+
+        // Returns (the handler closes the response) instead of throwing; the job never gets as far as its result.
+        await new CompletionStream(ctx, "tiny", DateTimeOffset.UnixEpoch, includeUsage: false, tokenizer: null)
+            .RunAsync(runner, Spec(), _ => throw new InvalidOperationException("a banned job has no result"), CancellationToken.None);
+
+        string sse = Encoding.UTF8.GetString(body.ToArray());
+        var events = sse.Split("\n\n", StringSplitOptions.RemoveEmptyEntries);
+        Assert.All(events, e => Assert.StartsWith("data: {", e, StringComparison.Ordinal));
+        Assert.DoesNotContain("[DONE]", sse, StringComparison.Ordinal);
+        var json = events.Select(e => JsonNode.Parse(e["data: ".Length..])!).ToList();
+        Assert.Equal([900, 901, 902], json.SkipLast(1).SelectMany(j => j["choices"]![0]!["token_ids"]!.AsArray().Select(t => (int)t!)));
+        var error = json[^1]["error"]!;
+        Assert.Equal("node_banned", (string?)error["code"]);
+        Assert.Contains("node 1 was banned", (string)error["message"]!, StringComparison.Ordinal);
+        Assert.Equal((200, "text/event-stream"), (ctx.Response.StatusCode, ctx.Response.ContentType));
     }
 
     [Fact]
