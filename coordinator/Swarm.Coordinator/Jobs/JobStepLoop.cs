@@ -252,7 +252,7 @@ internal sealed partial class JobStepLoop
             var receivedAt = _time.GetUtcNow();
             if (session.Check is not null && _checker is not null)
             {
-                var verdict = await _checker.VerifyAsync(session, request, tr, took, [.. _spec.Prompt.Concat(_tokens).Select(t => (long)t)], ct).ConfigureAwait(false);
+                var verdict = await _checker.VerifyAsync(session, request, tr, took, () => [.. _spec.Prompt.Concat(_tokens).Select(t => (long)t)], ct).ConfigureAwait(false);
                 if (verdict.Outcome is CheckOutcome.Caught or CheckOutcome.Undecided)
                     return (null, Failed(span, new StepFailure(verdict.Culprit, verdict.Reason, verdict.Outcome == CheckOutcome.Caught ? "banned" : "unverified", false)));
             }

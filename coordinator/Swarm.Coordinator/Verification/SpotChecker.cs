@@ -58,9 +58,12 @@ internal sealed partial class SpotChecker(SpotCheckPlanner planner, NodeRegistry
     /// <param name="request">The step as the coordinator sent it.</param>
     /// <param name="reply">The route's answer.</param>
     /// <param name="took">How long the route took (the shadow is given as long again, at least the shadow patience).</param>
-    /// <param name="tokens">Every token id before this step's output (prompt and tokens so far): what the arbiter replays.</param>
+    /// <param name="tokens">
+    /// Every token id before this step's output (prompt and tokens so far): what the arbiter replays — built only when
+    /// the replicas disagree.
+    /// </param>
     public async Task<CheckResult> VerifyAsync(RouteSession session, ForwardRequest request, TokenResult reply, TimeSpan took,
-        long[] tokens, CancellationToken ct)
+        Func<long[]> tokens, CancellationToken ct)
     {
         var plan = session.Check!;
         var patience = TimeSpan.FromTicks(Math.Max(planner.Options.ShadowPatience.Ticks, 4 * took.Ticks));
@@ -87,7 +90,7 @@ internal sealed partial class SpotChecker(SpotCheckPlanner planner, NodeRegistry
             return Count(new CheckResult(CheckOutcome.Passed));
         }
         int positions = (int)(request.Input.Shape.Length > 1 ? request.Input.Shape[1] : 1);
-        var arbiter = await ArbitrateAsync(session, request, plan, tokens, last, ct).ConfigureAwait(false);
+        var arbiter = await ArbitrateAsync(session, request, plan, tokens(), last, ct).ConfigureAwait(false);
         if (arbiter is not null)
         {
             var judged = FingerprintComparer.LastPositions(arbiter, positions);
