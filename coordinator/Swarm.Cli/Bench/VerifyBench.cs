@@ -43,13 +43,16 @@ internal static class VerifyBench
             }, log, ct: ct);
             await WaitServingAsync(swarm, 3, ct);
             int warmup = 0;
+            string onProbation = "";
             do
             {
-                log($"R = {rate}: warm-up (until no node is on probation)…");
+                log($"R = {rate}: warm-up (until no node is on probation{onProbation})…");
                 await RunJobsAsync(swarm.HttpUrl, jobs, tokens, ct);
                 warmup += jobs;
+                onProbation = (await ChecksAsync(swarm, ct)).Probation;
+                if (onProbation.Length > 0) onProbation = "; still: " + onProbation;
             }
-            while ((await ChecksAsync(swarm, ct)).Probation && warmup < 8 * jobs);
+            while (onProbation.Length > 0 && warmup < 8 * jobs);
             var before = await ChecksAsync(swarm, ct);
             log($"R = {rate}: {jobs} jobs of {tokens} tokens…");
             var sw = Stopwatch.StartNew();
@@ -85,20 +88,22 @@ internal static class VerifyBench
         return produced;
     }
 
-    /// <summary>The nodes' passed and failed checks summed, and whether any node is still on probation.</summary>
-    private static async Task<(long Passed, long Failed, bool Probation)> ChecksAsync(LocalSwarm swarm, CancellationToken ct)
+    /// <summary>The nodes' passed and failed checks summed, and the serving nodes still on probation (with their checks; empty: none).</summary>
+    private static async Task<(long Passed, long Failed, string Probation)> ChecksAsync(LocalSwarm swarm, CancellationToken ct)
     {
         var status = await swarm.GetJsonAsync("/api/swarm", ct);
         long passed = 0, failed = 0;
-        bool probation = false;
+        var probation = new List<string>();
         foreach (var n in status!["nodes"]!.AsArray())
         {
             var checks = n!["checks"]!;
             passed += (long)checks["passed"]!;
             failed += (long)checks["failed"]!;
-            probation |= (bool?)checks["probation"] ?? false;
+            // Only serving nodes take jobs: an entry left behind by a node that registered again can never leave probation.
+            if ((string?)n["state"] == "serving" && ((bool?)checks["probation"] ?? false))
+                probation.Add($"{n["name"]} {checks.ToJsonString()}");
         }
-        return (passed, failed, probation);
+        return (passed, failed, string.Join(", ", probation));
     }
 
     private static async Task WaitServingAsync(LocalSwarm swarm, int nodes, CancellationToken ct)
