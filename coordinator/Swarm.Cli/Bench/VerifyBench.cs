@@ -7,14 +7,22 @@ namespace Swarm.Cli.Bench;
 /// <summary>
 /// <c>swarm bench verify</c>: what spot checks cost and how fast they catch a liar. For each verify rate R a fresh swarm
 /// of three replicas of every layer (codelm-tiny, one process each) runs the same greedy jobs, a few at a time, after a
-/// warm-up that takes every node through probation (its first checked steps run at the probation rate); throughput is
-/// tokens/s over the measured jobs. The expected number of jobs routed through a node until it is caught comes from the
+/// warm-up that lasts until no node is on probation any more (its first checked steps run at ten times the rate), so
+/// the figure is the steady state; throughput is tokens/s over the measured jobs, and the fraction of their steps that
+/// were checked is read from the nodes' passed checks (two per checked step: the checked node's and its shadow's). The
+/// expected number of jobs routed through a node until it is caught comes from the
 /// check rates: a job of n steps through a node that corrupts a fraction P of its outputs is caught when its session is
 /// checked (probability R, after probation) and one of its n steps is corrupted: q = R·(1 − (1 − P)ⁿ), expected 1/q jobs.
 /// </summary>
 internal static class VerifyBench
 {
-    public sealed record RatePoint(double Rate, double TokensPerSecond, long ChecksPassed, long ChecksFailed);
+    /// <param name="Rate">The verify rate R.</param>
+    /// <param name="TokensPerSecond">Throughput over the measured jobs.</param>
+    /// <param name="ChecksPassed">Passed checks over the measured jobs (two per checked step).</param>
+    /// <param name="ChecksFailed">Failed checks over the measured jobs.</param>
+    /// <param name="CheckedFraction">Fraction of the measured jobs' steps that were checked (≈ R in the steady state).</param>
+    /// <param name="WarmupJobs">Jobs run before measuring, until no node was on probation.</param>
+    public sealed record RatePoint(double Rate, double TokensPerSecond, long ChecksPassed, long ChecksFailed, double CheckedFraction, int WarmupJobs);
 
     public sealed record CatchPoint(double Rate, double Fraction, double ExpectedJobs);
 
@@ -34,20 +42,26 @@ internal static class VerifyBench
                 CoordinatorArgs = ["--verify-rate", rate.ToString(CultureInfo.InvariantCulture)],
             }, log, ct: ct);
             await WaitServingAsync(swarm, 3, ct);
-            log($"R = {rate}: warm-up (probation)…");
-            await RunJobsAsync(swarm.HttpUrl, jobs, tokens, ct);
+            int warmup = 0;
+            string onProbation = "";
+            do
+            {
+                log($"R = {rate}: warm-up (until no node is on probation{onProbation})…");
+                await RunJobsAsync(swarm.HttpUrl, jobs, tokens, ct);
+                warmup += jobs;
+                onProbation = (await ChecksAsync(swarm, ct)).Probation;
+                if (onProbation.Length > 0) onProbation = "; still: " + onProbation;
+            }
+            while (onProbation.Length > 0 && warmup < 8 * jobs);
+            var before = await ChecksAsync(swarm, ct);
             log($"R = {rate}: {jobs} jobs of {tokens} tokens…");
             var sw = Stopwatch.StartNew();
             int produced = await RunJobsAsync(swarm.HttpUrl, jobs, tokens, ct);
             double tps = produced / sw.Elapsed.TotalSeconds;
-            var status = await swarm.GetJsonAsync("/api/swarm", ct);
-            long passed = 0, failed = 0;
-            foreach (var n in status!["nodes"]!.AsArray())
-            {
-                passed += (long)n!["checks"]!["passed"]!;
-                failed += (long)n["checks"]!["failed"]!;
-            }
-            points.Add(new RatePoint(rate, tps, passed, failed));
+            var after = await ChecksAsync(swarm, ct);
+            long passed = after.Passed - before.Passed, failed = after.Failed - before.Failed;
+            // Each generated token is one step (the prefill is the first); a checked step that passes counts two passes.
+            points.Add(new RatePoint(rate, tps, passed, failed, produced == 0 ? 0 : passed / 2.0 / produced, warmup));
         }
         int steps = tokens; // one check per generated token (the prefill is the first step)
         var catches = Rates.Where(r => r > 0).SelectMany(r => Fractions.Select(p =>
@@ -72,6 +86,24 @@ internal static class VerifyBench
         }
         await Task.WhenAll(Enumerable.Range(0, parallel).Select(_ => Worker()));
         return produced;
+    }
+
+    /// <summary>The nodes' passed and failed checks summed, and the serving nodes still on probation (with their checks; empty: none).</summary>
+    private static async Task<(long Passed, long Failed, string Probation)> ChecksAsync(LocalSwarm swarm, CancellationToken ct)
+    {
+        var status = await swarm.GetJsonAsync("/api/swarm", ct);
+        long passed = 0, failed = 0;
+        var probation = new List<string>();
+        foreach (var n in status!["nodes"]!.AsArray())
+        {
+            var checks = n!["checks"]!;
+            passed += (long)checks["passed"]!;
+            failed += (long)checks["failed"]!;
+            // Only serving nodes take jobs: an entry left behind by a node that registered again can never leave probation.
+            if ((string?)n["state"] == "serving" && ((bool?)checks["probation"] ?? false))
+                probation.Add($"{n["name"]} {checks.ToJsonString()}");
+        }
+        return (passed, failed, string.Join(", ", probation));
     }
 
     private static async Task WaitServingAsync(LocalSwarm swarm, int nodes, CancellationToken ct)

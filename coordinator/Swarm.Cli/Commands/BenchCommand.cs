@@ -129,14 +129,17 @@ internal static class BenchCommand
                     {
                         verify_rate = p.Rate, tokens_per_s = Math.Round(p.TokensPerSecond, 2),
                         cost = Math.Round(1 - p.TokensPerSecond / baseline, 4), checks_passed = p.ChecksPassed, checks_failed = p.ChecksFailed,
+                        checked_fraction = Math.Round(p.CheckedFraction, 4), warmup_jobs = p.WarmupJobs,
                     }),
                     expected_jobs_until_caught = rep.Catch.Select(c => new { verify_rate = c.Rate, corrupt_fraction = c.Fraction, jobs = Math.Round(c.ExpectedJobs, 1) }),
                 }));
             else
             {
-                Console.WriteLine($"{rep.Model}, 3 replicas of every layer, {rep.Jobs} jobs × {rep.TokensPerJob} tokens (3 at a time) per rate");
+                Console.WriteLine($"{rep.Model}, 3 replicas of every layer, {rep.Jobs} jobs × {rep.TokensPerJob} tokens (3 at a time) per rate, "
+                    + "measured after a warm-up that ends once no node is on probation (steady state)");
                 foreach (var p in rep.Throughput)
-                    Console.WriteLine($"  verify rate {p.Rate,4:0.00}: {p.TokensPerSecond,7:F1} tokens/s (cost {1 - p.TokensPerSecond / baseline,6:P1}); checked steps passed {p.ChecksPassed}, failed {p.ChecksFailed}");
+                    Console.WriteLine($"  verify rate {p.Rate,4:0.00}: {p.TokensPerSecond,7:F1} tokens/s (cost {1 - p.TokensPerSecond / baseline,6:P1}); "
+                        + $"steps checked {p.CheckedFraction,6:P1} (passes {p.ChecksPassed}, failures {p.ChecksFailed}); warm-up {p.WarmupJobs} jobs");
                 Console.WriteLine($"expected jobs through a liar until it is caught (after probation; {rep.TokensPerJob} checked steps per job):");
                 foreach (var c in rep.Catch)
                     Console.WriteLine($"  verify rate {c.Rate,4:0.00}, corrupting {c.Fraction,4:P0} of outputs: {c.ExpectedJobs,6:F1} jobs");

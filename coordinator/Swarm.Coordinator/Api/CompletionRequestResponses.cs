@@ -170,11 +170,13 @@ internal static class CompletionWire
 [JsonSerializable(typeof(OpenAiErrorResponse))]
 internal sealed partial class CompletionJsonContext : JsonSerializerContext;
 
-/// <summary>Swarm extension of a completion: per-stage mean forward time per token, and the job's recoveries.</summary>
+/// <summary>Swarm extension of a completion: per-stage mean forward time per token, the job's recoveries and recomputed tokens.</summary>
 internal sealed record SwarmJobInfo
 {
     [JsonPropertyName("stages")] public required IReadOnlyList<SwarmStageInfo> Stages { get; init; }
     [JsonPropertyName("recoveries")] public int Recoveries { get; init; }
+    /// <summary>Tokens generated again on other nodes because a node they went through was banned (spot checks).</summary>
+    [JsonPropertyName("recomputed_tokens")] public int RecomputedTokens { get; init; }
     [JsonPropertyName("time_to_first_token_ms")] public double TimeToFirstTokenMs { get; init; }
     [JsonPropertyName("total_ms")] public double TotalMs { get; init; }
     [JsonPropertyName("decode_ms_per_token")] public double DecodeMsPerToken { get; init; }

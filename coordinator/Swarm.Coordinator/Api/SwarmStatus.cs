@@ -76,6 +76,12 @@ internal sealed record SwarmNodeChecks
 
     /// <summary>Spot checks failed (the node disagreed with the majority of the replicas that ran the same step).</summary>
     [JsonPropertyName("failed")] public int Failed { get; init; }
+
+    /// <summary>
+    /// True while the node is on probation: it has not yet passed enough checks (a newcomer, or after a failed one), so
+    /// its sessions are checked at ten times the base rate and <c>--stream-verified-only</c> holds back its tokens.
+    /// </summary>
+    [JsonPropertyName("probation")] public bool Probation { get; init; }
 }
 
 /// <summary>One node in <see cref="SwarmStatus.Nodes"/>.</summary>

@@ -69,6 +69,9 @@ internal sealed record JobResult(string Id, IReadOnlyList<int> TokenIds, string 
 
     /// <summary>With <see cref="JobSpec.HiddenStates"/>: the layers' outputs, in layer order; else empty.</summary>
     public IReadOnlyList<LayerHiddenStates> HiddenStates { get; init; } = [];
+
+    /// <summary>Tokens the job dropped and generated again on other nodes because a node they went through was banned.</summary>
+    public int RecomputedTokens { get; init; }
 }
 
 /// <summary>A stage of the job's (last) route and its mean forward time over decode steps (prefill when there were none).</summary>

@@ -9,6 +9,7 @@ internal sealed class JobProgress(TimeProvider time, long startedAt)
     private readonly Lock _gate = new();
     private int _tokens;
     private int _recoveries;
+    private int _recomputed;
     private double? _firstTokenMs;
     private double _lastTokenMs;
 
@@ -17,7 +18,8 @@ internal sealed class JobProgress(TimeProvider time, long startedAt)
     /// <param name="TimeToFirstTokenMs">Milliseconds from submission to the first token; null before it.</param>
     /// <param name="TokensPerSecond">Decode rate between the first and the latest token; null before the second.</param>
     /// <param name="Recoveries">Route repairs so far.</param>
-    public readonly record struct Snapshot(int Tokens, double? TimeToFirstTokenMs, double? TokensPerSecond, int Recoveries);
+    /// <param name="RecomputedTokens">Tokens dropped and generated again because a node they went through was banned.</param>
+    public readonly record struct Snapshot(int Tokens, double? TimeToFirstTokenMs, double? TokensPerSecond, int Recoveries, int RecomputedTokens = 0);
 
     /// <summary>Milliseconds since the job was submitted.</summary>
     public double ElapsedMs => time.GetElapsedTime(startedAt).TotalMilliseconds;
@@ -44,13 +46,23 @@ internal sealed class JobProgress(TimeProvider time, long startedAt)
         lock (_gate) return ++_recoveries;
     }
 
+    /// <summary>Takes back <paramref name="tokens"/> generated tokens that a ban made the job drop (they will be generated again).</summary>
+    public void Rewound(int tokens)
+    {
+        lock (_gate)
+        {
+            _tokens -= tokens;
+            _recomputed += tokens;
+        }
+    }
+
     /// <summary>The figures now.</summary>
     public Snapshot Read()
     {
         lock (_gate)
         {
             double? rate = _tokens > 1 && _lastTokenMs > _firstTokenMs ? (_tokens - 1) / ((_lastTokenMs - _firstTokenMs!.Value) / 1000) : null;
-            return new Snapshot(_tokens, _firstTokenMs, rate, _recoveries);
+            return new Snapshot(_tokens, _firstTokenMs, rate, _recoveries, _recomputed);
         }
     }
 }

@@ -37,6 +37,8 @@ internal sealed record StepLoopResult(string FinishReason, IReadOnlyList<StageMe
 /// A spot-checked step is accepted only once the checker has compared it with a second replica's; when a node is banned
 /// (here or in another job), the tokens this job accepted through it since its last passed check are dropped and
 /// generated again on other nodes — or, when they were already streamed, the job ends with a <c>node_banned</c> error.
+/// With <see cref="VerificationOptions.StreamVerifiedOnly"/> a stream holds back tokens through nodes on probation until
+/// their checks pass (<see cref="VerifiedStream"/>), so a ban rewinds them before they were sent.
 /// </summary>
 internal sealed partial class JobStepLoop
 {
@@ -57,6 +59,7 @@ internal sealed partial class JobStepLoop
     private IncrementalDecoder? _decoder;
     private readonly PromptReadout _prompt;
     private readonly ShownTokens? _shown;
+    private VerifiedStream? _stream;  // --stream-verified-only: the stream's held tokens
     private TokenLogprobs? _lastLogprobs;
     private readonly StageTimings _timings = new();
     private readonly List<int> _tokens = [];
@@ -129,6 +132,8 @@ internal sealed partial class JobStepLoop
         using var inbox = _sessions.OpenInbox(_job);
         void OnBan(NodeBan ban) => _banned.Enqueue(ban);
         if (_bans is not null) _bans.Banned += OnBan;
+        if (onDelta is not null && _checker is not null && _options.Verification.StreamVerifiedOnly)
+            _stream = new VerifiedStream(onDelta, _sessions.Registry, _checker);
         try
         {
             if (_prompt.Echo is not null) await EchoAsync(onDelta).ConfigureAwait(false);
@@ -140,7 +145,7 @@ internal sealed partial class JobStepLoop
                 {
                     ct.ThrowIfCancellationRequested();
                     if (Rewind(onDelta is not null)) break;
-                    _session ??= await _sessions.OpenAsync(inbox, ct, _checker).ConfigureAwait(false);
+                    _session ??= await _sessions.OpenAsync(inbox, ct, _checker, alwaysOnProbation: _stream is not null).ConfigureAwait(false);
                     var (t, failure) = await StepAsync(_session, step, ct).ConfigureAwait(false);
                     if (t is int got)
                     {
@@ -152,8 +157,13 @@ internal sealed partial class JobStepLoop
                 if (accepted is not int token) continue; // tokens were dropped after a ban: generate again from there
                 if (step == 0 && _spec.Echo && _spec.Logprobs is not null) await EchoAsync(onDelta).ConfigureAwait(false);
                 if (step >= maxNew) break;
-                if (await AcceptAsync(token, onDelta).ConfigureAwait(false)) return new StepLoopResult("stop", _timings.MeansOver(_session?.Route));
+                if (await AcceptAsync(token, onDelta).ConfigureAwait(false))
+                {
+                    if (_stream is not null) await _stream.ReleaseAsync(all: true).ConfigureAwait(false);
+                    return new StepLoopResult("stop", _timings.MeansOver(_session?.Route));
+                }
             }
+            if (_stream is not null) await _stream.ReleaseAsync(all: true).ConfigureAwait(false);
             string tail = _decoder?.Flush() ?? "";
             _shown?.AppendTail(tail);
             string rest = _stop.Finish(tail);
@@ -173,15 +183,18 @@ internal sealed partial class JobStepLoop
     /// <summary>
     /// After a ban: drops the tokens accepted through the banned node since its last passed check (and the route, when the
     /// node is on it) so they are generated again; true when tokens were dropped. A job whose dropped tokens were already
-    /// streamed cannot take them back: it fails with <c>node_banned</c>.
+    /// streamed (or scored) cannot take them back: it fails with <c>node_banned</c>. Tokens a <see cref="VerifiedStream"/>
+    /// still holds were not streamed: they are dropped from it.
     /// </summary>
     private bool Rewind(bool streamed)
     {
         int from = _tokens.Count;
+        int sent = _stream?.Sent ?? (streamed ? _tokens.Count : 0);
         while (_banned.TryDequeue(out var ban))
         {
-            int first = _through.FindIndex(s => s.At >= ban.Since && s.Nodes.Contains(ban.NodeId));
-            if (first >= 0 && (streamed || _shown is not null))
+            // A token answered at the very instant of the node's last passed check counts as checked (it may be that check's).
+            int first = _through.FindIndex(s => s.At > ban.Since && s.Nodes.Contains(ban.NodeId));
+            if (first >= 0 && (first < sent || _shown is not null))
                 throw new JobFailedException($"node {ban.NodeId} was banned ({ban.Reason}); tokens from #{first} on went through it and were already streamed or scored",
                     502, "node_banned");
             if (first >= 0) from = Math.Min(from, first);
@@ -189,6 +202,8 @@ internal sealed partial class JobStepLoop
         }
         if (from == _tokens.Count) return false;
         LogRewind(_job, from, _tokens.Count);
+        Progress.Rewound(_tokens.Count - from);
+        _stream?.DropFrom(from);
         _tokens.RemoveRange(from, _tokens.Count - from);
         _through.RemoveRange(from, _through.Count - from);
         _session?.Release();
@@ -237,7 +252,7 @@ internal sealed partial class JobStepLoop
             var receivedAt = _time.GetUtcNow();
             if (session.Check is not null && _checker is not null)
             {
-                var verdict = await _checker.VerifyAsync(session, request, tr, took, [.. _spec.Prompt.Concat(_tokens).Select(t => (long)t)], ct).ConfigureAwait(false);
+                var verdict = await _checker.VerifyAsync(session, request, tr, took, () => [.. _spec.Prompt.Concat(_tokens).Select(t => (long)t)], ct).ConfigureAwait(false);
                 if (verdict.Outcome is CheckOutcome.Caught or CheckOutcome.Undecided)
                     return (null, Failed(span, new StepFailure(verdict.Culprit, verdict.Reason, verdict.Outcome == CheckOutcome.Caught ? "banned" : "unverified", false)));
             }
@@ -291,8 +306,9 @@ internal sealed partial class JobStepLoop
         }
         // With logprobs, a delta shows the text of whole tokens (see ShownTokens): the same text overall, never a stop sequence.
         var shown = _shown?.Release(released, stop, _decoder?.HoldsBytes ?? false);
-        if (onDelta is not null)
-            await onDelta(new JobDelta(_id, [token], shown is null ? released : string.Concat(shown.Select(s => s.Text))) { Logprobs = shown }).ConfigureAwait(false);
+        var delta = new JobDelta(_id, [token], shown is null ? released : string.Concat(shown.Select(s => s.Text))) { Logprobs = shown };
+        if (_stream is not null) await _stream.AddAsync(delta, _stepAt.At, _stepAt.Nodes).ConfigureAwait(false);
+        else if (onDelta is not null) await onDelta(delta).ConfigureAwait(false);
         return stop;
     }
 

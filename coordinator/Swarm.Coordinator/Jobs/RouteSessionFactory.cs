@@ -49,10 +49,11 @@ internal sealed class RouteSessionFactory
 
     /// <summary>
     /// Routes the job and opens a session on the route whose replies arrive in <paramref name="inbox"/>; with a
-    /// <paramref name="checker"/>, the session may be drawn for a spot check.
+    /// <paramref name="checker"/>, the session may be drawn for a spot check (for certain when its checked hop is on
+    /// probation and <paramref name="alwaysOnProbation"/>).
     /// </summary>
     /// <exception cref="JobFailedException">Some layers stayed unserved for the whole queue timeout (503).</exception>
-    public async Task<RouteSession> OpenAsync(JobReplyInbox inbox, CancellationToken ct, SpotChecker? checker = null)
+    public async Task<RouteSession> OpenAsync(JobReplyInbox inbox, CancellationToken ct, SpotChecker? checker = null, bool alwaysOnProbation = false)
     {
         Route route;
         using (var span = CoordinatorInstrumentation.Source.StartActivity(CoordinatorInstrumentation.RouteSpan))
@@ -62,7 +63,7 @@ internal sealed class RouteSessionFactory
             span?.SetTag("swarm.route", route.ToString());
             span?.SetTag("swarm.route.hops", route.Hops.Count);
         }
-        return new RouteSession(route, NextSessionId(), _registry, _channel, inbox, _time, _options.StepTimeout, _paths, checker?.Plan(route));
+        return new RouteSession(route, NextSessionId(), _registry, _channel, inbox, _time, _options.StepTimeout, _paths, checker?.Plan(route, alwaysOnProbation));
     }
 
     private async Task<Route> RouteAsync(CancellationToken ct)

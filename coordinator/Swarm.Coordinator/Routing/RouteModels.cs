@@ -30,11 +30,12 @@ internal sealed record RouteCandidate
     /// </summary>
     public IReadOnlyDictionary<int, LinkReport> Links { get; init; } = new Dictionary<int, LinkReport>();
 
-    /// <summary>The routable view of a registry node; null when it cannot take jobs (not serving, dead, no range).</summary>
+    /// <summary>The routable view of a registry node; null when it cannot take jobs (not serving, dead, no range, banned).</summary>
     public static RouteCandidate? From(NodeSnapshot node)
     {
         ArgumentNullException.ThrowIfNull(node);
-        if (node.RoutableRange is not LayerRange r) return null;
+        // A banned node stays in the registry (serving, until its disconnection lands): a job rewound by its ban must not be routed back to it.
+        if (node.Banned || node.RoutableRange is not LayerRange r) return null;
         return new RouteCandidate
         {
             NodeId = node.Id,

@@ -50,8 +50,10 @@ internal sealed class CoordinatorOptions
     public double VerifyRate { get; set; } = 0.05;
     /// <summary>How long a node caught by a spot check is refused, by its identity key (default 1 h).</summary>
     public TimeSpan BanTime { get; set; } = TimeSpan.FromHours(1);
+    /// <summary>Streamed jobs through a node on probation send only tokens no ban can take back (default false; see <see cref="Verification.VerificationOptions.StreamVerifiedOnly"/>).</summary>
+    public bool StreamVerifiedOnly { get; set; }
     /// <summary>The spot-check settings these options give.</summary>
-    public Verification.VerificationOptions Verification => new() { Rate = VerifyRate, BanTime = BanTime };
+    public Verification.VerificationOptions Verification => new() { Rate = VerifyRate, BanTime = BanTime, StreamVerifiedOnly = StreamVerifiedOnly };
     /// <summary>How often nodes send heartbeats; told to them at registration (default 500 ms).</summary>
     public TimeSpan HeartbeatInterval { get; set; } = TimeSpan.FromMilliseconds(500);
     /// <summary>Heartbeat silence after which a node is suspect (default 1.25 s).</summary>

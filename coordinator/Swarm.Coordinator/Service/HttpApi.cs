@@ -118,6 +118,7 @@ internal static class HttpApi
             ForwardMs = Math.Round(s.ForwardMs, 3),
         }).ToList(),
         Recoveries = r.Recoveries,
+        RecomputedTokens = r.RecomputedTokens,
         TimeToFirstTokenMs = Math.Round(r.TimeToFirstTokenMs, 3),
         TotalMs = Math.Round(r.TotalMs, 3),
         DecodeMsPerToken = r.TokenIds.Count > 1 ? Math.Round((r.TotalMs - r.TimeToFirstTokenMs) / (r.TokenIds.Count - 1), 3) : 0,

@@ -127,7 +127,7 @@ internal sealed class JobRunner : IDisposable
             double ttft = progress.TimeToFirstTokenMs ?? 0;
             var result = new JobResult(id, tokens, loop.Text, finish, spec.Prompt.Count, ttft, totalMs, progress.Recoveries, stages)
             {
-                Echo = loop.Echo, Logprobs = loop.Shown?.ToList(), HiddenStates = loop.HiddenStates,
+                Echo = loop.Echo, Logprobs = loop.Shown?.ToList(), HiddenStates = loop.HiddenStates, RecomputedTokens = progress.RecomputedTokens,
             };
             double? rate = tokens.Count > 1 ? (tokens.Count - 1) / ((totalMs - ttft) / 1000) : null;
             _history.RecordDone(id, spec.Prompt.Count, tokens.Count, ttft, rate, progress.Recoveries);

@@ -12,6 +12,7 @@ internal static class StatusSnapshot
         int layers = swarm.Config.NumLayers;
         var coverage = swarm.Registry.ServingCoverage(layers);
         var now = DateTimeOffset.UtcNow;
+        var verification = swarm.Options.Verification;
         var members = swarm.Registry.Snapshot().Where(n => n.State != NodeStatus.Left).OrderBy(n => n.Id).ToList();
         var nodes = members.Select(n =>
         {
@@ -36,7 +37,10 @@ internal static class StatusSnapshot
                 KvBlocksTotal = live?.KvBlocksTotal ?? 0,
                 WaitingSessions = live?.WaitingSessions ?? 0,
                 LastHeartbeatMsAgo = (long)Math.Max(0, (now - n.LastHeartbeat).TotalMilliseconds),
-                Checks = new SwarmNodeChecks { Passed = n.ChecksPassed, Failed = n.ChecksFailed },
+                Checks = new SwarmNodeChecks
+                {
+                    Passed = n.ChecksPassed, Failed = n.ChecksFailed, Probation = !n.Banned && verification.IsOnProbation(n.ChecksPassed, n.ChecksFailed),
+                },
             };
         }).ToList();
         var replicas = coverage.Replicas.ToList();

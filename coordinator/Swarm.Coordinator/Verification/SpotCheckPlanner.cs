@@ -27,12 +27,22 @@ internal sealed class SpotCheckPlanner(VerificationOptions options, Random rando
 
     /// <summary>The rate at which sessions through <paramref name="node"/> are checked.</summary>
     public double RateOf(NodeSnapshot node) =>
-        options.Rate <= 0 ? 0
-        : node.ChecksPassed < options.ProbationChecks * (1 + node.ChecksFailed) ? options.ProbationRate
-        : options.Rate;
+        options.Rate <= 0 ? 0 : IsOnProbation(node) ? options.ProbationRate : options.Rate;
+
+    /// <summary>
+    /// True while <paramref name="node"/> has passed fewer checks than probation asks: <see cref="VerificationOptions.ProbationChecks"/>,
+    /// once more for every check it failed. Never when checks are off.
+    /// </summary>
+    public bool IsOnProbation(NodeSnapshot node) => options.IsOnProbation(node.ChecksPassed, node.ChecksFailed);
 
     /// <summary>The hop to check on <paramref name="route"/> and its shadow, or null (not drawn, or no second replica).</summary>
-    public (int HopIndex, NodeSnapshot Shadow)? Choose(Route route, IReadOnlyList<NodeSnapshot> nodes)
+    /// <param name="route">The session's route.</param>
+    /// <param name="nodes">The registry's nodes now.</param>
+    /// <param name="alwaysOnProbation">
+    /// Check the session for certain when the chosen hop is on probation (a stream that sends only checked tokens,
+    /// <see cref="VerificationOptions.StreamVerifiedOnly"/>), instead of at the probation rate.
+    /// </param>
+    public (int HopIndex, NodeSnapshot Shadow)? Choose(Route route, IReadOnlyList<NodeSnapshot> nodes, bool alwaysOnProbation = false)
     {
         if (options.Rate <= 0) return null;
         var byId = nodes.ToDictionary(n => n.Id);
@@ -54,7 +64,7 @@ internal sealed class SpotCheckPlanner(VerificationOptions options, Random rando
             draw = random.NextDouble();
             pick = tied[random.Next(tied.Length)];
         }
-        if (draw >= top) return null;
+        if (draw >= top && !(alwaysOnProbation && IsOnProbation(hops[pick]!))) return null;
         var shadows = shadowsOf[pick];
         lock (random) return (pick, shadows[random.Next(shadows.Length)]);
     }

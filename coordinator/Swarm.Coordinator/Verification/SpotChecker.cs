@@ -35,10 +35,15 @@ internal sealed partial class SpotChecker(SpotCheckPlanner planner, NodeRegistry
     /// <summary>Whether sessions are checked at all.</summary>
     public bool Enabled => planner.Options.Rate > 0;
 
+    /// <summary>True while the node is on probation (see <see cref="SpotCheckPlanner.IsOnProbation"/>).</summary>
+    public bool IsOnProbation(NodeSnapshot node) => planner.IsOnProbation(node);
+
     /// <summary>Picks the hop to check on a new session and its shadow, or null.</summary>
-    public SpotCheckPlan? Plan(Routing.Route route)
+    /// <param name="route">The new session's route.</param>
+    /// <param name="alwaysOnProbation">Check for certain when the chosen hop is on probation (see <see cref="SpotCheckPlanner.Choose"/>).</param>
+    public SpotCheckPlan? Plan(Routing.Route route, bool alwaysOnProbation = false)
     {
-        if (planner.Choose(route, registry.Snapshot()) is not { } choice) return null;
+        if (planner.Choose(route, registry.Snapshot(), alwaysOnProbation) is not { } choice) return null;
         var hop = route.Hops[choice.HopIndex];
         var shadow = new Hop
         {
@@ -53,9 +58,12 @@ internal sealed partial class SpotChecker(SpotCheckPlanner planner, NodeRegistry
     /// <param name="request">The step as the coordinator sent it.</param>
     /// <param name="reply">The route's answer.</param>
     /// <param name="took">How long the route took (the shadow is given as long again, at least the shadow patience).</param>
-    /// <param name="tokens">Every token id before this step's output (prompt and tokens so far): what the arbiter replays.</param>
+    /// <param name="tokens">
+    /// Every token id before this step's output (prompt and tokens so far): what the arbiter replays — built only when
+    /// the replicas disagree.
+    /// </param>
     public async Task<CheckResult> VerifyAsync(RouteSession session, ForwardRequest request, TokenResult reply, TimeSpan took,
-        long[] tokens, CancellationToken ct)
+        Func<long[]> tokens, CancellationToken ct)
     {
         var plan = session.Check!;
         var patience = TimeSpan.FromTicks(Math.Max(planner.Options.ShadowPatience.Ticks, 4 * took.Ticks));
@@ -82,7 +90,7 @@ internal sealed partial class SpotChecker(SpotCheckPlanner planner, NodeRegistry
             return Count(new CheckResult(CheckOutcome.Passed));
         }
         int positions = (int)(request.Input.Shape.Length > 1 ? request.Input.Shape[1] : 1);
-        var arbiter = await ArbitrateAsync(session, request, plan, tokens, last, ct).ConfigureAwait(false);
+        var arbiter = await ArbitrateAsync(session, request, plan, tokens(), last, ct).ConfigureAwait(false);
         if (arbiter is not null)
         {
             var judged = FingerprintComparer.LastPositions(arbiter, positions);

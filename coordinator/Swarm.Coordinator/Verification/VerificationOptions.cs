@@ -39,11 +39,27 @@ internal sealed class VerificationOptions
     /// </summary>
     public double TieMargin { get; init; } = 0.1;
 
+    /// <summary>
+    /// <c>--stream-verified-only</c>: a streamed job whose route has a node on probation (see <see cref="ProbationChecks"/>)
+    /// holds each token back until no ban can take it back — every probationary node of the token's route has passed a
+    /// check since the token was generated — and such a session's probationary hop is always checked, so its tokens
+    /// are released as their checks pass. A node banned meanwhile rewinds held tokens silently instead of ending the
+    /// stream with <c>node_banned</c>; whatever is still held when the job ends is released then (a finished job has
+    /// nothing left to rewind, like an unstreamed response). Default false.
+    /// </summary>
+    public bool StreamVerifiedOnly { get; init; }
+
     /// <summary>How long a banned identity is refused when it registers again (<c>--ban-time</c>). Default 1 h.</summary>
     public TimeSpan BanTime { get; init; } = TimeSpan.FromHours(1);
 
     /// <summary>Least time a check waits for the shadow's reply after the route's own (then it is abandoned, not failed). Default 5 s.</summary>
     public TimeSpan ShadowPatience { get; init; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>
+    /// True while a node with these check counts is on probation: fewer than <see cref="ProbationChecks"/> passed, once
+    /// more for every failed one. Never when checks are off.
+    /// </summary>
+    public bool IsOnProbation(int passed, int failed) => Rate > 0 && passed < ProbationChecks * (1 + failed);
 
     /// <summary>The problems with these settings (empty when valid).</summary>
     public IEnumerable<string> Validate()

@@ -62,10 +62,10 @@ public sealed class SwarmStatusJsonTests
             { "model": "pythia-160m", "num_layers": 4, "covered": false, "coverage": [2,2,1,0], "uncovered": "layer 3",
               "nodes": [ { "id": 1, "name": "node-1", "address": "127.0.0.1:41234", "key": "swarm:q3k7abcdefghijkl", "key_changed_from": null, "layers": [0, 4], "state": "serving", "in_flight": 0,
                            "device": "cpu", "threads": 2, "tokens_per_s": 123.4, "kv_tokens_used": 0, "kv_tokens_capacity": 8192,
-                           "sessions": 0, "kv_blocks_used": 0, "kv_blocks_total": 512, "waiting_sessions": 0, "last_heartbeat_ms_ago": 120, "checks": { "passed": 7, "failed": 0 } },
+                           "sessions": 0, "kv_blocks_used": 0, "kv_blocks_total": 512, "waiting_sessions": 0, "last_heartbeat_ms_ago": 120, "checks": { "passed": 7, "failed": 0, "probation": false } },
                          { "id": 2, "name": "node-2", "address": "127.0.0.1:41235", "key": "swarm:mnopqrstuvwxyz23", "key_changed_from": "swarm:q3k7abcdefghijkl", "layers": null, "state": "banned", "in_flight": 1,
                            "device": "cuda:0", "threads": 8, "tokens_per_s": 0, "kv_tokens_used": 10, "kv_tokens_capacity": 100,
-                           "sessions": 1, "kv_blocks_used": 1, "kv_blocks_total": 7, "waiting_sessions": 0, "last_heartbeat_ms_ago": 5, "checks": { "passed": 2, "failed": 1 } } ],
+                           "sessions": 1, "kv_blocks_used": 1, "kv_blocks_total": 7, "waiting_sessions": 0, "last_heartbeat_ms_ago": 5, "checks": { "passed": 2, "failed": 1, "probation": true } } ],
               "jobs": { "queued": 0, "running": 1, "completed": 10, "failed": 0, "cancelled": 2, "rejected": 1,
                         "recent": [ { "id": "cmpl-1", "state": "done", "prompt_tokens": 5, "completion_tokens": 24, "ttft_ms": 12.3,
                                       "tokens_per_s": 40.1, "recoveries": 0, "error": null, "finished_ago_s": 3.2 },
@@ -83,7 +83,7 @@ public sealed class SwarmStatusJsonTests
         Assert.Equal("-", s.Nodes[1].RangeText);
         Assert.Equal(NodeStatus.Banned, s.Nodes[1].State);
         Assert.Equal((7, 0), (s.Nodes[0].Checks.Passed, s.Nodes[0].Checks.Failed));
-        Assert.Equal((2, 1), (s.Nodes[1].Checks.Passed, s.Nodes[1].Checks.Failed));
+        Assert.Equal((2, 1, true), (s.Nodes[1].Checks.Passed, s.Nodes[1].Checks.Failed, s.Nodes[1].Checks.Probation));
         Assert.Equal("swarm:q3k7abcdefghijkl", s.Nodes[0].Key);
         Assert.Equal(s.Nodes[0].Key, s.Nodes[1].KeyChangedFrom);
         Assert.Equal(SwarmJobState.Done, s.Jobs.Recent[0].State);

@@ -63,6 +63,19 @@ public class SpotCheckPlannerTests
     }
 
     [Fact]
+    public void Choose_AlwaysOnProbation_ChecksEverySessionThroughANewcomer_ButTrustedNodesStillAtTheBaseRate()
+    {
+        var planner = new SpotCheckPlanner(new VerificationOptions { Rate = 0.01 }, new Random(6));
+        NodeSnapshot[] newcomers = [Node(1, 0, 4, passed: 5), Node(2, 0, 4, passed: 5)];
+        NodeSnapshot[] trusted = [Node(1, 0, 4, passed: 100), Node(2, 0, 4, passed: 100)];
+        Assert.All(Enumerable.Range(0, 200), _ => Assert.NotNull(planner.Choose(Route((1, 0, 4)), newcomers, alwaysOnProbation: true)));
+        Assert.InRange(Enumerable.Range(0, 1000).Count(_ => planner.Choose(Route((1, 0, 4)), newcomers) is not null), 50, 150); // probation rate 0.1
+        Assert.InRange(Enumerable.Range(0, 1000).Count(_ => planner.Choose(Route((1, 0, 4)), trusted, alwaysOnProbation: true) is not null), 0, 30);
+        Assert.True(planner.IsOnProbation(newcomers[0]));
+        Assert.False(planner.IsOnProbation(trusted[0]));
+    }
+
+    [Fact]
     public void BanBoard_Ban_MarksTheNodeBanned_RefusesItsKeyUntilTheBanEnds_AndTellsListeners()
     {
         var time = new Microsoft.Extensions.Time.Testing.FakeTimeProvider(DateTimeOffset.UnixEpoch);

@@ -78,6 +78,43 @@ public class SpotCheckProcessTests(ITestOutputHelper output)
             && l.Contains("outcome=\"failed\"", StringComparison.Ordinal) && !l.EndsWith(" 0", StringComparison.Ordinal));
     }
 
+    /// <summary>
+    /// <c>--stream-verified-only</c> with a liar among three fresh replicas, three streams at a time. The base rate is
+    /// low (0.01, so probation checks one session in ten): without the flag most streams through the liar would go
+    /// unchecked and carry its noise. With it, every stream through a node on probation is checked and a token goes
+    /// out only once no ban can take it back — so each stream is exactly the golden tokens, with no error event, and
+    /// the liar is banned.
+    /// </summary>
+    [Fact]
+    public async Task StreamVerifiedOnly_FaultyNewcomer_EveryStreamIsTheGoldenTokensWithoutAnErrorEvent()
+    {
+        using var fx = new Fixture(Fixture.Tiny);
+        var basic = ThreeReplicas(fx, 0.01, "corrupt:1");
+        var options = basic with { CoordinatorArgs = [.. basic.CoordinatorArgs, "--stream-verified-only"] };
+        await using var swarm = await LocalSwarm.StartAsync(options, output.WriteLine);
+        int liar = await NodeIdAsync(swarm, "node-3");
+        const int total = 12, parallel = 3;
+        int next = -1;
+        async Task Worker()
+        {
+            int i;
+            while ((i = Interlocked.Increment(ref next)) < total)
+            {
+                int p = i % fx.PromptCount;
+                // StreamAsync fails on an error event and reads to [DONE].
+                var (tokens, finish, _) = await SwarmClient.StreamAsync(swarm.HttpUrl, fx.Ids($"prompt.{p}"), NewTokens);
+                Assert.Equal(fx.Ids($"greedy.{p}")[..NewTokens], tokens);
+                Assert.Equal("length", finish);
+            }
+        }
+        await Task.WhenAll(Enumerable.Range(0, parallel).Select(_ => Worker()));
+        var node = await NodeAsync(swarm, liar);
+        output.WriteLine($"liar {liar}: {node["state"]}, checks {node["checks"]!.ToJsonString()}");
+        string coordinatorLog = File.ReadAllText(Path.Combine(swarm.LogDir, "coordinator.log"));
+        output.WriteLine($"caught on a stream's route (not only as a shadow): {coordinatorLog.Contains($"route failed at node {liar}", StringComparison.Ordinal)}");
+        Assert.Equal("banned", (string?)node["state"]);
+    }
+
     [Fact]
     public async Task HonestMixedReplicas_200JobsCheckedAtRate1_NoNodeIsAccused()
     {
