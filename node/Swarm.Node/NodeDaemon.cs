@@ -42,6 +42,7 @@ public sealed class NodeDaemon : BackgroundService
     private readonly WeightCache _cache = new();
     private readonly TensorShareServer _share;
     private AssignedStageFetcher? _fetcher;
+    private VolunteerRelay? _relay;
 
     public NodeDaemon(NodeOptions options, ILogger<NodeDaemon> logger, IHostApplicationLifetime lifetime)
     {
@@ -116,9 +117,11 @@ public sealed class NodeDaemon : BackgroundService
         if (pinned is { } range && _checkpoint is not null) worker.Load(range, 0);
 
         var hopLinks = new HopLinks();
+        CoordinatorLink? linkRef = null;
+        _relay = _options.Relay ? new VolunteerRelay(listen.Address, m => linkRef?.Send(m), _logger) : null;
         var link = new CoordinatorLink(transport, coordinator!, NodeProfile.From(_options, transport.LocalEndPoint, config, layerTokensPerSecond),
-            worker, _status, _logger, _options.PinnedCoordinatorKey, hopLinks);
-        _link = link;
+            worker, _status, _logger, _options.PinnedCoordinatorKey, hopLinks) { Relay = _relay };
+        _link = linkRef = link;
         var forwarder = new HopForwarder(transport, link, _status, outbox, hopLinks, _options.SimulateLatencyMs, _logger, _stopping.Token);
         _forwarder = forwarder;
         forwarder.Start();
@@ -178,6 +181,15 @@ public sealed class NodeDaemon : BackgroundService
                 break;
             case Introduce i when link.IsCoordinator(msg.Peer):
                 _ = PunchAsync(i, link);
+                break;
+            case RelayControl r when link.IsCoordinator(msg.Peer):
+                var reply = _relay is not null ? _relay.Handle(r)
+                    : r.Action == RelayControlAction.Open ? new RelayControl { Action = RelayControlAction.Closed, HopId = r.HopId, Reason = "this node was started without --relay" } : null;
+                if (reply is not null)
+                {
+                    try { msg.Peer.Send(msg.Envelope.CreateReply(reply)); }
+                    catch (PeerDisconnectedException) { } // the coordinator went away; it re-plans the hop
+                }
                 break;
             case Welcome or Ack or TensorChunk:
                 break;
@@ -274,6 +286,7 @@ public sealed class NodeDaemon : BackgroundService
             _abandon.Cancel(); // the compute thread may be blocked on a full outbox: let it drop what is left
         if (_forwarder is not null) await WaitAsync(_forwarder.Completion, PartStopTimeout, "the hop forwarder");
         if (_transport is not null) await _transport.DisposeAsync();
+        _relay?.Dispose();
         _identity?.Dispose();
         _checkpoint?.Dispose();
     }
