@@ -183,13 +183,7 @@ public sealed class NodeDaemon : BackgroundService
                 _ = PunchAsync(i, link);
                 break;
             case RelayControl r when link.IsCoordinator(msg.Peer):
-                var reply = _relay is not null ? _relay.Handle(r)
-                    : r.Action == RelayControlAction.Open ? new RelayControl { Action = RelayControlAction.Closed, HopId = r.HopId, Reason = "this node was started without --relay" } : null;
-                if (reply is not null)
-                {
-                    try { msg.Peer.Send(msg.Envelope.CreateReply(reply)); }
-                    catch (PeerDisconnectedException) { } // the coordinator went away; it re-plans the hop
-                }
+                Relay(msg, r);
                 break;
             case Welcome or Ack or TensorChunk:
                 break;
@@ -209,6 +203,17 @@ public sealed class NodeDaemon : BackgroundService
         _logger.Introduced(introduce.PeerNodeId, introduce.Path == HopPath.Relayed ? "through a relay" : "directly (punching)", target.ToString());
         try { await transport.PunchAsync(target, _stopping.Token); }
         catch (OperationCanceledException) { }
+    }
+
+    /// <summary>The coordinator opens or closes a relayed hop on this node (<c>--relay</c>); an Open is answered either way.</summary>
+    private void Relay(InboundMessage msg, RelayControl control)
+    {
+        var reply = _relay is not null ? _relay.Handle(control)
+            : control.Action == RelayControlAction.Open ? new RelayControl { Action = RelayControlAction.Closed, HopId = control.HopId, Reason = "this node was started without --relay" }
+            : null;
+        if (reply is null) return;
+        try { msg.Peer.Send(msg.Envelope.CreateReply(reply)); }
+        catch (PeerDisconnectedException) { } // the coordinator went away; it re-plans the hop
     }
 
     /// <summary>

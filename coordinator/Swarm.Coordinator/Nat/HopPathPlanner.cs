@@ -193,6 +193,6 @@ internal sealed partial class HopPathPlanner : IDisposable
 
     [LoggerMessage(231, LogLevel.Warning, "punching the hop {From} → {To} failed (a symmetric NAT?): {Next}")]
     private partial void LogPunchFailed(string from, string to, string next);
-    [LoggerMessage(232, LogLevel.Warning, "the relay of the hop {From} → {To} ({Relay}, {UpstreamSide}) went silent and was closed")]
+    [LoggerMessage(232, LogLevel.Warning, "the relayed hop {From} → {To} through {Relay} ({UpstreamSide}) is gone (it went silent, or its relay was lost): jobs over it re-route")]
     private partial void LogRelayLost(string from, string to, string relay, string upstreamSide);
 }

@@ -20,6 +20,9 @@ internal sealed partial class HopRelays : IDisposable
     /// <summary>How long a volunteer may take to open a hop before the next candidate is asked.</summary>
     public static readonly TimeSpan OpenTimeout = TimeSpan.FromSeconds(2);
 
+    /// <summary>Volunteers asked per hop at most (the best ones) before the coordinator relays it itself: a route waits ≤ 3 × <see cref="OpenTimeout"/>.</summary>
+    public const int MaxVolunteersAsked = 3;
+
     private readonly NodeRegistry _registry;
     private readonly IRelayControlChannel? _volunteers;
     private readonly UdpRelay? _own;
@@ -54,7 +57,7 @@ internal sealed partial class HopRelays : IDisposable
     {
         if (!EndPoints.TryParse(up.Endpoint, out var upAt) || !EndPoints.TryParse(down.Endpoint, out var downAt)) return null;
         if (_volunteers is not null)
-            foreach (var relay in RelayChooser.Rank(_registry.Snapshot(), up.Id, down.Id, route, failed))
+            foreach (var relay in RelayChooser.Rank(_registry.Snapshot(), up.Id, down.Id, route, failed).Take(MaxVolunteersAsked))
             {
                 if (cancellationToken.IsCancellationRequested) break;
                 if (await OpenOnVolunteerAsync(relay.Info, up, down, upAt!.Address, downAt!.Address, cancellationToken).ConfigureAwait(false) is { } lease)
