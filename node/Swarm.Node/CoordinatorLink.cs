@@ -156,7 +156,7 @@ internal sealed class CoordinatorLink : IDisposable
                         else if (w.ObservedEndpoint.Length > 0) _logger.BehindNat(w.ObservedEndpoint);
                         if (Relay is { } relay)
                         {
-                            relay.Accepted = w.RelayAccepted;
+                            relay.Registered(w.RelayAccepted);
                             _logger.RelayOffer(w.RelayAccepted ? "accepted: the coordinator may relay hops of other nodes through this one"
                                 : "declined: this node is not reachable directly, so it cannot relay for others");
                         }

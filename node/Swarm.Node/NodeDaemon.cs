@@ -117,11 +117,10 @@ public sealed class NodeDaemon : BackgroundService
         if (pinned is { } range && _checkpoint is not null) worker.Load(range, 0);
 
         var hopLinks = new HopLinks();
-        CoordinatorLink? linkRef = null;
-        _relay = _options.Relay ? new VolunteerRelay(listen.Address, m => linkRef?.Send(m), _logger) : null;
+        _relay = _options.Relay ? new VolunteerRelay(listen.Address, m => _link?.Send(m), _logger) : null;
         var link = new CoordinatorLink(transport, coordinator!, NodeProfile.From(_options, transport.LocalEndPoint, config, layerTokensPerSecond),
             worker, _status, _logger, _options.PinnedCoordinatorKey, hopLinks) { Relay = _relay };
-        _link = linkRef = link;
+        _link = link;
         var forwarder = new HopForwarder(transport, link, _status, outbox, hopLinks, _options.SimulateLatencyMs, _logger, _stopping.Token);
         _forwarder = forwarder;
         forwarder.Start();

@@ -35,10 +35,17 @@ internal sealed class VolunteerRelay : IDisposable
     }
 
     /// <summary>True once the coordinator accepted this node as a relay (set at each registration).</summary>
-    public bool Accepted
+    public bool Accepted => _accepted;
+
+    /// <summary>
+    /// A registration's answer: whether the coordinator uses this node as a relay. The hops of an earlier registration are
+    /// closed (a restarted coordinator knows none of them, and numbers its hops afresh).
+    /// </summary>
+    public void Registered(bool accepted)
     {
-        get => _accepted;
-        set => _accepted = value;
+        foreach (var hopId in _hops.Keys)
+            if (_hops.TryRemove(hopId, out var stale)) Close(hopId, stale, "registered with the coordinator again");
+        _accepted = accepted;
     }
 
     /// <summary>What this relay carried since start.</summary>

@@ -24,7 +24,7 @@ public sealed class VolunteerRelayTests
         Assert.Equal((RelayControlAction.Closed, 5L), (refused.Action, refused.HopId));
         Assert.Contains("does not relay", refused.Reason);
 
-        relay.Accepted = true;
+        relay.Registered(accepted: true);
         var opened = relay.Handle(open)!;
         Assert.Equal((RelayControlAction.Opened, 5L), (opened.Action, opened.HopId));
         Assert.Null(MessageValidator.Validate(opened));
@@ -45,5 +45,10 @@ public sealed class VolunteerRelayTests
         Assert.Equal(0, relay.Usage.Hops);
         Assert.True(relay.Usage.Bytes >= usage.Bytes); // a closed hop's bytes stay counted
         Assert.Empty(told); // closed by the coordinator: nothing to tell it
+
+        Assert.Equal(RelayControlAction.Opened, relay.Handle(open with { HopId = 6 })!.Action);
+        relay.Registered(accepted: false); // a coordinator restart: its old hops are closed, and it declined this time
+        Assert.Equal(0, relay.Usage.Hops);
+        Assert.Equal(RelayControlAction.Closed, relay.Handle(open with { HopId = 7 })!.Action);
     }
 }
