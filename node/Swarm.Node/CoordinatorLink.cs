@@ -12,7 +12,8 @@ namespace Swarm.Node;
 /// <param name="LayerWeightBytes">One layer's weights in the node's weight format (0 when the model is not known yet).</param>
 /// <param name="KvBytesPerTokenPerLayer">KV bytes per token per layer in the node's compute dtype (0 when the model is not known yet).</param>
 internal sealed record NodeProfile(string Name, long MemoryBudgetBytes, string Devices, int Threads, double LayerTokensPerSecond,
-    LayerRange? PinnedRange, string DataEndpoint, string ModelId, bool SharesWeights, long LayerWeightBytes = 0, long KvBytesPerTokenPerLayer = 0)
+    LayerRange? PinnedRange, string DataEndpoint, string ModelId, bool SharesWeights, long LayerWeightBytes = 0, long KvBytesPerTokenPerLayer = 0,
+    bool OffersRelay = false)
 {
     /// <summary>The profile of a node started with <paramref name="options"/>, listening on <paramref name="listening"/>.</summary>
     /// <param name="model">The local checkpoint's configuration; null for a node that fetches the swarm's model (no model id).</param>
@@ -28,7 +29,8 @@ internal sealed record NodeProfile(string Name, long MemoryBudgetBytes, string D
         ModelId: model is null ? "" : $"gpt_neox:{model.NumLayers}x{model.HiddenSize}x{model.VocabSize}",
         SharesWeights: options.SharesWeights,
         LayerWeightBytes: model is null ? 0 : LayerMemory.WeightBytesPerLayer(model, options.WeightFormat),
-        KvBytesPerTokenPerLayer: model is null ? 0 : LayerMemory.KvBytesPerTokenPerLayer(model, options.WeightFormat.BytesPerActivation()));
+        KvBytesPerTokenPerLayer: model is null ? 0 : LayerMemory.KvBytesPerTokenPerLayer(model, options.WeightFormat.BytesPerActivation()),
+        OffersRelay: options.Relay);
 }
 
 /// <summary>
@@ -123,7 +125,11 @@ internal sealed class CoordinatorLink : IDisposable
         SharesWeights = _profile.SharesWeights,
         LayerWeightBytes = _profile.LayerWeightBytes,
         KvBytesPerTokenPerLayer = _profile.KvBytesPerTokenPerLayer,
+        OffersRelay = _profile.OffersRelay,
     };
+
+    /// <summary>This node's relay for others (<c>--relay</c>); null when it does not volunteer. Heartbeats report its usage.</summary>
+    public VolunteerRelay? Relay { get; init; }
 
     /// <summary>Connects to the coordinator and registers; retries with exponential back-off (capped at 5 s).</summary>
     /// <exception cref="PeerRefusedException">The coordinator refused this node, or failed to prove the pinned key (fatal: wrong secret, wrong model, an impostor).</exception>
@@ -148,6 +154,12 @@ internal sealed class CoordinatorLink : IDisposable
                         _logger.Registered(w.NodeId, _coordinator.ToString());
                         if (w.ObservedEndpoint.Length > 0 && w.Reachable) _logger.ReachableDirectly(w.ObservedEndpoint);
                         else if (w.ObservedEndpoint.Length > 0) _logger.BehindNat(w.ObservedEndpoint);
+                        if (Relay is { } relay)
+                        {
+                            relay.Registered(w.RelayAccepted);
+                            _logger.RelayOffer(w.RelayAccepted ? "accepted: the coordinator may relay hops of other nodes through this one"
+                                : "declined: this node is not reachable directly, so it cannot relay for others");
+                        }
                         return;
                     case Refused r:
                         throw new PeerRefusedException($"the coordinator refused this node: {r.Reason}");
@@ -257,6 +269,7 @@ internal sealed class CoordinatorLink : IDisposable
                 WaitingSessions = stats?.WaitingSessions ?? 0,
                 Links = _links.Report(),
                 LayerTokensPerSecond = BenchmarkedLayerTokensPerSecond,
+                Relay = Relay is { Accepted: true } relay ? relay.Usage : null,
             };
             _lastHeartbeat = heartbeat;
             Send(heartbeat);

@@ -7,7 +7,8 @@ namespace Swarm.Node;
 /// <summary>
 /// Start-up check of <c>--memory</c>: a node that the coordinator places by memory budget must be able to hold at
 /// least one layer as placement counts it for its weight format (<see cref="LayerMemory.MinimumNodeBudgetBytes(ModelConfig, WeightFormat)"/>), or it would register
-/// and idle with no range. A node with pinned <c>--layers</c> loads its range whatever the budget, so it is not checked.
+/// and idle with no range. A node with pinned <c>--layers</c> loads its range whatever the budget, so it is not checked; nor
+/// is a <c>--relay</c> volunteer, which relays only when its budget holds no layer.
 /// </summary>
 internal static class MemoryBudget
 {
@@ -17,6 +18,7 @@ internal static class MemoryBudget
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(config);
         if (options.Layers is not null) return null;
+        if (options.Relay) return null; // a relay volunteer whose budget holds no layer relays only
         var format = options.WeightFormat;
         long minimum = LayerMemory.MinimumNodeBudgetBytes(config, format);
         if (options.MemoryBytes >= minimum) return null;

@@ -24,6 +24,7 @@ public static class NodeCommand
         cfg.Flag<string>("--name", "Name", "Name shown in status");
         cfg.Flag<string>("--listen", "Listen", "Address HOST:PORT of the node's socket (default: a free port on 127.0.0.1 for a loopback coordinator, else on 0.0.0.0)");
         cfg.Flag<string>("--advertise", "Advertise", "Address other nodes use to reach this one (default: a specific --listen, else where the coordinator sees the node)");
+        cfg.Flag<bool>("--relay", "Relay", "Volunteer as a relay for hops other nodes cannot punch (needs this node reachable directly; costs that traffic's bandwidth twice)");
         cfg.Flag<string>("--secret", "Secret", "Swarm secret (or SWARM_SECRET); optional on loopback only");
         cfg.Flag<string>("--identity", "Identity", "Identity file (key pair, created 0600 at first start; default $SWARM_HOME/node.identity or ~/.local/share/swarm/node.identity)");
         cfg.Flag<string>("--coordinator-key", "CoordinatorKey", "Pin the coordinator's public key (64 hex digits, from its log): refuse any other");

@@ -42,6 +42,7 @@ public sealed class NodeDaemon : BackgroundService
     private readonly WeightCache _cache = new();
     private readonly TensorShareServer _share;
     private AssignedStageFetcher? _fetcher;
+    private VolunteerRelay? _relay;
 
     public NodeDaemon(NodeOptions options, ILogger<NodeDaemon> logger, IHostApplicationLifetime lifetime)
     {
@@ -116,8 +117,9 @@ public sealed class NodeDaemon : BackgroundService
         if (pinned is { } range && _checkpoint is not null) worker.Load(range, 0);
 
         var hopLinks = new HopLinks();
+        _relay = _options.Relay ? new VolunteerRelay(listen.Address, m => _link?.Send(m), _logger) : null;
         var link = new CoordinatorLink(transport, coordinator!, NodeProfile.From(_options, transport.LocalEndPoint, config, layerTokensPerSecond),
-            worker, _status, _logger, _options.PinnedCoordinatorKey, hopLinks);
+            worker, _status, _logger, _options.PinnedCoordinatorKey, hopLinks) { Relay = _relay };
         _link = link;
         var forwarder = new HopForwarder(transport, link, _status, outbox, hopLinks, _options.SimulateLatencyMs, _logger, _stopping.Token);
         _forwarder = forwarder;
@@ -179,6 +181,9 @@ public sealed class NodeDaemon : BackgroundService
             case Introduce i when link.IsCoordinator(msg.Peer):
                 _ = PunchAsync(i, link);
                 break;
+            case RelayControl r when link.IsCoordinator(msg.Peer):
+                Relay(msg, r);
+                break;
             case Welcome or Ack or TensorChunk:
                 break;
             default:
@@ -197,6 +202,17 @@ public sealed class NodeDaemon : BackgroundService
         _logger.Introduced(introduce.PeerNodeId, introduce.Path == HopPath.Relayed ? "through a relay" : "directly (punching)", target.ToString());
         try { await transport.PunchAsync(target, _stopping.Token); }
         catch (OperationCanceledException) { }
+    }
+
+    /// <summary>The coordinator opens or closes a relayed hop on this node (<c>--relay</c>); an Open is answered either way.</summary>
+    private void Relay(InboundMessage msg, RelayControl control)
+    {
+        var reply = _relay is not null ? _relay.Handle(control)
+            : control.Action == RelayControlAction.Open ? new RelayControl { Action = RelayControlAction.Closed, HopId = control.HopId, Reason = "this node was started without --relay" }
+            : null;
+        if (reply is null) return;
+        try { msg.Peer.Send(msg.Envelope.CreateReply(reply)); }
+        catch (PeerDisconnectedException) { } // the coordinator went away; it re-plans the hop
     }
 
     /// <summary>
@@ -274,6 +290,7 @@ public sealed class NodeDaemon : BackgroundService
             _abandon.Cancel(); // the compute thread may be blocked on a full outbox: let it drop what is left
         if (_forwarder is not null) await WaitAsync(_forwarder.Completion, PartStopTimeout, "the hop forwarder");
         if (_transport is not null) await _transport.DisposeAsync();
+        _relay?.Dispose();
         _identity?.Dispose();
         _checkpoint?.Dispose();
     }

@@ -57,4 +57,10 @@ internal static partial class NodeLog
     public static partial void BehindNat(this ILogger logger, string endpoint);
     [LoggerMessage(26, LogLevel.Information, "node {PeerNodeId} will connect {How}: opening this node's NAT toward {Target}")]
     public static partial void Introduced(this ILogger logger, int peerNodeId, string how, string target);
+    [LoggerMessage(27, LogLevel.Information, "relaying hop {HopId} for the swarm: port {UpstreamPort} for {Upstream}, port {DownstreamPort} for {Downstream}")]
+    public static partial void RelayHopOpened(this ILogger logger, long hopId, int upstreamPort, string upstream, int downstreamPort, string downstream);
+    [LoggerMessage(28, LogLevel.Information, "closed relayed hop {HopId} ({Why}): {Datagrams} datagrams, {Bytes} bytes forwarded")]
+    public static partial void RelayHopClosed(this ILogger logger, long hopId, string why, long datagrams, long bytes);
+    [LoggerMessage(29, LogLevel.Information, "volunteering as a relay: {Decision}")]
+    public static partial void RelayOffer(this ILogger logger, string decision);
 }

@@ -81,6 +81,12 @@ public sealed class NodeOptions
     public bool NoShare { get; set; }
     /// <summary>Upload budget for serving tensors to other nodes, per second, e.g. "32MB" (the default).</summary>
     public string ShareRate { get; set; } = "32MB";
+    /// <summary>
+    /// True: this node volunteers as a relay (<c>--relay</c>) — when it is reachable directly, the coordinator may relay
+    /// hops between other nodes whose punching failed through it (two UDP ports per hop, opaque encrypted datagrams; it
+    /// costs the node that hop's traffic twice, in and out). Default false.
+    /// </summary>
+    public bool Relay { get; set; }
     /// <summary>OTLP collector for this node's traces and metrics (e.g. http://127.0.0.1:4317; port 4318 means OTLP/HTTP); unset = off.</summary>
     public string? OtlpEndpoint { get; set; }
 

@@ -28,6 +28,7 @@ namespace Swarm.Protocol;
 /// <item><term>15</term><description><see cref="TensorRequest"/> (node → node)</description></item>
 /// <item><term>16</term><description><see cref="TensorChunk"/> (node → node, reply to TensorRequest)</description></item>
 /// <item><term>17</term><description><see cref="Introduce"/> (coordinator → node)</description></item>
+/// <item><term>18</term><description><see cref="RelayControl"/> (coordinator ↔ relay node)</description></item>
 /// </list>
 /// </remarks>
 [Union(0, typeof(Hello))]
@@ -48,4 +49,5 @@ namespace Swarm.Protocol;
 [Union(15, typeof(TensorRequest))]
 [Union(16, typeof(TensorChunk))]
 [Union(17, typeof(Introduce))]
+[Union(18, typeof(RelayControl))]
 public interface IMessage;

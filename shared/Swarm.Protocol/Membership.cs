@@ -5,7 +5,7 @@ namespace Swarm.Protocol;
 /// <summary>
 /// First message of a node after it connects to the coordinator. Answered with <see cref="Welcome"/> or <see cref="Refused"/>.
 /// </summary>
-/// <remarks>Keys 0–12, append-only.</remarks>
+/// <remarks>Keys 0–13, append-only.</remarks>
 [MessagePackObject]
 public sealed record Hello : IMessage
 {
@@ -62,10 +62,17 @@ public sealed record Hello : IMessage
 
     /// <summary>KV-cache bytes one token costs in one layer on this node (its compute dtype); 0 when not said (f32 assumed).</summary>
     [Key(12)] public long KvBytesPerTokenPerLayer { get; init; }
+
+    /// <summary>
+    /// True when the node was started with <c>--relay</c>: it offers to relay hops between other nodes whose punching
+    /// failed (<see cref="RelayControl"/>). The coordinator takes the offer only from a node it found reachable
+    /// (<see cref="Welcome.RelayAccepted"/>).
+    /// </summary>
+    [Key(13)] public bool OffersRelay { get; init; }
 }
 
 /// <summary>Coordinator's positive reply to <see cref="Hello"/>.</summary>
-/// <remarks>Keys 0–5, append-only.</remarks>
+/// <remarks>Keys 0–6, append-only.</remarks>
 [MessagePackObject]
 public sealed record Welcome : IMessage
 {
@@ -98,6 +105,12 @@ public sealed record Welcome : IMessage
     /// reach it through a punched hole or a relay.
     /// </summary>
     [Key(5)] public bool Reachable { get; init; }
+
+    /// <summary>
+    /// True when the node offered to relay (<see cref="Hello.OffersRelay"/>) and the coordinator will use it as a relay
+    /// (it is reachable directly); false otherwise — a node behind NAT cannot relay for others.
+    /// </summary>
+    [Key(6)] public bool RelayAccepted { get; init; }
 }
 
 /// <summary>
@@ -192,7 +205,7 @@ public sealed record RangeReady : IMessage
 }
 
 /// <summary>Node → coordinator, periodically: liveness and load.</summary>
-/// <remarks>Keys 0–11, append-only.</remarks>
+/// <remarks>Keys 0–12, append-only.</remarks>
 [MessagePackObject]
 public sealed record Heartbeat : IMessage
 {
@@ -238,6 +251,9 @@ public sealed record Heartbeat : IMessage
     /// nothing changed since the <see cref="Hello"/>.
     /// </summary>
     [Key(11)] public double LayerTokensPerSecond { get; init; }
+
+    /// <summary>What the node relayed for others since it started (a <c>--relay</c> volunteer); null from a node that relays nothing.</summary>
+    [Key(12)] public RelayUsage? Relay { get; init; }
 
     /// <summary>Most links one heartbeat may carry (a node reports its most recently used ones).</summary>
     public const int MaxLinks = 256;

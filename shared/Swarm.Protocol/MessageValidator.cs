@@ -53,7 +53,9 @@ public static class MessageValidator
             ?? Finite(m.TokensPerSecond, "tokens/s")
             ?? OptionalRange(m.Range, "range")
             ?? Links(m.Links)
-            ?? Finite(m.LayerTokensPerSecond, "benchmarked throughput"),
+            ?? Finite(m.LayerTokensPerSecond, "benchmarked throughput")
+            ?? (m.Relay is { } relay ? NonNegative(relay.Hops, "relayed hops") ?? NonNegative(relay.Datagrams, "relayed datagrams") ?? NonNegative(relay.Bytes, "relayed bytes") : null),
+        RelayControl m => ValidateRelayControl(m),
         Leave m => Text(m.Reason, "reason", allowEmpty: true) ?? NonNegative(m.GraceMs, "grace"),
         Drain m => Text(m.Reason, "reason", allowEmpty: true),
         ForwardRequest m => ValidateForward(m),
@@ -248,6 +250,16 @@ public static class MessageValidator
         : !allowEmpty && s.Length == 0 ? $"{what} is empty"
         : s.Length > ProtocolInfo.MaxTextLength ? $"{what} longer than {ProtocolInfo.MaxTextLength} characters"
         : null;
+
+    private static string? ValidateRelayControl(RelayControl m) =>
+        Defined(m.Action)
+        ?? (m.HopId <= 0 ? $"hop id {m.HopId} is not positive" : null)
+        ?? (m.Action == RelayControlAction.Open && (!System.Net.IPAddress.TryParse(m.Upstream, out _) || !System.Net.IPAddress.TryParse(m.Downstream, out _))
+            ? "an Open needs the upstream and downstream IP addresses" : null)
+        ?? (m.Action == RelayControlAction.Opened && (m.UpstreamPort is < 1 or > 65535 || m.DownstreamPort is < 1 or > 65535)
+            ? $"ports {m.UpstreamPort}/{m.DownstreamPort} are not in [1, 65535]" : null)
+        ?? Text(m.Upstream, "upstream", allowEmpty: true) ?? Text(m.Downstream, "downstream", allowEmpty: true)
+        ?? Text(m.Reason, "reason", allowEmpty: true);
 
     private static string? NonNegative(long v, string what) => v < 0 ? $"{what} is negative ({v})" : null;
 

@@ -38,6 +38,9 @@ internal sealed record SwarmStatus
     /// </summary>
     [JsonPropertyName("links")] public IReadOnlyList<SwarmLinkStatus> Links { get; init; } = [];
 
+    /// <summary>What the coordinator's own relay carried since start (hops relayed through it when no volunteer relay could); null when it has none.</summary>
+    [JsonPropertyName("relay")] public SwarmRelayStatus? Relay { get; init; }
+
     /// <summary>Jobs whose route was repaired after a node failed, since start.</summary>
     [JsonPropertyName("recoveries")] public long Recoveries { get; init; }
 
@@ -149,6 +152,9 @@ internal sealed record SwarmNodeStatus
     /// <summary>Spot checks the node passed and failed (its reputation).</summary>
     [JsonPropertyName("checks")] public SwarmNodeChecks Checks { get; init; } = new();
 
+    /// <summary>What the node relayed for others when it is a volunteer relay (<c>--relay</c>, accepted); null otherwise.</summary>
+    [JsonPropertyName("relay")] public SwarmRelayStatus? Relay { get; init; }
+
     /// <summary>The contract's <c>[start, end)</c> pair for <paramref name="range"/>; null for null.</summary>
     public static IReadOnlyList<int>? LayersOf(LayerRange? range) => range is LayerRange r ? [r.Start, r.End] : null;
 
@@ -177,6 +183,26 @@ internal sealed record SwarmLinkStatus
 
     /// <summary>Round-trip time in milliseconds; null when not measured yet.</summary>
     [JsonPropertyName("rtt_ms")] public double? RttMs { get; init; }
+
+    /// <summary>Who relays a relayed link: a volunteer node's name or <c>coordinator</c>; null for other paths (or when not known).</summary>
+    [JsonPropertyName("via")] public string? Via { get; init; }
+}
+
+/// <summary>What a relay carried: <see cref="SwarmStatus.Relay"/> (the coordinator's) and <see cref="SwarmNodeStatus.Relay"/> (a volunteer's).</summary>
+internal sealed record SwarmRelayStatus
+{
+    /// <summary>Relayed hops open now.</summary>
+    [JsonPropertyName("hops")] public int Hops { get; init; }
+
+    /// <summary>Datagrams forwarded since start, both directions.</summary>
+    [JsonPropertyName("datagrams")] public long Datagrams { get; init; }
+
+    /// <summary>Bytes forwarded since start, both directions.</summary>
+    [JsonPropertyName("bytes")] public long Bytes { get; init; }
+
+    /// <summary>The status of <paramref name="usage"/>; null for null.</summary>
+    public static SwarmRelayStatus? From(Protocol.RelayUsage? usage) =>
+        usage is null ? null : new SwarmRelayStatus { Hops = usage.Hops, Datagrams = usage.Datagrams, Bytes = usage.Bytes };
 }
 
 /// <summary>Job counters of <see cref="SwarmStatus.Jobs"/>.</summary>

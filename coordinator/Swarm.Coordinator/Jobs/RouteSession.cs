@@ -29,9 +29,9 @@ internal sealed class RouteSession
     private readonly List<IMessage> _side = [];
     private int _released;
 
-    /// <param name="paths">Decides how each node reaches the next (direct, punched, relayed) and introduces them; null: all direct.</param>
+    /// <param name="wireRoute">The route's hops as sent to the nodes (<see cref="WireHops"/>, planned by the hop path planner); null: <see cref="WireHops"/> of <paramref name="route"/>, all direct.</param>
     internal RouteSession(Route route, long id, NodeRegistry registry, IStepChannel channel, JobReplyInbox inbox, TimeProvider time, TimeSpan stepTimeout,
-        Nat.HopPathPlanner? paths = null, SpotCheckPlan? check = null)
+        Hop[]? wireRoute = null, SpotCheckPlan? check = null)
     {
         Check = check;
         Route = route;
@@ -41,18 +41,20 @@ internal sealed class RouteSession
         _inbox = inbox;
         _time = time;
         _stepTimeout = stepTimeout;
-        WireRoute = [.. route.Hops.Select(h => new Hop
-        {
-            NodeId = h.NodeId,
-            Endpoint = registry.Get(h.NodeId)?.Info.Endpoint ?? "",
-            Layers = new WireLayerRange(h.Layers.Start, h.Layers.End),
-            Key = registry.Get(h.NodeId)?.Info.Key,
-        })];
-        if (paths is not null) WireRoute = paths.Plan(WireRoute);
+        WireRoute = wireRoute ?? WireHops(route, registry);
         foreach (var n in route.NodeIds) _registry.AdjustInFlight(n, +1);
         if (check is not null) _registry.AdjustInFlight(check.Shadow.NodeId, +1);
         inbox.Watch(id, route);
     }
+
+    /// <summary>The hops of <paramref name="route"/> as the nodes see them: each node's endpoint, layers and key (paths not planned yet).</summary>
+    public static Hop[] WireHops(Route route, NodeRegistry registry) => [.. route.Hops.Select(h => new Hop
+    {
+        NodeId = h.NodeId,
+        Endpoint = registry.Get(h.NodeId)?.Info.Endpoint ?? "",
+        Layers = new WireLayerRange(h.Layers.Start, h.Layers.End),
+        Key = registry.Get(h.NodeId)?.Info.Key,
+    })];
 
     /// <summary>The session's spot check, or null (not checked, or the check was ended).</summary>
     public SpotCheckPlan? Check { get; private set; }

@@ -63,7 +63,9 @@ internal sealed class RouteSessionFactory
             span?.SetTag("swarm.route", route.ToString());
             span?.SetTag("swarm.route.hops", route.Hops.Count);
         }
-        return new RouteSession(route, NextSessionId(), _registry, _channel, inbox, _time, _options.StepTimeout, _paths, checker?.Plan(route, alwaysOnProbation));
+        var wire = RouteSession.WireHops(route, _registry);
+        if (_paths is not null) wire = await _paths.PlanAsync(wire, ct).ConfigureAwait(false);
+        return new RouteSession(route, NextSessionId(), _registry, _channel, inbox, _time, _options.StepTimeout, wire, checker?.Plan(route, alwaysOnProbation));
     }
 
     private async Task<Route> RouteAsync(CancellationToken ct)

@@ -23,6 +23,12 @@ internal sealed record NodeInfo
     /// </summary>
     public bool Reachable { get; init; } = true;
 
+    /// <summary>
+    /// True when the node volunteers as a relay (<c>--relay</c>) and is <see cref="Reachable"/>: hops whose punching failed
+    /// may be relayed through it (<see cref="Nat.RelayChooser"/>). Default: false.
+    /// </summary>
+    public bool OffersRelay { get; init; }
+
     /// <summary>Bytes the node may use for weights plus KV caches (<c>--memory</c>).</summary>
     public required long MemoryBudgetBytes { get; init; }
 

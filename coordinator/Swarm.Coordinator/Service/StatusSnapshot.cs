@@ -41,6 +41,7 @@ internal static class StatusSnapshot
                 {
                     Passed = n.ChecksPassed, Failed = n.ChecksFailed, Probation = !n.Banned && verification.IsOnProbation(n.ChecksPassed, n.ChecksFailed),
                 },
+                Relay = n.Info.OffersRelay ? SwarmRelayStatus.From(live?.Relay ?? new Protocol.RelayUsage()) : null,
             };
         }).ToList();
         var replicas = coverage.Replicas.ToList();
@@ -52,7 +53,8 @@ internal static class StatusSnapshot
             Coverage = replicas,
             Uncovered = SwarmStatus.DescribeUncovered(replicas),
             Nodes = nodes,
-            Links = Links(members),
+            Links = Links(members, swarm.Links),
+            Relay = SwarmRelayStatus.From(swarm.OwnRelayUsage),
             Jobs = new SwarmJobsStatus
             {
                 Queued = jobs.Queued,
@@ -84,11 +86,15 @@ internal static class StatusSnapshot
         };
     }
 
-    /// <summary>Each live node's link to the coordinator, then the node-to-node links it reported (to live members only).</summary>
-    private static List<SwarmLinkStatus> Links(IReadOnlyList<NodeSnapshot> members)
+    /// <summary>
+    /// Each live node's link to the coordinator, then the node-to-node links it reported (to live members only); a relayed
+    /// one names its relay as the coordinator planned it (<paramref name="planned"/>).
+    /// </summary>
+    private static List<SwarmLinkStatus> Links(IReadOnlyList<NodeSnapshot> members, IReadOnlyList<Nat.PlannedLink> planned)
     {
         var alive = members.Where(n => n.State != NodeStatus.Dead).ToList();
         var names = alive.ToDictionary(n => n.Id, n => n.Info.Name);
+        var relays = planned.Where(p => p.Relay.Length > 0).ToDictionary(p => (p.From, p.To), p => p.Relay);
         var links = alive.Select(n => new SwarmLinkStatus
         {
             From = n.Info.Name, To = "coordinator", Path = Protocol.HopPath.Direct,
@@ -97,7 +103,11 @@ internal static class StatusSnapshot
         foreach (var n in alive)
             foreach (var l in n.Links.OrderBy(l => l.ToNodeId))
                 if (names.TryGetValue(l.ToNodeId, out string? to))
-                    links.Add(new SwarmLinkStatus { From = n.Info.Name, To = to, Path = l.Path, RttMs = Math.Round(l.RttMs, 2) });
+                    links.Add(new SwarmLinkStatus
+                    {
+                        From = n.Info.Name, To = to, Path = l.Path, RttMs = Math.Round(l.RttMs, 2),
+                        Via = l.Path == Protocol.HopPath.Relayed ? relays.GetValueOrDefault((n.Id, l.ToNodeId)) : null,
+                    });
         return links;
     }
 }

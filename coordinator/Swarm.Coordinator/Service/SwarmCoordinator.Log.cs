@@ -36,4 +36,6 @@ internal sealed partial class SwarmCoordinator
     private partial void LogKeyChanged(string name, string known, int id, string endpoint, string key);
     [LoggerMessage(113, LogLevel.Information, "node {Name} at {Endpoint}: {Reachability}")]
     private partial void LogReachability(string name, string endpoint, string reachability);
+    [LoggerMessage(114, LogLevel.Information, "node {Name} volunteers as a relay: {Decision}")]
+    private partial void LogRelayVolunteer(string name, string decision);
 }

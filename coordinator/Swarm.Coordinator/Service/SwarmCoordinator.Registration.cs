@@ -83,13 +83,16 @@ internal sealed partial class SwarmCoordinator
             LayerThroughput = Math.Max(1e-3, hello.LayerTokensPerSecond),
             PinnedRange = hello.PinnedRange is { } pr ? pr : null,
             SharesWeights = hello.SharesWeights,
+            OffersRelay = hello.OffersRelay && reachable,
         };
         _nodePeers[id] = peer;
         _peerNodes[peer.Id] = id;
         _live[id] = new NodeLive(0, 0, 0, 0, 0, info.Device, info.Threads, info.Name, info.Endpoint);
         var members = _keys.Vouch(_nodePeers.Values.Select(p => p.RemoteKey.ToArray())); // the keys their control connections proved
         peer.Send(env.CreateReply(new Welcome { NodeId = id, HeartbeatIntervalMs = (int)_options.HeartbeatInterval.TotalMilliseconds,
-            ModelSource = _source?.Source.Key ?? "", Members = members, ObservedEndpoint = endpoint, Reachable = reachable }));
+            ModelSource = _source?.Source.Key ?? "", Members = members, ObservedEndpoint = endpoint, Reachable = reachable,
+            RelayAccepted = info.OffersRelay }));
+        if (hello.OffersRelay) LogRelayVolunteer(name, info.OffersRelay ? $"relaying hops through it at {endpoint}" : "declined: it is not reachable directly");
         VouchForMembers(members);
         lock (_placementGate)
         {

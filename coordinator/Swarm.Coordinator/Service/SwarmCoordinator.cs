@@ -42,8 +42,6 @@ internal sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposabl
     private long _recoveries;
     private IDisposable? _observed;
     private readonly UdpRelay _relay;
-    /// <summary>A relayed hop silent this long is closed (its nodes ping every second while connected).</summary>
-    private static readonly TimeSpan RelayIdleTimeout = TimeSpan.FromSeconds(4);
 
     /// <summary>Figures a node last reported in its heartbeat.</summary>
     public sealed record NodeLive(int InFlightSteps, int Sessions, long KvTokensUsed, long KvTokensCapacity, double TokensPerSecond, string Device, int Threads, string Name, string DataEndpoint)
@@ -51,6 +49,8 @@ internal sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposabl
         public int KvBlocksUsed { get; init; }
         public int KvBlocksTotal { get; init; }
         public int WaitingSessions { get; init; }
+        /// <summary>What the node relayed for others (a volunteer relay), as its last heartbeat said; null when it relays nothing.</summary>
+        public RelayUsage? Relay { get; init; }
     }
 
     public ModelConfig Config { get; }
@@ -59,8 +59,12 @@ internal sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposabl
     public NodeRegistry Registry { get; }
     public IPlacementPolicy Placement { get; }
     public ShortestPathRouter Router { get; }
-    /// <summary>How hops between nodes are made (direct, punched, relayed through this coordinator's relay).</summary>
+    /// <summary>How hops between nodes are made (direct, punched, relayed through a volunteer or this coordinator's relay).</summary>
     internal HopPathPlanner HopPaths { get; }
+    /// <summary>The relayed hops open now, on volunteer relay nodes and on this coordinator's own relay.</summary>
+    internal HopRelays Relays { get; }
+    /// <summary>What this coordinator's own relay carried since start.</summary>
+    public RelayUsage? OwnRelayUsage => Relays.OwnUsage;
     /// <summary>The node-to-node links planned so far and how each is made (direct, punched, relayed).</summary>
     public IReadOnlyList<PlannedLink> Links => HopPaths.Links;
     public WireDType Wire => _options.Wire;
@@ -109,8 +113,9 @@ internal sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposabl
         Placement = new MaxMinThroughputPlacementPolicy(ModelShape.FromConfig(Config, LayerMemory.PlacementBytesPerElement), new PlacementOptions());
         Router = new ShortestPathRouter(new RoutingOptions(), new PowerOfTwoChoicesPolicy(new Random()));
         EndPoints.TryParse(options.Listen, out var listen);
-        _relay = new UdpRelay(listen?.Address ?? IPAddress.Loopback, RelayIdleTimeout);
-        HopPaths = new HopPathPlanner(Registry, new CoordinatorStepChannel(this), _relay, logger);
+        _relay = new UdpRelay(listen?.Address ?? IPAddress.Loopback, UdpRelay.DefaultIdleTimeout);
+        Relays = new HopRelays(Registry, new CoordinatorRelayChannel(this), _relay, logger);
+        HopPaths = new HopPathPlanner(Registry, new CoordinatorStepChannel(this), Relays, logger);
         Bans = new Verification.BanBoard(Registry, _time, options.BanTime);
         Bans.Banned += OnBanned;
     }
@@ -141,6 +146,7 @@ internal sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposabl
         _observed?.Dispose();
         if (_transport is not null) await _transport.DisposeAsync();
         HopPaths.Dispose();
+        Relays.Dispose();
         _relay.Dispose();
         foreach (var t in new[] { _inboundLoop, _evaluateLoop })
             if (t is not null) await Task.WhenAny(t, Task.Delay(2000, CancellationToken.None));
@@ -171,6 +177,16 @@ internal sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposabl
         peer.Send(envelope);
     }
 
+    /// <summary>Sends a request to a node over its control connection and returns the reply's body.</summary>
+    /// <exception cref="PeerDisconnectedException">The node is not connected, or went away before replying.</exception>
+    /// <exception cref="TimeoutException">No reply within <paramref name="timeout"/>.</exception>
+    internal async Task<IMessage> RequestFromNodeAsync(int nodeId, IMessage request, TimeSpan timeout, CancellationToken ct)
+    {
+        if (!_nodePeers.TryGetValue(nodeId, out var peer) || !peer.IsConnected)
+            throw new PeerDisconnectedException($"node {nodeId} is not connected");
+        return (await peer.RequestAsync(Envelope.Create(request), timeout, ct).ConfigureAwait(false)).Body;
+    }
+
     public void CountRecovery() => Interlocked.Increment(ref _recoveries);
 
     // ---------------------------------------------------------------- inbound
@@ -199,6 +215,9 @@ internal sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposabl
                 Deliver(sf.JobId, sf);
                 break;
             case Heartbeat hb: OnHeartbeat(msg.Peer, hb); break;
+            case RelayControl { Action: RelayControlAction.Closed } rc:
+                if (NodeOf(msg.Peer) is { } relay) Relays.OnClosedByVolunteer(relay, rc.HopId, rc.Reason);
+                break;
             case RangeReady rr: OnRangeReady(msg.Peer, rr); break;
             case Leave leave: OnLeave(msg.Peer, leave); break;
             case Ack: break;
@@ -260,7 +279,7 @@ internal sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposabl
         if (hb.LayerTokensPerSecond > 0) Registry.UpdateThroughput(id, hb.LayerTokensPerSecond);
         if (_live.TryGetValue(id, out var old))
             _live[id] = old with { InFlightSteps = hb.InFlightSteps, Sessions = hb.Sessions, KvTokensUsed = hb.KvTokensUsed, KvTokensCapacity = hb.KvTokensCapacity, TokensPerSecond = hb.TokensPerSecond,
-                KvBlocksUsed = hb.KvBlocksUsed, KvBlocksTotal = hb.KvBlocksTotal, WaitingSessions = hb.WaitingSessions };
+                KvBlocksUsed = hb.KvBlocksUsed, KvBlocksTotal = hb.KvBlocksTotal, WaitingSessions = hb.WaitingSessions, Relay = hb.Relay };
         if (result.Outcome == HeartbeatOutcome.MustRegister)
         {
             // Declared dead but alive after all (e.g. a long pause): drop the connection; it re-registers.
@@ -285,6 +304,7 @@ internal sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposabl
         _nodePeers.TryRemove(id, out _);
         var snap = Registry.Get(id);
         LogDisconnected(id, reason);
+        Relays.OnNodeLost(id); // a relay out of touch cannot be told to close its hops: the pairs move to another
         lock (_placementGate)
         {
             if (snap is not null && snap.State == NodeStatus.Draining) Registry.MarkLeft(id);

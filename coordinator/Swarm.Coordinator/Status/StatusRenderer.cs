@@ -197,7 +197,7 @@ internal static class StatusRenderer
         var hops = s.Links.Where(l => l.To != "coordinator").ToList();
         if (hops.Count == 0) return Text.Empty;
         var parts = hops.Select(l => Markup.Escape(
-            $"{l.From} → {l.To} {l.Path.ToString().ToLowerInvariant()} {(l.RttMs is double rtt ? rtt.ToString("0.0", CultureInfo.InvariantCulture) + " ms" : "–")}"));
+            $"{l.From} → {l.To} {l.Path.ToString().ToLowerInvariant()}{(l.Via is { } via ? " via " + via : "")} {(l.RttMs is double rtt ? rtt.ToString("0.0", CultureInfo.InvariantCulture) + " ms" : "–")}"));
         return new Markup("[bold]Links[/]: " + string.Join(" · ", parts) + "\n");
     }
 

@@ -14,6 +14,13 @@ public sealed class UdpRelay : IDisposable
     private readonly ConcurrentDictionary<RelayAllocation, byte> _open = new();
     private readonly TimeProvider _time;
     private readonly Timer _sweep;
+    private long _closedBytes, _closedDatagrams;
+
+    /// <summary>
+    /// The idle timeout relays use by default (4 s): a connected pair of nodes pings every second, so this much silence
+    /// means the path or one of the nodes is gone.
+    /// </summary>
+    public static readonly TimeSpan DefaultIdleTimeout = TimeSpan.FromSeconds(4);
 
     /// <param name="bind">Address the relay's sockets bind (the coordinator's listen address).</param>
     /// <param name="idleTimeout">An allocation with no datagram for this long is closed.</param>
@@ -43,6 +50,12 @@ public sealed class UdpRelay : IDisposable
     /// <summary>Allocations open now.</summary>
     public int Count => _open.Count;
 
+    /// <summary>Bytes forwarded since the relay started, both directions, every allocation (open or closed).</summary>
+    public long BytesForwarded => Interlocked.Read(ref _closedBytes) + _open.Keys.Sum(a => a.BytesForwarded);
+
+    /// <summary>Datagrams forwarded since the relay started, both directions, every allocation (open or closed).</summary>
+    public long DatagramsForwarded => Interlocked.Read(ref _closedDatagrams) + _open.Keys.Sum(a => a.DatagramsForwarded);
+
     /// <summary>Raised (on a timer thread) when an allocation closed because it went silent.</summary>
     public event Action<RelayAllocation>? Expired;
 
@@ -60,15 +73,22 @@ public sealed class UdpRelay : IDisposable
     /// <summary>Closes <paramref name="allocation"/> (its hop is no longer used, or one of its nodes left).</summary>
     public void Release(RelayAllocation allocation)
     {
-        _open.TryRemove(allocation, out _);
+        ArgumentNullException.ThrowIfNull(allocation);
         allocation.Dispose();
+        if (_open.TryRemove(allocation, out _)) Account(allocation);
+    }
+
+    private void Account(RelayAllocation closed)
+    {
+        Interlocked.Add(ref _closedBytes, closed.BytesForwarded);
+        Interlocked.Add(ref _closedDatagrams, closed.DatagramsForwarded);
     }
 
     private void Sweep()
     {
         foreach (var allocation in _open.Keys)
         {
-            if (!allocation.IsOpen) { _open.TryRemove(allocation, out _); continue; }
+            if (!allocation.IsOpen) { if (_open.TryRemove(allocation, out _)) Account(allocation); continue; }
             if (allocation.Idle <= IdleTimeout) continue;
             Release(allocation);
             Expired?.Invoke(allocation);

@@ -141,6 +141,12 @@ internal sealed class CliProcess : IAsyncDisposable
         return psi;
     }
 
+    /// <summary>Kills the process at once (SIGKILL: no leave, no goodbye — a machine that vanished).</summary>
+    public void Kill()
+    {
+        if (!_process.HasExited) _process.Kill(entireProcessTree: true);
+    }
+
     /// <inheritdoc/>
     public async ValueTask DisposeAsync()
     {

@@ -19,6 +19,9 @@ internal sealed class NatTopology : IDisposable
     /// <summary>The coordinator's address in the public namespace.</summary>
     public const string CoordinatorAddress = "10.200.0.1";
 
+    /// <summary>A second address in the public namespace, for a volunteer relay node (a public machine of its own).</summary>
+    public const string RelayAddress = "10.200.0.2";
+
     private readonly List<string> _namespaces = [];
     private readonly string _id = Guid.NewGuid().ToString("N")[..6];
 
@@ -67,6 +70,7 @@ internal sealed class NatTopology : IDisposable
         Add(Public);
         In(Public, "ip", "link", "add", "br0", "type", "bridge");
         In(Public, "ip", "addr", "add", $"{CoordinatorAddress}/24", "dev", "br0");
+        In(Public, "ip", "addr", "add", $"{RelayAddress}/24", "dev", "br0");
         In(Public, "ip", "link", "set", "br0", "up");
         // Relayed ports the test closes mid-job are dropped here.
         Nft(Public, "add table inet swarmtest", "add chain inet swarmtest input { type filter hook input priority 0 ; policy accept ; }");
@@ -102,6 +106,9 @@ internal sealed class NatTopology : IDisposable
     /// <summary>From now on the public namespace drops every UDP datagram to <paramref name="ports"/> (kills a relayed path).</summary>
     public void DropUdpTo(params int[] ports) =>
         Nft(Public, $"add rule inet swarmtest input udp dport {{ {string.Join(", ", ports)} }} drop");
+
+    /// <summary>Lifts every drop <see cref="DropUdpTo"/> added (the next test starts with every path open).</summary>
+    public void OpenAllPorts() => Nft(Public, "flush chain inet swarmtest input");
 
     private void Add(string ns)
     {
@@ -141,6 +148,29 @@ internal sealed class NatTopology : IDisposable
         }
         _namespaces.Clear();
     }
+}
+
+/// <summary>
+/// One <see cref="NatTopology"/> shared by the tests of a class (created at first use, deleted after the last test), so
+/// each test starts its own swarm in it without building the namespaces again.
+/// </summary>
+public sealed class NatTopologyFixture : IDisposable
+{
+    private NatTopology? _topology;
+
+    /// <summary>The topology, built on first use, with every port open.</summary>
+    internal NatTopology Topology
+    {
+        get
+        {
+            _topology ??= NatTopology.Create();
+            _topology.OpenAllPorts();
+            return _topology;
+        }
+    }
+
+    /// <summary>Deletes the namespaces.</summary>
+    public void Dispose() => _topology?.Dispose();
 }
 
 /// <summary>A fact that needs network namespaces: skipped, with the reason, where they cannot be created.</summary>

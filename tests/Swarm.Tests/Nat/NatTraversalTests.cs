@@ -1,18 +1,13 @@
 using System.Net;
 using System.Net.Sockets;
-using Microsoft.Extensions.Logging.Abstractions;
-using Swarm.Coordinator.Membership;
-using Swarm.Coordinator.Nat;
 using Swarm.Protocol;
-using Swarm.Tests.Coordinator;
-using Swarm.Tests.Coordinator.Jobs;
 using Swarm.Transport;
 using Swarm.Transport.Nat;
 using Xunit;
 
 namespace Swarm.Tests.Nat;
 
-/// <summary>The pieces of NAT traversal on loopback: the reachability probe, the relay, and how the coordinator plans each hop.</summary>
+/// <summary>The pieces of NAT traversal on loopback: the reachability probe and the relay (how hops are planned: <see cref="HopPlanningTests"/>).</summary>
 public sealed class NatTraversalTests
 {
     private static TransportOptions Options(string address = "127.0.0.1") => new() { BindAddress = IPAddress.Parse(address), Secret = "nat" };
@@ -68,43 +63,4 @@ public sealed class NatTraversalTests
         await Assert.ThrowsAnyAsync<PeerDisconnectedException>(() => stranger.ConnectAsync(allocation.UpstreamSide, downstream.LocalKey));
         Assert.Equal(0, allocation.DatagramsForwarded);
     }
-
-    [Fact]
-    public void HopPathPlanner_DirectToReachable_PunchesNatUntilItFails_ThenRelays()
-    {
-        var clock = new ManualTimeProvider();
-        var registry = new NodeRegistry(new FailureDetectorOptions(), clock);
-        registry.Register(Info(1, "10.0.0.1:7000", reachable: true));
-        registry.Register(Info(2, "10.0.0.2:7000", reachable: false));
-        registry.Register(Info(3, "10.0.0.3:7000", reachable: true));
-        var channel = new FakeStepChannel(clock);
-        using var relay = new UdpRelay(IPAddress.Loopback, TimeSpan.FromSeconds(30));
-        using var planner = new HopPathPlanner(registry, channel, relay, NullLogger.Instance);
-        Hop[] route = [Hop(1), Hop(2), Hop(3)];
-
-        var first = planner.Plan(route);
-        Assert.Equal([HopPath.Direct, HopPath.Punched, HopPath.Direct], first.Select(h => h.Path));
-        var punch = Assert.IsType<Introduce>(Assert.Single(channel.Sent).Message);
-        Assert.Equal((2, 1, "10.0.0.1:7000", HopPath.Punched), (channel.Sent[0].NodeId, punch.PeerNodeId, punch.Target, punch.Path));
-
-        planner.ReportUnreachable(1, 2);
-        var second = planner.Plan(route);
-        Assert.Equal(HopPath.Relayed, second[1].Path);
-        Assert.True(EndPoints.TryParse(second[1].Via, out var via) && via!.Port > 0);
-        var relayed = Assert.IsType<Introduce>(channel.Sent[^1].Message);
-        Assert.Equal((2, HopPath.Relayed), (channel.Sent[^1].NodeId, relayed.Path));
-        Assert.Equal(1, relay.Count);
-        Assert.Equal(second[1].Via, planner.Plan(route)[1].Via); // the allocation is kept for the pair
-        Assert.Contains(new PlannedLink(1, 2, HopPath.Relayed, second[1].Via), planner.Links);
-
-        planner.Forget(2);
-        Assert.Equal(0, relay.Count);
-    }
-
-    private static Hop Hop(int id) => new() { NodeId = id, Endpoint = $"10.0.0.{id}:7000", Layers = new LayerRange(id - 1, id) };
-
-    private static NodeInfo Info(int id, string endpoint, bool reachable) => new()
-    {
-        Id = id, Name = $"node-{id}", Endpoint = endpoint, Reachable = reachable, MemoryBudgetBytes = 1 << 30, LayerThroughput = 100,
-    };
 }

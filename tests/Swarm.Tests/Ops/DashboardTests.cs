@@ -32,7 +32,7 @@ public sealed class DashboardTests(ITestOutputHelper output)
         Assert.Contains("serving", alpha);
         Assert.Contains("123.4", alpha);
         Assert.Contains("suspect", DashboardDom.NodeRowText(dom, "node-beta")!);
-        Assert.Equal("node-alpha | node-beta | relayed | 61.5 ms", DashboardDom.LinkRowText(dom, "node-alpha", "node-beta"));
+        Assert.Equal("node-alpha | node-beta | relayed via node-gamma | 61.5 ms", DashboardDom.LinkRowText(dom, "node-alpha", "node-beta"));
         Assert.Equal("node-beta | coordinator | direct | –", DashboardDom.LinkRowText(dom, "node-beta", "coordinator"));
 
         var cells = DashboardDom.CoverageCells(dom);

@@ -50,7 +50,7 @@ internal static class OpsTestData
             [
                 new SwarmLinkStatus { From = "node-alpha", To = "coordinator", Path = Swarm.Protocol.HopPath.Direct, RttMs = 0.42 },
                 new SwarmLinkStatus { From = "node-beta", To = "coordinator", Path = Swarm.Protocol.HopPath.Direct },
-                new SwarmLinkStatus { From = "node-alpha", To = "node-beta", Path = Swarm.Protocol.HopPath.Relayed, RttMs = 61.5 },
+                new SwarmLinkStatus { From = "node-alpha", To = "node-beta", Path = Swarm.Protocol.HopPath.Relayed, RttMs = 61.5, Via = "node-gamma" },
             ],
             Recoveries = 4,
             UptimeS = 3723.4,

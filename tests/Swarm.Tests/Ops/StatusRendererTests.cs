@@ -37,7 +37,7 @@ public sealed class StatusRendererTests
         Assert.EndsWith("6:10 suspect", betaBar.TrimEnd());
 
         // Node-to-node links on one line (the links to the coordinator are left out here).
-        Assert.Contains("Links: node-alpha → node-beta relayed 61.5 ms", lines);
+        Assert.Contains("Links: node-alpha → node-beta relayed via node-gamma 61.5 ms", lines);
 
         // Node table rows: name, address, range, device, state, load, tokens/s, KV.
         string alphaRow = lines.Single(l => l.Contains("node-alpha", StringComparison.Ordinal) && l.Contains("127.0.0.1:41234", StringComparison.Ordinal));

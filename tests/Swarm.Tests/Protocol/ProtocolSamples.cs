@@ -46,8 +46,9 @@ internal static class ProtocolSamples
             SharesWeights = true,
             LayerWeightBytes = 7_137_792,
             KvBytesPerTokenPerLayer = 3072,
+            OffersRelay = true,
         }, id: 1),
-        ["Welcome"] = Wrap(new Welcome { NodeId = 7, HeartbeatIntervalMs = 1000, ModelSource = "https://h/o/n/resolve/main/", ObservedEndpoint = "203.0.113.7:40123", Reachable = false }, id: 2, correlation: 1),
+        ["Welcome"] = Wrap(new Welcome { NodeId = 7, HeartbeatIntervalMs = 1000, ModelSource = "https://h/o/n/resolve/main/", ObservedEndpoint = "203.0.113.7:40123", Reachable = false, RelayAccepted = true }, id: 2, correlation: 1),
         ["Refused"] = Wrap(new Refused { Code = ErrorCode.VersionMismatch, Reason = "protocol 2 != 1" }, id: 3, correlation: 1),
         ["AssignRange"] = Wrap(new AssignRange
         {
@@ -70,6 +71,7 @@ internal static class ProtocolSamples
             WaitingSessions = 2,
             Links = [new LinkReport { ToNodeId = 4, Path = HopPath.Punched, RttMs = 12.5 }],
             LayerTokensPerSecond = 2000.5,
+            Relay = new RelayUsage { Hops = 1, Datagrams = 10, Bytes = 4000 },
         }, id: 6),
         ["Leave"] = Wrap(new Leave { Reason = "SIGTERM", GraceMs = 5000 }, id: 7),
         ["Drain"] = Wrap(new Drain { Reason = "rebalance" }, id: 8),
@@ -111,5 +113,6 @@ internal static class ProtocolSamples
         ["TensorRequest"] = Wrap(new TensorRequest { Sha256 = new string('b', 64), Offset = 1 << 20, Length = 4096 }, id: 15),
         ["TensorChunk"] = Wrap(new TensorChunk { Sha256 = new string('b', 64), Offset = 1 << 20, TotalLength = (1 << 20) + 4, Data = [1, 2, 3, 4] }, id: 16, correlation: 15),
         ["Introduce"] = Wrap(new Introduce { PeerNodeId = 2, Target = "198.51.100.4:7801", Path = HopPath.Punched }, id: 17),
+        ["RelayControl"] = Wrap(new RelayControl { Action = RelayControlAction.Opened, HopId = 7, UpstreamPort = 40001, DownstreamPort = 40002 }, id: 18),
     };
 }
