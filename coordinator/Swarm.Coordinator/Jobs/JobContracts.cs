@@ -69,6 +69,9 @@ public sealed record JobResult(string Id, IReadOnlyList<int> TokenIds, string Te
 
     /// <summary>With <see cref="JobSpec.HiddenStates"/>: the layers' outputs, in layer order; else empty.</summary>
     public IReadOnlyList<LayerHiddenStates> HiddenStates { get; init; } = [];
+
+    /// <summary>When the job speculated: its passes, drafted and accepted tokens; else null.</summary>
+    public Speculation.SpeculationCounts? Speculation { get; init; }
 }
 
 /// <summary>A stage of the job's (last) route and its mean forward time over decode steps (prefill when there were none).</summary>

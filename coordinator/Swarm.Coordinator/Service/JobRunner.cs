@@ -66,6 +66,7 @@ public sealed class JobRunner : IDisposable
         StepTimeout = swarm.Options.StepTimeout,
         MaxRecoveriesPerJob = swarm.Options.MaxRecoveriesPerJob,
         Verification = swarm.Options.Verification,
+        Speculation = swarm.Options.Speculation,
     };
 
     /// <summary>Jobs waiting for admission.</summary>
@@ -127,7 +128,7 @@ public sealed class JobRunner : IDisposable
             double ttft = progress.TimeToFirstTokenMs ?? 0;
             var result = new JobResult(id, tokens, loop.Text, finish, spec.Prompt.Count, ttft, totalMs, progress.Recoveries, stages)
             {
-                Echo = loop.Echo, Logprobs = loop.Shown?.ToList(), HiddenStates = loop.HiddenStates,
+                Echo = loop.Echo, Logprobs = loop.Shown?.ToList(), HiddenStates = loop.HiddenStates, Speculation = loop.Speculation,
             };
             double? rate = tokens.Count > 1 ? (tokens.Count - 1) / ((totalMs - ttft) / 1000) : null;
             _history.RecordDone(id, spec.Prompt.Count, tokens.Count, ttft, rate, progress.Recoveries);
