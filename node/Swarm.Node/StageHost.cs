@@ -241,12 +241,7 @@ public sealed class StageHost : IDisposable
                 int token = Sample(step.Request, row);
                 if (_fault is not null) token = _fault.Token(token, (int)row.shape[0]);
                 var logprobs = step.Request.Logprobs is { } lp ? LogprobScorer.Score(logits, [token], lp.Top)[0] : null;
-                var (top, ids) = row.to_type(ScalarType.Float32).topk(2);
-                var printed = new StageFingerprint
-                {
-                    Input = step.InputFingerprint, Output = ActivationFingerprint.Project(row),
-                    RunnerUp = (int)ids[1].item<long>(), Margin = top[0].item<float>() - top[1].item<float>(),
-                };
+                var printed = LastStageSampling.Fingerprint(step.InputFingerprint, row);
                 return new StepCompletion(step.Request, step.State, new StepOutput(null, token, ms, _time.GetElapsedTime(t0).TotalMilliseconds)
                 {
                     Logprobs = logprobs, InputLogprobs = step.InputLogprobs, HiddenStates = captured, Fingerprint = printed,
@@ -274,20 +269,8 @@ public sealed class StageHost : IDisposable
     private StepCompletion Verify(QueuedStep step, double ms, LayerHiddenStates[] captured)
     {
         long t0 = _time.GetTimestamp();
-        var req = step.Request;
-        var logits = step.VerifiedLogits();
-        if (_fault is not null) logits = _fault.Corrupt(logits);
-        var accepted = SpeculativeAcceptance.Accept(logits, req.Draft, OptionsOf(req.Sampling), req.Step);
-        if (_fault is not null) accepted[0] = _fault.Token(accepted[0], (int)logits.shape[^1]);
-        // The fingerprint is that of the row the first produced token came from, as for an ordinary step.
-        var row = logits[0].to_type(ScalarType.Float32);
-        var (top, ids) = row.topk(2);
-        var printed = new StageFingerprint
-        {
-            Input = step.InputFingerprint, Output = ActivationFingerprint.Project(row),
-            RunnerUp = (int)ids[1].item<long>(), Margin = top[0].item<float>() - top[1].item<float>(),
-        };
-        return new StepCompletion(req, step.State, new StepOutput(null, accepted[0], ms, _time.GetElapsedTime(t0).TotalMilliseconds)
+        var (accepted, printed) = LastStageSampling.Verify(step, _fault);
+        return new StepCompletion(step.Request, step.State, new StepOutput(null, accepted[0], ms, _time.GetElapsedTime(t0).TotalMilliseconds)
         {
             Accepted = accepted, HiddenStates = captured, Fingerprint = printed,
         }, null);
@@ -300,16 +283,7 @@ public sealed class StageHost : IDisposable
         _ => WireDType.F32,
     };
 
-    private static int Sample(ForwardRequest req, Tensor logits) => new Sampler(OptionsOf(req.Sampling), req.Step).Next(logits);
-
-    private static SamplingOptions OptionsOf(SamplingParams sampling) => new()
-    {
-        Temperature = sampling.Temperature,
-        TopK = sampling.TopK,
-        TopP = sampling.TopP,
-        Seed = unchecked((long)sampling.Seed),
-        MaxNewTokens = 1,
-    };
+    private static int Sample(ForwardRequest req, Tensor logits) => new Sampler(LastStageSampling.OptionsOf(req.Sampling), req.Step).Next(logits);
 
     /// <summary>
     /// Runs one step alone (submit, then iterate until it finishes). Only when nothing else is pending —

@@ -63,6 +63,38 @@ public class SpeculativeBatchingTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void SpeculativeSteps_LeaveNoTensorBehind()
+    {
+        // Tensor statistics are per thread: run on a fresh thread so no other test's tensors are counted.
+        Exception? error = null;
+        long leaked = -1;
+        var thread = new Thread(() =>
+        {
+            try
+            {
+                using var fx = new Fixture(Fixture.Tiny);
+                using var ckpt = Checkpoint.Open(fx.CheckpointDir);
+                long before = TorchSharp.DisposeScopeManager.Statistics.ThreadTotalLiveCount;
+                var jobs = BatchingTests.MixedJobs(fx, count: 8, stagger: 1);
+                var expected = jobs.Select(j => (IReadOnlyList<int>)[.. j.Expected.Select(t => (int)t)]).ToList();
+                var batching = new BatchingOptions { PrefillChunk = 5, MaxBatchTokens = 16 };
+                var a = Host(ckpt, 0, 1, batching);
+                var b = Host(ckpt, 1, ckpt.Config.NumLayers, batching);
+                var got = new BatchDriver([a, b], PlantedDrafts(expected, ckpt.Config.VocabSize)).Run(jobs.Select(j => j.Job).ToList());
+                for (int i = 0; i < jobs.Count; i++) Assert.Equal(expected[i], got[i]);
+                a.Dispose();
+                b.Dispose();
+                leaked = TorchSharp.DisposeScopeManager.Statistics.ThreadTotalLiveCount - before;
+            }
+            catch (Exception e) { error = e; }
+        });
+        thread.Start();
+        thread.Join();
+        Assert.Null(error);
+        Assert.Equal(0, leaked);
+    }
+
+    [Fact]
     public void CodeModel_TwoStages_SpeculativeGreedyEqualsPlainDecoding()
     {
         string dir = BuiltInModels.CodeLmTiny;
