@@ -9,13 +9,14 @@ namespace Swarm.Node;
 /// <summary>
 /// The executor's side of a queued step (<see cref="StageHost"/>): its request, its input tensor, and what its chunks
 /// produced so far — hidden states for the next hop, the layer outputs it was asked to capture, and on the last stage the
-/// log-probabilities of its scored input tokens. Owns every tensor it holds.
+/// log-probabilities of its scored input tokens or the logits of the positions that verify a draft. Owns every tensor it holds.
 /// </summary>
 internal sealed class QueuedStep(ForwardRequest request, object? state, Tensor input, long submitted) : IDisposable
 {
     private readonly List<Tensor> _outputs = [];
     private readonly SortedDictionary<int, List<Tensor>> _captured = [];
     private readonly List<TokenLogprobs> _inputLogprobs = [];
+    private readonly List<Tensor> _verified = [];
 
     /// <summary>The step as it arrived.</summary>
     public ForwardRequest Request { get; } = request;
@@ -67,6 +68,27 @@ internal sealed class QueuedStep(ForwardRequest request, object? state, Tensor i
         _inputLogprobs.AddRange(LogprobScorer.Score(rows, new ArraySegment<int>(scored, offset, count), Request.Logprobs.Top));
     }
 
+    /// <summary>
+    /// Positions at the end of the input whose logits the last stage needs to verify a draft (<see cref="ForwardRequest.Draft"/>):
+    /// the last known token's and each drafted token's; 0 for an ordinary step.
+    /// </summary>
+    public int VerifiedPositions => Request.Draft.Length == 0 ? 0 : Request.Draft.Length + 1;
+
+    /// <summary>True when a chunk of <paramref name="count"/> positions from <paramref name="offset"/> holds verified positions.</summary>
+    public bool Verifies(int offset, int count) => VerifiedPositions > 0 && offset + count > Input.shape[0] - VerifiedPositions;
+
+    /// <summary>Keeps the rows of a chunk's all-position logits [count, V] that fall on verified positions; takes no ownership.</summary>
+    public void KeepVerified(Tensor logits, int offset)
+    {
+        long from = Math.Max(0, Input.shape[0] - VerifiedPositions - offset);
+        if (from >= logits.shape[0]) return;
+        using var rows = logits.narrow(0, from, logits.shape[0] - from);
+        _verified.Add(rows.clone().DetachFromDisposeScope());
+    }
+
+    /// <summary>The verified positions' logits [<see cref="VerifiedPositions"/>, V], once every chunk ran (a tensor of the caller's dispose scope when cat).</summary>
+    public Tensor VerifiedLogits() => _verified.Count == 1 ? _verified[0] : cat(_verified, 0);
+
     /// <summary>The scored input tokens' log-probabilities so far, in input order.</summary>
     public TokenLogprobs[] InputLogprobs => [.. _inputLogprobs];
 
@@ -94,5 +116,7 @@ internal sealed class QueuedStep(ForwardRequest request, object? state, Tensor i
         _outputs.Clear();
         foreach (var t in _captured.Values.SelectMany(c => c)) t.Dispose();
         _captured.Clear();
+        foreach (var v in _verified) v.Dispose();
+        _verified.Clear();
     }
 }

@@ -134,6 +134,10 @@ public sealed class StageHost : IDisposable
         if (hop.End == Model.Config.NumLayers && req.Logprobs is { } lp
             && (lp.Top > Model.Config.VocabSize || lp.ScoredTokenIds.Any(id => id >= Model.Config.VocabSize)))
             throw new StepException(ErrorCode.BadRequest, $"logprobs ask for {lp.Top} top tokens or score a token id outside the vocabulary [0, {Model.Config.VocabSize})");
+        if (req.Draft.Length > 0 && (req.Draft.Length >= t || req.Logprobs is not null))
+            throw new StepException(ErrorCode.BadRequest, $"a draft of {req.Draft.Length} tokens needs more positions than the step's {t} and no logprobs");
+        if (hop.End == Model.Config.NumLayers && req.Draft.Any(id => id < 0 || id >= Model.Config.VocabSize))
+            throw new StepException(ErrorCode.BadRequest, $"a drafted token id is outside the vocabulary [0, {Model.Config.VocabSize})");
         if (req.StartPosition < 0 || (long)req.StartPosition + t > Model.MaxTokens)
             throw new StepException(ErrorCode.BadRequest, $"position {(long)req.StartPosition + t} exceeds the model's context of {Model.MaxTokens}");
         return (hop, t, first);
@@ -179,8 +183,9 @@ public sealed class StageHost : IDisposable
             foreach (var c in plan.Chunks)
             {
                 var step = c.Step.Payload;
-                // A step that scores its input (echo) needs every position's logits, chunk by chunk.
-                bool scores = last && step.ScoresInput;
+                // A step that scores its input (echo) needs every position's logits, chunk by chunk; one that verifies a
+                // draft needs those of its last positions.
+                bool scores = last && (step.ScoresInput || step.Verifies(c.Offset, c.Count));
                 // Hidden states of the last position only come from the step's last chunk.
                 var capture = step.Request.HiddenStates is { AllPositions: false } && !c.Completes ? null : step.CaptureLayers;
                 items.Add(new BatchItem(step.Input.narrow(0, c.Offset, c.Count), _kv[c.Step.SessionId],
@@ -206,7 +211,14 @@ public sealed class StageHost : IDisposable
             var step = chunk.Step.Payload;
             var r = results[i];
             step.AddChunk(last ? null : r, captured[i]);
-            if (last && r is not null && step.ScoresInput)
+            if (last && r is not null && step.VerifiedPositions > 0)
+            {
+                // Only some rows of an overlapping chunk are verified: keep those; the step's output is all of them.
+                if (step.Verifies(chunk.Offset, chunk.Count)) step.KeepVerified(r, chunk.Offset);
+                r.Dispose();
+                r = null;
+            }
+            else if (last && r is not null && step.ScoresInput)
             {
                 // All positions' logits [count, V]: score the input, keep the last row for sampling when the step completes.
                 var all = r;
@@ -219,18 +231,19 @@ public sealed class StageHost : IDisposable
                 else r = null;
                 all.Dispose();
             }
-            if (chunk.Completes) done.Add(Finish(step, last ? r : null, now));
+            if (chunk.Completes) done.Add(Finish(step, last, last ? r : null, now));
         }
     }
 
     /// <summary>Turns a finished step into its output — the sampled token, or its hidden states as bytes — and frees its tensors.</summary>
-    private StepCompletion Finish(QueuedStep step, Tensor? logits, long now)
+    private StepCompletion Finish(QueuedStep step, bool last, Tensor? logits, long now)
     {
         try
         {
             double ms = _time.GetElapsedTime(step.Submitted, now).TotalMilliseconds;
             var captured = step.CapturedHiddenStates();
             using var scope = NewDisposeScope();
+            if (last && step.VerifiedPositions > 0) return Verify(step, ms, captured);
             if (logits is not null)
             {
                 long t0 = _time.GetTimestamp();
@@ -239,7 +252,7 @@ public sealed class StageHost : IDisposable
                 int token = Sample(step.Request, row);
                 if (_fault is not null) token = _fault.Token(token, (int)row.shape[0]);
                 var logprobs = step.Request.Logprobs is { } lp ? LogprobScorer.Score(logits, [token], lp.Top)[0] : null;
-                var printed = _fingerprints ? LogitsFingerprint(step, row) : new StageFingerprint();
+                var printed = _fingerprints ? LastStageSampling.Fingerprint(step.InputFingerprint, row) : new StageFingerprint();
                 return new StepCompletion(step.Request, step.State, new StepOutput(null, token, ms, _time.GetElapsedTime(t0).TotalMilliseconds)
                 {
                     Logprobs = logprobs, InputLogprobs = step.InputLogprobs, HiddenStates = captured, Fingerprint = printed,
@@ -263,15 +276,15 @@ public sealed class StageHost : IDisposable
         }
     }
 
-    /// <summary>The last stage's fingerprint: its input's, its logits' and how far the runner-up token trailed.</summary>
-    private static StageFingerprint LogitsFingerprint(QueuedStep step, Tensor row)
+    /// <summary>The last stage's side of a speculative step: which drafted tokens the model accepts, and its next token.</summary>
+    private StepCompletion Verify(QueuedStep step, double ms, LayerHiddenStates[] captured)
     {
-        var (top, ids) = row.to_type(ScalarType.Float32).topk(2);
-        return new StageFingerprint
+        long t0 = _time.GetTimestamp();
+        var (accepted, printed) = LastStageSampling.Verify(step, _fault);
+        return new StepCompletion(step.Request, step.State, new StepOutput(null, accepted[0], ms, _time.GetElapsedTime(t0).TotalMilliseconds)
         {
-            Input = step.InputFingerprint, Output = ActivationFingerprint.Project(row),
-            RunnerUp = (int)ids[1].item<long>(), Margin = top[0].item<float>() - top[1].item<float>(),
-        };
+            Accepted = accepted, HiddenStates = captured, Fingerprint = printed,
+        }, null);
     }
 
     private WireDType ComputeWireDType => Model.ComputeDtype switch
@@ -281,19 +294,7 @@ public sealed class StageHost : IDisposable
         _ => WireDType.F32,
     };
 
-    private static int Sample(ForwardRequest req, Tensor logits)
-    {
-        var sampling = req.Sampling;
-        var sampler = new Sampler(new SamplingOptions
-        {
-            Temperature = sampling.Temperature,
-            TopK = sampling.TopK,
-            TopP = sampling.TopP,
-            Seed = unchecked((long)sampling.Seed),
-            MaxNewTokens = 1,
-        }, req.Step);
-        return sampler.Next(logits);
-    }
+    private static int Sample(ForwardRequest req, Tensor logits) => new Sampler(LastStageSampling.OptionsOf(req.Sampling), req.Step).Next(logits);
 
     /// <summary>
     /// Runs one step alone (submit, then iterate until it finishes). Only when nothing else is pending —

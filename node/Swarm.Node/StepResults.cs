@@ -20,6 +20,9 @@ public sealed record StepOutput(WireTensor? Hidden, int? Token, double Milliseco
     /// <summary>The outputs of this stage's layers the step asked to capture (f32), in layer order; else empty.</summary>
     public LayerHiddenStates[] HiddenStates { get; init; } = [];
 
+    /// <summary>For a step that verified a draft (last stage): the accepted drafted tokens then the model's next (see <see cref="TokenResult.Accepted"/>); else empty.</summary>
+    public int[] Accepted { get; init; } = [];
+
     /// <summary>The step's fingerprint (its <see cref="StageFingerprint.NodeId"/> is filled in by whoever sends it).</summary>
     public StageFingerprint Fingerprint { get; init; } = new();
 }

@@ -63,7 +63,8 @@ public static class MessageValidator
             ?? (m.Logprobs is { } lp ? Logprobs(lp, "token logprobs") : null)
             ?? InputLogprobs(m.InputLogprobs)
             ?? HiddenStates(m.HiddenStates, "hidden states")
-            ?? Fingerprints(m.Fingerprints),
+            ?? Fingerprints(m.Fingerprints)
+            ?? Accepted(m.Accepted, m.TokenId),
         StepFailed m => NonNegative(m.Step, "step") ?? Defined(m.Code) ?? Text(m.Message, "message", allowEmpty: true),
         CloseSession => null,
         Ack => null,
@@ -148,10 +149,23 @@ public static class MessageValidator
             for (int i = 0; i < hs.Layers.Length; i++)
                 if (hs.Layers[i] < 0 || (i > 0 && hs.Layers[i] <= hs.Layers[i - 1])) return "hidden states: layers must be ≥ 0 and strictly increasing";
         }
+        if (m.Draft is null) return "draft is missing";
+        if (m.Draft.Length > ProtocolInfo.MaxDraftTokens) return $"{m.Draft.Length} drafted tokens, limit {ProtocolInfo.MaxDraftTokens}";
+        if (m.Draft.Length > 0 && m.Draft.Length >= m.Input.Shape[1]) return $"{m.Draft.Length} drafted tokens need more than the step's {m.Input.Shape[1]} positions";
+        if (m.Draft.Any(t => t < 0)) return "a drafted token id is negative";
+        if (m.Draft.Length > 0 && m.Logprobs is not null) return "a step with a draft cannot report logprobs";
         if (m.Shadow is { } sc && (sc.Shadow is null || sc.RouteLength < 1 || sc.RouteLength >= m.Route.Length
             || Text(sc.Shadow.Endpoint, "shadow endpoint", allowEmpty: false) is not null || !sc.Shadow.Layers.IsValid))
             return "invalid shadow copy order";
         return Timings(m.Timings) ?? HiddenStates(m.CapturedHiddenStates, "captured hidden states") ?? Fingerprints(m.Fingerprints);
+    }
+
+    private static string? Accepted(int[]? accepted, int token)
+    {
+        if (accepted is null) return "accepted tokens are missing";
+        if (accepted.Length > ProtocolInfo.MaxDraftTokens + 1) return $"{accepted.Length} accepted tokens, limit {ProtocolInfo.MaxDraftTokens + 1}";
+        if (accepted.Length > 0 && accepted[0] != token) return $"the first accepted token {accepted[0]} is not the token {token}";
+        return accepted.Any(t => t < 0) ? "an accepted token id is negative" : null;
     }
 
     private static string? Logprobs(TokenLogprobs? lp, string what)

@@ -47,6 +47,9 @@ public static class ProtocolInfo
     /// <summary>Most layers a <see cref="HiddenStatesRequest"/> may name (and hidden-state tensors a message may carry).</summary>
     public const int MaxCapturedLayers = 1024;
 
+    /// <summary>Most drafted tokens one speculative step verifies (<see cref="ForwardRequest.Draft"/>).</summary>
+    public const int MaxDraftTokens = 32;
+
     /// <summary>Upper bound of a tensor's rank.</summary>
     public const int MaxTensorRank = 8;
 }

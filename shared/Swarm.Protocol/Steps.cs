@@ -109,7 +109,7 @@ public sealed record StageTiming
 /// Every step first truncates the session's KV cache on the stage to <see cref="StartPosition"/>, then appends.
 /// </summary>
 /// <remarks>
-/// Keys 0–8 and 10–15, append-only. Key 9 is retired (a reply-to endpoint in protocol version 1 that no node read:
+/// Keys 0–8 and 10–16, append-only. Key 9 is retired (a reply-to endpoint in protocol version 1 that no node read:
 /// replies go over the node's coordinator connection): never reuse it.
 /// </remarks>
 [MessagePackObject]
@@ -162,6 +162,16 @@ public sealed record ForwardRequest : IMessage
 
     /// <summary>A spot check's copy order for a later hop, or null (see <see cref="ShadowCopy"/>).</summary>
     [Key(15)] public ShadowCopy? Shadow { get; init; }
+
+    /// <summary>
+    /// Speculative decoding: tokens drafted after the last known one, which are the last <c>Draft.Length</c> positions of
+    /// <see cref="Input"/> (fewer than its positions). The last stage verifies them against the model's own choices at
+    /// those positions (greedy: equal to the argmax; sampling: standard speculative sampling against a point-mass draft,
+    /// with draws keyed by the token's index <see cref="Step"/> + i) and reports the tokens it accepted plus the model's
+    /// next one in <see cref="TokenResult.Accepted"/>. Every stage caches all positions; the coordinator's next step starts
+    /// at the first rejected one (<see cref="StartPosition"/>), which truncates them away. Empty: an ordinary step.
+    /// </summary>
+    [Key(16)] public int[] Draft { get; init; } = [];
 }
 
 /// <summary>
@@ -227,7 +237,7 @@ public sealed record LayerHiddenStates
 /// Last stage → coordinator: the token a step produced. A one-hop route whose layers end before the model's last layer
 /// (a spot check's shadow session) answers with <see cref="TokenId"/> −1 and its fingerprint.
 /// </summary>
-/// <remarks>Keys 0–8, append-only.</remarks>
+/// <remarks>Keys 0–9, append-only.</remarks>
 [MessagePackObject]
 public sealed record TokenResult : IMessage
 {
@@ -257,6 +267,13 @@ public sealed record TokenResult : IMessage
 
     /// <summary>Per-stage fingerprints in route order, the last stage's included.</summary>
     [Key(8)] public StageFingerprint[] Fingerprints { get; init; } = [];
+
+    /// <summary>
+    /// For a step that verified a <see cref="ForwardRequest.Draft"/>: the tokens it produced, in order — the drafted tokens
+    /// it accepted (a prefix of the draft), then the model's own next token; the first is <see cref="TokenId"/>. Empty for
+    /// an ordinary step (its one token is <see cref="TokenId"/>).
+    /// </summary>
+    [Key(9)] public int[] Accepted { get; init; } = [];
 }
 
 /// <summary>Any stage → coordinator: a step could not be completed (the stage that failed, or could not reach the next hop, reports it).</summary>

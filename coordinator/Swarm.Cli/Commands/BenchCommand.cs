@@ -17,6 +17,43 @@ internal static class BenchCommand
         cmd.Subcommands.Add(SwarmCmd());
         cmd.Subcommands.Add(Recovery());
         cmd.Subcommands.Add(Verify());
+        cmd.Subcommands.Add(Speculative());
+        return cmd;
+    }
+
+    private static Command Speculative()
+    {
+        var tokens = new Option<int>("--tokens") { Description = "New tokens per job", DefaultValueFactory = _ => 64 };
+        var rtt = new Option<double>("--rtt-ms") { Description = "Emulated round trip between stages, ms", DefaultValueFactory = _ => 50 };
+        var maxDraft = new Option<int>("--max-draft") { Description = "Most tokens drafted per pass (k_max)", DefaultValueFactory = _ => 4 };
+        var json = new Option<bool>("--json") { Description = "Print JSON" };
+        var threads = new Option<int>("--threads") { Description = "CPU threads per node process (0 = all cores)", DefaultValueFactory = _ => 1 };
+        var cmd = new Command("speculative", "Tokens per target pass and tokens/s at an emulated WAN RTT: plain vs speculative decoding (ngram)");
+        cmd.Options.Add(tokens); cmd.Options.Add(rtt); cmd.Options.Add(maxDraft); cmd.Options.Add(json); cmd.Options.Add(threads);
+        cmd.SetAction(async (r, ct) =>
+        {
+            var rep = await SpeculativeBench.RunAsync(r.GetValue(tokens), r.GetValue(rtt), r.GetValue(maxDraft), r.GetValue(threads), m => Console.Error.WriteLine(m), ct);
+            double plain = rep.Modes[0].TokensPerSecond;
+            if (r.GetValue(json))
+                Console.WriteLine(JsonSerializer.Serialize(new
+                {
+                    model = rep.Model, rtt_ms = rep.RttMs, tokens_per_job = rep.TokensPerJob, prompts = rep.Prompts,
+                    modes = rep.Modes.Select(m => new
+                    {
+                        mode = m.Mode, tokens = m.Tokens, passes = m.Passes, drafted = m.Drafted, accepted = m.Accepted,
+                        tokens_per_pass = Math.Round(m.TokensPerPass, 3), tokens_per_s = Math.Round(m.TokensPerSecond, 2),
+                        speedup = Math.Round(m.TokensPerSecond / plain, 3), same_as_plain = m.SameAsPlain,
+                    }),
+                }));
+            else
+            {
+                Console.WriteLine($"{rep.Model}, 2 stages, {rep.Prompts} code prompts × {rep.TokensPerJob} greedy tokens at an emulated {rep.RttMs} ms RTT");
+                foreach (var m in rep.Modes)
+                    Console.WriteLine($"  {m.Mode,-6}: {m.TokensPerPass,5:F2} tokens/pass ({m.Accepted}/{m.Drafted} drafted accepted), "
+                        + $"{m.TokensPerSecond,6:F1} tokens/s ({m.TokensPerSecond / plain:F2}× plain); output same as plain: {m.SameAsPlain}");
+            }
+            return 0;
+        });
         return cmd;
     }
 

@@ -185,6 +185,24 @@ internal sealed record SwarmJobInfo
     [JsonPropertyName("hidden_states")]
     [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
     public IReadOnlyList<HiddenStateInfo>? HiddenStates { get; init; }
+
+    /// <summary>When the coordinator speculated (<c>--speculative</c>): target passes, drafted tokens and accepted ones.</summary>
+    [JsonPropertyName("speculative")]
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public SpeculativeInfo? Speculative { get; init; }
+}
+
+/// <summary>A job's speculative decoding: each pass through the pipeline gave its accepted drafts plus one token.</summary>
+public sealed record SpeculativeInfo
+{
+    /// <summary>Passes through the pipeline (target forward passes) while speculating.</summary>
+    [JsonPropertyName("passes")] public int Passes { get; init; }
+
+    /// <summary>Drafted tokens the target accepted.</summary>
+    [JsonPropertyName("accepted")] public int Accepted { get; init; }
+
+    /// <summary>Drafted tokens sent for verification.</summary>
+    [JsonPropertyName("drafted")] public int Drafted { get; init; }
 }
 
 /// <summary>One layer's output for the prompt's positions: float32 [T, H] as base64 of its little-endian bytes, row-major.</summary>

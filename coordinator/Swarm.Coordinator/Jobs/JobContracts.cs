@@ -72,6 +72,8 @@ internal sealed record JobResult(string Id, IReadOnlyList<int> TokenIds, string 
 
     /// <summary>Tokens the job dropped and generated again on other nodes because a node they went through was banned.</summary>
     public int RecomputedTokens { get; init; }
+    /// <summary>When the job speculated: its passes, drafted and accepted tokens; else null.</summary>
+    public Speculation.SpeculationCounts? Speculation { get; init; }
 }
 
 /// <summary>A stage of the job's (last) route and its mean forward time over decode steps (prefill when there were none).</summary>

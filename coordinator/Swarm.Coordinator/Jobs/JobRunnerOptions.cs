@@ -44,6 +44,9 @@ internal sealed class JobRunnerOptions
     /// <summary>Spot checks of nodes' results. Default: none (rate 0); the coordinator passes its <c>--verify-rate</c>.</summary>
     public Verification.VerificationOptions Verification { get; init; } = new();
 
+    /// <summary>Speculative decoding of jobs without logprobs or hidden states. Default: none; the coordinator passes its <c>--speculative</c>.</summary>
+    public Speculation.SpeculationOptions Speculation { get; init; } = new();
+
     /// <summary>Steps slower than this are logged with their route. Default 2 s.</summary>
     public TimeSpan SlowStepThreshold { get; init; } = TimeSpan.FromSeconds(2);
 }

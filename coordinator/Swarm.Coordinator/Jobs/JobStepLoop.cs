@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using Microsoft.Extensions.Logging;
 using System.Collections.Concurrent;
+using Swarm.Coordinator.Speculation;
 using Swarm.Coordinator.Telemetry;
 using Swarm.Coordinator.Verification;
 using Swarm.Protocol;
@@ -39,6 +40,12 @@ internal sealed record StepLoopResult(string FinishReason, IReadOnlyList<StageMe
 /// generated again on other nodes — or, when they were already streamed, the job ends with a <c>node_banned</c> error.
 /// With <see cref="VerificationOptions.StreamVerifiedOnly"/> a stream holds back tokens through nodes on probation until
 /// their checks pass (<see cref="VerifiedStream"/>), so a ban rewinds them before they were sent.
+/// With speculation (<see cref="JobRunnerOptions.Speculation"/>, for jobs without logprobs or hidden states) a step also
+/// carries drafted tokens after its input (<see cref="ForwardRequest.Draft"/>); the last stage answers with the drafts it
+/// accepted plus its own next token, which are all recorded (and streamed) one by one. The stages cache the rejected
+/// drafts' positions too: the next step starts at the first of them (its <see cref="ForwardRequest.StartPosition"/> is the
+/// count of positions this loop knows valid), which truncates them away on every stage. A failed step is replayed with the
+/// same draft (a pure function of the tokens so far), so a replay decides the same.
 /// </summary>
 internal sealed partial class JobStepLoop
 {
@@ -53,6 +60,7 @@ internal sealed partial class JobStepLoop
     private readonly SamplingParams _sampling;
     private readonly ITextTokenizer? _tokenizer;
     private readonly SpotChecker? _checker;
+    private readonly JobSpeculation? _speculation;
     private readonly BanBoard? _bans;
     private readonly ConcurrentQueue<NodeBan> _banned = new();
     private StopDetector _stop;
@@ -97,7 +105,11 @@ internal sealed partial class JobStepLoop
         _bans = services.Bans;
         _prompt = new PromptReadout(spec, services.Tokenizer);
         _shown = spec.Logprobs is null ? null : new ShownTokens();
+        _speculation = _options.Speculation.Enabled && spec.Logprobs is null && spec.HiddenStates is null ? new JobSpeculation(_options.Speculation) : null;
     }
+
+    /// <summary>The job's speculation figures; null when it did not speculate.</summary>
+    public SpeculationCounts? Speculation => _speculation?.Counts;
 
     /// <summary>Tokens generated so far (read them on the loop's thread; other threads read <see cref="Progress"/>).</summary>
     public IReadOnlyList<int> Tokens => _tokens;
@@ -140,28 +152,32 @@ internal sealed partial class JobStepLoop
             while (_tokens.Count < steps)
             {
                 int step = _tokens.Count;
-                int? accepted = null;
+                int[]? accepted = null;
                 while (true)
                 {
                     ct.ThrowIfCancellationRequested();
                     if (Rewind(onDelta is not null)) break;
                     _session ??= await _sessions.OpenAsync(inbox, ct, _checker, alwaysOnProbation: _stream is not null).ConfigureAwait(false);
-                    var (t, failure) = await StepAsync(_session, step, ct).ConfigureAwait(false);
-                    if (t is int got)
+                    var (t, failure) = await StepAsync(_session, step, steps - step - 1, ct).ConfigureAwait(false);
+                    if (t is { } got)
                     {
                         if (!Rewind(onDelta is not null)) accepted = got;
                         break;
                     }
                     await RecoverAsync(step, failure, jobSpan, ct).ConfigureAwait(false);
                 }
-                if (accepted is not int token) continue; // tokens were dropped after a ban: generate again from there
+                if (accepted is null) continue; // tokens were dropped after a ban: generate again from there
                 if (step == 0 && _spec.Echo && _spec.Logprobs is not null) await EchoAsync(onDelta).ConfigureAwait(false);
-                if (step >= maxNew) break;
-                if (await AcceptAsync(token, onDelta).ConfigureAwait(false))
+                foreach (int token in accepted)
                 {
-                    if (_stream is not null) await _stream.ReleaseAsync(all: true).ConfigureAwait(false);
-                    return new StepLoopResult("stop", _timings.MeansOver(_session?.Route));
+                    if (_tokens.Count >= maxNew) break;
+                    if (await AcceptAsync(token, onDelta).ConfigureAwait(false))
+                    {
+                        if (_stream is not null) await _stream.ReleaseAsync(all: true).ConfigureAwait(false);
+                        return new StepLoopResult("stop", _timings.MeansOver(_session?.Route));
+                    }
                 }
+                if (_tokens.Count >= maxNew) break;
             }
             if (_stream is not null) await _stream.ReleaseAsync(all: true).ConfigureAwait(false);
             string tail = _decoder?.Flush() ?? "";
@@ -216,26 +232,31 @@ internal sealed partial class JobStepLoop
         return true;
     }
 
-    /// <summary>One attempt at <paramref name="step"/>: the sampled token, or why the route failed.</summary>
-    private async Task<(int? Token, StepFailure Failure)> StepAsync(RouteSession session, int step, CancellationToken ct)
+    /// <summary>
+    /// One attempt at <paramref name="step"/>: the tokens it produced (one, or with a draft the accepted drafts and the
+    /// target's next), or why the route failed. <paramref name="room"/>: tokens the job may still use after the step's first.
+    /// </summary>
+    private async Task<(int[]? Tokens, StepFailure Failure)> StepAsync(RouteSession session, int step, int room, CancellationToken ct)
     {
         // The input is everything the session's caches lack: the last token when they hold all before it, else (a new
-        // route) the prompt and every token so far.
+        // route) the prompt and every token so far; then the draft, if any.
         int known = _spec.Prompt.Count + _tokens.Count;
-        int[] input = _cached > 0 && _cached == known - 1 ? [_tokens[^1]] : [.. _spec.Prompt.Concat(_tokens).Skip(_cached)];
+        int[] draft = _speculation?.Draft([.. _spec.Prompt, .. _tokens], room) ?? [];
+        int[] input = _cached > 0 && _cached == known - 1 ? [_tokens[^1], .. draft] : [.. _spec.Prompt.Concat(_tokens).Skip(_cached), .. draft];
         var kind = _cached == 0 ? (step == 0 ? StepKind.Prefill : StepKind.Replay) : StepKind.Decode;
         var request = new ForwardRequest
         {
             JobId = _job, SessionId = session.Id, Step = step, Kind = kind, StartPosition = _cached,
             Input = WireTensor.FromTokenIds(input.Select(t => (long)t).ToArray()),
             Route = session.WireRoute, WireDType = _options.Wire, Sampling = _sampling,
-            Logprobs = _prompt.LogprobsFor(kind), HiddenStates = _prompt.HiddenStatesFor(kind),
+            Logprobs = _prompt.LogprobsFor(kind), HiddenStates = _prompt.HiddenStatesFor(kind), Draft = draft,
         };
         using var span = CoordinatorInstrumentation.Source.StartActivity(CoordinatorInstrumentation.StepSpan, ActivityKind.Client);
         span?.SetTag(SwarmTelemetry.StepTag, step);
         span?.SetTag(SwarmTelemetry.StepKindTag, kind.ToString().ToLowerInvariant());
         span?.SetTag(SwarmTelemetry.SessionTag, session.Id);
         span?.SetTag("swarm.input_tokens", input.Length);
+        if (_speculation is not null) span?.SetTag("swarm.draft_tokens", draft.Length);
         // A decode step normally takes about as long as the last ones; when it takes far longer and a node of the route
         // has gone silent (suspect), repair now instead of waiting for the node to be declared dead.
         TimeSpan? patience = kind == StepKind.Decode && _recentStepMs > 0
@@ -252,20 +273,25 @@ internal sealed partial class JobStepLoop
             var receivedAt = _time.GetUtcNow();
             if (session.Check is not null && _checker is not null)
             {
-                var verdict = await _checker.VerifyAsync(session, request, tr, took, () => [.. _spec.Prompt.Concat(_tokens).Select(t => (long)t)], ct).ConfigureAwait(false);
+                var verdict = await _checker.VerifyAsync(session, request, tr, took, () => [.. _spec.Prompt.Concat(_tokens).Concat(draft).Select(t => (long)t)], ct).ConfigureAwait(false);
                 if (verdict.Outcome is CheckOutcome.Caught or CheckOutcome.Undecided)
                     return (null, Failed(span, new StepFailure(verdict.Culprit, verdict.Reason, verdict.Outcome == CheckOutcome.Caught ? "banned" : "unverified", false)));
             }
+            int[]? produced = _speculation is null ? (tr.Accepted.Length <= 1 ? [tr.TokenId] : null) : _speculation.Accept(draft, tr.TokenId, tr.Accepted);
+            if (produced is null)
+                return (null, Failed(span, new StepFailure(session.Route.Hops[^1].NodeId,
+                    $"the last stage accepted [{string.Join(",", tr.Accepted)}], which is not a prefix of the draft [{string.Join(",", draft)}] and one token", "bad_acceptance", false)));
+            if (_speculation is not null) span?.SetTag("swarm.accepted_tokens", produced.Length - 1);
             _stepAt = (receivedAt, [.. session.Route.NodeIds]);
             if (kind == StepKind.Decode)
                 _recentStepMs = _recentStepMs == 0 ? took.TotalMilliseconds : 0.8 * _recentStepMs + 0.2 * took.TotalMilliseconds;
-            _cached = known;
+            _cached = known + produced.Length - 1;   // the accepted drafts' positions are valid; the rejected ones are not
             _timings.Add(kind, tr.Timings);
             if (kind == StepKind.Prefill) _prompt.Read(tr);
             _lastLogprobs = tr.Logprobs;
             if (_shown is not null && tr.Logprobs is null)
                 throw new JobFailedException($"node {session.Route.Hops[^1].NodeId} sent no logprobs with the token", 500, "logprobs_missing");
-            return (tr.TokenId, default);
+            return (produced, default);
         }
         var sf = (StepFailed)reply;
         var failure = Failed(span, new StepFailure(sf.NodeId, sf.Message, sf.Code.ToString(), sf.Code == ErrorCode.Overloaded));

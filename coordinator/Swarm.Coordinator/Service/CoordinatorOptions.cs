@@ -54,6 +54,16 @@ internal sealed class CoordinatorOptions
     public bool StreamVerifiedOnly { get; set; }
     /// <summary>The spot-check settings these options give.</summary>
     public Verification.VerificationOptions Verification => new() { Rate = VerifyRate, BanTime = BanTime, StreamVerifiedOnly = StreamVerifiedOnly };
+    /// <summary>Speculative decoding: <c>none</c> (default) or <c>ngram</c> (prompt lookup in the coordinator).</summary>
+    public string Speculative { get; set; } = "none";
+    /// <summary>Most tokens drafted per pass when speculating, k_max (default 4; the length adapts between 1 and it).</summary>
+    public int SpeculativeMax { get; set; } = 4;
+    /// <summary>The speculation settings these options give (mode none when <see cref="Speculative"/> is unknown: <see cref="Validate"/> reports it).</summary>
+    public Speculation.SpeculationOptions Speculation => new()
+    {
+        Mode = Coordinator.Speculation.SpeculationOptions.ParseMode(Speculative) ?? Coordinator.Speculation.SpeculationMode.None,
+        MaxDraft = SpeculativeMax,
+    };
     /// <summary>How often nodes send heartbeats; told to them at registration (default 500 ms).</summary>
     public TimeSpan HeartbeatInterval { get; set; } = TimeSpan.FromMilliseconds(500);
     /// <summary>Heartbeat silence after which a node is suspect (default 1.25 s).</summary>
@@ -124,6 +134,8 @@ internal sealed class CoordinatorOptions
         if (StepTimeout <= TimeSpan.Zero) errors.Add("--step-timeout must be > 0");
         if (MaxRecoveriesPerJob < 0) errors.Add("max recoveries per job must be ≥ 0");
         errors.AddRange(Verification.Validate());
+        if (Coordinator.Speculation.SpeculationOptions.ParseMode(Speculative) is null) errors.Add($"--speculative: '{Speculative}' (use none or ngram)");
+        errors.AddRange(Speculation.Validate().Select(e => "--speculative-max: " + e));
         if (HeartbeatInterval <= TimeSpan.Zero) errors.Add("--heartbeat-interval must be > 0");
         if (SuspectAfter <= HeartbeatInterval) errors.Add("--suspect-after must exceed --heartbeat-interval");
         if (DeadAfter <= SuspectAfter) errors.Add("--dead-after must exceed --suspect-after");

@@ -126,6 +126,7 @@ internal static class HttpApi
         {
             Layer = h.Layer, Shape = h.Data.Shape, Data = Convert.ToBase64String(h.Data.Data.Span),
         })],
+        Speculative = r.Speculation is { } sp ? new SpeculativeInfo { Passes = sp.Passes, Accepted = sp.Accepted, Drafted = sp.Drafted } : null,
     };
 
     /// <summary>The error body of a job that could not run or finish: 503, 429, or a server error.</summary>

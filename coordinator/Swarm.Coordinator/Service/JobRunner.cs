@@ -66,6 +66,7 @@ internal sealed class JobRunner : IDisposable
         StepTimeout = swarm.Options.StepTimeout,
         MaxRecoveriesPerJob = swarm.Options.MaxRecoveriesPerJob,
         Verification = swarm.Options.Verification,
+        Speculation = swarm.Options.Speculation,
     };
 
     /// <summary>Jobs waiting for admission.</summary>
@@ -128,6 +129,7 @@ internal sealed class JobRunner : IDisposable
             var result = new JobResult(id, tokens, loop.Text, finish, spec.Prompt.Count, ttft, totalMs, progress.Recoveries, stages)
             {
                 Echo = loop.Echo, Logprobs = loop.Shown?.ToList(), HiddenStates = loop.HiddenStates, RecomputedTokens = progress.RecomputedTokens,
+                Speculation = loop.Speculation,
             };
             double? rate = tokens.Count > 1 ? (tokens.Count - 1) / ((totalMs - ttft) / 1000) : null;
             _history.RecordDone(id, spec.Prompt.Count, tokens.Count, ttft, rate, progress.Recoveries);

@@ -125,18 +125,51 @@ public sealed class Sampler
         return best;
     }
 
+    /// <summary>
+    /// The distribution <see cref="Next"/> draws from for <paramref name="logits"/> (one row, as there): probabilities per
+    /// token id after temperature, top-k and top-p, summing to 1 (greedy: 1 at the argmax). Speculative sampling compares
+    /// drafts against it (<see cref="SpeculativeAcceptance"/>). Does not advance <see cref="Step"/>.
+    /// </summary>
+    /// <exception cref="ArgumentException">Wrong shape or dtype.</exception>
+    /// <exception cref="InvalidOperationException">The logits hold NaN, or every logit is -inf.</exception>
+    public double[] Probabilities(Tensor logits)
+    {
+        ArgumentNullException.ThrowIfNull(logits);
+        using (NewDisposeScope())
+        using (no_grad())
+        {
+            var row = Row(logits);
+            var values = MemoryMarshal.Cast<byte, float>(row.bytes);
+            var p = new double[values.Length];
+            if (Options.IsGreedy) p[Argmax(values)] = 1;
+            else if (Options.TopK > 0 && Options.TopK < values.Length)
+            {
+                var (v, ids) = TopCandidates(row, values);
+                var w = Weights(v, out double total);
+                int n = Options.TopP < 1 ? SortedNucleus(w, Options.TopP * total) : w.Length;
+                for (int i = 0; i < n; i++) p[ids[i]] = w[i];
+            }
+            else
+            {
+                var w = Weights(values, out double total);
+                if (Options.TopP < 1) Nucleus(w, Options.TopP * total);
+                w.CopyTo(p, 0);
+            }
+            double sum = 0;
+            foreach (double x in p) sum += x;
+            for (int i = 0; i < p.Length; i++) p[i] /= sum;
+            return p;
+        }
+    }
+
+    /// <summary>Inverse-CDF draw over <paramref name="weights"/> (in index order, need not sum to 1) with the uniform <paramref name="u"/>.</summary>
+    internal static int Draw(double[] weights, double u) => Draw(weights, weights.Length, u);
+
     private int Sample(Tensor row, ReadOnlySpan<float> values, double u)
     {
         if (Options.TopK > 0 && Options.TopK < values.Length)
         {
-            if (HasNaN(values)) throw new InvalidOperationException("logits contain NaN");
-            var (topValues, topIds) = row.topk(Options.TopK, dim: 0, largest: true, sorted: true);
-            var (v, ids) = (MemoryMarshal.Cast<byte, float>(topValues.contiguous().bytes).ToArray(), Ints(topIds));
-            // topk promises no order among equal logits: make it canonical (ties → lower id first).
-            var pairs = new (float Value, int Id)[v.Length];
-            for (int i = 0; i < pairs.Length; i++) pairs[i] = (v[i], ids[i]);
-            Array.Sort(pairs, static (a, b) => b.Value != a.Value ? b.Value.CompareTo(a.Value) : a.Id.CompareTo(b.Id));
-            for (int i = 0; i < pairs.Length; i++) (v[i], ids[i]) = pairs[i];
+            var (v, ids) = TopCandidates(row, values);
             var w = Weights(v, out double total);
             int n = Options.TopP < 1 ? SortedNucleus(w, Options.TopP * total) : w.Length;
             return ids[Draw(w, n, u)];
@@ -147,6 +180,20 @@ public sealed class Sampler
             if (Options.TopP < 1) Nucleus(w, Options.TopP * total);
             return Draw(w, w.Length, u);
         }
+    }
+
+    /// <summary>The top-k logits and their ids, by descending logit, ties → lower id first.</summary>
+    private (float[] Values, int[] Ids) TopCandidates(Tensor row, ReadOnlySpan<float> values)
+    {
+        if (HasNaN(values)) throw new InvalidOperationException("logits contain NaN");
+        var (topValues, topIds) = row.topk(Options.TopK, dim: 0, largest: true, sorted: true);
+        var (v, ids) = (MemoryMarshal.Cast<byte, float>(topValues.contiguous().bytes).ToArray(), Ints(topIds));
+        // topk promises no order among equal logits: make it canonical (ties → lower id first).
+        var pairs = new (float Value, int Id)[v.Length];
+        for (int i = 0; i < pairs.Length; i++) pairs[i] = (v[i], ids[i]);
+        Array.Sort(pairs, static (a, b) => b.Value != a.Value ? b.Value.CompareTo(a.Value) : a.Id.CompareTo(b.Id));
+        for (int i = 0; i < pairs.Length; i++) (v[i], ids[i]) = pairs[i];
+        return (v, ids);
     }
 
     private static int[] Ints(Tensor ids)

@@ -11,8 +11,10 @@ internal sealed record DriverJob(long[] Prompt, int MaxNew, int ArrivesAt);
 /// route order): submits prefill and decode steps, carries hidden states from host to host, closes sessions when a
 /// job is done, and replays a job on a new session when a host preempts it — what JobRunner does over the wire.
 /// Every host runs one iteration per round, so several jobs' steps are in flight in different stages at once.
+/// With a <c>drafter</c> (job index, its tokens so far, most tokens to draft → drafted tokens) steps carry drafts as the
+/// coordinator's speculative steps do: the accepted tokens are recorded and the next step starts at the first rejected position.
 /// </summary>
-internal sealed class BatchDriver(IReadOnlyList<StageHost> hosts)
+internal sealed class BatchDriver(IReadOnlyList<StageHost> hosts, Func<int, IReadOnlyList<int>, int, int[]>? drafter = null)
 {
     private sealed class State(DriverJob job, int index)
     {
@@ -26,6 +28,8 @@ internal sealed class BatchDriver(IReadOnlyList<StageHost> hosts)
     private long _nextSession = 1000;
 
     public int Preemptions { get; private set; }
+    /// <summary>Passes that carried a draft, drafted tokens, and drafted tokens accepted (speculative runs).</summary>
+    public (int Passes, int Drafted, int Accepted) Speculation { get; private set; }
     public int Rounds { get; private set; }
 
     /// <summary>Runs all jobs to completion; returns each job's new tokens (greedy).</summary>
@@ -61,7 +65,16 @@ internal sealed class BatchDriver(IReadOnlyList<StageHost> hosts)
                         hosts[h + 1].Submit(c.Request with { Route = c.Request.Route[1..], Input = hidden }, s);
                         continue;
                     }
-                    s.Tokens.Add(c.Output.Token!.Value);
+                    var draft = c.Request.Draft;
+                    int[] produced = draft.Length == 0 ? [c.Output.Token!.Value] : c.Output.Accepted;
+                    if (draft.Length > 0)
+                    {
+                        if (produced.Length == 0 || produced.Length > draft.Length + 1 || !produced[..^1].SequenceEqual(draft[..(produced.Length - 1)]))
+                            throw new InvalidOperationException($"job {s.Index} step {c.Request.Step}: accepted [{string.Join(",", produced)}] for draft [{string.Join(",", draft)}]");
+                        var (p, d, a) = Speculation;
+                        Speculation = (p + 1, d + draft.Length, a + produced.Length - 1);
+                    }
+                    s.Tokens.AddRange(produced);
                     s.Cached = s.Job.Prompt.Length + s.Tokens.Count - 1;
                     if (s.Tokens.Count == s.Job.MaxNew)
                     {
@@ -79,14 +92,15 @@ internal sealed class BatchDriver(IReadOnlyList<StageHost> hosts)
     private void Submit(State s)
     {
         if (s.Cached == 0) s.Session = _nextSession++;
-        var all = s.Job.Prompt.Concat(s.Tokens.Select(t => (long)t)).ToArray();
+        int[] draft = drafter?.Invoke(s.Index, s.Tokens, s.Job.MaxNew - s.Tokens.Count - 1) ?? [];
+        var all = s.Job.Prompt.Concat(s.Tokens.Select(t => (long)t)).Concat(draft.Select(t => (long)t)).ToArray();
         var route = hosts.Select((h, i) => new Hop { NodeId = i + 1, Endpoint = $"host-{i}", Layers = h.Range }).ToArray();
         var req = new ForwardRequest
         {
             JobId = s.Index, SessionId = s.Session, Step = s.Tokens.Count,
             Kind = s.Cached == 0 ? (s.Tokens.Count == 0 ? StepKind.Prefill : StepKind.Replay) : StepKind.Decode,
             StartPosition = s.Cached, Input = WireTensor.FromTokenIds(all[s.Cached..]), Route = route,
-            WireDType = WireDType.F32, Sampling = new SamplingParams { Temperature = 0 },
+            WireDType = WireDType.F32, Sampling = new SamplingParams { Temperature = 0 }, Draft = draft,
         };
         hosts[0].Submit(req, s);
     }

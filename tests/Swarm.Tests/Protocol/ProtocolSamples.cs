@@ -104,6 +104,7 @@ internal static class ProtocolSamples
             InputLogprobs = [new TokenLogprobs { Logprob = -2f }],
             HiddenStates = [Captured],
             Fingerprints = [new StageFingerprint { NodeId = 2, Input = new float[StageFingerprint.Width], Output = [.. Enumerable.Range(0, StageFingerprint.Width).Select(i => -i * 0.25f)], RunnerUp = 7, Margin = 0.5f }],
+            Accepted = [50_000, 17],
         }, id: 10, session: 200),
         ["StepFailed"] = Wrap(new StepFailed { JobId = 100, SessionId = 200, Step = 3, NodeId = 2, Code = ErrorCode.NextHopUnreachable, Message = "node 3 unreachable" }, id: 11, session: 200),
         ["CloseSession"] = Wrap(new CloseSession { SessionId = 200 }, id: 12, session: 200),

@@ -1,0 +1,48 @@
+using Swarm.Node.Verification;
+using Swarm.Protocol;
+using Swarm.Sampling;
+using static TorchSharp.torch;
+
+namespace Swarm.Node;
+
+/// <summary>What the last stage derives from logits besides the token: the step's fingerprint, and a speculative step's verdict.</summary>
+internal static class LastStageSampling
+{
+    /// <summary>The job's sampling parameters as the sampler takes them.</summary>
+    public static SamplingOptions OptionsOf(SamplingParams sampling) => new()
+    {
+        Temperature = sampling.Temperature,
+        TopK = sampling.TopK,
+        TopP = sampling.TopP,
+        Seed = unchecked((long)sampling.Seed),
+        MaxNewTokens = 1,
+    };
+
+    /// <summary>The last stage's fingerprint of a logits row [V]: its projection, runner-up token and top-2 margin.</summary>
+    public static StageFingerprint Fingerprint(float[] inputFingerprint, Tensor row)
+    {
+        using var scope = NewDisposeScope();
+        var (top, ids) = row.to_type(ScalarType.Float32).topk(2);
+        return new StageFingerprint
+        {
+            Input = inputFingerprint, Output = ActivationFingerprint.Project(row),
+            RunnerUp = (int)ids[1].item<long>(), Margin = top[0].item<float>() - top[1].item<float>(),
+        };
+    }
+
+    /// <summary>
+    /// A speculative step's verdict from the logits of its verified positions (<see cref="QueuedStep.VerifiedLogits"/>): the
+    /// accepted drafted tokens then the model's next (<see cref="SpeculativeAcceptance"/>), and the fingerprint of the row the
+    /// first of them came from, as an ordinary step's. An injected fault corrupts the logits and the first token.
+    /// </summary>
+    public static (int[] Accepted, StageFingerprint Fingerprint) Verify(QueuedStep step, StepFault? fault)
+    {
+        using var scope = NewDisposeScope();
+        var req = step.Request;
+        var logits = step.VerifiedLogits();
+        if (fault is not null) logits = fault.Corrupt(logits);
+        var accepted = SpeculativeAcceptance.Accept(logits, req.Draft, OptionsOf(req.Sampling), req.Step);
+        if (fault is not null) accepted[0] = fault.Token(accepted[0], (int)logits.shape[^1]);
+        return (accepted, Fingerprint(step.InputFingerprint, logits[0]));
+    }
+}
