@@ -43,7 +43,7 @@ public sealed record RouteCandidate
             RttMs = node.RttMs,
             InFlight = node.InFlight,
             Suspect = node.Health == NodeHealth.Suspect,
-            Links = node.Links.ToDictionary(l => l.ToNodeId),
+            Links = node.LinksByNode,
         };
     }
 

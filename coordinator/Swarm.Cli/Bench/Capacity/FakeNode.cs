@@ -57,9 +57,32 @@ internal sealed class FakeNode : IAsyncDisposable
     /// <summary>Steps this node answered as the first hop.</summary>
     public long Steps => Interlocked.Read(ref _steps);
 
-    /// <summary>Connects, registers and starts heartbeating; returns once the Welcome arrived.</summary>
+    /// <summary>
+    /// Connects, registers and starts heartbeating; returns once the Welcome arrived. Like a real node, retries a failed
+    /// connection with back-off (a connect now and then ends in LiteNetLib's PeerNotFound on a busy loopback).
+    /// </summary>
     /// <exception cref="PeerRefusedException">The coordinator refused the node.</exception>
+    /// <exception cref="PeerDisconnectedException">Ten attempts failed.</exception>
     public async Task RegisterAsync(IPEndPoint coordinator, string name, CancellationToken ct)
+    {
+        var delay = TimeSpan.FromMilliseconds(200);
+        for (int attempt = 1; ; attempt++)
+        {
+            try
+            {
+                await TryRegisterAsync(coordinator, name, ct).ConfigureAwait(false);
+                return;
+            }
+            catch (PeerRefusedException) { throw; }
+            catch (Exception e) when (e is PeerDisconnectedException or TimeoutException && attempt < 10)
+            {
+                await Task.Delay(delay, ct).ConfigureAwait(false);
+                delay = TimeSpan.FromTicks(Math.Min(TimeSpan.FromSeconds(2).Ticks, delay.Ticks * 2));
+            }
+        }
+    }
+
+    private async Task TryRegisterAsync(IPEndPoint coordinator, string name, CancellationToken ct)
     {
         _coordinator = await _transport.ConnectAsync(coordinator, ct).ConfigureAwait(false);
         var hello = new Hello
