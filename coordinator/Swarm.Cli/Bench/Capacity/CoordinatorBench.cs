@@ -88,12 +88,16 @@ internal static class CoordinatorBench
         double apiMs = await MedianGetMsAsync(http, coordinator.HttpUrl + "/api/swarm", ct);
         double metricsMs = await MedianGetMsAsync(http, coordinator.HttpUrl + "/metrics", ct);
         var placement = PlacementTiming.Measure(cfg, n, profile);
+        log($"N={n}: joined in {joinClock.Elapsed.TotalSeconds:F1} s; idle CPU {heartbeatPercent:F2} % of a core; /api/swarm {apiMs:F2} ms, /metrics {metricsMs:F2} ms; "
+            + $"placement join {placement.JoinMs:F3} ms, recover {placement.RecoverMs:F3} ms, rebalance {placement.RebalanceMs:F3} ms; {idleMb:F0} MB");
 
         var loads = new List<LoadFigures>();
         foreach (int m in s.Jobs)
         {
             log($"N={n}, M={m}: {s.Seconds:F0} s of load…");
-            loads.Add(await LoadAsync(http, coordinator.HttpUrl, pid, m, cfg, s, ct));
+            var load = await LoadAsync(http, coordinator.HttpUrl, pid, m, cfg, s, ct);
+            loads.Add(load);
+            log($"N={n}, M={m}: {load.TokensPerSecond:F0} tokens/s, {load.CpuMsPer1kTokens:F1} coordinator CPU ms per 1,000 tokens, {load.FailedJobs} failed jobs, {load.ResidentMb:F0} MB");
         }
         return new SwarmFigures(n, heartbeatPercent, joinSeconds, apiMs, metricsMs, idleMb, placement, loads);
     }

@@ -61,7 +61,7 @@ internal sealed class FakeNode : IAsyncDisposable
     /// Connects, registers and starts heartbeating; returns once the Welcome arrived. Like a real node, retries a failed
     /// connection with back-off (a connect now and then ends in LiteNetLib's PeerNotFound on a busy loopback).
     /// </summary>
-    /// <exception cref="PeerRefusedException">The coordinator refused the node.</exception>
+    /// <exception cref="InvalidOperationException">The coordinator refused the node (a Refused reply).</exception>
     /// <exception cref="PeerDisconnectedException">Ten attempts failed.</exception>
     public async Task RegisterAsync(IPEndPoint coordinator, string name, CancellationToken ct)
     {
@@ -73,7 +73,7 @@ internal sealed class FakeNode : IAsyncDisposable
                 await TryRegisterAsync(coordinator, name, ct).ConfigureAwait(false);
                 return;
             }
-            catch (PeerRefusedException) { throw; }
+            // A handshake that timed out on a busy machine is a PeerRefusedException too: only a Refused reply is final.
             catch (Exception e) when (e is PeerDisconnectedException or TimeoutException && attempt < 10)
             {
                 await Task.Delay(delay, ct).ConfigureAwait(false);
@@ -92,7 +92,7 @@ internal sealed class FakeNode : IAsyncDisposable
             LayerWeightBytes = _profile.LayerWeightBytes, KvBytesPerTokenPerLayer = _profile.KvBytesPerTokenPerLayer,
         };
         var reply = await _coordinator.RequestAsync(Envelope.Create(hello), TimeSpan.FromSeconds(30), ct).ConfigureAwait(false);
-        if (reply.Body is Refused r) throw new PeerRefusedException($"the coordinator refused {name}: {r.Reason}");
+        if (reply.Body is Refused r) throw new InvalidOperationException($"the coordinator refused {name}: {r.Reason}");
         var welcome = (Welcome)reply.Body;
         NodeId = welcome.NodeId;
         if (welcome.HeartbeatIntervalMs > 0) _heartbeatMs = welcome.HeartbeatIntervalMs;

@@ -23,7 +23,7 @@ internal sealed class FakeSwarm : IAsyncDisposable
         var swarm = new FakeSwarm();
         try
         {
-            using var gate = new SemaphoreSlim(32);
+            using var gate = new SemaphoreSlim(16);
             var registrations = new List<Task>();
             for (int i = 0; i < count; i++)
             {
