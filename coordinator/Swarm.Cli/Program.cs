@@ -11,6 +11,7 @@ root.Subcommands.Add(DemoCommand.Create());
 root.Subcommands.Add(RunCommand.Create());
 root.Subcommands.Add(ModelCommand.Create());
 root.Subcommands.Add(BenchCommand.Create());
+root.Subcommands.Add(SimCommand.Create());
 root.Subcommands.Add(CoordinatorCommand.Create());
 root.Subcommands.Add(NodeCommand.Create());
 root.Subcommands.Add(GenerateCommand.Create());

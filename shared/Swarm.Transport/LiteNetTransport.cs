@@ -304,7 +304,7 @@ public sealed partial class LiteNetTransport : ITransport
         {
             try
             {
-                _wake.WaitOne(5);
+                _wake.WaitOne(_options.PollIntervalMs);
                 while (_commands.TryDequeue(out var command)) command();
                 _dispatcher.Drain();
                 _manager.PollEvents();

@@ -94,6 +94,13 @@ public sealed class TransportOptions
     /// <summary>LiteNetLib logic tick (resends, pings, acks) in milliseconds; sends and receipts also trigger a tick at once. Default: 5.</summary>
     public int UpdateTimeMs { get; set; } = 5;
 
+    /// <summary>
+    /// Longest wait of the transport's poll thread between rounds when nothing wakes it (default 5 ms); inbound data and
+    /// outbound commands wake it at once. Load generators running many transports in one process raise it (and
+    /// <see cref="UpdateTimeMs"/>) so idle transports do not keep the CPU busy.
+    /// </summary>
+    public int PollIntervalMs { get; set; } = 5;
+
     /// <summary>Fixed MTU in bytes (576–1500 incl. LiteNetLib headers); 0 keeps LiteNetLib's default (1024). Default: 0.</summary>
     public int Mtu { get; set; }
 
@@ -111,6 +118,7 @@ public sealed class TransportOptions
         if (DisconnectTimeout < TimeSpan.FromMilliseconds(100)) errors.Add("DisconnectTimeout must be ≥ 100 ms");
         if (ConnectTimeout < TimeSpan.FromMilliseconds(250)) errors.Add("ConnectTimeout must be ≥ 250 ms");
         if (UpdateTimeMs is < 1 or > 100) errors.Add($"UpdateTimeMs {UpdateTimeMs} is outside 1–100");
+        if (PollIntervalMs is < 1 or > 1000) errors.Add($"PollIntervalMs {PollIntervalMs} is outside 1–1000");
         if (Mtu != 0 && Mtu is < 576 or > 1500) errors.Add($"Mtu {Mtu} must be 0 or within 576–1500");
         if (HandshakeTimeout < TimeSpan.FromMilliseconds(100)) errors.Add("HandshakeTimeout must be ≥ 100 ms");
         if (!(ConnectRatePerSecond > 0)) errors.Add($"ConnectRatePerSecond {ConnectRatePerSecond} must be positive");

@@ -17,6 +17,7 @@ internal static class BenchCommand
         cmd.Subcommands.Add(SwarmCmd());
         cmd.Subcommands.Add(Recovery());
         cmd.Subcommands.Add(Verify());
+        cmd.Subcommands.Add(BenchCoordinatorCommand.Create());
         cmd.Subcommands.Add(Speculative());
         return cmd;
     }

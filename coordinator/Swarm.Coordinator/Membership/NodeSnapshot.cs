@@ -45,6 +45,23 @@ internal sealed record NodeSnapshot
     /// <summary>The node's links to the next hops it handed steps to, as its last heartbeat reported them.</summary>
     public IReadOnlyList<LinkReport> Links { get; init; } = [];
 
+    /// <summary>
+    /// <see cref="Links"/> by receiving node id, built once when a heartbeat brings links (the router reads it for every
+    /// candidate of every route; building it there cost O(nodes × links) per job).
+    /// </summary>
+    public IReadOnlyDictionary<int, LinkReport> LinksByNode { get; init; } = NoLinks;
+
+    private static readonly IReadOnlyDictionary<int, LinkReport> NoLinks = new Dictionary<int, LinkReport>();
+
+    /// <summary>Indexes links by receiving node (the last report of a node wins).</summary>
+    internal static IReadOnlyDictionary<int, LinkReport> Index(IReadOnlyList<LinkReport> links)
+    {
+        if (links.Count == 0) return NoLinks;
+        var byNode = new Dictionary<int, LinkReport>(links.Count);
+        foreach (var l in links) byNode[l.ToNodeId] = l;
+        return byNode;
+    }
+
     /// <summary>Times of failed requests reported since the last success, oldest first.</summary>
     public IReadOnlyList<DateTimeOffset> RecentFailures { get; init; } = [];
 

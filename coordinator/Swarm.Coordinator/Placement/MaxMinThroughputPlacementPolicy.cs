@@ -63,7 +63,8 @@ internal sealed class MaxMinThroughputPlacementPolicy : IPlacementPolicy
         for (int move = 0; move < _options.MaxRecoveryMoves; move++)
         {
             var current = layout.Values.ToList();
-            int uncovered = UncoveredCount(Throughputs(current));
+            var totals = Totals(current);
+            int uncovered = UncoveredCount(totals.Throughput);
             if (uncovered == 0) break;
             Candidate? best = null;
             foreach (var n in current.OrderBy(n => n.Id))
@@ -71,7 +72,7 @@ internal sealed class MaxMinThroughputPlacementPolicy : IPlacementPolicy
                 if (n.PinnedRange is not null || (n.Range is not null && !n.Movable)) continue;
                 int cap = Capacity(n);
                 if (cap == 0 || !(n.LayerThroughput > 0)) continue;
-                var without = Throughputs(current.Where(o => o.Id != n.Id));
+                var without = Without(totals, n);
                 foreach (var r in RecoveryRanges(n, cap))
                 {
                     var after = Add(without, r, n.LayerThroughput / r.Count);
@@ -91,7 +92,8 @@ internal sealed class MaxMinThroughputPlacementPolicy : IPlacementPolicy
     /// <inheritdoc/>
     public RangeAssignment? Rebalance(IReadOnlyList<PlacementNode> swarm)
     {
-        var now = Throughputs(swarm);
+        var totals = Totals(swarm);
+        var now = totals.Throughput;
         if (UncoveredCount(now) > 0) return null;
         double currentMin = now.Min();
         Candidate? best = null;
@@ -100,7 +102,7 @@ internal sealed class MaxMinThroughputPlacementPolicy : IPlacementPolicy
             if (n.PinnedRange is not null || !n.Movable || n.Range is not LayerRange held) continue;
             int k = Capacity(n);
             if (k == 0) continue;
-            var without = Throughputs(swarm.Where(o => o.Id != n.Id));
+            var without = Without(totals, n);
             var r = BestWindow(without, k, n.LayerThroughput / k);
             if (r == held) continue;
             var after = Add(without, r, n.LayerThroughput / k);
@@ -185,6 +187,38 @@ internal sealed class MaxMinThroughputPlacementPolicy : IPlacementPolicy
             double per = n.LayerThroughput / r.Count;
             for (int l = r.Start; l < Math.Min(r.End, L); l++) t[l] += per;
         }
+        return t;
+    }
+
+    /// <summary>Per-layer throughput and replica count of <paramref name="nodes"/>: one pass, so each node's "without me" is a subtraction.</summary>
+    private (double[] Throughput, int[] Replicas) Totals(IEnumerable<PlacementNode> nodes)
+    {
+        var t = new double[L];
+        var replicas = new int[L];
+        foreach (var n in nodes)
+        {
+            if (n.Range is not LayerRange r || !(n.LayerThroughput > 0)) continue;
+            double per = n.LayerThroughput / r.Count;
+            for (int l = r.Start; l < Math.Min(r.End, L); l++)
+            {
+                t[l] += per;
+                replicas[l]++;
+            }
+        }
+        return (t, replicas);
+    }
+
+    /// <summary>
+    /// The totals without <paramref name="n"/>'s contribution — O(L) instead of summing the other N − 1 nodes again (which
+    /// made recovery and rebalancing O(N²·L)). A layer only <paramref name="n"/> held is exactly 0, never float residue.
+    /// </summary>
+    private double[] Without((double[] Throughput, int[] Replicas) totals, PlacementNode n)
+    {
+        var t = (double[])totals.Throughput.Clone();
+        if (n.Range is not LayerRange r || !(n.LayerThroughput > 0)) return t;
+        double per = n.LayerThroughput / r.Count;
+        for (int l = r.Start; l < Math.Min(r.End, L); l++)
+            t[l] = totals.Replicas[l] <= 1 ? 0 : Math.Max(0, t[l] - per);
         return t;
     }
 

@@ -44,7 +44,7 @@ internal sealed record RouteCandidate
             RttMs = node.RttMs,
             InFlight = node.InFlight,
             Suspect = node.Health == NodeHealth.Suspect,
-            Links = node.Links.ToDictionary(l => l.ToNodeId),
+            Links = node.LinksByNode,
         };
     }
 

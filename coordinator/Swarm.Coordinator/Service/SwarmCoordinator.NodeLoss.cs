@@ -14,7 +14,7 @@ internal sealed partial class SwarmCoordinator
         _live.TryRemove(id, out _);
         HopPaths.Forget(id);
         VouchForMembers();
-        Recover();
+        Control.Lost(id);
         NodeLost?.Invoke(id);
     }
 

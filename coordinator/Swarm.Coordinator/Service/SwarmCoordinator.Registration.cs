@@ -96,22 +96,10 @@ internal sealed partial class SwarmCoordinator
         VouchForMembers(members);
         lock (_placementGate)
         {
-            if (hello.HeldRange is { } held)
-            {
-                // A node that already holds layers (coordinator restart, reconnect) keeps serving them.
-                Registry.Register(info, held);
-                LogJoined(info.Name, id, info.Endpoint, peer.RemoteFingerprint, $"holds {held}");
-                return;
-            }
-            Registry.Register(info);
-            LayerRange? range = info.PinnedRange ?? Placement.ChooseJoinRange(Registry.PlacementView(), Registry.Get(id)!.ToPlacementNode());
-            if (range is not { } r)
-            {
-                LogJoined(info.Name, id, info.Endpoint, peer.RemoteFingerprint, "no range fits its memory budget; standing by");
-                return;
-            }
-            LogJoined(info.Name, id, info.Endpoint, peer.RemoteFingerprint, $"assigned layers {r}");
-            Assign(id, r);
+            // A node that already holds layers (coordinator restart, reconnect) keeps serving them.
+            var range = Control.Join(info, hello.HeldRange);
+            LogJoined(info.Name, id, info.Endpoint, peer.RemoteFingerprint, hello.HeldRange is { } held ? $"holds {held}"
+                : range is { } r ? $"assigned layers {r}" : "no range fits its memory budget; standing by");
         }
     }
 }

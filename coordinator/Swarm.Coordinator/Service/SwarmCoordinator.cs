@@ -58,6 +58,8 @@ internal sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposabl
     public ITextTokenizer? Tokenizer { get; }
     public NodeRegistry Registry { get; }
     public IPlacementPolicy Placement { get; }
+    /// <summary>When placement runs and what it records (joins, recovery, failure detection ticks, rebalancing).</summary>
+    public PlacementController Control { get; }
     public ShortestPathRouter Router { get; }
     /// <summary>How hops between nodes are made (direct, punched, relayed through a volunteer or this coordinator's relay).</summary>
     internal HopPathPlanner HopPaths { get; }
@@ -98,7 +100,6 @@ internal sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposabl
         _logger = logger;
         _time = time ?? TimeProvider.System;
         StartedAt = _time.GetUtcNow();
-        _lastRebalance = _time.GetTimestamp();
         Config = ModelConfig.Load(options.Model);
         ModelName = options.ModelName ?? Path.GetFileName(Path.GetFullPath(options.Model).TrimEnd('/'));
         Tokenizer = TokenizerLoader.TryLoad(options.Model);
@@ -111,6 +112,8 @@ internal sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposabl
         fd.DeadAfterWhenFailing = TimeSpan.FromTicks(Math.Min(fd.DeadAfterWhenFailing.Ticks, options.DeadAfter.Ticks));
         Registry = new NodeRegistry(fd, _time);
         Placement = new MaxMinThroughputPlacementPolicy(ModelShape.FromConfig(Config, LayerMemory.PlacementBytesPerElement), new PlacementOptions());
+        Control = new PlacementController(Registry, Placement, _time);
+        Control.Assigned += SendAssignment;
         Router = new ShortestPathRouter(new RoutingOptions(), new PowerOfTwoChoicesPolicy(new Random()));
         EndPoints.TryParse(options.Listen, out var listen);
         _relay = new UdpRelay(listen?.Address ?? IPAddress.Loopback, UdpRelay.DefaultIdleTimeout);
@@ -239,17 +242,51 @@ internal sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposabl
     /// accepts hop connections only from these. Called whenever membership changes; each list has a higher version,
     /// so a node ignores lists that arrive late. A joining node gets the list in its Welcome as well.
     /// </summary>
+    /// <remarks>
+    /// A broadcast costs N messages of N keys: sent on every join of a swarm of N nodes that is O(N²) per join, and a
+    /// burst of 1,000 joins moved gigabytes. So broadcasts are at least <see cref="VouchSpacing"/> apart; a change within
+    /// that time is sent by the evaluation tick once the spacing has passed (a joining node has the whole list in its
+    /// Welcome, and is not routable before its range is loaded).
+    /// </remarks>
     private void VouchForMembers(PeerKeys? keys = null)
     {
+        lock (_vouchGate)
+        {
+            if (_time.GetElapsedTime(_lastVouch) < VouchSpacing(_nodePeers.Count))
+            {
+                _vouchPending = true;
+                return;
+            }
+            _vouchPending = false;
+            _lastVouch = _time.GetTimestamp();
+        }
         keys ??= _keys.Vouch(_nodePeers.Values.Select(p => p.RemoteKey.ToArray()));
         foreach (var peer in _nodePeers.Values)
             try { peer.Send(Envelope.Create(keys)); }
             catch (PeerDisconnectedException) { } // gone: it is about to be forgotten
     }
 
-    private void Assign(int nodeId, LayerRange range)
+    /// <summary>Sends a broadcast that <see cref="VouchForMembers"/> held back, once its spacing has passed.</summary>
+    private void VouchPending()
     {
-        Registry.AssignRange(nodeId, range);
+        bool due;
+        lock (_vouchGate) due = _vouchPending && _time.GetElapsedTime(_lastVouch) >= VouchSpacing(_nodePeers.Count);
+        if (due) VouchForMembers();
+    }
+
+    /// <summary>Least time between member-key broadcasts: 2 ms per member, at most 2 s (immediate in small swarms).</summary>
+    internal static TimeSpan VouchSpacing(int members) => TimeSpan.FromMilliseconds(Math.Min(2000, 2.0 * members));
+
+    private readonly Lock _vouchGate = new();
+    private long _lastVouch;
+    private bool _vouchPending;
+
+    /// <summary>Sends a range the placement controller gave a node (already recorded in the registry).</summary>
+    private void SendAssignment(RangeAssignment move)
+    {
+        if (move.Reason != PlacementReason.Join) LogRecoveryMove(move.NodeId, move.From?.ToString() ?? "-", move.To.ToString(), move.Reason.ToString());
+        int nodeId = move.NodeId;
+        var range = move.To;
         if (_nodePeers.TryGetValue(nodeId, out var peer))
         {
             var assign = new AssignRange { Range = range, AssignmentId = Interlocked.Increment(ref _nextAssignment), Tensors = _source?.DigestsFor(Config, range) ?? [],
@@ -262,13 +299,7 @@ internal sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposabl
     private void OnRangeReady(IPeer peer, RangeReady rr)
     {
         if (NodeOf(peer) is not { } id) return;
-        lock (_placementGate)
-        {
-            var snap = Registry.Get(id);
-            if (snap?.Range != rr.Range)
-                Registry.AssignRange(id, rr.Range);
-            Registry.MarkServing(id);
-        }
+        lock (_placementGate) Control.RangeReady(id, rr.Range);
         LogServing(id, rr.Range.ToString(), rr.MaxKvTokens);
     }
 
@@ -291,56 +322,23 @@ internal sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposabl
     {
         if (NodeOf(peer) is not { } id) return;
         LogLeaving(id, leave.Reason);
-        lock (_placementGate)
-        {
-            Registry.BeginDrain(id);
-            Recover();
-        }
+        lock (_placementGate) Control.Leaving(id);
     }
 
     private void OnPeerDisconnected(IPeer peer, string reason)
     {
         if (!_peerNodes.TryRemove(peer.Id, out var id)) return;
         _nodePeers.TryRemove(id, out _);
-        var snap = Registry.Get(id);
         LogDisconnected(id, reason);
         Relays.OnNodeLost(id); // a relay out of touch cannot be told to close its hops: the pairs move to another
         lock (_placementGate)
         {
-            if (snap is not null && snap.State == NodeStatus.Draining) Registry.MarkLeft(id);
-            else Registry.ReportFailure(id);
-            if (Registry.Get(id)?.State is NodeStatus.Left or NodeStatus.Dead) Lost(id);
-        }
-    }
-
-    /// <summary>Re-covers layers no serving node holds by (re)assigning nodes with spare memory.</summary>
-    private void Recover()
-    {
-        foreach (var move in Placement.Recover(Registry.PlacementView()))
-        {
-            LogRecoveryMove(move.NodeId, move.From?.ToString() ?? "-", move.To.ToString(), move.Reason.ToString());
-            Assign(move.NodeId, move.To);
+            if (Control.Disconnected(id)) Lost(id);
         }
     }
 
     /// <summary>How often a fully covered swarm is checked for a rebalancing move (10 s).</summary>
-    public static readonly TimeSpan RebalanceInterval = TimeSpan.FromSeconds(10);
-    private long _lastRebalance;
-
-    /// <summary>
-    /// At most one move per call, and only when it raises the swarm's weakest per-layer throughput by the policy's
-    /// factor (1.2×), so ranges do not flap; nothing moves while another node is still loading.
-    /// </summary>
-    private void Rebalance()
-    {
-        _lastRebalance = _time.GetTimestamp();
-        if (Registry.Snapshot().Any(n => n.State == NodeStatus.Loading)) return;
-        if (Placement.Rebalance(Registry.PlacementView()) is { } move)
-        {
-            LogRecoveryMove(move.NodeId, move.From?.ToString() ?? "-", move.To.ToString(), move.Reason.ToString());
-            Assign(move.NodeId, move.To);
-        }
-    }
+    public static readonly TimeSpan RebalanceInterval = PlacementController.RebalanceInterval;
 
     private async Task EvaluateLoopAsync(CancellationToken ct)
     {
@@ -351,20 +349,19 @@ internal sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposabl
             {
                 lock (_placementGate)
                 {
-                    foreach (var t in Registry.Evaluate())
+                    foreach (int dead in Control.Tick().Dead)
                     {
-                        if (!t.BecameDead) continue;
-                        LogDead(t.After.Id, t.After.Info.Name);
-                        if (_nodePeers.TryRemove(t.After.Id, out var peer))
+                        LogDead(dead, Registry.Get(dead)?.Info.Name ?? "");
+                        if (_nodePeers.TryRemove(dead, out var peer))
                         {
                             _peerNodes.TryRemove(peer.Id, out _);
                             peer.Disconnect("declared dead");
                         }
-                        Lost(t.After.Id);
+                        Lost(dead);
                     }
                     // Nodes that joined while the model was fully covered, or whose ranges were lost: fill gaps.
-                    if (!Registry.ServingCoverage(Config.NumLayers).IsCovered) Recover();
-                    else if (_time.GetElapsedTime(_lastRebalance) > RebalanceInterval) Rebalance();
+                    Control.Maintain();
+                    VouchPending();
                 }
             }
         }
