@@ -146,7 +146,8 @@ public sealed class SwarmTelemetryIntegrationTests(TwoNodeSwarmWithOneJob swarm)
         var steps = spans.Where(s => s.Name == CoordinatorInstrumentation.StepSpan).ToList();
         Assert.Equal(n + swarm.Recoveries, steps.Count); // a repaired route re-sends the failed step
         Assert.All(steps, s => Assert.Equal(job, Parent(s)));
-        Assert.Single(spans, s => s.Name == CoordinatorInstrumentation.RouteSpan && Parent(s) == job);
+        // One route, plus one more per repair (a repaired job routes again).
+        Assert.InRange(spans.Count(s => s.Name == CoordinatorInstrumentation.RouteSpan && Parent(s) == job), 1, 1 + swarm.Recoveries);
 
         var first = spans.Where(s => s.Name == NodeInstrumentation.ForwardSpan && s.Instance == "node-1").ToList();
         var second = spans.Where(s => s.Name == NodeInstrumentation.ForwardSpan && s.Instance == "node-2").ToList();
@@ -212,7 +213,8 @@ public sealed class SwarmTelemetryIntegrationTests(TwoNodeSwarmWithOneJob swarm)
             await Promtool.AssertValidAsync(text, $"node-{i + 1}'s /metrics");
             int extra = swarm.Recoveries; // a repaired route re-runs the failed step (as a replay of the tokens so far)
             Assert.InRange(Value(text, "swarm_node_steps_total", "outcome=\"ok\""), n, n + extra);
-            Assert.Equal(1, Value(text, "swarm_node_forward_duration_seconds_count", "swarm_step_kind=\"prefill\""));
+            // The prompt's prefill, plus one per repair that replays the tokens so far on this node.
+            Assert.InRange(Value(text, "swarm_node_forward_duration_seconds_count", "swarm_step_kind=\"prefill\""), 1, 1 + extra);
             Assert.InRange(Value(text, "swarm_node_forward_duration_seconds_count", "swarm_step_kind=\"decode\""), n - 1 - extra, n - 1);
             Assert.InRange(Value(text, "swarm_node_batch_size_count"), n, n + extra);
             if (extra == 0) Assert.Equal(3 + (n - 1), Value(text, "swarm_node_tokens_total"));  // the 3-token prompt, then one per decode step
