@@ -193,6 +193,6 @@ internal sealed partial class SpotChecker(SpotCheckPlanner planner, NodeRegistry
     private partial void LogBanned(int node, string reason);
     [LoggerMessage(302, LogLevel.Warning, "job {Job} step {Step}: shadow {Shadow} of node {Checked} did not answer in time; the step stands unchecked")]
     private partial void LogShadowTimeout(long job, int step, int @checked, int shadow);
-    [LoggerMessage(301, LogLevel.Warning, "job {Job} step {Step}: nodes {Checked} and {Shadow} disagreed, arbiter {Arbiter} did not decide; replaying the step")]
+    [LoggerMessage(301, LogLevel.Warning, "job {Job} step {Step}: nodes {Checked} and {Shadow} disagreed, arbiter {Arbiter} did not decide; generating from that step again")]
     private partial void LogUndecided(long job, int step, int @checked, int shadow, string arbiter);
 }

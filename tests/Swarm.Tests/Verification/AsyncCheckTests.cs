@@ -148,6 +148,31 @@ public sealed class AsyncCheckTests
     }
 
     [Fact]
+    public async Task CancelledWhileChecksArePending_ClosesTheShadowSessionAndReleasesEverything()
+    {
+        Serve(1, throughput: 10_000);
+        Serve(2);
+        _channel.Answer = r =>
+        {
+            if (r.Route[0].NodeId == 2) { _held.Add(r); return null; }
+            return Answer(r, lies: false);
+        };
+        using var runner = Runner(new VerificationOptions { Rate = 1 });
+        using var cts = new CancellationTokenSource();
+
+        var job = runner.RunAsync(Spec(), null, cts.Token);
+        await _channel.StepSentAsync(r => r.Route[0].NodeId == 1 && r.Step == NewTokens - 1);
+        await Task.WhenAny(job, Task.Delay(TimeSpan.FromMilliseconds(100)));
+        Assert.False(job.IsCompleted);   // waiting for its checks
+        cts.Cancel();
+
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => job);
+        Assert.Contains(_channel.Closes, c => c.Node == 2);
+        AssertNothingLeaks();
+        Assert.All(_registry.Snapshot(), n => Assert.Equal((0, 0), (n.ChecksPassed, n.ChecksFailed))); // dropped unjudged
+    }
+
+    [Fact]
     public async Task ShadowNeverAnswers_JobCompletesAfterThePatience_CountedAsTimeoutAndNobodyIsBlamed()
     {
         Serve(1, throughput: 10_000);
