@@ -9,7 +9,9 @@ namespace Swarm.Coordinator.Jobs;
 /// steps (<see cref="SettleAsync"/> without waiting), or at the end of the job, which waits for every one of them up to
 /// its patience (<see cref="SpotChecker.ShadowPatience"/>) before the job may complete. A shadow that does not answer in
 /// time counts as <c>outcome="timeout"</c> and blames nobody; its session's later checks time out with it. A check whose
-/// shadow was banned meanwhile is dropped unjudged (a banned replica cannot vouch for anything). Each check keeps its
+/// shadow was banned meanwhile is dropped unjudged (a banned replica cannot vouch for anything), and so is one whose
+/// checked node was banned if the step came after the node's last passed check (the ban already rewinds it; judging it
+/// would only arbitrate again). Each check keeps its
 /// session's shadow open until it settles (<see cref="RouteSession.CheckStarted"/>); <see cref="DropFrom"/> and
 /// <see cref="DropAll"/> settle checks nobody needs any more (rewound steps, a job that ended, failed or was cancelled),
 /// so no shadow session outlives its job. Used on the job's loop only.
@@ -58,7 +60,7 @@ internal sealed class JobSpotChecks(SpotChecker checker, JobReplyInbox inbox, Ti
             bool silent = answer is null && (_silentShadows.Contains(c.Plan.ShadowSession) || Remaining(c) is null);
             if (answer is null && !silent) { i++; continue; }
             _pending.RemoveAt(i);
-            if (checker.Registry.Get(c.Plan.Shadow.NodeId) is { Banned: true })
+            if (Moot(c))
             {
                 c.Session.CheckSettled();
                 continue;
@@ -89,6 +91,11 @@ internal sealed class JobSpotChecks(SpotChecker checker, JobReplyInbox inbox, Ti
 
     /// <summary>Drops every check unjudged (the job ended, failed or was cancelled); their shadow sessions are closed.</summary>
     public void DropAll() => DropFrom(int.MinValue);
+
+    /// <summary>True when judging the check can change nothing: its shadow is banned, or its checked node is and the ban reaches back to the step.</summary>
+    private bool Moot(PendingCheck c) =>
+        checker.Registry.Get(c.Plan.Shadow.NodeId) is { Banned: true }
+        || checker.Registry.Get(c.Plan.CheckedNode) is { Banned: true } n && c.AnsweredAt > (n.LastPassedCheck ?? n.JoinedAt);
 
     /// <summary>Time left until the check's patience runs out, or null when it has.</summary>
     private TimeSpan? Remaining(PendingCheck c)

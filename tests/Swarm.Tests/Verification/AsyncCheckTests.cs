@@ -95,7 +95,7 @@ public sealed class AsyncCheckTests
             bool liarServes = _registry.Get(1) is { Banned: false };
             if (r.Route[0].NodeId == 1)
             {
-                DeliverHeld(r.Step); // the shadow's answer to step k arrives while the liar already runs step k + 1
+                if (r.Step == 2) DeliverHeld(2); // the shadow's answers to steps 0 and 1 arrive while the liar already runs step 2
                 return Answer(r, lies: true);
             }
             if (liarServes && r.Kind != StepKind.Replay) { _held.Add(r); return null; } // a shadow copy: answered late
@@ -107,10 +107,11 @@ public sealed class AsyncCheckTests
 
         Assert.Equal(Honest, result.TokenIds);
         var sent = _channel.Sent.Select(s => s.Message).OfType<ForwardRequest>().ToList();
-        int liarsSecondStep = sent.FindIndex(m => m.Route[0].NodeId == 1 && m.Step == 1);
-        int arbitration = sent.FindIndex(m => m.Route[0].NodeId != 1 && m.Kind == StepKind.Replay && m.Step == 0);
-        Assert.InRange(liarsSecondStep, 0, arbitration - 1); // the liar's first token was accepted and built on before it was judged
-        Assert.Equal(2, result.RecomputedTokens);            // both of its tokens were generated again
+        int liarsThirdStep = sent.FindIndex(m => m.Route[0].NodeId == 1 && m.Step == 2);
+        var arbitrations = sent.Where(m => m.Route[0].NodeId != 1 && m.Kind == StepKind.Replay && m.StartPosition == 0 && m.Step < 3).ToList();
+        Assert.InRange(liarsThirdStep, 0, sent.IndexOf(arbitrations.Single()) - 1); // its tokens were accepted and built on before they were judged
+        Assert.Equal(3, result.RecomputedTokens); // all three of its tokens were generated again
+        // One arbitration and one failed check: the check of step 1, judged after the ban, was moot and dropped.
         var liar = _registry.Get(1)!;
         Assert.True(liar.Banned);
         Assert.Equal(1, liar.ChecksFailed);
