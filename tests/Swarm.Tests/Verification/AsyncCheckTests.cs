@@ -149,6 +149,24 @@ public sealed class AsyncCheckTests
     }
 
     [Fact]
+    public void ChecksJudgedOutOfOrder_APassVouchesUpToItsStepAndABanReachesBackToTheCaughtStep()
+    {
+        Serve(1);
+        var t0 = _time.GetUtcNow();
+        _registry.RecordCheck(1, passed: true, stepAt: t0 + TimeSpan.FromSeconds(10)); // another job's later step passed first
+        _registry.RecordCheck(1, passed: true, stepAt: t0 + TimeSpan.FromSeconds(3));  // an earlier step judged later
+        Assert.Equal(t0 + TimeSpan.FromSeconds(10), _registry.Get(1)!.LastPassedCheck);
+        NodeBan? ban = null;
+        _bans.Banned += b => ban = b;
+
+        Assert.True(_bans.Ban(1, "its step at t0 + 5 s disagreed", caughtAt: t0 + TimeSpan.FromSeconds(5)));
+
+        // The lie at t0 + 5 s predates the last pass (t0 + 10 s), yet the jobs that used it must still rewind it.
+        Assert.True(ban!.Since < t0 + TimeSpan.FromSeconds(5));
+        Assert.True(ban.Since > t0 + TimeSpan.FromSeconds(3));
+    }
+
+    [Fact]
     public async Task CancelledWhileChecksArePending_ClosesTheShadowSessionAndReleasesEverything()
     {
         Serve(1, throughput: 10_000);
