@@ -9,7 +9,10 @@ namespace Swarm.Cli.Bench;
 /// of three replicas of every layer (codelm-tiny, one process each) runs the same greedy jobs, a few at a time, after a
 /// warm-up that lasts until no node is on probation any more (its first checked steps run at ten times the rate), so
 /// the figure is the steady state; throughput is tokens/s over the measured jobs, and the fraction of their steps that
-/// were checked is read from the nodes' passed checks (two per checked step: the checked node's and its shadow's). The
+/// were checked is read from the nodes' passed checks (two per checked step: the checked node's and its shadow's). Checks
+/// run beside the steps (the job waits only at its end for the last ones), so a check whose shadow never answered
+/// counts no pass: the checks that timed out are read from <c>/metrics</c> and shown. Probation is not hidden: the
+/// warm-up's own throughput (fresh nodes, checked at ten times the rate) is reported beside the steady state's. The
 /// expected number of jobs routed through a node until it is caught comes from the
 /// check rates: a job of n steps through a node that corrupts a fraction P of its outputs is caught when its session is
 /// checked (probability R, after probation) and one of its n steps is corrupted: q = R·(1 − (1 − P)ⁿ), expected 1/q jobs.
@@ -22,7 +25,11 @@ internal static class VerifyBench
     /// <param name="ChecksFailed">Failed checks over the measured jobs.</param>
     /// <param name="CheckedFraction">Fraction of the measured jobs' steps that were checked (≈ R in the steady state).</param>
     /// <param name="WarmupJobs">Jobs run before measuring, until no node was on probation.</param>
-    public sealed record RatePoint(double Rate, double TokensPerSecond, long ChecksPassed, long ChecksFailed, double CheckedFraction, int WarmupJobs);
+    /// <param name="WarmupTokensPerSecond">Throughput over the warm-up (fresh processes, and nodes on probation: probation's cost).</param>
+    /// <param name="ChecksTimedOut">Checks over the measured jobs whose shadow did not answer in time (no pass counted).</param>
+    /// <param name="StillOnProbation">Serving nodes still on probation when measuring started (the warm-up hit its cap); empty: none.</param>
+    public sealed record RatePoint(double Rate, double TokensPerSecond, long ChecksPassed, long ChecksFailed, double CheckedFraction, int WarmupJobs,
+        double WarmupTokensPerSecond, long ChecksTimedOut, string StillOnProbation);
 
     public sealed record CatchPoint(double Rate, double Fraction, double ExpectedJobs);
 
@@ -42,26 +49,30 @@ internal static class VerifyBench
                 CoordinatorArgs = ["--verify-rate", rate.ToString(CultureInfo.InvariantCulture)],
             }, log, ct: ct);
             await WaitServingAsync(swarm, 3, ct);
-            int warmup = 0;
+            int warmup = 0, warmupTokens = 0;
             string onProbation = "";
+            var warm = Stopwatch.StartNew();
             do
             {
-                log($"R = {rate}: warm-up (until no node is on probation{onProbation})…");
-                await RunJobsAsync(swarm.HttpUrl, jobs, tokens, ct);
+                log($"R = {rate}: warm-up (until no node is on probation{(onProbation.Length > 0 ? "; still: " + onProbation : "")})…");
+                warmupTokens += await RunJobsAsync(swarm.HttpUrl, jobs, tokens, ct);
                 warmup += jobs;
                 onProbation = (await ChecksAsync(swarm, ct)).Probation;
-                if (onProbation.Length > 0) onProbation = "; still: " + onProbation;
             }
             while (onProbation.Length > 0 && warmup < 8 * jobs);
+            double warmTps = warmupTokens / warm.Elapsed.TotalSeconds;
+            if (onProbation.Length > 0) log($"R = {rate}: warm-up cap reached; measuring with nodes still on probation: {onProbation}");
             var before = await ChecksAsync(swarm, ct);
+            long timeoutsBefore = await TimedOutChecksAsync(swarm, ct);
             log($"R = {rate}: {jobs} jobs of {tokens} tokens…");
             var sw = Stopwatch.StartNew();
             int produced = await RunJobsAsync(swarm.HttpUrl, jobs, tokens, ct);
             double tps = produced / sw.Elapsed.TotalSeconds;
             var after = await ChecksAsync(swarm, ct);
             long passed = after.Passed - before.Passed, failed = after.Failed - before.Failed;
+            long timedOut = await TimedOutChecksAsync(swarm, ct) - timeoutsBefore;
             // Each generated token is one step (the prefill is the first); a checked step that passes counts two passes.
-            points.Add(new RatePoint(rate, tps, passed, failed, produced == 0 ? 0 : passed / 2.0 / produced, warmup));
+            points.Add(new RatePoint(rate, tps, passed, failed, produced == 0 ? 0 : passed / 2.0 / produced, warmup, warmTps, timedOut, onProbation));
         }
         int steps = tokens; // one check per generated token (the prefill is the first step)
         var catches = Rates.Where(r => r > 0).SelectMany(r => Fractions.Select(p =>
@@ -104,6 +115,16 @@ internal static class VerifyBench
                 probation.Add($"{n["name"]} {checks.ToJsonString()}");
         }
         return (passed, failed, string.Join(", ", probation));
+    }
+
+    /// <summary>Checks the coordinator counted as timed out (<c>swarm_verification_checks_total{outcome="timeout"}</c>), 0 when none yet.</summary>
+    private static async Task<long> TimedOutChecksAsync(LocalSwarm swarm, CancellationToken ct)
+    {
+        using var http = new HttpClient();
+        string metrics = await http.GetStringAsync(swarm.HttpUrl + "/metrics", ct);
+        return metrics.Split('\n')
+            .Where(l => l.StartsWith("swarm_verification_checks_total{", StringComparison.Ordinal) && l.Contains("outcome=\"timeout\"", StringComparison.Ordinal))
+            .Sum(l => (long)double.Parse(l[(l.LastIndexOf(' ') + 1)..], CultureInfo.InvariantCulture));
     }
 
     private static async Task WaitServingAsync(LocalSwarm swarm, int nodes, CancellationToken ct)

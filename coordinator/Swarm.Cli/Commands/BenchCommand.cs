@@ -167,17 +167,21 @@ internal static class BenchCommand
                     {
                         verify_rate = p.Rate, tokens_per_s = Math.Round(p.TokensPerSecond, 2),
                         cost = Math.Round(1 - p.TokensPerSecond / baseline, 4), checks_passed = p.ChecksPassed, checks_failed = p.ChecksFailed,
-                        checked_fraction = Math.Round(p.CheckedFraction, 4), warmup_jobs = p.WarmupJobs,
+                        checked_fraction = Math.Round(p.CheckedFraction, 4), checks_timed_out = p.ChecksTimedOut, warmup_jobs = p.WarmupJobs,
+                        warmup_tokens_per_s = Math.Round(p.WarmupTokensPerSecond, 2),
+                        warmup_cost = Math.Round(1 - p.WarmupTokensPerSecond / rep.Throughput[0].WarmupTokensPerSecond, 4), still_on_probation = p.StillOnProbation,
                     }),
                     expected_jobs_until_caught = rep.Catch.Select(c => new { verify_rate = c.Rate, corrupt_fraction = c.Fraction, jobs = Math.Round(c.ExpectedJobs, 1) }),
                 }));
             else
             {
                 Console.WriteLine($"{rep.Model}, 3 replicas of every layer, {rep.Jobs} jobs × {rep.TokensPerJob} tokens (3 at a time) per rate, "
-                    + "measured after a warm-up that ends once no node is on probation (steady state)");
+                    + "measured after a warm-up that ends once no node is on probation (steady state); the warm-up's own figure includes probation");
                 foreach (var p in rep.Throughput)
                     Console.WriteLine($"  verify rate {p.Rate,4:0.00}: {p.TokensPerSecond,7:F1} tokens/s (cost {1 - p.TokensPerSecond / baseline,6:P1}); "
-                        + $"steps checked {p.CheckedFraction,6:P1} (passes {p.ChecksPassed}, failures {p.ChecksFailed}); warm-up {p.WarmupJobs} jobs");
+                        + $"steps checked {p.CheckedFraction,6:P1} (passes {p.ChecksPassed}, failures {p.ChecksFailed}, shadow timeouts {p.ChecksTimedOut}); "
+                        + $"warm-up {p.WarmupJobs} jobs at {p.WarmupTokensPerSecond:F1} tokens/s (cost {1 - p.WarmupTokensPerSecond / rep.Throughput[0].WarmupTokensPerSecond:P1})"
+                        + (p.StillOnProbation.Length > 0 ? $"; STILL ON PROBATION: {p.StillOnProbation}" : ""));
                 Console.WriteLine($"expected jobs through a liar until it is caught (after probation; {rep.TokensPerJob} checked steps per job):");
                 foreach (var c in rep.Catch)
                     Console.WriteLine($"  verify rate {c.Rate,4:0.00}, corrupting {c.Fraction,4:P0} of outputs: {c.ExpectedJobs,6:F1} jobs");

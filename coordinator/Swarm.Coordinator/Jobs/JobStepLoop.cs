@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using Microsoft.Extensions.Logging;
-using System.Collections.Concurrent;
 using Swarm.Coordinator.Speculation;
 using Swarm.Coordinator.Telemetry;
 using Swarm.Coordinator.Verification;
@@ -35,11 +34,11 @@ internal sealed record StepLoopResult(string FinishReason, IReadOnlyList<StageMe
 /// position 0 (prompt + tokens so far), so every stage recomputes its KV cache from the token ids and generation resumes
 /// at the same step with the same seeded draw. A node that refuses a step as overloaded (its KV pool is full) is under
 /// pressure, not faulty: it is not reported, and the replay waits a back-off first.
-/// A spot-checked step is accepted only once the checker has compared it with a second replica's; when a node is banned
-/// (here or in another job), the tokens this job accepted through it since its last passed check are dropped and
-/// generated again on other nodes — or, when they were already streamed, the job ends with a <c>node_banned</c> error.
-/// With <see cref="VerificationOptions.StreamVerifiedOnly"/> a stream holds back tokens through nodes on probation until
-/// their checks pass (<see cref="VerifiedStream"/>), so a ban rewinds them before they were sent.
+/// A spot-checked step is accepted at once; its check (<see cref="JobSpotChecks"/>) is judged when the shadow answers,
+/// between later steps, and the job completes only once all are judged. Tokens a ban or a failed check takes back
+/// (<see cref="JobRewinds"/>) are generated again on other nodes — or, already streamed, end the job with <c>node_banned</c>.
+/// With <see cref="VerificationOptions.StreamVerifiedOnly"/> a stream holds tokens through nodes on probation until their
+/// checks pass (<see cref="VerifiedStream"/>), so a ban rewinds them before they were sent.
 /// With speculation (<see cref="JobRunnerOptions.Speculation"/>, for jobs without logprobs or hidden states) a step also
 /// carries drafted tokens after its input (<see cref="ForwardRequest.Draft"/>); the last stage answers with the drafts it
 /// accepted plus its own next token, which are all recorded (and streamed) one by one. The stages cache the rejected
@@ -62,7 +61,9 @@ internal sealed partial class JobStepLoop
     private readonly SpotChecker? _checker;
     private readonly JobSpeculation? _speculation;
     private readonly BanBoard? _bans;
-    private readonly ConcurrentQueue<NodeBan> _banned = new();
+    private JobRewinds? _rewinds;
+    private JobSpotChecks? _checks;
+    private JobReplyInbox? _inbox;
     private StopDetector _stop;
     private IncrementalDecoder? _decoder;
     private readonly PromptReadout _prompt;
@@ -141,45 +142,26 @@ internal sealed partial class JobStepLoop
         int maxNew = Math.Min(_spec.Sampling.MaxNewTokens, _options.ContextLength - _spec.Prompt.Count);
         // max_tokens 0 still runs the prefill when the prompt's logprobs or hidden states are wanted; its token is dropped.
         int steps = Math.Max(maxNew, _prompt.NeedsPrefill ? 1 : 0);
-        using var inbox = _sessions.OpenInbox(_job);
-        void OnBan(NodeBan ban) => _banned.Enqueue(ban);
-        if (_bans is not null) _bans.Banned += OnBan;
+        using var inbox = _inbox = _sessions.OpenInbox(_job);
+        using var rewinds = _rewinds = new JobRewinds(_bans);
+        if (_checker is not null) _checks = new JobSpotChecks(_checker, inbox, _time);
         if (onDelta is not null && _checker is not null && _options.Verification.StreamVerifiedOnly)
             _stream = new VerifiedStream(onDelta, _sessions.Registry, _checker);
         try
         {
             if (_prompt.Echo is not null) await EchoAsync(onDelta).ConfigureAwait(false);
-            while (_tokens.Count < steps)
+            string finish;
+            // The job completes only once every check of its steps was judged; one that rewound tokens generates them again.
+            while (true)
             {
-                int step = _tokens.Count;
-                int[]? accepted = null;
-                while (true)
-                {
-                    ct.ThrowIfCancellationRequested();
-                    if (Rewind(onDelta is not null)) break;
-                    _session ??= await _sessions.OpenAsync(inbox, ct, _checker, alwaysOnProbation: _stream is not null).ConfigureAwait(false);
-                    var (t, failure) = await StepAsync(_session, step, steps - step - 1, ct).ConfigureAwait(false);
-                    if (t is { } got)
-                    {
-                        if (!Rewind(onDelta is not null)) accepted = got;
-                        break;
-                    }
-                    await RecoverAsync(step, failure, jobSpan, ct).ConfigureAwait(false);
-                }
-                if (accepted is null) continue; // tokens were dropped after a ban: generate again from there
-                if (step == 0 && _spec.Echo && _spec.Logprobs is not null) await EchoAsync(onDelta).ConfigureAwait(false);
-                foreach (int token in accepted)
-                {
-                    if (_tokens.Count >= maxNew) break;
-                    if (await AcceptAsync(token, onDelta).ConfigureAwait(false))
-                    {
-                        if (_stream is not null) await _stream.ReleaseAsync(all: true).ConfigureAwait(false);
-                        return new StepLoopResult("stop", _timings.MeansOver(_session?.Route));
-                    }
-                }
-                if (_tokens.Count >= maxNew) break;
+                finish = await GenerateAsync(onDelta, maxNew, steps, jobSpan, ct).ConfigureAwait(false);
+                await SettleChecksAsync(wait: true, ct).ConfigureAwait(false);
+                int kept = _tokens.Count;
+                Rewind(onDelta is not null);
+                if (_tokens.Count == kept) break;
             }
             if (_stream is not null) await _stream.ReleaseAsync(all: true).ConfigureAwait(false);
+            if (finish == "stop") return new StepLoopResult("stop", _timings.MeansOver(_session?.Route));
             string tail = _decoder?.Flush() ?? "";
             _shown?.AppendTail(tail);
             string rest = _stop.Finish(tail);
@@ -191,44 +173,83 @@ internal sealed partial class JobStepLoop
         }
         finally
         {
-            if (_bans is not null) _bans.Banned -= OnBan;
             _session?.Release();
+            _checks?.DropAll();
         }
     }
 
+    /// <summary>Generates tokens until the limit (<c>length</c>) or a stop condition (<c>stop</c>), judging checks that are due between steps.</summary>
+    private async Task<string> GenerateAsync(Func<JobDelta, ValueTask>? onDelta, int maxNew, int steps, Activity? jobSpan, CancellationToken ct)
+    {
+        while (_tokens.Count < steps)
+        {
+            int step = _tokens.Count;
+            int[]? accepted = null;
+            while (true)
+            {
+                ct.ThrowIfCancellationRequested();
+                if (Rewind(onDelta is not null)) break;
+                _session ??= await _sessions.OpenAsync(_inbox!, ct, _checker, alwaysOnProbation: _stream is not null).ConfigureAwait(false);
+                var (t, failure) = await StepAsync(_session, step, steps - step - 1, ct).ConfigureAwait(false);
+                if (t is { } got)
+                {
+                    if (!Rewind(onDelta is not null)) accepted = got;
+                    break;
+                }
+                await RecoverAsync(step, failure, jobSpan, ct).ConfigureAwait(false);
+            }
+            if (accepted is null) continue; // tokens were dropped after a ban: generate again from there
+            if (step == 0 && _spec.Echo && _spec.Logprobs is not null) await EchoAsync(onDelta).ConfigureAwait(false);
+            foreach (int token in accepted)
+            {
+                if (_tokens.Count >= maxNew) break;
+                if (await AcceptAsync(token, onDelta).ConfigureAwait(false)) return "stop";
+            }
+            await SettleChecksAsync(wait: false, ct).ConfigureAwait(false);
+            if (_tokens.Count >= maxNew) break;
+        }
+        return "length";
+    }
+
+    /// <summary>Judges the checks whose shadows answered (with <paramref name="wait"/>: all, each up to its patience); releases held tokens.</summary>
+    private async Task SettleChecksAsync(bool wait, CancellationToken ct)
+    {
+        if (_checks is null || _checks.Count == 0) return;
+        foreach (var (check, result) in await _checks.SettleAsync(wait, ct).ConfigureAwait(false))
+        {
+            if (result.Outcome == CheckOutcome.Caught) _rewinds!.Suspect(check.TokenIndex, result.Reason, "node_banned");
+            if (result.Outcome != CheckOutcome.Undecided) continue;
+            _rewinds!.Suspect(check.TokenIndex, result.Reason, "unverified");
+            CountRecovery(check.TokenIndex, "unverified", result.Reason);
+        }
+        if (_stream is not null) await _stream.ReleaseAsync(all: false).ConfigureAwait(false);
+    }
+
     /// <summary>
-    /// After a ban: drops the tokens accepted through the banned node since its last passed check (and the route, when the
-    /// node is on it) so they are generated again; true when tokens were dropped. A job whose dropped tokens were already
-    /// streamed (or scored) cannot take them back: it fails with <c>node_banned</c>. Tokens a <see cref="VerifiedStream"/>
-    /// still holds were not streamed: they are dropped from it.
+    /// Drops what <see cref="JobRewinds"/> collected (tokens through a banned node, or from a failed or undecided check of
+    /// this job's) so it is generated again — from the held ones of a <see cref="VerifiedStream"/> too — with their checks,
+    /// and the route; true when it did, or when a node of the route was banned (its answer just received is not accepted).
     /// </summary>
     private bool Rewind(bool streamed)
     {
-        int from = _tokens.Count;
         int sent = _stream?.Sent ?? (streamed ? _tokens.Count : 0);
-        while (_banned.TryDequeue(out var ban))
+        var (from, routeBanned) = _rewinds!.Collect(_through, sent, _shown is not null, _session?.Route.NodeIds ?? []);
+        if (from == _tokens.Count && !routeBanned) return false;
+        if (from < _tokens.Count)
         {
-            // A token answered at the very instant of the node's last passed check counts as checked (it may be that check's).
-            int first = _through.FindIndex(s => s.At > ban.Since && s.Nodes.Contains(ban.NodeId));
-            if (first >= 0 && (first < sent || _shown is not null))
-                throw new JobFailedException($"node {ban.NodeId} was banned ({ban.Reason}); tokens from #{first} on went through it and were already streamed or scored",
-                    502, "node_banned");
-            if (first >= 0) from = Math.Min(from, first);
-            if (_session is { } s && s.Route.NodeIds.Contains(ban.NodeId)) { s.Release(); _session = null; _cached = 0; }
+            LogRewind(_job, from, _tokens.Count);
+            Progress.Rewound(_tokens.Count - from);
+            _stream?.DropFrom(from);
+            _tokens.RemoveRange(from, _tokens.Count - from);
+            _through.RemoveRange(from, _through.Count - from);
+            _stop = new StopDetector(_spec.Sampling.StopTokenIds, _spec.StopSequences);
+            _decoder = _tokenizer is null ? null : new IncrementalDecoder(_tokenizer);
+            foreach (int t in _tokens) _stop.Push(_decoder?.Push(t) ?? "");
         }
-        if (from == _tokens.Count) return false;
-        LogRewind(_job, from, _tokens.Count);
-        Progress.Rewound(_tokens.Count - from);
-        _stream?.DropFrom(from);
-        _tokens.RemoveRange(from, _tokens.Count - from);
-        _through.RemoveRange(from, _through.Count - from);
+        _checks?.DropFrom(from);
         _session?.Release();
         _session = null;
         _cached = 0;
-        var s0 = _spec.Sampling;
-        _stop = new StopDetector(s0.StopTokenIds, _spec.StopSequences);
-        _decoder = _tokenizer is null ? null : new IncrementalDecoder(_tokenizer);
-        foreach (int t in _tokens) _stop.Push(_decoder?.Push(t) ?? "");
         return true;
     }
 
@@ -271,12 +292,6 @@ internal sealed partial class JobStepLoop
         if (reply is TokenResult tr)
         {
             var receivedAt = _time.GetUtcNow();
-            if (session.Check is not null && _checker is not null)
-            {
-                var verdict = await _checker.VerifyAsync(session, request, tr, took, () => [.. _spec.Prompt.Concat(_tokens).Concat(draft).Select(t => (long)t)], ct).ConfigureAwait(false);
-                if (verdict.Outcome is CheckOutcome.Caught or CheckOutcome.Undecided)
-                    return (null, Failed(span, new StepFailure(verdict.Culprit, verdict.Reason, verdict.Outcome == CheckOutcome.Caught ? "banned" : "unverified", false)));
-            }
             int[]? produced = _speculation is null ? (tr.Accepted.Length <= 1 ? [tr.TokenId] : null) : _speculation.Accept(draft, tr.TokenId, tr.Accepted);
             if (produced is null)
                 return (null, Failed(span, new StepFailure(session.Route.Hops[^1].NodeId,
@@ -291,6 +306,9 @@ internal sealed partial class JobStepLoop
             _lastLogprobs = tr.Logprobs;
             if (_shown is not null && tr.Logprobs is null)
                 throw new JobFailedException($"node {session.Route.Hops[^1].NodeId} sent no logprobs with the token", 500, "logprobs_missing");
+            // Accepted at once; the check is judged when the shadow's answer arrives (JobSpotChecks).
+            if (session.Check is { } plan && _checks is not null)
+                _checks.Add(session, plan, _tokens.Count, request, tr, receivedAt, took, [.. _spec.Prompt.Concat(_tokens).Concat(draft).Select(t => (long)t)]);
             return (produced, default);
         }
         var sf = (StepFailed)reply;
@@ -352,9 +370,6 @@ internal sealed partial class JobStepLoop
     /// <summary>Forgets the failed route (reporting the culprit unless it was only overloaded); fails the job past the limit.</summary>
     private async Task RecoverAsync(int step, StepFailure f, Activity? jobSpan, CancellationToken ct)
     {
-        int recoveries = Progress.Recovered();
-        _onRecovery?.Invoke();
-        CoordinatorInstrumentation.Recovered(f.Code);
         jobSpan?.AddEvent(SwarmTelemetry.FailureEvent(CoordinatorInstrumentation.RecoveryEvent, f.Node, f.Reason, f.Code, step));
         LogRecovery(_job, step, f.Node?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "?", f.Reason);
         var registry = _sessions.Registry;
@@ -362,14 +377,23 @@ internal sealed partial class JobStepLoop
         _session!.Release();
         _session = null;
         _cached = 0;
-        if (recoveries > _options.MaxRecoveriesPerJob)
-            throw new JobFailedException($"gave up after {recoveries - 1} route repairs at step {step}: {f.Reason}", 503, "recovery_failed");
+        int recoveries = CountRecovery(step, f.Code, f.Reason);
         if (f.Overloaded) await Task.Delay(_options.OverloadBackoff * recoveries, _time, ct).ConfigureAwait(false);
+    }
+
+    /// <summary>Counts a route repair (or a rewind after an undecided check); fails the job past the limit.</summary>
+    private int CountRecovery(int step, string code, string reason)
+    {
+        int recoveries = Progress.Recovered();
+        _onRecovery?.Invoke();
+        CoordinatorInstrumentation.Recovered(code);
+        return recoveries <= _options.MaxRecoveriesPerJob ? recoveries
+            : throw new JobFailedException($"gave up after {recoveries - 1} route repairs at step {step}: {reason}", 503, "recovery_failed");
     }
 
     [LoggerMessage(200, LogLevel.Warning, "job {Job} step {Step}: route failed at node {Node} ({Reason}); re-routing and replaying")]
     private partial void LogRecovery(long job, int step, string node, string reason);
-    [LoggerMessage(203, LogLevel.Warning, "job {Job}: a node it used was banned; generating tokens {From}..{To} again on other nodes")]
+    [LoggerMessage(203, LogLevel.Warning, "job {Job}: a node it used was banned or a check of its steps failed; generating tokens {From}..{To} again on other nodes")]
     private partial void LogRewind(long job, int from, int to);
     [LoggerMessage(202, LogLevel.Warning, "job {Job} step {Step} took {Ms:F0} ms on route {Route} (reply {Reply})")]
     private partial void LogSlowStep(long job, int step, string route, double ms, string reply);

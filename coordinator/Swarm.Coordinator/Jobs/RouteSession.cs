@@ -14,7 +14,9 @@ namespace Swarm.Coordinator.Jobs;
 /// free the cache). Opened by <see cref="RouteSessionFactory"/>; one step at a time. A spot-checked session also has a
 /// shadow session (<see cref="Check"/>): every step's input to the checked hop is copied to the shadow (by the coordinator
 /// for the first hop, else by the hop before it, told by <see cref="ShadowCopy"/>), and replies of such side sessions
-/// are kept for <see cref="AwaitSideReplyAsync"/> instead of being dropped.
+/// are kept in the job's inbox for <see cref="AwaitSideReplyAsync"/> instead of being dropped. The shadow session stays
+/// open while checks of its steps are still waiting to be judged (<see cref="CheckStarted"/>, <see cref="CheckSettled"/>),
+/// even after the check ended or the session was released, and is closed when the last of them settles.
 /// </summary>
 internal sealed class RouteSession
 {
@@ -26,7 +28,8 @@ internal sealed class RouteSession
     private readonly JobReplyInbox _inbox;
     private readonly TimeProvider _time;
     private readonly TimeSpan _stepTimeout;
-    private readonly List<IMessage> _side = [];
+    private SpotCheckPlan? _openShadow;   // the shadow session not closed yet
+    private int _checksOutstanding;       // checked steps sent whose check has not settled
     private int _released;
 
     /// <param name="wireRoute">The route's hops as sent to the nodes (<see cref="WireHops"/>, planned by the hop path planner); null: <see cref="WireHops"/> of <paramref name="route"/>, all direct.</param>
@@ -34,6 +37,7 @@ internal sealed class RouteSession
         Hop[]? wireRoute = null, SpotCheckPlan? check = null)
     {
         Check = check;
+        _openShadow = check;
         Route = route;
         Id = id;
         _registry = registry;
@@ -98,6 +102,8 @@ internal sealed class RouteSession
                 else request = request with { Shadow = new ShadowCopy { RouteLength = WireRoute.Length - c.HopIndex, Shadow = c.Shadow, SessionId = c.ShadowSession } };
             }
             _channel.Send(FirstHop, request, Id);
+            // A lost-node notice that arrived between steps (kept while checks were collected) fails this step.
+            if (_inbox.TakeKept(m => Answers(m, request.Step)) is { } early) return early;
             while (true)
             {
                 IMessage reply;
@@ -158,13 +164,7 @@ internal sealed class RouteSession
             StepFailed sf => sf.SessionId == sessionId && sf.Step == step,
             _ => false,
         };
-        int kept = _side.FindIndex(m => Match(m));
-        if (kept >= 0)
-        {
-            var found = _side[kept];
-            _side.RemoveAt(kept);
-            return found;
-        }
+        if (_inbox.TakeKept(Match) is { } found) return found;
         using var deadline = new CancellationTokenSource(timeout, _time);
         using var wait = CancellationTokenSource.CreateLinkedTokenSource(ct, deadline.Token);
         try
@@ -179,11 +179,34 @@ internal sealed class RouteSession
         catch (OperationCanceledException) when (deadline.IsCancellationRequested && !ct.IsCancellationRequested) { return null; }
     }
 
-    /// <summary>Ends the spot check: the shadow session is closed and later steps are no longer copied.</summary>
+    /// <summary>
+    /// Ends the spot check: later steps are no longer copied, and the shadow session is closed — once the checks of the
+    /// steps already copied have settled, if some have not.
+    /// </summary>
     public void EndCheck()
     {
-        if (Check is not { } c) return;
+        if (Check is null) return;
         Check = null;
+        if (_checksOutstanding == 0) CloseShadow();
+    }
+
+    /// <summary>A checked step was answered by the route; its check waits for the shadow (the shadow session stays open until it settles).</summary>
+    public void CheckStarted() => _checksOutstanding++;
+
+    /// <summary>A checked step's check was judged or dropped; the last one after <see cref="EndCheck"/> (or <see cref="Release"/>) closes the shadow.</summary>
+    public void CheckSettled()
+    {
+        if (_checksOutstanding > 0) _checksOutstanding--;
+        if (Check is null && _checksOutstanding == 0) CloseShadow();
+    }
+
+    /// <summary>True while the shadow session is open (checks running or still to be judged).</summary>
+    public bool ShadowOpen => _openShadow is not null;
+
+    private void CloseShadow()
+    {
+        if (_openShadow is not { } c) return;
+        _openShadow = null;
         _registry.AdjustInFlight(c.Shadow.NodeId, -1);
         CloseSide(c.Shadow.NodeId, c.ShadowSession);
     }
@@ -194,11 +217,10 @@ internal sealed class RouteSession
         catch (PeerDisconnectedException) { }
     }
 
+    /// <summary>Keeps a side session's reply (or a lost-node notice) in the job's inbox; a late reply of this session to an earlier step is dropped.</summary>
     private void Keep(IMessage reply)
     {
-        if (reply is not (TokenResult or StepFailed) || SessionOf(reply) == Id) return;
-        _side.Add(reply);
-        if (_side.Count > 64) _side.RemoveAt(0);
+        if (SessionOf(reply) != Id || reply is StepFailed { Step: -1 }) _inbox.Keep(reply);
     }
 
     private static long SessionOf(IMessage m) => m switch { TokenResult tr => tr.SessionId, StepFailed sf => sf.SessionId, _ => 0 };
@@ -216,7 +238,7 @@ internal sealed class RouteSession
 
     /// <summary>
     /// Gives back the in-flight count and tells every hop to close the session (a hop that is not connected has lost it
-    /// anyway). Idempotent.
+    /// anyway); ends the spot check (see <see cref="EndCheck"/>). Idempotent.
     /// </summary>
     public void Release()
     {

@@ -168,11 +168,18 @@ internal sealed class NodeRegistry
     }
 
     /// <summary>Counts a spot check the node passed or failed.</summary>
-    public NodeSnapshot? RecordCheck(int id, bool passed)
+    /// <param name="id">The node.</param>
+    /// <param name="passed">Whether it passed.</param>
+    /// <param name="stepAt">
+    /// When the checked step was answered (default now): a pass vouches for the node's results up to then, so
+    /// <see cref="NodeSnapshot.LastPassedCheck"/> becomes the later of it and the one before (checks are judged after
+    /// their steps, not necessarily in order).
+    /// </param>
+    public NodeSnapshot? RecordCheck(int id, bool passed, DateTimeOffset? stepAt = null)
     {
-        var now = _time.GetUtcNow();
+        var at = stepAt ?? _time.GetUtcNow();
         return Update(id, n => passed
-            ? n with { ChecksPassed = n.ChecksPassed + 1, LastPassedCheck = now }
+            ? n with { ChecksPassed = n.ChecksPassed + 1, LastPassedCheck = n.LastPassedCheck is { } before && before > at ? before : at }
             : n with { ChecksFailed = n.ChecksFailed + 1 });
     }
 

@@ -58,10 +58,11 @@ internal static class CoordinatorInstrumentation
 
     /// <summary>
     /// <c>swarm.verification.checks</c> (Prometheus <c>swarm_verification_checks_total</c>): spot-checked steps by outcome —
-    /// passed, failed (a node was caught and banned), inconclusive (the shadow or the arbiter did not answer, or no majority).
+    /// passed, failed (a node was caught and banned), timeout (the shadow did not answer within its patience; nobody
+    /// blamed), inconclusive (the shadow failed the step, or no majority).
     /// </summary>
     internal static readonly Counter<long> VerificationChecks =
-        Meter.CreateCounter<long>("swarm.verification.checks", "{check}", "Spot-checked steps, by outcome (passed, failed, inconclusive).");
+        Meter.CreateCounter<long>("swarm.verification.checks", "{check}", "Spot-checked steps, by outcome (passed, failed, timeout, inconclusive).");
 
     /// <summary>Counts one spot-checked step's outcome.</summary>
     internal static void Checked(string outcome) => VerificationChecks.Add(1, new KeyValuePair<string, object?>("outcome", outcome));

@@ -41,7 +41,14 @@ internal sealed class BanBoard
     public int Count { get; private set; }
 
     /// <summary>Bans node <paramref name="nodeId"/>; false when it is unknown or already banned.</summary>
-    public bool Ban(int nodeId, string reason)
+    /// <param name="nodeId">The node.</param>
+    /// <param name="reason">Why, for logs and error events.</param>
+    /// <param name="caughtAt">
+    /// When the step it was caught at was answered, or null. Checks are judged after their steps, so the node may have
+    /// passed a check of a later step (in another job) before this one was judged: the ban's <see cref="NodeBan.Since"/>
+    /// is then moved back to just before the caught step, which is always suspect.
+    /// </param>
+    public bool Ban(int nodeId, string reason, DateTimeOffset? caughtAt = null)
     {
         var before = _registry.Get(nodeId);
         if (before is null || before.Banned) return false;
@@ -49,7 +56,9 @@ internal sealed class BanBoard
         if (before.Info.KeyFingerprint is { } key)
             lock (_bannedKeys) _bannedKeys[key] = _time.GetUtcNow() + _banTime;
         lock (_bannedKeys) Count++;
-        Banned?.Invoke(new NodeBan(nodeId, before.LastPassedCheck ?? before.JoinedAt, reason));
+        var since = before.LastPassedCheck ?? before.JoinedAt;
+        if (caughtAt is { } c && c <= since) since = c - TimeSpan.FromTicks(1);
+        Banned?.Invoke(new NodeBan(nodeId, since, reason));
         return true;
     }
 

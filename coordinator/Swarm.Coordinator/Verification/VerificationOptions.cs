@@ -52,7 +52,11 @@ internal sealed class VerificationOptions
     /// <summary>How long a banned identity is refused when it registers again (<c>--ban-time</c>). Default 1 h.</summary>
     public TimeSpan BanTime { get; init; } = TimeSpan.FromHours(1);
 
-    /// <summary>Least time a check waits for the shadow's reply after the route's own (then it is abandoned, not failed). Default 5 s.</summary>
+    /// <summary>
+    /// Least time a check waits for the shadow's reply after the route's own (four times the route's step time when that
+    /// is longer); then it is counted as <c>outcome="timeout"</c> and the step stands unchecked — nobody is blamed. Steps
+    /// go on meanwhile; only the job's end waits for its last checks. Default 5 s.
+    /// </summary>
     public TimeSpan ShadowPatience { get; init; } = TimeSpan.FromSeconds(5);
 
     /// <summary>
