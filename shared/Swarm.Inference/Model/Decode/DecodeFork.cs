@@ -22,8 +22,13 @@ internal enum DecodeEpilogue
 /// <remarks>Reused for every fork of a step (no allocation per fork); used from the stage's compute thread only.</remarks>
 internal sealed unsafe class DecodeFork
 {
-    /// <summary>Bytes of weights in one chunk of a product of a few input rows: ~30 chunks in a 768 × 2304 bf16 matrix.</summary>
-    private const int ChunkBytes = 64 * 1024;
+    /// <summary>
+    /// Fewest bytes of weights in a chunk of a product of a few input rows. Chunks are otherwise sized so each core takes
+    /// about <see cref="ChunksPerPart"/> of every product: enough to even out the cores' ends, few enough that taking a
+    /// chunk (one contended atomic) and restarting the prefetcher on it cost nothing measurable.
+    /// </summary>
+    private const int MinChunkBytes = 64 * 1024;
+    private const int ChunksPerPart = 8;
 
     private readonly Matvec[] _matvecs = new Matvec[4];
     private readonly int[] _firstChunk = new int[5]; // chunk index where each product starts; [count] = end of products
@@ -31,7 +36,8 @@ internal sealed unsafe class DecodeFork
     private int _count;
     private int _pairs;
     private Action<int, int>? _attend;
-    private int _next;
+    private readonly int[] _next = new int[32]; // the chunk counter at [Counter]: a cache line of its own, away from the fields both cores read
+    private const int Counter = 16;
 
     public DecodeFork() => _body = RunPart;
 
@@ -63,8 +69,9 @@ internal sealed unsafe class DecodeFork
     public void AddMatvec(LinearWeights w, float* x, int rows, float* y, DecodeEpilogue epilogue = DecodeEpilogue.None,
         float* residual = null)
     {
+        long rowBytes = w.In * w.WeightElementSize;
         int chunkRows = rows <= 4
-            ? Math.Max(16, ChunkBytes / (int)(w.In * w.WeightElementSize)) & ~15
+            ? (int)Math.Max(Math.Max(16, MinChunkBytes / rowBytes), w.Out / (ChunksPerPart * Parts) + 15) & ~15
             : GemvKernels.BlockRows((int)w.In, w.WeightElementSize); // more rows: one L2 block through every row (see GemvKernels)
         _matvecs[_count] = new Matvec { W = w, X = x, Y = y, Rows = rows, ChunkRows = chunkRows, Epilogue = epilogue, Residual = residual };
         if (w is Int8Linear int8 && Int8Kernels.IsSupported)
@@ -103,7 +110,7 @@ internal sealed unsafe class DecodeFork
     /// <summary>Runs everything added since <see cref="Clear"/> and returns when all of it is done.</summary>
     public void Run()
     {
-        Volatile.Write(ref _next, 0);
+        Volatile.Write(ref _next[Counter], 0);
         int total = _pairs + _firstChunk[_count];
         if (total == 1 || Parts == 1) RunPart(0);
         else ComputePool.Shared.Run(Math.Min(Parts, total), _body);
@@ -112,7 +119,7 @@ internal sealed unsafe class DecodeFork
     private void RunPart(int part)
     {
         int pairs = _pairs, end = pairs + _firstChunk[_count];
-        for (int i = Interlocked.Increment(ref _next) - 1; i < end; i = Interlocked.Increment(ref _next) - 1)
+        for (int i = Interlocked.Increment(ref _next[Counter]) - 1; i < end; i = Interlocked.Increment(ref _next[Counter]) - 1)
         {
             if (i < pairs) { _attend!(i, part); continue; }
             int c = i - pairs, m = 0;
