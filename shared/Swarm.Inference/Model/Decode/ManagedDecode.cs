@@ -39,7 +39,8 @@ internal sealed unsafe class ManagedDecode
     private readonly DecodeFork _fork = new();
     private readonly Action<int, int> _attendPair;
     private BatchItem[]? _items;     // the step being run
-    private long[][]? _slots;        // each item's KV slots, positions 0 … its new one
+    private long[][]? _slots;        // each item's KV slots, positions 0 … its new one (from _slotBuffers)
+    private long[]?[] _slotBuffers = [];
     private AttentionStep _step;     // the layer being run
 
     private ManagedDecode(ModelConfig c, int start, DecodeLayer[] layers, Rotary rope, Tensor? embedIn, Tensor? finalW, Tensor? finalB,
@@ -85,7 +86,7 @@ internal sealed unsafe class ManagedDecode
         var batch = items.ToArray();
         using var buffers = new DecodeBuffers(n, h, _c.IntermediateSize, items.Max(it => it.Kv.Length + 1), DecodeFork.Parts);
         _items = batch;
-        _slots = items.Select(it => Enumerable.Range(0, it.Kv.Length + 1).Select(it.Kv.Slot).ToArray()).ToArray();
+        _slots = Slots(batch, pool.BlockSize);
         try
         {
             for (int r = 0; r < n; r++) LoadInput(items[r].Input, from, buffers.X + (long)r * h);
@@ -94,6 +95,24 @@ internal sealed unsafe class ManagedDecode
         finally { _items = null; _slots = null; }
         foreach (var it in batch) it.Kv.Length += 1;
         return to == _c.NumLayers ? Logits(buffers, batch) : Hidden(buffers, n);
+    }
+
+    /// <summary>
+    /// Each item's KV slots for positions 0 … its new one, in arrays kept from step to step (grown when a sequence
+    /// outgrows them) rather than new ones every step.
+    /// </summary>
+    private long[][] Slots(BatchItem[] items, int blockSize)
+    {
+        if (_slotBuffers.Length < items.Length) Array.Resize(ref _slotBuffers, items.Length);
+        for (int r = 0; r < items.Length; r++)
+        {
+            var kv = items[r].Kv;
+            int length = kv.Length + 1;
+            ref long[]? slots = ref _slotBuffers[r];
+            if (slots is null || slots.Length < length) slots = new long[Math.Max(length, 2 * (slots?.Length ?? 0))];
+            for (int p = 0; p < length; p++) slots[p] = (long)kv.Blocks[p / blockSize] * blockSize + p % blockSize;
+        }
+        return _slotBuffers!;
     }
 
     private void LoadInput(Tensor input, int from, float* x)
