@@ -42,6 +42,37 @@ public class LinearWeightsTests
         Assert.True(err < 1e-4 * expected.abs().max().item<float>(), $"{format} rows {rows}: max |Δ| {err}");
     }
 
+    /// <summary>
+    /// int8 weights with the integer kernel (activations quantized to int16 per block of <see cref="Int8Kernels.Block"/>):
+    /// rows several blocks long, ending in a partial vector, with one block of outliers 10⁴ times the size of the rest.
+    /// The product matches the matmul over the dequantized weights to f32-kernel accuracy; and where the outliers meet
+    /// zero weights, so the small blocks make the whole product, it still does — with one scale per row their values
+    /// would be about one int16 step each.
+    /// </summary>
+    [Theory]
+    [InlineData(1)]
+    [InlineData(3)]
+    [InlineData(9)]
+    public unsafe void Int8_BlocksOfVeryDifferentSize_EachKeepsItsPrecision(int rows)
+    {
+        using var scope = NewDisposeScope();
+        const int outputs = 300, inputs = 3 * Int8Kernels.Block + 45;
+        var x = randn(rows, inputs, generator: new Generator(8)) * 1e-2f;
+        x.narrow(1, Int8Kernels.Block, Int8Kernels.Block).mul_(1e4f);
+        var w = randn(outputs, inputs, generator: new Generator(7)) * 0.1f;
+        var blind = w.clone();
+        blind.narrow(1, Int8Kernels.Block, Int8Kernels.Block).zero_(); // the outliers' weights
+        foreach (var (weights, name) in new[] { (w, "all weights"), (blind, "outliers on zero weights") })
+        {
+            var expected = x.matmul(Dequantized(weights).t());
+            using var linear = LinearWeights.Create(weights.clone(), null, WeightFormat.Int8, parallelism: 2);
+            var y = empty(rows, outputs);
+            linear.Multiply((float*)LinearWeights.DataPointerOf(x), rows, (float*)LinearWeights.DataPointerOf(y));
+            double err = (y - expected).abs().max().item<float>();
+            Assert.True(err < 1e-4 * expected.abs().max().item<float>(), $"rows {rows}, {name}: max |Δ| {err} of {expected.abs().max().item<float>()}");
+        }
+    }
+
     [Theory]
     [MemberData(nameof(Cases))]
     public void Forward_F32Activations_MatchesMatmulOverStoredWeights(WeightFormat format, int rows, int inputs)

@@ -21,10 +21,12 @@ public class ManagedDecodeTests(ITestOutputHelper output) : IDisposable
         if (Directory.Exists(_dir)) Directory.Delete(_dir, true);
     }
 
-    public static TheoryData<bool, double, WeightFormat> Cases() => new()
+    /// <summary>Head dims of 16 (the per-position loop) and 80 (two 32-dim register blocks, then that loop for the rest).</summary>
+    public static TheoryData<bool, double, WeightFormat, int> Cases() => new()
     {
-        { true, 0.25, WeightFormat.F32 }, { false, 1.0, WeightFormat.F32 },
-        { true, 0.5, WeightFormat.BF16 }, { false, 0.25, WeightFormat.Int8 },
+        { true, 0.25, WeightFormat.F32, 16 }, { false, 1.0, WeightFormat.F32, 16 },
+        { true, 0.5, WeightFormat.BF16, 16 }, { false, 0.25, WeightFormat.Int8, 16 },
+        { true, 0.25, WeightFormat.F32, 80 }, { true, 0.25, WeightFormat.BF16, 80 },
     };
 
     /// <summary>
@@ -35,9 +37,9 @@ public class ManagedDecodeTests(ITestOutputHelper output) : IDisposable
     /// </summary>
     [Theory]
     [MemberData(nameof(Cases))]
-    public void Decode_MatchesLibtorchPath(bool parallel, double rotaryPct, WeightFormat weights)
+    public void Decode_MatchesLibtorchPath(bool parallel, double rotaryPct, WeightFormat weights, int headDim)
     {
-        var spec = new NeoXSpec(64, 4, 3, 97, rotaryPct, 10000, parallel, 1e-5, ScalarType.BFloat16, false);
+        var spec = new NeoXSpec(4 * headDim, 4, 3, 97, rotaryPct, 10000, parallel, 1e-5, ScalarType.BFloat16, false);
         RandomCheckpoint.Write(spec, _dir, seed: 7);
         using var ckpt = Checkpoint.Open(_dir);
         using var model = StageModel.Load(ckpt, 0, spec.Layers, weights);
@@ -65,7 +67,7 @@ public class ManagedDecodeTests(ITestOutputHelper output) : IDisposable
             next = c.argmax().item<long>();
         }
         model.ManagedDecodeEnabled = true;
-        output.WriteLine($"{weights}, parallel={parallel}, rotary={rotaryPct}: max |Δlogit| / max|logit|: managed vs libtorch {between:E2}; " +
+        output.WriteLine($"{weights}, parallel={parallel}, rotary={rotaryPct}, head dim {headDim}: max |Δlogit| / max|logit|: managed vs libtorch {between:E2}; " +
                          $"vs f32 model: managed {managedError:E2}, libtorch {torchError:E2}");
         Assert.Equal(managed.Length, torchPath.Length);
         if (weights == WeightFormat.F32) Assert.True(between <= 2e-5, $"managed decode differs from the libtorch path by {between:E2}");

@@ -96,9 +96,28 @@ internal static unsafe class DecodeKernels
             scores[p] = s;
             if (s > max) max = s;
         }
-        float total = ExpInPlace(scores, length, max);
-        new Span<float>(output, hd).Clear();
-        for (int p = 0; p < length; p++) TStore.AddScaled(output, values, slots[p] * rowStride, hd, scores[p] / total);
+        float inv = 1f / ExpInPlace(scores, length, max);
+        // Σ_p s_p·v_p, 32 dims at a time summed in registers over all positions (not read and written back per position).
+        int d = 0;
+        for (; d + 32 <= hd; d += 32)
+        {
+            var a0 = Vector256<float>.Zero; var a1 = a0; var a2 = a0; var a3 = a0;
+            for (int p = 0; p < length; p++)
+            {
+                var s = Vector256.Create(scores[p]);
+                long at = slots[p] * rowStride + d;
+                a0 = Vector256.FusedMultiplyAdd(s, TStore.Load8(values, at), a0);
+                a1 = Vector256.FusedMultiplyAdd(s, TStore.Load8(values, at + 8), a1);
+                a2 = Vector256.FusedMultiplyAdd(s, TStore.Load8(values, at + 16), a2);
+                a3 = Vector256.FusedMultiplyAdd(s, TStore.Load8(values, at + 24), a3);
+            }
+            var vi = Vector256.Create(inv);
+            Vector256.Store(a0 * vi, output + d); Vector256.Store(a1 * vi, output + d + 8);
+            Vector256.Store(a2 * vi, output + d + 16); Vector256.Store(a3 * vi, output + d + 24);
+        }
+        if (d == hd) return;
+        new Span<float>(output + d, hd - d).Clear();
+        for (int p = 0; p < length; p++) TStore.AddScaled(output + d, values, slots[p] * rowStride + d, hd - d, scores[p] * inv);
     }
 
     /// <summary>s ← exp(s − max); returns Σ s.</summary>
@@ -156,6 +175,8 @@ internal unsafe interface IKvStore
 {
     /// <summary>q · store[offset .. offset+n) in f32.</summary>
     static abstract float Dot(float* q, void* store, long offset, int n);
+    /// <summary>store[offset .. offset+8) as f32.</summary>
+    static abstract Vector256<float> Load8(void* store, long offset);
     /// <summary>y += a · store[offset .. offset+n).</summary>
     static abstract void AddScaled(float* y, void* store, long offset, int n, float a);
     /// <summary>store[offset .. offset+n) ← x (converted).</summary>
@@ -165,6 +186,8 @@ internal unsafe interface IKvStore
 /// <summary>An f32 KV store.</summary>
 internal readonly unsafe struct F32KvStore : IKvStore
 {
+    public static Vector256<float> Load8(void* store, long offset) => Vector256.Load((float*)store + offset);
+
     public static float Dot(float* q, void* store, long offset, int n)
     {
         float* k = (float*)store + offset;
@@ -194,6 +217,8 @@ internal readonly unsafe struct Bf16KvStore : IKvStore
 {
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<float> Load8(ushort* p) => Avx2.ShiftLeftLogical(Avx2.ConvertToVector256Int32(p), 16).AsSingle();
+
+    public static Vector256<float> Load8(void* store, long offset) => Load8((ushort*)store + offset);
 
     public static float Dot(float* q, void* store, long offset, int n)
     {

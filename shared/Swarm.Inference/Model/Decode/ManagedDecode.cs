@@ -11,8 +11,11 @@ namespace Swarm.Model;
 /// Same weights, same pool, same arithmetic as the libtorch path of <see cref="StageModel.ForwardBatch"/>, in f32 — but
 /// without the libtorch path's few dozen small calls per layer (and their bf16 conversions), whose per-call cost adds
 /// to every token: batch-1 decode of pythia-160m ran 1.09× (f32), 1.18× (bf16) and 1.33× (int8) faster than through
-/// libtorch in one <c>swarm bench local</c> run. Prefill chunks, tensor-parallel layers, other devices and captured
-/// layers stay on the libtorch path.
+/// libtorch in one <c>swarm bench local</c> run. A layer with a parallel residual (every Pythia) is three forks of the
+/// cores (<see cref="DecodeFork"/>): q/k/v with the MLP's first product and its GELU; attention, split by (sequence, head),
+/// with the MLP's second product; the attention's projection — each product adding itself to the residual where it
+/// ends, so nothing but the LayerNorms runs on one core. Prefill chunks, tensor-parallel layers, other devices and
+/// captured layers stay on the libtorch path.
 /// Used from the stage's compute thread only.
 /// </summary>
 internal sealed unsafe class ManagedDecode
@@ -33,6 +36,12 @@ internal sealed unsafe class ManagedDecode
     private readonly float[]? _finalW, _finalB;
     private readonly LinearWeights? _head;
     private readonly ScalarType _dtype;
+    private readonly DecodeFork _fork = new();
+    private readonly Action<int, int> _attendPair;
+    private BatchItem[]? _items;     // the step being run
+    private long[][]? _slots;        // each item's KV slots, positions 0 … its new one (from _slotBuffers)
+    private long[]?[] _slotBuffers = [];
+    private AttentionStep _step;     // the layer being run
 
     private ManagedDecode(ModelConfig c, int start, DecodeLayer[] layers, Rotary rope, Tensor? embedIn, Tensor? finalW, Tensor? finalB,
         LinearWeights? head, ScalarType dtype)
@@ -42,6 +51,7 @@ internal sealed unsafe class ManagedDecode
         _rd = rope.Dims;
         _finalW = finalW is null ? null : DecodeLayer.Host(finalW);
         _finalB = finalB is null ? null : DecodeLayer.Host(finalB);
+        _attendPair = AttendPair;
     }
 
     /// <summary>The managed step for a stage, or null where it does not apply (split layers, other devices, no AVX2/FMA).</summary>
@@ -74,12 +84,35 @@ internal sealed unsafe class ManagedDecode
     {
         int n = items.Count, h = _c.HiddenSize;
         var batch = items.ToArray();
-        using var buffers = new DecodeBuffers(n, h, _c.IntermediateSize, items.Max(it => it.Kv.Length + 1));
-        var slots = items.Select(it => Enumerable.Range(0, it.Kv.Length + 1).Select(it.Kv.Slot).ToArray()).ToArray();
-        for (int r = 0; r < n; r++) LoadInput(items[r].Input, from, buffers.X + (long)r * h);
-        for (int i = from - _start; i < to - _start; i++) Layer(_layers[i], pool, i, batch, slots, buffers);
+        using var buffers = new DecodeBuffers(n, h, _c.IntermediateSize, items.Max(it => it.Kv.Length + 1), DecodeFork.Parts);
+        _items = batch;
+        _slots = Slots(batch, pool.BlockSize);
+        try
+        {
+            for (int r = 0; r < n; r++) LoadInput(items[r].Input, from, buffers.X + (long)r * h);
+            for (int i = from - _start; i < to - _start; i++) Layer(_layers[i], pool, i, buffers);
+        }
+        finally { _items = null; _slots = null; }
         foreach (var it in batch) it.Kv.Length += 1;
         return to == _c.NumLayers ? Logits(buffers, batch) : Hidden(buffers, n);
+    }
+
+    /// <summary>
+    /// Each item's KV slots for positions 0 … its new one, in arrays kept from step to step (grown when a sequence
+    /// outgrows them) rather than new ones every step.
+    /// </summary>
+    private long[][] Slots(BatchItem[] items, int blockSize)
+    {
+        if (_slotBuffers.Length < items.Length) Array.Resize(ref _slotBuffers, items.Length);
+        for (int r = 0; r < items.Length; r++)
+        {
+            var kv = items[r].Kv;
+            int length = kv.Length + 1;
+            ref long[]? slots = ref _slotBuffers[r];
+            if (slots is null || slots.Length < length) slots = new long[Math.Max(length, 2 * (slots?.Length ?? 0))];
+            for (int p = 0; p < length; p++) slots[p] = (long)kv.Blocks[p / blockSize] * blockSize + p % blockSize;
+        }
+        return _slotBuffers!;
     }
 
     private void LoadInput(Tensor input, int from, float* x)
@@ -104,77 +137,99 @@ internal sealed unsafe class ManagedDecode
         else for (int i = 0; i < n; i++) y[i] = DecodeKernels.Bf16ToF32(((ushort*)p)[offset + i]);
     }
 
-    private void Layer(DecodeLayer w, KvBlockPool pool, int slot, BatchItem[] items, long[][] slots, DecodeBuffers b)
+    private void Layer(DecodeLayer w, KvBlockPool pool, int slot, DecodeBuffers b)
     {
-        int n = items.Length, h = _c.HiddenSize, inter = _c.IntermediateSize;
+        int n = b.Rows, h = _c.HiddenSize, inter = _c.IntermediateSize;
+        float eps = (float)_c.LayerNormEps;
+        BeginAttention(pool, slot, b);
         fixed (float* ln1W = w.Ln1W, ln1B = w.Ln1B, ln2W = w.Ln2W, ln2B = w.Ln2B)
         {
-            float eps = (float)_c.LayerNormEps;
             for (int r = 0; r < n; r++) DecodeKernels.LayerNorm(b.X + (long)r * h, h, ln1W, ln1B, eps, b.Norm + (long)r * h);
-            w.Qkv.Multiply(b.Norm, n, b.Qkv);
-            Attention(pool, slot, items, slots, b);
-            w.Dense.Multiply(b.Attn, n, b.AttnOut);
-            if (!_c.UseParallelResidual) DecodeKernels.AddInPlace(b.X, b.AttnOut, n * h);
-            for (int r = 0; r < n; r++) DecodeKernels.LayerNorm(b.X + (long)r * h, h, ln2W, ln2B, eps, b.Norm + (long)r * h);
-            w.Up.Multiply(b.Norm, n, b.Up);
-            DecodeKernels.GeluInPlace(b.Up, n * inter);
-            w.Down.Multiply(b.Up, n, b.MlpOut);
-            if (_c.UseParallelResidual) DecodeKernels.AddInPlace(b.X, b.AttnOut, n * h);
-            DecodeKernels.AddInPlace(b.X, b.MlpOut, n * h);
+            if (_c.UseParallelResidual)
+            {
+                // x + attn(ln1(x)) + mlp(ln2(x)): three forks — q/k/v with the MLP's first product, attention with its
+                // second, then the attention's projection; each product's chunk adds itself to x where it ends.
+                for (int r = 0; r < n; r++) DecodeKernels.LayerNorm(b.X + (long)r * h, h, ln2W, ln2B, eps, b.Norm2 + (long)r * h);
+                Fork().AddMatvec(w.Qkv, b.Norm, n, b.Qkv);
+                _fork.AddMatvec(w.Up, b.Norm2, n, b.Up, DecodeEpilogue.Gelu);
+                _fork.Run();
+                Fork().AddAttention(n * _c.NumHeads, _attendPair);
+                _fork.AddMatvec(w.Down, b.Up, n, b.MlpOut, DecodeEpilogue.Residual, b.X);
+                _fork.Run();
+                Fork().AddMatvec(w.Dense, b.Attn, n, b.AttnOut, DecodeEpilogue.Residual, b.X);
+                _fork.Run();
+            }
+            else
+            {
+                Fork().AddMatvec(w.Qkv, b.Norm, n, b.Qkv);
+                _fork.Run();
+                Fork().AddAttention(n * _c.NumHeads, _attendPair);
+                _fork.Run();
+                Fork().AddMatvec(w.Dense, b.Attn, n, b.AttnOut, DecodeEpilogue.Residual, b.X);
+                _fork.Run();
+                for (int r = 0; r < n; r++) DecodeKernels.LayerNorm(b.X + (long)r * h, h, ln2W, ln2B, eps, b.Norm + (long)r * h);
+                Fork().AddMatvec(w.Up, b.Norm, n, b.Up, DecodeEpilogue.Gelu);
+                _fork.Run();
+                Fork().AddMatvec(w.Down, b.Up, n, b.MlpOut, DecodeEpilogue.Residual, b.X);
+                _fork.Run();
+            }
         }
+        _step = default;
     }
 
-    private void Attention(KvBlockPool pool, int layerSlot, BatchItem[] items, long[][] slots, DecodeBuffers b)
+    private DecodeFork Fork()
+    {
+        _fork.Clear();
+        return _fork;
+    }
+
+    /// <summary>What <see cref="AttendPair"/> reads for the layer being run.</summary>
+    private struct AttentionStep
+    {
+        public byte* Keys, Values;
+        public DecodeBuffers? Buffers;
+        public BatchItem[]? Items;
+        public long[][]? Slots;
+    }
+
+    private void BeginAttention(KvBlockPool pool, int layerSlot, DecodeBuffers b) => _step = new AttentionStep
+    {
+        Keys = (byte*)LinearWeights.DataPointerOf(pool.Keys(layerSlot)),
+        Values = (byte*)LinearWeights.DataPointerOf(pool.Values(layerSlot)),
+        Buffers = b, Items = _items, Slots = _slots,
+    };
+
+    /// <summary>
+    /// One (sequence, head) pair of the layer's attention: rotary on its query and new key, the new key and value into the
+    /// sequence's KV slot, then its query over all its positions. Pairs touch disjoint slots and rows, so any core runs any.
+    /// </summary>
+    private void AttendPair(int pair, int part)
     {
         int heads = _c.NumHeads, hd = _c.HeadDim, h = _c.HiddenSize, half = _rd / 2;
-        byte* keys = (byte*)LinearWeights.DataPointerOf(pool.Keys(layerSlot));
-        byte* values = (byte*)LinearWeights.DataPointerOf(pool.Values(layerSlot));
-        int esize = _dtype == ScalarType.Float32 ? 4 : 2;
-        float scale = 1f / MathF.Sqrt(hd);
+        int r = pair / heads, head = pair % heads;
+        var b = _step.Buffers!;
+        var item = _step.Items![r];
+        long[] slots = _step.Slots![r];
+        int pos = item.Kv.Length;
+        float* q = b.Qkv + (long)r * 3 * h + head * 3 * hd, k = q + hd, v = k + hd;
         fixed (float* cosT = _cos, sinT = _sin)
+            if (half > 0)
+            {
+                DecodeKernels.Rotate(q, cosT + (long)pos * _rd, sinT + (long)pos * _rd, half);
+                DecodeKernels.Rotate(k, cosT + (long)pos * _rd, sinT + (long)pos * _rd, half);
+            }
+        long at = slots[pos] * h + head * hd;
+        bool f32 = _dtype == ScalarType.Float32;
+        int esize = f32 ? 4 : 2;
+        if (f32) { F32KvStore.Write(_step.Keys, at, k, hd); F32KvStore.Write(_step.Values, at, v, hd); }
+        else { Bf16KvStore.Write(_step.Keys, at, k, hd); Bf16KvStore.Write(_step.Values, at, v, hd); }
+        float* scores = b.Scores + (long)part * b.MaxLength, o = b.Attn + (long)r * h + head * hd;
+        byte* kh = _step.Keys + (long)head * hd * esize, vh = _step.Values + (long)head * hd * esize;
+        float scale = 1f / MathF.Sqrt(hd);
+        fixed (long* s = slots)
         {
-            for (int r = 0; r < items.Length; r++)
-            {
-                int pos = items[r].Kv.Length;
-                long slot = slots[r][pos];
-                for (int head = 0; head < heads; head++)
-                {
-                    float* q = b.Qkv + (long)r * 3 * h + head * 3 * hd, k = q + hd, v = k + hd;
-                    if (half > 0)
-                    {
-                        DecodeKernels.Rotate(q, cosT + (long)pos * _rd, sinT + (long)pos * _rd, half);
-                        DecodeKernels.Rotate(k, cosT + (long)pos * _rd, sinT + (long)pos * _rd, half);
-                    }
-                    long at = slot * h + head * hd;
-                    if (esize == 4) { F32KvStore.Write(keys, at, k, hd); F32KvStore.Write(values, at, v, hd); }
-                    else { Bf16KvStore.Write(keys, at, k, hd); Bf16KvStore.Write(values, at, v, hd); }
-                }
-            }
-            // Every (sequence, head) pair attends over its own positions; long contexts are split across the cores.
-            int pairs = items.Length * heads;
-            long work = items.Sum(it => (long)it.Kv.Length + 1) * heads;
-            int parts = work >= 16_384 ? Math.Min(pairs, ComputePool.Shared.Workers + 1) : 1;
-            nint kp = (nint)keys, vp = (nint)values, qkvp = (nint)b.Qkv, attnp = (nint)b.Attn, scoresp = (nint)b.Scores;
-            int maxLen = b.MaxLength;
-            void Part(int part)
-            {
-                float* scores = (float*)scoresp + (long)part * maxLen;
-                for (int pair = part; pair < pairs; pair += parts)
-                {
-                    int r = pair / heads, head = pair % heads;
-                    float* q = (float*)qkvp + (long)r * 3 * h + head * 3 * hd;
-                    float* o = (float*)attnp + (long)r * h + head * hd;
-                    fixed (long* s = slots[r])
-                    {
-                        int len = items[r].Kv.Length + 1;
-                        byte* kh = (byte*)kp + (long)head * hd * esize, vh = (byte*)vp + (long)head * hd * esize;
-                        if (esize == 4) DecodeKernels.Attend<F32KvStore>(q, hd, kh, vh, s, len, h, scale, scores, o);
-                        else DecodeKernels.Attend<Bf16KvStore>(q, hd, kh, vh, s, len, h, scale, scores, o);
-                    }
-                }
-            }
-            if (parts == 1) Part(0);
-            else ComputePool.Shared.Run(parts, Part);
+            if (f32) DecodeKernels.Attend<F32KvStore>(q, hd, kh, vh, s, pos + 1, h, scale, scores, o);
+            else DecodeKernels.Attend<Bf16KvStore>(q, hd, kh, vh, s, pos + 1, h, scale, scores, o);
         }
     }
 
@@ -184,7 +239,8 @@ internal sealed unsafe class ManagedDecode
         fixed (float* w = _finalW, bias = _finalB)
             for (int r = 0; r < n; r++) DecodeKernels.LayerNorm(b.X + (long)r * h, h, w, bias, (float)_c.LayerNormEps, b.Norm + (long)r * h);
         var logits = empty([n, _c.VocabSize], ScalarType.Float32);
-        _head!.Multiply(b.Norm, n, (float*)LinearWeights.DataPointerOf(logits));
+        Fork().AddMatvec(_head!, b.Norm, n, (float*)LinearWeights.DataPointerOf(logits));
+        _fork.Run();
         var results = new Tensor?[n];
         for (int r = 0; r < n; r++) results[r] = items[r].AllPositions ? logits.narrow(0, r, 1) : logits[r];
         return results;
@@ -207,16 +263,17 @@ internal sealed unsafe class DecodeBuffers : IDisposable
 {
     private readonly float* _block;
 
-    public DecodeBuffers(int rows, int hidden, int intermediate, int maxLength)
+    public DecodeBuffers(int rows, int hidden, int intermediate, int maxLength, int scoreParts)
     {
+        Rows = rows;
         MaxLength = maxLength;
-        int scoreParts = ComputePool.Shared.Workers + 1;
         long h = (long)rows * hidden;
-        long total = 6 * h + 3 * h /* qkv */ + (long)rows * intermediate + (long)scoreParts * maxLength;
+        long total = 7 * h + 3 * h /* qkv */ + (long)rows * intermediate + (long)scoreParts * maxLength;
         _block = (float*)NativeMemory.AlignedAlloc((nuint)(total * sizeof(float)), 64);
         float* p = _block;
         X = p; p += h;
         Norm = p; p += h;
+        Norm2 = p; p += h;
         Qkv = p; p += 3 * h;
         Attn = p; p += h;
         AttnOut = p; p += h;
@@ -225,12 +282,16 @@ internal sealed unsafe class DecodeBuffers : IDisposable
         Scores = p;
     }
 
+    /// <summary>Sequences in the step.</summary>
+    public int Rows { get; }
     /// <summary>Longest attention window of the step (positions).</summary>
     public int MaxLength { get; }
     /// <summary>The hidden state of each row, [rows, H].</summary>
     public float* X { get; }
     /// <summary>LayerNorm output, [rows, H].</summary>
     public float* Norm { get; }
+    /// <summary>Second LayerNorm's output with a parallel residual, [rows, H].</summary>
+    public float* Norm2 { get; }
     /// <summary>Fused q/k/v projections, [rows, heads, 3, hd].</summary>
     public float* Qkv { get; }
     /// <summary>Attention output before the dense projection, [rows, H].</summary>
@@ -241,7 +302,7 @@ internal sealed unsafe class DecodeBuffers : IDisposable
     public float* MlpOut { get; }
     /// <summary>MLP hidden layer, [rows, intermediate].</summary>
     public float* Up { get; }
-    /// <summary>Attention scores, one window per core.</summary>
+    /// <summary>Attention scores, one window per part of a fork.</summary>
     public float* Scores { get; }
 
     public void Dispose() => NativeMemory.AlignedFree(_block);

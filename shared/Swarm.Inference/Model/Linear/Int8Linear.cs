@@ -1,3 +1,4 @@
+using System.Buffers;
 using static TorchSharp.torch;
 
 namespace Swarm.Model;
@@ -36,8 +37,34 @@ internal sealed class Int8Linear : LinearWeights
 
     public override long Bytes => base.Bytes + _scales.NumberOfElements * 4;
 
-    protected override unsafe void Gemv(float* x, int rows, int r0, int r1, float* bias, float* y) =>
-        GemvKernels.Run<sbyte, Int8Loader>(x, rows, (sbyte*)WeightData, (int)In, r0, r1, (float*)_scaleData, bias, y, (int)Out);
+    protected override unsafe void Gemv(float* x, int rows, int r0, int r1, float* bias, float* y)
+    {
+        int k = (int)In;
+        if (!Int8Kernels.IsSupported)
+        {
+            GemvKernels.Run<sbyte, Int8Loader>(x, rows, (sbyte*)WeightData, k, r0, r1, (float*)_scaleData, bias, y, (int)Out);
+            return;
+        }
+        // Each call quantizes its own copy of x (cheap beside the rows it multiplies); a decode step quantizes once per
+        // product instead (DecodeFork).
+        var values = ArrayPool<short>.Shared.Rent(rows * k);
+        var scales = ArrayPool<float>.Shared.Rent(rows * Int8Kernels.Blocks(k));
+        try
+        {
+            fixed (short* q = values)
+            fixed (float* s = scales)
+                MultiplyRows(Int8Kernels.Quantize(x, rows, k, q, s), r0, r1, y);
+        }
+        finally
+        {
+            ArrayPool<short>.Shared.Return(values);
+            ArrayPool<float>.Shared.Return(scales);
+        }
+    }
+
+    /// <summary>Output rows [r0, r1) of y = x·Wᵀ + b from activations already quantized (<see cref="Int8Kernels.IsSupported"/> only).</summary>
+    internal unsafe void MultiplyRows(in Int8Activations a, int r0, int r1, float* y) =>
+        Int8Kernels.Run(a, (sbyte*)WeightData, r0, r1, (float*)_scaleData, (float*)BiasData, y, (int)Out);
 
     protected override Tensor DenseRows(long start, long count, ScalarType dtype)
     {

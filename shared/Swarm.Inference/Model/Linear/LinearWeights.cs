@@ -18,6 +18,7 @@ public abstract class LinearWeights : IDisposable
     private const long GemmBlockElements = 8L << 20;
 
     private readonly Tensor? _bias; // [out] f32
+    private readonly nint _biasData; // its first element on the CPU, or 0
     private readonly int _parts;    // output-row blocks of the GEMV, one per core
 
     /// <summary>The stored weight, [out, in].</summary>
@@ -49,6 +50,7 @@ public abstract class LinearWeights : IDisposable
         if (!ReferenceEquals(Weight, weight)) weight.Dispose();
         if (bias is not null && !ReferenceEquals(_bias, bias)) bias.Dispose();
         WeightData = Weight.device_type == DeviceType.CPU ? DataPointerOf(Weight) : 0;
+        _biasData = _bias is not null && _bias.device_type == DeviceType.CPU ? DataPointerOf(_bias) : 0;
         int parts = Math.Max(1, parallelism);
         _parts = Out < 256 * parts ? 1 : parts;
     }
@@ -97,7 +99,7 @@ public abstract class LinearWeights : IDisposable
     internal unsafe void Multiply(float* x, int rows, float* y)
     {
         if (WeightData == 0) throw new InvalidOperationException("the GEMV kernels need the weights in CPU memory");
-        float* bias = _bias is null ? null : (float*)DataPointerOf(_bias);
+        float* bias = (float*)_biasData;
         int outRows = (int)Out;
         if (_parts == 1) Gemv(x, rows, 0, outRows, bias, y);
         else
@@ -108,6 +110,19 @@ public abstract class LinearWeights : IDisposable
                 Gemv((float*)xp, rows, i * step, Math.Min(outRows, (i + 1) * step), (float*)bp, (float*)yp));
         }
     }
+
+    /// <summary>
+    /// Output rows [r0, r1) of y = x·Wᵀ + b on the calling thread (the caller splits the rows across cores). x: f32
+    /// [rows, In]; y: f32 [rows, Out]. CPU weights and <see cref="GemvKernels.IsSupported"/> only.
+    /// </summary>
+    internal unsafe void MultiplyRows(float* x, int rows, int r0, int r1, float* y) =>
+        Gemv(x, rows, r0, r1, (float*)_biasData, y);
+
+    /// <summary>Address of the f32 bias on the CPU, or 0 when there is none.</summary>
+    protected nint BiasData => _biasData;
+
+    /// <summary>Bytes of one stored weight.</summary>
+    internal int WeightElementSize => (int)Weight.ElementSize;
 
     /// <summary>Output rows [r0, r1) of y = x·Wᵀ (+ bias) for f32 x [rows, In] and f32 y [rows, Out].</summary>
     protected abstract unsafe void Gemv(float* x, int rows, int r0, int r1, float* bias, float* y);
