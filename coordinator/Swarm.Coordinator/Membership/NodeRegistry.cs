@@ -110,6 +110,10 @@ internal sealed class NodeRegistry
     /// <param name="id">Node id.</param>
     /// <param name="rttMs">A fresh round-trip measurement, folded into the smoothed RTT.</param>
     /// <param name="links">The node's measured links to its next hops (<see cref="Swarm.Protocol.Heartbeat.Links"/>); null keeps the last ones.</param>
+    /// <remarks>
+    /// O(1) and allocation-free for the common heartbeat (alive before and after, no links): the time and RTT are written
+    /// into the node's <see cref="NodePulse"/>; the membership table is swapped only when health or links change.
+    /// </remarks>
     public HeartbeatResult Heartbeat(int id, double? rttMs = null, IReadOnlyList<LinkReport>? links = null)
     {
         var now = _time.GetUtcNow();
@@ -117,12 +121,13 @@ internal sealed class NodeRegistry
         {
             var n = _nodes.GetValueOrDefault(id);
             if (n is null || n.Health == NodeHealth.Dead || n.Phase == NodePhase.Left) return new HeartbeatResult(HeartbeatOutcome.MustRegister, null);
-            double? rtt = n.RttMs;
             if (rttMs is double sample && sample >= 0)
-                rtt = rtt is double old ? old + _options.RttSmoothing * (sample - old) : sample;
-            var updated = links is null ? n with { LastHeartbeat = now, RttMs = rtt }
-                : n with { LastHeartbeat = now, RttMs = rtt, Links = links, LinksByNode = NodeSnapshot.Index(links) };
-            updated = updated with { Health = _detector.Evaluate(Liveness(updated, now), now) };
+                n.Pulse.RttMs = n.Pulse.RttMs is double old ? old + _options.RttSmoothing * (sample - old) : sample;
+            n.Pulse.LastHeartbeat = now;
+            var health = _detector.Evaluate(Liveness(n, now), now);
+            if (health == n.Health && links is null) return new HeartbeatResult(HeartbeatOutcome.Accepted, null);
+            var updated = links is null ? n with { Health = health }
+                : n with { Health = health, Links = links, LinksByNode = NodeSnapshot.Index(links) };
             _nodes = _nodes.SetItem(id, updated);
             return new HeartbeatResult(HeartbeatOutcome.Accepted, updated.Health != n.Health ? new NodeTransition(n, updated) : null);
         }

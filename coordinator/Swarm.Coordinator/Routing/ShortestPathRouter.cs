@@ -74,11 +74,17 @@ internal sealed class ShortestPathRouter : IRouter
             .DistinctBy(c => c.NodeId)
             .OrderBy(c => c.NodeId)
             .ToList();
-        var uncovered = LayerRange.FromMask(span.End, l => l >= span.Start && !usable.Any(c => c.Range.Contains(l)));
+        int n = span.End - span.Start;
+        // holders[a]: the candidates holding layer span.Start + a, in id order — built once in O(Σ ranges), so the programme
+        // below visits each node only at the boundaries it holds instead of scanning every node at every boundary.
+        var holders = new List<RouteCandidate>[n];
+        for (int i = 0; i < n; i++) holders[i] = [];
+        foreach (var c in usable)
+            for (int l = Math.Max(c.Range.Start, span.Start); l < Math.Min(c.Range.End, span.End); l++) holders[l - span.Start].Add(c);
+        var uncovered = LayerRange.FromMask(span.End, l => l >= span.Start && holders[l - span.Start].Count == 0);
         if (uncovered.Count > 0) return new RoutingResult(null, uncovered);
 
         var byId = usable.ToDictionary(c => c.NodeId);
-        int n = span.End - span.Start;
         // reached[a]: the nodes whose hop ends at boundary a, each with its cheapest way there (a = 0: the coordinator).
         var reached = new Dictionary<int, Reached>[n + 1];
         for (int i = 0; i <= n; i++) reached[i] = [];
@@ -100,10 +106,8 @@ internal sealed class ShortestPathRouter : IRouter
                         overLinks[to] = (cost, state.Hops, prev);
                 }
             }
-            int layerA = span.Start + a;
-            foreach (var c in usable)
+            foreach (var c in holders[a])
             {
-                if (!c.Range.Contains(layerA)) continue;
                 // Else at c's distance to the coordinator, from the cheapest state.
                 var entry = (Cost: cheapest.Cost + LinkCost(null, c), cheapest.Hops, Prev: cheapestNode);
                 if (overLinks.TryGetValue(c.NodeId, out var linked) && Better(linked.Cost, linked.Hops, entry.Cost, entry.Hops)) entry = linked;
@@ -126,21 +130,21 @@ internal sealed class ShortestPathRouter : IRouter
             (b, node) = (r.From, r.PrevNode);
         }
         chain.Reverse();
-        return new RoutingResult(Balanced(chain, byId, usable), []);
+        return new RoutingResult(Balanced(chain, byId, span, holders), []);
     }
 
     private static bool Better(double cost, int hops, double than, int thanHops) =>
         cost < than - Epsilon || (Math.Abs(cost - than) <= Epsilon && hops < thanHops);
 
     /// <summary>The chain with each hop's node possibly swapped for an interchangeable replica, and its expected cost.</summary>
-    private Route Balanced(List<(int NodeId, LayerRange Layers)> chain, Dictionary<int, RouteCandidate> byId, List<RouteCandidate> usable)
+    private Route Balanced(List<(int NodeId, LayerRange Layers)> chain, Dictionary<int, RouteCandidate> byId, LayerRange span, List<RouteCandidate>[] holders)
     {
         var hops = new List<RouteHop>(chain.Count);
         RouteCandidate? previous = null;
         double total = 0;
         foreach (var (nodeId, layers) in chain)
         {
-            var chosen = Balance(previous, byId[nodeId], layers, usable);
+            var chosen = Balance(previous, byId[nodeId], layers, holders[layers.Start - span.Start]);
             total += LinkCost(previous, chosen) + NodeCost(chosen, layers.Count);
             hops.Add(new RouteHop(chosen.NodeId, layers));
             previous = chosen;
@@ -148,9 +152,10 @@ internal sealed class ShortestPathRouter : IRouter
         return new Route(hops, total);
     }
 
-    private RouteCandidate Balance(RouteCandidate? previous, RouteCandidate chosen, LayerRange layers, List<RouteCandidate> usable)
+    /// <param name="firstLayerHolders">The candidates holding the hop's first layer (those holding all its layers are among them).</param>
+    private RouteCandidate Balance(RouteCandidate? previous, RouteCandidate chosen, LayerRange layers, List<RouteCandidate> firstLayerHolders)
     {
-        var holders = usable.Where(c => c.Range.Contains(layers)).ToList();
+        var holders = firstLayerHolders.Where(c => c.Range.Contains(layers)).ToList();
         if (holders.Count <= 1) return chosen;
         double Unloaded(RouteCandidate c) => LinkCost(previous, c) + NodeCost(c, layers.Count, includeLoad: false);
         double best = holders.Min(Unloaded);
