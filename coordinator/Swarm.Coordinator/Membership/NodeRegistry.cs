@@ -47,19 +47,51 @@ internal sealed class NodeRegistry
     /// <summary>The detector in use.</summary>
     public IFailureDetector Detector => _detector;
 
+    /// <summary>What was derived from one version of the table (the table is replaced on every change, so a reference check tells whether it is current).</summary>
+    private sealed record Derived(ImmutableSortedDictionary<int, NodeSnapshot> Table, IReadOnlyList<NodeSnapshot> Nodes)
+    {
+        public (int Layers, CoverageReport Report)? Coverage { get; set; }
+        public IReadOnlyList<PlacementNode>? PlacementView { get; set; }
+    }
+
+    private Derived? _derived;
+
+    /// <summary>
+    /// The views of the current table, built at most once per table version: heartbeats no longer replace the table, so
+    /// the evaluation tick, admission and routing read the same lists until membership really changes.
+    /// </summary>
+    private Derived Current()
+    {
+        var table = Volatile.Read(ref _nodes);
+        var derived = Volatile.Read(ref _derived);
+        if (derived is not null && ReferenceEquals(derived.Table, table)) return derived;
+        derived = new Derived(table, [.. table.Values]);
+        Volatile.Write(ref _derived, derived);
+        return derived;
+    }
+
     /// <summary>All known nodes (including dead and departed ones until <see cref="Remove"/>), ordered by id.</summary>
-    public IReadOnlyList<NodeSnapshot> Snapshot() => [.. Volatile.Read(ref _nodes).Values];
+    public IReadOnlyList<NodeSnapshot> Snapshot() => Current().Nodes;
 
     /// <summary>The placement planner's input: every <see cref="NodeSnapshot.IsPlacementCandidate"/> node.</summary>
-    public IReadOnlyList<PlacementNode> PlacementView() =>
-        [.. Snapshot().Where(n => n.IsPlacementCandidate).Select(n => n.ToPlacementNode())];
+    public IReadOnlyList<PlacementNode> PlacementView()
+    {
+        var derived = Current();
+        return derived.PlacementView ??= [.. derived.Nodes.Where(n => n.IsPlacementCandidate).Select(n => n.ToPlacementNode())];
+    }
 
     /// <summary>
     /// Coverage by nodes that can take jobs now (<see cref="NodeSnapshot.IsRoutable"/>): what admission and the
     /// 503 message use. Loading nodes do not count yet.
     /// </summary>
-    public CoverageReport ServingCoverage(int numLayers) =>
-        CoverageReport.Of(numLayers, Snapshot().Where(n => n.IsRoutable).Select(n => n.ToPlacementNode() with { Range = n.RoutableRange }));
+    public CoverageReport ServingCoverage(int numLayers)
+    {
+        var derived = Current();
+        if (derived.Coverage is { } c && c.Layers == numLayers) return c.Report;
+        var report = CoverageReport.Of(numLayers, derived.Nodes.Where(n => n.IsRoutable).Select(n => n.ToPlacementNode() with { Range = n.RoutableRange }));
+        derived.Coverage = (numLayers, report);
+        return report;
+    }
 
     /// <summary>The node with this id, or null.</summary>
     public NodeSnapshot? Get(int id) => Volatile.Read(ref _nodes).GetValueOrDefault(id);
@@ -229,7 +261,7 @@ internal sealed class NodeRegistry
         lock (_gate)
         {
             var changes = new List<NodeTransition>();
-            var builder = _nodes.ToBuilder();
+            List<NodeSnapshot>? updates = null; // most ticks change nothing: then the table stays the same object
             foreach (var n in _nodes.Values)
             {
                 if (n.Health == NodeHealth.Dead || n.Phase == NodePhase.Left) continue;
@@ -242,10 +274,10 @@ internal sealed class NodeRegistry
                 }
                 var health = _detector.Evaluate(Liveness(pruned, now), now);
                 var updated = health == pruned.Health ? pruned : pruned with { Health = health };
-                if (!ReferenceEquals(updated, n)) builder[n.Id] = updated;
+                if (!ReferenceEquals(updated, n)) (updates ??= []).Add(updated);
                 if (updated.Health != n.Health) changes.Add(new NodeTransition(n, updated));
             }
-            _nodes = builder.ToImmutable();
+            if (updates is not null) _nodes = _nodes.SetItems(updates.Select(u => KeyValuePair.Create(u.Id, u)));
             return changes;
         }
     }

@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using Swarm.Protocol;
 
 namespace Swarm.Coordinator.Routing;
@@ -63,7 +64,11 @@ internal sealed class ShortestPathRouter : IRouter
     public RoutingResult Route(int numLayers, IReadOnlyList<RouteCandidate> candidates) =>
         Route(new LayerRange(0, numLayers), candidates);
 
-    private readonly record struct Reached(double Cost, int Hops, int From, int PrevNode);
+    /// <summary>A node's hop ending at a boundary: its cost from the coordinator, hops, the boundary it entered at, the node before it.</summary>
+    private readonly record struct Reached(int Node, double Cost, int Hops, int From, int PrevNode, int FirstEntry);
+
+    /// <summary>A node's cheapest way in so far: the cost before its hop, hops before it, the boundary and node it came from.</summary>
+    private readonly record struct Entry(double Cost, int Hops, int At, int Prev, int FirstEntry);
 
     /// <inheritdoc/>
     public RoutingResult Route(LayerRange span, IReadOnlyList<RouteCandidate> candidates)
@@ -75,76 +80,100 @@ internal sealed class ShortestPathRouter : IRouter
             .OrderBy(c => c.NodeId)
             .ToList();
         int n = span.End - span.Start;
-        // holders[a]: the candidates holding layer span.Start + a, in id order — built once in O(Σ ranges), so the programme
-        // below visits each node only at the boundaries it holds instead of scanning every node at every boundary.
-        var holders = new List<RouteCandidate>[n];
+        // holders[a]: the candidates (indices into usable, in id order) holding layer span.Start + a — built once in
+        // O(Σ ranges), so the programme visits each node only at the boundaries it holds instead of every node at every one.
+        var holders = new List<int>[n];
         for (int i = 0; i < n; i++) holders[i] = [];
-        foreach (var c in usable)
-            for (int l = Math.Max(c.Range.Start, span.Start); l < Math.Min(c.Range.End, span.End); l++) holders[l - span.Start].Add(c);
+        for (int i = 0; i < usable.Count; i++)
+            for (int l = Math.Max(usable[i].Range.Start, span.Start); l < Math.Min(usable[i].Range.End, span.End); l++) holders[l - span.Start].Add(i);
         var uncovered = LayerRange.FromMask(span.End, l => l >= span.Start && holders[l - span.Start].Count == 0);
         if (uncovered.Count > 0) return new RoutingResult(null, uncovered);
 
         var byId = usable.ToDictionary(c => c.NodeId);
-        // reached[a]: the nodes whose hop ends at boundary a, each with its cheapest way there (a = 0: the coordinator).
-        var reached = new Dictionary<int, Reached>[n + 1];
-        for (int i = 0; i <= n; i++) reached[i] = [];
-        reached[0][Coordinator] = new Reached(0, 0, -1, Coordinator);
+        // reached[b]: the nodes whose hop ends at boundary b with their cheapest way there (b = 0: the coordinator), in the
+        // order they were first entered (then id), which decides exact ties. A hop's cost is linear in its layers, so which
+        // entry boundary is cheapest for a node does not depend on where its hop ends: each node keeps one running best
+        // entry, and every boundary costs O(nodes holding it) — O(L × replicas) a route, not O(L × N + Σ replicas × range).
+        var reached = new List<Reached>[n + 1];
+        reached[0] = [new Reached(Coordinator, 0, 0, -1, Coordinator, -1)];
+        var entries = new Entry?[usable.Count];
         for (int a = 0; a < n; a++)
         {
-            if (reached[a].Count == 0) continue;
-            var (cheapest, cheapestNode) = reached[a].Select(kv => (kv.Value, kv.Key)).MinBy(r => (r.Value.Cost, r.Value.Hops));
-            // Entering a node over a link someone measured to it: visit the reported links of the nodes ending here.
-            var overLinks = new Dictionary<int, (double Cost, int Hops, int Prev)>();
-            foreach (var (prev, state) in reached[a])
+            var here = reached[a];
+            var next = reached[a + 1] = [];
+            Reached cheapest = default;
+            Dictionary<int, (double Cost, int Hops, int Prev)>? overLinks = null;
+            if (here.Count > 0)
             {
-                if (prev == Coordinator) continue;
-                foreach (int to in byId[prev].Links.Keys)
+                cheapest = here.MinBy(r => (r.Cost, r.Hops));
+                // Entering a node over a link someone measured to it: visit the reported links of the nodes ending here.
+                overLinks = [];
+                foreach (var state in here)
                 {
-                    if (!byId.TryGetValue(to, out var target)) continue;
-                    double cost = state.Cost + LinkCost(byId[prev], target);
-                    if (!overLinks.TryGetValue(to, out var known) || Better(cost, state.Hops, known.Cost, known.Hops))
-                        overLinks[to] = (cost, state.Hops, prev);
+                    if (state.Node == Coordinator) continue;
+                    var from = byId[state.Node];
+                    foreach (int to in from.Links.Keys)
+                    {
+                        if (!byId.TryGetValue(to, out var target)) continue;
+                        double cost = state.Cost + LinkCost(from, target);
+                        if (!overLinks.TryGetValue(to, out var known) || Better(cost, state.Hops, known.Cost, known.Hops))
+                            overLinks[to] = (cost, state.Hops, state.Node);
+                    }
                 }
             }
-            foreach (var c in holders[a])
+            foreach (int i in holders[a])
             {
-                // Else at c's distance to the coordinator, from the cheapest state.
-                var entry = (Cost: cheapest.Cost + LinkCost(null, c), cheapest.Hops, Prev: cheapestNode);
-                if (overLinks.TryGetValue(c.NodeId, out var linked) && Better(linked.Cost, linked.Hops, entry.Cost, entry.Hops)) entry = linked;
-                int maxB = Math.Min(c.Range.End, span.End) - span.Start;
-                for (int b = a + 1; b <= maxB; b++)
+                var c = usable[i];
+                if (overLinks is not null)
                 {
-                    double cost = entry.Cost + NodeCost(c, b - a);
-                    if (!reached[b].TryGetValue(c.NodeId, out var old) || Better(cost, entry.Hops + 1, old.Cost, old.Hops))
-                        reached[b][c.NodeId] = new Reached(cost, entry.Hops + 1, a, entry.Prev);
+                    // Else at c's distance to the coordinator, from the cheapest state.
+                    var entry = new Entry(cheapest.Cost + LinkCost(null, c), cheapest.Hops, a, cheapest.Node, a);
+                    if (overLinks.TryGetValue(c.NodeId, out var linked) && Better(linked.Cost, linked.Hops, entry.Cost, entry.Hops))
+                        entry = entry with { Cost = linked.Cost, Hops = linked.Hops, Prev = linked.Prev };
+                    if (entries[i] is not { } known) entries[i] = entry;
+                    else if (Better(entry.Cost + NodeCost(c, 1), entry.Hops + 1, known.Cost + NodeCost(c, a + 1 - known.At), known.Hops + 1))
+                        entries[i] = entry with { FirstEntry = known.FirstEntry };
                 }
+                if (entries[i] is { } e)
+                    next.Add(new Reached(c.NodeId, e.Cost + NodeCost(c, a + 1 - e.At), e.Hops + 1, e.At, e.Prev, e.FirstEntry));
             }
+            SortByFirstEntry(next);
         }
 
         var chain = new List<(int NodeId, LayerRange Layers)>();
-        int node = reached[n].MinBy(kv => (kv.Value.Cost, kv.Value.Hops)).Key;
+        int node = reached[n].MinBy(r => (r.Cost, r.Hops)).Node;
         for (int b = n; b > 0;)
         {
-            var r = reached[b][node];
+            var r = reached[b].Find(x => x.Node == node);
             chain.Add((node, new LayerRange(span.Start + r.From, span.Start + b)));
             (b, node) = (r.From, r.PrevNode);
         }
         chain.Reverse();
-        return new RoutingResult(Balanced(chain, byId, span, holders), []);
+        return new RoutingResult(Balanced(chain, byId, span, holders, usable), []);
+    }
+
+    /// <summary>Orders states by the boundary their node was first entered at, then node id (a primitive key sort: no comparer calls).</summary>
+    private static void SortByFirstEntry(List<Reached> states)
+    {
+        if (states.Count < 2) return;
+        var keys = new long[states.Count];
+        for (int i = 0; i < keys.Length; i++) keys[i] = ((long)states[i].FirstEntry << 32) | (uint)states[i].Node;
+        keys.AsSpan().Sort(CollectionsMarshal.AsSpan(states));
     }
 
     private static bool Better(double cost, int hops, double than, int thanHops) =>
         cost < than - Epsilon || (Math.Abs(cost - than) <= Epsilon && hops < thanHops);
 
     /// <summary>The chain with each hop's node possibly swapped for an interchangeable replica, and its expected cost.</summary>
-    private Route Balanced(List<(int NodeId, LayerRange Layers)> chain, Dictionary<int, RouteCandidate> byId, LayerRange span, List<RouteCandidate>[] holders)
+    private Route Balanced(List<(int NodeId, LayerRange Layers)> chain, Dictionary<int, RouteCandidate> byId, LayerRange span, List<int>[] holders,
+        List<RouteCandidate> usable)
     {
         var hops = new List<RouteHop>(chain.Count);
         RouteCandidate? previous = null;
         double total = 0;
         foreach (var (nodeId, layers) in chain)
         {
-            var chosen = Balance(previous, byId[nodeId], layers, holders[layers.Start - span.Start]);
+            var chosen = Balance(previous, byId[nodeId], layers, [.. holders[layers.Start - span.Start].Select(i => usable[i])]);
             total += LinkCost(previous, chosen) + NodeCost(chosen, layers.Count);
             hops.Add(new RouteHop(chosen.NodeId, layers));
             previous = chosen;
