@@ -1,4 +1,3 @@
-using System.Runtime.InteropServices;
 using Swarm.Protocol;
 
 namespace Swarm.Coordinator.Routing;
@@ -65,10 +64,10 @@ internal sealed class ShortestPathRouter : IRouter
         Route(new LayerRange(0, numLayers), candidates);
 
     /// <summary>A node's hop ending at a boundary: its cost from the coordinator, hops, the boundary it entered at, the node before it.</summary>
-    private readonly record struct Reached(int Node, double Cost, int Hops, int From, int PrevNode, int FirstEntry);
+    private readonly record struct Reached(int Node, double Cost, int Hops, int From, int PrevNode);
 
     /// <summary>A node's cheapest way in so far: the cost before its hop, hops before it, the boundary and node it came from.</summary>
-    private readonly record struct Entry(double Cost, int Hops, int At, int Prev, int FirstEntry);
+    private readonly record struct Entry(double Cost, int Hops, int At, int Prev);
 
     /// <inheritdoc/>
     public RoutingResult Route(LayerRange span, IReadOnlyList<RouteCandidate> candidates)
@@ -82,9 +81,12 @@ internal sealed class ShortestPathRouter : IRouter
         int n = span.End - span.Start;
         // holders[a]: the candidates (indices into usable, in id order) holding layer span.Start + a — built once in
         // O(Σ ranges), so the programme visits each node only at the boundaries it holds instead of every node at every one.
+        // Within a boundary they are in (first layer in the span, id) order: every layer is covered (checked below), so every
+        // boundary is reached and a node is first entered at its first layer — the order the states must keep (see reached).
         var holders = new List<int>[n];
         for (int i = 0; i < n; i++) holders[i] = [];
-        for (int i = 0; i < usable.Count; i++)
+        var byStart = Enumerable.Range(0, usable.Count).OrderBy(i => Math.Max(usable[i].Range.Start, span.Start)).ThenBy(i => usable[i].NodeId);
+        foreach (int i in byStart)
             for (int l = Math.Max(usable[i].Range.Start, span.Start); l < Math.Min(usable[i].Range.End, span.End); l++) holders[l - span.Start].Add(i);
         var uncovered = LayerRange.FromMask(span.End, l => l >= span.Start && holders[l - span.Start].Count == 0);
         if (uncovered.Count > 0) return new RoutingResult(null, uncovered);
@@ -95,7 +97,7 @@ internal sealed class ShortestPathRouter : IRouter
         // entry boundary is cheapest for a node does not depend on where its hop ends: each node keeps one running best
         // entry, and every boundary costs O(nodes holding it) — O(L × replicas) a route, not O(L × N + Σ replicas × range).
         var reached = new List<Reached>[n + 1];
-        reached[0] = [new Reached(Coordinator, 0, 0, -1, Coordinator, -1)];
+        reached[0] = [new Reached(Coordinator, 0, 0, -1, Coordinator)];
         var entries = new Entry?[usable.Count];
         for (int a = 0; a < n; a++)
         {
@@ -127,17 +129,16 @@ internal sealed class ShortestPathRouter : IRouter
                 if (overLinks is not null)
                 {
                     // Else at c's distance to the coordinator, from the cheapest state.
-                    var entry = new Entry(cheapest.Cost + LinkCost(null, c), cheapest.Hops, a, cheapest.Node, a);
+                    var entry = new Entry(cheapest.Cost + LinkCost(null, c), cheapest.Hops, a, cheapest.Node);
                     if (overLinks.TryGetValue(c.NodeId, out var linked) && Better(linked.Cost, linked.Hops, entry.Cost, entry.Hops))
                         entry = entry with { Cost = linked.Cost, Hops = linked.Hops, Prev = linked.Prev };
                     if (entries[i] is not { } known) entries[i] = entry;
                     else if (Better(entry.Cost + NodeCost(c, 1), entry.Hops + 1, known.Cost + NodeCost(c, a + 1 - known.At), known.Hops + 1))
-                        entries[i] = entry with { FirstEntry = known.FirstEntry };
+                        entries[i] = entry;
                 }
                 if (entries[i] is { } e)
-                    next.Add(new Reached(c.NodeId, e.Cost + NodeCost(c, a + 1 - e.At), e.Hops + 1, e.At, e.Prev, e.FirstEntry));
+                    next.Add(new Reached(c.NodeId, e.Cost + NodeCost(c, a + 1 - e.At), e.Hops + 1, e.At, e.Prev));
             }
-            SortByFirstEntry(next);
         }
 
         var chain = new List<(int NodeId, LayerRange Layers)>();
@@ -150,15 +151,6 @@ internal sealed class ShortestPathRouter : IRouter
         }
         chain.Reverse();
         return new RoutingResult(Balanced(chain, byId, span, holders, usable), []);
-    }
-
-    /// <summary>Orders states by the boundary their node was first entered at, then node id (a primitive key sort: no comparer calls).</summary>
-    private static void SortByFirstEntry(List<Reached> states)
-    {
-        if (states.Count < 2) return;
-        var keys = new long[states.Count];
-        for (int i = 0; i < keys.Length; i++) keys[i] = ((long)states[i].FirstEntry << 32) | (uint)states[i].Node;
-        keys.AsSpan().Sort(CollectionsMarshal.AsSpan(states));
     }
 
     private static bool Better(double cost, int hops, double than, int thanHops) =>
