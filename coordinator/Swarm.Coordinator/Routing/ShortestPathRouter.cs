@@ -64,7 +64,7 @@ internal sealed class ShortestPathRouter : IRouter
         Route(new LayerRange(0, numLayers), candidates);
 
     /// <summary>A node's hop ending at a boundary: its cost from the coordinator, hops, the boundary it entered at, the node before it.</summary>
-    private readonly record struct Reached(int Node, double Cost, int Hops, int From, int PrevNode);
+    private readonly record struct Reached(int Node, int Index, double Cost, int Hops, int From, int PrevNode);
 
     /// <summary>A node's cheapest way in so far: the cost before its hop, hops before it, the boundary and node it came from.</summary>
     private readonly record struct Entry(double Cost, int Hops, int At, int Prev);
@@ -92,52 +92,67 @@ internal sealed class ShortestPathRouter : IRouter
         if (uncovered.Count > 0) return new RoutingResult(null, uncovered);
 
         var byId = usable.ToDictionary(c => c.NodeId);
+        // Each node's measured links to other candidates, as (candidate index, link cost), computed once per route.
+        var index = new Dictionary<int, int>(usable.Count);
+        for (int i = 0; i < usable.Count; i++) index[usable[i].NodeId] = i;
+        var outLinks = new (int Target, double Cost)[usable.Count][];
+        for (int i = 0; i < usable.Count; i++)
+        {
+            var from = usable[i];
+            var list = new List<(int, double)>(from.Links.Count);
+            foreach (int to in from.Links.Keys)
+                if (index.TryGetValue(to, out int j)) list.Add((j, LinkCost(from, usable[j])));
+            outLinks[i] = [.. list];
+        }
+        // The best entry over a measured link into each candidate at the current boundary (valid where linkStamp = a + 1).
+        var linkStamp = new int[usable.Count];
+        var linkEntry = new (double Cost, int Hops, int Prev)[usable.Count];
         // reached[b]: the nodes whose hop ends at boundary b with their cheapest way there (b = 0: the coordinator), in the
         // order they were first entered (then id), which decides exact ties. A hop's cost is linear in its layers, so which
         // entry boundary is cheapest for a node does not depend on where its hop ends: each node keeps one running best
         // entry, and every boundary costs O(nodes holding it) — O(L × replicas) a route, not O(L × N + Σ replicas × range).
         var reached = new List<Reached>[n + 1];
-        reached[0] = [new Reached(Coordinator, 0, 0, -1, Coordinator)];
+        reached[0] = [new Reached(Coordinator, -1, 0, 0, -1, Coordinator)];
         var entries = new Entry?[usable.Count];
         for (int a = 0; a < n; a++)
         {
             var here = reached[a];
             var next = reached[a + 1] = [];
             Reached cheapest = default;
-            Dictionary<int, (double Cost, int Hops, int Prev)>? overLinks = null;
-            if (here.Count > 0)
+            bool reachable = here.Count > 0;
+            int layerA = span.Start + a;
+            if (reachable)
             {
                 cheapest = here.MinBy(r => (r.Cost, r.Hops));
-                // Entering a node over a link someone measured to it: visit the reported links of the nodes ending here.
-                overLinks = [];
+                // Entering a node over a link someone measured to it: visit the reported links of the nodes ending here
+                // (only those into nodes holding this layer can start a hop here).
                 foreach (var state in here)
                 {
                     if (state.Node == Coordinator) continue;
-                    var from = byId[state.Node];
-                    foreach (int to in from.Links.Keys)
+                    foreach (var (to, linkCost) in outLinks[state.Index])
                     {
-                        if (!byId.TryGetValue(to, out var target)) continue;
-                        double cost = state.Cost + LinkCost(from, target);
-                        if (!overLinks.TryGetValue(to, out var known) || Better(cost, state.Hops, known.Cost, known.Hops))
-                            overLinks[to] = (cost, state.Hops, state.Node);
+                        if (!usable[to].Range.Contains(layerA)) continue;
+                        double cost = state.Cost + linkCost;
+                        if (linkStamp[to] != a + 1 || Better(cost, state.Hops, linkEntry[to].Cost, linkEntry[to].Hops))
+                            (linkStamp[to], linkEntry[to]) = (a + 1, (cost, state.Hops, state.Node));
                     }
                 }
             }
             foreach (int i in holders[a])
             {
                 var c = usable[i];
-                if (overLinks is not null)
+                if (reachable)
                 {
                     // Else at c's distance to the coordinator, from the cheapest state.
                     var entry = new Entry(cheapest.Cost + LinkCost(null, c), cheapest.Hops, a, cheapest.Node);
-                    if (overLinks.TryGetValue(c.NodeId, out var linked) && Better(linked.Cost, linked.Hops, entry.Cost, entry.Hops))
+                    if (linkStamp[i] == a + 1 && linkEntry[i] is var linked && Better(linked.Cost, linked.Hops, entry.Cost, entry.Hops))
                         entry = entry with { Cost = linked.Cost, Hops = linked.Hops, Prev = linked.Prev };
                     if (entries[i] is not { } known) entries[i] = entry;
                     else if (Better(entry.Cost + NodeCost(c, 1), entry.Hops + 1, known.Cost + NodeCost(c, a + 1 - known.At), known.Hops + 1))
                         entries[i] = entry;
                 }
                 if (entries[i] is { } e)
-                    next.Add(new Reached(c.NodeId, e.Cost + NodeCost(c, a + 1 - e.At), e.Hops + 1, e.At, e.Prev));
+                    next.Add(new Reached(c.NodeId, i, e.Cost + NodeCost(c, a + 1 - e.At), e.Hops + 1, e.At, e.Prev));
             }
         }
 
