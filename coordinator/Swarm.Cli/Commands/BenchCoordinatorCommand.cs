@@ -47,6 +47,7 @@ internal static class BenchCoordinatorCommand
             tokens_per_s = results.Select(x => x.Loads.Select(l => R(l.TokensPerSecond, 1))),
             coordinator_cpu_per_1k_tokens_ms = results.Select(x => x.Loads.Select(l => R(l.CpuMsPer1kTokens))),
             heartbeat_cpu_percent = results.Select(x => R(x.HeartbeatCpuPercent)),
+            serving_after_idle = results.Select(x => x.ServingAfterIdle),
             failed_jobs = results.Select(x => x.Loads.Select(l => l.FailedJobs)),
             placement_join_ms = results.Select(x => R(x.Placement.JoinMs, 3)),
             placement_recover_ms = results.Select(x => R(x.Placement.RecoverMs, 3)),
@@ -66,7 +67,7 @@ internal static class BenchCoordinatorCommand
             + $"{s.Seconds} s per figure; load average {load0:F2} → {load1:F2} on {Environment.ProcessorCount} cores");
         foreach (var x in results)
         {
-            Console.WriteLine($"N = {x.Nodes}: joined in {x.JoinSeconds:F1} s; idle coordinator CPU (heartbeats) {x.HeartbeatCpuPercent:F2} % of a core; "
+            Console.WriteLine($"N = {x.Nodes}: joined in {x.JoinSeconds:F1} s; {x.ServingAfterIdle} serving after the idle run; idle coordinator CPU (heartbeats) {x.HeartbeatCpuPercent:F2} % of a core; "
                 + $"memory {x.IdleResidentMb:F0} MB; GET /api/swarm {x.ApiSwarmMs:F2} ms, /metrics {x.MetricsMs:F2} ms");
             Console.WriteLine($"  placement (real policy, {x.Nodes} nodes): join {x.Placement.JoinMs:F3} ms, recover {x.Placement.RecoverMs:F3} ms, rebalance check {x.Placement.RebalanceMs:F3} ms");
             foreach (var l in x.Loads)

@@ -47,19 +47,51 @@ internal sealed class NodeRegistry
     /// <summary>The detector in use.</summary>
     public IFailureDetector Detector => _detector;
 
+    /// <summary>What was derived from one version of the table (the table is replaced on every change, so a reference check tells whether it is current).</summary>
+    private sealed record Derived(ImmutableSortedDictionary<int, NodeSnapshot> Table, IReadOnlyList<NodeSnapshot> Nodes)
+    {
+        public (int Layers, CoverageReport Report)? Coverage { get; set; }
+        public IReadOnlyList<PlacementNode>? PlacementView { get; set; }
+    }
+
+    private Derived? _derived;
+
+    /// <summary>
+    /// The views of the current table, built at most once per table version: heartbeats no longer replace the table, so
+    /// the evaluation tick, admission and routing read the same lists until membership really changes.
+    /// </summary>
+    private Derived Current()
+    {
+        var table = Volatile.Read(ref _nodes);
+        var derived = Volatile.Read(ref _derived);
+        if (derived is not null && ReferenceEquals(derived.Table, table)) return derived;
+        derived = new Derived(table, [.. table.Values]);
+        Volatile.Write(ref _derived, derived);
+        return derived;
+    }
+
     /// <summary>All known nodes (including dead and departed ones until <see cref="Remove"/>), ordered by id.</summary>
-    public IReadOnlyList<NodeSnapshot> Snapshot() => [.. Volatile.Read(ref _nodes).Values];
+    public IReadOnlyList<NodeSnapshot> Snapshot() => Current().Nodes;
 
     /// <summary>The placement planner's input: every <see cref="NodeSnapshot.IsPlacementCandidate"/> node.</summary>
-    public IReadOnlyList<PlacementNode> PlacementView() =>
-        [.. Snapshot().Where(n => n.IsPlacementCandidate).Select(n => n.ToPlacementNode())];
+    public IReadOnlyList<PlacementNode> PlacementView()
+    {
+        var derived = Current();
+        return derived.PlacementView ??= [.. derived.Nodes.Where(n => n.IsPlacementCandidate).Select(n => n.ToPlacementNode())];
+    }
 
     /// <summary>
     /// Coverage by nodes that can take jobs now (<see cref="NodeSnapshot.IsRoutable"/>): what admission and the
     /// 503 message use. Loading nodes do not count yet.
     /// </summary>
-    public CoverageReport ServingCoverage(int numLayers) =>
-        CoverageReport.Of(numLayers, Snapshot().Where(n => n.IsRoutable).Select(n => n.ToPlacementNode() with { Range = n.RoutableRange }));
+    public CoverageReport ServingCoverage(int numLayers)
+    {
+        var derived = Current();
+        if (derived.Coverage is { } c && c.Layers == numLayers) return c.Report;
+        var report = CoverageReport.Of(numLayers, derived.Nodes.Where(n => n.IsRoutable).Select(n => n.ToPlacementNode() with { Range = n.RoutableRange }));
+        derived.Coverage = (numLayers, report);
+        return report;
+    }
 
     /// <summary>The node with this id, or null.</summary>
     public NodeSnapshot? Get(int id) => Volatile.Read(ref _nodes).GetValueOrDefault(id);
@@ -110,6 +142,10 @@ internal sealed class NodeRegistry
     /// <param name="id">Node id.</param>
     /// <param name="rttMs">A fresh round-trip measurement, folded into the smoothed RTT.</param>
     /// <param name="links">The node's measured links to its next hops (<see cref="Swarm.Protocol.Heartbeat.Links"/>); null keeps the last ones.</param>
+    /// <remarks>
+    /// O(1) and allocation-free for the common heartbeat (alive before and after, no links): the time and RTT are written
+    /// into the node's <see cref="NodePulse"/>; the membership table is swapped only when health or links change.
+    /// </remarks>
     public HeartbeatResult Heartbeat(int id, double? rttMs = null, IReadOnlyList<LinkReport>? links = null)
     {
         var now = _time.GetUtcNow();
@@ -117,12 +153,13 @@ internal sealed class NodeRegistry
         {
             var n = _nodes.GetValueOrDefault(id);
             if (n is null || n.Health == NodeHealth.Dead || n.Phase == NodePhase.Left) return new HeartbeatResult(HeartbeatOutcome.MustRegister, null);
-            double? rtt = n.RttMs;
             if (rttMs is double sample && sample >= 0)
-                rtt = rtt is double old ? old + _options.RttSmoothing * (sample - old) : sample;
-            var updated = links is null ? n with { LastHeartbeat = now, RttMs = rtt }
-                : n with { LastHeartbeat = now, RttMs = rtt, Links = links, LinksByNode = NodeSnapshot.Index(links) };
-            updated = updated with { Health = _detector.Evaluate(Liveness(updated, now), now) };
+                n.Pulse.RttMs = n.Pulse.RttMs is double old ? old + _options.RttSmoothing * (sample - old) : sample;
+            n.Pulse.LastHeartbeat = now;
+            var health = _detector.Evaluate(Liveness(n, now), now);
+            if (health == n.Health && links is null) return new HeartbeatResult(HeartbeatOutcome.Accepted, null);
+            var updated = links is null ? n with { Health = health }
+                : n with { Health = health, Links = links, LinksByNode = NodeSnapshot.Index(links) };
             _nodes = _nodes.SetItem(id, updated);
             return new HeartbeatResult(HeartbeatOutcome.Accepted, updated.Health != n.Health ? new NodeTransition(n, updated) : null);
         }
@@ -231,7 +268,7 @@ internal sealed class NodeRegistry
         lock (_gate)
         {
             var changes = new List<NodeTransition>();
-            var builder = _nodes.ToBuilder();
+            List<NodeSnapshot>? updates = null; // most ticks change nothing: then the table stays the same object
             foreach (var n in _nodes.Values)
             {
                 if (n.Health == NodeHealth.Dead || n.Phase == NodePhase.Left) continue;
@@ -244,10 +281,10 @@ internal sealed class NodeRegistry
                 }
                 var health = _detector.Evaluate(Liveness(pruned, now), now);
                 var updated = health == pruned.Health ? pruned : pruned with { Health = health };
-                if (!ReferenceEquals(updated, n)) builder[n.Id] = updated;
+                if (!ReferenceEquals(updated, n)) (updates ??= []).Add(updated);
                 if (updated.Health != n.Health) changes.Add(new NodeTransition(n, updated));
             }
-            _nodes = builder.ToImmutable();
+            if (updates is not null) _nodes = _nodes.SetItems(updates.Select(u => KeyValuePair.Create(u.Id, u)));
             return changes;
         }
     }

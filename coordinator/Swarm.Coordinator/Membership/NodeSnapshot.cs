@@ -3,7 +3,11 @@ using Swarm.Protocol;
 
 namespace Swarm.Coordinator.Membership;
 
-/// <summary>Immutable view of one node at one moment; the registry swaps in a new one on every change.</summary>
+/// <summary>
+/// View of one node at one moment; the registry swaps in a new one on every change — except the liveness figures
+/// (<see cref="LastHeartbeat"/>, <see cref="RttMs"/>), which live in the incarnation's shared <see cref="NodePulse"/> and
+/// always read the latest heartbeat.
+/// </summary>
 internal sealed record NodeSnapshot
 {
     /// <summary>What the node announced.</summary>
@@ -36,11 +40,14 @@ internal sealed record NodeSnapshot
     /// <summary>When the node registered.</summary>
     public required DateTimeOffset JoinedAt { get; init; }
 
-    /// <summary>When the last heartbeat (or the registration) arrived.</summary>
-    public required DateTimeOffset LastHeartbeat { get; init; }
+    /// <summary>The incarnation's liveness figures, shared by all its snapshots (a fresh registration gets a fresh one).</summary>
+    public NodePulse Pulse { get; init; } = new();
 
-    /// <summary>Smoothed coordinator↔node round-trip time in milliseconds, if measured.</summary>
-    public double? RttMs { get; init; }
+    /// <summary>When the last heartbeat (or the registration) arrived (read from <see cref="Pulse"/>: always the latest).</summary>
+    public required DateTimeOffset LastHeartbeat { get => Pulse.LastHeartbeat; init => Pulse.LastHeartbeat = value; }
+
+    /// <summary>Smoothed coordinator↔node round-trip time in milliseconds, if measured (read from <see cref="Pulse"/>).</summary>
+    public double? RttMs { get => Pulse.RttMs; init => Pulse.RttMs = value; }
 
     /// <summary>The node's links to the next hops it handed steps to, as its last heartbeat reported them.</summary>
     public IReadOnlyList<LinkReport> Links { get; init; } = [];

@@ -73,13 +73,15 @@ internal sealed class MaxMinThroughputPlacementPolicy : IPlacementPolicy
                 int cap = Capacity(n);
                 if (cap == 0 || !(n.LayerThroughput > 0)) continue;
                 var without = Without(totals, n);
+                int uncoveredWithout = UncoveredCount(without);
                 foreach (var r in RecoveryRanges(n, cap))
                 {
-                    var after = Add(without, r, n.LayerThroughput / r.Count);
-                    int left = UncoveredCount(after);
+                    // Cheap keys first (O(range)); the sorted vector (O(L log L)) only for a candidate that ties on them.
+                    int left = uncoveredWithout;
+                    for (int l = r.Start; l < r.End; l++) if (without[l] <= 0) left--;
                     if (left >= uncovered) continue;
                     int newLayers = new RangeAssignment(n.Id, n.Range, r, PlacementReason.Recover).NewLayers;
-                    var c = new Candidate(n.Id, r, left, newLayers, n.InFlight, Sorted(after), Fragments(after));
+                    var c = new Candidate(n.Id, r, left, newLayers, n.InFlight, () => Add(without, r, n.LayerThroughput / r.Count));
                     if (best is null || c.IsBetterRecoveryThan(best)) best = c;
                 }
             }
@@ -96,26 +98,42 @@ internal sealed class MaxMinThroughputPlacementPolicy : IPlacementPolicy
         var now = totals.Throughput;
         if (UncoveredCount(now) > 0) return null;
         double currentMin = now.Min();
+        double target = currentMin * _options.RebalanceImprovementFactor;
+        // A move passes only if every layer ends at or above the target; a node adds throughput only inside its new window,
+        // so that window must contain every layer below the target. A node whose capacity is shorter than the span of the
+        // swarm's weak layers cannot pass (O(1) each), and for the others only windows over their weak span are tried: the
+        // best window overall, when it passes, is one of them, so the outcome is the exhaustive search's at a fraction of
+        // its O(N·L² log L) (which took 120 ms at 1,000 nodes).
+        var weak = WeakSpan(now, target);
         Candidate? best = null;
         foreach (var n in swarm.OrderBy(n => n.Id))
         {
             if (n.PinnedRange is not null || !n.Movable || n.Range is not LayerRange held) continue;
             int k = Capacity(n);
-            if (k == 0) continue;
+            if (k == 0 || weak.Count > k) continue;
             var without = Without(totals, n);
-            var r = BestWindow(without, k, n.LayerThroughput / k);
+            var own = WeakSpan(without, target);
+            if (own.Count > k) continue;
+            var r = BestWindow(without, k, n.LayerThroughput / k, Math.Max(0, own.End - k), Math.Min(own.Start, L - k));
             if (r == held) continue;
             var after = Add(without, r, n.LayerThroughput / k);
             if (UncoveredCount(after) > 0) continue;
             double newMin = after.Min();
-            if (newMin < currentMin * _options.RebalanceImprovementFactor) continue;
-            var c = new Candidate(n.Id, r, 0, 0, n.InFlight, Sorted(after), 0);
+            if (newMin < target) continue;
+            var c = new Candidate(n.Id, r, 0, 0, n.InFlight, () => after);
             int cmp = best is null ? 1 : Compare(c.Sorted, best.Sorted);
             if (cmp > 0 || (cmp == 0 && c.InFlight < best!.InFlight)) best = c;
         }
         if (best is null) return null;
         var node = swarm.First(n => n.Id == best.NodeId);
         return new RangeAssignment(node.Id, node.Range, best.Range, PlacementReason.Rebalance);
+    }
+
+    /// <summary>The smallest range holding every layer whose throughput is below <paramref name="target"/> (never empty here: the minimum is below it).</summary>
+    private static LayerRange WeakSpan(double[] t, double target)
+    {
+        int first = Array.FindIndex(t, v => v < target), last = Array.FindLastIndex(t, v => v < target);
+        return first < 0 ? new LayerRange(0, 0) : new LayerRange(first, last + 1);
     }
 
     /// <inheritdoc/>
@@ -156,12 +174,15 @@ internal sealed class MaxMinThroughputPlacementPolicy : IPlacementPolicy
         }
     }
 
-    private LayerRange BestWindow(double[] baseline, int k, double perLayer)
+    private LayerRange BestWindow(double[] baseline, int k, double perLayer) => BestWindow(baseline, k, perLayer, 0, L - k);
+
+    /// <summary>The best window of <paramref name="k"/> layers starting between <paramref name="firstStart"/> and <paramref name="lastStart"/>.</summary>
+    private LayerRange BestWindow(double[] baseline, int k, double perLayer, int firstStart, int lastStart)
     {
-        LayerRange best = new(0, k);
+        LayerRange best = new(firstStart, firstStart + k);
         double[]? bestSorted = null;
         int bestFragments = 0;
-        for (int s = 0; s + k <= L; s++)
+        for (int s = firstStart; s <= lastStart && s + k <= L; s++)
         {
             var r = new LayerRange(s, s + k);
             var after = Add(baseline, r, perLayer);
@@ -265,19 +286,34 @@ internal sealed class MaxMinThroughputPlacementPolicy : IPlacementPolicy
             .OrderBy(n => n.Id)
             .Select(n => new RangeAssignment(n.Id, original[n.Id], n.Range!.Value, reason))];
 
-    private sealed record Candidate(int NodeId, LayerRange Range, int Uncovered, int NewLayers, int InFlight, double[] Sorted, int Fragments)
+    /// <summary>A possible move; its per-layer throughputs after the move (<paramref name="after"/>) are sorted only when a comparison needs them.</summary>
+    private sealed class Candidate(int nodeId, LayerRange range, int uncovered, int newLayers, int inFlight, Func<double[]> after)
     {
+        private double[]? _sorted;
+        private int _fragments = -1;
+
+        public int NodeId => nodeId;
+        public LayerRange Range => range;
+        public int InFlight => inFlight;
+        public double[] Sorted => _sorted ??= MaxMinThroughputPlacementPolicy.Sorted(After);
+        private int Fragments => _fragments >= 0 ? _fragments : _fragments = MaxMinThroughputPlacementPolicy.Fragments(After);
+        private double[] After => _after ??= after();
+        private double[]? _after;
+
         // Fewest uncovered layers, then the cheapest move (fewest layers to load), then the node disturbing the
         // fewest running jobs, then the strongest weakest layer, then fewest gaps; remaining ties keep the first
         // found (lowest node id, lowest start).
         public bool IsBetterRecoveryThan(Candidate other)
         {
-            if (Uncovered != other.Uncovered) return Uncovered < other.Uncovered;
-            if (NewLayers != other.NewLayers) return NewLayers < other.NewLayers;
-            if (InFlight != other.InFlight) return InFlight < other.InFlight;
+            if (uncovered != other.UncoveredLeft) return uncovered < other.UncoveredLeft;
+            if (newLayers != other.NewLayerCount) return newLayers < other.NewLayerCount;
+            if (inFlight != other.InFlight) return inFlight < other.InFlight;
             int cmp = Compare(Sorted, other.Sorted);
             if (cmp != 0) return cmp > 0;
             return Fragments < other.Fragments;
         }
+
+        private int UncoveredLeft => uncovered;
+        private int NewLayerCount => newLayers;
     }
 }

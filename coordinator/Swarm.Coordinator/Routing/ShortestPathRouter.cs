@@ -63,7 +63,11 @@ internal sealed class ShortestPathRouter : IRouter
     public RoutingResult Route(int numLayers, IReadOnlyList<RouteCandidate> candidates) =>
         Route(new LayerRange(0, numLayers), candidates);
 
-    private readonly record struct Reached(double Cost, int Hops, int From, int PrevNode);
+    /// <summary>A node's hop ending at a boundary: its cost from the coordinator, hops, the boundary it entered at, the node before it.</summary>
+    private readonly record struct Reached(int Node, int Index, double Cost, int Hops, int From, int PrevNode);
+
+    /// <summary>A node's cheapest way in so far: the cost before its hop, hops before it, the boundary and node it came from.</summary>
+    private readonly record struct Entry(double Cost, int Hops, int At, int Prev);
 
     /// <inheritdoc/>
     public RoutingResult Route(LayerRange span, IReadOnlyList<RouteCandidate> candidates)
@@ -74,73 +78,109 @@ internal sealed class ShortestPathRouter : IRouter
             .DistinctBy(c => c.NodeId)
             .OrderBy(c => c.NodeId)
             .ToList();
-        var uncovered = LayerRange.FromMask(span.End, l => l >= span.Start && !usable.Any(c => c.Range.Contains(l)));
+        int n = span.End - span.Start;
+        // holders[a]: the candidates (indices into usable, in id order) holding layer span.Start + a — built once in
+        // O(Σ ranges), so the programme visits each node only at the boundaries it holds instead of every node at every one.
+        // Within a boundary they are in (first layer in the span, id) order: every layer is covered (checked below), so every
+        // boundary is reached and a node is first entered at its first layer — the order the states must keep (see reached).
+        var holders = new List<int>[n];
+        for (int i = 0; i < n; i++) holders[i] = [];
+        var byStart = Enumerable.Range(0, usable.Count).OrderBy(i => Math.Max(usable[i].Range.Start, span.Start)).ThenBy(i => usable[i].NodeId);
+        foreach (int i in byStart)
+            for (int l = Math.Max(usable[i].Range.Start, span.Start); l < Math.Min(usable[i].Range.End, span.End); l++) holders[l - span.Start].Add(i);
+        var uncovered = LayerRange.FromMask(span.End, l => l >= span.Start && holders[l - span.Start].Count == 0);
         if (uncovered.Count > 0) return new RoutingResult(null, uncovered);
 
         var byId = usable.ToDictionary(c => c.NodeId);
-        int n = span.End - span.Start;
-        // reached[a]: the nodes whose hop ends at boundary a, each with its cheapest way there (a = 0: the coordinator).
-        var reached = new Dictionary<int, Reached>[n + 1];
-        for (int i = 0; i <= n; i++) reached[i] = [];
-        reached[0][Coordinator] = new Reached(0, 0, -1, Coordinator);
+        // Each node's measured links to other candidates, as (candidate index, link cost), computed once per route.
+        var index = new Dictionary<int, int>(usable.Count);
+        for (int i = 0; i < usable.Count; i++) index[usable[i].NodeId] = i;
+        var outLinks = new (int Target, double Cost)[usable.Count][];
+        for (int i = 0; i < usable.Count; i++)
+        {
+            var from = usable[i];
+            var list = new List<(int, double)>(from.Links.Count);
+            foreach (int to in from.Links.Keys)
+                if (index.TryGetValue(to, out int j)) list.Add((j, LinkCost(from, usable[j])));
+            outLinks[i] = [.. list];
+        }
+        // The best entry over a measured link into each candidate at the current boundary (valid where linkStamp = a + 1).
+        var linkStamp = new int[usable.Count];
+        var linkEntry = new (double Cost, int Hops, int Prev)[usable.Count];
+        // reached[b]: the nodes whose hop ends at boundary b with their cheapest way there (b = 0: the coordinator), in the
+        // order they were first entered (then id), which decides exact ties. A hop's cost is linear in its layers, so which
+        // entry boundary is cheapest for a node does not depend on where its hop ends: each node keeps one running best
+        // entry, and every boundary costs O(nodes holding it) — O(L × replicas) a route, not O(L × N + Σ replicas × range).
+        var reached = new List<Reached>[n + 1];
+        reached[0] = [new Reached(Coordinator, -1, 0, 0, -1, Coordinator)];
+        var entries = new Entry?[usable.Count];
         for (int a = 0; a < n; a++)
         {
-            if (reached[a].Count == 0) continue;
-            var (cheapest, cheapestNode) = reached[a].Select(kv => (kv.Value, kv.Key)).MinBy(r => (r.Value.Cost, r.Value.Hops));
-            // Entering a node over a link someone measured to it: visit the reported links of the nodes ending here.
-            var overLinks = new Dictionary<int, (double Cost, int Hops, int Prev)>();
-            foreach (var (prev, state) in reached[a])
+            var here = reached[a];
+            var next = reached[a + 1] = [];
+            Reached cheapest = default;
+            bool reachable = here.Count > 0;
+            int layerA = span.Start + a;
+            if (reachable)
             {
-                if (prev == Coordinator) continue;
-                foreach (int to in byId[prev].Links.Keys)
+                cheapest = here.MinBy(r => (r.Cost, r.Hops));
+                // Entering a node over a link someone measured to it: visit the reported links of the nodes ending here
+                // (only those into nodes holding this layer can start a hop here).
+                foreach (var state in here)
                 {
-                    if (!byId.TryGetValue(to, out var target)) continue;
-                    double cost = state.Cost + LinkCost(byId[prev], target);
-                    if (!overLinks.TryGetValue(to, out var known) || Better(cost, state.Hops, known.Cost, known.Hops))
-                        overLinks[to] = (cost, state.Hops, prev);
+                    if (state.Node == Coordinator) continue;
+                    foreach (var (to, linkCost) in outLinks[state.Index])
+                    {
+                        if (!usable[to].Range.Contains(layerA)) continue;
+                        double cost = state.Cost + linkCost;
+                        if (linkStamp[to] != a + 1 || Better(cost, state.Hops, linkEntry[to].Cost, linkEntry[to].Hops))
+                            (linkStamp[to], linkEntry[to]) = (a + 1, (cost, state.Hops, state.Node));
+                    }
                 }
             }
-            int layerA = span.Start + a;
-            foreach (var c in usable)
+            foreach (int i in holders[a])
             {
-                if (!c.Range.Contains(layerA)) continue;
-                // Else at c's distance to the coordinator, from the cheapest state.
-                var entry = (Cost: cheapest.Cost + LinkCost(null, c), cheapest.Hops, Prev: cheapestNode);
-                if (overLinks.TryGetValue(c.NodeId, out var linked) && Better(linked.Cost, linked.Hops, entry.Cost, entry.Hops)) entry = linked;
-                int maxB = Math.Min(c.Range.End, span.End) - span.Start;
-                for (int b = a + 1; b <= maxB; b++)
+                var c = usable[i];
+                if (reachable)
                 {
-                    double cost = entry.Cost + NodeCost(c, b - a);
-                    if (!reached[b].TryGetValue(c.NodeId, out var old) || Better(cost, entry.Hops + 1, old.Cost, old.Hops))
-                        reached[b][c.NodeId] = new Reached(cost, entry.Hops + 1, a, entry.Prev);
+                    // Else at c's distance to the coordinator, from the cheapest state.
+                    var entry = new Entry(cheapest.Cost + LinkCost(null, c), cheapest.Hops, a, cheapest.Node);
+                    if (linkStamp[i] == a + 1 && linkEntry[i] is var linked && Better(linked.Cost, linked.Hops, entry.Cost, entry.Hops))
+                        entry = entry with { Cost = linked.Cost, Hops = linked.Hops, Prev = linked.Prev };
+                    if (entries[i] is not { } known) entries[i] = entry;
+                    else if (Better(entry.Cost + NodeCost(c, 1), entry.Hops + 1, known.Cost + NodeCost(c, a + 1 - known.At), known.Hops + 1))
+                        entries[i] = entry;
                 }
+                if (entries[i] is { } e)
+                    next.Add(new Reached(c.NodeId, i, e.Cost + NodeCost(c, a + 1 - e.At), e.Hops + 1, e.At, e.Prev));
             }
         }
 
         var chain = new List<(int NodeId, LayerRange Layers)>();
-        int node = reached[n].MinBy(kv => (kv.Value.Cost, kv.Value.Hops)).Key;
+        int node = reached[n].MinBy(r => (r.Cost, r.Hops)).Node;
         for (int b = n; b > 0;)
         {
-            var r = reached[b][node];
+            var r = reached[b].Find(x => x.Node == node);
             chain.Add((node, new LayerRange(span.Start + r.From, span.Start + b)));
             (b, node) = (r.From, r.PrevNode);
         }
         chain.Reverse();
-        return new RoutingResult(Balanced(chain, byId, usable), []);
+        return new RoutingResult(Balanced(chain, byId, span, holders, usable), []);
     }
 
     private static bool Better(double cost, int hops, double than, int thanHops) =>
         cost < than - Epsilon || (Math.Abs(cost - than) <= Epsilon && hops < thanHops);
 
     /// <summary>The chain with each hop's node possibly swapped for an interchangeable replica, and its expected cost.</summary>
-    private Route Balanced(List<(int NodeId, LayerRange Layers)> chain, Dictionary<int, RouteCandidate> byId, List<RouteCandidate> usable)
+    private Route Balanced(List<(int NodeId, LayerRange Layers)> chain, Dictionary<int, RouteCandidate> byId, LayerRange span, List<int>[] holders,
+        List<RouteCandidate> usable)
     {
         var hops = new List<RouteHop>(chain.Count);
         RouteCandidate? previous = null;
         double total = 0;
         foreach (var (nodeId, layers) in chain)
         {
-            var chosen = Balance(previous, byId[nodeId], layers, usable);
+            var chosen = Balance(previous, byId[nodeId], layers, [.. holders[layers.Start - span.Start].Select(i => usable[i])]);
             total += LinkCost(previous, chosen) + NodeCost(chosen, layers.Count);
             hops.Add(new RouteHop(chosen.NodeId, layers));
             previous = chosen;
@@ -148,9 +188,10 @@ internal sealed class ShortestPathRouter : IRouter
         return new Route(hops, total);
     }
 
-    private RouteCandidate Balance(RouteCandidate? previous, RouteCandidate chosen, LayerRange layers, List<RouteCandidate> usable)
+    /// <param name="firstLayerHolders">The candidates holding the hop's first layer (those holding all its layers are among them).</param>
+    private RouteCandidate Balance(RouteCandidate? previous, RouteCandidate chosen, LayerRange layers, List<RouteCandidate> firstLayerHolders)
     {
-        var holders = usable.Where(c => c.Range.Contains(layers)).ToList();
+        var holders = firstLayerHolders.Where(c => c.Range.Contains(layers)).ToList();
         if (holders.Count <= 1) return chosen;
         double Unloaded(RouteCandidate c) => LinkCost(previous, c) + NodeCost(c, layers.Count, includeLoad: false);
         double best = holders.Min(Unloaded);

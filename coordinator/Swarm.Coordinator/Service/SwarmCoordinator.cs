@@ -51,6 +51,12 @@ internal sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposabl
         public int WaitingSessions { get; init; }
         /// <summary>What the node relayed for others (a volunteer relay), as its last heartbeat said; null when it relays nothing.</summary>
         public RelayUsage? Relay { get; init; }
+
+        /// <summary>True when <paramref name="hb"/> reports other figures than these (an idle node's heartbeats do not: no copy is made for them).</summary>
+        internal bool DiffersFrom(Heartbeat hb) =>
+            InFlightSteps != hb.InFlightSteps || Sessions != hb.Sessions || KvTokensUsed != hb.KvTokensUsed || KvTokensCapacity != hb.KvTokensCapacity
+            || TokensPerSecond != hb.TokensPerSecond || KvBlocksUsed != hb.KvBlocksUsed || KvBlocksTotal != hb.KvBlocksTotal
+            || WaitingSessions != hb.WaitingSessions || !Equals(Relay, hb.Relay);
     }
 
     public ModelConfig Config { get; }
@@ -261,7 +267,20 @@ internal sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposabl
             _lastVouch = _time.GetTimestamp();
         }
         keys ??= _keys.Vouch(_nodePeers.Values.Select(p => p.RemoteKey.ToArray()));
-        foreach (var peer in _nodePeers.Values)
+        var peers = _nodePeers.Values.ToArray();
+        // A large broadcast (N messages of N keys) would hold up the inbound loop for long enough that heartbeats queue up
+        // and the transport sheds messages (seen at 1,000 nodes): it goes out from the thread pool. Lists carry versions,
+        // so two broadcasts overlapping cannot leave a node with an older list.
+        if (peers.Length <= InlineBroadcastLimit) Broadcast(peers, keys);
+        else _ = Task.Run(() => Broadcast(peers, keys));
+    }
+
+    /// <summary>Member-key broadcasts to at most this many nodes are sent on the caller's thread.</summary>
+    private const int InlineBroadcastLimit = 64;
+
+    private static void Broadcast(IPeer[] peers, PeerKeys keys)
+    {
+        foreach (var peer in peers)
             try { peer.Send(Envelope.Create(keys)); }
             catch (PeerDisconnectedException) { } // gone: it is about to be forgotten
     }
@@ -308,7 +327,7 @@ internal sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposabl
         if (NodeOf(peer) is not { } id) return;
         var result = Registry.Heartbeat(id, peer.RoundTripTime.TotalMilliseconds, hb.Links);
         if (hb.LayerTokensPerSecond > 0) Registry.UpdateThroughput(id, hb.LayerTokensPerSecond);
-        if (_live.TryGetValue(id, out var old))
+        if (_live.TryGetValue(id, out var old) && old.DiffersFrom(hb))
             _live[id] = old with { InFlightSteps = hb.InFlightSteps, Sessions = hb.Sessions, KvTokensUsed = hb.KvTokensUsed, KvTokensCapacity = hb.KvTokensCapacity, TokensPerSecond = hb.TokensPerSecond,
                 KvBlocksUsed = hb.KvBlocksUsed, KvBlocksTotal = hb.KvBlocksTotal, WaitingSessions = hb.WaitingSessions, Relay = hb.Relay };
         if (result.Outcome == HeartbeatOutcome.MustRegister)

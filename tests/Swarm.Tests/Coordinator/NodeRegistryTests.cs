@@ -35,6 +35,43 @@ public class NodeRegistryTests
     }
 
     [Fact]
+    public void Heartbeat_OfAnAliveNode_UpdatesItsLivenessWithoutSwappingTheSnapshot()
+    {
+        var (reg, clock) = Make();
+        reg.Register(Info(A));
+        var before = reg.Get(A)!;
+        clock.AdvanceMs(400);
+        var result = reg.Heartbeat(A, rttMs: 8);
+        Assert.Equal(HeartbeatOutcome.Accepted, result.Outcome);
+        Assert.Null(result.Transition);
+        var after = reg.Get(A)!;
+        Assert.Same(before, after); // no copy of the table for a heartbeat that changes nothing but liveness
+        Assert.Equal(clock.GetUtcNow(), after.LastHeartbeat);
+        Assert.Equal(8, after.RttMs);
+        reg.Heartbeat(A, rttMs: 16);
+        Assert.Equal(8 + new FailureDetectorOptions().RttSmoothing * 8, reg.Get(A)!.RttMs!.Value, 9);
+    }
+
+    [Fact]
+    public void Heartbeat_OfASuspectNode_SwapsInAnAliveSnapshot_AndAFreshIncarnationStartsWithFreshLiveness()
+    {
+        var (reg, clock) = Make();
+        reg.Register(Info(A));
+        reg.Heartbeat(A, rttMs: 5);
+        clock.AdvanceMs(1500);
+        Assert.Contains(reg.Evaluate(), t => t.After.Health == NodeHealth.Suspect);
+        var transition = reg.Heartbeat(A).Transition;
+        Assert.NotNull(transition);
+        Assert.Equal(NodeHealth.Alive, transition!.After.Health);
+        Assert.Equal(NodeHealth.Alive, reg.Get(A)!.Health);
+        clock.AdvanceMs(5000);
+        Assert.Contains(reg.Evaluate(), t => t.BecameDead);
+        var fresh = reg.Register(Info(A));
+        Assert.Null(fresh.RttMs);
+        Assert.Equal(clock.GetUtcNow(), fresh.LastHeartbeat);
+    }
+
+    [Fact]
     public void Register_NewNode_IsJoiningThenLoadingThenServing()
     {
         var (reg, _) = Make();

@@ -78,7 +78,7 @@ public sealed class CoordinatorBenchTests
         var settings = new CoordinatorBench.Settings([10, 100], [16, 256], 5, "pythia-12b", 4, 64, TimeSpan.Zero);
         CoordinatorBench.LoadFigures Load(int m) => new(m, 1000 + m, 12.5, 5000, 0, 80);
         var figures = new[] { 10, 100 }.Select(n => new CoordinatorBench.SwarmFigures(n, 1.5, 0.4, 0.5, 0.3, 70,
-            new PlacementTiming.Figures(0.1, 0.2, 0.3), [Load(16), Load(256)])).ToList();
+            new PlacementTiming.Figures(0.1, 0.2, 0.3), [Load(16), Load(256)], n - 1)).ToList();
 
         var json = JsonNode.Parse(BenchCoordinatorCommand.Json(settings, figures, 1, 2))!;
 
@@ -87,5 +87,6 @@ public sealed class CoordinatorBenchTests
         Assert.Equal("[[1016,1256],[1016,1256]]", json["tokens_per_s"]!.ToJsonString());
         Assert.Equal("[[12.5,12.5],[12.5,12.5]]", json["coordinator_cpu_per_1k_tokens_ms"]!.ToJsonString());
         Assert.Equal("[1.5,1.5]", json["heartbeat_cpu_percent"]!.ToJsonString());
+        Assert.Equal("[9,99]", json["serving_after_idle"]!.ToJsonString());
     }
 }

@@ -31,8 +31,10 @@ internal static class CoordinatorBench
     public sealed record LoadFigures(int Jobs, double TokensPerSecond, double CpuMsPer1kTokens, long Tokens, int FailedJobs, double ResidentMb);
 
     /// <summary>Figures of one swarm size.</summary>
+    /// <param name="ServingAfterIdle">Nodes still serving after the idle measurement: fewer than N means heartbeats were missed
+    /// (a starved load generator), and the idle CPU figure then covers fewer nodes than asked for.</param>
     public sealed record SwarmFigures(int Nodes, double HeartbeatCpuPercent, double JoinSeconds, double ApiSwarmMs, double MetricsMs,
-        double IdleResidentMb, PlacementTiming.Figures Placement, IReadOnlyList<LoadFigures> Loads);
+        double IdleResidentMb, PlacementTiming.Figures Placement, IReadOnlyList<LoadFigures> Loads, int ServingAfterIdle);
 
     /// <summary>Runs every N (a fresh coordinator each) and every M on it.</summary>
     public static async Task<IReadOnlyList<SwarmFigures>> RunAsync(Settings s, Action<string> log, CancellationToken ct)
@@ -77,7 +79,9 @@ internal static class CoordinatorBench
         double joinSeconds = joinClock.Elapsed.TotalSeconds;
 
         log($"N={n}: idle swarm for {s.Seconds:F0} s (heartbeats only)…");
-        await Task.Delay(TimeSpan.FromSeconds(1), ct);
+        // A fresh coordinator's tiered JIT recompiles hot methods for a few seconds after start: that is not heartbeat cost
+        // (it was most of the idle figure at 10 nodes), so the measurement starts after it has settled.
+        await Task.Delay(TimeSpan.FromSeconds(5), ct);
         double cpu0 = ProcessUsage.CpuMs(pid);
         var idle = Stopwatch.StartNew();
         await Task.Delay(TimeSpan.FromSeconds(s.Seconds), ct);
@@ -85,10 +89,11 @@ internal static class CoordinatorBench
         double idleMb = ProcessUsage.ResidentMb(pid);
 
         using var http = new HttpClient(new SocketsHttpHandler { MaxConnectionsPerServer = int.MaxValue }) { Timeout = TimeSpan.FromMinutes(5) };
+        int serving = await ServingNodesAsync(http, coordinator.HttpUrl, ct);
         double apiMs = await MedianGetMsAsync(http, coordinator.HttpUrl + "/api/swarm", ct);
         double metricsMs = await MedianGetMsAsync(http, coordinator.HttpUrl + "/metrics", ct);
         var placement = PlacementTiming.Measure(cfg, n, profile);
-        log($"N={n}: joined in {joinClock.Elapsed.TotalSeconds:F1} s; idle CPU {heartbeatPercent:F2} % of a core; /api/swarm {apiMs:F2} ms, /metrics {metricsMs:F2} ms; "
+        log($"N={n}: joined in {joinClock.Elapsed.TotalSeconds:F1} s; {serving} of {n} serving after the idle run; idle CPU {heartbeatPercent:F2} % of a core; /api/swarm {apiMs:F2} ms, /metrics {metricsMs:F2} ms; "
             + $"placement join {placement.JoinMs:F3} ms, recover {placement.RecoverMs:F3} ms, rebalance {placement.RebalanceMs:F3} ms; {idleMb:F0} MB");
 
         var loads = new List<LoadFigures>();
@@ -99,7 +104,14 @@ internal static class CoordinatorBench
             loads.Add(load);
             log($"N={n}, M={m}: {load.TokensPerSecond:F0} tokens/s, {load.CpuMsPer1kTokens:F1} coordinator CPU ms per 1,000 tokens, {load.FailedJobs} failed jobs, {load.ResidentMb:F0} MB");
         }
-        return new SwarmFigures(n, heartbeatPercent, joinSeconds, apiMs, metricsMs, idleMb, placement, loads);
+        return new SwarmFigures(n, heartbeatPercent, joinSeconds, apiMs, metricsMs, idleMb, placement, loads, serving);
+    }
+
+    /// <summary>How many nodes <c>/api/swarm</c> shows serving (alive, heartbeating, with a range).</summary>
+    private static async Task<int> ServingNodesAsync(HttpClient http, string url, CancellationToken ct)
+    {
+        var status = JsonNode.Parse(await http.GetStringAsync(url + "/api/swarm", ct));
+        return status!["nodes"]!.AsArray().Count(node => (string?)node!["state"] == "serving");
     }
 
     private static async Task<double> MedianGetMsAsync(HttpClient http, string url, CancellationToken ct)

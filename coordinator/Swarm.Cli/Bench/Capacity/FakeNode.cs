@@ -46,8 +46,8 @@ internal sealed class FakeNode : IAsyncDisposable
         _byId = byId;
         _transport = LiteNetTransport.Start(new TransportOptions
         {
-            // Hundreds of transports share this process: idle ones wake 20 times a second, not 200 (data still wakes them at once).
-            BindAddress = bind, Port = 0, Identity = NodeIdentity.CreateEphemeral(), UpdateTimeMs = 50, PollIntervalMs = 50,
+            // A thousand transports share this process: idle ones wake 10 times a second, not 200 (data still wakes them at once).
+            BindAddress = bind, Port = 0, Identity = NodeIdentity.CreateEphemeral(), UpdateTimeMs = 100, PollIntervalMs = 100,
         });
     }
 
@@ -84,7 +84,7 @@ internal sealed class FakeNode : IAsyncDisposable
 
     private async Task TryRegisterAsync(IPEndPoint coordinator, string name, CancellationToken ct)
     {
-        _coordinator = await _transport.ConnectAsync(coordinator, ct).ConfigureAwait(false);
+        if (_coordinator is not { IsConnected: true }) _coordinator = await _transport.ConnectAsync(coordinator, ct).ConfigureAwait(false);
         var hello = new Hello
         {
             NodeName = name, MemoryBudgetBytes = _profile.MemoryBudgetBytes, Device = "cpu", Threads = 1,
@@ -93,6 +93,8 @@ internal sealed class FakeNode : IAsyncDisposable
         };
         var reply = await _coordinator.RequestAsync(Envelope.Create(hello), TimeSpan.FromSeconds(30), ct).ConfigureAwait(false);
         if (reply.Body is Refused r) throw new InvalidOperationException($"the coordinator refused {name}: {r.Reason}");
+        // A coordinator shedding load (its inbound queue was full) answers ErrorReply(Overloaded): a real node tries again.
+        if (reply.Body is ErrorReply e) throw new TimeoutException($"the coordinator did not take {name}'s Hello: {e.Message}");
         var welcome = (Welcome)reply.Body;
         NodeId = welcome.NodeId;
         if (welcome.HeartbeatIntervalMs > 0) _heartbeatMs = welcome.HeartbeatIntervalMs;
