@@ -12,7 +12,8 @@ public class MessageCodecTests
     // (keys 0 and 2, the float32 fields of version 1, are retired), ForwardRequest key 9 (reply-to) is nil.
     // Appended since: Hop key 3 (the hop node's public key, bin 32 or nil); Welcome key 2 (member keys, or nil); PeerKeys (union 14);
     // Welcome keys 4-5 (observed endpoint, reachable); Hop keys 4-5 (path, relay endpoint); Introduce (union 17);
-    // Hello key 13 (offers relay), Welcome key 6 (relay accepted), Heartbeat key 12 (relay usage), RelayControl (union 18).
+    // Hello key 13 (offers relay), Welcome key 6 (relay accepted), Heartbeat key 12 (relay usage), RelayControl (union 18);
+    // Hello key 14 (draft model), ForwardRequest keys 17-18 (draft context, draft count), TokenResult key 10 (drafted tokens).
     private static readonly Dictionary<string, string> s_golden = new()
     {
         ["Hello"] = "9702010000D93730302D30616637363531393136636434336464383434386562323131633830333139632D623761643662373136393230333333312D3031A7737761726D3D3192009EA76770752D626F7802CF0000000200000000A6637564613A3008CB40934A0000000000920006C0B03139322E3136382E312E353A37383031AB7079746869612D3136306DC3CE006CEA00CD0C00C3",
