@@ -241,7 +241,7 @@ internal sealed partial class JobStepLoop
         // The input is everything the session's caches lack: the last token when they hold all before it, else (a new
         // route) the prompt and every token so far; then the draft, if any.
         int known = _spec.Prompt.Count + _tokens.Count;
-        bool modelDrafts = _options.Speculation.DraftModel is { Length: > 0 } dm && _sessions.Registry.Get(session.Route.Hops[^1].NodeId)?.Info.DraftModel == dm;
+        bool modelDrafts = _speculation is not null && DraftModelRoute.Drafts(_options.Speculation, _sessions.Registry, session, _sampling);
         int[] draft = _speculation?.Draft([.. _spec.Prompt, .. _tokens], room, modelDrafts) ?? [];
         int[] context = _cached > 0 && _cached == known - 1 ? [_tokens[^1]] : [.. _spec.Prompt.Concat(_tokens).Skip(_cached)];
         int[] input = [.. context, .. draft];
