@@ -158,7 +158,7 @@ public static class MessageValidator
         if (m.Draft.Length > 0 && m.Logprobs is not null) return "a step with a draft cannot report logprobs";
         if (m.DraftCount < 0 || m.DraftCount > ProtocolInfo.MaxDraftTokens) return $"draft count {m.DraftCount} is outside [0, {ProtocolInfo.MaxDraftTokens}]";
         if (DraftTokens(m.DraftContext, "draft context", (int)Math.Min(int.MaxValue, m.Input.Shape[1])) is { } context) return context;
-        if (m.DraftCount > 0 && m.DraftContext.Length != m.Input.Shape[1] - m.Draft.Length)
+        if ((m.DraftCount > 0 || m.DraftContext.Length > 0) && m.DraftContext.Length != m.Input.Shape[1] - m.Draft.Length)
             return $"a draft context of {m.DraftContext.Length} tokens for {m.Input.Shape[1] - m.Draft.Length} positions before the draft";
         if (m.Shadow is { } sc && (sc.Shadow is null || sc.RouteLength < 1 || sc.RouteLength >= m.Route.Length
             || Text(sc.Shadow.Endpoint, "shadow endpoint", allowEmpty: false) is not null || !sc.Shadow.Layers.IsValid))

@@ -176,7 +176,7 @@ public sealed record ForwardRequest : IMessage
     /// <summary>
     /// Draft-model speculation: the token ids of the step's positions before <see cref="Draft"/> (from
     /// <see cref="StartPosition"/>; what the first stage gets in <see cref="Input"/>), which the last stage — receiving
-    /// only hidden states — needs to extend its draft model's cache. Empty unless <see cref="DraftCount"/> &gt; 0.
+    /// only hidden states — needs to extend its draft model's cache: exactly those positions, or empty (no draft model asked).
     /// </summary>
     [Key(17)] public int[] DraftContext { get; init; } = [];
 

@@ -27,8 +27,9 @@ namespace Swarm.Node.Drafting;
 /// </remarks>
 public sealed class DraftModelRunner : IDisposable
 {
-    private sealed class DraftSession(KvSequence kv)
+    private sealed class DraftSession(long sessionId, KvSequence kv)
     {
+        public long SessionId { get; } = sessionId;
         public KvSequence Kv { get; } = kv;
         /// <summary>The tokens whose keys and values the cache holds, position by position.</summary>
         public List<int> Fed { get; } = [];
@@ -90,7 +91,7 @@ public sealed class DraftModelRunner : IDisposable
             && s.Pending.AsSpan(0, req.Draft.Length).SequenceEqual(req.Draft))
             return kept[..req.Draft.Length];
         using var scope = NewDisposeScope();
-        if (!InVocabulary(req.Draft)) return null;
+        if (!InVocabulary(req.Draft) || known.Count + req.Draft.Length - 1 > Model.MaxTokens) return null;
         var rows = Logits(s, [.. known, .. req.Draft[..^1]], known.Count - 1);
         if (rows is null) return null;
         var sampler = new Sampler(options);
@@ -166,7 +167,7 @@ public sealed class DraftModelRunner : IDisposable
         if (!_sessions.TryGetValue(req.SessionId, out var s))
         {
             if (req.StartPosition != 0) return null;
-            _sessions[req.SessionId] = s = new DraftSession(_pool.NewSequence());
+            _sessions[req.SessionId] = s = new DraftSession(req.SessionId, _pool.NewSequence());
         }
         s.LastUsed = _time.GetTimestamp();
         if (s.Known.Count < req.StartPosition) return null;
@@ -186,10 +187,18 @@ public sealed class DraftModelRunner : IDisposable
         while (keep < limit && s.Fed[keep] == sequence[keep]) keep++;
         _pool.Truncate(s.Kv, keep);
         s.Fed.RemoveRange(keep, s.Fed.Count - keep);
-        if (!Reserve(s, sequence.Count)) return null;
+        if (sequence.Count > Model.MaxTokens || !Reserve(s, sequence.Count)) return null;
         long[] ids = [.. sequence.Skip(keep).Select(t => (long)t)];
         using var input = tensor(ids, ScalarType.Int64);
-        var logits = Model.ForwardBatch([new BatchItem(input, s.Kv, WantLogits: true, AllPositions: true)], _pool, 0, Model.End)[0]!;
+        Tensor logits;
+        try { logits = Model.ForwardBatch([new BatchItem(input, s.Kv, WantLogits: true, AllPositions: true)], _pool, 0, Model.End)[0]!; }
+        catch (Exception e) when (e is InvalidOperationException or ArgumentException)
+        {
+            // Drafting only ever costs speed: a draft that fails drops its session (its cache may be half-written), not the step.
+            _sessions.Remove(s.SessionId);
+            _pool.Release(s.Kv);
+            return null;
+        }
         s.Fed.AddRange(sequence.Skip(keep));
         var all = logits.reshape(-1, logits.shape[^1]);
         return all.narrow(0, from - keep, sequence.Count - from);
