@@ -8,4 +8,10 @@ internal static class BuiltInModels
     /// of <c>swarm demo</c>, and the tests' model wherever a live swarm needs real text.
     /// </summary>
     public static string CodeLmTiny => Path.Combine(AppContext.BaseDirectory, "Models", "codelm-tiny");
+
+    /// <summary>
+    /// codelm-tiny's draft model: a 1-layer GPT-NeoX (1.6 MB, fp16) trained on the same code with the same tokenizer, for
+    /// draft-model speculation (<c>--draft-model</c>) in <c>swarm bench speculative</c> and the tests.
+    /// </summary>
+    public static string CodeLmTinyDraft => Path.Combine(AppContext.BaseDirectory, "Models", "codelm-tiny-draft");
 }

@@ -13,7 +13,7 @@ namespace Swarm.Node;
 /// <param name="KvBytesPerTokenPerLayer">KV bytes per token per layer in the node's compute dtype (0 when the model is not known yet).</param>
 internal sealed record NodeProfile(string Name, long MemoryBudgetBytes, string Devices, int Threads, double LayerTokensPerSecond,
     LayerRange? PinnedRange, string DataEndpoint, string ModelId, bool SharesWeights, long LayerWeightBytes = 0, long KvBytesPerTokenPerLayer = 0,
-    bool OffersRelay = false)
+    bool OffersRelay = false, string DraftModel = "")
 {
     /// <summary>The profile of a node started with <paramref name="options"/>, listening on <paramref name="listening"/>.</summary>
     /// <param name="model">The local checkpoint's configuration; null for a node that fetches the swarm's model (no model id).</param>
@@ -30,7 +30,8 @@ internal sealed record NodeProfile(string Name, long MemoryBudgetBytes, string D
         SharesWeights: options.SharesWeights,
         LayerWeightBytes: model is null ? 0 : LayerMemory.WeightBytesPerLayer(model, options.WeightFormat),
         KvBytesPerTokenPerLayer: model is null ? 0 : LayerMemory.KvBytesPerTokenPerLayer(model, options.WeightFormat.BytesPerActivation()),
-        OffersRelay: options.Relay);
+        OffersRelay: options.Relay,
+        DraftModel: string.IsNullOrWhiteSpace(options.DraftModel) ? "" : DraftModelIdentity.Of(options.DraftModel));
 }
 
 /// <summary>
@@ -126,6 +127,7 @@ internal sealed class CoordinatorLink : IDisposable
         LayerWeightBytes = _profile.LayerWeightBytes,
         KvBytesPerTokenPerLayer = _profile.KvBytesPerTokenPerLayer,
         OffersRelay = _profile.OffersRelay,
+        DraftModel = _profile.DraftModel,
     };
 
     /// <summary>This node's relay for others (<c>--relay</c>); null when it does not volunteer. Heartbeats report its usage.</summary>

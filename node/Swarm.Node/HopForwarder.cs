@@ -112,7 +112,7 @@ internal sealed class HopForwarder
                 {
                     JobId = req.JobId, SessionId = req.SessionId, Step = req.Step, TokenId = output.Token ?? -1, Timings = timings, Fingerprints = fingerprints,
                     Logprobs = output.Logprobs, InputLogprobs = output.InputLogprobs, HiddenStates = [.. req.CapturedHiddenStates, .. output.HiddenStates],
-                    Accepted = output.Accepted,
+                    Accepted = output.Accepted, Drafted = output.Drafted,
                 };
                 if (_simulateLatencyMs > 0) _ = SendLaterAsync(result, req.SessionId);
                 else _coordinator.Send(result, req.SessionId);

@@ -5,7 +5,7 @@ using static TorchSharp.torch;
 
 namespace Swarm.Node;
 
-/// <summary>What the last stage derives from logits besides the token: the step's fingerprint, and a speculative step's verdict.</summary>
+/// <summary>What the last stage derives from logits: an ordinary step's token and fingerprint, a speculative step's verdict.</summary>
 internal static class LastStageSampling
 {
     /// <summary>The job's sampling parameters as the sampler takes them.</summary>
@@ -31,17 +31,34 @@ internal static class LastStageSampling
     }
 
     /// <summary>
+    /// An ordinary step's token from its logits (the last row is sampled with the step's sampling parameters, keyed by its
+    /// index), its log-probabilities when asked for, and its fingerprint (empty when <paramref name="fingerprints"/> is false).
+    /// An injected fault corrupts the logits and the token.
+    /// </summary>
+    public static (int Token, TokenLogprobs? Logprobs, StageFingerprint Fingerprint) Sample(QueuedStep step, Tensor logits, StepFault? fault, bool fingerprints)
+    {
+        var req = step.Request;
+        var row = logits.reshape(-1, logits.shape[^1])[-1];
+        if (fault is not null) row = fault.Corrupt(row);
+        int token = new Sampler(OptionsOf(req.Sampling), req.Step).Next(row);
+        if (fault is not null) token = fault.Token(token, (int)row.shape[0]);
+        var logprobs = req.Logprobs is { } lp ? LogprobScorer.Score(logits, [token], lp.Top)[0] : null;
+        return (token, logprobs, fingerprints ? Fingerprint(step.InputFingerprint, row) : new StageFingerprint());
+    }
+
+    /// <summary>
     /// A speculative step's verdict from the logits of its verified positions (<see cref="QueuedStep.VerifiedLogits"/>): the
     /// accepted drafted tokens then the model's next (<see cref="SpeculativeAcceptance"/>), and the fingerprint of the row the
     /// first of them came from, as an ordinary step's. An injected fault corrupts the logits and the first token.
+    /// <paramref name="draftProbabilities"/>: the draft model's distribution of each drafted token; null: point masses.
     /// </summary>
-    public static (int[] Accepted, StageFingerprint Fingerprint) Verify(QueuedStep step, StepFault? fault)
+    public static (int[] Accepted, StageFingerprint Fingerprint) Verify(QueuedStep step, StepFault? fault, IReadOnlyList<double[]>? draftProbabilities = null)
     {
         using var scope = NewDisposeScope();
         var req = step.Request;
         var logits = step.VerifiedLogits();
         if (fault is not null) logits = fault.Corrupt(logits);
-        var accepted = SpeculativeAcceptance.Accept(logits, req.Draft, OptionsOf(req.Sampling), req.Step);
+        var accepted = SpeculativeAcceptance.Accept(logits, req.Draft, OptionsOf(req.Sampling), req.Step, draftProbabilities);
         if (fault is not null) accepted[0] = fault.Token(accepted[0], (int)logits.shape[^1]);
         return (accepted, Fingerprint(step.InputFingerprint, logits[0]));
     }

@@ -16,6 +16,7 @@ public static class NodeCommand
         cfg.Flag<string>("--model", "Model", "Checkpoint folder (default: fetch the assigned layers from the coordinator's --model-url)");
         cfg.Flag<bool>("--no-share", "NoShare", "Do not serve fetched tensors to other nodes (default: share them)");
         cfg.Flag<string>("--share-rate", "ShareRate", "Upload budget for serving tensors to other nodes, per second (default 32MB)");
+        cfg.Flag<string>("--draft-model", "DraftModel", "Draft model folder (same tokenizer) this node runs when it serves the last stage, for speculative decoding");
         cfg.Flag<string>("--layers", "Layers", "Pin layers A:B (half-open); default: the coordinator assigns a range");
         cfg.Flag<string>("--memory", "Memory", "Memory budget for weights + KV cache, e.g. 8GB (default 4GB)");
         cfg.Flag<int>("--tp", "Tp", "Tensor-parallel shards per layer (default 1)");

@@ -63,4 +63,6 @@ internal static partial class NodeLog
     public static partial void RelayHopClosed(this ILogger logger, long hopId, string why, long datagrams, long bytes);
     [LoggerMessage(29, LogLevel.Information, "volunteering as a relay: {Decision}")]
     public static partial void RelayOffer(this ILogger logger, string decision);
+    [LoggerMessage(30, LogLevel.Information, "draft model {Dir} ({Identity}, {Layers} layers, {WeightMB:F1} MB) loaded: this last stage drafts tokens for speculative decoding")]
+    public static partial void DraftModelLoaded(this ILogger logger, string dir, string identity, int layers, double weightMB);
 }

@@ -87,6 +87,12 @@ public sealed class NodeOptions
     /// costs the node that hop's traffic twice, in and out). Default false.
     /// </summary>
     public bool Relay { get; set; }
+    /// <summary>
+    /// A small GPT-NeoX with the target's tokenizer (<c>--draft-model DIR</c>) that this node runs whole whenever it serves
+    /// the last stage, drafting tokens for speculative decoding there (see <c>DraftModelRunner</c>); it announces the
+    /// draft's identity, and the coordinator uses it when started with the same draft. Default unset: none.
+    /// </summary>
+    public string? DraftModel { get; set; }
     /// <summary>OTLP collector for this node's traces and metrics (e.g. http://127.0.0.1:4317; port 4318 means OTLP/HTTP); unset = off.</summary>
     public string? OtlpEndpoint { get; set; }
 
@@ -152,6 +158,7 @@ public sealed class NodeOptions
         if (string.IsNullOrWhiteSpace(Coordinator)) errors.Add("--coordinator HOST:PORT is required");
         else if (!TryParseEndPoint(Coordinator, out _)) errors.Add($"--coordinator: '{Coordinator}' is not HOST:PORT");
         if (!string.IsNullOrWhiteSpace(Model) && !Directory.Exists(Model)) errors.Add($"--model: folder not found: {Model}");
+        if (!string.IsNullOrWhiteSpace(DraftModel)) errors.AddRange(DraftModelProblems());
         if (Layers is not null && !LayerRange.TryParse(Layers, out _)) errors.Add($"--layers: '{Layers}' is not A:B with 0 ≤ A < B");
         if (ParseBytes(Memory) is not > 0) errors.Add($"--memory: '{Memory}' is not a size like 8GB or 512MB");
         if (ParseBytes(ShareRate) is not > 0) errors.Add($"--share-rate: '{ShareRate}' is not a size per second like 32MB");
@@ -183,6 +190,21 @@ public sealed class NodeOptions
         try { _ = Fault; }
         catch (FormatException e) { errors.Add(e.Message); }
         return errors;
+    }
+
+    /// <summary>What is wrong with <see cref="DraftModel"/>: no checkpoint there, or a vocabulary other than the model's.</summary>
+    private IEnumerable<string> DraftModelProblems()
+    {
+        if (!File.Exists(Path.Combine(DraftModel!, "config.json"))) return [$"--draft-model: no config.json in {DraftModel}"];
+        try
+        {
+            var draft = ModelConfig.Load(DraftModel!);
+            if (string.IsNullOrWhiteSpace(Model) || !File.Exists(Path.Combine(Model, "config.json"))) return [];
+            var target = ModelConfig.Load(Model);
+            return draft.VocabSize == target.VocabSize ? []
+                : [$"--draft-model: its vocabulary of {draft.VocabSize} tokens is not the model's {target.VocabSize} (a draft needs the same tokenizer)"];
+        }
+        catch (CheckpointException e) { return [$"--draft-model: {e.Message}"]; }
     }
 
     /// <summary>Parses "8GB", "512MB", "1.5G", "1073741824".</summary>

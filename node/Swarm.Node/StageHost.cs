@@ -1,9 +1,9 @@
 using Swarm.Engine;
 using Swarm.Model;
+using Swarm.Node.Drafting;
 using Swarm.Node.Scheduling;
 using Swarm.Node.Verification;
 using Swarm.Protocol;
-using Swarm.Sampling;
 using static TorchSharp.torch;
 
 namespace Swarm.Node;
@@ -28,6 +28,7 @@ public sealed class StageHost : IDisposable
     private readonly List<StepCompletion> _ready = [];
     private readonly TimeProvider _time;
     private readonly StepFault? _fault;
+    private readonly DraftModelRunner? _drafter;
     private readonly bool _fingerprints;
     private readonly bool _leaveModelOpen;
     private StageHostStats _stats = null!;
@@ -72,11 +73,16 @@ public sealed class StageHost : IDisposable
     /// one process generating alone has nobody to show them to and skips their cost).
     /// </param>
     /// <param name="leaveModelOpen">True: the caller keeps <paramref name="model"/> and disposes it; default false: the host does.</param>
+    /// <param name="drafter">
+    /// On a last stage, the node's draft model (kept by the caller): steps that ask for <see cref="ForwardRequest.DraftCount"/>
+    /// tokens get them drafted after their own (<see cref="StepOutput.Drafted"/>). Null: none.
+    /// </param>
     public StageHost(StageModel model, long kvBudgetBytes, TimeProvider? time = null, BatchingOptions? batching = null, StepFault? fault = null,
-        bool fingerprints = true, bool leaveModelOpen = false)
+        bool fingerprints = true, bool leaveModelOpen = false, DraftModelRunner? drafter = null)
     {
         Model = model;
         _fault = fault;
+        _drafter = model.IsLast ? drafter : null;
         _fingerprints = fingerprints;
         _leaveModelOpen = leaveModelOpen;
         _time = time ?? TimeProvider.System;
@@ -247,15 +253,11 @@ public sealed class StageHost : IDisposable
             if (logits is not null)
             {
                 long t0 = _time.GetTimestamp();
-                var row = logits.reshape(-1, logits.shape[^1])[-1];
-                if (_fault is not null) row = _fault.Corrupt(row);
-                int token = Sample(step.Request, row);
-                if (_fault is not null) token = _fault.Token(token, (int)row.shape[0]);
-                var logprobs = step.Request.Logprobs is { } lp ? LogprobScorer.Score(logits, [token], lp.Top)[0] : null;
-                var printed = _fingerprints ? LastStageSampling.Fingerprint(step.InputFingerprint, row) : new StageFingerprint();
+                var (token, logprobs, printed) = LastStageSampling.Sample(step, logits, _fault, _fingerprints);
+                int[] drafted = _drafter?.Propose(step.Request, [token]) ?? [];
                 return new StepCompletion(step.Request, step.State, new StepOutput(null, token, ms, _time.GetElapsedTime(t0).TotalMilliseconds)
                 {
-                    Logprobs = logprobs, InputLogprobs = step.InputLogprobs, HiddenStates = captured, Fingerprint = printed,
+                    Logprobs = logprobs, InputLogprobs = step.InputLogprobs, HiddenStates = captured, Fingerprint = printed, Drafted = drafted,
                 }, null);
             }
             var hidden = step.HiddenTensor();
@@ -276,14 +278,15 @@ public sealed class StageHost : IDisposable
         }
     }
 
-    /// <summary>The last stage's side of a speculative step: which drafted tokens the model accepts, and its next token.</summary>
+    /// <summary>A speculative step on the last stage: the drafts accepted (against the draft model's q when it drafted them), the next token, new drafts.</summary>
     private StepCompletion Verify(QueuedStep step, double ms, LayerHiddenStates[] captured)
     {
         long t0 = _time.GetTimestamp();
-        var (accepted, printed) = LastStageSampling.Verify(step, _fault);
+        var (accepted, printed) = LastStageSampling.Verify(step, _fault, _drafter?.DistributionsFor(step.Request));
+        int[] drafted = _drafter?.Propose(step.Request, accepted) ?? [];
         return new StepCompletion(step.Request, step.State, new StepOutput(null, accepted[0], ms, _time.GetElapsedTime(t0).TotalMilliseconds)
         {
-            Accepted = accepted, HiddenStates = captured, Fingerprint = printed,
+            Accepted = accepted, HiddenStates = captured, Fingerprint = printed, Drafted = drafted,
         }, null);
     }
 
@@ -293,8 +296,6 @@ public sealed class StageHost : IDisposable
         ScalarType.Float16 => WireDType.F16,
         _ => WireDType.F32,
     };
-
-    private static int Sample(ForwardRequest req, Tensor logits) => new Sampler(LastStageSampling.OptionsOf(req.Sampling), req.Step).Next(logits);
 
     /// <summary>
     /// Runs one step alone (submit, then iterate until it finishes). Only when nothing else is pending —
@@ -321,8 +322,9 @@ public sealed class StageHost : IDisposable
     /// </summary>
     public bool Close(long sessionId)
     {
+        bool drafted = _drafter?.Close(sessionId) ?? false;
         var failed = _scheduler.Close(sessionId, new StepException(ErrorCode.Cancelled, $"session {sessionId} was closed"));
-        if (failed is null) return false;
+        if (failed is null) return drafted;
         Report(failed, _ready);
         Publish();
         return true;
@@ -332,6 +334,7 @@ public sealed class StageHost : IDisposable
     public int ExpireIdle(TimeSpan ttl)
     {
         int n = _scheduler.ExpireIdle(ttl).Count;
+        _drafter?.ExpireIdle(ttl);
         Publish();
         return n;
     }
@@ -342,6 +345,7 @@ public sealed class StageHost : IDisposable
         var done = new List<StepCompletion>(_ready);
         _ready.Clear();
         Report(_scheduler.CloseAll(new StepException(code, message)), done);
+        _drafter?.CloseAll();
         Publish();
         return done;
     }
@@ -387,6 +391,7 @@ public sealed class StageHost : IDisposable
         foreach (var (step, _) in _scheduler.CloseAll(new StepException(ErrorCode.ShuttingDown, "the stage is unloaded")))
             step.Payload.Dispose();
         _ready.Clear();
+        _drafter?.CloseAll();
         _pool.Dispose();
         if (!_leaveModelOpen) Model.Dispose();
     }

@@ -3,6 +3,7 @@ using System.Diagnostics;
 using Microsoft.Extensions.Logging;
 using Swarm.Checkpoints;
 using Swarm.Model;
+using Swarm.Node.Drafting;
 using Swarm.Node.Telemetry;
 using Swarm.Protocol;
 using static TorchSharp.torch;
@@ -60,6 +61,7 @@ internal sealed class StageWorker : IStageView
     private readonly ILogger _logger;
     private readonly CancellationToken _abandon;
     private volatile StageHost? _host;
+    private DraftModelRunner? _drafter;   // --draft-model, loaded with the first last-stage range (compute thread only)
 
     /// <param name="checkpoint">The node's whole local checkpoint; null when each range comes with its own (fetched) folder.</param>
     /// <param name="abandon">Fires when the node stops waiting for the forwarder: outputs that cannot be queued are dropped.</param>
@@ -141,6 +143,7 @@ internal sealed class StageWorker : IStageView
                     foreach (var c in host.Abort(ErrorCode.ShuttingDown, "the node is stopping")) Hand(c);
                     host.Dispose();
                 }
+                _drafter?.Dispose();
             }
             finally
             {
@@ -212,7 +215,18 @@ internal sealed class StageWorker : IStageView
             Console.IsErrorRedirected ? null : new ConsoleProgress($"loading layers {w.Range}"),
             tensorParallel: _options.Tp == 1 && _options.Devices is null ? null : _options.TensorParallel());
         long kvBudget = Math.Max(0, _options.MemoryBytes - model.WeightBytes);
-        var host = new StageHost(model, kvBudget, fault: _options.Fault);
+        if (model.IsLast && !string.IsNullOrWhiteSpace(_options.DraftModel))
+        {
+            // The draft caches as many tokens as the stage (one draft session per session), out of the same budget.
+            long tokens = kvBudget / Math.Max(1, model.KvBytesPerToken);
+            if (_drafter is null)
+            {
+                _drafter = DraftModelRunner.Load(_options.DraftModel, _weights, tokens);
+                _logger.DraftModelLoaded(_options.DraftModel, _drafter.Identity, _drafter.Model.Config.NumLayers, _drafter.Model.WeightBytes / 1e6);
+            }
+            kvBudget = Math.Max(0, kvBudget - _drafter.Model.WeightBytes - tokens * _drafter.Model.KvBytesPerToken);
+        }
+        var host = new StageHost(model, kvBudget, fault: _options.Fault, drafter: model.IsLast ? _drafter : null);
         _host = host;
         _status.State = NodeReadiness.Ready;
         _logger.Loaded(w.Range.ToString(), model.WeightBytes / 1e6, sw.Elapsed.TotalMilliseconds, host.KvTokenCapacity,

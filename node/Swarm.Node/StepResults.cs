@@ -23,6 +23,9 @@ public sealed record StepOutput(WireTensor? Hidden, int? Token, double Milliseco
     /// <summary>For a step that verified a draft (last stage): the accepted drafted tokens then the model's next (see <see cref="TokenResult.Accepted"/>); else empty.</summary>
     public int[] Accepted { get; init; } = [];
 
+    /// <summary>Tokens the node's draft model drafted after the step's own (last stage; see <see cref="TokenResult.Drafted"/>); else empty.</summary>
+    public int[] Drafted { get; init; } = [];
+
     /// <summary>The step's fingerprint (its <see cref="StageFingerprint.NodeId"/> is filled in by whoever sends it).</summary>
     public StageFingerprint Fingerprint { get; init; } = new();
 }

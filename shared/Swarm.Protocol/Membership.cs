@@ -5,7 +5,7 @@ namespace Swarm.Protocol;
 /// <summary>
 /// First message of a node after it connects to the coordinator. Answered with <see cref="Welcome"/> or <see cref="Refused"/>.
 /// </summary>
-/// <remarks>Keys 0–13, append-only.</remarks>
+/// <remarks>Keys 0–14, append-only.</remarks>
 [MessagePackObject]
 public sealed record Hello : IMessage
 {
@@ -69,6 +69,13 @@ public sealed record Hello : IMessage
     /// (<see cref="Welcome.RelayAccepted"/>).
     /// </summary>
     [Key(13)] public bool OffersRelay { get; init; }
+
+    /// <summary>
+    /// Identity of the draft model the node holds for speculative decoding (<c>--draft-model</c>; see
+    /// <c>DraftModelIdentity</c>: name and a hash of its config, tokenizer and tensor header), or empty for none. When it
+    /// serves a last stage and this equals the coordinator's <c>--draft-model</c>, its steps draft the next tokens there.
+    /// </summary>
+    [Key(14)] public string DraftModel { get; init; } = "";
 }
 
 /// <summary>Coordinator's positive reply to <see cref="Hello"/>.</summary>

@@ -33,7 +33,8 @@ public static class MessageValidator
             ?? Text(m.DataEndpoint, "data endpoint", allowEmpty: true)
             ?? Text(m.ModelId, "model id", allowEmpty: true)
             ?? NonNegative(m.LayerWeightBytes, "layer weight bytes")
-            ?? NonNegative(m.KvBytesPerTokenPerLayer, "KV bytes per token"),
+            ?? NonNegative(m.KvBytesPerTokenPerLayer, "KV bytes per token")
+            ?? Text(m.DraftModel, "draft model", allowEmpty: true),
         Welcome m => NonNegative(m.NodeId, "node id") ?? NonNegative(m.HeartbeatIntervalMs, "heartbeat interval")
             ?? Text(m.ModelSource, "model source", allowEmpty: true)
             ?? (m.Members is { } members ? NonNegative(members.Version, "members version") ?? Keys(members.Keys) : null)
@@ -64,7 +65,8 @@ public static class MessageValidator
             ?? InputLogprobs(m.InputLogprobs)
             ?? HiddenStates(m.HiddenStates, "hidden states")
             ?? Fingerprints(m.Fingerprints)
-            ?? Accepted(m.Accepted, m.TokenId),
+            ?? Accepted(m.Accepted, m.TokenId)
+            ?? DraftTokens(m.Drafted, "drafted"),
         StepFailed m => NonNegative(m.Step, "step") ?? Defined(m.Code) ?? Text(m.Message, "message", allowEmpty: true),
         CloseSession => null,
         Ack => null,
@@ -154,10 +156,21 @@ public static class MessageValidator
         if (m.Draft.Length > 0 && m.Draft.Length >= m.Input.Shape[1]) return $"{m.Draft.Length} drafted tokens need more than the step's {m.Input.Shape[1]} positions";
         if (m.Draft.Any(t => t < 0)) return "a drafted token id is negative";
         if (m.Draft.Length > 0 && m.Logprobs is not null) return "a step with a draft cannot report logprobs";
+        if (m.DraftCount < 0 || m.DraftCount > ProtocolInfo.MaxDraftTokens) return $"draft count {m.DraftCount} is outside [0, {ProtocolInfo.MaxDraftTokens}]";
+        if (DraftTokens(m.DraftContext, "draft context", (int)Math.Min(int.MaxValue, m.Input.Shape[1])) is { } context) return context;
+        if ((m.DraftCount > 0 || m.DraftContext.Length > 0) && m.DraftContext.Length != m.Input.Shape[1] - m.Draft.Length)
+            return $"a draft context of {m.DraftContext.Length} tokens for {m.Input.Shape[1] - m.Draft.Length} positions before the draft";
         if (m.Shadow is { } sc && (sc.Shadow is null || sc.RouteLength < 1 || sc.RouteLength >= m.Route.Length
             || Text(sc.Shadow.Endpoint, "shadow endpoint", allowEmpty: false) is not null || !sc.Shadow.Layers.IsValid))
             return "invalid shadow copy order";
         return Timings(m.Timings) ?? HiddenStates(m.CapturedHiddenStates, "captured hidden states") ?? Fingerprints(m.Fingerprints);
+    }
+
+    private static string? DraftTokens(int[]? tokens, string what, int limit = ProtocolInfo.MaxDraftTokens)
+    {
+        if (tokens is null) return $"{what} tokens are missing";
+        if (tokens.Length > limit) return $"{tokens.Length} {what} tokens, limit {limit}";
+        return tokens.Any(t => t < 0) ? $"a {what} token id is negative" : null;
     }
 
     private static string? Accepted(int[]? accepted, int token)

@@ -109,7 +109,7 @@ public sealed record StageTiming
 /// Every step first truncates the session's KV cache on the stage to <see cref="StartPosition"/>, then appends.
 /// </summary>
 /// <remarks>
-/// Keys 0–8 and 10–16, append-only. Key 9 is retired (a reply-to endpoint in protocol version 1 that no node read:
+/// Keys 0–8 and 10–18, append-only. Key 9 is retired (a reply-to endpoint in protocol version 1 that no node read:
 /// replies go over the node's coordinator connection): never reuse it.
 /// </remarks>
 [MessagePackObject]
@@ -172,6 +172,20 @@ public sealed record ForwardRequest : IMessage
     /// at the first rejected one (<see cref="StartPosition"/>), which truncates them away. Empty: an ordinary step.
     /// </summary>
     [Key(16)] public int[] Draft { get; init; } = [];
+
+    /// <summary>
+    /// Draft-model speculation: the token ids of the step's positions before <see cref="Draft"/> (from
+    /// <see cref="StartPosition"/>; what the first stage gets in <see cref="Input"/>), which the last stage — receiving
+    /// only hidden states — needs to extend its draft model's cache: exactly those positions, or empty (no draft model asked).
+    /// </summary>
+    [Key(17)] public int[] DraftContext { get; init; } = [];
+
+    /// <summary>
+    /// Draft-model speculation: how many tokens the last stage's draft model proposes after this step's accepted ones,
+    /// returned in <see cref="TokenResult.Drafted"/> for the next step's <see cref="Draft"/> (0 … <see cref="ProtocolInfo.MaxDraftTokens"/>;
+    /// 0: none). A last stage without the draft model ignores it.
+    /// </summary>
+    [Key(18)] public int DraftCount { get; init; }
 }
 
 /// <summary>
@@ -237,7 +251,7 @@ public sealed record LayerHiddenStates
 /// Last stage → coordinator: the token a step produced. A one-hop route whose layers end before the model's last layer
 /// (a spot check's shadow session) answers with <see cref="TokenId"/> −1 and its fingerprint.
 /// </summary>
-/// <remarks>Keys 0–9, append-only.</remarks>
+/// <remarks>Keys 0–10, append-only.</remarks>
 [MessagePackObject]
 public sealed record TokenResult : IMessage
 {
@@ -274,6 +288,12 @@ public sealed record TokenResult : IMessage
     /// an ordinary step (its one token is <see cref="TokenId"/>).
     /// </summary>
     [Key(9)] public int[] Accepted { get; init; } = [];
+
+    /// <summary>
+    /// When the step asked for <see cref="ForwardRequest.DraftCount"/> and this last stage holds the draft model: the tokens
+    /// it drafted to follow the step's last produced token, for the next step to verify; empty otherwise.
+    /// </summary>
+    [Key(10)] public int[] Drafted { get; init; } = [];
 }
 
 /// <summary>Any stage → coordinator: a step could not be completed (the stage that failed, or could not reach the next hop, reports it).</summary>

@@ -6,7 +6,10 @@ namespace Swarm.Cli.Bench;
 
 /// <summary>
 /// <c>swarm bench speculative</c>: tokens per target pass and tokens/s of greedy decoding at an emulated WAN round trip,
-/// plain versus each speculation mode, on codelm-tiny (real weights, real code prompts) split over two node processes.
+/// plain versus each speculation mode, on codelm-tiny (real weights, real code prompts) split over two node processes:
+/// prompt lookup (<c>ngram</c>), the target as its own draft model (<c>draft=target</c>, the upper bound: every draft is
+/// accepted, so a pass yields k + 1 tokens), and codelm-tiny's trained 1-layer draft (<c>draft=codelm-tiny-draft</c>), the
+/// draft models run by the last-stage node (<c>--draft-model</c> on the coordinator and the nodes).
 /// The round trip is emulated by the nodes' <c>--simulate-latency-ms</c> (each stage delays its output by half the RTT,
 /// so every message of a pass's critical path but the coordinator's first costs a one-way delay). Each mode runs on a
 /// fresh swarm; the outputs must equal plain decoding's (reported, not asserted).
@@ -33,19 +36,27 @@ internal static class SpeculativeBench
         "def parse(text):\n    result = {}\n    for line in text.splitlines():\n        line = line.strip()\n        if not line:\n            continue\n        key, value = line.split('=', 1)\n        result[key.strip()] = value.strip()\n    return result\n\n\ndef ",
     ];
 
-    public static readonly string[] Modes = ["none", "ngram"];
+    /// <summary>A row of the bench: its label, and the draft model (null: <paramref name="Speculative"/> alone).</summary>
+    private sealed record Mode(string Label, string Speculative, string? DraftModel = null);
+
+    private static readonly Mode[] Modes =
+    [
+        new("none", "none"), new("ngram", "ngram"),
+        new("draft=target", "draft", BuiltInModels.CodeLmTiny), new("draft=codelm-tiny-draft", "draft", BuiltInModels.CodeLmTinyDraft),
+    ];
 
     public static async Task<Report> RunAsync(int tokens, double rttMs, int maxDraft, int threadsPerNode, Action<string> log, CancellationToken ct)
     {
         var figures = new List<ModeFigures>();
         List<List<int>>? plain = null;
-        foreach (string mode in Modes)
+        foreach (var (mode, speculative, draftModel) in Modes)
         {
+            string[] draft = draftModel is null ? [] : ["--draft-model", draftModel];
             await using var swarm = await LocalSwarm.StartAsync(new LocalSwarmOptions
             {
                 Model = BuiltInModels.CodeLmTiny, Nodes = 2, Layers = ["0:2", "2:4"], ThreadsPerNode = threadsPerNode,
-                CoordinatorArgs = ["--speculative", mode, "--speculative-max", maxDraft.ToString(CultureInfo.InvariantCulture)],
-                NodeArgs = ["--simulate-latency-ms", (rttMs / 2).ToString("0.###", CultureInfo.InvariantCulture)],
+                CoordinatorArgs = ["--speculative", speculative, "--speculative-max", maxDraft.ToString(CultureInfo.InvariantCulture), .. draft],
+                NodeArgs = ["--simulate-latency-ms", (rttMs / 2).ToString("0.###", CultureInfo.InvariantCulture), .. draft],
             }, log, ct: ct);
             log($"{mode}: warm-up…");
             await CompleteAsync(swarm.HttpUrl, Prompts[0], 4, ct);

@@ -29,7 +29,7 @@ internal static class BenchCommand
         var maxDraft = new Option<int>("--max-draft") { Description = "Most tokens drafted per pass (k_max)", DefaultValueFactory = _ => 4 };
         var json = new Option<bool>("--json") { Description = "Print JSON" };
         var threads = new Option<int>("--threads") { Description = "CPU threads per node process (0 = all cores)", DefaultValueFactory = _ => 1 };
-        var cmd = new Command("speculative", "Tokens per target pass and tokens/s at an emulated WAN RTT: plain vs speculative decoding (ngram)");
+        var cmd = new Command("speculative", "Tokens per target pass and tokens/s at an emulated WAN RTT: plain vs speculative decoding (ngram, draft=target, codelm-tiny's draft model)");
         cmd.Options.Add(tokens); cmd.Options.Add(rtt); cmd.Options.Add(maxDraft); cmd.Options.Add(json); cmd.Options.Add(threads);
         cmd.SetAction(async (r, ct) =>
         {
@@ -50,7 +50,7 @@ internal static class BenchCommand
             {
                 Console.WriteLine($"{rep.Model}, 2 stages, {rep.Prompts} code prompts × {rep.TokensPerJob} greedy tokens at an emulated {rep.RttMs} ms RTT");
                 foreach (var m in rep.Modes)
-                    Console.WriteLine($"  {m.Mode,-6}: {m.TokensPerPass,5:F2} tokens/pass ({m.Accepted}/{m.Drafted} drafted accepted), "
+                    Console.WriteLine($"  {m.Mode,-23}: {m.TokensPerPass,5:F2} tokens/pass ({m.Accepted}/{m.Drafted} drafted accepted), "
                         + $"{m.TokensPerSecond,6:F1} tokens/s ({m.TokensPerSecond / plain:F2}× plain); output same as plain: {m.SameAsPlain}");
             }
             return 0;

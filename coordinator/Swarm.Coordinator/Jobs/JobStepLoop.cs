@@ -262,8 +262,11 @@ internal sealed partial class JobStepLoop
         // The input is everything the session's caches lack: the last token when they hold all before it, else (a new
         // route) the prompt and every token so far; then the draft, if any.
         int known = _spec.Prompt.Count + _tokens.Count;
-        int[] draft = _speculation?.Draft([.. _spec.Prompt, .. _tokens], room) ?? [];
-        int[] input = _cached > 0 && _cached == known - 1 ? [_tokens[^1], .. draft] : [.. _spec.Prompt.Concat(_tokens).Skip(_cached), .. draft];
+        bool modelDrafts = _speculation is not null && DraftModelRoute.Drafts(_options.Speculation, _sessions.Registry, session, _sampling);
+        int[] draft = _speculation?.Draft([.. _spec.Prompt, .. _tokens], room, modelDrafts) ?? [];
+        int[] context = _cached > 0 && _cached == known - 1 ? [_tokens[^1]] : [.. _spec.Prompt.Concat(_tokens).Skip(_cached)];
+        int[] input = [.. context, .. draft];
+        int draftCount = _speculation?.DraftCount(room, modelDrafts) ?? 0;
         var kind = _cached == 0 ? (step == 0 ? StepKind.Prefill : StepKind.Replay) : StepKind.Decode;
         var request = new ForwardRequest
         {
@@ -271,6 +274,7 @@ internal sealed partial class JobStepLoop
             Input = WireTensor.FromTokenIds(input.Select(t => (long)t).ToArray()),
             Route = session.WireRoute, WireDType = _options.Wire, Sampling = _sampling,
             Logprobs = _prompt.LogprobsFor(kind), HiddenStates = _prompt.HiddenStatesFor(kind), Draft = draft,
+            DraftCount = draftCount, DraftContext = draftCount > 0 ? context : [],
         };
         using var span = CoordinatorInstrumentation.Source.StartActivity(CoordinatorInstrumentation.StepSpan, ActivityKind.Client);
         span?.SetTag(SwarmTelemetry.StepTag, step);
@@ -297,6 +301,7 @@ internal sealed partial class JobStepLoop
                 return (null, Failed(span, new StepFailure(session.Route.Hops[^1].NodeId,
                     $"the last stage accepted [{string.Join(",", tr.Accepted)}], which is not a prefix of the draft [{string.Join(",", draft)}] and one token", "bad_acceptance", false)));
             if (_speculation is not null) span?.SetTag("swarm.accepted_tokens", produced.Length - 1);
+            _speculation?.Drafted(draftCount > 0 ? tr.Drafted[..Math.Min(tr.Drafted.Length, draftCount)] : [], known + produced.Length);
             _stepAt = (receivedAt, [.. session.Route.NodeIds]);
             if (kind == StepKind.Decode)
                 _recentStepMs = _recentStepMs == 0 ? took.TotalMilliseconds : 0.8 * _recentStepMs + 0.2 * took.TotalMilliseconds;

@@ -69,6 +69,9 @@ internal sealed record NodeInfo
     /// </summary>
     public string? KeyChangedFrom { get; init; }
 
+    /// <summary>The identity of the draft model the node holds (<see cref="Swarm.Protocol.Hello.DraftModel"/>), or empty.</summary>
+    public string DraftModel { get; init; } = "";
+
     /// <summary>True when the node serves the tensors it fetched to other nodes (it fetches its weights and was not started with <c>--no-share</c>).</summary>
     public bool SharesWeights { get; init; }
 }

@@ -38,7 +38,8 @@ public static class CoordinatorCommand
         cfg.Flag<double>("--verify-rate", "VerifyRate", "Fraction of sessions spot-checked on a second replica (default 0.05; 0 = off)");
         cfg.Flag<bool>("--stream-verified-only", "StreamVerifiedOnly", "While a node on a stream's route is on probation, send only tokens "
             + "its spot checks have passed (held back until then; default: stream at once)");
-        cfg.Flag<string>("--speculative", "Speculative", "Speculative decoding: none (default) or ngram (prompt lookup; several tokens per pass)");
+        cfg.Flag<string>("--speculative", "Speculative", "Speculative decoding: none (default), ngram (prompt lookup; several tokens per pass) or draft (default with --draft-model)");
+        cfg.Flag<string>("--draft-model", "DraftModel", "Draft model folder (same tokenizer): last-stage nodes started with the same draft propose tokens with it");
         cfg.Flag<int>("--speculative-max", "SpeculativeMax", "Most tokens drafted per pass (default 4; adapts between 1 and it)");
         cfg.Duration("--ban-time", "BanTime", "How long a node caught returning wrong results is refused (default 1h)");
         cfg.Duration("--heartbeat-interval", "HeartbeatInterval", "How often nodes send heartbeats (default 500ms)");

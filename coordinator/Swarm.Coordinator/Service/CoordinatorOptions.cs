@@ -54,15 +54,28 @@ internal sealed class CoordinatorOptions
     public bool StreamVerifiedOnly { get; set; }
     /// <summary>The spot-check settings these options give.</summary>
     public Verification.VerificationOptions Verification => new() { Rate = VerifyRate, BanTime = BanTime, StreamVerifiedOnly = StreamVerifiedOnly };
-    /// <summary>Speculative decoding: <c>none</c> (default) or <c>ngram</c> (prompt lookup in the coordinator).</summary>
-    public string Speculative { get; set; } = "none";
+    /// <summary>
+    /// Speculative decoding: <c>none</c> (default; <c>draft</c> when <see cref="DraftModel"/> is set), <c>ngram</c> (prompt
+    /// lookup in the coordinator) or <c>draft</c> (the draft model on the last-stage nodes).
+    /// </summary>
+    public string? Speculative { get; set; }
+    /// <summary>
+    /// A small GPT-NeoX with the model's tokenizer (<c>--draft-model DIR</c>) that last-stage nodes started with the same
+    /// draft run to propose tokens; the coordinator reads only its config, tokenizer and tensor header (its identity). Default unset.
+    /// </summary>
+    public string? DraftModel { get; set; }
+    private string? _draftIdentity;
+    /// <summary>The identity of <see cref="DraftModel"/> (computed once), or empty.</summary>
+    private string DraftIdentity => string.IsNullOrWhiteSpace(DraftModel) ? "" : _draftIdentity ??= Swarm.Model.DraftModelIdentity.Of(DraftModel);
+    private string SpeculativeMode => string.IsNullOrWhiteSpace(Speculative) ? (string.IsNullOrWhiteSpace(DraftModel) ? "none" : "draft") : Speculative;
     /// <summary>Most tokens drafted per pass when speculating, k_max (default 4; the length adapts between 1 and it).</summary>
     public int SpeculativeMax { get; set; } = 4;
     /// <summary>The speculation settings these options give (mode none when <see cref="Speculative"/> is unknown: <see cref="Validate"/> reports it).</summary>
     public Speculation.SpeculationOptions Speculation => new()
     {
-        Mode = Coordinator.Speculation.SpeculationOptions.ParseMode(Speculative) ?? Coordinator.Speculation.SpeculationMode.None,
+        Mode = Coordinator.Speculation.SpeculationOptions.ParseMode(SpeculativeMode) ?? Coordinator.Speculation.SpeculationMode.None,
         MaxDraft = SpeculativeMax,
+        DraftModel = DraftModelProblem() is null ? DraftIdentity : "",
     };
     /// <summary>How often nodes send heartbeats; told to them at registration (default 500 ms).</summary>
     public TimeSpan HeartbeatInterval { get; set; } = TimeSpan.FromMilliseconds(500);
@@ -134,12 +147,29 @@ internal sealed class CoordinatorOptions
         if (StepTimeout <= TimeSpan.Zero) errors.Add("--step-timeout must be > 0");
         if (MaxRecoveriesPerJob < 0) errors.Add("max recoveries per job must be ≥ 0");
         errors.AddRange(Verification.Validate());
-        if (Coordinator.Speculation.SpeculationOptions.ParseMode(Speculative) is null) errors.Add($"--speculative: '{Speculative}' (use none or ngram)");
-        errors.AddRange(Speculation.Validate().Select(e => "--speculative-max: " + e));
+        if (Coordinator.Speculation.SpeculationOptions.ParseMode(SpeculativeMode) is null) errors.Add($"--speculative: '{Speculative}' (use none, ngram or draft)");
+        else if (DraftModelProblem() is { } draft) errors.Add("--draft-model: " + draft);
+        else errors.AddRange(Speculation.Validate().Select(e => "--speculative: " + e));
         if (HeartbeatInterval <= TimeSpan.Zero) errors.Add("--heartbeat-interval must be > 0");
         if (SuspectAfter <= HeartbeatInterval) errors.Add("--suspect-after must exceed --heartbeat-interval");
         if (DeadAfter <= SuspectAfter) errors.Add("--dead-after must exceed --suspect-after");
         if (OtlpEndpoint is not null && !Uri.TryCreate(OtlpEndpoint, UriKind.Absolute, out _)) errors.Add($"--otlp-endpoint: '{OtlpEndpoint}' is not a URL");
         return errors;
+    }
+
+    /// <summary>What is wrong with <see cref="DraftModel"/> (no checkpoint there, another vocabulary than the model's), or null.</summary>
+    private string? DraftModelProblem()
+    {
+        if (string.IsNullOrWhiteSpace(DraftModel)) return null;
+        try
+        {
+            var draft = Swarm.Model.ModelConfig.Load(DraftModel);
+            _ = DraftIdentity;
+            if (string.IsNullOrWhiteSpace(Model) || !File.Exists(Path.Combine(Model, "config.json"))) return null;
+            var target = Swarm.Model.ModelConfig.Load(Model);
+            return draft.VocabSize == target.VocabSize ? null
+                : $"its vocabulary of {draft.VocabSize} tokens is not the model's {target.VocabSize} (a draft needs the same tokenizer)";
+        }
+        catch (Exception e) when (e is IOException or Swarm.Model.CheckpointException or UnauthorizedAccessException) { return e.Message; }
     }
 }

@@ -84,6 +84,7 @@ internal sealed partial class SwarmCoordinator
             PinnedRange = hello.PinnedRange is { } pr ? pr : null,
             SharesWeights = hello.SharesWeights,
             OffersRelay = hello.OffersRelay && reachable,
+            DraftModel = hello.DraftModel,
         };
         _nodePeers[id] = peer;
         _peerNodes[peer.Id] = id;

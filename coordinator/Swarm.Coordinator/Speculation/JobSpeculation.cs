@@ -1,3 +1,5 @@
+using Swarm.Protocol;
+
 namespace Swarm.Coordinator.Speculation;
 
 /// <summary>Speculation figures of one job: passes through the pipeline, drafted tokens sent, and how many of them were accepted.</summary>
@@ -11,14 +13,22 @@ public sealed record SpeculationCounts(int Passes, int Accepted, int Drafted)
 }
 
 /// <summary>
-/// One job's speculation: proposes each step's draft (prompt lookup over the prompt and the tokens so far, as many as
-/// <see cref="DraftLength"/> allows and the job can still use), checks the last stage's answer, adapts the length and
-/// counts. Used by the job's step loop thread only.
+/// One job's speculation: proposes each step's draft (as many tokens as <see cref="DraftLength"/> allows and the job can
+/// still use), checks the last stage's answer, adapts the length and counts. Drafts come from prompt lookup over the
+/// prompt and the tokens so far, or with <see cref="SpeculationMode.DraftModel"/> from the route's last node: a step whose
+/// last node holds the draft model asks it for <see cref="DraftCount"/> tokens, and its answer's drafts
+/// (<see cref="TokenResult.Drafted"/>) are the next step's — kept across a route repair, so the replayed step carries the
+/// same draft. A step whose last node lacks the draft model uses prompt lookup; one whose last node holds it but has no
+/// model drafts to verify yet (the first after a new route or a fallback) carries none, so a node that runs the draft model
+/// only ever verifies that model's drafts (whose distributions it can compute). Used by the job's step loop thread only.
 /// </summary>
 internal sealed class JobSpeculation
 {
     private readonly NgramDrafter _drafter;
     private readonly DraftLength _length;
+    private readonly bool _model;
+    private int[] _modelDraft = [];
+    private int _modelDraftAfter = -1;   // the sequence length the model's draft follows
     private int _passes, _accepted, _drafted;
 
     /// <param name="options">Enabled settings.</param>
@@ -27,6 +37,7 @@ internal sealed class JobSpeculation
         if (!options.Enabled) throw new ArgumentException("speculation is off", nameof(options));
         _drafter = new NgramDrafter(options.NgramMax);
         _length = new DraftLength(options.MaxDraft);
+        _model = options.Mode == SpeculationMode.DraftModel;
     }
 
     /// <summary>The figures so far.</summary>
@@ -37,9 +48,28 @@ internal sealed class JobSpeculation
 
     /// <summary>
     /// The draft of the next step: up to the current length, never more than <paramref name="room"/> (the tokens the job may
-    /// still generate after the step's own one).
+    /// still generate after the step's own one). <paramref name="modelDrafts"/>: the route's last node holds the draft model.
     /// </summary>
-    public int[] Draft(IReadOnlyList<int> sequence, int room) => _drafter.Propose(sequence, Math.Min(_length.Current, room));
+    public int[] Draft(IReadOnlyList<int> sequence, int room, bool modelDrafts = false)
+    {
+        int k = Math.Min(_length.Current, room);
+        if (!_model || !modelDrafts) return _drafter.Propose(sequence, k);
+        return _modelDraftAfter == sequence.Count ? _modelDraft[..Math.Min(Math.Max(k, 0), _modelDraft.Length)] : [];
+    }
+
+    /// <summary>
+    /// Tokens the route's last node drafts for the next step (<see cref="ForwardRequest.DraftCount"/>): the most the next
+    /// step may use — one more than the current length, as a fully accepted pass grows it — when it holds the draft model; else 0.
+    /// </summary>
+    public int DraftCount(int room, bool modelDrafts) => _model && modelDrafts ? Math.Clamp(Math.Min(_length.Max, _length.Current + 1), 0, Math.Max(0, room)) : 0;
+
+    /// <summary>Keeps the draft model's proposal <paramref name="drafted"/>, which follows the first <paramref name="after"/> tokens (prompt and output).</summary>
+    public void Drafted(int[] drafted, int after)
+    {
+        if (!_model) return;
+        _modelDraft = drafted;
+        _modelDraftAfter = drafted.Length > 0 ? after : -1;
+    }
 
     /// <summary>
     /// The tokens an answered step produced, checked against its draft: a prefix of the draft then one token of the target;

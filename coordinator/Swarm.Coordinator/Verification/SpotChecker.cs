@@ -173,6 +173,8 @@ internal sealed partial class SpotChecker(SpotCheckPlanner planner, NodeRegistry
         {
             SessionId = id, Kind = StepKind.Replay, StartPosition = 0, Input = WireTensor.FromTokenIds(tokens),
             Route = route, Shadow = null, Timings = [], Fingerprints = [],
+            // A draft model on the arbiter's last stage needs every token before the draft (it rebuilds its cache from them).
+            DraftContext = request.DraftCount > 0 ? [.. tokens[..^request.Draft.Length].Select(t => (int)t)] : [],
         };
         try
         {

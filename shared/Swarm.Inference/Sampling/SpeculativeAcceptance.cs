@@ -77,6 +77,18 @@ public static class SpeculativeAcceptance
     /// </summary>
     public static double AcceptanceUniform(long seed, long index) => Sampler.Uniform(~seed, index);
 
+    /// <summary>
+    /// The uniform number a draft model draws its proposal for token <paramref name="index"/> with: <see cref="Sampler.Uniform"/>
+    /// of the seed XOR a constant, a stream independent of both the acceptance test's and the target's draws (the proof of
+    /// speculative sampling needs the drafted token independent of the test that judges it).
+    /// </summary>
+    public static double DraftUniform(long seed, long index) => Sampler.Uniform(seed ^ DraftStream, index);
+
+    /// <summary>A drafted token: the draw from the draft's distribution <paramref name="q"/> (as <see cref="Sampler.Probabilities"/> gives it) for token <paramref name="index"/>.</summary>
+    public static int DraftToken(double[] q, long seed, long index) => Sampler.Draw(q, DraftUniform(seed, index));
+
+    private const long DraftStream = 0x5851F42D4C957F2D;
+
     /// <summary>max(0, p − q) (unnormalised); for a point mass at <paramref name="drafted"/>, p without it.</summary>
     private static double[] Residual(double[] p, double[]? q, int drafted)
     {

@@ -13,8 +13,11 @@ internal sealed record DriverJob(long[] Prompt, int MaxNew, int ArrivesAt);
 /// Every host runs one iteration per round, so several jobs' steps are in flight in different stages at once.
 /// With a <c>drafter</c> (job index, its tokens so far, most tokens to draft → drafted tokens) steps carry drafts as the
 /// coordinator's speculative steps do: the accepted tokens are recorded and the next step starts at the first rejected position.
+/// With <c>modelDraft</c> k &gt; 0 the last host's draft model drafts instead, as with <c>--draft-model</c>: every step asks
+/// for k tokens (<see cref="ForwardRequest.DraftCount"/>, with its token ids in <see cref="ForwardRequest.DraftContext"/>)
+/// and the next step verifies the ones its answer brought (<c>StepOutput.Drafted</c>).
 /// </summary>
-internal sealed class BatchDriver(IReadOnlyList<StageHost> hosts, Func<int, IReadOnlyList<int>, int, int[]>? drafter = null)
+internal sealed class BatchDriver(IReadOnlyList<StageHost> hosts, Func<int, IReadOnlyList<int>, int, int[]>? drafter = null, int modelDraft = 0)
 {
     private sealed class State(DriverJob job, int index)
     {
@@ -23,6 +26,7 @@ internal sealed class BatchDriver(IReadOnlyList<StageHost> hosts, Func<int, IRea
         public List<int> Tokens { get; } = [];
         public long Session { get; set; }
         public int Cached { get; set; }
+        public int[] ModelDraft { get; set; } = [];
     }
 
     private long _nextSession = 1000;
@@ -75,6 +79,7 @@ internal sealed class BatchDriver(IReadOnlyList<StageHost> hosts, Func<int, IRea
                         Speculation = (p + 1, d + draft.Length, a + produced.Length - 1);
                     }
                     s.Tokens.AddRange(produced);
+                    s.ModelDraft = c.Output.Drafted;
                     s.Cached = s.Job.Prompt.Length + s.Tokens.Count - 1;
                     if (s.Tokens.Count == s.Job.MaxNew)
                     {
@@ -92,8 +97,11 @@ internal sealed class BatchDriver(IReadOnlyList<StageHost> hosts, Func<int, IRea
     private void Submit(State s)
     {
         if (s.Cached == 0) s.Session = _nextSession++;
-        int[] draft = drafter?.Invoke(s.Index, s.Tokens, s.Job.MaxNew - s.Tokens.Count - 1) ?? [];
+        int room = s.Job.MaxNew - s.Tokens.Count - 1;
+        // A model's draft follows the tokens it was drafted after; a replay from position 0 (preemption) verifies it too.
+        int[] draft = modelDraft > 0 ? s.ModelDraft[..Math.Min(room, s.ModelDraft.Length)] : drafter?.Invoke(s.Index, s.Tokens, room) ?? [];
         var all = s.Job.Prompt.Concat(s.Tokens.Select(t => (long)t)).Concat(draft.Select(t => (long)t)).ToArray();
+        int[] context = [.. all[s.Cached..^draft.Length].Select(t => (int)t)];
         var route = hosts.Select((h, i) => new Hop { NodeId = i + 1, Endpoint = $"host-{i}", Layers = h.Range }).ToArray();
         var req = new ForwardRequest
         {
@@ -101,6 +109,7 @@ internal sealed class BatchDriver(IReadOnlyList<StageHost> hosts, Func<int, IRea
             Kind = s.Cached == 0 ? (s.Tokens.Count == 0 ? StepKind.Prefill : StepKind.Replay) : StepKind.Decode,
             StartPosition = s.Cached, Input = WireTensor.FromTokenIds(all[s.Cached..]), Route = route,
             WireDType = WireDType.F32, Sampling = new SamplingParams { Temperature = 0 }, Draft = draft,
+            DraftCount = Math.Min(modelDraft, Math.Max(room, 0)), DraftContext = modelDraft > 0 ? context : [],
         };
         hosts[0].Submit(req, s);
     }

@@ -47,6 +47,7 @@ internal static class ProtocolSamples
             LayerWeightBytes = 7_137_792,
             KvBytesPerTokenPerLayer = 3072,
             OffersRelay = true,
+            DraftModel = "codelm-tiny-draft:0123456789abcdef",
         }, id: 1),
         ["Welcome"] = Wrap(new Welcome { NodeId = 7, HeartbeatIntervalMs = 1000, ModelSource = "https://h/o/n/resolve/main/", ObservedEndpoint = "203.0.113.7:40123", Reachable = false, RelayAccepted = true }, id: 2, correlation: 1),
         ["Refused"] = Wrap(new Refused { Code = ErrorCode.VersionMismatch, Reason = "protocol 2 != 1" }, id: 3, correlation: 1),
@@ -92,6 +93,8 @@ internal static class ProtocolSamples
             CapturedHiddenStates = [Captured],
             Fingerprints = [new StageFingerprint { NodeId = 1, Output = [.. Enumerable.Range(0, StageFingerprint.Width).Select(i => i * 0.5f)] }],
             Shadow = new ShadowCopy { RouteLength = 1, SessionId = 201, Shadow = new Hop { NodeId = 4, Endpoint = "127.0.0.1:7004", Layers = new LayerRange(2, 4) } },
+            DraftContext = [42],
+            DraftCount = 2,
         }, id: 9, session: 200),
         ["TokenResult"] = Wrap(new TokenResult
         {
@@ -105,6 +108,7 @@ internal static class ProtocolSamples
             HiddenStates = [Captured],
             Fingerprints = [new StageFingerprint { NodeId = 2, Input = new float[StageFingerprint.Width], Output = [.. Enumerable.Range(0, StageFingerprint.Width).Select(i => -i * 0.25f)], RunnerUp = 7, Margin = 0.5f }],
             Accepted = [50_000, 17],
+            Drafted = [5, 6, 7],
         }, id: 10, session: 200),
         ["StepFailed"] = Wrap(new StepFailed { JobId = 100, SessionId = 200, Step = 3, NodeId = 2, Code = ErrorCode.NextHopUnreachable, Message = "node 3 unreachable" }, id: 11, session: 200),
         ["CloseSession"] = Wrap(new CloseSession { SessionId = 200 }, id: 12, session: 200),

@@ -1,6 +1,9 @@
 using Swarm.Checkpoints;
 using Swarm.Cli;
 using Swarm.Model;
+using Swarm.Node;
+using Swarm.Node.Drafting;
+using Swarm.Protocol;
 using Swarm.Sampling;
 using Swarm.Tests.Model;
 using Swarm.Tokenization;
@@ -125,6 +128,54 @@ public class SpeculativeAcceptanceTests(ITestOutputHelper output)
         var (stat, df) = ChiSquare(counts, p, Draws);
         output.WriteLine($"draft q = target at T=2: chi² {stat:F1} on {df} df (99% quantile {Critical99(df):F1})");
         Assert.True(df >= 3);
+        Assert.True(stat < Critical99(df), $"chi² {stat:F1} on {df} df: the speculative draws do not follow the target (p ≤ 0.01)");
+    }
+
+    /// <summary>
+    /// The real draft path: codelm-tiny's trained 1-layer draft model in a <see cref="DraftModelRunner"/> proposes the token
+    /// after a Python prefix (drawn from its own distribution q with the draft stream of the job's seed, as on a last-stage
+    /// node), and the next step's acceptance test takes q from the runner (<see cref="DraftModelRunner.DistributionsFor"/>)
+    /// against codelm-tiny's logits at that position. 2,000 seeds: the tokens follow the target's distribution.
+    /// </summary>
+    [Theory]
+    [InlineData(1.0, 0, 1.0)]
+    [InlineData(0.8, 40, 0.9)]
+    public void Sampling_TrainedDraftModel_2000SeededDrawsFollowTheTargetDistribution(double temperature, int topK, double topP)
+    {
+        using var scope = NewDisposeScope();
+        const string text = "class Stack:\n    def push(self, item):\n        self.";
+        var row = CodeLogits(text);
+        var logits = stack([row, row]);
+        var tokenizer = TokenizerLoader.TryLoad(BuiltInModels.CodeLmTiny)!;
+        int[] prompt = [.. tokenizer.Encode(text)];
+        var p = new Sampler(new SamplingOptions { Temperature = temperature, TopK = topK, TopP = topP }).Probabilities(row);
+        using var drafter = DraftModelRunner.Load(BuiltInModels.CodeLmTinyDraft, WeightFormat.F32, kvTokens: 4096);
+        var counts = new int[p.Length];
+        int kept = 0, step = 5;
+        var draftedTokens = new HashSet<int>();
+        for (int seed = 0; seed < Draws; seed++)
+        {
+            var sampling = new SamplingParams { Temperature = temperature, TopK = topK, TopP = topP, Seed = (ulong)seed };
+            // Step 4 of a job produced the prompt's last token: the runner drafts one token to follow it (index 5)…
+            var produced = new ForwardRequest { SessionId = seed, Step = step - 1, StartPosition = 0, Sampling = sampling, DraftContext = prompt[..^1], DraftCount = 1 };
+            int[] draft = drafter.Propose(produced, [prompt[^1]]);
+            Assert.Single(draft);
+            draftedTokens.Add(draft[0]);
+            // …and step 5 verifies it with the runner's distribution of it.
+            var verify = new ForwardRequest { SessionId = seed, Step = step, StartPosition = prompt.Length - 1, Sampling = sampling, DraftContext = [prompt[^1]], Draft = draft, DraftCount = 1 };
+            var q = drafter.DistributionsFor(verify);
+            Assert.NotNull(q);
+            var options = LastStageSampling.OptionsOf(sampling);
+            var accepted = SpeculativeAcceptance.Accept(logits, draft, options, step, q);
+            counts[accepted[0]]++;
+            if (accepted.Length == 2) kept++;
+            drafter.Close(seed);
+        }
+        var (stat, df) = ChiSquare(counts, p, Draws);
+        output.WriteLine($"trained draft, T={temperature} top-k {topK} top-p {topP}: {draftedTokens.Count} distinct drafts, kept {kept}/{Draws}; chi² {stat:F1} on {df} df (99% quantile {Critical99(df):F1})");
+        Assert.True(df >= 3, $"only {df} degrees of freedom: the distribution is too peaked to test");
+        Assert.True(draftedTokens.Count >= 3, "the draft model did not draw: every seed drafted the same few tokens");
+        Assert.InRange(kept, 1, Draws - 1);   // both branches ran: kept and drawn from the residual
         Assert.True(stat < Critical99(df), $"chi² {stat:F1} on {df} df: the speculative draws do not follow the target (p ≤ 0.01)");
     }
 

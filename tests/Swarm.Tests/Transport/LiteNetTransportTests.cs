@@ -78,6 +78,7 @@ public class LiteNetTransportTests
         var fr = (ForwardRequest)Protocol.ProtocolSamplesAccess.ForwardRequest with
         {
             Input = new WireTensor { DType = WireDType.F16, Shape = [1, 4096, 4096], Data = data },
+            DraftContext = [], DraftCount = 0,   // the sample's draft context names its one position, not 4096
         };
         var reply = await peer.RequestAsync(Envelope.Create(fr), TimeSpan.FromSeconds(60));
         var back = Assert.IsType<ForwardRequest>(reply.Body);
