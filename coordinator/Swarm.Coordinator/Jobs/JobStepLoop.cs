@@ -10,21 +10,6 @@ using Swarm.Transport;
 
 namespace Swarm.Coordinator.Jobs;
 
-/// <summary>What every job's step loop shares.</summary>
-/// <param name="Sessions">Opens route sessions (routing, session ids, in-flight accounting).</param>
-/// <param name="Time">Clock of step timeouts, patience, back-off and latency figures.</param>
-/// <param name="Options">Limits and timing.</param>
-/// <param name="Tokenizer">Decodes tokens to the completion's text (streaming, stop sequences); null when the model has none.</param>
-/// <param name="Logger">Where recoveries and slow steps are logged.</param>
-/// <param name="OnRecovery">Called once per route repair (the coordinator's recovery count).</param>
-/// <param name="Checker">Spot checks of sessions' steps; null: none.</param>
-/// <param name="Bans">Bans the loops listen to (to recompute what a banned node touched); null: none.</param>
-internal sealed record StepLoopServices(RouteSessionFactory Sessions, TimeProvider Time, JobRunnerOptions Options,
-    ITextTokenizer? Tokenizer, ILogger Logger, Action? OnRecovery, SpotChecker? Checker = null, BanBoard? Bans = null);
-
-/// <summary>How a job's generation ended: <c>length</c> or <c>stop</c>, and the stages of its last route.</summary>
-internal sealed record StepLoopResult(string FinishReason, IReadOnlyList<StageMean> Stages);
-
 /// <summary>
 /// Generates one job's tokens: the prefill, then one decode step per token (N+1 messages for N stages: the last stage
 /// samples), each through the job's <see cref="RouteSession"/>, until the token limit, the context length or a stop
@@ -276,12 +261,8 @@ internal sealed partial class JobStepLoop
             Logprobs = _prompt.LogprobsFor(kind), HiddenStates = _prompt.HiddenStatesFor(kind), Draft = draft,
             DraftCount = draftCount, DraftContext = draftCount > 0 ? context : [],
         };
-        using var span = CoordinatorInstrumentation.Source.StartActivity(CoordinatorInstrumentation.StepSpan, ActivityKind.Client);
-        span?.SetTag(SwarmTelemetry.StepTag, step);
-        span?.SetTag(SwarmTelemetry.StepKindTag, kind.ToString().ToLowerInvariant());
-        span?.SetTag(SwarmTelemetry.SessionTag, session.Id);
-        span?.SetTag("swarm.input_tokens", input.Length);
-        if (_speculation is not null) span?.SetTag("swarm.draft_tokens", draft.Length);
+        using var span = CoordinatorInstrumentation.StartStep(step, kind.ToString().ToLowerInvariant(), session.Id, input.Length,
+            _speculation is null ? null : draft.Length);
         // A decode step normally takes about as long as the last ones; when it takes far longer and a node of the route
         // has gone silent (suspect), repair now instead of waiting for the node to be declared dead.
         TimeSpan? patience = kind == StepKind.Decode && _recentStepMs > 0

@@ -120,6 +120,21 @@ internal static class CoordinatorInstrumentation
         return activity;
     }
 
+    /// <summary>
+    /// Starts a <c>step</c> span (a child of the job's): the step number, its kind, the session, the input tokens it
+    /// carries and, for a speculating job, how many of them are drafts (<paramref name="draftTokens"/> null otherwise).
+    /// </summary>
+    internal static Activity? StartStep(int step, string kind, long session, int inputTokens, int? draftTokens)
+    {
+        var activity = Source.StartActivity(StepSpan, ActivityKind.Client);
+        activity?.SetTag(SwarmTelemetry.StepTag, step);
+        activity?.SetTag(SwarmTelemetry.StepKindTag, kind);
+        activity?.SetTag(SwarmTelemetry.SessionTag, session);
+        activity?.SetTag("swarm.input_tokens", inputTokens);
+        if (draftTokens is { } drafts) activity?.SetTag("swarm.draft_tokens", drafts);
+        return activity;
+    }
+
     private static IEnumerable<Measurement<long>> ObserveNodes()
     {
         var counts = Enum.GetValues<NodeStatus>().ToDictionary(s => s, _ => 0L);
