@@ -101,7 +101,11 @@ public sealed class ComputePool : IDisposable
                 if (!Thread.Yield()) Thread.SpinWait(20);
             if (Volatile.Read(ref _generation) == seen && !_stopping)
             {
-                Volatile.Write(ref _sleeping[id - 1], 1);
+                // A full fence (not a release store): the flag must be visible before the generation is read again,
+                // or the caller can bump the generation, read the flag as 0 and skip the wake while this worker read
+                // the old generation and blocks — the caller then spins at the join for ever (x86 reorders a store
+                // with a later load; seen as a `bench local` run stuck with one core busy).
+                Interlocked.Exchange(ref _sleeping[id - 1], 1);
                 if (Volatile.Read(ref _generation) == seen && !_stopping) _wake[id - 1].Wait();
                 Interlocked.Exchange(ref _sleeping[id - 1], 0);
                 continue; // re-check: wake-ups may be spurious
