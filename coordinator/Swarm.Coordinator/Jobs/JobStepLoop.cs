@@ -279,8 +279,14 @@ internal sealed partial class JobStepLoop
             var receivedAt = _time.GetUtcNow();
             int[]? produced = _speculation is null ? (tr.Accepted.Length <= 1 ? [tr.TokenId] : null) : _speculation.Accept(draft, tr.TokenId, tr.Accepted);
             if (produced is null)
-                return (null, Failed(span, new StepFailure(session.Route.Hops[^1].NodeId,
-                    $"the last stage accepted [{string.Join(",", tr.Accepted)}], which is not a prefix of the draft [{string.Join(",", draft)}] and one token", "bad_acceptance", false)));
+            {
+                // No honest last stage answers this (it is self-contradictory), so it is proof enough: with verification on,
+                // the node is banned at once, without arbitration — the ban rewinds what it touched, the step is re-routed.
+                int last = session.Route.Hops[^1].NodeId;
+                string why = $"the last stage accepted [{string.Join(",", tr.Accepted)}], which is not a prefix of the draft [{string.Join(",", draft)}] and one token";
+                _bans?.Ban(last, $"node {last}: {why} at step {step}", receivedAt);
+                return (null, Failed(span, new StepFailure(last, why, "bad_acceptance", false)));
+            }
             if (_speculation is not null) span?.SetTag("swarm.accepted_tokens", produced.Length - 1);
             _speculation?.Drafted(draftCount > 0 ? tr.Drafted[..Math.Min(tr.Drafted.Length, draftCount)] : [], known + produced.Length);
             _stepAt = (receivedAt, [.. session.Route.NodeIds]);

@@ -189,9 +189,9 @@ public sealed class JobSpeculationTests
     }
 
     [Fact]
-    public async Task LastStageAcceptsWhatWasNotDrafted_StepFailsAndIsReplayed_OutputUnchanged()
+    public async Task LastStageAcceptsWhatWasNotDrafted_IsBanned_StepReplayed_UnstreamedOutputUnchanged()
     {
-        Serve(3, 2, 4);   // the lying last stage is reported: the replay may need another
+        Serve(3, 2, 4);   // the lying last stage is banned: the replay needs another last stage
         bool lied = false;
         _channel.Answer = r =>
         {
@@ -202,16 +202,17 @@ public sealed class JobSpeculationTests
         };
         using var runner = Runner(SpeculationMode.Ngram);
 
-        var job = StreamAsync(runner, Spec(20));
+        var job = runner.RunAsync(Spec(20), null, CancellationToken.None);   // unstreamed: the ban's rewind recomputes
         for (int i = 0; i < 10_000 && !job.IsCompleted; i++)
         {
             _time.Advance(TimeSpan.FromMilliseconds(10));
             await Task.WhenAny(job, Task.Delay(1));
         }
-        var (result, _, _) = await job;
+        var result = await job;
 
         Assert.True(lied);
         Assert.Equal(Plain(20), result.TokenIds);
         Assert.True(result.Recoveries >= 1);
+        Assert.Single(_registry.Snapshot(), n => n.Banned);   // an answer no honest last stage gives is proof: its node is banned
     }
 }
