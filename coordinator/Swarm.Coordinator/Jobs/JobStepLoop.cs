@@ -284,7 +284,8 @@ internal sealed partial class JobStepLoop
                 // the node is banned at once, without arbitration — the ban rewinds what it touched, the step is re-routed.
                 int last = session.Route.Hops[^1].NodeId;
                 string why = $"the last stage accepted [{string.Join(",", tr.Accepted)}], which is not a prefix of the draft [{string.Join(",", draft)}] and one token";
-                _bans?.Ban(last, $"node {last}: {why} at step {step}", receivedAt);
+                if (_checker is not null) _checker.ConvictSelfContradiction(last, $"node {last}: {why} at step {step}", receivedAt);
+                else _bans?.Ban(last, $"node {last}: {why} at step {step}", receivedAt);
                 return (null, Failed(span, new StepFailure(last, why, "bad_acceptance", false)));
             }
             if (_speculation is not null) span?.SetTag("swarm.accepted_tokens", produced.Length - 1);

@@ -134,6 +134,12 @@ internal sealed partial class SpotChecker(SpotCheckPlanner planner, NodeRegistry
         return Count(new CheckResult(CheckOutcome.Undecided, Reason: $"nodes {mine.NodeId} and {theirs.NodeId} disagreed at step {request.Step} and no third replica decided"));
     }
 
+    /// <summary>
+    /// Bans <paramref name="node"/> for an answer no honest node gives (e.g. an acceptance that contradicts its own draft),
+    /// counted, logged and rewound like a node caught by a check.
+    /// </summary>
+    public void ConvictSelfContradiction(int node, string reason, DateTimeOffset stepAt) => Convict(node, reason, onRoute: true, stepAt);
+
     /// <summary>Bans <paramref name="node"/>; counted once as a failed check (the step's other replica passed).</summary>
     private CheckResult Convict(int node, string reason, bool onRoute, DateTimeOffset stepAt)
     {
