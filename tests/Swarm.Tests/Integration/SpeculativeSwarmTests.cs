@@ -1,8 +1,4 @@
-using Swarm.Checkpoints;
 using Swarm.Cli;
-using Swarm.Node;
-using Swarm.Sampling;
-using Swarm.Tokenization;
 using Xunit;
 using Xunit.Abstractions;
 
@@ -26,16 +22,7 @@ public class SpeculativeSwarmTests(ITestOutputHelper output)
         NodeArgs = nodeArgs,
     };
 
-    private static (long[] Prompt, int[] Plain) PlainGreedy(int maxNew)
-    {
-        string dir = BuiltInModels.CodeLmTiny;
-        var tokenizer = TokenizerLoader.TryLoad(dir) ?? throw new InvalidOperationException($"no tokenizer in {dir}");
-        var prompt = tokenizer.Encode(Prompt);
-        using var ckpt = Checkpoint.Open(dir);
-        using var pipeline = LocalPipeline.Load(ckpt);
-        var result = pipeline.Generate(prompt, new SamplingOptions { Temperature = 0, MaxNewTokens = maxNew });
-        return ([.. prompt.Select(t => (long)t)], [.. result.TokenIds]);
-    }
+    private static (long[] Prompt, int[] Plain) PlainGreedy(int maxNew) => CodeLmScenarios.PlainGreedy(Prompt, maxNew);
 
     [Fact]
     public async Task Ngram_GreedyCompletion_EqualsPlainDecoding_WithFewerPassesThanTokens()
@@ -60,33 +47,7 @@ public class SpeculativeSwarmTests(ITestOutputHelper output)
     }
 
     [Fact]
-    public async Task Ngram_LastStageNodeKilledMidJob_OutputIdenticalToPlainDecoding()
-    {
-        const int n = 120;
-        var (prompt, plain) = PlainGreedy(n);
+    public Task Ngram_LastStageNodeKilledMidJob_OutputIdenticalToPlainDecoding() =>
         // ≥ 30 ms per pass: the job is still running when the node dies.
-        await using var swarm = await LocalSwarm.StartAsync(TwoStages("--simulate-latency-ms", "15"), output.WriteLine);
-        var firstToken = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        int seen = 0;
-        var job = SwarmClient.StreamAsync(swarm.HttpUrl, prompt, n, (i, _) =>
-        {
-            Volatile.Write(ref seen, i + 1);
-            firstToken.TrySetResult();
-            return Task.CompletedTask;
-        });
-        await firstToken.Task.WaitAsync(TimeSpan.FromSeconds(60));
-        swarm.AddNode(memory: "2GB");
-        await Task.Delay(800);
-        int atKill = Volatile.Read(ref seen);
-        swarm.KillNode(1);
-        output.WriteLine($"killed node-2 (the last stage) after {atKill} tokens");
-
-        var (tokens, finish, _) = await job;
-
-        Assert.True(atKill < n, "the job ended before the kill");
-        Assert.Equal("length", finish);
-        Assert.Equal(plain, tokens.Select(t => (int)t));
-        var status = (await swarm.GetJsonAsync("/api/swarm"))!;
-        Assert.True((long)status["recoveries"]! >= 1, "the kill did not make the job recover");
-    }
+        CodeLmScenarios.LastStageKilledMidJob_OutputIdenticalToPlainAsync(TwoStages("--simulate-latency-ms", "15"), Prompt, output.WriteLine);
 }
