@@ -8,7 +8,8 @@ using Swarm.Protocol;
 namespace Swarm.Coordinator.Jobs;
 
 /// <summary>
-/// Opens <see cref="RouteSession"/>s: routes a job over the registry's routable nodes (waiting, up to the queue
+/// Opens <see cref="RouteSession"/>s: routes a job over the registry's routable nodes (the best of them per layer when
+/// there are many: <see cref="RouteCandidateIndex"/>; waiting, up to the queue
 /// timeout, for every layer to be served) and gives each route a fresh session id, unique across the coordinator's
 /// restarts (it starts at the clock's milliseconds × 2¹⁶).
 /// </summary>
@@ -19,6 +20,7 @@ internal sealed class RouteSessionFactory
 
     private readonly NodeRegistry _registry;
     private readonly IRouter _router;
+    private readonly RouteCandidateIndex _candidates;
     private readonly IStepChannel _channel;
     private readonly TimeProvider _time;
     private readonly JobRunnerOptions _options;
@@ -32,6 +34,7 @@ internal sealed class RouteSessionFactory
         _paths = paths;
         _registry = registry;
         _router = router;
+        _candidates = new RouteCandidateIndex(registry, router.Options);
         _channel = channel;
         _time = time;
         _options = options;
@@ -73,7 +76,7 @@ internal sealed class RouteSessionFactory
         long started = _time.GetTimestamp();
         while (true)
         {
-            var result = _router.Route(_options.NumLayers, RouteCandidate.FromAll(_registry.Snapshot()));
+            var result = _router.Route(_options.NumLayers, _candidates.Candidates(new LayerRange(0, _options.NumLayers)));
             if (result.Route is { } r) return r;
             if (_time.GetElapsedTime(started) > _options.QueueTimeout)
                 throw new JobFailedException($"no route covers the model: {LayerRange.DescribeAll(result.Uncovered)} not served by any node", 503, "layers_uncovered");

@@ -50,11 +50,21 @@ internal sealed class NodeRegistry
     /// <summary>What was derived from one version of the table (the table is replaced on every change, so a reference check tells whether it is current).</summary>
     private sealed record Derived(ImmutableSortedDictionary<int, NodeSnapshot> Table, IReadOnlyList<NodeSnapshot> Nodes)
     {
-        public (int Layers, CoverageReport Report)? Coverage { get; set; }
         public IReadOnlyList<PlacementNode>? PlacementView { get; set; }
     }
 
     private Derived? _derived;
+
+    /// <summary>The serving coverage and the <see cref="_coverageVersion"/> it was computed at.</summary>
+    private sealed record CoverageAt(long Version, int Layers, CoverageReport Report);
+
+    /// <summary>
+    /// Bumped by every change that can alter <see cref="ServingCoverage"/> (a node becoming or ceasing to be routable, its
+    /// routable range or throughput changing): the coverage is recomputed only then, not on the far more frequent
+    /// in-flight counts and health flickers that also replace the table.
+    /// </summary>
+    private long _coverageVersion;
+    private CoverageAt? _coverage;
 
     /// <summary>
     /// The views of the current table, built at most once per table version: heartbeats no longer replace the table, so
@@ -86,10 +96,11 @@ internal sealed class NodeRegistry
     /// </summary>
     public CoverageReport ServingCoverage(int numLayers)
     {
-        var derived = Current();
-        if (derived.Coverage is { } c && c.Layers == numLayers) return c.Report;
-        var report = CoverageReport.Of(numLayers, derived.Nodes.Where(n => n.IsRoutable).Select(n => n.ToPlacementNode() with { Range = n.RoutableRange }));
-        derived.Coverage = (numLayers, report);
+        long version = Interlocked.Read(ref _coverageVersion); // read before the table: a change in between only forces a recount
+        if (Volatile.Read(ref _coverage) is { } c && c.Version == version && c.Layers == numLayers) return c.Report;
+        var table = Volatile.Read(ref _nodes);
+        var report = CoverageReport.Of(numLayers, table.Values.Where(n => n.IsRoutable).Select(n => n.ToPlacementNode() with { Range = n.RoutableRange }));
+        Volatile.Write(ref _coverage, new CoverageAt(version, numLayers, report));
         return report;
     }
 
@@ -133,7 +144,7 @@ internal sealed class NodeRegistry
                     Phase = heldRange is null ? existing.Phase : NodePhase.Serving,
                 };
             }
-            _nodes = _nodes.SetItem(info.Id, node);
+            Put(existing, node);
             return node;
         }
     }
@@ -153,14 +164,19 @@ internal sealed class NodeRegistry
         {
             var n = _nodes.GetValueOrDefault(id);
             if (n is null || n.Health == NodeHealth.Dead || n.Phase == NodePhase.Left) return new HeartbeatResult(HeartbeatOutcome.MustRegister, null);
+            double? rttBefore = n.Pulse.RttMs;
             if (rttMs is double sample && sample >= 0)
                 n.Pulse.RttMs = n.Pulse.RttMs is double old ? old + _options.RttSmoothing * (sample - old) : sample;
             n.Pulse.LastHeartbeat = now;
             var health = _detector.Evaluate(Liveness(n, now), now);
-            if (health == n.Health && links is null) return new HeartbeatResult(HeartbeatOutcome.Accepted, null);
+            if (health == n.Health && links is null)
+            {
+                if (n.Pulse.RttMs != rttBefore) Notify(n, n); // the RTT changed in place: observers that rank by it look again
+                return new HeartbeatResult(HeartbeatOutcome.Accepted, null);
+            }
             var updated = links is null ? n with { Health = health }
                 : n with { Health = health, Links = links, LinksByNode = NodeSnapshot.Index(links) };
-            _nodes = _nodes.SetItem(id, updated);
+            Put(n, updated);
             return new HeartbeatResult(HeartbeatOutcome.Accepted, updated.Health != n.Health ? new NodeTransition(n, updated) : null);
         }
     }
@@ -198,8 +214,9 @@ internal sealed class NodeRegistry
     {
         lock (_gate)
         {
-            if (!_nodes.ContainsKey(id)) return false;
+            if (_nodes.GetValueOrDefault(id) is not { } n) return false;
             _nodes = _nodes.Remove(id);
+            Notify(n, null);
             return true;
         }
     }
@@ -241,7 +258,7 @@ internal sealed class NodeRegistry
             var failures = n.RecentFailures.Where(t => now - t < _options.FailureWindow).Append(now).ToArray();
             var updated = n with { RecentFailures = failures };
             updated = updated with { Health = _detector.Evaluate(Liveness(updated, now), now) };
-            _nodes = _nodes.SetItem(id, updated);
+            Put(n, updated);
             return updated.Health != n.Health ? new NodeTransition(n, updated) : null;
         }
     }
@@ -268,7 +285,7 @@ internal sealed class NodeRegistry
         lock (_gate)
         {
             var changes = new List<NodeTransition>();
-            List<NodeSnapshot>? updates = null; // most ticks change nothing: then the table stays the same object
+            List<(NodeSnapshot Before, NodeSnapshot After)>? updates = null; // most ticks change nothing: then the table stays the same object
             foreach (var n in _nodes.Values)
             {
                 if (n.Health == NodeHealth.Dead || n.Phase == NodePhase.Left) continue;
@@ -281,10 +298,14 @@ internal sealed class NodeRegistry
                 }
                 var health = _detector.Evaluate(Liveness(pruned, now), now);
                 var updated = health == pruned.Health ? pruned : pruned with { Health = health };
-                if (!ReferenceEquals(updated, n)) (updates ??= []).Add(updated);
+                if (!ReferenceEquals(updated, n)) (updates ??= []).Add((n, updated));
                 if (updated.Health != n.Health) changes.Add(new NodeTransition(n, updated));
             }
-            if (updates is not null) _nodes = _nodes.SetItems(updates.Select(u => KeyValuePair.Create(u.Id, u)));
+            if (updates is not null)
+            {
+                _nodes = _nodes.SetItems(updates.Select(u => KeyValuePair.Create(u.After.Id, u.After)));
+                foreach (var (before, after) in updates) Notify(before, after);
+            }
             return changes;
         }
     }
@@ -296,9 +317,43 @@ internal sealed class NodeRegistry
             var n = _nodes.GetValueOrDefault(id);
             if (n is null) return null;
             var updated = change(n);
-            if (!ReferenceEquals(updated, n)) _nodes = _nodes.SetItem(id, updated);
+            if (!ReferenceEquals(updated, n)) Put(n, updated);
             return updated;
         }
+    }
+
+    /// <summary>
+    /// Calls <paramref name="changed"/> with every node now in the table as <c>(null, node)</c>, then, under the registry's
+    /// lock, with every change from here on: <c>(before, after)</c> for a new version (before null for a new id, after null
+    /// for a removed one), and <c>(node, node)</c> when a heartbeat updated its round trip in place. For structures kept up
+    /// to date incrementally (<see cref="Routing.RouteCandidateIndex"/>) instead of rebuilt from <see cref="Snapshot"/>; the
+    /// callback must be quick and must not call back into the registry's writers.
+    /// </summary>
+    public void Observe(Action<NodeSnapshot?, NodeSnapshot?> changed)
+    {
+        ArgumentNullException.ThrowIfNull(changed);
+        lock (_gate)
+        {
+            foreach (var n in _nodes.Values) changed(null, n);
+            _observers = [.. _observers, changed];
+        }
+    }
+
+    private Action<NodeSnapshot?, NodeSnapshot?>[] _observers = [];
+
+    /// <summary>Replaces <paramref name="before"/> (null: a new id) by <paramref name="after"/> in the table and tells the observers; under the lock.</summary>
+    private void Put(NodeSnapshot? before, NodeSnapshot after)
+    {
+        _nodes = _nodes.SetItem(after.Id, after);
+        Notify(before, after);
+    }
+
+    private void Notify(NodeSnapshot? before, NodeSnapshot? after)
+    {
+        if (before is null || after is null ? (before ?? after)!.IsRoutable
+            : before.IsRoutable != after.IsRoutable || before.RoutableRange != after.RoutableRange || before.Info.LayerThroughput != after.Info.LayerThroughput)
+            Interlocked.Increment(ref _coverageVersion);
+        foreach (var o in _observers) o(before, after);
     }
 
     private NodeLiveness Liveness(NodeSnapshot n, DateTimeOffset now)

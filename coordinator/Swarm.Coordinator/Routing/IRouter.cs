@@ -8,6 +8,9 @@ internal interface IRouter
     /// <summary>Name used in configuration and logs.</summary>
     string Name { get; }
 
+    /// <summary>The cost model the router ranks by (also the <see cref="RouteCandidateIndex"/>'s).</summary>
+    RoutingOptions Options { get; }
+
     /// <summary>The route covering layers <c>[0, numLayers)</c> with the lowest expected latency, load included.</summary>
     RoutingResult Route(int numLayers, IReadOnlyList<RouteCandidate> candidates);
 

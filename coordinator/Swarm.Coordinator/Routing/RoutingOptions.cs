@@ -27,6 +27,13 @@ internal sealed class RoutingOptions
     /// </summary>
     public double ReplicaCostTolerance { get; set; } = 0.5;
 
+    /// <summary>
+    /// How many holders of each layer a route considers (<see cref="RouteCandidateIndex"/>): the best by the router's cost
+    /// estimate. Where no layer has more routable holders, routing is the exact search over every node; above it, a route
+    /// costs O(layers × this) whatever the swarm's size. Default 32.
+    /// </summary>
+    public int CandidatesPerLayer { get; set; } = 32;
+
     /// <summary>Returns every problem with these options (empty when valid).</summary>
     public IReadOnlyList<string> Validate()
     {
@@ -35,6 +42,7 @@ internal sealed class RoutingOptions
         if (!(SuspectPenaltyMs >= 0)) errors.Add($"{nameof(SuspectPenaltyMs)} must not be negative");
         if (!(DefaultRttMs >= 0)) errors.Add($"{nameof(DefaultRttMs)} must not be negative");
         if (!(RelayPenaltyMs >= 0)) errors.Add($"{nameof(RelayPenaltyMs)} must not be negative");
+        if (CandidatesPerLayer < 1) errors.Add($"{nameof(CandidatesPerLayer)} must be at least 1");
         if (!(ReplicaCostTolerance >= 0)) errors.Add($"{nameof(ReplicaCostTolerance)} must not be negative");
         return errors;
     }

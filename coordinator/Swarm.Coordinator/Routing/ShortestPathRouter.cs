@@ -33,6 +33,9 @@ internal sealed class ShortestPathRouter : IRouter
     /// <inheritdoc/>
     public string Name => "shortest-path";
 
+    /// <inheritdoc/>
+    public RoutingOptions Options => _options;
+
     /// <summary>The load-balancing policy in use.</summary>
     public ILoadBalancingPolicy Balancer => _balancer;
 

@@ -1,7 +1,6 @@
 using System.Globalization;
 using Swarm.Coordinator.Jobs;
 using Swarm.Coordinator.Membership;
-using Swarm.Coordinator.Routing;
 using Swarm.Protocol;
 
 namespace Swarm.Coordinator.Simulation;
@@ -42,7 +41,7 @@ public sealed partial class SwarmSimulation
     private void StartRoute(SimulatedJob job)
     {
         var now = _clock.Elapsed;
-        var result = _router.Route(_model.NumLayers, RouteCandidate.FromAll(_registry.Snapshot()));
+        var result = _router.Route(_model.NumLayers, _candidates.Candidates(new LayerRange(0, _model.NumLayers)));
         if (result.Route is not { } route)
         {
             job.RoutingSince ??= now;

@@ -31,6 +31,7 @@ public sealed partial class SwarmSimulation
     private readonly NodeRegistry _registry;
     private readonly PlacementController _control;
     private readonly ShortestPathRouter _router;
+    private readonly RouteCandidateIndex _candidates;
     private readonly JobAdmissionController _admission;
     private readonly SortedDictionary<int, SimulatedNode> _online = [];     // by node id: heartbeating nodes
     private readonly Dictionary<int, SimulatedNode> _all = [];              // every node ever, by id
@@ -60,6 +61,7 @@ public sealed partial class SwarmSimulation
         _control = new PlacementController(_registry, policy, _clock);
         _control.Assigned += OnAssigned;
         _router = new ShortestPathRouter(new RoutingOptions(), new PowerOfTwoChoicesPolicy(new Random(options.Seed ^ 0x5eed)));
+        _candidates = new RouteCandidateIndex(_registry, _router.Options);
         int maxJobs = options.MaxConcurrentJobs > 0 ? options.MaxConcurrentJobs : options.Nodes;
         _admission = new JobAdmissionController(new JobAdmissionOptions { MaxConcurrentJobs = maxJobs, MaxQueueLength = 4 * maxJobs }, _clock);
         _end = _warmUp + TimeSpan.FromHours(options.Hours);

@@ -9,7 +9,7 @@ namespace Swarm.Tests.Scale;
 /// route at the same cost as the programme it replaced, which visited every node at every boundary and kept a state per
 /// (boundary, node, end) — on random swarms with measured and relayed links, suspects, loads and exact ties.
 /// </summary>
-public class RouterEquivalenceTests
+public partial class RouterEquivalenceTests
 {
     [Fact]
     public void Route_OnRandomSwarms_EqualsTheExhaustiveProgramme()
