@@ -33,7 +33,7 @@ internal static class LastStageSampling
     /// <summary>
     /// The fingerprints of several last positions' logits rows ([V] each) at once, as <see cref="Fingerprint"/> gives them
     /// row by row: one projection of the stacked rows and one top-2 over them instead of a few libtorch calls per row
-    /// (a quarter of the last stage's own work per step at 64 decodes of pythia-160m, measured).
+    /// (64 rows of pythia-160m's logits: 13.6 → 8.8 ms, one process on a loaded machine; about a tenth of such a step).
     /// </summary>
     /// <returns>Per finished step, the fingerprint of its last logits row; null for steps without logits and speculative steps.</returns>
     public static StageFingerprint?[] Fingerprints(IReadOnlyList<(QueuedStep Step, Tensor? Logits)> finished)
@@ -44,15 +44,19 @@ internal static class LastStageSampling
         using var scope = NewDisposeScope();
         var all = stack(which.Select(i => LastRow(finished[i].Logits!).to_type(ScalarType.Float32)).ToArray());
         float[] projected = ActivationFingerprint.Project(all);
-        var (top, ids) = all.topk(2, dim: 1);
-        float[] best = top.contiguous().data<float>().ToArray();
-        long[] runnerUp = ids.contiguous().data<long>().ToArray();
+        // Top two as two max reductions, the first one's entries masked out between them (a copy of ours): about twice as
+        // fast as topk over a batch of vocabulary-wide rows.
+        var (first, firstIds) = all.max(1, keepdim: true);
+        all.scatter_(1, firstIds, full_like(first, float.NegativeInfinity));
+        var (second, secondIds) = all.max(1);
+        float[] best = first.contiguous().data<float>().ToArray(), next = second.contiguous().data<float>().ToArray();
+        long[] runnerUp = secondIds.contiguous().data<long>().ToArray();
         int width = projected.Length / which.Length;
         for (int j = 0; j < which.Length; j++)
             result[which[j]] = new StageFingerprint
             {
                 Input = finished[which[j]].Step.InputFingerprint, Output = projected.AsSpan(j * width, width).ToArray(),
-                RunnerUp = (int)runnerUp[2 * j + 1], Margin = best[2 * j] - best[2 * j + 1],
+                RunnerUp = (int)runnerUp[j], Margin = best[j] - next[j],
             };
         return result;
     }
