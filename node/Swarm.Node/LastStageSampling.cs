@@ -31,19 +31,55 @@ internal static class LastStageSampling
     }
 
     /// <summary>
+    /// The fingerprints of several last positions' logits rows ([V] each) at once, as <see cref="Fingerprint"/> gives them
+    /// row by row: one projection of the stacked rows and one top-2 over them instead of a few libtorch calls per row
+    /// (64 rows of pythia-160m's logits: 13.6 → 8.8 ms, one process on a loaded machine; about a tenth of such a step).
+    /// </summary>
+    /// <returns>Per finished step, the fingerprint of its last logits row; null for steps without logits and speculative steps.</returns>
+    public static StageFingerprint?[] Fingerprints(IReadOnlyList<(QueuedStep Step, Tensor? Logits)> finished)
+    {
+        var result = new StageFingerprint?[finished.Count];
+        var which = Enumerable.Range(0, finished.Count).Where(i => finished[i].Logits is not null && finished[i].Step.VerifiedPositions == 0).ToArray();
+        if (which.Length == 0) return result;
+        using var scope = NewDisposeScope();
+        var all = stack(which.Select(i => LastRow(finished[i].Logits!).to_type(ScalarType.Float32)).ToArray());
+        float[] projected = ActivationFingerprint.Project(all);
+        // Top two as two max reductions, the first one's entries masked out between them (a copy of ours): about twice as
+        // fast as topk over a batch of vocabulary-wide rows.
+        var (first, firstIds) = all.max(1, keepdim: true);
+        all.scatter_(1, firstIds, full_like(first, float.NegativeInfinity));
+        var (second, secondIds) = all.max(1);
+        float[] best = first.contiguous().data<float>().ToArray(), next = second.contiguous().data<float>().ToArray();
+        long[] runnerUp = secondIds.contiguous().data<long>().ToArray();
+        int width = projected.Length / which.Length;
+        for (int j = 0; j < which.Length; j++)
+            result[which[j]] = new StageFingerprint
+            {
+                Input = finished[which[j]].Step.InputFingerprint, Output = projected.AsSpan(j * width, width).ToArray(),
+                RunnerUp = (int)runnerUp[j], Margin = best[j] - next[j],
+            };
+        return result;
+    }
+
+    /// <summary>The row an ordinary step samples from: the last of its logits ([V] or [t, V]).</summary>
+    private static Tensor LastRow(Tensor logits) => logits.reshape(-1, logits.shape[^1])[-1];
+
+    /// <summary>
     /// An ordinary step's token from its logits (the last row is sampled with the step's sampling parameters, keyed by its
-    /// index), its log-probabilities when asked for, and its fingerprint (empty when <paramref name="fingerprints"/> is false).
+    /// index), its log-probabilities when asked for, and its fingerprint (empty when <paramref name="fingerprints"/> is false;
+    /// <paramref name="printed"/> when the caller made it already, with <see cref="Fingerprints"/>).
     /// An injected fault corrupts the logits and the token.
     /// </summary>
-    public static (int Token, TokenLogprobs? Logprobs, StageFingerprint Fingerprint) Sample(QueuedStep step, Tensor logits, StepFault? fault, bool fingerprints)
+    public static (int Token, TokenLogprobs? Logprobs, StageFingerprint Fingerprint) Sample(QueuedStep step, Tensor logits, StepFault? fault, bool fingerprints,
+        StageFingerprint? printed = null)
     {
         var req = step.Request;
-        var row = logits.reshape(-1, logits.shape[^1])[-1];
+        var row = LastRow(logits);
         if (fault is not null) row = fault.Corrupt(row);
         int token = new Sampler(OptionsOf(req.Sampling), req.Step).Next(row);
         if (fault is not null) token = fault.Token(token, (int)row.shape[0]);
         var logprobs = req.Logprobs is { } lp ? LogprobScorer.Score(logits, [token], lp.Top)[0] : null;
-        return (token, logprobs, fingerprints ? Fingerprint(step.InputFingerprint, row) : new StageFingerprint());
+        return (token, logprobs, !fingerprints ? new StageFingerprint() : printed ?? Fingerprint(step.InputFingerprint, row));
     }
 
     /// <summary>

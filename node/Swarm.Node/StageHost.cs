@@ -189,8 +189,7 @@ public sealed class StageHost : IDisposable
             foreach (var c in plan.Chunks)
             {
                 var step = c.Step.Payload;
-                // A step that scores its input (echo) needs every position's logits, chunk by chunk; one that verifies a
-                // draft needs those of its last positions.
+                // A step that scores its input (echo) needs every position's logits, chunk by chunk; a verifying one its last positions'.
                 bool scores = last && (step.ScoresInput || step.Verifies(c.Offset, c.Count));
                 // Hidden states of the last position only come from the step's last chunk.
                 var capture = step.Request.HiddenStates is { AllPositions: false } && !c.Completes ? null : step.CaptureLayers;
@@ -211,6 +210,7 @@ public sealed class StageHost : IDisposable
         }
         _scheduler.Complete(plan);
         long now = _time.GetTimestamp();
+        var finished = new List<(QueuedStep Step, Tensor? Logits)>(); // fingerprinted in one batch, then finished
         for (int i = 0; i < plan.Chunks.Count; i++)
         {
             var chunk = plan.Chunks[i];
@@ -237,12 +237,14 @@ public sealed class StageHost : IDisposable
                 else r = null;
                 all.Dispose();
             }
-            if (chunk.Completes) done.Add(Finish(step, last, last ? r : null, now));
+            if (chunk.Completes) finished.Add((step, last ? r : null));
         }
+        var printed = last && _fingerprints && _fault is null ? LastStageSampling.Fingerprints(finished) : null; // a fault corrupts rows first
+        for (int i = 0; i < finished.Count; i++) done.Add(Finish(finished[i].Step, last, finished[i].Logits, now, printed?[i]));
     }
 
-    /// <summary>Turns a finished step into its output — the sampled token, or its hidden states as bytes — and frees its tensors.</summary>
-    private StepCompletion Finish(QueuedStep step, bool last, Tensor? logits, long now)
+    /// <summary>Turns a finished step into its output — the sampled token (<paramref name="printed"/>: its fingerprint if made already), or its hidden states as bytes — and frees its tensors.</summary>
+    private StepCompletion Finish(QueuedStep step, bool last, Tensor? logits, long now, StageFingerprint? printed)
     {
         try
         {
@@ -253,11 +255,11 @@ public sealed class StageHost : IDisposable
             if (logits is not null)
             {
                 long t0 = _time.GetTimestamp();
-                var (token, logprobs, printed) = LastStageSampling.Sample(step, logits, _fault, _fingerprints);
+                var (token, logprobs, print) = LastStageSampling.Sample(step, logits, _fault, _fingerprints, printed);
                 int[] drafted = _drafter?.Propose(step.Request, [token]) ?? [];
                 return new StepCompletion(step.Request, step.State, new StepOutput(null, token, ms, _time.GetElapsedTime(t0).TotalMilliseconds)
                 {
-                    Logprobs = logprobs, InputLogprobs = step.InputLogprobs, HiddenStates = captured, Fingerprint = printed, Drafted = drafted,
+                    Logprobs = logprobs, InputLogprobs = step.InputLogprobs, HiddenStates = captured, Fingerprint = print, Drafted = drafted,
                 }, null);
             }
             var hidden = step.HiddenTensor();

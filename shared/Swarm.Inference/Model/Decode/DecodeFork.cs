@@ -72,7 +72,7 @@ internal sealed unsafe class DecodeFork
         long rowBytes = w.In * w.WeightElementSize;
         int chunkRows = rows <= 4
             ? (int)Math.Max(Math.Max(16, MinChunkBytes / rowBytes), w.Out / (ChunksPerPart * Parts) + 15) & ~15
-            : GemvKernels.BlockRows((int)w.In, w.WeightElementSize); // more rows: one L2 block through every row (see GemvKernels)
+            : MultiRowChunk(w);
         _matvecs[_count] = new Matvec { W = w, X = x, Y = y, Rows = rows, ChunkRows = chunkRows, Epilogue = epilogue, Residual = residual };
         if (w is Int8Linear int8 && Int8Kernels.IsSupported)
         {
@@ -87,6 +87,16 @@ internal sealed unsafe class DecodeFork
         _firstChunk[_count + 1] = _firstChunk[_count] + (int)((w.Out + chunkRows - 1) / chunkRows);
         _count++;
     }
+
+    /// <summary>
+    /// Output rows of a chunk of a product of more than four input rows. The register-tiled kernel
+    /// (<see cref="GemmKernels"/>) reads the weights once whatever the chunk, so chunks only even out the cores' ends,
+    /// in whole 16-row groups (its tiles take 4 weight rows; a partial tile costs a full one). Without it, the GEMV
+    /// kernels' L2 block (see <see cref="GemvKernels"/>).
+    /// </summary>
+    private static int MultiRowChunk(LinearWeights w) => GemmKernels.IsSupported && w is not Int8Linear
+        ? (int)Math.Max(16, w.Out / (ChunksPerPart * Parts) + 15) & ~15
+        : GemvKernels.BlockRows((int)w.In, w.WeightElementSize);
 
     private static T[] Pinned<T>(ref T[]? array, int length) where T : unmanaged
     {

@@ -76,7 +76,9 @@ internal static unsafe class GemvKernels
     public static void Run<TWeight, TLoader>(float* x, int rows, TWeight* w, int k, int r0, int r1, float* scales, float* bias, float* y, int ldy)
         where TWeight : unmanaged where TLoader : struct, IWeightLoader<TWeight>
     {
-        // More than four input rows take several passes over the weights: a block of weight rows that stays in the core's
+        // Five or more input rows on an AVX-512 CPU: the register-tiled kernel (compute-bound, weights read once).
+        if (rows > 4 && GemmKernels.TryRun<TWeight, TLoader>(x, rows, w, k, r0, r1, scales, bias, y, ldy)) return;
+        // Otherwise more than four input rows take several passes over the weights: a block of weight rows that stays in the core's
         // L2 cache goes through every group of four input rows before the next block is read, so memory sees each weight
         // once whatever the number of rows (decode of many sequences at once). Those passes are bound by the FMAs rather
         // than memory, so full groups take two weight rows at a time (FourRowsPaired: single-thread A/B over pythia-160m's
