@@ -46,7 +46,9 @@ public sealed partial class LiteNetTransport : ITransport
     private readonly EventBasedNetListener _listener = new();
     private readonly NetManager _manager;
     private readonly ManualNetDriver _driver;
-    private readonly Thread _pollThread;
+    private readonly Thread? _pollThread; // null when a TransportPump runs the rounds
+    private readonly TaskCompletionSource _pumpReleased = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private long _lastSweep = Environment.TickCount64;
     private readonly ConcurrentQueue<Action> _commands = new();
     private readonly ConcurrentDictionary<NetPeer, TransportPeer> _peers = new(ReferenceEqualityComparer.Instance);
     private readonly Channel<InboundMessage> _inbound;
@@ -98,10 +100,10 @@ public sealed partial class LiteNetTransport : ITransport
         _listener.NetworkReceiveEvent += OnNetworkReceive;
         _listener.NetworkErrorEvent += (ep, err) => TransportLog.NetworkError(_logger, ep, err);
         _listener.NetworkReceiveUnconnectedEvent += OnNatSignal;
-        _pollThread = new Thread(PollLoop) { IsBackground = true };
+        if (options.Pump is null) _pollThread = new Thread(PollLoop) { IsBackground = true };
     }
 
-    /// <summary>Binds the UDP port and starts the poll thread.</summary>
+    /// <summary>Binds the UDP port and starts the poll thread (or joins <see cref="TransportOptions.Pump"/>).</summary>
     /// <exception cref="ArgumentException">The options are invalid (all problems listed).</exception>
     /// <exception cref="SocketException">The port could not be bound.</exception>
     public static LiteNetTransport Start(TransportOptions options, ILogger? logger = null)
@@ -119,8 +121,12 @@ public sealed partial class LiteNetTransport : ITransport
             throw new SocketException((int)SocketError.AddressAlreadyInUse, $"could not bind UDP {options.BindAddress}:{options.Port}");
         }
         t.LocalEndPoint = new IPEndPoint(options.BindAddress, t._manager.LocalPort);
-        t._pollThread.Name = $"swarm-transport:{t._manager.LocalPort}";
-        t._pollThread.Start();
+        if (t._pollThread is { } thread)
+        {
+            thread.Name = $"swarm-transport:{t._manager.LocalPort}";
+            thread.Start();
+        }
+        else options.Pump!.Add(t);
         TransportLog.Listening(t._logger, t.LocalEndPoint, options.Channels);
         if (t._auth is { } auth) TransportLog.Identity(t._logger, auth.LocalFingerprint, auth.ProtocolName);
         return t;
@@ -257,34 +263,43 @@ public sealed partial class LiteNetTransport : ITransport
 
     private void PollLoop()
     {
-        long lastSweep = Environment.TickCount64;
         while (!_stopping)
+            RunRound(_driver.WaitForDatagram(_driver.MillisecondsToTick(_options.PollIntervalMs)));
+    }
+
+    /// <summary>The poll thread's (or the pump's) round: commands, receipts, decoding, the tick, sweeps, then the flush.</summary>
+    /// <param name="readable">A datagram is waiting on the socket.</param>
+    internal void RunRound(bool readable)
+    {
+        try
         {
-            try
+            lock (_driver.Gate)
             {
-                bool readable = _driver.WaitForDatagram(_driver.MillisecondsToTick(_options.PollIntervalMs));
-                lock (_driver.Gate)
+                _driver.TakeWake();
+                while (_commands.TryDequeue(out var command)) command();
+                if (readable) _driver.Receive();
+                _dispatcher.Drain();
+                _driver.TickIfDue();
+                if (Environment.TickCount64 - _lastSweep > 100)
                 {
-                    _driver.TakeWake();
-                    while (_commands.TryDequeue(out var command)) command();
-                    if (readable) _driver.Receive();
-                    _dispatcher.Drain();
-                    _driver.TickIfDue();
-                    if (Environment.TickCount64 - lastSweep > 100)
-                    {
-                        lastSweep = Environment.TickCount64;
-                        Sweep();
-                    }
-                    _driver.FlushDirty();
+                    _lastSweep = Environment.TickCount64;
+                    Sweep();
                 }
-                _driver.FlushIfFree();
+                _driver.FlushDirty();
             }
-            catch (Exception ex)
-            {
-                TransportLog.PollError(_logger, ex);
-            }
+            _driver.FlushIfFree();
+        }
+        catch (Exception ex)
+        {
+            TransportLog.PollError(_logger, ex);
         }
     }
+
+    /// <summary>True once the transport is stopping: its pump lets it go (<see cref="ReleasedByPump"/>).</summary>
+    internal bool IsStopping => _stopping;
+
+    /// <summary>The pump runs no more rounds of this transport.</summary>
+    internal void ReleasedByPump() => _pumpReleased.TrySetResult();
 
     private void Sweep()
     {
@@ -352,7 +367,8 @@ public sealed partial class LiteNetTransport : ITransport
     {
         _stopping = true;
         _driver.Wake();
-        await Task.Run(() => _pollThread.Join()).ConfigureAwait(false);
+        if (_pollThread is { } thread) await Task.Run(thread.Join).ConfigureAwait(false);
+        else await _pumpReleased.Task.ConfigureAwait(false);
         await Task.Run(() => { lock (_driver.Gate) _manager.Stop(sendDisconnectMessages); }).ConfigureAwait(false);
         foreach (var state in _peers.Values) state.MarkClosed(reason, refused: false);
         _peers.Clear();

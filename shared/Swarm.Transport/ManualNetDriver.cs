@@ -131,6 +131,16 @@ internal sealed class ManualNetDriver
     /// <summary>Poll thread, at the start of a round: forgets the wake request (commands queued after this wake again).</summary>
     public void TakeWake() => Interlocked.Exchange(ref _wakeRequested, 0);
 
+    /// <summary>The manager's sockets (one, or two when bound to IPv6), for a <see cref="TransportPump"/> to wait on.</summary>
+    public IEnumerable<Socket> Sockets
+    {
+        get
+        {
+            if (SocketV4(_manager) is { } v4) yield return v4;
+            if (SocketV6(_manager) is { } v6) yield return v6;
+        }
+    }
+
     /// <summary>Poll thread, without <see cref="Gate"/>: waits up to <paramref name="timeoutMs"/> for a datagram; true when one is there.</summary>
     public bool WaitForDatagram(int timeoutMs)
     {

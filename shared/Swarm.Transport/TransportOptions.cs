@@ -101,6 +101,12 @@ public sealed class TransportOptions
     /// </summary>
     public int PollIntervalMs { get; set; } = 5;
 
+    /// <summary>
+    /// Runs this transport's rounds on a shared <see cref="TransportPump"/> thread instead of a poll thread of its own: for
+    /// load generators that run hundreds of transports in one process. The pump must outlive the transport. Default: null.
+    /// </summary>
+    public TransportPump? Pump { get; set; }
+
     /// <summary>Fixed MTU in bytes (576–1500 incl. LiteNetLib headers); 0 keeps LiteNetLib's default (1024). Default: 0.</summary>
     public int Mtu { get; set; }
 
