@@ -120,6 +120,7 @@ public sealed partial class LiteNetTransport : ITransport
             t._auth?.Dispose();
             throw new SocketException((int)SocketError.AddressAlreadyInUse, $"could not bind UDP {options.BindAddress}:{options.Port}");
         }
+        t._driver.StopBlocking();
         t.LocalEndPoint = new IPEndPoint(options.BindAddress, t._manager.LocalPort);
         if (t._pollThread is { } thread)
         {

@@ -131,6 +131,17 @@ internal sealed class ManualNetDriver
     /// <summary>Poll thread, at the start of a round: forgets the wake request (commands queued after this wake again).</summary>
     public void TakeWake() => Interlocked.Exchange(ref _wakeRequested, 0);
 
+    /// <summary>
+    /// Once the manager is started: its sockets stop blocking. A send is made under <see cref="Gate"/>, which the receive
+    /// path needs too; a blocking send on a full socket buffer (on loopback it fills while receivers do not read) would
+    /// stop this side's receiving for the socket's send timeout, and two sides doing so wait on each other. Without
+    /// blocking, such a datagram is dropped as a full network would drop it, and LiteNetLib resends it at a tick.
+    /// </summary>
+    public void StopBlocking()
+    {
+        foreach (var socket in Sockets) socket.Blocking = false;
+    }
+
     /// <summary>The manager's sockets (one, or two when bound to IPv6), for a <see cref="TransportPump"/> to wait on.</summary>
     public IEnumerable<Socket> Sockets
     {

@@ -28,7 +28,11 @@ internal static class CoordinatorBench
         int TokensPerJob, TimeSpan HopLatency);
 
     /// <summary>Figures of one M on one swarm.</summary>
-    public sealed record LoadFigures(int Jobs, double TokensPerSecond, double CpuMsPer1kTokens, long Tokens, int FailedJobs, double ResidentMb);
+    /// <param name="CoordinatorCpuPercent">The coordinator's CPU over the run, in % of a core.</param>
+    /// <param name="GeneratorCpuPercent">The load generator's (this process's) CPU over the run, in % of a core: near 200 % on
+    /// two cores, the generator, not the coordinator, is what limits tokens/s.</param>
+    public sealed record LoadFigures(int Jobs, double TokensPerSecond, double CpuMsPer1kTokens, long Tokens, int FailedJobs, double ResidentMb,
+        double CoordinatorCpuPercent, double GeneratorCpuPercent);
 
     /// <summary>Figures of one swarm size.</summary>
     /// <param name="ServingAfterIdle">Nodes still serving after the idle measurement: fewer than N means heartbeats were missed
@@ -113,7 +117,8 @@ internal static class CoordinatorBench
             log($"N={n}, M={m}: {s.Seconds:F0} s of load…");
             var load = await LoadAsync(http, coordinator.HttpUrl, pid, m, cfg, s, ct);
             loads.Add(load);
-            log($"N={n}, M={m}: {load.TokensPerSecond:F0} tokens/s, {load.CpuMsPer1kTokens:F1} coordinator CPU ms per 1,000 tokens, {load.FailedJobs} failed jobs, {load.ResidentMb:F0} MB");
+            log($"N={n}, M={m}: {load.TokensPerSecond:F0} tokens/s, {load.CpuMsPer1kTokens:F1} coordinator CPU ms per 1,000 tokens, {load.FailedJobs} failed jobs, {load.ResidentMb:F0} MB; "
+                + $"coordinator {load.CoordinatorCpuPercent:F0} % of a core, load generator {load.GeneratorCpuPercent:F0} %");
         }
         return new SwarmFigures(n, heartbeatPercent, joinSeconds, apiMs, metricsMs, idleMb, placement, loads, serving);
     }
@@ -144,7 +149,7 @@ internal static class CoordinatorBench
         long tokens = 0;
         int failed = 0;
         var deadline = TimeSpan.FromSeconds(s.Seconds);
-        double cpu0 = ProcessUsage.CpuMs(pid);
+        double cpu0 = ProcessUsage.CpuMs(pid), ownCpu0 = ProcessUsage.CpuMs(Environment.ProcessId);
         var clock = Stopwatch.StartNew();
         var clients = Enumerable.Range(0, m).Select(client => Task.Run(async () =>
         {
@@ -166,6 +171,8 @@ internal static class CoordinatorBench
         }, ct)).ToArray();
         await Task.WhenAll(clients);
         double seconds = clock.Elapsed.TotalSeconds, cpu = ProcessUsage.CpuMs(pid) - cpu0;
-        return new LoadFigures(m, tokens / seconds, tokens > 0 ? cpu / (tokens / 1000.0) : double.NaN, tokens, failed, ProcessUsage.ResidentMb(pid));
+        double generatorPercent = (ProcessUsage.CpuMs(Environment.ProcessId) - ownCpu0) / clock.Elapsed.TotalMilliseconds * 100;
+        return new LoadFigures(m, tokens / seconds, tokens > 0 ? cpu / (tokens / 1000.0) : double.NaN, tokens, failed, ProcessUsage.ResidentMb(pid),
+            cpu / clock.Elapsed.TotalMilliseconds * 100, generatorPercent);
     }
 }
