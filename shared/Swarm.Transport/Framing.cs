@@ -37,14 +37,14 @@ internal static class Framing
         BinaryPrimitives.WriteInt32LittleEndian(dst[17..], chunkSize);
     }
 
-    /// <summary>Sends a handshake frame to <paramref name="net"/> now (not at LiteNetLib's next logic tick: a handshake is three frames in a row).</summary>
-    public static void SendHandshake(NetPeer net, ReadOnlySpan<byte> frame)
+    /// <summary>Sends a handshake frame to <paramref name="peer"/> now (not at LiteNetLib's next tick: a handshake is three frames in a row).</summary>
+    public static void SendHandshake(TransportPeer peer, ReadOnlySpan<byte> frame)
     {
         var packet = new byte[frame.Length + 1];
         packet[0] = Handshake;
         frame.CopyTo(packet.AsSpan(1));
-        net.Send(packet, 0, DeliveryMethod.ReliableOrdered);
-        net.NetManager.TriggerUpdate();
+        peer.Net.Send(packet, 0, DeliveryMethod.ReliableOrdered);
+        peer.Flush();
     }
 
     /// <summary>

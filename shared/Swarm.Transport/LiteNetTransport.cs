@@ -16,11 +16,13 @@ namespace Swarm.Transport;
 /// <see cref="ITransport"/> over LiteNetLib (reliable UDP), with a Noise secure channel on every connection.
 /// </summary>
 /// <remarks>
-/// <para>Threads: LiteNetLib's receive and logic threads, plus one poll thread of ours that runs
-/// <c>NetManager.PollEvents</c> (requests, connects, disconnects), drives the handshakes, opens records, decodes
-/// messages, completes pending requests and feeds <see cref="Inbound"/>. Payloads are copied out of LiteNetLib's
-/// reader on its receive thread straight into the reassembly buffer; the poll thread is woken at once when a message
-/// completes, which keeps a hop on loopback well under a millisecond.</para>
+/// <para>Threads: one poll thread of ours; LiteNetLib runs in manual mode under <see cref="ManualNetDriver"/>. The poll
+/// thread waits on the socket, receives (LiteNetLib raises requests, connects, disconnects and receipts inline; payloads
+/// are copied out of its reader straight into the reassembly buffer), drives the handshakes, opens records, decodes
+/// messages, completes pending requests, feeds <see cref="Inbound"/> and runs LiteNetLib's clock tick. A message sent
+/// from any thread is put on the wire by that thread when the manager is free (else by the poll thread at the end of
+/// its round), and only its own peer is flushed: a message costs the same with 1,000 peers as with one, and a hop on
+/// loopback stays well under a millisecond.</para>
 /// <para>Connecting: the request carries only the protocol version (<see cref="ConnectRequest"/>); requests over the
 /// per-address rate are dropped unanswered (<see cref="ConnectionAdmission"/>). Then the Noise handshake runs over the
 /// connection (<see cref="PeerAuthenticator"/>), bounded by <see cref="TransportOptions.HandshakeTimeout"/>; only then is
@@ -43,8 +45,10 @@ public sealed partial class LiteNetTransport : ITransport
     private readonly MessageCodec _codec;
     private readonly EventBasedNetListener _listener = new();
     private readonly NetManager _manager;
-    private readonly Thread _pollThread;
-    private readonly AutoResetEvent _wake = new(false);
+    private readonly ManualNetDriver _driver;
+    private readonly Thread? _pollThread; // null when a TransportPump runs the rounds
+    private readonly TaskCompletionSource _pumpReleased = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private long _lastSweep = Environment.TickCount64;
     private readonly ConcurrentQueue<Action> _commands = new();
     private readonly ConcurrentDictionary<NetPeer, TransportPeer> _peers = new(ReferenceEqualityComparer.Instance);
     private readonly Channel<InboundMessage> _inbound;
@@ -84,6 +88,7 @@ public sealed partial class LiteNetTransport : ITransport
             ReconnectDelay = 250, UnconnectedMessagesEnabled = true, // NAT probes and punches (LiteNetTransport.Nat.cs)
             MaxConnectAttempts = Math.Max(1, (int)Math.Ceiling(options.ConnectTimeout.TotalMilliseconds / 250)),
         };
+        _driver = new ManualNetDriver(_manager, options.Time, options.UpdateTimeMs);
         _auth = options.Encrypt
             ? new PeerAuthenticator(options, _counters, _diagnostics, (peer, reason) => _manager.DisconnectPeer(peer.Net, reason), EnsureConnected)
             : null;
@@ -95,10 +100,10 @@ public sealed partial class LiteNetTransport : ITransport
         _listener.NetworkReceiveEvent += OnNetworkReceive;
         _listener.NetworkErrorEvent += (ep, err) => TransportLog.NetworkError(_logger, ep, err);
         _listener.NetworkReceiveUnconnectedEvent += OnNatSignal;
-        _pollThread = new Thread(PollLoop) { IsBackground = true };
+        if (options.Pump is null) _pollThread = new Thread(PollLoop) { IsBackground = true };
     }
 
-    /// <summary>Binds the UDP port and starts the poll thread.</summary>
+    /// <summary>Binds the UDP port and starts the poll thread (or joins <see cref="TransportOptions.Pump"/>).</summary>
     /// <exception cref="ArgumentException">The options are invalid (all problems listed).</exception>
     /// <exception cref="SocketException">The port could not be bound.</exception>
     public static LiteNetTransport Start(TransportOptions options, ILogger? logger = null)
@@ -110,15 +115,19 @@ public sealed partial class LiteNetTransport : ITransport
         LiteNetLibLog.Attach(t._logger);
         var v4 = options.BindAddress.AddressFamily == AddressFamily.InterNetwork ? options.BindAddress : IPAddress.Any;
         var v6 = options.BindAddress.AddressFamily == AddressFamily.InterNetworkV6 ? options.BindAddress : IPAddress.IPv6Any;
-        if (!LiteNetLibLog.WhileBinding(() => t._manager.Start(v4, v6, options.Port)))
+        if (!LiteNetLibLog.WhileBinding(() => t._manager.StartInManualMode(v4, v6, options.Port)))
         {
-            t._wake.Dispose();
             t._auth?.Dispose();
             throw new SocketException((int)SocketError.AddressAlreadyInUse, $"could not bind UDP {options.BindAddress}:{options.Port}");
         }
+        t._driver.StopBlocking();
         t.LocalEndPoint = new IPEndPoint(options.BindAddress, t._manager.LocalPort);
-        t._pollThread.Name = $"swarm-transport:{t._manager.LocalPort}";
-        t._pollThread.Start();
+        if (t._pollThread is { } thread)
+        {
+            thread.Name = $"swarm-transport:{t._manager.LocalPort}";
+            thread.Start();
+        }
+        else options.Pump!.Add(t);
         TransportLog.Listening(t._logger, t.LocalEndPoint, options.Channels);
         if (t._auth is { } auth) TransportLog.Identity(t._logger, auth.LocalFingerprint, auth.ProtocolName);
         return t;
@@ -148,60 +157,17 @@ public sealed partial class LiteNetTransport : ITransport
     /// <summary>Bytes held by partial and undecoded inbound messages (for tests and diagnostics).</summary>
     internal long PendingInboundBytes => _reassembly.PendingBytes;
 
-    /// <inheritdoc/>
-    public Task<IPeer> ConnectAsync(IPEndPoint remote, CancellationToken cancellationToken = default) =>
-        ConnectAsync(remote, ReadOnlyMemory<byte>.Empty, cancellationToken);
-
-    /// <inheritdoc/>
-    public async Task<IPeer> ConnectAsync(IPEndPoint remote, ReadOnlyMemory<byte> expectedKey, CancellationToken cancellationToken = default)
-    {
-        ArgumentNullException.ThrowIfNull(remote);
-        ObjectDisposedException.ThrowIf(_disposed != 0, this);
-        if (!expectedKey.IsEmpty && expectedKey.Length != PeerKey.Length)
-            throw new ArgumentException($"a public key is {PeerKey.Length} bytes, not {expectedKey.Length}", nameof(expectedKey));
-        var tcs = new TaskCompletionSource<IPeer>(TaskCreationOptions.RunContinuationsAsynchronously);
-        Enqueue(() => StartConnect(remote, expectedKey, tcs));
-        using var reg = cancellationToken.Register(() =>
-        {
-            if (tcs.TrySetCanceled(cancellationToken))
-                Enqueue(() => AbandonConnect(remote));
-        });
-        return await tcs.Task.ConfigureAwait(false);
-    }
-
-    private void StartConnect(IPEndPoint remote, ReadOnlyMemory<byte> expectedKey, TaskCompletionSource<IPeer> tcs)
-    {
-        foreach (var p in _peers.Values)
-        {
-            if (!p.RemoteEndPoint.Equals(remote) || p.IsClosed) continue;
-            if (!p.IsConnected) p.ConnectWaiters.Add((tcs, expectedKey));
-            else if (p.Mismatch(expectedKey) is { } refusal) tcs.TrySetException(new PeerRefusedException(refusal));
-            else tcs.TrySetResult(p);
-            return;
-        }
-        var net = _manager.Connect(remote, ConnectRequest.Build(_options.ProtocolVersion, _options.Encrypt).AsSpan());
-        if (net is null)
-        {
-            tcs.TrySetException(new PeerDisconnectedException($"could not start a connection to {remote} (a connection attempt is already in progress)"));
-            return;
-        }
-        var state = _peers.GetOrAdd(net, n => new TransportPeer(this, n, inbound: false));
-        if (state.Handshake is null && !state.IsConnected) _auth?.BeginOutbound(state, expectedKey);
-        state.ConnectWaiters.Add((tcs, expectedKey));
-    }
-
-    private void AbandonConnect(IPEndPoint remote)
-    {
-        foreach (var p in _peers.Values)
-            if (p.RemoteEndPoint.Equals(remote) && !p.IsConnected && !p.IsClosed && p.ConnectWaiters.All(w => w.Waiter.Task.IsCompleted))
-                _manager.DisconnectPeer(p.Net);
-    }
+    /// <summary>How LiteNetLib is driven: its flushes and ticks, for tests.</summary>
+    internal ManualNetDriver Driver => _driver;
 
     private void Enqueue(Action command)
     {
         if (_disposed != 0) return; // nothing to do on a stopped transport
-        _commands.Enqueue(command); _wake.Set();
+        _commands.Enqueue(command); _driver.Wake();
     }
+
+    /// <summary>Puts what <paramref name="peer"/> has queued (messages, handshake frames) on the wire (see <see cref="ManualNetDriver"/>).</summary>
+    internal void Flush(TransportPeer peer) => _driver.Flush(peer);
 
     /// <summary>Closes <paramref name="peer"/>'s connection from the poll thread.</summary>
     internal void DisconnectLater(TransportPeer peer) => Enqueue(() => _manager.DisconnectPeer(peer.Net));
@@ -263,7 +229,7 @@ public sealed partial class LiteNetTransport : ITransport
         _diagnostics.ConnectFailed(state.RemoteEndPoint, state.IsInbound && authenticating, reason);
     }
 
-    // Runs on LiteNetLib's receive thread: copy the payload out before the reader is recycled.
+    // Poll thread, inside LiteNetLib's receive: copy the payload out before the reader is recycled.
     private void OnNetworkReceive(NetPeer net, NetPacketReader reader, byte channel, DeliveryMethod method)
     {
         // A peer may send as soon as our Accept() reached it — before the poll thread has recorded the accepted
@@ -277,13 +243,12 @@ public sealed partial class LiteNetTransport : ITransport
         if (!frame.IsEmpty && frame[0] == Framing.Handshake)
         {
             if (frame.Length - 1 > Framing.MaxHandshakeFrame) _diagnostics.Malformed(state.RemoteEndPoint, $"handshake frame of {frame.Length - 1} bytes (limit {Framing.MaxHandshakeFrame})");
-            else { _dispatcher.AddHandshakeFrame(state, frame[1..].ToArray()); _wake.Set(); }
+            else _dispatcher.AddHandshakeFrame(state, frame[1..].ToArray());
         }
         else switch (_reassembly.Accept(state, frame, out var message, out var error))
         {
             case FrameResult.Complete:
                 _dispatcher.AddMessage(state, message!);
-                _wake.Set();
                 break;
             case FrameResult.Malformed:
                 _diagnostics.Malformed(state.RemoteEndPoint, error!);
@@ -292,35 +257,50 @@ public sealed partial class LiteNetTransport : ITransport
                 _diagnostics.ReassemblyDropped(state.RemoteEndPoint, error!);
                 break;
         }
-        _manager.TriggerUpdate(); // acknowledge promptly: the sender's window depends on it
+        _driver.Flush(state); // acknowledge at the end of the round: the sender's window depends on it
     }
 
     // ---- poll thread --------------------------------------------------------------------------
 
     private void PollLoop()
     {
-        long lastSweep = Environment.TickCount64;
         while (!_stopping)
+            RunRound(_driver.WaitForDatagram(_driver.MillisecondsToTick(_options.PollIntervalMs)));
+    }
+
+    /// <summary>The poll thread's (or the pump's) round: commands, receipts, decoding, the tick, sweeps, then the flush.</summary>
+    /// <param name="readable">A datagram is waiting on the socket.</param>
+    internal void RunRound(bool readable)
+    {
+        try
         {
-            try
+            lock (_driver.Gate)
             {
-                _wake.WaitOne(_options.PollIntervalMs);
+                _driver.TakeWake();
                 while (_commands.TryDequeue(out var command)) command();
+                if (readable) _driver.Receive();
                 _dispatcher.Drain();
-                _manager.PollEvents();
-                _dispatcher.Drain();
-                if (Environment.TickCount64 - lastSweep > 100)
+                _driver.TickIfDue();
+                if (Environment.TickCount64 - _lastSweep > 100)
                 {
-                    lastSweep = Environment.TickCount64;
+                    _lastSweep = Environment.TickCount64;
                     Sweep();
                 }
+                _driver.FlushDirty();
             }
-            catch (Exception ex)
-            {
-                TransportLog.PollError(_logger, ex);
-            }
+            _driver.FlushIfFree();
+        }
+        catch (Exception ex)
+        {
+            TransportLog.PollError(_logger, ex);
         }
     }
+
+    /// <summary>True once the transport is stopping: its pump lets it go (<see cref="ReleasedByPump"/>).</summary>
+    internal bool IsStopping => _stopping;
+
+    /// <summary>The pump runs no more rounds of this transport.</summary>
+    internal void ReleasedByPump() => _pumpReleased.TrySetResult();
 
     private void Sweep()
     {
@@ -367,7 +347,7 @@ public sealed partial class LiteNetTransport : ITransport
     internal void SendPayload(TransportPeer peer, ReadOnlySpan<byte> payload)
     {
         Framing.SendMessage(peer, payload, _options.Channels);
-        _manager.TriggerUpdate();
+        _driver.Flush(peer);
     }
 
     /// <summary>Disconnects every peer (they see a close), stops the threads, releases the port, fails pending requests and completes <see cref="Inbound"/>.</summary>
@@ -387,14 +367,14 @@ public sealed partial class LiteNetTransport : ITransport
     private async Task StopAsync(bool sendDisconnectMessages, string reason)
     {
         _stopping = true;
-        _wake.Set();
-        await Task.Run(() => _pollThread.Join()).ConfigureAwait(false);
-        await Task.Run(() => _manager.Stop(sendDisconnectMessages)).ConfigureAwait(false);
+        _driver.Wake();
+        if (_pollThread is { } thread) await Task.Run(thread.Join).ConfigureAwait(false);
+        else await _pumpReleased.Task.ConfigureAwait(false);
+        await Task.Run(() => { lock (_driver.Gate) _manager.Stop(sendDisconnectMessages); }).ConfigureAwait(false);
         foreach (var state in _peers.Values) state.MarkClosed(reason, refused: false);
         _peers.Clear();
         _dispatcher.Clear();
         _inbound.Writer.TryComplete();
-        _wake.Dispose();
         _auth?.Dispose();
     }
 }

@@ -70,7 +70,7 @@ internal sealed class PeerAuthenticator : IDisposable
         if (peer.Handshake is not { IsInitiator: true } handshake || peer.IsAuthenticating || peer.IsClosed) return;
         peer.HandshakeDeadline = _options.Time.GetTimestamp();
         peer.MarkAuthenticating();
-        Framing.SendHandshake(peer.Net, handshake.Start());
+        Framing.SendHandshake(peer, handshake.Start());
     }
 
     /// <summary>
@@ -88,10 +88,10 @@ internal sealed class PeerAuthenticator : IDisposable
         switch (step.Status)
         {
             case HandshakeStatus.InProgress:
-                Framing.SendHandshake(peer.Net, step.Reply!);
+                Framing.SendHandshake(peer, step.Reply!);
                 break;
             case HandshakeStatus.Established:
-                if (step.Reply != null) Framing.SendHandshake(peer.Net, step.Reply);
+                if (step.Reply != null) Framing.SendHandshake(peer, step.Reply);
                 Interlocked.Increment(ref _counters._handshakesEstablished);
                 peer.Handshake = null;
                 handshake.Dispose();

@@ -91,15 +91,24 @@ public sealed class TransportOptions
     /// <summary>How long <see cref="ITransport.ConnectAsync(System.Net.IPEndPoint, System.Threading.CancellationToken)"/> keeps trying to reach a silent peer (in 250 ms attempts). Default: 5 s.</summary>
     public TimeSpan ConnectTimeout { get; set; } = TimeSpan.FromSeconds(5);
 
-    /// <summary>LiteNetLib logic tick (resends, pings, acks) in milliseconds; sends and receipts also trigger a tick at once. Default: 5.</summary>
-    public int UpdateTimeMs { get; set; } = 5;
+    /// <summary>
+    /// LiteNetLib's tick in milliseconds: the update of every peer (resends, pings, timeouts, MTU probes). Messages and
+    /// acknowledgements do not wait for it (each flushes its own peer at once), so it sets only how soon a lost packet is
+    /// resent after its resend delay, and its cost is O(peers) per tick. Default: 15 (LiteNetLib's own).
+    /// </summary>
+    public int UpdateTimeMs { get; set; } = 15;
 
     /// <summary>
-    /// Longest wait of the transport's poll thread between rounds when nothing wakes it (default 5 ms); inbound data and
-    /// outbound commands wake it at once. Load generators running many transports in one process raise it (and
-    /// <see cref="UpdateTimeMs"/>) so idle transports do not keep the CPU busy.
+    /// Longest wait of the transport's poll thread between rounds when nothing wakes it (default 5 ms; it also wakes for
+    /// each tick); inbound datagrams and outbound commands wake it at once, and sends need no wake.
     /// </summary>
     public int PollIntervalMs { get; set; } = 5;
+
+    /// <summary>
+    /// Runs this transport's rounds on a shared <see cref="TransportPump"/> thread instead of a poll thread of its own: for
+    /// load generators that run hundreds of transports in one process. The pump must outlive the transport. Default: null.
+    /// </summary>
+    public TransportPump? Pump { get; set; }
 
     /// <summary>Fixed MTU in bytes (576–1500 incl. LiteNetLib headers); 0 keeps LiteNetLib's default (1024). Default: 0.</summary>
     public int Mtu { get; set; }

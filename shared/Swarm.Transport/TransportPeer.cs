@@ -21,6 +21,7 @@ internal sealed class TransportPeer : IPeer
     private volatile string? _reason;
     private volatile SecureChannel? _channel;
     private int _nextTransfer;
+    private int _dirty;
     private int _channelOffset;
 
     public TransportPeer(LiteNetTransport owner, NetPeer net, bool inbound)
@@ -108,6 +109,15 @@ internal sealed class TransportPeer : IPeer
         LocalCloseReason = $"closed locally: {reason}";
         _owner.DisconnectLater(this);
     }
+
+    /// <summary>Puts what this peer has queued in LiteNetLib on the wire (<see cref="ManualNetDriver"/>).</summary>
+    internal void Flush() => _owner.Flush(this);
+
+    /// <summary>True when this call marked the peer as waiting for a flush (it was not yet).</summary>
+    internal bool TryMarkDirty() => Interlocked.Exchange(ref _dirty, 1) == 0;
+
+    /// <summary>The peer is about to be flushed: a send from now on marks it again.</summary>
+    internal void ClearDirty() => Interlocked.Exchange(ref _dirty, 0); // a full fence: the update's reads of the queues come after it
 
     internal uint NextTransfer() => (uint)Interlocked.Increment(ref _nextTransfer);
 

@@ -136,7 +136,13 @@ internal sealed partial class SwarmCoordinator : IHostedService, IAsyncDisposabl
     {
         EndPoints.TryParse(_options.Listen, out var listen);
         if (string.IsNullOrEmpty(_options.Secret)) LogNoSecret();
-        _transport = LiteNetTransport.Start(new TransportOptions { BindAddress = listen!.Address, Port = listen.Port, Secret = _options.Secret, Identity = _identity }, _logger);
+        // Each running job has a step's reply on its way at any time, and a full queue drops it (the job then waits for its
+        // step timeout): room for a few per job, and the heartbeats of the nodes, before shedding load.
+        int inboundCapacity = Math.Max(4096, 4 * _options.MaxConcurrentJobs);
+        _transport = LiteNetTransport.Start(new TransportOptions
+        {
+            BindAddress = listen!.Address, Port = listen.Port, Secret = _options.Secret, Identity = _identity, InboundCapacity = inboundCapacity,
+        }, _logger);
         _transport.PeerDisconnected += OnPeerDisconnected;
         LogIdentity(PeerKey.Fingerprint(PublicKey.Span), PeerKey.Format(PublicKey.Span));
         _inboundLoop = Task.Run(() => InboundLoopAsync(_stop.Token));

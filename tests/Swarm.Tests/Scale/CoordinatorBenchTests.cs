@@ -76,7 +76,7 @@ public sealed class CoordinatorBenchTests
     public void Json_HasTheIssuesShape_OneRowPerNodeCountAndOneColumnPerJobCount()
     {
         var settings = new CoordinatorBench.Settings([10, 100], [16, 256], 5, "pythia-12b", 4, 64, TimeSpan.Zero);
-        CoordinatorBench.LoadFigures Load(int m) => new(m, 1000 + m, 12.5, 5000, 0, 80);
+        CoordinatorBench.LoadFigures Load(int m) => new(m, 1000 + m, 12.5, 5000, 0, 80, 30, 40);
         var figures = new[] { 10, 100 }.Select(n => new CoordinatorBench.SwarmFigures(n, 1.5, 0.4, 0.5, 0.3, 70,
             new PlacementTiming.Figures(0.1, 0.2, 0.3), [Load(16), Load(256)], n - 1)).ToList();
 

@@ -28,7 +28,11 @@ internal static class CoordinatorBench
         int TokensPerJob, TimeSpan HopLatency);
 
     /// <summary>Figures of one M on one swarm.</summary>
-    public sealed record LoadFigures(int Jobs, double TokensPerSecond, double CpuMsPer1kTokens, long Tokens, int FailedJobs, double ResidentMb);
+    /// <param name="CoordinatorCpuPercent">The coordinator's CPU over the run, in % of a core.</param>
+    /// <param name="GeneratorCpuPercent">The load generator's (this process's) CPU over the run, in % of a core: near 200 % on
+    /// two cores, the generator, not the coordinator, is what limits tokens/s.</param>
+    public sealed record LoadFigures(int Jobs, double TokensPerSecond, double CpuMsPer1kTokens, long Tokens, int FailedJobs, double ResidentMb,
+        double CoordinatorCpuPercent, double GeneratorCpuPercent);
 
     /// <summary>Figures of one swarm size.</summary>
     /// <param name="ServingAfterIdle">Nodes still serving after the idle measurement: fewer than N means heartbeats were missed
@@ -70,6 +74,13 @@ internal static class CoordinatorBench
         {
             Model = modelDir, Nodes = 0, WaitUntilCovered = false,
             CoordinatorArgs = ["--max-concurrent-jobs", $"{maxJobs}", "--max-queue-length", $"{maxJobs}", "--verify-rate", "0"],
+            // Heartbeats keep their interval (their cost is what is measured), but a node is declared dead only after 30 s
+            // of silence, not 2.5 s: on a shared 2-core machine the load generator's threads are at times not scheduled for
+            // seconds, and a mass "death" then would measure recovery instead of capacity. serving_after_idle still shows it.
+            Environment = new Dictionary<string, string>
+            {
+                ["SWARM_COORDINATOR__SUSPECTAFTER"] = "00:00:15", ["SWARM_COORDINATOR__DEADAFTER"] = "00:00:30",
+            },
         }, log, ct: ct);
         int pid = coordinator.CoordinatorProcessId;
         log($"N={n}: registering {n} simulated nodes…");
@@ -82,10 +93,13 @@ internal static class CoordinatorBench
         // A fresh coordinator's tiered JIT recompiles hot methods for a few seconds after start: that is not heartbeat cost
         // (it was most of the idle figure at 10 nodes), so the measurement starts after it has settled.
         await Task.Delay(TimeSpan.FromSeconds(5), ct);
-        double cpu0 = ProcessUsage.CpuMs(pid);
+        double cpu0 = ProcessUsage.CpuMs(pid), ownCpu0 = ProcessUsage.CpuMs(Environment.ProcessId);
+        var pause0 = GC.GetTotalPauseDuration();
         var idle = Stopwatch.StartNew();
         await Task.Delay(TimeSpan.FromSeconds(s.Seconds), ct);
         double heartbeatPercent = (ProcessUsage.CpuMs(pid) - cpu0) / idle.Elapsed.TotalMilliseconds * 100;
+        double generatorPercent = (ProcessUsage.CpuMs(Environment.ProcessId) - ownCpu0) / idle.Elapsed.TotalMilliseconds * 100;
+        double generatorPauseMs = (GC.GetTotalPauseDuration() - pause0).TotalMilliseconds;
         double idleMb = ProcessUsage.ResidentMb(pid);
 
         using var http = new HttpClient(new SocketsHttpHandler { MaxConnectionsPerServer = int.MaxValue }) { Timeout = TimeSpan.FromMinutes(5) };
@@ -94,7 +108,8 @@ internal static class CoordinatorBench
         double metricsMs = await MedianGetMsAsync(http, coordinator.HttpUrl + "/metrics", ct);
         var placement = PlacementTiming.Measure(cfg, n, profile);
         log($"N={n}: joined in {joinClock.Elapsed.TotalSeconds:F1} s; {serving} of {n} serving after the idle run; idle CPU {heartbeatPercent:F2} % of a core; /api/swarm {apiMs:F2} ms, /metrics {metricsMs:F2} ms; "
-            + $"placement join {placement.JoinMs:F3} ms, recover {placement.RecoverMs:F3} ms, rebalance {placement.RebalanceMs:F3} ms; {idleMb:F0} MB");
+            + $"placement join {placement.JoinMs:F3} ms, recover {placement.RecoverMs:F3} ms, rebalance {placement.RebalanceMs:F3} ms; {idleMb:F0} MB; "
+            + $"load generator meanwhile {generatorPercent:F1} % of a core, GC pauses {generatorPauseMs:F0} ms, {ProcessUsage.ResidentMb(Environment.ProcessId):F0} MB");
 
         var loads = new List<LoadFigures>();
         foreach (int m in s.Jobs)
@@ -102,7 +117,8 @@ internal static class CoordinatorBench
             log($"N={n}, M={m}: {s.Seconds:F0} s of load…");
             var load = await LoadAsync(http, coordinator.HttpUrl, pid, m, cfg, s, ct);
             loads.Add(load);
-            log($"N={n}, M={m}: {load.TokensPerSecond:F0} tokens/s, {load.CpuMsPer1kTokens:F1} coordinator CPU ms per 1,000 tokens, {load.FailedJobs} failed jobs, {load.ResidentMb:F0} MB");
+            log($"N={n}, M={m}: {load.TokensPerSecond:F0} tokens/s, {load.CpuMsPer1kTokens:F1} coordinator CPU ms per 1,000 tokens, {load.FailedJobs} failed jobs, {load.ResidentMb:F0} MB; "
+                + $"coordinator {load.CoordinatorCpuPercent:F0} % of a core, load generator {load.GeneratorCpuPercent:F0} %");
         }
         return new SwarmFigures(n, heartbeatPercent, joinSeconds, apiMs, metricsMs, idleMb, placement, loads, serving);
     }
@@ -133,7 +149,7 @@ internal static class CoordinatorBench
         long tokens = 0;
         int failed = 0;
         var deadline = TimeSpan.FromSeconds(s.Seconds);
-        double cpu0 = ProcessUsage.CpuMs(pid);
+        double cpu0 = ProcessUsage.CpuMs(pid), ownCpu0 = ProcessUsage.CpuMs(Environment.ProcessId);
         var clock = Stopwatch.StartNew();
         var clients = Enumerable.Range(0, m).Select(client => Task.Run(async () =>
         {
@@ -155,6 +171,8 @@ internal static class CoordinatorBench
         }, ct)).ToArray();
         await Task.WhenAll(clients);
         double seconds = clock.Elapsed.TotalSeconds, cpu = ProcessUsage.CpuMs(pid) - cpu0;
-        return new LoadFigures(m, tokens / seconds, tokens > 0 ? cpu / (tokens / 1000.0) : double.NaN, tokens, failed, ProcessUsage.ResidentMb(pid));
+        double generatorPercent = (ProcessUsage.CpuMs(Environment.ProcessId) - ownCpu0) / clock.Elapsed.TotalMilliseconds * 100;
+        return new LoadFigures(m, tokens / seconds, tokens > 0 ? cpu / (tokens / 1000.0) : double.NaN, tokens, failed, ProcessUsage.ResidentMb(pid),
+            cpu / clock.Elapsed.TotalMilliseconds * 100, generatorPercent);
     }
 }

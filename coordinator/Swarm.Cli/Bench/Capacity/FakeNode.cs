@@ -40,14 +40,15 @@ internal sealed class FakeNode : IAsyncDisposable
     /// <param name="profile">What the node announces and how fast its stages answer.</param>
     /// <param name="bind">Loopback address to bind (one per node, so the coordinator's per-address connect limit sees distinct sources).</param>
     /// <param name="byId">Finds the simulated node with a coordinator-assigned id (the route's last hop).</param>
-    public FakeNode(FakeNodeProfile profile, IPAddress bind, Func<int, FakeNode?> byId)
+    /// <param name="pump">The shared thread that runs this node's transport (a thousand nodes share a few).</param>
+    public FakeNode(FakeNodeProfile profile, IPAddress bind, Func<int, FakeNode?> byId, TransportPump pump)
     {
         _profile = profile;
         _byId = byId;
         _transport = LiteNetTransport.Start(new TransportOptions
         {
-            // A thousand transports share this process: idle ones wake 10 times a second, not 200 (data still wakes them at once).
-            BindAddress = bind, Port = 0, Identity = NodeIdentity.CreateEphemeral(), UpdateTimeMs = 100, PollIntervalMs = 100,
+            // Idle transports tick 10 times a second, not 200 (data still moves at once: receipts wake the pump, senders flush).
+            BindAddress = bind, Port = 0, Identity = NodeIdentity.CreateEphemeral(), UpdateTimeMs = 100, Pump = pump,
         });
     }
 

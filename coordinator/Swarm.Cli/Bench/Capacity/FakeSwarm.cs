@@ -1,16 +1,23 @@
 using System.Collections.Concurrent;
 using System.Net;
+using Swarm.Transport;
 
 namespace Swarm.Cli.Bench.Capacity;
 
 /// <summary>
 /// The load generator's nodes: <see cref="FakeNode"/>s, each on its own loopback address (127.10.x.y) and UDP socket,
-/// registered with the coordinator a bounded number at a time. Disposing closes every socket.
+/// registered with the coordinator a bounded number at a time. Their transports run on a few shared
+/// <see cref="TransportPump"/> threads, not a poll thread each, so a thousand nodes do not starve one another of CPU and
+/// miss heartbeats. Disposing closes every socket.
 /// </summary>
 internal sealed class FakeSwarm : IAsyncDisposable
 {
     private readonly ConcurrentDictionary<int, FakeNode> _byId = new();
     private readonly List<FakeNode> _nodes = [];
+    private readonly TransportPump[] _pumps = Enumerable.Range(0, Pumps).Select(i => new TransportPump($"fake-nodes-{i}")).ToArray();
+
+    /// <summary>Threads the nodes' transports share.</summary>
+    private const int Pumps = 4;
 
     private FakeSwarm() { }
 
@@ -27,7 +34,7 @@ internal sealed class FakeSwarm : IAsyncDisposable
             var registrations = new List<Task>();
             for (int i = 0; i < count; i++)
             {
-                var node = new FakeNode(profile, Address(i), id => swarm._byId.GetValueOrDefault(id));
+                var node = new FakeNode(profile, Address(i), id => swarm._byId.GetValueOrDefault(id), swarm._pumps[i % Pumps]);
                 swarm._nodes.Add(node);
                 string name = $"sim-{i + 1}";
                 await gate.WaitAsync(ct).ConfigureAwait(false);
@@ -59,5 +66,6 @@ internal sealed class FakeSwarm : IAsyncDisposable
     {
         foreach (var n in _nodes) await n.DisposeAsync().ConfigureAwait(false);
         _nodes.Clear();
+        foreach (var pump in _pumps) pump.Dispose();
     }
 }
