@@ -37,7 +37,6 @@ internal sealed unsafe class DecodeFork
     private int _pairs;
     private Action<int, int>? _attend;
     private readonly int[] _next = new int[32]; // the chunk counter at [Counter]: a cache line of its own, away from the fields both cores read
-    private readonly int[] _pairsDone = new int[32]; // attention pairs finished, at [Counter]: another line of its own
     private const int Counter = 16;
 
     public DecodeFork() => _body = RunPart;
@@ -53,7 +52,6 @@ internal sealed unsafe class DecodeFork
         public float* X, Y, Residual;
         public int Rows, ChunkRows;
         public DecodeEpilogue Epilogue;
-        public bool AfterAttention;
     }
 
     /// <summary>Starts an empty fork.</summary>
@@ -68,24 +66,15 @@ internal sealed unsafe class DecodeFork
     /// Adds y = x·Wᵀ + b for <paramref name="rows"/> input rows (x: [rows, In], y: [rows, Out], f32), then
     /// <paramref name="epilogue"/> on each chunk (<paramref name="residual"/>: [rows, Out]).
     /// </summary>
-    /// <param name="afterAttention">
-    /// x is written by the fork's attention: each chunk waits until every attention pair is done. Pairs are handed out
-    /// before any chunk, so add such a product after the others — by the time a core reaches it, the attention has
-    /// finished on the other core unless it is longer than the rest of the fork. Two products of one fork must not add to
-    /// the same residual (their chunks would race).
-    /// </param>
     public void AddMatvec(LinearWeights w, float* x, int rows, float* y, DecodeEpilogue epilogue = DecodeEpilogue.None,
-        float* residual = null, bool afterAttention = false)
+        float* residual = null)
     {
         long rowBytes = w.In * w.WeightElementSize;
         int chunkRows = rows <= 4
             ? (int)Math.Max(Math.Max(16, MinChunkBytes / rowBytes), w.Out / (ChunksPerPart * Parts) + 15) & ~15
             : GemvKernels.BlockRows((int)w.In, w.WeightElementSize); // more rows: one L2 block through every row (see GemvKernels)
-        _matvecs[_count] = new Matvec
-        {
-            W = w, X = x, Y = y, Rows = rows, ChunkRows = chunkRows, Epilogue = epilogue, Residual = residual, AfterAttention = afterAttention,
-        };
-        if (w is Int8Linear int8 && Int8Kernels.IsSupported && !afterAttention) // x is not written yet when it is after attention
+        _matvecs[_count] = new Matvec { W = w, X = x, Y = y, Rows = rows, ChunkRows = chunkRows, Epilogue = epilogue, Residual = residual };
+        if (w is Int8Linear int8 && Int8Kernels.IsSupported)
         {
             int k = (int)w.In;
             var values = Pinned(ref _quantized[_count], rows * k);
@@ -122,7 +111,6 @@ internal sealed unsafe class DecodeFork
     public void Run()
     {
         Volatile.Write(ref _next[Counter], 0);
-        Volatile.Write(ref _pairsDone[Counter], 0);
         int total = _pairs + _firstChunk[_count];
         if (total == 1 || Parts == 1) RunPart(0);
         else ComputePool.Shared.Run(Math.Min(Parts, total), _body);
@@ -133,16 +121,9 @@ internal sealed unsafe class DecodeFork
         int pairs = _pairs, end = pairs + _firstChunk[_count];
         for (int i = Interlocked.Increment(ref _next[Counter]) - 1; i < end; i = Interlocked.Increment(ref _next[Counter]) - 1)
         {
-            if (i < pairs)
-            {
-                try { _attend!(i, part); }
-                finally { Interlocked.Increment(ref _pairsDone[Counter]); } // counted even when it throws: no core waits for ever
-                continue;
-            }
+            if (i < pairs) { _attend!(i, part); continue; }
             int c = i - pairs, m = 0;
             while (c >= _firstChunk[m + 1]) m++;
-            if (_matvecs[m].AfterAttention)
-                while (Volatile.Read(ref _pairsDone[Counter]) < pairs) Thread.SpinWait(1);
             RunChunk(ref _matvecs[m], c - _firstChunk[m]);
         }
     }

@@ -11,10 +11,10 @@ namespace Swarm.Model;
 /// Same weights, same pool, same arithmetic as the libtorch path of <see cref="StageModel.ForwardBatch"/>, in f32 — but
 /// without the libtorch path's few dozen small calls per layer (and their bf16 conversions), whose per-call cost adds
 /// to every token: batch-1 decode of pythia-160m ran 1.09× (f32), 1.18× (bf16) and 1.33× (int8) faster than through
-/// libtorch in one <c>swarm bench local</c> run. A layer with a parallel residual (every Pythia) is two forks of the
+/// libtorch in one <c>swarm bench local</c> run. A layer with a parallel residual (every Pythia) is three forks of the
 /// cores (<see cref="DecodeFork"/>): q/k/v with the MLP's first product and its GELU; attention, split by (sequence, head),
-/// with the MLP's second product and the attention's projection (which waits for the attention inside the fork) — so
-/// nothing but the LayerNorms and the residual sums runs on one core. Prefill chunks, tensor-parallel layers, other devices and
+/// with the MLP's second product; the attention's projection — each product adding itself to the residual where it
+/// ends, so nothing but the LayerNorms runs on one core. Prefill chunks, tensor-parallel layers, other devices and
 /// captured layers stay on the libtorch path.
 /// Used from the stage's compute thread only.
 /// </summary>
@@ -147,19 +147,17 @@ internal sealed unsafe class ManagedDecode
             for (int r = 0; r < n; r++) DecodeKernels.LayerNorm(b.X + (long)r * h, h, ln1W, ln1B, eps, b.Norm + (long)r * h);
             if (_c.UseParallelResidual)
             {
-                // x + attn(ln1(x)) + mlp(ln2(x)): two forks — q/k/v with the MLP's first product; then attention, the MLP's
-                // second product and the attention's projection, whose chunks wait for the attention (done long before the
-                // cores get through the MLP's); after the join x += the MLP's output, then += the attention's.
+                // x + attn(ln1(x)) + mlp(ln2(x)): three forks — q/k/v with the MLP's first product, attention with its
+                // second, then the attention's projection; each product's chunk adds itself to x where it ends.
                 for (int r = 0; r < n; r++) DecodeKernels.LayerNorm(b.X + (long)r * h, h, ln2W, ln2B, eps, b.Norm2 + (long)r * h);
                 Fork().AddMatvec(w.Qkv, b.Norm, n, b.Qkv);
                 _fork.AddMatvec(w.Up, b.Norm2, n, b.Up, DecodeEpilogue.Gelu);
                 _fork.Run();
                 Fork().AddAttention(n * _c.NumHeads, _attendPair);
-                _fork.AddMatvec(w.Down, b.Up, n, b.MlpOut);
-                _fork.AddMatvec(w.Dense, b.Attn, n, b.AttnOut, afterAttention: true);
+                _fork.AddMatvec(w.Down, b.Up, n, b.MlpOut, DecodeEpilogue.Residual, b.X);
                 _fork.Run();
-                DecodeKernels.AddInPlace(b.X, b.MlpOut, n * h);
-                DecodeKernels.AddInPlace(b.X, b.AttnOut, n * h);
+                Fork().AddMatvec(w.Dense, b.Attn, n, b.AttnOut, DecodeEpilogue.Residual, b.X);
+                _fork.Run();
             }
             else
             {
