@@ -15,12 +15,14 @@ internal static class LocalBench
     public sealed record Variant(string Preset, string Dtype, double Prefill128, double Prefill512, double PrefillGflops512,
         double Decode1, double Decode1Libtorch, double Decode8, double WeightMBPerToken, double Roofline, double Fraction);
 
-    public sealed record Report(double MemoryBandwidthGBps, double MatmulGflopsF32, double MatmulGflopsBf16, List<Variant> Variants);
+    /// <param name="MemoryBandwidthGBps">The roofline's bandwidth: <see cref="Roofline.MeasureStreamingReadGBps"/>.</param>
+    /// <param name="LibtorchSumBandwidthGBps">libtorch's <c>sum</c> over the same size, the roofline's bandwidth before (for comparison).</param>
+    public sealed record Report(double MemoryBandwidthGBps, double LibtorchSumBandwidthGBps, double MatmulGflopsF32, double MatmulGflopsBf16, List<Variant> Variants);
 
     public static Report Run(IReadOnlyList<string> presets, IReadOnlyList<WeightFormat> formats, Action<string> log)
     {
         log("measuring memory bandwidth and matmul throughput…");
-        double bw = Roofline.MeasureReadBandwidthGBps();
+        double bw = Roofline.MeasureStreamingReadGBps(), torchBw = Roofline.MeasureReadBandwidthGBps();
         var variants = new List<Variant>();
         double mmF32 = 0, mmBf16 = 0;
         foreach (var preset in presets)
@@ -54,7 +56,7 @@ internal static class LocalBench
                 variants.Add(new Variant(preset, dt, p128, p512, flops512 / secs512 / 1e9, d1, d1Torch, d8, mb, roof, d1 / roof));
             }
         }
-        return new Report(bw, mmF32, mmBf16, variants);
+        return new Report(bw, torchBw, mmF32, mmBf16, variants);
     }
 
     public sealed record TpFigure(int Shards, double Prefill128, double Decode1, double DecodeMsPerToken, double ShardWeightMB);

@@ -355,7 +355,7 @@ internal static class BenchCommand
 
     private static void Print(LocalBench.Report r)
     {
-        Console.WriteLine($"memory read bandwidth: {r.MemoryBandwidthGBps:F1} GB/s   matmul: {r.MatmulGflopsF32:F0} GFLOP/s f32, {r.MatmulGflopsBf16:F0} GFLOP/s bf16");
+        Console.WriteLine($"memory read bandwidth: {r.MemoryBandwidthGBps:F1} GB/s streaming on all cores (libtorch sum {r.LibtorchSumBandwidthGBps:F1})   matmul: {r.MatmulGflopsF32:F0} GFLOP/s f32, {r.MatmulGflopsBf16:F0} GFLOP/s bf16");
         Console.WriteLine($"{"model",-13} {"dtype",-5} {"prefill128",11} {"prefill512",11} {"GFLOP/s512",10} {"of f32 mm",9} {"decode b1",10} {"roofline",9} {"fraction",8} {"b1 libtorch",11} {"decode b8",10}");
         foreach (var v in r.Variants)
             Console.WriteLine($"{v.Preset,-13} {v.Dtype,-5} {v.Prefill128,9:F0}/s {v.Prefill512,9:F0}/s {v.PrefillGflops512,10:F0} {v.PrefillGflops512 / r.MatmulGflopsF32,8:P0} " +
@@ -371,6 +371,7 @@ internal static class BenchCommand
         return JsonSerializer.Serialize(new Dictionary<string, object>
         {
             ["memory_bandwidth_gb_per_s"] = Math.Round(r.MemoryBandwidthGBps, 2),
+            ["memory_bandwidth_libtorch_sum_gb_per_s"] = Math.Round(r.LibtorchSumBandwidthGBps, 2),
             ["matmul_gflops_f32"] = Math.Round(r.MatmulGflopsF32, 1),
             ["matmul_gflops_bf16"] = Math.Round(r.MatmulGflopsBf16, 1),
             ["prefill_tokens_per_s"] = By(v => new Dictionary<string, double> { ["128"] = Math.Round(v.Prefill128, 1), ["512"] = Math.Round(v.Prefill512, 1) }),

@@ -37,7 +37,9 @@ public sealed class ComputePool : IDisposable
     private readonly int[] _sleeping;
     private readonly object _gate = new();
     private Action<int>? _work;
-    private int _helpers;
+    // A fork's number and how many workers it needs, in one word ((fork << 16) | helpers) so a worker reads both at once:
+    // read apart, a worker that saw one fork's number and the next fork's helper count could run the next fork's part
+    // twice and let its join return while another part was still running.
     private long _generation;
     private int _pending;
     private volatile bool _stopping;
@@ -72,9 +74,8 @@ public sealed class ComputePool : IDisposable
         {
             _work = body;
             _error = null;
-            _helpers = helpers;
             Volatile.Write(ref _pending, helpers);
-            Interlocked.Increment(ref _generation);
+            Interlocked.Exchange(ref _generation, ((_generation >> 16) + 1) << 16 | (long)helpers);
             for (int i = 0; i < helpers; i++)
                 if (Interlocked.Exchange(ref _sleeping[i], 0) == 1) _wake[i].Release();
             body(0);
@@ -112,7 +113,7 @@ public sealed class ComputePool : IDisposable
             }
             if (_stopping) return;
             seen = Volatile.Read(ref _generation);
-            if (id > _helpers) continue;
+            if (id > (int)(seen & 0xFFFF)) continue; // not needed in this fork
             try { _work!(id); }
             catch (Exception e) { _error = e; }
             finally { Interlocked.Decrement(ref _pending); }
