@@ -26,6 +26,12 @@ internal sealed class ManualNetDriver
 {
     private const int MaxEmptyDatagramsPerRound = 64;
 
+    /// <summary>Peers per step of the tick's stretch (see <see cref="Tick"/>).</summary>
+    internal const int PeersPerTickStep = 250;
+
+    /// <summary>The most the tick is stretched: 4 × the configured one.</summary>
+    internal const int MaxTickStretch = 4;
+
     private readonly NetManager _manager;
     private readonly TimeProvider _time;
     private readonly TimeSpan _tick;
@@ -95,12 +101,20 @@ internal sealed class ManualNetDriver
         }
     }
 
+    /// <summary>
+    /// The interval of the full update: the configured tick up to <see cref="PeersPerTickStep"/> connected peers, one more
+    /// tick for each further step of them, at most <see cref="MaxTickStretch"/> ticks (15 → 60 ms at 1,000 peers). The
+    /// update costs O(peers) and, with messages flushing their own peer, only paces resends, pings and timeouts: a coordinator
+    /// of 1,000 idle nodes spent most of its idle CPU on it, and a lost packet now waits at most one longer tick.
+    /// </summary>
+    internal TimeSpan Tick => _tick * Math.Clamp(1 + _manager.ConnectedPeersCount / PeersPerTickStep, 1, MaxTickStretch);
+
     /// <summary>Under <see cref="Gate"/>: the full update of every peer when a tick is due.</summary>
     public void TickIfDue()
     {
         long now = _time.GetTimestamp();
         var elapsed = _time.GetElapsedTime(_lastTick, now);
-        if (elapsed < _tick) return;
+        if (elapsed < Tick) return;
         _lastTick = now;
         _manager.ManualUpdate((float)elapsed.TotalMilliseconds);
         Interlocked.Increment(ref _ticks);
@@ -109,7 +123,7 @@ internal sealed class ManualNetDriver
     /// <summary>Real milliseconds until the next tick is due, at most <paramref name="limit"/>.</summary>
     public int MillisecondsToTick(int limit)
     {
-        var left = _tick - _time.GetElapsedTime(_lastTick);
+        var left = Tick - _time.GetElapsedTime(_lastTick);
         return left <= TimeSpan.Zero ? 0 : (int)Math.Min(limit, Math.Ceiling(left.TotalMilliseconds));
     }
 
