@@ -5,7 +5,7 @@ namespace Swarm.Tests.Engine;
 
 /// <summary>
 /// The register-tiled kernel of batched decode (<see cref="GemmKernels"/>) against a scalar reference in double, for every
-/// stored weight type: sizes that leave partial tiles of input rows and weight rows, k-block tails of every length, rows
+/// stored weight type (f16 both plain and as <see cref="RebasedF16"/> codes): sizes that leave partial tiles of input rows and weight rows, k-block tails of every length, rows
 /// cut into several k-blocks, a sub-range of output rows, an output stride wider than the matrix, scales and bias.
 /// Outputs outside the asked rows must stay untouched.
 /// </summary>
@@ -14,7 +14,7 @@ public unsafe class GemmKernelsTests
     public static TheoryData<string, int, int, int, int, int, bool> Cases()
     {
         var data = new TheoryData<string, int, int, int, int, int, bool>();
-        foreach (var format in new[] { "f32", "bf16", "f16", "int8" })
+        foreach (var format in new[] { "f32", "bf16", "f16", "f16-rebased", "int8" })
         {
             data.Add(format, 5, 7, 1, 0, 7, false);                          // k shorter than a vector
             data.Add(format, 7, 9, 15, 1, 8, true);                          // 4+3 input rows, 4+3 weight rows, tail only
@@ -45,6 +45,10 @@ public unsafe class GemmKernelsTests
                 case "f32": stored[i] = f32[i] = v; break;
                 case "bf16": half[i] = DecodeKernels.F32ToBf16(v); stored[i] = DecodeKernels.Bf16ToF32(half[i]); break;
                 case "f16": half[i] = BitConverter.HalfToUInt16Bits((Half)v); stored[i] = (float)(Half)v; break;
+                case "f16-rebased":
+                    Assert.True(RebasedF16.TryEncode(BitConverter.HalfToUInt16Bits((Half)v), out half[i]));
+                    stored[i] = (float)(Half)v;
+                    break;
                 default: int8[i] = (sbyte)rng.Next(-127, 128); stored[i] = int8[i]; break;
             }
         }
@@ -62,6 +66,7 @@ public unsafe class GemmKernelsTests
                 "f32" => GemmKernels.TryRun<float, F32Loader>(xp, rows, wf, k, r0, r1, sp, bp, yp, ldy),
                 "bf16" => GemmKernels.TryRun<ushort, Bf16Loader>(xp, rows, wh, k, r0, r1, sp, bp, yp, ldy),
                 "f16" => GemmKernels.TryRun<ushort, F16Loader>(xp, rows, wh, k, r0, r1, sp, bp, yp, ldy),
+                "f16-rebased" => GemmKernels.TryRun<ushort, RebasedF16Loader>(xp, rows, wh, k, r0, r1, sp, bp, yp, ldy),
                 _ => GemmKernels.TryRun<sbyte, Int8Loader>(xp, rows, wi, k, r0, r1, sp, bp, yp, ldy),
             };
         Assert.Equal(GemmKernels.IsSupported, ran);

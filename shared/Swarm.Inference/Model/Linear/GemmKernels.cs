@@ -78,6 +78,7 @@ internal static unsafe class GemmKernels
         if (typeof(TLoader) == typeof(F32Loader)) Run<float, F32WideLoader>(x, rows, (float*)w, k, r0, r1, scales, bias, y, ldy);
         else if (typeof(TLoader) == typeof(Bf16Loader)) Run<ushort, Bf16WideLoader>(x, rows, (ushort*)w, k, r0, r1, scales, bias, y, ldy);
         else if (typeof(TLoader) == typeof(F16Loader)) Run<ushort, F16WideLoader>(x, rows, (ushort*)w, k, r0, r1, scales, bias, y, ldy);
+        else if (typeof(TLoader) == typeof(RebasedF16Loader)) Run<ushort, RebasedF16WideLoader>(x, rows, (ushort*)w, k, r0, r1, scales, bias, y, ldy);
         else if (typeof(TLoader) == typeof(Int8Loader)) Run<sbyte, Int8WideLoader>(x, rows, (sbyte*)w, k, r0, r1, scales, bias, y, ldy);
         else return false;
         return true;

@@ -98,8 +98,10 @@ internal static unsafe class RebasedF16
 /// </summary>
 internal readonly unsafe struct RebasedF16Loader : IWeightLoader<ushort>
 {
-    private const int Bits = unchecked((int)0x8FFFFFFF); // sign and the low 28 bits: clears the sign's copies in 30..28
-    private const int ScaleBits = (127 + RebasedF16.Shift) << 23;  // 2¹⁰²
+    /// <summary>Sign and the low 28 bits: clears the sign's copies in bits 30..28 after the shift.</summary>
+    internal const int Bits = unchecked((int)0x8FFFFFFF);
+    /// <summary>2¹⁰² as f32 bits.</summary>
+    internal const int ScaleBits = (127 + RebasedF16.Shift) << 23;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<float> Load8(ushort* p)
@@ -111,4 +113,19 @@ internal readonly unsafe struct RebasedF16Loader : IWeightLoader<ushort>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float Load1(ushort* p) =>
         BitConverter.Int32BitsToSingle(((short)*p << 13) & Bits) * BitConverter.Int32BitsToSingle(ScaleBits);
+}
+
+/// <summary><see cref="RebasedF16"/> codes, 16 at a time (AVX-512), for the batched kernel <see cref="GemmKernels"/>.</summary>
+internal readonly unsafe struct RebasedF16WideLoader : IWideWeightLoader<ushort>
+{
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Load16(ushort* p)
+    {
+        var codes = Avx512F.ConvertToVector512Int32(Avx.LoadVector256((short*)p));
+        var scaled = Avx512F.And(Avx512F.ShiftLeftLogical(codes, 13), Vector512.Create(RebasedF16Loader.Bits));
+        return Avx512F.Multiply(scaled.AsSingle(), Vector512.Create(RebasedF16Loader.ScaleBits).AsSingle());
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float Load1(ushort* p) => RebasedF16Loader.Load1(p);
 }
