@@ -116,7 +116,7 @@ public partial class RouterEquivalenceTests
             worst = Math.Max(worst, bounded / exact - 1);
         }
         Assert.True(worst <= LargeSwarmCostBound, $"a bounded route cost {worst:P2} more than the exact one");
-        Console.WriteLine($"large swarms: worst bounded route {worst:P3} above exact");
+        output.WriteLine($"large swarms: worst bounded route {worst:P3} above exact");
     }
 
     [Fact]

@@ -1,6 +1,7 @@
 using Swarm.Coordinator.Routing;
 using Swarm.Protocol;
 using Xunit;
+using Xunit.Abstractions;
 
 namespace Swarm.Tests.Scale;
 
@@ -9,7 +10,7 @@ namespace Swarm.Tests.Scale;
 /// route at the same cost as the programme it replaced, which visited every node at every boundary and kept a state per
 /// (boundary, node, end) — on random swarms with measured and relayed links, suspects, loads and exact ties.
 /// </summary>
-public partial class RouterEquivalenceTests
+public partial class RouterEquivalenceTests(ITestOutputHelper output)
 {
     [Fact]
     public void Route_OnRandomSwarms_EqualsTheExhaustiveProgramme()
