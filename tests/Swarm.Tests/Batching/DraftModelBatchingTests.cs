@@ -4,7 +4,6 @@ using Swarm.Model;
 using Swarm.Node;
 using Swarm.Node.Drafting;
 using Swarm.Tests.Model;
-using Swarm.Tokenization;
 using Xunit;
 using Xunit.Abstractions;
 
@@ -50,17 +49,12 @@ public class DraftModelBatchingTests(ITestOutputHelper output)
     [Fact]
     public void CodeModel_TrainedDraft_GreedyEqualsPlainDecoding()
     {
-        string dir = BuiltInModels.CodeLmTiny;
-        var tokenizer = TokenizerLoader.TryLoad(dir) ?? throw new InvalidOperationException($"no tokenizer in {dir}");
-        using var ckpt = Checkpoint.Open(dir);
+        var tokenizer = CodeLmBatchJobs.Tokenizer();
+        using var ckpt = Checkpoint.Open(BuiltInModels.CodeLmTiny);
         int n = ckpt.Config.NumLayers;
-        string[] prompts = ["class Stack:\n    def __init__(self):\n", "import os\n\ndef main(argv):\n    ", "    for i in range(len(items)):\n"];
-        var jobs = prompts.Select((p, i) => new DriverJob([.. tokenizer.Encode(p).Select(t => (long)t)], 48, i)).ToList();
-        var batching = new BatchingOptions { PrefillChunk = 8, MaxBatchTokens = 32 };
-        List<int>[] plain;
-        using (var a = Host(ckpt, 0, n / 2, batching))
-        using (var b = Host(ckpt, n / 2, n, batching))
-            plain = new BatchDriver([a, b]).Run(jobs);
+        var jobs = CodeLmBatchJobs.Jobs(tokenizer, 48);
+        var batching = CodeLmBatchJobs.Batching;
+        var plain = CodeLmBatchJobs.PlainTwoStages(ckpt, jobs);
         using var drafter = DraftModelRunner.Load(BuiltInModels.CodeLmTinyDraft, WeightFormat.F32, kvTokens: 4096);
         using var a2 = Host(ckpt, 0, n / 2, batching);
         using var b2 = Host(ckpt, n / 2, n, batching, drafter);

@@ -3,7 +3,6 @@ using Swarm.Cli;
 using Swarm.Model;
 using Swarm.Node;
 using Swarm.Tests.Model;
-using Swarm.Tokenization;
 using Xunit;
 using Xunit.Abstractions;
 
@@ -97,17 +96,12 @@ public class SpeculativeBatchingTests(ITestOutputHelper output)
     [Fact]
     public void CodeModel_TwoStages_SpeculativeGreedyEqualsPlainDecoding()
     {
-        string dir = BuiltInModels.CodeLmTiny;
-        var tokenizer = TokenizerLoader.TryLoad(dir) ?? throw new InvalidOperationException($"no tokenizer in {dir}");
-        using var ckpt = Checkpoint.Open(dir);
+        var tokenizer = CodeLmBatchJobs.Tokenizer();
+        using var ckpt = Checkpoint.Open(BuiltInModels.CodeLmTiny);
         int n = ckpt.Config.NumLayers;
-        string[] prompts = ["class Stack:\n    def __init__(self):\n", "import os\n\ndef main(argv):\n    ", "    for i in range(len(items)):\n"];
-        var jobs = prompts.Select((p, i) => new DriverJob([.. tokenizer.Encode(p).Select(t => (long)t)], 40, i)).ToList();
-        var batching = new BatchingOptions { PrefillChunk = 8, MaxBatchTokens = 32 };
-        List<int>[] plain;
-        using (var a = Host(ckpt, 0, n / 2, batching))
-        using (var b = Host(ckpt, n / 2, n, batching))
-            plain = new BatchDriver([a, b]).Run(jobs);
+        var jobs = CodeLmBatchJobs.Jobs(tokenizer, 40);
+        var batching = CodeLmBatchJobs.Batching;
+        var plain = CodeLmBatchJobs.PlainTwoStages(ckpt, jobs);
         using var a2 = Host(ckpt, 0, n / 2, batching);
         using var b2 = Host(ckpt, n / 2, n, batching);
         var driver = new BatchDriver([a2, b2], PlantedDrafts(plain, ckpt.Config.VocabSize));
