@@ -21,9 +21,12 @@ namespace Swarm.Cli.Bench;
 /// </summary>
 internal static class BatchingBench
 {
-    /// <summary>Figures per concurrency level (same order as <see cref="Concurrency"/>).</summary>
-    public sealed record Report(string Preset, int Tokens, int[] Concurrency, double[] Aggregate, double[] P50, double[] P95,
-        double[] SwarmAggregate, double[] SwarmP50, double[] SwarmP95, int[] PeakBatch, int ArrivalSlots, StaggeredArrivals.Result Arrivals);
+    /// <summary>What to run: the model, the numbers of concurrent jobs, new tokens per job, the weight format, threads.</summary>
+    public sealed record Settings(string Preset, int[] Levels, int Tokens, WeightFormat Weights, int Threads, bool Swarm, bool Arrivals);
+
+    /// <summary>Figures per concurrency level (same order as <see cref="Concurrency"/>); <see cref="Arrivals"/> null when skipped.</summary>
+    public sealed record Report(string Preset, string Weights, int Tokens, int[] Concurrency, double[] Aggregate, double[] P50, double[] P95,
+        double[] SwarmAggregate, double[] SwarmP50, double[] SwarmP95, int[] PeakBatch, int ArrivalSlots, StaggeredArrivals.Result? Arrivals);
 
     /// <summary>Concurrent slots of the arrivals run (<see cref="StaggeredArrivals"/>).</summary>
     public const int ArrivalSlots = 16;
@@ -32,50 +35,55 @@ internal static class BatchingBench
 
     private const int PromptTokens = 16;
 
-    public static async Task<Report> RunAsync(string preset, int[] levels, int tokens, int threads, bool swarm, Action<string> log, CancellationToken ct)
+    public static async Task<Report> RunAsync(Settings s, Action<string> log, CancellationToken ct)
     {
-        log($"preparing {preset} (cached after the first run)…");
-        string dir = PresetCache.Ensure(preset);
+        var levels = s.Levels;
+        log($"preparing {s.Preset} (cached after the first run)…");
+        string dir = PresetCache.Ensure(s.Preset);
         var agg = new double[levels.Length]; var p50 = new double[levels.Length]; var p95 = new double[levels.Length];
         var sAgg = new double[levels.Length]; var sP50 = new double[levels.Length]; var sP95 = new double[levels.Length];
         var peak = new int[levels.Length];
         int vocab;
-        StaggeredArrivals.Result arrivals;
+        StaggeredArrivals.Result? arrivals = null;
         using (var ckpt = Checkpoint.Open(dir))
         {
             vocab = ckpt.Config.VocabSize;
-            using var host = new StageHost(StageModel.Load(ckpt, 0, ckpt.Config.NumLayers), 2L << 30);
+            using var host = new StageHost(StageModel.Load(ckpt, 0, ckpt.Config.NumLayers, s.Weights), 2L << 30);
             OneNode(host, 1, 4, vocab, seed: 99); // warm-up
             for (int i = 0; i < levels.Length; i++)
             {
-                var before = host.Stats.PeakBatch;
-                var l = OneNode(host, levels[i], tokens, vocab, seed: i);
+                var l = OneNode(host, levels[i], s.Tokens, vocab, seed: i);
                 (agg[i], p50[i], p95[i]) = (l.Aggregate, l.P50, l.P95);
                 peak[i] = host.Stats.PeakBatch;
                 log($"one node, {levels[i],2} jobs: {l.Aggregate,7:F1} tokens/s   p50 {l.P50,6:F1} ms   p95 {l.P95,6:F1} ms");
             }
-            arrivals = StaggeredArrivals.Run(host, ArrivalSlots, jobsPerSlot: 3, vocab, seed: 7);
-            log($"one node, {ArrivalSlots} jobs with {StaggeredArrivals.PromptTokens}-token prompts arriving while others decode: " +
-                $"{arrivals.Aggregate,7:F1} tokens/s   p50 {arrivals.P50,6:F1} ms   p95 {arrivals.P95,6:F1} ms");
+            if (s.Arrivals)
+            {
+                var a = StaggeredArrivals.Run(host, ArrivalSlots, jobsPerSlot: 3, vocab, seed: 7);
+                log($"one node, {ArrivalSlots} jobs with {StaggeredArrivals.PromptTokens}-token prompts arriving while others decode: " +
+                    $"{a.Aggregate,7:F1} tokens/s   p50 {a.P50,6:F1} ms   p95 {a.P95,6:F1} ms");
+                arrivals = a;
+            }
         }
-        if (swarm)
+        if (s.Swarm)
         {
-            int layers = Presets.Get(preset).NumLayers;
+            int layers = Presets.Get(s.Preset).NumLayers;
             int a = layers / 3, b = 2 * layers / 3;
             await using var local = await LocalSwarm.StartAsync(new LocalSwarmOptions
             {
-                Model = dir, Nodes = 3, Layers = [$"0:{a}", $"{a}:{b}", $"{b}:{layers}"], ThreadsPerNode = threads,
+                Model = dir, Nodes = 3, Layers = [$"0:{a}", $"{a}:{b}", $"{b}:{layers}"], ThreadsPerNode = s.Threads,
+                NodeArgs = ["--weights", s.Weights.Name()],
                 CoordinatorArgs = ["--max-concurrent-jobs", levels.Max().ToString()],
             }, log, ct: ct);
             await OverHttpAsync(local.HttpUrl, 1, 4, vocab, 99, ct); // warm-up
             for (int i = 0; i < levels.Length; i++)
             {
-                var l = await OverHttpAsync(local.HttpUrl, levels[i], tokens, vocab, i, ct);
+                var l = await OverHttpAsync(local.HttpUrl, levels[i], s.Tokens, vocab, i, ct);
                 (sAgg[i], sP50[i], sP95[i]) = (l.Aggregate, l.P50, l.P95);
                 log($"3-node swarm, {levels[i],2} jobs: {l.Aggregate,7:F1} tokens/s   p50 {l.P50,6:F1} ms   p95 {l.P95,6:F1} ms");
             }
         }
-        return new Report(preset, tokens, levels, agg, p50, p95, sAgg, sP50, sP95, peak, ArrivalSlots, arrivals);
+        return new Report(s.Preset, s.Weights.Name(), s.Tokens, levels, agg, p50, p95, sAgg, sP50, sP95, peak, ArrivalSlots, arrivals);
     }
 
     private static long[] Prompt(int vocab, int seed, int job)

@@ -13,7 +13,7 @@ internal static class BenchCommand
     {
         var cmd = new Command("bench", "Benchmarks (print figures, never assert)");
         cmd.Subcommands.Add(Local());
-        cmd.Subcommands.Add(Batching());
+        cmd.Subcommands.Add(BenchBatchingCommand.Create());
         cmd.Subcommands.Add(SwarmCmd());
         cmd.Subcommands.Add(Recovery());
         cmd.Subcommands.Add(Verify());
@@ -295,62 +295,6 @@ internal static class BenchCommand
             Console.WriteLine($"{f.Shards,3} {f.Prefill128,18:F1} {f.Decode1,13:F2} {f.DecodeMsPerToken,14:F2} {f.ShardWeightMB,13:F1}");
         Console.WriteLine("(MB per shard: the transformer layers' weights one shard holds; embedding and head stay on the first device)");
         Console.WriteLine(note);
-    }
-
-    private static Command Batching()
-    {
-        var preset = new Option<string>("--preset") { Description = "Model preset (default pythia-160m)", DefaultValueFactory = _ => "pythia-160m" };
-        var json = new Option<bool>("--json") { Description = "Print JSON" };
-        var tokens = new Option<int>("--tokens") { Description = "New tokens per job (default 32)", DefaultValueFactory = _ => 32 };
-        var threads = new Option<int>("--threads") { Description = "CPU threads of the one-node run and of each swarm node (0: all cores for the one-node run, the cores shared equally among the swarm nodes)", DefaultValueFactory = _ => 0 };
-        var noSwarm = new Option<bool>("--no-swarm") { Description = "Skip the 3-node swarm part" };
-        var cmd = new Command("batching", "Aggregate decode tokens/s and per-token latency at 1, 4, 16 and 64 concurrent jobs: one node in-process, and a 3-node swarm over HTTP");
-        cmd.Options.Add(preset); cmd.Options.Add(json); cmd.Options.Add(tokens); cmd.Options.Add(threads); cmd.Options.Add(noSwarm);
-        cmd.SetAction(async (r, ct) =>
-        {
-            string name = r.GetValue(preset)!;
-            if (!Presets.All.ContainsKey(name))
-                throw new UsageException($"--preset: unknown preset '{name}'; known: {string.Join(", ", Presets.All.Keys)}");
-            int n = r.GetValue(tokens);
-            if (n < 2) throw new UsageException("--tokens must be ≥ 2 (decode throughput needs a second token)");
-            if (r.GetValue(threads) < 0) throw new UsageException("--threads must be ≥ 0");
-            TorchRuntime.Initialize(r.GetValue(threads));
-            var report = await BatchingBench.RunAsync(name, [1, 4, 16, 64], n, r.GetValue(threads), !r.GetValue(noSwarm), msg => Console.Error.WriteLine(msg), ct);
-            if (r.GetValue(json))
-            {
-                static double[] R(double[] v) => v.Select(x => Math.Round(x, 2)).ToArray();
-                Console.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object>
-                {
-                    ["concurrency"] = report.Concurrency,
-                    ["aggregate_tokens_per_s"] = R(report.Aggregate),
-                    ["swarm_aggregate_tokens_per_s"] = R(report.SwarmAggregate),
-                    ["p50_ms"] = R(report.P50),
-                    ["p95_ms"] = R(report.P95),
-                    ["swarm_p50_ms"] = R(report.SwarmP50),
-                    ["swarm_p95_ms"] = R(report.SwarmP95),
-                    ["arrivals"] = new Dictionary<string, object>
-                    {
-                        ["concurrency"] = report.ArrivalSlots,
-                        ["prompt_tokens"] = StaggeredArrivals.PromptTokens,
-                        ["tokens_per_s"] = Math.Round(report.Arrivals.Aggregate, 2),
-                        ["p50_ms"] = Math.Round(report.Arrivals.P50, 2),
-                        ["p95_ms"] = Math.Round(report.Arrivals.P95, 2),
-                    },
-                }));
-                return 0;
-            }
-            Console.WriteLine($"{report.Preset}, {report.Tokens} new tokens per job (16-token prompts, greedy)");
-            Console.WriteLine($"{"jobs",4} {"one node tok/s",15} {"× 1 job",8} {"p50 ms",8} {"p95 ms",8} {"peak batch",10} {"swarm tok/s",12} {"swarm p50",10} {"swarm p95",10}");
-            for (int i = 0; i < report.Concurrency.Length; i++)
-                Console.WriteLine($"{report.Concurrency[i],4} {report.Aggregate[i],15:F1} {report.Aggregate[i] / report.Aggregate[0],8:F2} {report.P50[i],8:F1} {report.P95[i],8:F1} " +
-                                  $"{report.PeakBatch[i],10} {report.SwarmAggregate[i],12:F1} {report.SwarmP50[i],10:F1} {report.SwarmP95[i],10:F1}");
-            Console.WriteLine("(aggregate decode tokens/s over all jobs; p50/p95 = time between consecutive tokens of a job)");
-            var a = report.Arrivals;
-            Console.WriteLine($"{report.ArrivalSlots} jobs, {StaggeredArrivals.PromptTokens}-token prompts arriving while the others decode ({a.Jobs} jobs): " +
-                              $"{a.Aggregate:F1} tokens/s, gap p50 {a.P50:F1} ms, p95 {a.P95:F1} ms (p95/p50 {(a.P50 > 0 ? a.P95 / a.P50 : 0):F2})");
-            return 0;
-        });
-        return cmd;
     }
 
     private static void Print(LocalBench.Report r)
