@@ -21,19 +21,13 @@ internal static class LastStageSampling
     /// <summary>The last stage's fingerprint of a logits row [V]: its projection, runner-up token and top-2 margin.</summary>
     public static StageFingerprint Fingerprint(float[] inputFingerprint, Tensor row)
     {
-        using var scope = NewDisposeScope();
-        var (top, ids) = row.to_type(ScalarType.Float32).topk(2);
-        return new StageFingerprint
-        {
-            Input = inputFingerprint, Output = ActivationFingerprint.Project(row),
-            RunnerUp = (int)ids[1].item<long>(), Margin = top[0].item<float>() - top[1].item<float>(),
-        };
+        var (_, runnerUp, margin) = RowKernels.TopTwo(row);
+        return new StageFingerprint { Input = inputFingerprint, Output = ActivationFingerprint.Project(row), RunnerUp = runnerUp, Margin = margin };
     }
 
     /// <summary>
     /// The fingerprints of several last positions' logits rows ([V] each) at once, as <see cref="Fingerprint"/> gives them
-    /// row by row: one projection of the stacked rows and one top-2 over them instead of a few libtorch calls per row
-    /// (64 rows of pythia-160m's logits: 13.6 → 8.8 ms, one process on a loaded machine; about a tenth of such a step).
+    /// row by row, with the projection of all the rows in one blocked pass over the projection matrix.
     /// </summary>
     /// <returns>Per finished step, the fingerprint of its last logits row; null for steps without logits and speculative steps.</returns>
     public static StageFingerprint?[] Fingerprints(IReadOnlyList<(QueuedStep Step, Tensor? Logits)> finished)
@@ -42,22 +36,18 @@ internal static class LastStageSampling
         var which = Enumerable.Range(0, finished.Count).Where(i => finished[i].Logits is not null && finished[i].Step.VerifiedPositions == 0).ToArray();
         if (which.Length == 0) return result;
         using var scope = NewDisposeScope();
-        var all = stack(which.Select(i => LastRow(finished[i].Logits!).to_type(ScalarType.Float32)).ToArray());
-        float[] projected = ActivationFingerprint.Project(all);
-        // Top two as two max reductions, the first one's entries masked out between them (a copy of ours): about twice as
-        // fast as topk over a batch of vocabulary-wide rows.
-        var (first, firstIds) = all.max(1, keepdim: true);
-        all.scatter_(1, firstIds, full_like(first, float.NegativeInfinity));
-        var (second, secondIds) = all.max(1);
-        float[] best = first.contiguous().data<float>().ToArray(), next = second.contiguous().data<float>().ToArray();
-        long[] runnerUp = secondIds.contiguous().data<long>().ToArray();
+        var rows = which.Select(i => LastRow(finished[i].Logits!)).ToArray();
+        float[] projected = ActivationFingerprint.Project(rows);
         int width = projected.Length / which.Length;
         for (int j = 0; j < which.Length; j++)
+        {
+            var (_, runnerUp, margin) = RowKernels.TopTwo(rows[j]);
             result[which[j]] = new StageFingerprint
             {
                 Input = finished[which[j]].Step.InputFingerprint, Output = projected.AsSpan(j * width, width).ToArray(),
-                RunnerUp = (int)runnerUp[j], Margin = best[j] - next[j],
+                RunnerUp = runnerUp, Margin = margin,
             };
+        }
         return result;
     }
 

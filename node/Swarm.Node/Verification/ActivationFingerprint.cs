@@ -1,11 +1,13 @@
 using System.Collections.Concurrent;
 using Swarm.Protocol;
+using Swarm.Sampling;
 using static TorchSharp.torch;
 
 namespace Swarm.Node.Verification;
 
 /// <summary>
-/// Computes <see cref="StageFingerprint"/>s: every row (position) of a hidden-state or logit matrix multiplied, in f32,
+/// Computes <see cref="StageFingerprint"/>s: every row (position) of a hidden-state or logit matrix multiplied, in f32
+/// (<see cref="RowKernels.Project(Tensor, Tensor)"/>),
 /// by one fixed random projection [dim, <see cref="StageFingerprint.Width"/>] — the same on every node, because its
 /// entries come from a counter-based generator (SplitMix64, Box–Muller) seeded with <see cref="Seed"/>, not from
 /// libtorch's RNG. A random projection keeps distances (Johnson–Lindenstrauss): two replicas whose outputs differ by
@@ -20,13 +22,10 @@ internal static class ActivationFingerprint
     private static readonly ConcurrentDictionary<long, Tensor> Projections = new();
 
     /// <summary>The projection of every row of <paramref name="rows"/> ([t, dim], any float dtype), row-major, t × Width floats.</summary>
-    public static float[] Project(Tensor rows)
-    {
-        using var scope = NewDisposeScope();
-        var x = rows.dim() == 1 ? rows.unsqueeze(0) : rows.reshape(-1, rows.shape[^1]);
-        var y = x.to_type(ScalarType.Float32).matmul(Projection(x.shape[1]));
-        return y.contiguous().data<float>().ToArray();
-    }
+    public static float[] Project(Tensor rows) => RowKernels.Project(rows, Projection(rows.shape[^1]));
+
+    /// <summary>The projections of several rows ([dim] each, any float dtype) one after another, rows × Width floats.</summary>
+    public static float[] Project(IReadOnlyList<Tensor> rows) => rows.Count == 0 ? [] : RowKernels.Project(rows, Projection(rows[0].shape[^1]));
 
     /// <summary>The fixed projection matrix for rows of <paramref name="dim"/> values.</summary>
     private static Tensor Projection(long dim) => Projections.GetOrAdd(dim, d =>

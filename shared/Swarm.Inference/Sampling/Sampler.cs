@@ -65,8 +65,8 @@ public sealed class Sampler
         using (no_grad())
         {
             var row = Row(logits);
-            var values = MemoryMarshal.Cast<byte, float>(row.bytes);
-            token = Options.IsGreedy ? Argmax(values) : Sample(row, values, Uniform(Seed, Step));
+            var values = RowKernels.View(row);
+            token = Options.IsGreedy ? RowKernels.Argmax(values) : Sample(row, values, Uniform(Seed, Step));
         }
         Step++;
         return token;
@@ -111,20 +111,6 @@ public sealed class Sampler
         return false;
     }
 
-    /// <summary>First index of the largest logit (ties → lowest id, as torch.argmax).</summary>
-    private static int Argmax(ReadOnlySpan<float> values)
-    {
-        int best = 0;
-        float max = float.NegativeInfinity;
-        for (int i = 0; i < values.Length; i++)
-        {
-            float x = values[i];
-            if (float.IsNaN(x)) throw new InvalidOperationException("logits contain NaN");
-            if (x > max || i == 0) { max = x; best = i; }
-        }
-        return best;
-    }
-
     /// <summary>
     /// The distribution <see cref="Next"/> draws from for <paramref name="logits"/> (one row, as there): probabilities per
     /// token id after temperature, top-k and top-p, summing to 1 (greedy: 1 at the argmax). Speculative sampling compares
@@ -139,9 +125,9 @@ public sealed class Sampler
         using (no_grad())
         {
             var row = Row(logits);
-            var values = MemoryMarshal.Cast<byte, float>(row.bytes);
+            var values = RowKernels.View(row);
             var p = new double[values.Length];
-            if (Options.IsGreedy) p[Argmax(values)] = 1;
+            if (Options.IsGreedy) p[RowKernels.Argmax(values)] = 1;
             else if (Options.TopK > 0 && Options.TopK < values.Length)
             {
                 var (v, ids) = TopCandidates(row, values);
