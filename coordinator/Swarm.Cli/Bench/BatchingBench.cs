@@ -49,7 +49,8 @@ internal static class BatchingBench
         {
             vocab = ckpt.Config.VocabSize;
             using var host = new StageHost(StageModel.Load(ckpt, 0, ckpt.Config.NumLayers, s.Weights), 2L << 30);
-            OneNode(host, 1, 4, vocab, seed: 99); // warm-up
+            // Warm-up at the largest level: the batched kernels are compiled and tiered up before anything is timed.
+            OneNode(host, levels.Max(), 8, vocab, seed: 99);
             for (int i = 0; i < levels.Length; i++)
             {
                 var l = OneNode(host, levels[i], s.Tokens, vocab, seed: i);

@@ -12,6 +12,7 @@ namespace Swarm.Model;
 internal static unsafe class DecodeKernels
 {
     /// <summary>y = (x − mean) / √(var + eps) · w + b over one row of <paramref name="n"/> (biased variance, as torch).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void LayerNorm(float* x, int n, float* w, float* b, float eps, float* y)
     {
         float mean = Sum(x, n) / n;
@@ -33,6 +34,7 @@ internal static unsafe class DecodeKernels
     }
 
     /// <summary>x ← x · Φ(x) = ½x(1 + erf(x/√2)) (the exact GELU of GPT-NeoX) over <paramref name="n"/> values.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void GeluInPlace(float* x, int n)
     {
         int i = 0;
@@ -50,6 +52,7 @@ internal static unsafe class DecodeKernels
     // Abramowitz & Stegun 7.1.26: |error| ≤ 1.5e-7, about the spacing of f32 values near 1.
     private const float P = 0.3275911f, A1 = 0.254829592f, A2 = -0.284496736f, A3 = 1.421413741f, A4 = -1.453152027f, A5 = 1.061405429f;
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<float> Erf(Vector256<float> x)
     {
         var a = Vector256.Abs(x);
@@ -71,6 +74,7 @@ internal static unsafe class DecodeKernels
     /// NeoX rotary on one row's query or key of one head, in place: over the first 2·<paramref name="half"/> dims,
     /// x1' = x1·cos − x2·sin, x2' = x2·cos + x1·sin, with cos/sin of the row's position (<paramref name="half"/> each).
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Rotate(float* v, float* cos, float* sin, int half)
     {
         for (int i = 0; i < half; i++)
@@ -86,6 +90,7 @@ internal static unsafe class DecodeKernels
     /// are <paramref name="hd"/> values at element offset slots[p]·<paramref name="rowStride"/> of the stores (f32 or bf16).
     /// <paramref name="scores"/>: scratch of <paramref name="length"/> floats.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Attend<TStore>(float* q, int hd, void* keys, void* values, long* slots, int length, long rowStride,
         float scale, float* scores, float* output) where TStore : struct, IKvStore
     {
@@ -119,6 +124,7 @@ internal static unsafe class DecodeKernels
     /// four FMA chains run side by side instead of one (a head's 64 dims are 8 dependent FMAs); each position's sum is
     /// formed in the same order as <see cref="IKvStore.Dot"/>, so the scores are the same bits.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static float Scores<TStore>(float* q, int hd, void* keys, long* slots, int length, long rowStride, float scale, float* scores)
         where TStore : struct, IKvStore
     {
@@ -154,6 +160,7 @@ internal static unsafe class DecodeKernels
     }
 
     /// <summary>s ← exp(s − max); returns Σ s.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float ExpInPlace(float* s, int n, float max)
     {
         var m = Vector256.Create(max);
@@ -183,6 +190,7 @@ internal static unsafe class DecodeKernels
     }
 
     /// <summary>y += x over n values.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void AddInPlace(float* y, float* x, int n)
     {
         int i = 0;

@@ -91,6 +91,7 @@ internal static unsafe class GemmKernels
     /// Rows [r0, r1) of y = x·Wᵀ for <paramref name="rows"/> input rows. x: [rows, k] f32; w: [out, k]; y: [rows, ldy] f32.
     /// <paramref name="scales"/> (per output row) and <paramref name="bias"/> may be null.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Run<TWeight, TLoader>(float* x, int rows, TWeight* w, int k, int r0, int r1, float* scales, float* bias, float* y, int ldy)
         where TWeight : unmanaged where TLoader : struct, IWideWeightLoader<TWeight>
     {

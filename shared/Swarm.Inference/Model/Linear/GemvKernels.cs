@@ -88,6 +88,7 @@ internal static unsafe class GemvKernels
     /// Rows [r0, r1) of y = x·Wᵀ for <paramref name="rows"/> input rows. x: [rows, k] f32; w: [out, k]; y: [rows, ldy] f32.
     /// <paramref name="scales"/> (per output row) and <paramref name="bias"/> may be null.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Run<TWeight, TLoader>(float* x, int rows, TWeight* w, int k, int r0, int r1, float* scales, float* bias, float* y, int ldy)
         where TWeight : unmanaged where TLoader : struct, IWeightLoader<TWeight>
     {
@@ -120,6 +121,7 @@ internal static unsafe class GemvKernels
     public static int BlockRows(int k, int elementSize) => Math.Max(8, BlockBytes / Math.Max(1, k * elementSize));
 
     /// <summary>One input row: four independent accumulators keep the FMA pipes busy.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void SingleRow<TWeight, TLoader>(float* x, TWeight* w, int k, int r0, int r1, float* scales, float* bias, float* y)
         where TWeight : unmanaged where TLoader : struct, IWeightLoader<TWeight>
     {
@@ -147,6 +149,7 @@ internal static unsafe class GemvKernels
     /// the FMA's latency (four sums — one weight row — leave them half idle once there are rows enough to be compute-bound),
     /// and each loaded activation vector serves two weight rows. An odd last weight row goes through <see cref="FourRows"/>.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void FourRowsPaired<TWeight, TLoader>(float* x, TWeight* w, int k, int r0, int r1, float* scales, float* bias, float* y, int ldy)
         where TWeight : unmanaged where TLoader : struct, IWeightLoader<TWeight>
     {
@@ -188,6 +191,7 @@ internal static unsafe class GemvKernels
     }
 
     /// <summary>Two to four input rows: each weight vector is widened once and multiplied into every row.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void FourRows<TWeight, TLoader>(float* x, int n, TWeight* w, int k, int r0, int r1, float* scales, float* bias, float* y, int ldy)
         where TWeight : unmanaged where TLoader : struct, IWeightLoader<TWeight>
     {
