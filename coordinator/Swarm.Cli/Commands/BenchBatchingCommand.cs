@@ -42,7 +42,7 @@ internal static class BenchBatchingCommand
         return cmd;
     }
 
-    private static int[] Levels(string list)
+    internal static int[] Levels(string list)
     {
         var parts = list.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
         var levels = new int[parts.Length];
