@@ -26,7 +26,20 @@ internal static class BatchingBench
 
     /// <summary>Figures per concurrency level (same order as <see cref="Concurrency"/>); <see cref="Arrivals"/> null when skipped.</summary>
     public sealed record Report(string Preset, string Weights, int Tokens, int[] Concurrency, double[] Aggregate, double[] P50, double[] P95,
-        double[] SwarmAggregate, double[] SwarmP50, double[] SwarmP95, int[] PeakBatch, int ArrivalSlots, StaggeredArrivals.Result? Arrivals);
+        double[] SwarmAggregate, double[] SwarmP50, double[] SwarmP95, int[] PeakBatch, int ArrivalSlots, StaggeredArrivals.Result? Arrivals,
+        Ceiling Ceiling);
+
+    /// <summary>
+    /// The one node's ceiling, measured in the same run: N jobs decode at most N tokens per step, and a step takes at least
+    /// the time to read the weights once (<see cref="BandwidthGBps"/>) and at least the time of N tokens' matrix products
+    /// at the FMA peak (<see cref="FmaPeakGflops"/>); attention and everything else are left out, so the ceiling is generous.
+    /// </summary>
+    public sealed record Ceiling(double BandwidthGBps, double FmaPeakGflops, long WeightBytesPerStep, double FlopsPerToken)
+    {
+        /// <summary>Tokens/s at most with <paramref name="jobs"/> jobs decoding together.</summary>
+        public double TokensPerSecond(int jobs) =>
+            jobs / Math.Max(WeightBytesPerStep / (BandwidthGBps * 1e9), jobs * FlopsPerToken / (FmaPeakGflops * 1e9));
+    }
 
     /// <summary>Concurrent slots of the arrivals run (<see cref="StaggeredArrivals"/>).</summary>
     public const int ArrivalSlots = 16;
@@ -38,24 +51,28 @@ internal static class BatchingBench
     public static async Task<Report> RunAsync(Settings s, Action<string> log, CancellationToken ct)
     {
         var levels = s.Levels;
+        log("measuring the machine's streaming read bandwidth and FMA peak…");
+        double bandwidth = Roofline.MeasureStreamingReadGBps(), peak = Roofline.MeasureFmaPeakGflops();
+        Ceiling? ceiling = null;
         log($"preparing {s.Preset} (cached after the first run)…");
         string dir = PresetCache.Ensure(s.Preset);
         var agg = new double[levels.Length]; var p50 = new double[levels.Length]; var p95 = new double[levels.Length];
         var sAgg = new double[levels.Length]; var sP50 = new double[levels.Length]; var sP95 = new double[levels.Length];
-        var peak = new int[levels.Length];
+        var peaks = new int[levels.Length];
         int vocab;
         StaggeredArrivals.Result? arrivals = null;
         using (var ckpt = Checkpoint.Open(dir))
         {
             vocab = ckpt.Config.VocabSize;
             using var host = new StageHost(StageModel.Load(ckpt, 0, ckpt.Config.NumLayers, s.Weights), 2L << 30);
+            ceiling = new Ceiling(bandwidth, peak, host.Model.WeightBytesReadPerToken, FlopsPerToken(ckpt.Config));
             // Warm-up: the largest level once in full, so the batched kernels are compiled and tiered up and the KV pool's
             // storage has grown to its size (growing it copies every layer's keys and values) before anything is timed.
             OneNode(host, levels.Max(), s.Tokens, vocab, seed: 99);
             for (int i = 0; i < levels.Length; i++)
             {
                 var l = OneNode(host, levels[i], s.Tokens, vocab, seed: i);
-                (agg[i], p50[i], p95[i], peak[i]) = (l.Aggregate, l.P50, l.P95, l.PeakBatch);
+                (agg[i], p50[i], p95[i], peaks[i]) = (l.Aggregate, l.P50, l.P95, l.PeakBatch);
                 log($"one node, {levels[i],2} jobs: {l.Aggregate,7:F1} tokens/s   p50 {l.P50,6:F1} ms   p95 {l.P95,6:F1} ms");
             }
             if (s.Arrivals)
@@ -84,8 +101,12 @@ internal static class BatchingBench
                 log($"3-node swarm, {levels[i],2} jobs: {l.Aggregate,7:F1} tokens/s   p50 {l.P50,6:F1} ms   p95 {l.P95,6:F1} ms");
             }
         }
-        return new Report(s.Preset, s.Weights.Name(), s.Tokens, levels, agg, p50, p95, sAgg, sP50, sP95, peak, ArrivalSlots, arrivals);
+        return new Report(s.Preset, s.Weights.Name(), s.Tokens, levels, agg, p50, p95, sAgg, sP50, sP95, peaks, ArrivalSlots, arrivals, ceiling!);
     }
+
+    /// <summary>FLOPs of one token's matrix products: q/k/v, the attention's projection, the MLP and the head (2 per weight).</summary>
+    private static double FlopsPerToken(ModelConfig c) =>
+        2.0 * ((double)c.NumLayers * (4L * c.HiddenSize * c.HiddenSize + 2L * c.HiddenSize * c.IntermediateSize) + (double)c.VocabSize * c.HiddenSize);
 
     private static long[] Prompt(int vocab, int seed, int job)
     {

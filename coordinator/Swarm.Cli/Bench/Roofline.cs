@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using Swarm.Model;
@@ -57,6 +58,58 @@ internal static class Roofline
             a3 += v[i + 3];
         }
         return a0 + a1 + a2 + a3;
+    }
+
+    /// <summary>
+    /// The cores' f32 FMA peak in GFLOP/s: every core of <see cref="ComputePool.Shared"/> runs twelve independent chains of
+    /// fused multiply-adds in registers (512-bit where the CPU runs them at full rate, else 256-bit) with no memory traffic.
+    /// Best of several passes. The ceiling of a compute-bound step, such as the products of a large decode batch.
+    /// </summary>
+    public static double MeasureFmaPeakGflops(int passes = 5)
+    {
+        const long iterations = 4_000_000;
+        bool wide = Vector512.IsHardwareAccelerated;
+        int lanes = wide ? 16 : 8, parts = ComputePool.Shared.Workers + 1;
+        var sinks = new float[parts * 16];
+        void Part(int part) => sinks[part * 16] += wide ? Chains512(iterations, part) : Chains256(iterations, part);
+        double best = 0;
+        for (int pass = 0; pass <= passes; pass++) // pass 0 warms up
+        {
+            var sw = Stopwatch.StartNew();
+            ComputePool.Shared.Run(parts, Part);
+            if (pass > 0) best = Math.Max(best, parts * iterations * 12.0 * lanes * 2 / sw.Elapsed.TotalSeconds / 1e9);
+        }
+        return best;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static float Chains512(long n, float seed)
+    {
+        var m = Vector512.Create(seed); var c = Vector512.Create(0.999f);
+        var a0 = m; var a1 = m; var a2 = m; var a3 = m; var a4 = m; var a5 = m; var a6 = m; var a7 = m; var a8 = m; var a9 = m; var a10 = m; var a11 = m;
+        for (long i = 0; i < n; i++)
+        {
+            a0 = Vector512.FusedMultiplyAdd(a0, c, m); a1 = Vector512.FusedMultiplyAdd(a1, c, m); a2 = Vector512.FusedMultiplyAdd(a2, c, m);
+            a3 = Vector512.FusedMultiplyAdd(a3, c, m); a4 = Vector512.FusedMultiplyAdd(a4, c, m); a5 = Vector512.FusedMultiplyAdd(a5, c, m);
+            a6 = Vector512.FusedMultiplyAdd(a6, c, m); a7 = Vector512.FusedMultiplyAdd(a7, c, m); a8 = Vector512.FusedMultiplyAdd(a8, c, m);
+            a9 = Vector512.FusedMultiplyAdd(a9, c, m); a10 = Vector512.FusedMultiplyAdd(a10, c, m); a11 = Vector512.FusedMultiplyAdd(a11, c, m);
+        }
+        return Vector512.Sum(a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7 + a8 + a9 + a10 + a11);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static float Chains256(long n, float seed)
+    {
+        var m = Vector256.Create(seed); var c = Vector256.Create(0.999f);
+        var a0 = m; var a1 = m; var a2 = m; var a3 = m; var a4 = m; var a5 = m; var a6 = m; var a7 = m; var a8 = m; var a9 = m; var a10 = m; var a11 = m;
+        for (long i = 0; i < n; i++)
+        {
+            a0 = Vector256.FusedMultiplyAdd(a0, c, m); a1 = Vector256.FusedMultiplyAdd(a1, c, m); a2 = Vector256.FusedMultiplyAdd(a2, c, m);
+            a3 = Vector256.FusedMultiplyAdd(a3, c, m); a4 = Vector256.FusedMultiplyAdd(a4, c, m); a5 = Vector256.FusedMultiplyAdd(a5, c, m);
+            a6 = Vector256.FusedMultiplyAdd(a6, c, m); a7 = Vector256.FusedMultiplyAdd(a7, c, m); a8 = Vector256.FusedMultiplyAdd(a8, c, m);
+            a9 = Vector256.FusedMultiplyAdd(a9, c, m); a10 = Vector256.FusedMultiplyAdd(a10, c, m); a11 = Vector256.FusedMultiplyAdd(a11, c, m);
+        }
+        return Vector256.Sum(a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7 + a8 + a9 + a10 + a11);
     }
 
     /// <summary>Read bandwidth in GB/s: best of several full passes (libtorch's sum) over a buffer far larger than cache.</summary>

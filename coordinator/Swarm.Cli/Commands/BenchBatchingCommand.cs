@@ -61,6 +61,9 @@ internal static class BenchBatchingCommand
             ["weights"] = report.Weights,
             ["concurrency"] = report.Concurrency,
             ["aggregate_tokens_per_s"] = R(report.Aggregate),
+            ["ceiling_tokens_per_s"] = R([.. report.Concurrency.Select(report.Ceiling.TokensPerSecond)]),
+            ["memory_bandwidth_gb_per_s"] = Math.Round(report.Ceiling.BandwidthGBps, 2),
+            ["fma_peak_gflops_f32"] = Math.Round(report.Ceiling.FmaPeakGflops, 1),
             ["swarm_aggregate_tokens_per_s"] = R(report.SwarmAggregate),
             ["p50_ms"] = R(report.P50),
             ["p95_ms"] = R(report.P95),
@@ -81,12 +84,18 @@ internal static class BenchBatchingCommand
 
     private static void Print(BatchingBench.Report report)
     {
+        var c = report.Ceiling;
         Console.WriteLine($"{report.Preset} {report.Weights}, {report.Tokens} new tokens per job (16-token prompts, greedy)");
-        Console.WriteLine($"{"jobs",4} {"one node tok/s",15} {"× " + report.Concurrency[0] + " job",8} {"p50 ms",8} {"p95 ms",8} {"peak batch",10} {"swarm tok/s",12} {"swarm p50",10} {"swarm p95",10}");
+        Console.WriteLine($"ceiling: {c.BandwidthGBps:F1} GB/s streaming read, {c.FmaPeakGflops:F0} GFLOP/s f32 FMA peak; a step reads {c.WeightBytesPerStep / 1e6:F0} MB of weights, a token's products are {c.FlopsPerToken / 1e9:F2} GFLOP");
+        Console.WriteLine($"{"jobs",4} {"one node tok/s",15} {"× " + report.Concurrency[0] + " job",8} {"ceiling",8} {"of it",6} {"p50 ms",8} {"p95 ms",8} {"peak batch",10} {"swarm tok/s",12} {"swarm p50",10} {"swarm p95",10}");
         for (int i = 0; i < report.Concurrency.Length; i++)
-            Console.WriteLine($"{report.Concurrency[i],4} {report.Aggregate[i],15:F1} {report.Aggregate[i] / report.Aggregate[0],8:F2} {report.P50[i],8:F1} {report.P95[i],8:F1} " +
-                              $"{report.PeakBatch[i],10} {report.SwarmAggregate[i],12:F1} {report.SwarmP50[i],10:F1} {report.SwarmP95[i],10:F1}");
-        Console.WriteLine("(aggregate decode tokens/s over all jobs; p50/p95 = time between consecutive tokens of a job)");
+        {
+            double ceiling = c.TokensPerSecond(report.Concurrency[i]);
+            Console.WriteLine($"{report.Concurrency[i],4} {report.Aggregate[i],15:F1} {report.Aggregate[i] / report.Aggregate[0],8:F2} {ceiling,8:F0} {report.Aggregate[i] / ceiling,6:P0} " +
+                              $"{report.P50[i],8:F1} {report.P95[i],8:F1} {report.PeakBatch[i],10} {report.SwarmAggregate[i],12:F1} {report.SwarmP50[i],10:F1} {report.SwarmP95[i],10:F1}");
+        }
+        Console.WriteLine("(aggregate decode tokens/s over all jobs; ceiling = jobs ÷ the longer of one read of the weights and the jobs' products at the FMA peak;");
+        Console.WriteLine(" p50/p95 = time between consecutive tokens of a job)");
         if (report.Arrivals is not { } a) return;
         Console.WriteLine($"{report.ArrivalSlots} jobs, {StaggeredArrivals.PromptTokens}-token prompts arriving while the others decode ({a.Jobs} jobs): " +
                           $"{a.Aggregate:F1} tokens/s, gap p50 {a.P50:F1} ms, p95 {a.P95:F1} ms (p95/p50 {(a.P50 > 0 ? a.P95 / a.P50 : 0):F2})");
