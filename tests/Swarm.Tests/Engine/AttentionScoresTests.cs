@@ -6,7 +6,8 @@ namespace Swarm.Tests.Engine;
 /// <summary>
 /// <see cref="DecodeKernels.Scores{TStore}"/> (four positions at a time) against one <see cref="IKvStore.Dot"/> per
 /// position — the form it replaced — bit for bit, in f32 and bf16 stores, over lengths that end in every remainder and
-/// head sizes with and without the four-position path.
+/// head sizes with and without the four-position path; and <see cref="DecodeKernels.AttendHeads{TStore}"/> (all heads of
+/// a sequence, row by row) against <see cref="DecodeKernels.Attend{TStore}"/> head by head, bit for bit.
 /// </summary>
 public unsafe class AttentionScoresTests
 {
@@ -47,5 +48,50 @@ public unsafe class AttentionScoresTests
             if (expected > expectedMax) expectedMax = expected;
         }
         Assert.Equal(expectedMax, max);
+    }
+
+    [Theory]
+    [InlineData(64, 12)]
+    [InlineData(80, 5)]  // two 32-dim blocks and a tail; heads not a multiple of 4
+    [InlineData(20, 3)]  // not a multiple of 8: every score through Dot, every output through the tail
+    public void AttendHeads_SameBitsAsAttendHeadByHead(int hd, int heads)
+    {
+        int rowStride = heads * hd, slotsInStore = 40;
+        var random = new Random(hd * 100 + heads);
+        var keys = Enumerable.Range(0, slotsInStore * rowStride).Select(_ => (float)(random.NextDouble() * 2 - 1)).ToArray();
+        var values = Enumerable.Range(0, slotsInStore * rowStride).Select(_ => (float)(random.NextDouble() * 2 - 1)).ToArray();
+        var keys16 = keys.Select(DecodeKernels.F32ToBf16).ToArray();
+        var values16 = values.Select(DecodeKernels.F32ToBf16).ToArray();
+        // Queries laid out as the decode's q/k/v rows: head j's query at j·3·hd.
+        var q = Enumerable.Range(0, 3 * rowStride).Select(_ => (float)(random.NextDouble() * 4 - 2)).ToArray();
+        var slots = Enumerable.Range(0, slotsInStore).OrderBy(_ => random.Next()).Select(s => (long)s).ToArray();
+        fixed (float* qp = q, k32 = keys, v32 = values)
+        fixed (ushort* k16 = keys16, v16 = values16)
+        fixed (long* sp = slots)
+            foreach (int length in new[] { 1, 3, 4, 9, 40 })
+            {
+                CheckHeads<F32KvStore>(qp, hd, heads, k32, v32, sp, length, rowStride, sizeof(float));
+                CheckHeads<Bf16KvStore>(qp, hd, heads, k16, v16, sp, length, rowStride, sizeof(ushort));
+            }
+    }
+
+    private static void CheckHeads<TStore>(float* q, int hd, int heads, void* keys, void* values, long* slots, int length, int rowStride, int elementSize)
+        where TStore : struct, IKvStore
+    {
+        const float scale = 0.125f;
+        var together = new float[heads * hd];
+        var scores = new float[heads * length];
+        fixed (float* o = together, s = scores)
+            DecodeKernels.AttendHeads<TStore>(q, 3 * hd, heads, hd, keys, values, slots, length, rowStride, scale, s, o);
+        var one = new float[hd];
+        var scratch = new float[length];
+        for (int j = 0; j < heads; j++)
+        {
+            long offset = (long)j * hd * elementSize;
+            fixed (float* o = one, s = scratch)
+                DecodeKernels.Attend<TStore>(q + j * 3 * hd, hd, (byte*)keys + offset, (byte*)values + offset, slots, length, rowStride, scale, s, o);
+            for (int d = 0; d < hd; d++)
+                Assert.Equal(BitConverter.SingleToInt32Bits(one[d]), BitConverter.SingleToInt32Bits(together[j * hd + d]));
+        }
     }
 }

@@ -117,6 +117,46 @@ public class ManagedDecodeTests(ITestOutputHelper output) : IDisposable
         }
     }
 
+    /// <summary>
+    /// A batch large enough that attention is split by sequence (all heads of a sequence read row by row) gives every
+    /// sequence what decoding it alone gives (attention split by (sequence, head), the products by the single-row kernel),
+    /// to float rounding. Head dims of 16 and 80 take the attention's per-position tail; 64 does not.
+    /// </summary>
+    [Theory]
+    [InlineData(16, WeightFormat.F32)]
+    [InlineData(64, WeightFormat.F32)]
+    [InlineData(80, WeightFormat.F32)]
+    [InlineData(64, WeightFormat.BF16)]
+    public void Decode_AttentionBySequence_GivesTheBitsOfEachSequenceAlone(int headDim, WeightFormat weights)
+    {
+        var spec = new NeoXSpec(4 * headDim, 4, 2, 97, 0.25, 10000, true, 1e-5, ScalarType.Float32, false);
+        RandomCheckpoint.Write(spec, _dir, seed: 23);
+        using var ckpt = Checkpoint.Open(_dir);
+        using var model = StageModel.Load(ckpt, 0, spec.Layers, weights);
+        using var scope = NewDisposeScope();
+        int count = 4 * DecodeFork.Parts + 1;
+        var prompts = Enumerable.Range(0, count).Select(i => Enumerable.Range(0, 1 + i % 6).Select(t => (long)((i * 31 + t * 7) % 97)).ToArray()).ToArray();
+        using var pool = model.NewBlockPool(4 * count, 4);
+        var alone = new Tensor[count];
+        var seqs = new KvSequence[count];
+        for (int i = 0; i < count; i++)
+        {
+            // Each sequence prefilled twice over: one copy decodes alone (attention by pair), one in the batch.
+            var single = pool.NewSequence();
+            seqs[i] = pool.NewSequence();
+            Assert.True(pool.TryReserve(single, prompts[i].Length + 1) && pool.TryReserve(seqs[i], prompts[i].Length + 1));
+            model.ForwardBatch([new BatchItem(tensor(prompts[i]), single)], pool, 0, spec.Layers);
+            model.ForwardBatch([new BatchItem(tensor(prompts[i]), seqs[i])], pool, 0, spec.Layers);
+            alone[i] = model.ForwardBatch([new BatchItem(tensor(new long[] { 13 }), single)], pool, 0, spec.Layers)[0]!.clone();
+        }
+        var together = model.ForwardBatch(seqs.Select(s => new BatchItem(tensor(new long[] { 13 }), s)).ToList(), pool, 0, spec.Layers);
+        for (int i = 0; i < count; i++)
+        {
+            double d = RelativeDifference(together[i]!, alone[i]);
+            Assert.True(d <= (weights == WeightFormat.F32 ? 2e-5 : 1e-3), $"sequence {i} differs by {d:E2}");
+        }
+    }
+
     [Fact]
     public void Decode_TokenOutsideVocabulary_IsRefusedWithoutTouchingTheSequence()
     {

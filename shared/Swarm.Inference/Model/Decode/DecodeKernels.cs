@@ -120,6 +120,79 @@ internal static unsafe class DecodeKernels
     }
 
     /// <summary>
+    /// <see cref="Attend{TStore}"/> for <paramref name="heads"/> consecutive heads of one sequence at once, position by
+    /// position: each position's keys and values of all the heads lie together in one row of the store, so it is read
+    /// as one contiguous stretch rather than once per head at a whole row's stride. Head j's query is at
+    /// q + j·<paramref name="qStride"/>, its output at output + j·hd, its keys and values j·hd into each row;
+    /// <paramref name="scores"/>: scratch of heads × length floats. Every score, weight and output is formed by the same
+    /// operations in the same order as <see cref="Attend{TStore}"/> forms it, so the results are the same bits.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void AttendHeads<TStore>(float* q, long qStride, int heads, int hd, void* keys, void* values, long* slots, int length,
+        long rowStride, float scale, float* scores, float* output) where TStore : struct, IKvStore
+    {
+        float* max = stackalloc float[heads];
+        for (int j = 0; j < heads; j++) max[j] = float.NegativeInfinity;
+        for (int p = 0; p < length; p++)
+        {
+            long row = slots[p] * rowStride;
+            int j = 0;
+            if ((hd & 7) == 0)
+                for (; j + 4 <= heads; j += 4)
+                {
+                    float* q0 = q + j * qStride, q1 = q0 + qStride, q2 = q1 + qStride, q3 = q2 + qStride;
+                    long k0 = row + (long)j * hd, k1 = k0 + hd, k2 = k1 + hd, k3 = k2 + hd;
+                    var a0 = Vector256<float>.Zero; var a1 = a0; var a2 = a0; var a3 = a0;
+                    for (int i = 0; i < hd; i += 8)
+                    {
+                        a0 = Vector256.FusedMultiplyAdd(Vector256.Load(q0 + i), TStore.Load8(keys, k0 + i), a0);
+                        a1 = Vector256.FusedMultiplyAdd(Vector256.Load(q1 + i), TStore.Load8(keys, k1 + i), a1);
+                        a2 = Vector256.FusedMultiplyAdd(Vector256.Load(q2 + i), TStore.Load8(keys, k2 + i), a2);
+                        a3 = Vector256.FusedMultiplyAdd(Vector256.Load(q3 + i), TStore.Load8(keys, k3 + i), a3);
+                    }
+                    Score(scores, length, max, j, p, Vector256.Sum(a0) * scale);
+                    Score(scores, length, max, j + 1, p, Vector256.Sum(a1) * scale);
+                    Score(scores, length, max, j + 2, p, Vector256.Sum(a2) * scale);
+                    Score(scores, length, max, j + 3, p, Vector256.Sum(a3) * scale);
+                }
+            for (; j < heads; j++) Score(scores, length, max, j, p, TStore.Dot(q + j * qStride, keys, row + (long)j * hd, hd) * scale);
+        }
+        float* inv = stackalloc float[heads];
+        for (int j = 0; j < heads; j++) inv[j] = 1f / ExpInPlace(scores + (long)j * length, length, max[j]);
+        // Σ_p s_p·v_p per head, accumulated in the output in position order; the 32-dim blocks are scaled at the end, the
+        // rest (head dims not a multiple of 32) takes weights already scaled, as Attend does.
+        int blocks = hd & ~31;
+        new Span<float>(output, heads * hd).Clear();
+        for (int p = 0; p < length; p++)
+        {
+            long row = slots[p] * rowStride;
+            for (int j = 0; j < heads; j++)
+            {
+                float weight = scores[(long)j * length + p];
+                var s = Vector256.Create(weight);
+                float* o = output + j * hd;
+                long at = row + (long)j * hd;
+                for (int d = 0; d < blocks; d += 8)
+                    Vector256.Store(Vector256.FusedMultiplyAdd(s, TStore.Load8(values, at + d), Vector256.Load(o + d)), o + d);
+                if (blocks < hd) TStore.AddScaled(o + blocks, values, at + blocks, hd - blocks, weight * inv[j]);
+            }
+        }
+        for (int j = 0; j < heads; j++)
+        {
+            var vi = Vector256.Create(inv[j]);
+            float* o = output + j * hd;
+            for (int d = 0; d < blocks; d += 8) Vector256.Store(Vector256.Load(o + d) * vi, o + d);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Score(float* scores, int length, float* max, int head, int p, float s)
+    {
+        scores[(long)head * length + p] = s;
+        if (s > max[head]) max[head] = s;
+    }
+
+    /// <summary>
     /// scores[p] = q·k_p·scale for every position; returns the largest. Four positions at a time, each with its own sum, so
     /// four FMA chains run side by side instead of one (a head's 64 dims are 8 dependent FMAs); each position's sum is
     /// formed in the same order as <see cref="IKvStore.Dot"/>, so the scores are the same bits.

@@ -38,7 +38,7 @@ internal sealed unsafe class ManagedDecode
     private readonly LinearWeights? _head;
     private readonly ScalarType _dtype;
     private readonly DecodeFork _fork = new();
-    private readonly Action<int, int> _attendPair;
+    private readonly Action<int, int> _attendPair, _attendSequence;
     private BatchItem[]? _items;     // the step being run
     private long[][]? _slots;        // each item's KV slots, positions 0 … its new one (from _slotBuffers)
     private long[]?[] _slotBuffers = [];
@@ -53,6 +53,7 @@ internal sealed unsafe class ManagedDecode
         _finalW = finalW is null ? null : DecodeLayer.Host(finalW);
         _finalB = finalB is null ? null : DecodeLayer.Host(finalB);
         _attendPair = AttendPair;
+        _attendSequence = AttendSequence;
     }
 
     /// <summary>The managed step for a stage, or null where it does not apply (split layers, other devices, no AVX2/FMA).</summary>
@@ -85,7 +86,8 @@ internal sealed unsafe class ManagedDecode
     {
         int n = items.Count, h = _c.HiddenSize;
         var batch = items.ToArray();
-        using var buffers = new DecodeBuffers(n, h, _c.IntermediateSize, items.Max(it => it.Kv.Length + 1), DecodeFork.Parts);
+        int maxLength = items.Max(it => it.Kv.Length + 1);
+        using var buffers = new DecodeBuffers(n, h, _c.IntermediateSize, DecodeFork.Parts, (AttendsBySequence(n) ? _c.NumHeads : 1) * maxLength);
         _items = batch;
         _slots = Slots(batch, pool.BlockSize);
         try
@@ -154,7 +156,7 @@ internal sealed unsafe class ManagedDecode
                 Fork().AddMatvec(w.Qkv, b.Norm, n, b.Qkv);
                 _fork.AddMatvec(w.Up, b.Norm2, n, b.Up, DecodeEpilogue.Gelu);
                 _fork.Run();
-                Fork().AddAttention(n * _c.NumHeads, _attendPair);
+                AddAttention(n);
                 _fork.AddMatvec(w.Down, b.Up, n, b.MlpOut, DecodeEpilogue.Residual, b.X);
                 _fork.Run();
                 Fork().AddMatvec(w.Dense, b.Attn, n, b.AttnOut, DecodeEpilogue.Residual, b.X);
@@ -164,7 +166,7 @@ internal sealed unsafe class ManagedDecode
             {
                 Fork().AddMatvec(w.Qkv, b.Norm, n, b.Qkv);
                 _fork.Run();
-                Fork().AddAttention(n * _c.NumHeads, _attendPair);
+                AddAttention(n);
                 _fork.Run();
                 Fork().AddMatvec(w.Dense, b.Attn, n, b.AttnOut, DecodeEpilogue.Residual, b.X);
                 _fork.Run();
@@ -176,6 +178,13 @@ internal sealed unsafe class ManagedDecode
             }
         }
         _step = default;
+    }
+
+    /// <summary>Starts a fork with the layer's attention for <paramref name="rows"/> sequences.</summary>
+    private void AddAttention(int rows)
+    {
+        if (AttendsBySequence(rows)) Fork().AddAttention(rows, _attendSequence);
+        else Fork().AddAttention(rows * _c.NumHeads, _attendPair);
     }
 
     private DecodeFork Fork()
@@ -201,18 +210,57 @@ internal sealed unsafe class ManagedDecode
     };
 
     /// <summary>
+    /// Whether a layer's attention is split by sequence (all its heads in one piece, read row by row from the KV store:
+    /// <see cref="DecodeKernels.AttendHeads{TStore}"/>) rather than by (sequence, head) pair: when the sequences alone
+    /// keep every core busy to the end of the fork. Both give the same bits.
+    /// </summary>
+    private static bool AttendsBySequence(int rows) => rows >= 4 * DecodeFork.Parts;
+
+    /// <summary>
     /// One (sequence, head) pair of the layer's attention: rotary on its query and new key, the new key and value into the
     /// sequence's KV slot, then its query over all its positions. Pairs touch disjoint slots and rows, so any core runs any.
     /// </summary>
     private void AttendPair(int pair, int part)
     {
-        int heads = _c.NumHeads, hd = _c.HeadDim, h = _c.HiddenSize, half = _rd / 2;
+        int heads = _c.NumHeads, hd = _c.HeadDim, h = _c.HiddenSize;
         int r = pair / heads, head = pair % heads;
         var b = _step.Buffers!;
-        var item = _step.Items![r];
         long[] slots = _step.Slots![r];
-        int pos = item.Kv.Length;
-        float* q = b.Qkv + (long)r * 3 * h + head * 3 * hd, k = q + hd, v = k + hd;
+        int pos = _step.Items![r].Kv.Length;
+        float* q = StoreNewPosition(r, head, pos, slots);
+        float* scores = b.Scores + (long)part * b.ScoresPerPart, o = b.Attn + (long)r * h + head * hd;
+        long headOffset = (long)head * hd * (_dtype == ScalarType.Float32 ? 4 : 2);
+        byte* kh = _step.Keys + headOffset, vh = _step.Values + headOffset;
+        fixed (long* s = slots)
+        {
+            if (_dtype == ScalarType.Float32) DecodeKernels.Attend<F32KvStore>(q, hd, kh, vh, s, pos + 1, h, Scale, scores, o);
+            else DecodeKernels.Attend<Bf16KvStore>(q, hd, kh, vh, s, pos + 1, h, Scale, scores, o);
+        }
+    }
+
+    /// <summary>All heads of one sequence's attention (see <see cref="AttendsBySequence"/>).</summary>
+    private void AttendSequence(int r, int part)
+    {
+        int heads = _c.NumHeads, hd = _c.HeadDim, h = _c.HiddenSize;
+        var b = _step.Buffers!;
+        long[] slots = _step.Slots![r];
+        int pos = _step.Items![r].Kv.Length;
+        for (int head = 0; head < heads; head++) StoreNewPosition(r, head, pos, slots);
+        float* q = b.Qkv + (long)r * 3 * h, scores = b.Scores + (long)part * b.ScoresPerPart, o = b.Attn + (long)r * h;
+        fixed (long* s = slots)
+        {
+            if (_dtype == ScalarType.Float32) DecodeKernels.AttendHeads<F32KvStore>(q, 3 * hd, heads, hd, _step.Keys, _step.Values, s, pos + 1, h, Scale, scores, o);
+            else DecodeKernels.AttendHeads<Bf16KvStore>(q, 3 * hd, heads, hd, _step.Keys, _step.Values, s, pos + 1, h, Scale, scores, o);
+        }
+    }
+
+    private float Scale => 1f / MathF.Sqrt(_c.HeadDim);
+
+    /// <summary>Rotary on one head's query and new key of sequence r, the key and value into its KV slot; returns the query.</summary>
+    private float* StoreNewPosition(int r, int head, int pos, long[] slots)
+    {
+        int hd = _c.HeadDim, h = _c.HiddenSize, half = _rd / 2;
+        float* q = _step.Buffers!.Qkv + (long)r * 3 * h + head * 3 * hd, k = q + hd, v = k + hd;
         fixed (float* cosT = _cos, sinT = _sin)
             if (half > 0)
             {
@@ -220,18 +268,9 @@ internal sealed unsafe class ManagedDecode
                 DecodeKernels.Rotate(k, cosT + (long)pos * _rd, sinT + (long)pos * _rd, half);
             }
         long at = slots[pos] * h + head * hd;
-        bool f32 = _dtype == ScalarType.Float32;
-        int esize = f32 ? 4 : 2;
-        if (f32) { F32KvStore.Write(_step.Keys, at, k, hd); F32KvStore.Write(_step.Values, at, v, hd); }
+        if (_dtype == ScalarType.Float32) { F32KvStore.Write(_step.Keys, at, k, hd); F32KvStore.Write(_step.Values, at, v, hd); }
         else { Bf16KvStore.Write(_step.Keys, at, k, hd); Bf16KvStore.Write(_step.Values, at, v, hd); }
-        float* scores = b.Scores + (long)part * b.MaxLength, o = b.Attn + (long)r * h + head * hd;
-        byte* kh = _step.Keys + (long)head * hd * esize, vh = _step.Values + (long)head * hd * esize;
-        float scale = 1f / MathF.Sqrt(hd);
-        fixed (long* s = slots)
-        {
-            if (f32) DecodeKernels.Attend<F32KvStore>(q, hd, kh, vh, s, pos + 1, h, scale, scores, o);
-            else DecodeKernels.Attend<Bf16KvStore>(q, hd, kh, vh, s, pos + 1, h, scale, scores, o);
-        }
+        return q;
     }
 
     private Tensor?[] Logits(DecodeBuffers b, BatchItem[] items)
@@ -264,12 +303,12 @@ internal sealed unsafe class DecodeBuffers : IDisposable
 {
     private readonly float* _block;
 
-    public DecodeBuffers(int rows, int hidden, int intermediate, int maxLength, int scoreParts)
+    public DecodeBuffers(int rows, int hidden, int intermediate, int scoreParts, int scoresPerPart)
     {
         Rows = rows;
-        MaxLength = maxLength;
+        ScoresPerPart = scoresPerPart;
         long h = (long)rows * hidden;
-        long total = 7 * h + 3 * h /* qkv */ + (long)rows * intermediate + (long)scoreParts * maxLength;
+        long total = 7 * h + 3 * h /* qkv */ + (long)rows * intermediate + (long)scoreParts * scoresPerPart;
         _block = (float*)NativeMemory.AlignedAlloc((nuint)(total * sizeof(float)), 64);
         float* p = _block;
         X = p; p += h;
@@ -285,8 +324,6 @@ internal sealed unsafe class DecodeBuffers : IDisposable
 
     /// <summary>Sequences in the step.</summary>
     public int Rows { get; }
-    /// <summary>Longest attention window of the step (positions).</summary>
-    public int MaxLength { get; }
     /// <summary>The hidden state of each row, [rows, H].</summary>
     public float* X { get; }
     /// <summary>LayerNorm output, [rows, H].</summary>
@@ -303,7 +340,9 @@ internal sealed unsafe class DecodeBuffers : IDisposable
     public float* MlpOut { get; }
     /// <summary>MLP hidden layer, [rows, intermediate].</summary>
     public float* Up { get; }
-    /// <summary>Attention scores, one window per part of a fork.</summary>
+    /// <summary>Floats of attention scores each part of a fork has (a window per head it attends at once).</summary>
+    public int ScoresPerPart { get; }
+    /// <summary>Attention scores, <see cref="ScoresPerPart"/> per part of a fork.</summary>
     public float* Scores { get; }
 
     public void Dispose() => NativeMemory.AlignedFree(_block);
