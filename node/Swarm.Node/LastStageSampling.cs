@@ -27,7 +27,7 @@ internal static class LastStageSampling
 
     /// <summary>
     /// The fingerprints of several last positions' logits rows ([V] each) at once, as <see cref="Fingerprint"/> gives them
-    /// row by row, with the projection of all the rows in one blocked pass over the projection matrix.
+    /// row by row, with the projection of all the rows in one blocked pass over the projection matrix, the rows shared among the cores.
     /// </summary>
     /// <returns>Per finished step, the fingerprint of its last logits row; null for steps without logits and speculative steps.</returns>
     public static StageFingerprint?[] Fingerprints(IReadOnlyList<(QueuedStep Step, Tensor? Logits)> finished)
@@ -38,10 +38,11 @@ internal static class LastStageSampling
         using var scope = NewDisposeScope();
         var rows = which.Select(i => LastRow(finished[i].Logits!)).ToArray();
         float[] projected = ActivationFingerprint.Project(rows);
+        var tops = RowKernels.TopTwo(rows);
         int width = projected.Length / which.Length;
         for (int j = 0; j < which.Length; j++)
         {
-            var (_, runnerUp, margin) = RowKernels.TopTwo(rows[j]);
+            var (_, runnerUp, margin) = tops[j];
             result[which[j]] = new StageFingerprint
             {
                 Input = finished[which[j]].Step.InputFingerprint, Output = projected.AsSpan(j * width, width).ToArray(),

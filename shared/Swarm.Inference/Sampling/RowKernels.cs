@@ -59,6 +59,25 @@ public static unsafe class RowKernels
         return TopTwo(View(F32(row)));
     }
 
+    /// <summary><see cref="TopTwo(ReadOnlySpan{float})"/> of several rows ([n] each, any float dtype), the rows shared among the cores.</summary>
+    public static (int Best, int RunnerUp, float Margin)[] TopTwo(IReadOnlyList<Tensor> rows)
+    {
+        using var scope = NewDisposeScope();
+        var views = rows.Select(F32).ToArray();
+        var pointers = views.Select(LinearWeights.DataPointerOf).ToArray();
+        var lengths = views.Select(v => checked((int)v.numel())).ToArray();
+        var result = new (int, int, float)[rows.Count];
+        int parts = rows.Count >= 8 ? ComputePool.Shared.Workers + 1 : 1;
+        void Part(int part)
+        {
+            for (int r = part; r < result.Length; r += parts) result[r] = TopTwo(new ReadOnlySpan<float>((void*)pointers[r], lengths[r]));
+        }
+        if (parts == 1) Part(0);
+        else ComputePool.Shared.Run(parts, Part);
+        GC.KeepAlive(views);
+        return result;
+    }
+
     /// <summary>The values of an f32 CPU contiguous tensor where they lie; valid while the tensor lives.</summary>
     internal static ReadOnlySpan<float> View(Tensor t)
     {
@@ -129,10 +148,18 @@ public static unsafe class RowKernels
     /// </summary>
     private static void Project(nint[] rows, int dim, float* p, int width, float* y)
     {
+        // Groups of four rows dealt out to the cores in turn (from eight rows on: below that one core is quicker).
+        int groups = (rows.Length + 3) / 4, parts = rows.Length >= 8 ? Math.Min(groups, ComputePool.Shared.Workers + 1) : 1;
+        if (parts == 1) ProjectGroups(rows, dim, p, width, y, 0, 1);
+        else ComputePool.Shared.Run(parts, part => ProjectGroups(rows, dim, p, width, y, part, parts));
+    }
+
+    private static void ProjectGroups(nint[] rows, int dim, float* p, int width, float* y, int first, int step)
+    {
         for (int v0 = 0; v0 < dim; v0 += ProjectBlock)
         {
             int v1 = Math.Min(dim, v0 + ProjectBlock);
-            for (int r = 0; r < rows.Length; r += 4)
+            for (int r = 4 * first; r < rows.Length; r += 4 * step)
             {
                 int n = Math.Min(4, rows.Length - r);
                 // Missing rows of the last group read row r again; their sums are dropped.

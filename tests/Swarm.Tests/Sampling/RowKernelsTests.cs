@@ -63,6 +63,17 @@ public class RowKernelsTests
     }
 
     [Fact]
+    public void TopTwo_ManyRowsAtOnce_MatchRowByRow()
+    {
+        using var scope = NewDisposeScope();
+        var gen = new Generator(5);
+        var rows = Enumerable.Range(0, 11).Select(i => i % 3 == 0 ? randn(1031, generator: gen).to_type(ScalarType.BFloat16) : randn(1031, generator: gen)).ToArray();
+        var together = RowKernels.TopTwo(rows);
+        Assert.Equal(rows.Length, together.Length);
+        for (int i = 0; i < rows.Length; i++) Assert.Equal(RowKernels.TopTwo(rows[i]), together[i]);
+    }
+
+    [Fact]
     public void TopTwo_TiesTakeTheLowestIndices()
     {
         var values = new float[40];
