@@ -71,7 +71,7 @@ internal static class Roofline
         bool wide = Vector512.IsHardwareAccelerated;
         int lanes = wide ? 16 : 8, parts = ComputePool.Shared.Workers + 1;
         var sinks = new float[parts * 16];
-        void Part(int part) => sinks[part * 16] += wide ? Chains512(iterations, part) : Chains256(iterations, part);
+        void Part(int part) => sinks[part * 16] += wide ? Chains<Vector512<float>, Fma512>(iterations, part) : Chains<Vector256<float>, Fma256>(iterations, part);
         double best = 0;
         for (int pass = 0; pass <= passes; pass++) // pass 0 warms up
         {
@@ -82,34 +82,43 @@ internal static class Roofline
         return best;
     }
 
+    /// <summary>Twelve independent chains of <paramref name="n"/> FMAs each on vectors of <typeparamref name="TVector"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static float Chains512(long n, float seed)
+    private static float Chains<TVector, TOps>(long n, float seed) where TVector : struct where TOps : struct, IFmaOps<TVector>
     {
-        var m = Vector512.Create(seed); var c = Vector512.Create(0.999f);
+        var m = TOps.Create(seed); var c = TOps.Create(0.999f);
         var a0 = m; var a1 = m; var a2 = m; var a3 = m; var a4 = m; var a5 = m; var a6 = m; var a7 = m; var a8 = m; var a9 = m; var a10 = m; var a11 = m;
         for (long i = 0; i < n; i++)
         {
-            a0 = Vector512.FusedMultiplyAdd(a0, c, m); a1 = Vector512.FusedMultiplyAdd(a1, c, m); a2 = Vector512.FusedMultiplyAdd(a2, c, m);
-            a3 = Vector512.FusedMultiplyAdd(a3, c, m); a4 = Vector512.FusedMultiplyAdd(a4, c, m); a5 = Vector512.FusedMultiplyAdd(a5, c, m);
-            a6 = Vector512.FusedMultiplyAdd(a6, c, m); a7 = Vector512.FusedMultiplyAdd(a7, c, m); a8 = Vector512.FusedMultiplyAdd(a8, c, m);
-            a9 = Vector512.FusedMultiplyAdd(a9, c, m); a10 = Vector512.FusedMultiplyAdd(a10, c, m); a11 = Vector512.FusedMultiplyAdd(a11, c, m);
+            a0 = TOps.Fma(a0, c, m); a1 = TOps.Fma(a1, c, m); a2 = TOps.Fma(a2, c, m); a3 = TOps.Fma(a3, c, m);
+            a4 = TOps.Fma(a4, c, m); a5 = TOps.Fma(a5, c, m); a6 = TOps.Fma(a6, c, m); a7 = TOps.Fma(a7, c, m);
+            a8 = TOps.Fma(a8, c, m); a9 = TOps.Fma(a9, c, m); a10 = TOps.Fma(a10, c, m); a11 = TOps.Fma(a11, c, m);
         }
-        return Vector512.Sum(a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7 + a8 + a9 + a10 + a11);
+        float sum = 0;
+        foreach (var a in (ReadOnlySpan<TVector>)[a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11]) sum += TOps.Sum(a);
+        return sum;
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static float Chains256(long n, float seed)
+    /// <summary>The three vector operations <see cref="Chains"/> needs, for one vector width (a struct per width).</summary>
+    private interface IFmaOps<TVector> where TVector : struct
     {
-        var m = Vector256.Create(seed); var c = Vector256.Create(0.999f);
-        var a0 = m; var a1 = m; var a2 = m; var a3 = m; var a4 = m; var a5 = m; var a6 = m; var a7 = m; var a8 = m; var a9 = m; var a10 = m; var a11 = m;
-        for (long i = 0; i < n; i++)
-        {
-            a0 = Vector256.FusedMultiplyAdd(a0, c, m); a1 = Vector256.FusedMultiplyAdd(a1, c, m); a2 = Vector256.FusedMultiplyAdd(a2, c, m);
-            a3 = Vector256.FusedMultiplyAdd(a3, c, m); a4 = Vector256.FusedMultiplyAdd(a4, c, m); a5 = Vector256.FusedMultiplyAdd(a5, c, m);
-            a6 = Vector256.FusedMultiplyAdd(a6, c, m); a7 = Vector256.FusedMultiplyAdd(a7, c, m); a8 = Vector256.FusedMultiplyAdd(a8, c, m);
-            a9 = Vector256.FusedMultiplyAdd(a9, c, m); a10 = Vector256.FusedMultiplyAdd(a10, c, m); a11 = Vector256.FusedMultiplyAdd(a11, c, m);
-        }
-        return Vector256.Sum(a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7 + a8 + a9 + a10 + a11);
+        static abstract TVector Create(float value);
+        static abstract TVector Fma(TVector a, TVector b, TVector c);
+        static abstract float Sum(TVector v);
+    }
+
+    private readonly struct Fma512 : IFmaOps<Vector512<float>>
+    {
+        public static Vector512<float> Create(float value) => Vector512.Create(value);
+        public static Vector512<float> Fma(Vector512<float> a, Vector512<float> b, Vector512<float> c) => Vector512.FusedMultiplyAdd(a, b, c);
+        public static float Sum(Vector512<float> v) => Vector512.Sum(v);
+    }
+
+    private readonly struct Fma256 : IFmaOps<Vector256<float>>
+    {
+        public static Vector256<float> Create(float value) => Vector256.Create(value);
+        public static Vector256<float> Fma(Vector256<float> a, Vector256<float> b, Vector256<float> c) => Vector256.FusedMultiplyAdd(a, b, c);
+        public static float Sum(Vector256<float> v) => Vector256.Sum(v);
     }
 
     /// <summary>Read bandwidth in GB/s: best of several full passes (libtorch's sum) over a buffer far larger than cache.</summary>
