@@ -94,9 +94,8 @@ internal static class Roofline
             a4 = TOps.Fma(a4, c, m); a5 = TOps.Fma(a5, c, m); a6 = TOps.Fma(a6, c, m); a7 = TOps.Fma(a7, c, m);
             a8 = TOps.Fma(a8, c, m); a9 = TOps.Fma(a9, c, m); a10 = TOps.Fma(a10, c, m); a11 = TOps.Fma(a11, c, m);
         }
-        float sum = 0;
-        foreach (var a in (ReadOnlySpan<TVector>)[a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11]) sum += TOps.Sum(a);
-        return sum;
+        return TOps.Sum(a0) + TOps.Sum(a1) + TOps.Sum(a2) + TOps.Sum(a3) + TOps.Sum(a4) + TOps.Sum(a5)
+            + TOps.Sum(a6) + TOps.Sum(a7) + TOps.Sum(a8) + TOps.Sum(a9) + TOps.Sum(a10) + TOps.Sum(a11);
     }
 
     /// <summary>The three vector operations <see cref="Chains"/> needs, for one vector width (a struct per width).</summary>
@@ -109,16 +108,16 @@ internal static class Roofline
 
     private readonly struct Fma512 : IFmaOps<Vector512<float>>
     {
-        public static Vector512<float> Create(float value) => Vector512.Create(value);
-        public static Vector512<float> Fma(Vector512<float> a, Vector512<float> b, Vector512<float> c) => Vector512.FusedMultiplyAdd(a, b, c);
-        public static float Sum(Vector512<float> v) => Vector512.Sum(v);
+        [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> Create(float value) => Vector512.Create(value);
+        [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> Fma(Vector512<float> a, Vector512<float> b, Vector512<float> c) => Vector512.FusedMultiplyAdd(a, b, c);
+        [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float Sum(Vector512<float> v) => Vector512.Sum(v);
     }
 
     private readonly struct Fma256 : IFmaOps<Vector256<float>>
     {
-        public static Vector256<float> Create(float value) => Vector256.Create(value);
-        public static Vector256<float> Fma(Vector256<float> a, Vector256<float> b, Vector256<float> c) => Vector256.FusedMultiplyAdd(a, b, c);
-        public static float Sum(Vector256<float> v) => Vector256.Sum(v);
+        [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> Create(float value) => Vector256.Create(value);
+        [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> Fma(Vector256<float> a, Vector256<float> b, Vector256<float> c) => Vector256.FusedMultiplyAdd(a, b, c);
+        [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float Sum(Vector256<float> v) => Vector256.Sum(v);
     }
 
     /// <summary>Read bandwidth in GB/s: best of several full passes (libtorch's sum) over a buffer far larger than cache.</summary>
