@@ -10,8 +10,8 @@ namespace Swarm.Sampling;
 /// Managed kernels over rows of f32 values on the CPU — a last stage's logits, a stage's hidden states — read where they
 /// lie, without copies to managed arrays or a libtorch call per row: the first largest entry (greedy sampling), the top
 /// two (a fingerprint's runner-up and margin), and the product of many rows with one small fixed matrix (a fingerprint's
-/// projection). 64 rows of pythia-160m's logits: a managed pass of about a millisecond where the libtorch calls it
-/// replaces (stack, matmul, two max reductions) took about ten.
+/// projection). A last stage's fingerprints of 64 rows of pythia-160m's logits, one profiled run: 9.2 ms a step through
+/// the libtorch calls these replace (stack, matmul, two max reductions), 2.4 ms through these.
 /// </summary>
 public static unsafe class RowKernels
 {
@@ -66,6 +66,8 @@ public static unsafe class RowKernels
         var views = rows.Select(F32).ToArray();
         var pointers = views.Select(LinearWeights.DataPointerOf).ToArray();
         var lengths = views.Select(v => checked((int)v.numel())).ToArray();
+        // Checked here, not in the parts: a part must not throw on a pool thread.
+        if (lengths.Any(n => n < 2)) throw new ArgumentException("the top two need at least two values in every row", nameof(rows));
         var result = new (int, int, float)[rows.Count];
         int parts = rows.Count >= 8 ? ComputePool.Shared.Workers + 1 : 1;
         void Part(int part)

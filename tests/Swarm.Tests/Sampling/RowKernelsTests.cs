@@ -96,6 +96,8 @@ public class RowKernelsTests
         var (_, _, margin) = RowKernels.TopTwo(values);
         Assert.True(float.IsNaN(margin));
         Assert.Throws<ArgumentException>(() => RowKernels.TopTwo(new float[1]));
+        using var scope = NewDisposeScope();
+        Assert.Throws<ArgumentException>(() => RowKernels.TopTwo(Enumerable.Range(0, 9).Select(i => randn(i == 4 ? 1 : 5)).ToArray()));
     }
 
     [Theory]
