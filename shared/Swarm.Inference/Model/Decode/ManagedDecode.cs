@@ -12,7 +12,7 @@ namespace Swarm.Model;
 /// without the libtorch path's few dozen small calls per layer (and their bf16 conversions), whose per-call cost adds
 /// to every token: batch-1 decode of pythia-160m ran 1.09× (f32), 1.18× (bf16) and 1.33× (int8) faster than through
 /// libtorch in one <c>swarm bench local</c> run. A layer with a parallel residual (every Pythia) is three forks of the
-/// cores (<see cref="DecodeFork"/>): q/k/v with the MLP's first product and its GELU; attention, split by (sequence, head),
+/// cores (<see cref="DecodeFork"/>): q/k/v with the MLP's first product and its GELU; attention, split by (sequence, head) or, in large batches, by sequence,
 /// with the MLP's second product; the attention's projection — each product adding itself to the residual where it
 /// ends, so nothing but the LayerNorms runs on one core. Prefill chunks, tensor-parallel layers, other devices and
 /// captured layers stay on the libtorch path.
