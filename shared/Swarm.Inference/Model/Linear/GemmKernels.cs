@@ -55,7 +55,7 @@ internal readonly unsafe struct Int8WideLoader : IWideWeightLoader<sbyte>
 /// FMAs); the 4 weight rows of a tile stay in L1 while every group of 4 input rows goes past them (from L2), so memory
 /// reads each weight once, in order. The next tile's rows are prefetched into L2 while a tile computes, spread over its
 /// groups: with the hardware prefetcher alone the first group of every tile waited on memory and the others left it idle
-/// (16 rows of pythia-160m, one <c>swarm bench batching</c> run: the q/k/v + MLP-up fork 16 → 12 ms a step, the head
+/// (16 rows of pythia-160m, one run of <c>swarm bench batching</c> built with timers per fork: the q/k/v + MLP-up fork 16 → 12 ms a step, the head
 /// 11.4 → 8.0; 64 rows: 38 → 34 and 28 → 25). Long rows are cut into
 /// blocks of <see cref="KBlock"/> inputs, partial sums added in y, so a tile's weights fit L1 and the activations' block
 /// fits L2. Requires AVX-512F (<see cref="IsSupported"/>).
