@@ -53,10 +53,12 @@ internal readonly unsafe struct Int8WideLoader : IWideWeightLoader<sbyte>
 /// GEMV kernels (<see cref="GemvKernels"/>) are bound by memory. A register tile of 4 input rows × 4 weight rows keeps
 /// sixteen 512-bit sums (enough to cover the FMA latency on both pipes, one activation and one weight load per four
 /// FMAs); the 4 weight rows of a tile stay in L1 while every group of 4 input rows goes past them (from L2), so memory
-/// reads each weight once, in order. The next tile's rows are prefetched into L2 while a tile computes, spread over its
-/// groups: with the hardware prefetcher alone the first group of every tile waited on memory and the others left it idle
+/// reads each weight once, in order. The next tile's rows are prefetched while a tile computes, by its last groups:
+/// with the hardware prefetcher alone the first group of every tile waited on memory and the others left it idle
 /// (16 rows of pythia-160m, one run of <c>swarm bench batching</c> built with timers per fork: the q/k/v + MLP-up fork 16 → 12 ms a step, the head
-/// 11.4 → 8.0; 64 rows: 38 → 34 and 28 → 25). Long rows are cut into
+/// 11.4 → 8.0; 64 rows: 38 → 34 and 28 → 25); prefetched by the first groups instead, the rows were fetched too early and
+/// partly evicted again (64 jobs, three interleaved runs of <c>swarm bench batching</c> against the build before, with
+/// <see cref="Sum16"/>: 597 / 619 / 645 → 668 / 640 / 641 tokens/s). Long rows are cut into
 /// blocks of <see cref="KBlock"/> inputs, partial sums added in y, so a tile's weights fit L1 and the activations' block
 /// fits L2. Requires AVX-512F (<see cref="IsSupported"/>).
 /// </summary>
@@ -105,15 +107,18 @@ internal static unsafe class GemmKernels
             for (int r = r0; r < r1; r += 4)
             {
                 int nw = Math.Min(4, r1 - r);
-                // The next tile's weight rows are fetched into L2 while this one computes: each group of input rows
-                // prefetches one or two of them, so memory streams through the whole tile rather than only while the
-                // first group waits on it.
+                // The next tile's weight rows are fetched while this one computes, one row per group of input rows in
+                // the tile's last groups (two per group when there are fewer groups than rows): memory streams through
+                // the tile rather than only while the first group waits on it, and the rows arrive just before they are
+                // used rather than early enough to be evicted from L1 by the groups' activations.
                 TWeight* next = r + 4 < r1 ? w + (long)(r + 4) * k + k0 : null;
                 int nextRows = Math.Min(4, r1 - r - 4);
+                int firstPrefetching = groups - Math.Min(groups, Math.Max(nextRows, 0));
                 for (int b = 0, g = 0; b < rows; b += 4, g++)
                 {
-                    TWeight* pa = next != null && g < nextRows ? next + (long)g * k : null;
-                    TWeight* pb = next != null && g + groups < nextRows ? next + (long)(g + groups) * k : null;
+                    int pg = g - firstPrefetching; // this group's place among the prefetching groups
+                    TWeight* pa = next != null && pg >= 0 && pg < nextRows ? next + (long)pg * k : null;
+                    TWeight* pb = next != null && pg >= 0 && pg + groups < nextRows ? next + (long)(pg + groups) * k : null;
                     Tile<TWeight, TLoader>(x + (long)b * k + k0, k, Math.Min(4, rows - b), w + (long)r * k + k0, k, nw, kl,
                         y + (long)b * ldy + r, ldy, r, pass, pa, pb);
                 }
@@ -182,10 +187,11 @@ internal static unsafe class GemmKernels
             a03 = Avx512F.FusedMultiplyAdd(v0, u, a03); a13 = Avx512F.FusedMultiplyAdd(v1, u, a13);
             a23 = Avx512F.FusedMultiplyAdd(v2, u, a23); a33 = Avx512F.FusedMultiplyAdd(v3, u, a33);
         }
-        var s0 = Sum4(a00, a01, a02, a03);
-        var s1 = Sum4(a10, a11, a12, a13);
-        var s2 = Sum4(a20, a21, a22, a23);
-        var s3 = Sum4(a30, a31, a32, a33);
+        var sums = Sum16(a00, a10, a20, a30, a01, a11, a21, a31, a02, a12, a22, a32, a03, a13, a23, a33);
+        var s0 = sums.GetLower().GetLower();
+        var s1 = sums.GetLower().GetUpper();
+        var s2 = sums.GetUpper().GetLower();
+        var s3 = sums.GetUpper().GetUpper();
         if (i < kl)
         {
             s0 += Tail<TWeight, TLoader>(x0, w0, w1, w2, w3, i, kl);
@@ -240,16 +246,33 @@ internal static unsafe class GemmKernels
         }
     }
 
-    /// <summary>The horizontal sums of four vectors, [Σa, Σb, Σc, Σd].</summary>
+    /// <summary>
+    /// The horizontal sums of a tile's sixteen vectors, a[i, j] = row i × weight row j: 128-bit lane i of the result is
+    /// [Σa[i,0], Σa[i,1], Σa[i,2], Σa[i,3]]. Lanes are folded across the four rows of each weight row first (whole-lane
+    /// shuffles), then the four weight rows are transposed within lanes; 36 + 9 operations where summing each vector on its
+    /// own takes about twice as many, most of them shuffles that share a port with the FMAs.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector128<float> Sum4(Vector512<float> a, Vector512<float> b, Vector512<float> c, Vector512<float> d)
+    private static Vector512<float> Sum16(
+        Vector512<float> a00, Vector512<float> a10, Vector512<float> a20, Vector512<float> a30,
+        Vector512<float> a01, Vector512<float> a11, Vector512<float> a21, Vector512<float> a31,
+        Vector512<float> a02, Vector512<float> a12, Vector512<float> a22, Vector512<float> a32,
+        Vector512<float> a03, Vector512<float> a13, Vector512<float> a23, Vector512<float> a33)
     {
-        // 512 → 256 bits by adding halves, then pairwise adds: [a b a b | a b a b] style, then the two 128-bit lanes.
-        var a8 = Avx.Add(a.GetLower(), a.GetUpper()); var b8 = Avx.Add(b.GetLower(), b.GetUpper());
-        var c8 = Avx.Add(c.GetLower(), c.GetUpper()); var d8 = Avx.Add(d.GetLower(), d.GetUpper());
-        var ab = Avx.HorizontalAdd(a8, b8); // [a01 a23 b01 b23 | a45 a67 b45 b67]
-        var cd = Avx.HorizontalAdd(c8, d8);
-        var abcd = Avx.HorizontalAdd(ab, cd); // [a0-3 b0-3 c0-3 d0-3 | a4-7 b4-7 c4-7 d4-7]
-        return Sse.Add(abcd.GetLower(), abcd.GetUpper());
+        var u0 = FoldRows(a00, a10, a20, a30); var u1 = FoldRows(a01, a11, a21, a31);
+        var u2 = FoldRows(a02, a12, a22, a32); var u3 = FoldRows(a03, a13, a23, a33);
+        // Within each lane i: [u0 u1 u2 u3] partial sums of four → [Σu0 Σu1 Σu2 Σu3].
+        var s01 = Avx512F.Add(Avx512F.UnpackLow(u0, u1), Avx512F.UnpackHigh(u0, u1)); // [u0₀₂ u1₀₂ u0₁₃ u1₁₃]
+        var s23 = Avx512F.Add(Avx512F.UnpackLow(u2, u3), Avx512F.UnpackHigh(u2, u3));
+        return Avx512F.Add(Avx512F.UnpackLow(s01.AsDouble(), s23.AsDouble()).AsSingle(), Avx512F.UnpackHigh(s01.AsDouble(), s23.AsDouble()).AsSingle());
+    }
+
+    /// <summary>Four rows' sums of one weight row folded to a lane each: lane i = four partial sums of <c>r{i}</c> (elements e, e+4, e+8, e+12 added).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> FoldRows(Vector512<float> r0, Vector512<float> r1, Vector512<float> r2, Vector512<float> r3)
+    {
+        var t01 = Avx512F.Add(Avx512F.Shuffle4x128(r0, r1, 0x44), Avx512F.Shuffle4x128(r0, r1, 0xEE)); // [r0 L0+L2, r0 L1+L3, r1 …, r1 …]
+        var t23 = Avx512F.Add(Avx512F.Shuffle4x128(r2, r3, 0x44), Avx512F.Shuffle4x128(r2, r3, 0xEE));
+        return Avx512F.Add(Avx512F.Shuffle4x128(t01, t23, 0x88), Avx512F.Shuffle4x128(t01, t23, 0xDD));
     }
 }
