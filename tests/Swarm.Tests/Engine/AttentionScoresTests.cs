@@ -51,9 +51,12 @@ public unsafe class AttentionScoresTests
     }
 
     [Theory]
-    [InlineData(64, 12)]
-    [InlineData(80, 5)]  // two 32-dim blocks and a tail; heads not a multiple of 4
-    [InlineData(20, 3)]  // not a multiple of 8: every score through Dot, every output through the tail
+    [InlineData(64, 12)]  // pythia-160m
+    [InlineData(128, 4)]  // the head sizes of the larger Pythia models
+    [InlineData(256, 2)]
+    [InlineData(80, 8)]   // two 32-dim blocks and a tail, heads a multiple of 4
+    [InlineData(80, 5)]   // heads not a multiple of 4
+    [InlineData(20, 3)]   // not a multiple of 8: every score through Dot, every output through the tail
     public void AttendHeads_SameBitsAsAttendHeadByHead(int hd, int heads)
     {
         int rowStride = heads * hd, slotsInStore = 40;
@@ -68,7 +71,7 @@ public unsafe class AttentionScoresTests
         fixed (float* qp = q, k32 = keys, v32 = values)
         fixed (ushort* k16 = keys16, v16 = values16)
         fixed (long* sp = slots)
-            foreach (int length in new[] { 1, 3, 4, 9, 40 })
+            foreach (int length in new[] { 1, 2, 3, 4, 9, 40 })
             {
                 CheckHeads<F32KvStore>(qp, hd, heads, k32, v32, sp, length, rowStride, sizeof(float));
                 CheckHeads<Bf16KvStore>(qp, hd, heads, k16, v16, sp, length, rowStride, sizeof(ushort));
