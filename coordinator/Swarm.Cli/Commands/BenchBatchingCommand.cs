@@ -20,8 +20,9 @@ internal static class BenchBatchingCommand
         var threads = new Option<int>("--threads") { Description = "CPU threads of the one-node run and of each swarm node (0: all cores for the one-node run, the cores shared equally among the swarm nodes)", DefaultValueFactory = _ => 0 };
         var noSwarm = new Option<bool>("--no-swarm") { Description = "Skip the 3-node swarm part" };
         var noArrivals = new Option<bool>("--no-arrivals") { Description = "Skip the run with long prompts arriving while others decode" };
+        var repeat = new Option<int>("--repeat") { Description = "Runs per level, the levels taking turns; the best run stands for its level (default 3)", DefaultValueFactory = _ => 3 };
         var cmd = new Command("batching", "Aggregate decode tokens/s and per-token latency at 1, 4, 16 and 64 concurrent jobs: one node in-process, and a 3-node swarm over HTTP");
-        foreach (var o in new Option[] { preset, json, tokens, levels, weights, threads, noSwarm, noArrivals }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { preset, json, tokens, levels, weights, threads, noSwarm, noArrivals, repeat }) cmd.Options.Add(o);
         cmd.SetAction(async (r, ct) =>
         {
             string name = r.GetValue(preset)!;
@@ -30,10 +31,12 @@ internal static class BenchBatchingCommand
             int n = r.GetValue(tokens);
             if (n < 2) throw new UsageException("--tokens must be ≥ 2 (decode throughput needs a second token)");
             if (r.GetValue(threads) < 0) throw new UsageException("--threads must be ≥ 0");
+            int repeats = r.GetValue(repeat);
+            if (repeats is < 1 or > 100) throw new UsageException("--repeat must be from 1 to 100");
             int[] jobs = Levels(r.GetValue(levels)!);
             var format = CliCommon.ParseWeights(r.GetValue(weights)!, "--weights");
             TorchRuntime.Initialize(r.GetValue(threads));
-            var settings = new BatchingBench.Settings(name, jobs, n, format, r.GetValue(threads), !r.GetValue(noSwarm), !r.GetValue(noArrivals));
+            var settings = new BatchingBench.Settings(name, jobs, n, format, r.GetValue(threads), !r.GetValue(noSwarm), !r.GetValue(noArrivals), repeats);
             var report = await BatchingBench.RunAsync(settings, msg => Console.Error.WriteLine(msg), ct);
             if (r.GetValue(json)) Console.WriteLine(Json(report));
             else Print(report);
@@ -59,6 +62,7 @@ internal static class BenchBatchingCommand
         var json = new Dictionary<string, object>
         {
             ["weights"] = report.Weights,
+            ["repeats"] = report.Repeats,
             ["concurrency"] = report.Concurrency,
             ["aggregate_tokens_per_s"] = R(report.Aggregate),
             ["ceiling_tokens_per_s"] = R([.. report.Concurrency.Select(report.Ceiling.TokensPerSecond)]),
@@ -85,7 +89,7 @@ internal static class BenchBatchingCommand
     private static void Print(BatchingBench.Report report)
     {
         var c = report.Ceiling;
-        Console.WriteLine($"{report.Preset} {report.Weights}, {report.Tokens} new tokens per job (16-token prompts, greedy)");
+        Console.WriteLine($"{report.Preset} {report.Weights}, {report.Tokens} new tokens per job (16-token prompts, greedy), best of {report.Repeats} runs per level");
         Console.WriteLine($"ceiling: {c.BandwidthGBps:F1} GB/s streaming read, {c.FmaPeakGflops:F0} GFLOP/s f32 FMA peak; a step reads {c.WeightBytesPerStep / 1e6:F0} MB of weights, a token's products are {c.FlopsPerToken / 1e9:F2} GFLOP");
         Console.WriteLine($"{"jobs",4} {"one node tok/s",15} {"× " + report.Concurrency[0] + " job",8} {"ceiling",8} {"of it",6} {"p50 ms",8} {"p95 ms",8} {"peak batch",10} {"swarm tok/s",12} {"swarm p50",10} {"swarm p95",10}");
         for (int i = 0; i < report.Concurrency.Length; i++)

@@ -1,0 +1,68 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json.Nodes;
+using System.Text.RegularExpressions;
+using Swarm.Cli;
+using Swarm.Tests.Presets;
+using Xunit;
+using Xunit.Abstractions;
+
+namespace Swarm.Tests.Scale;
+
+/// <summary>
+/// <c>swarm bench batching --repeat</c> as a real process on the smallest preset: every level runs the given number of
+/// times, the levels taking turns, and the best run of each level is the figure printed in the JSON.
+/// </summary>
+[Collection("processes")]
+public sealed partial class BenchBatchingRunTests(ITestOutputHelper output) : IDisposable
+{
+    private readonly TempDir _tmp = new();
+
+    [Fact]
+    public async Task Repeat_RunsLevelsInTurn_AndReportsEachLevelsBestRun()
+    {
+        var (exe, prefix) = LocalSwarm.SelfCommand();
+        var psi = new ProcessStartInfo(exe) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (var a in prefix.Concat(["bench", "batching", "--preset", "pythia-70m", "--levels", "1,2", "--tokens", "3", "--repeat", "2",
+                     "--no-swarm", "--no-arrivals", "--json"]))
+            psi.ArgumentList.Add(a);
+        psi.Environment["SWARM_CACHE"] = _tmp.Sub("cache");
+        using var p = Process.Start(psi)!;
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        var stderr = p.StandardError.ReadToEndAsync();
+        await p.WaitForExitAsync().WaitAsync(TimeSpan.FromMinutes(4));
+        output.WriteLine(await stdout + await stderr);
+        Assert.Equal(0, p.ExitCode);
+
+        var runs = RunLine().Matches(await stderr).Select(m => (Jobs: int.Parse(m.Groups[1].Value), Run: int.Parse(m.Groups[2].Value),
+            TokensPerSecond: double.Parse(m.Groups[3].Value, CultureInfo.InvariantCulture))).ToArray();
+        Assert.Equal([(1, 1), (2, 1), (1, 2), (2, 2)], runs.Select(r => (r.Jobs, r.Run)).ToArray());
+        var json = JsonNode.Parse(await stdout)!;
+        Assert.Equal(2, (int)json["repeats"]!);
+        var aggregate = json["aggregate_tokens_per_s"]!.AsArray().Select(v => (double)v!).ToArray();
+        for (int i = 0; i < 2; i++)
+        {
+            double best = runs.Where(r => r.Jobs == i + 1).Max(r => r.TokensPerSecond);
+            Assert.True(best > 0);
+            Assert.InRange(aggregate[i], best - 0.051, best + 0.051); // the log prints one decimal, the JSON two
+        }
+    }
+
+    [Fact]
+    public async Task Repeat_OutOfRange_IsAUsageError()
+    {
+        var (exe, prefix) = LocalSwarm.SelfCommand();
+        var psi = new ProcessStartInfo(exe) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (var a in prefix.Concat(["bench", "batching", "--repeat", "0"])) psi.ArgumentList.Add(a);
+        using var p = Process.Start(psi)!;
+        var stderr = p.StandardError.ReadToEndAsync();
+        await p.WaitForExitAsync().WaitAsync(TimeSpan.FromMinutes(1));
+        Assert.Equal(2, p.ExitCode);
+        Assert.Contains("--repeat", await stderr);
+    }
+
+    [GeneratedRegex(@"one node, +(\d+) jobs, run (\d+)/2: +([0-9.]+) tokens/s")]
+    private static partial Regex RunLine();
+
+    public void Dispose() => _tmp.Dispose();
+}
