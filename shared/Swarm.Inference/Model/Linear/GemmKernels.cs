@@ -56,9 +56,9 @@ internal readonly unsafe struct Int8WideLoader : IWideWeightLoader<sbyte>
 /// reads each weight once, in order. The next tile's rows are prefetched while a tile computes, by its last groups:
 /// with the hardware prefetcher alone the first group of every tile waited on memory and the others left it idle
 /// (16 rows of pythia-160m, one run of <c>swarm bench batching</c> built with timers per fork: the q/k/v + MLP-up fork 16 → 12 ms a step, the head
-/// 11.4 → 8.0; 64 rows: 38 → 34 and 28 → 25); prefetched by the first groups instead, the rows were fetched too early and
-/// partly evicted again (64 jobs, three interleaved runs of <c>swarm bench batching</c> against the build before, with
-/// <see cref="Sum16"/>: 597 / 619 / 645 → 668 / 640 / 641 tokens/s). Long rows are cut into
+/// 11.4 → 8.0; 64 rows: 38 → 34 and 28 → 25); prefetched by the first groups instead, as before, 64 jobs were slower
+/// (three interleaved runs of <c>swarm bench batching</c> against the build before, together with <see cref="Sum16"/>:
+/// 597 / 619 / 645 → 668 / 640 / 641 tokens/s). Long rows are cut into
 /// blocks of <see cref="KBlock"/> inputs, partial sums added in y, so a tile's weights fit L1 and the activations' block
 /// fits L2. Requires AVX-512F (<see cref="IsSupported"/>).
 /// </summary>
@@ -109,8 +109,8 @@ internal static unsafe class GemmKernels
                 int nw = Math.Min(4, r1 - r);
                 // The next tile's weight rows are fetched while this one computes, one row per group of input rows in
                 // the tile's last groups (two per group when there are fewer groups than rows): memory streams through
-                // the tile rather than only while the first group waits on it, and the rows arrive just before they are
-                // used rather than early enough to be evicted from L1 by the groups' activations.
+                // the tile rather than only while the first group waits on it. Fetched by the first groups instead, the
+                // rows wait longer in the caches before they are used, and the products were slower.
                 TWeight* next = r + 4 < r1 ? w + (long)(r + 4) * k + k0 : null;
                 int nextRows = Math.Min(4, r1 - r - 4);
                 int firstPrefetching = groups - Math.Min(groups, Math.Max(nextRows, 0));
@@ -249,8 +249,8 @@ internal static unsafe class GemmKernels
     /// <summary>
     /// The horizontal sums of a tile's sixteen vectors, a[i, j] = row i × weight row j: 128-bit lane i of the result is
     /// [Σa[i,0], Σa[i,1], Σa[i,2], Σa[i,3]]. Lanes are folded across the four rows of each weight row first (whole-lane
-    /// shuffles), then the four weight rows are transposed within lanes; 36 + 9 operations where summing each vector on its
-    /// own takes about twice as many, most of them shuffles that share a port with the FMAs.
+    /// shuffles), then the four weight rows are transposed within lanes: 45 operations, where summing the tile four vectors
+    /// at a time (halves, then horizontal adds) took about 76, most of them shuffles.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector512<float> Sum16(
