@@ -1,8 +1,7 @@
-using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
-using Swarm.Cli;
+using Swarm.Tests.Integration;
 using Swarm.Tests.Presets;
 using Xunit;
 using Xunit.Abstractions;
@@ -22,26 +21,19 @@ public sealed partial class BenchBatchingRunTests(ITestOutputHelper output) : ID
     [Fact]
     public async Task Repeat_RunsLevelsInTurn_AndReportsEachLevelsBestRun()
     {
-        var (exe, prefix) = LocalSwarm.SelfCommand();
-        var psi = new ProcessStartInfo(exe) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        foreach (var a in prefix.Concat(["bench", "batching", "--preset", "pythia-70m", "--levels", "1,2", "--tokens", "3", "--repeat", "2",
-                     "--no-swarm", "--no-arrivals", "--json"]))
-            psi.ArgumentList.Add(a);
-        psi.Environment["SWARM_CACHE"] = _tmp.Sub("cache");
-        using var p = Process.Start(psi)!;
-        var stdout = p.StandardOutput.ReadToEndAsync();
-        var stderr = p.StandardError.ReadToEndAsync();
-        await p.WaitForExitAsync().WaitAsync(TimeSpan.FromMinutes(4));
-        output.WriteLine(await stdout + await stderr);
-        Assert.Equal(0, p.ExitCode);
+        var (exit, stdout, stderr) = await CliProcess.RunAsync(SwarmProgram.Cli, TimeSpan.FromMinutes(4),
+            new Dictionary<string, string> { ["SWARM_CACHE"] = _tmp.Sub("cache") },
+            "bench", "batching", "--preset", "pythia-70m", "--levels", "1,2", "--tokens", "3", "--repeat", "2", "--no-swarm", "--no-arrivals", "--json");
+        output.WriteLine(stdout + stderr);
+        Assert.Equal(0, exit);
 
-        var runs = RunLine().Matches(await stderr).Select(m => (Jobs: int.Parse(m.Groups[1].Value), Run: int.Parse(m.Groups[2].Value),
+        var runs = RunLine().Matches(stderr).Select(m => (Jobs: int.Parse(m.Groups[1].Value), Run: int.Parse(m.Groups[2].Value),
             TokensPerSecond: double.Parse(m.Groups[3].Value, CultureInfo.InvariantCulture))).ToArray();
         Assert.Equal([(1, 1), (2, 1), (1, 2), (2, 2)], runs.Select(r => (r.Jobs, r.Run)).ToArray());
-        var json = JsonNode.Parse(await stdout)!;
+        var json = JsonNode.Parse(stdout)!;
         Assert.Equal(2, (int)json["repeats"]!);
         // The machine is measured before each round; the ceiling takes the highest reading.
-        var bandwidths = MachineLine().Matches(await stderr).Select(m => double.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture)).ToArray();
+        var bandwidths = MachineLine().Matches(stderr).Select(m => double.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture)).ToArray();
         Assert.Equal(2, bandwidths.Length);
         Assert.InRange((double)json["memory_bandwidth_gb_per_s"]!, bandwidths.Max() - 0.051, bandwidths.Max() + 0.051);
         var aggregate = json["aggregate_tokens_per_s"]!.AsArray().Select(v => (double)v!).ToArray();
@@ -56,14 +48,9 @@ public sealed partial class BenchBatchingRunTests(ITestOutputHelper output) : ID
     [Fact]
     public async Task Repeat_OutOfRange_IsAUsageError()
     {
-        var (exe, prefix) = LocalSwarm.SelfCommand();
-        var psi = new ProcessStartInfo(exe) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        foreach (var a in prefix.Concat(["bench", "batching", "--repeat", "0"])) psi.ArgumentList.Add(a);
-        using var p = Process.Start(psi)!;
-        var stderr = p.StandardError.ReadToEndAsync();
-        await p.WaitForExitAsync().WaitAsync(TimeSpan.FromMinutes(1));
-        Assert.Equal(2, p.ExitCode);
-        Assert.Contains("--repeat", await stderr);
+        var (exit, _, stderr) = await CliProcess.RunAsync(SwarmProgram.Cli, TimeSpan.FromMinutes(1), "bench", "batching", "--repeat", "0");
+        Assert.Equal(2, exit);
+        Assert.Contains("--repeat", stderr);
     }
 
     [GeneratedRegex(@"one node, +(\d+) jobs, run (\d+)/2: +([0-9.]+) tokens/s")]
